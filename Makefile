@@ -1,0 +1,67 @@
+# Shelfwise — the targets a newcomer can guess. `make demo` and `make test` do their own set-up.
+SHELL := /bin/bash
+export SAM_CLI_TELEMETRY := 0
+.DEFAULT_GOAL := help
+
+# Python 3.12 (the Lambda runtime) where it exists, else python3 >= 3.11.
+PYENV_312 := $(shell pyenv root 2>/dev/null)/versions/3.12.1/bin/python3.12
+PYTHON ?= $(shell for p in python3.12 $(PYENV_312) python3; do \
+	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then \
+	    command -v $$p; break; fi; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+REQS := pyproject.toml requirements/dev.txt requirements/train.txt requirements/constraints.txt \
+	layers/base/requirements.txt layers/inference/requirements.txt layers/data/requirements.txt
+BACKEND ?= moto
+PYTEST := $(BIN)/python -m pytest
+
+.PHONY: help setup demo test unit integration e2e lint format validate build bench localstack localstack-stop clean
+
+help:
+	@echo "make demo      run the whole loop locally on the embedded AWS emulator (no AWS account)"
+	@echo "make test      lint, validate the template, unit + integration/e2e on moto and LocalStack"
+	@echo "make setup     create .venv with the pinned dependencies (done by demo and test)"
+	@echo "make e2e BACKEND=moto|localstack   integration + e2e suites against one emulator"
+	@echo "make build     sam build every function and layer, print sizes against the budgets"
+	@echo "make validate  sam validate --lint and cfn-lint on template.yaml"
+	@echo "make bench     the benchmarks that print figures"
+
+setup: $(STAMP)
+
+$(STAMP): $(REQS)
+	@test -n "$(PYTHON)" || { echo "make setup: need python3.12 or python3 >= 3.11" >&2; exit 1; }
+	@echo "setup: using $(PYTHON) ($$($(PYTHON) --version))"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . || \
+	  $(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/shelfwise demo
+
+test: setup lint validate unit
+	@echo "make test: all legs passed"
+
+unit: setup
+	$(PYTEST) -m unit tests/unit
+
+lint: setup
+	$(BIN)/ruff check shared functions tests
+	$(BIN)/ruff format --check shared functions tests
+
+format: setup
+	$(BIN)/ruff format shared functions tests
+	$(BIN)/ruff check --fix shared functions tests
+
+validate: setup
+	$(BIN)/sam validate --lint --template template.yaml --region eu-west-1
+	$(BIN)/cfn-lint template.yaml
+
+bench: setup
+	$(BIN)/shelfwise bench ingest --rows 1000000
+
+clean:
+	rm -rf $(VENV) .aws-sam .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -1,0 +1,128 @@
+"""The event contract (DESIGN.md section 3), shared by ingest, serving, training and monitoring.
+
+Pure Python and Pydantic only: the serving functions validate ``POST /v1/events`` bodies with it
+and must not pull pyarrow. The Arrow schema of curated Parquet lives in ``shelfwise.ingest.schema``
+and is built from the names here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+
+EventType = Literal[
+    "view",
+    "click",
+    "add_to_cart",
+    "remove_from_cart",
+    "add_to_wishlist",
+    "purchase",
+    "return",
+    "search",
+    "impression",
+    "rating",
+]
+EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+
+# Implicit-feedback strength per event type (view < click < cart < purchase). Used for curated
+# `weight`, for matrix factorisation and for session fold-in at serving time.
+EVENT_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 2.0,
+    "add_to_wishlist": 3.0,
+    "rating": 3.0,
+    "add_to_cart": 4.0,
+    "purchase": 8.0,
+    "remove_from_cart": 0.0,
+    "return": 0.0,
+    "search": 0.0,
+    "impression": 0.0,
+}
+
+# Events that carry no item (everything else must have item_id).
+ITEMLESS_EVENT_TYPES = frozenset({"search"})
+
+# Native columns, in order. `properties` holds unknown extra columns as a JSON object.
+NATIVE_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "event_type",
+    "user_id",
+    "session_id",
+    "item_id",
+    "timestamp",
+    "price",
+    "quantity",
+    "query",
+    "recommendation_id",
+    "position",
+    "category",
+    "variant",
+    "model_version",
+    "score",
+    "properties",
+)
+
+# Added by the ingest to every curated row.
+DERIVED_COLUMNS: tuple[str, ...] = (
+    "weight",
+    "hour",
+    "dow",
+    "source_format",
+    "source_key",
+    "source_line",
+    "schema_version",
+)
+
+PARTITION_COLUMN = "event_date"
+
+# Limits that keep one hostile value from hurting everyone downstream.
+MAX_ID_LENGTH = 256
+MAX_QUERY_LENGTH = 1024
+MAX_PROPERTIES_BYTES = 16 * 1024
+# Accepted timestamp range: the web shop era up to a day into the future (clock skew).
+MIN_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_FUTURE_SECONDS = 24 * 3600
+
+
+def derive_event_id(*parts: object) -> str:
+    """A deterministic event id from the fields that identify an event when the source has none."""
+    h = hashlib.blake2b(digest_size=12)
+    for part in parts:
+        h.update(b"\x1f" if part is None else str(part).encode("utf-8", "surrogatepass"))
+        h.update(b"\x1e")
+    return h.hexdigest()
+
+
+class Event(BaseModel):
+    """One behaviour event as accepted by the ``/v1/events`` API (the native schema)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    event_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LENGTH)
+    event_type: EventType
+    user_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LENGTH)
+    session_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LENGTH)
+    item_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LENGTH)
+    timestamp: datetime
+    price: float | None = Field(default=None, ge=0, le=1e9)
+    quantity: float | None = Field(default=None, ge=0, le=1e6)
+    query: str | None = Field(default=None, max_length=MAX_QUERY_LENGTH)
+    recommendation_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LENGTH)
+    position: int | None = Field(default=None, ge=0, le=10_000)
+    category: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
+    properties: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Event:
+        if self.user_id is None and self.session_id is None:
+            raise ValueError("one of user_id or session_id is required")
+        if self.item_id is None and self.event_type not in ITEMLESS_EVENT_TYPES:
+            raise ValueError(f"item_id is required for event_type {self.event_type!r}")
+        if self.timestamp.tzinfo is None:
+            self.timestamp = self.timestamp.replace(tzinfo=UTC)
+        return self
