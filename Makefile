@@ -60,6 +60,11 @@ validate: setup
 	$(BIN)/sam validate --lint --template template.yaml --region eu-west-1
 	$(BIN)/cfn-lint template.yaml
 
+# sam build needs python3.12 on PATH for the zip functions; the layers pick Lambda wheels with pip.
+build: setup
+	PATH="$(dir $(PYTHON)):$$PATH" PIP="$(abspath $(BIN))/python -m pip" $(BIN)/sam build --template template.yaml
+	$(BIN)/python -m shelfwise_local.buildcheck --python "$(PYTHON)"
+
 bench: setup
 	$(BIN)/shelfwise bench ingest --rows 1000000
 

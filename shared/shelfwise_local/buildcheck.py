@@ -1,0 +1,115 @@
+"""After `sam build`: size of every function with its layers against its budget, and cold start.
+
+Budgets (unzipped code + layers): serving functions (those with the InferenceLayer) 150 MB, every
+other zip function 250 MB, Lambda's hard limit. Cold start is measured the way Lambda pays it: a
+fresh interpreter (``-I -S``: no site-packages) with only the built directories on ``sys.path``
+imports the handler module. Prints one line per function and a JSON line last; exits 1 when a
+budget is exceeded or a handler fails to import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MB = 1024 * 1024
+SERVING_BUDGET_MB = 150
+DEFAULT_BUDGET_MB = 250
+
+
+class _Loader(yaml.SafeLoader):
+    """Reads CloudFormation short-form tags (!Ref, !Sub ...) as plain values."""
+
+
+def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return {suffix: loader.construct_scalar(node)}
+    if isinstance(node, yaml.SequenceNode):
+        return {suffix: loader.construct_sequence(node, deep=True)}
+    return {suffix: loader.construct_mapping(node, deep=True)}  # type: ignore[arg-type]
+
+
+_Loader.add_multi_constructor("!", _tag)
+
+
+def dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def _cold_start(python: str, paths: list[Path], handler: str, env: dict[str, str]) -> float | str:
+    module = handler.rsplit(".", 1)[0]
+    code = (
+        "import sys, time\n"
+        f"sys.path[:0] = {[str(p) for p in paths]!r}\n"
+        "t = time.perf_counter()\n"
+        f"import {module}\n"
+        "print(time.perf_counter() - t)\n"
+    )
+    proc = subprocess.run([python, "-I", "-S", "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    if proc.returncode != 0:
+        return "import failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shelfwise_local.buildcheck", description=__doc__)
+    parser.add_argument("--build-dir", default=".aws-sam/build", type=Path)
+    parser.add_argument("--python", default=None, help="python3.12 to measure cold starts with")
+    args = parser.parse_args(argv)
+    template = yaml.load((args.build_dir / "template.yaml").read_text(), Loader=_Loader)  # noqa: S506
+    resources: dict[str, Any] = template["Resources"]
+    global_layers = template.get("Globals", {}).get("Function", {}).get("Layers", [])
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "POWERTOOLS_TRACE_DISABLED": "1",
+    }
+    rows, failed = [], False
+    for name, res in sorted(resources.items()):
+        if res.get("Type") != "AWS::Serverless::Function":
+            continue
+        props = res.get("Properties", {})
+        if props.get("PackageType") == "Image":
+            rows.append({"function": name, "package": "image", "note": "container image, built by Docker"})
+            continue
+        layers = [lay["Ref"] for lay in props.get("Layers", []) + global_layers if isinstance(lay, dict)]
+        layer_dirs = [args.build_dir / lay / "python" for lay in dict.fromkeys(layers)]
+        code_dir = args.build_dir / name
+        size = dir_size(code_dir) + sum(dir_size(d) for d in layer_dirs if d.exists())
+        budget = SERVING_BUDGET_MB if "InferenceLayer" in layers else DEFAULT_BUDGET_MB
+        fn_env = dict(env)
+        for key, value in (props.get("Environment", {}).get("Variables", {}) or {}).items():
+            fn_env[key] = value if isinstance(value, str) else f"placeholder-{key.lower().replace('_', '-')}"
+        cold = (
+            _cold_start(args.python, [code_dir, *layer_dirs], props.get("Handler", "app.lambda_handler"), fn_env)
+            if args.python
+            else None
+        )
+        ok = size <= budget * MB and not isinstance(cold, str)
+        failed |= not ok
+        rows.append(
+            {
+                "function": name,
+                "size_mb": round(size / MB, 1),
+                "budget_mb": budget,
+                "cold_import_s": round(cold, 3) if isinstance(cold, float) else cold,
+                "ok": ok,
+            }
+        )
+    for row in rows:
+        print(json.dumps(row), file=sys.stderr)
+    print(json.dumps({"functions": rows, "ok": not failed}))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
