@@ -1,0 +1,604 @@
+"""The model registry: immutable bundles in S3, aliases in SSM, every change an event and an audit record.
+
+Layout (docs/contracts.md):
+
+- ``s3://<models>/models/<model_name>/<version>/`` holds the bundle. ``manifest.json`` is written
+  last with ``IfNoneMatch='*'``: it is the commit marker, so a job killed half-way leaves no
+  visible version, and a second registration of the same version fails loudly.
+- SSM ``String`` parameters ``/shelfwise/<env>/models/<model_name>/{champion,challenger,previous,
+  canary_weight}`` are what serving reads (a version, or ``none``; a weight in ``[0, 1]``).
+- Each change emits an EventBridge event (source ``shelfwise.registry``) and writes
+  ``s3://<models>/audit/<model_name>/<iso-time>-<action>.json`` holding the alias state before and
+  after, which is how :meth:`Registry.version_for` answers "which version served user U at time T"
+  long after SSM's 100-version parameter history has rolled over.
+
+The registry receives its boto3 clients (domain code never builds them), so the same code runs
+against AWS, moto or LocalStack.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from shelfwise.errors import ConflictError, InputError, NotFoundError, ShelfwiseError
+
+ALIAS_NAMES: tuple[str, ...] = ("champion", "challenger", "previous", "canary_weight")
+NONE = "none"
+EVENT_SOURCE = "shelfwise.registry"
+MANIFEST = "manifest.json"
+REGISTRATION = "registration.json"
+DEFAULT_PRIMARY_METRIC = "ndcg@10"
+# Which names in a manifest's evaluation are the baselines every candidate must beat.
+BASELINES: tuple[str, ...] = ("popularity", "itemknn")
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+
+class GateError(ShelfwiseError):
+    """A version did not pass the offline gate, so it is not offered for canary (the message says why)."""
+
+
+class BundleIntegrityError(InputError):
+    """A bundle's files do not match the checksums its manifest records."""
+
+
+def challenger_share(user_key: str) -> float:
+    """The user's sticky position in ``[0, 1)``; the challenger serves it when below the canary weight."""
+    digest = hashlib.blake2b(user_key.encode("utf-8"), digest_size=8).hexdigest()
+    return int(digest, 16) / 2**64
+
+
+def routes_to_challenger(user_key: str, canary_weight: float) -> bool:
+    """The routing rule of docs/contracts.md, shared by serving and :meth:`Registry.version_for`."""
+    return challenger_share(user_key) < canary_weight
+
+
+@dataclass(frozen=True)
+class Aliases:
+    """The alias state of one model: versions (``None`` for ``none``) and the challenger's traffic share."""
+
+    champion: str | None = None
+    challenger: str | None = None
+    previous: str | None = None
+    canary_weight: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Aliases:
+        return cls(
+            champion=data.get("champion"),
+            challenger=data.get("challenger"),
+            previous=data.get("previous"),
+            canary_weight=float(data.get("canary_weight", 0.0)),
+        )
+
+    def route(self, user_key: str) -> tuple[str | None, str]:
+        """``(version, variant)`` that serves ``user_key`` under this state (``fallback`` when no model)."""
+        if self.challenger and self.canary_weight > 0 and routes_to_challenger(user_key, self.canary_weight):
+            return self.challenger, "challenger"
+        if self.champion:
+            return self.champion, "champion"
+        return None, "fallback"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Outcome of the offline gate: passed or not, and the reasons a person can read."""
+
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    metric: str = DEFAULT_PRIMARY_METRIC
+    candidate: float | None = None
+    champion: float | None = None
+    champion_version: str | None = None
+    tolerance: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What :meth:`Registry.register` did."""
+
+    model_name: str
+    version: str
+    uri: str
+    gate: GateResult
+    offered_for_canary: bool
+    became_champion: bool
+    registered_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["gate"] = self.gate.to_json()
+        return data
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """Answer of :meth:`Registry.version_for`: the version and variant, and the state it came from."""
+
+    version: str | None
+    variant: str
+    aliases: Aliases
+    since: str | None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_local_manifest(bundle_dir: Path) -> dict[str, Any]:
+    """The manifest of a local bundle, after checking every listed file against its sha256."""
+    path = Path(bundle_dir) / MANIFEST
+    if not path.is_file():
+        raise InputError(f"{bundle_dir} is not a bundle: {MANIFEST} is missing")
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON: {exc}") from exc
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise InputError(f"{path}: 'files' (name -> sha256) is missing or empty")
+    for name, digest in files.items():
+        fp = Path(bundle_dir) / name
+        if Path(name).name != name or not fp.is_file():
+            raise BundleIntegrityError(f"bundle file {name!r} listed in the manifest is missing")
+        if sha256_file(fp) != digest:
+            raise BundleIntegrityError(f"bundle file {name!r} does not match its manifest checksum")
+    return manifest
+
+
+def evaluate_gate(
+    manifest: dict[str, Any],
+    champion_version: str | None,
+    tolerance: float,
+) -> GateResult:
+    """The offline gate on a manifest's ``evaluation`` section.
+
+    A candidate passes when (a) its primary metric on the test window beats every baseline, and
+    (b) when a champion exists, the manifest holds the champion's metrics *on the same window*
+    (the training job scores the champion's bundle on it) and the candidate is not worse than
+    ``champion * (1 - tolerance)``. Anything missing fails closed, with the reason.
+    """
+    ev = manifest.get("evaluation") or {}
+    metric = str(ev.get("primary_metric") or DEFAULT_PRIMARY_METRIC)
+    models = ev.get("models") or {}
+    best = ev.get("best")
+    reasons: list[str] = []
+    cand: float | None = None
+    if not best or best not in models or metric not in (models.get(best) or {}):
+        reasons.append(f"manifest has no test-window {metric} for its best model")
+        return GateResult(False, reasons, metric, tolerance=tolerance, champion_version=champion_version)
+    cand = float(models[best][metric])
+    for base in BASELINES:
+        if base == best:
+            reasons.append(f"the best model is the {base} baseline itself")
+            continue
+        if base not in models:
+            reasons.append(f"baseline {base} was not evaluated")
+            continue
+        other = float(models[base][metric])
+        if not cand > other:
+            reasons.append(f"{best} {metric}={cand:.4f} does not beat baseline {base} ({other:.4f})")
+    champ_value: float | None = None
+    if champion_version:
+        comparison = ev.get("champion") or {}
+        if comparison.get("version") != champion_version or metric not in (comparison.get("metrics") or {}):
+            reasons.append(f"no same-window comparison against champion {champion_version}")
+        else:
+            champ_value = float(comparison["metrics"][metric])
+            if cand < champ_value * (1.0 - tolerance):
+                reasons.append(
+                    f"{metric}={cand:.4f} loses to champion {champion_version} ({champ_value:.4f}) "
+                    f"beyond tolerance {tolerance:.0%}"
+                )
+    return GateResult(not reasons, reasons, metric, cand, champ_value, champion_version, tolerance)
+
+
+class Registry:
+    """The one registry API (docs/contracts.md). Not safe against two operators racing on aliases."""
+
+    def __init__(
+        self,
+        s3: Any,
+        ssm: Any,
+        events: Any,
+        models_bucket: str,
+        env: str,
+        model_name: str,
+        *,
+        gate_tolerance: float = 0.02,
+        actor: str = "shelfwise",
+        event_bus: str = "default",
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        if not 0 <= gate_tolerance < 1:
+            raise InputError("gate_tolerance must be in [0, 1)")
+        self.s3, self.ssm, self.events = s3, ssm, events
+        self.bucket, self.env, self.model_name = models_bucket, env, model_name
+        self.gate_tolerance = gate_tolerance
+        self.actor = actor
+        self.event_bus = event_bus
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._last_audit: datetime | None = None
+
+    # ------------------------------------------------------------------ names
+    def parameter_name(self, alias: str) -> str:
+        return f"/shelfwise/{self.env}/models/{self.model_name}/{alias}"
+
+    def version_prefix(self, version: str) -> str:
+        return f"models/{self.model_name}/{version}/"
+
+    @property
+    def audit_prefix(self) -> str:
+        return f"audit/{self.model_name}/"
+
+    # ------------------------------------------------------------------ register
+    def register(
+        self, bundle_dir: str | Path, version: str, *, promote_if_first: bool = True
+    ) -> Registration:
+        """Upload a verified local bundle as an immutable ``version`` and run the offline gate.
+
+        Data files go first (conditional writes; an identical file left by a killed attempt is
+        accepted), ``registration.json`` (the gate outcome) next, ``manifest.json`` last as the
+        commit marker. When no champion exists yet and the gate passes, the version becomes
+        champion (``promote_if_first``), so a fresh stack serves something.
+        """
+        if not _VERSION_RE.match(version):
+            raise InputError(f"invalid version {version!r}: letters, digits, '.', '_', '-' (max 80)")
+        bundle = Path(bundle_dir)
+        manifest = read_local_manifest(bundle)
+        prefix = self.version_prefix(version)
+        if self._exists(prefix + MANIFEST):
+            raise ConflictError(
+                f"model {self.model_name} version {version} already exists; versions are immutable"
+            )
+        before = self.aliases()
+        gate = evaluate_gate(manifest, before.champion, self.gate_tolerance)
+        now = self._now()
+        uploads = sorted(p for p in bundle.iterdir() if p.is_file() and p.name != MANIFEST)
+        for path in uploads:
+            self._put_immutable(prefix + path.name, path.read_bytes())
+        became_champion = promote_if_first and gate.passed and before.champion is None
+        registration = Registration(
+            model_name=self.model_name,
+            version=version,
+            uri=f"s3://{self.bucket}/{prefix}",
+            gate=gate,
+            offered_for_canary=gate.passed,
+            became_champion=became_champion,
+            registered_at=now.isoformat(),
+        )
+        self._put_immutable(prefix + REGISTRATION, _dumps(registration.to_json()))
+        self._put_immutable(prefix + MANIFEST, (bundle / MANIFEST).read_bytes())
+        self._record(
+            "ModelRegistered", version, before, before, {"gate": gate.to_json(), "uri": registration.uri}
+        )
+        if became_champion:
+            after = Aliases(champion=version)
+            self._write_aliases(before, after)
+            self._record("ModelPromoted", version, before, after, {"reason": "first registered version"})
+        return registration
+
+    def _put_immutable(self, key: str, body: bytes) -> None:
+        digest = hashlib.sha256(body).hexdigest()
+        try:
+            self.s3.put_object(
+                Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*", Metadata={"sha256": digest}
+            )
+        except ClientError as exc:
+            if _code(exc) not in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                raise
+            head = self.s3.head_object(Bucket=self.bucket, Key=key)
+            if head.get("Metadata", {}).get("sha256") != digest:
+                raise ConflictError(
+                    f"s3://{self.bucket}/{key} exists with different content (an earlier attempt of this "
+                    "version); versions are immutable, register under a new version"
+                ) from exc
+
+    # ------------------------------------------------------------------ read
+    def aliases(self) -> Aliases:
+        """The current alias state (``none`` and missing parameters read as ``None`` / weight 0)."""
+        names = [self.parameter_name(a) for a in ALIAS_NAMES]
+        resp = self.ssm.get_parameters(Names=names)
+        values = {p["Name"].rsplit("/", 1)[1]: p["Value"] for p in resp.get("Parameters", [])}
+
+        def version(alias: str) -> str | None:
+            v = values.get(alias, NONE)
+            return None if v in {NONE, ""} else v
+
+        return Aliases(
+            champion=version("champion"),
+            challenger=version("challenger"),
+            previous=version("previous"),
+            canary_weight=float(values.get("canary_weight", "0") or 0),
+        )
+
+    def exists(self, version: str) -> bool:
+        return self._exists(self.version_prefix(version) + MANIFEST)
+
+    def manifest(self, version: str) -> dict[str, Any]:
+        """The committed manifest of ``version`` (NotFoundError when it was never committed)."""
+        return json.loads(self._get(self.version_prefix(version) + MANIFEST, version))
+
+    def registration(self, version: str) -> dict[str, Any]:
+        """The registration record of ``version``: gate outcome and whether it is offered for canary."""
+        if not self.exists(version):
+            raise NotFoundError(f"model {self.model_name} has no version {version}")
+        return json.loads(self._get(self.version_prefix(version) + REGISTRATION, version))
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Committed versions, oldest first, each with its gate outcome and current role."""
+        aliases = self.aliases()
+        roles = {
+            aliases.champion: "champion",
+            aliases.challenger: "challenger",
+            aliases.previous: "previous",
+        }
+        out = []
+        for key in self._keys(f"models/{self.model_name}/"):
+            parts = key.split("/")
+            if len(parts) != 4 or parts[3] != MANIFEST:
+                continue
+            version = parts[2]
+            reg = json.loads(self._get(self.version_prefix(version) + REGISTRATION, version))
+            out.append(
+                {
+                    "version": version,
+                    "registered_at": reg.get("registered_at"),
+                    "offered_for_canary": reg.get("offered_for_canary"),
+                    "gate": reg.get("gate"),
+                    "role": roles.get(version),
+                }
+            )
+        out.sort(key=lambda r: r["registered_at"] or "")
+        return out
+
+    def download(self, version: str, dest_dir: str | Path) -> Path:
+        """Copy a committed version to ``dest_dir`` and verify it against its manifest checksums."""
+        dest = Path(dest_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        manifest_bytes = self._get(self.version_prefix(version) + MANIFEST, version)
+        manifest = json.loads(manifest_bytes)
+        for name in manifest.get("files", {}):
+            (dest / name).write_bytes(self._get(self.version_prefix(version) + name, version))
+        (dest / MANIFEST).write_bytes(manifest_bytes)
+        read_local_manifest(dest)
+        return dest
+
+    # ------------------------------------------------------------------ alias changes
+    def start_canary(self, version: str, weight: float = 0.1, *, force: bool = False) -> Aliases:
+        """Make ``version`` the challenger with ``weight`` of traffic (it must have passed the gate)."""
+        _check_weight(weight, allow_zero=False)
+        before = self.aliases()
+        self._require_offerable(version, force)
+        if version == before.champion:
+            raise ConflictError(f"{version} is already the champion")
+        after = Aliases(before.champion, version, before.previous, weight)
+        self._write_aliases(before, after)
+        self._record("CanaryStarted", version, before, after, {"weight": weight, "forced": force})
+        return after
+
+    def set_canary_weight(self, weight: float) -> Aliases:
+        """Move the challenger's share of traffic (0 pauses the canary, 1 sends everyone)."""
+        _check_weight(weight, allow_zero=True)
+        before = self.aliases()
+        if before.challenger is None:
+            raise ConflictError("there is no challenger to set a canary weight for")
+        after = Aliases(before.champion, before.challenger, before.previous, weight)
+        self._write_aliases(before, after)
+        self._record(
+            "CanaryAdvanced",
+            before.challenger,
+            before,
+            after,
+            {"weight": weight, "from": before.canary_weight},
+        )
+        return after
+
+    def promote(self, version: str | None = None, *, force: bool = False) -> Aliases:
+        """Make the challenger (or an explicit gated ``version``) champion; the old champion becomes previous."""
+        before = self.aliases()
+        target = version or before.challenger
+        if target is None:
+            raise ConflictError("there is no challenger to promote; name a version")
+        if target == before.champion:
+            raise ConflictError(f"{target} is already the champion")
+        self._require_offerable(target, force)
+        challenger = None if target == before.challenger else before.challenger
+        weight = 0.0 if challenger is None else before.canary_weight
+        after = Aliases(target, challenger, before.champion, weight)
+        self._write_aliases(before, after)
+        self._record("ModelPromoted", target, before, after, {"previous": before.champion, "forced": force})
+        return after
+
+    def rollback(self, reason: str) -> Aliases:
+        """Undo the last risky change: stop a running canary, else put ``previous`` back as champion."""
+        if not reason:
+            raise InputError("a rollback needs a reason")
+        before = self.aliases()
+        if before.challenger is not None:
+            after = Aliases(before.champion, None, before.previous, 0.0)
+            rolled, restored, scope = before.challenger, before.champion, "canary"
+        elif before.previous is not None:
+            after = Aliases(before.previous, None, None, 0.0)
+            rolled, restored, scope = before.champion, before.previous, "champion"
+        else:
+            raise ConflictError("nothing to roll back: no challenger and no previous champion")
+        self._write_aliases(before, after)
+        self._record(
+            "ModelRolledBack",
+            rolled or NONE,
+            before,
+            after,
+            {"reason": reason, "restored": restored, "scope": scope},
+        )
+        return after
+
+    def _require_offerable(self, version: str, force: bool) -> None:
+        reg = self.registration(version)
+        if not reg.get("offered_for_canary") and not force:
+            reasons = "; ".join((reg.get("gate") or {}).get("reasons") or ["gate not passed"])
+            raise GateError(f"version {version} did not pass the offline gate: {reasons}")
+
+    def _write_aliases(self, before: Aliases, after: Aliases) -> None:
+        # Order matters because serving may read between writes: the weight drops first when it
+        # drops, and rises last when it rises, so no request reaches a challenger it should not.
+        order: list[tuple[str, str]] = []
+        if after.canary_weight < before.canary_weight or after.challenger != before.challenger:
+            order.append(("canary_weight", "0"))
+        order += [
+            ("previous", after.previous or NONE),
+            ("champion", after.champion or NONE),
+            ("challenger", after.challenger or NONE),
+            ("canary_weight", _fmt_weight(after.canary_weight)),
+        ]
+        current = {
+            "previous": before.previous or NONE,
+            "champion": before.champion or NONE,
+            "challenger": before.challenger or NONE,
+            "canary_weight": _fmt_weight(before.canary_weight),
+        }
+        for alias, value in order:
+            if current.get(alias) == value:
+                continue
+            self.ssm.put_parameter(
+                Name=self.parameter_name(alias),
+                Value=value,
+                Type="String",
+                Overwrite=True,
+                Description=f"shelfwise model alias {alias} of {self.model_name}",
+            )
+            current[alias] = value
+
+    # ------------------------------------------------------------------ audit
+    def _record(
+        self, action: str, version: str, before: Aliases, after: Aliases, detail: dict[str, Any]
+    ) -> dict[str, Any]:
+        now = self._now()
+        if self._last_audit is not None and now <= self._last_audit:
+            # Audit keys sort by time; keep this process's records strictly increasing.
+            now = self._last_audit + timedelta(microseconds=1)
+        self._last_audit = now
+        record = {
+            "time": now.isoformat(),
+            "action": action,
+            "model_name": self.model_name,
+            "env": self.env,
+            "version": version,
+            "actor": self.actor,
+            "before": before.to_json(),
+            "after": after.to_json(),
+            **detail,
+        }
+        key = f"{self.audit_prefix}{_stamp(now)}-{action}.json"
+        self._put_immutable(key, _dumps(record))
+        event_detail = {"model_name": self.model_name, "env": self.env, **record}
+        resp = self.events.put_events(
+            Entries=[
+                {
+                    "Time": now,
+                    "Source": EVENT_SOURCE,
+                    "DetailType": action,
+                    "Detail": json.dumps(event_detail, default=str),
+                    "EventBusName": self.event_bus,
+                }
+            ]
+        )
+        if resp.get("FailedEntryCount"):
+            # The alias change and the audit record stand; the event is best-effort but must be visible.
+            raise ShelfwiseError(f"EventBridge rejected the {action} event: {resp.get('Entries')}")
+        return record
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every audit record of this model, oldest first."""
+        return [json.loads(self._get(k, k)) for k in self._audit_keys()]
+
+    def version_for(self, user_key: str, at: datetime) -> ServedVersion:
+        """Which version (and variant) served ``user_key`` at time ``at``, from the audit trail."""
+        if at.tzinfo is None:
+            raise InputError("version_for needs a timezone-aware time")
+        keys = self._audit_keys()
+        stamp = _stamp(at)
+        # Records of the same instant are ordered by action name; "~" sorts after every action,
+        # so a change made exactly at ``at`` counts as in effect.
+        idx = bisect.bisect_right([k[len(self.audit_prefix) :] for k in keys], stamp + "~")
+        if idx == 0:
+            state = Aliases()
+            return ServedVersion(None, "fallback", state, None)
+        record = json.loads(self._get(keys[idx - 1], keys[idx - 1]))
+        state = Aliases.from_json(record["after"])
+        version, variant = state.route(user_key)
+        return ServedVersion(version, variant, state, record["time"])
+
+    def _audit_keys(self) -> list[str]:
+        return sorted(k for k in self._keys(self.audit_prefix) if k.endswith(".json"))
+
+    # ------------------------------------------------------------------ S3 helpers
+    def _keys(self, prefix: str) -> Iterator[str]:
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"]
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise
+        return True
+
+    def _get(self, key: str, what: str) -> bytes:
+        try:
+            body: bytes = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if _code(exc) in {"404", "NoSuchKey", "NotFound"}:
+                raise NotFoundError(f"model {self.model_name}: {what} not found") from exc
+            raise
+        return body
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        return now if now.tzinfo else now.replace(tzinfo=UTC)
+
+
+def _stamp(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _check_weight(weight: float, *, allow_zero: bool) -> None:
+    if not isinstance(weight, int | float) or weight != weight or not 0 <= weight <= 1:
+        raise InputError(f"canary weight must be a number in [0, 1], got {weight!r}")
+    if weight == 0 and not allow_zero:
+        raise InputError("a canary needs a weight above 0")
+
+
+def _fmt_weight(weight: float) -> str:
+    return format(float(weight), "g")
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _dumps(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, indent=2, sort_keys=True, default=str).encode("utf-8")

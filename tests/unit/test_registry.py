@@ -1,0 +1,278 @@
+"""Registry: immutable versions, offline gate, alias changes with events + audit, version_for."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from shelfwise.errors import ConflictError, InputError, NotFoundError
+from shelfwise.registry import (
+    Aliases,
+    BundleIntegrityError,
+    GateError,
+    Registry,
+    challenger_share,
+    evaluate_gate,
+    routes_to_challenger,
+)
+
+BUCKET = "shelfwise-models-test"
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> datetime:
+        self.now += timedelta(**kw)
+        return self.now
+
+
+def make_bundle(
+    root: Path,
+    name: str,
+    *,
+    best: float = 0.2,
+    pop: float = 0.05,
+    knn: float = 0.1,
+    champion: dict[str, Any] | None = None,
+) -> Path:
+    d = root / name
+    d.mkdir()
+    (d / "model.onnx").write_bytes(b"onnx-bytes-" + name.encode())
+    (d / "items.npz").write_bytes(b"items-" + name.encode())
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in d.iterdir()}
+    manifest = {
+        "algorithm": "als",
+        "files": files,
+        "evaluation": {
+            "primary_metric": "ndcg@10",
+            "best": "als",
+            "models": {
+                "popularity": {"ndcg@10": pop},
+                "itemknn": {"ndcg@10": knn},
+                "als": {"ndcg@10": best},
+            },
+            "champion": champion,
+        },
+    }
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    return d
+
+
+@pytest.fixture
+def aws() -> Iterator[dict[str, Any]]:
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-1")
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        yield {
+            "s3": s3,
+            "ssm": boto3.client("ssm", region_name="eu-west-1"),
+            "events": boto3.client("events", region_name="eu-west-1"),
+        }
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(T0)
+
+
+@pytest.fixture
+def registry(aws: dict[str, Any], clock: Clock) -> Registry:
+    return Registry(aws["s3"], aws["ssm"], aws["events"], BUCKET, "test", "recs", clock=clock)
+
+
+def test_first_registration_becomes_champion_and_is_immutable(registry: Registry, tmp_path: Path) -> None:
+    reg = registry.register(make_bundle(tmp_path, "a"), "v1")
+    assert reg.gate.passed and reg.became_champion
+    assert registry.aliases() == Aliases(champion="v1")
+    assert registry.manifest("v1")["algorithm"] == "als"
+    with pytest.raises(ConflictError, match="immutable"):
+        registry.register(make_bundle(tmp_path, "b"), "v1")
+    # SSM holds plain strings under the contract's names.
+    value = registry.ssm.get_parameter(Name="/shelfwise/test/models/recs/champion")["Parameter"]["Value"]
+    assert value == "v1"
+    assert [r["action"] for r in registry.history()] == ["ModelRegistered", "ModelPromoted"]
+
+
+def test_killed_upload_leaves_no_visible_version_and_retry_succeeds(
+    registry: Registry, aws: dict[str, Any], tmp_path: Path
+) -> None:
+    bundle = make_bundle(tmp_path, "a")
+    # A job killed after uploading one data file: the version is not visible.
+    body = (bundle / "model.onnx").read_bytes()
+    aws["s3"].put_object(
+        Bucket=BUCKET,
+        Key="models/recs/v1/model.onnx",
+        Body=body,
+        Metadata={"sha256": hashlib.sha256(body).hexdigest()},
+    )
+    assert not registry.exists("v1")
+    assert registry.versions() == []
+    with pytest.raises(NotFoundError):
+        registry.manifest("v1")
+    registry.register(bundle, "v1")
+    assert registry.exists("v1")
+
+
+def test_partial_upload_with_other_content_is_a_conflict(
+    registry: Registry, aws: dict[str, Any], tmp_path: Path
+) -> None:
+    aws["s3"].put_object(Bucket=BUCKET, Key="models/recs/v1/model.onnx", Body=b"other")
+    with pytest.raises(ConflictError, match="different content"):
+        registry.register(make_bundle(tmp_path, "a"), "v1")
+    assert not registry.exists("v1")
+
+
+def test_corrupted_bundle_is_refused(registry: Registry, tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path, "a")
+    (bundle / "model.onnx").write_bytes(b"tampered")
+    with pytest.raises(BundleIntegrityError):
+        registry.register(bundle, "v1")
+    with pytest.raises(InputError, match="invalid version"):
+        registry.register(make_bundle(tmp_path, "b"), "../v1")
+
+
+def test_gate_requires_same_window_comparison_and_tolerance(registry: Registry, tmp_path: Path) -> None:
+    registry.register(make_bundle(tmp_path, "a"), "v1")
+    no_cmp = registry.register(make_bundle(tmp_path, "b"), "v2")
+    assert not no_cmp.offered_for_canary
+    assert "no same-window comparison against champion v1" in no_cmp.gate.reasons[0]
+    with pytest.raises(GateError, match="same-window"):
+        registry.start_canary("v2", 0.1)
+    worse = registry.register(
+        make_bundle(tmp_path, "c", best=0.18, champion={"version": "v1", "metrics": {"ndcg@10": 0.2}}), "v3"
+    )
+    assert not worse.offered_for_canary and "beyond tolerance" in worse.gate.reasons[0]
+    within = registry.register(
+        make_bundle(tmp_path, "d", best=0.197, champion={"version": "v1", "metrics": {"ndcg@10": 0.2}}), "v4"
+    )
+    assert within.offered_for_canary and not within.became_champion
+    listed = {v["version"]: v for v in registry.versions()}
+    assert listed["v1"]["role"] == "champion" and listed["v3"]["offered_for_canary"] is False
+
+
+def test_gate_needs_baselines_beaten() -> None:
+    manifest = {
+        "evaluation": {
+            "best": "als",
+            "models": {"popularity": {"ndcg@10": 0.1}, "itemknn": {"ndcg@10": 0.3}, "als": {"ndcg@10": 0.2}},
+        }
+    }
+    gate = evaluate_gate(manifest, None, 0.02)
+    assert not gate.passed and "itemknn" in gate.reasons[0]
+    assert not evaluate_gate({}, None, 0.02).passed
+
+
+def test_canary_promote_rollback_cycle_emits_events_and_audit(
+    registry: Registry, tmp_path: Path, clock: Clock
+) -> None:
+    registry.register(make_bundle(tmp_path, "a"), "v1")
+    cmp = {"version": "v1", "metrics": {"ndcg@10": 0.2}}
+    registry.register(make_bundle(tmp_path, "b", best=0.25, champion=cmp), "v2")
+    clock.advance(minutes=1)
+    assert registry.start_canary("v2", 0.1) == Aliases("v1", "v2", None, 0.1)
+    clock.advance(minutes=1)
+    assert registry.set_canary_weight(0.5).canary_weight == 0.5
+    clock.advance(minutes=1)
+    assert registry.promote() == Aliases("v2", None, "v1", 0.0)
+    clock.advance(minutes=1)
+    after = registry.rollback("alarm ShelfwiseChallengerQuality in ALARM")
+    assert after == Aliases("v1", None, None, 0.0)
+    with pytest.raises(ConflictError, match="nothing to roll back"):
+        registry.rollback("again")
+    actions = [r["action"] for r in registry.history()]
+    assert actions == [
+        "ModelRegistered",
+        "ModelPromoted",
+        "ModelRegistered",
+        "CanaryStarted",
+        "CanaryAdvanced",
+        "ModelPromoted",
+        "ModelRolledBack",
+    ]
+    last = registry.history()[-1]
+    assert last["scope"] == "champion" and last["restored"] == "v1" and last["version"] == "v2"
+    hist = registry.ssm.get_parameter_history(Name="/shelfwise/test/models/recs/champion")["Parameters"]
+    assert [p["Value"] for p in hist] == ["v1", "v2", "v1"]
+
+
+def test_rollback_of_running_canary_zeroes_weight(registry: Registry, tmp_path: Path) -> None:
+    registry.register(make_bundle(tmp_path, "a"), "v1")
+    registry.register(
+        make_bundle(tmp_path, "b", champion={"version": "v1", "metrics": {"ndcg@10": 0.2}}), "v2"
+    )
+    registry.start_canary("v2", 0.5)
+    assert registry.rollback("drift") == Aliases("v1", None, None, 0.0)
+    assert registry.history()[-1]["scope"] == "canary"
+
+
+def test_events_are_emitted_on_the_default_bus(
+    registry: Registry, aws: dict[str, Any], tmp_path: Path
+) -> None:
+    logs = boto3.client("logs", region_name="eu-west-1")
+    logs.create_log_group(logGroupName="/test/registry")
+    arn = "arn:aws:logs:eu-west-1:123456789012:log-group:/test/registry"
+    aws["events"].put_rule(Name="r", EventPattern=json.dumps({"source": ["shelfwise.registry"]}))
+    aws["events"].put_targets(Rule="r", Targets=[{"Id": "t", "Arn": arn}])
+    registry.register(make_bundle(tmp_path, "a"), "v1")
+    got = logs.filter_log_events(logGroupName="/test/registry")["events"]
+    detail_types = sorted(json.loads(e["message"])["detail-type"] for e in got)
+    assert detail_types == ["ModelPromoted", "ModelRegistered"]
+    detail = json.loads(got[0]["message"])["detail"]
+    assert detail["model_name"] == "recs" and detail["version"] == "v1"
+
+
+def test_version_for_answers_from_the_audit_trail(registry: Registry, tmp_path: Path, clock: Clock) -> None:
+    registry.register(make_bundle(tmp_path, "a"), "v1")
+    registry.register(
+        make_bundle(tmp_path, "b", champion={"version": "v1", "metrics": {"ndcg@10": 0.2}}), "v2"
+    )
+    t_canary = clock.advance(hours=1)
+    registry.start_canary("v2", 0.3)
+    t_promote = clock.advance(hours=1)
+    registry.promote()
+    users = [f"user-{i}" for i in range(200)]
+    in_canary = [u for u in users if challenger_share(u) < 0.3]
+    assert 30 < len(in_canary) < 90  # the hash spreads users
+    before = registry.version_for(users[0], T0 - timedelta(days=1))
+    assert before.version is None and before.variant == "fallback"
+    mid = t_canary + timedelta(minutes=30)
+    for u in users:
+        served = registry.version_for(u, mid)
+        assert (served.version, served.variant) == (
+            ("v2", "challenger") if routes_to_challenger(u, 0.3) else ("v1", "champion")
+        )
+    assert registry.version_for(users[0], t_promote).version == "v2"
+    with pytest.raises(InputError):
+        registry.version_for("u", datetime(2026, 1, 1))
+
+
+def test_weights_are_validated(registry: Registry, tmp_path: Path) -> None:
+    registry.register(make_bundle(tmp_path, "a"), "v1")
+    with pytest.raises(ConflictError, match="no challenger"):
+        registry.set_canary_weight(0.5)
+    with pytest.raises(InputError):
+        registry.start_canary("v1", 1.5)
+    with pytest.raises(NotFoundError):
+        registry.start_canary("v9", 0.1)
+    with pytest.raises(ConflictError, match="already the champion"):
+        registry.start_canary("v1", 0.1)
+
+
+def test_download_round_trip_verifies(registry: Registry, tmp_path: Path) -> None:
+    registry.register(make_bundle(tmp_path, "a"), "v1")
+    out = registry.download("v1", tmp_path / "dl")
+    assert (out / "model.onnx").read_bytes() == b"onnx-bytes-a"
