@@ -1,0 +1,497 @@
+"""Model bundles: write, read and verify the directory of docs/contracts.md, and move it to/from S3.
+
+A bundle is a flat directory (``model.onnx``, ``items.npz``, ``users.npz``, ``similar.npz``,
+``items.parquet``, ``manifest.json``, ...) whose manifest lists the sha256 of every other file.
+Reading verifies the checksums, the tables against each other and, when given the graph's I/O,
+the ONNX inputs/outputs and item count against the manifest, raising a typed :class:`BundleError`
+so serving can refuse a bad bundle and keep the last good one.
+
+Serving imports this module, so it needs numpy only: pyarrow (``items.parquet``) and onnx (graph
+inspection on the training side) are imported lazily inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shelfwise.errors import ConflictError, InputError, NotFoundError
+
+FORMAT_VERSION = 1
+
+MODEL_FILE = "model.onnx"
+ITEMS_FILE = "items.npz"
+ITEMS_PARQUET = "items.parquet"
+USERS_FILE = "users.npz"
+SIMILAR_FILE = "similar.npz"
+MANIFEST_FILE = "manifest.json"
+REQUIRED_FILES = (MODEL_FILE, ITEMS_FILE)
+
+# items.npz columns and the numpy dtype kind each must have.
+ITEM_COLUMNS: dict[str, str] = {
+    "item_id": "U",
+    "category": "U",
+    "title": "U",
+    "price": "f",
+    "popularity": "f",
+    "in_stock": "b",
+}
+
+# Graph I/O of the contract: name -> (onnxruntime type string, rank).
+GRAPH_INPUTS: dict[str, tuple[str, int]] = {
+    "user_index": ("tensor(int64)", 1),
+    "history_items": ("tensor(int64)", 1),
+    "history_weights": ("tensor(float)", 1),
+    "exclude_mask": ("tensor(bool)", 1),
+    "k": ("tensor(int64)", 1),
+}
+GRAPH_OUTPUTS: dict[str, tuple[str, int]] = {"scores": ("tensor(float)", 1), "indices": ("tensor(int64)", 1)}
+
+_CHUNK = 1 << 20
+
+
+class BundleError(InputError):
+    """A bundle cannot be used; serving keeps its last good model when it sees one."""
+
+
+class BundleMissingError(BundleError, NotFoundError):
+    """The bundle, or a file it needs, is not there."""
+
+
+class BundleChecksumError(BundleError):
+    """A file's sha256 differs from the manifest (truncated or tampered download)."""
+
+
+class BundleMismatchError(BundleError):
+    """The parts disagree: manifest vs graph I/O, item counts, user index, neighbour table."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class GraphIO:
+    """What a graph declares: inputs/outputs as name -> (type, shape) and its metadata props."""
+
+    inputs: dict[str, tuple[str, tuple[Any, ...]]]
+    outputs: dict[str, tuple[str, tuple[Any, ...]]]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_session(cls, session: Any) -> GraphIO:
+        """From an ``onnxruntime.InferenceSession`` (what serving has; no onnx package needed)."""
+        return cls(
+            {i.name: (i.type, tuple(i.shape)) for i in session.get_inputs()},
+            {o.name: (o.type, tuple(o.shape)) for o in session.get_outputs()},
+            dict(session.get_modelmeta().custom_metadata_map),
+        )
+
+    @classmethod
+    def from_onnx_file(cls, path: str | Path) -> GraphIO:
+        """From the file itself, with the ``onnx`` package (training side)."""
+        import onnx  # training side only; serving does not ship onnx
+
+        model = onnx.load_model(str(path), load_external_data=False)
+        names = {v: k for k, v in onnx.TensorProto.DataType.items()}
+        ort_names = {"INT64": "tensor(int64)", "FLOAT": "tensor(float)", "BOOL": "tensor(bool)"}
+
+        def describe(values: Any) -> dict[str, tuple[str, tuple[Any, ...]]]:
+            out = {}
+            for v in values:
+                t = v.type.tensor_type
+                name = names.get(t.elem_type, str(t.elem_type))
+                dims = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim)
+                out[v.name] = (ort_names.get(name, name.lower()), dims)
+            return out
+
+        return cls(
+            describe(model.graph.input),
+            describe(model.graph.output),
+            {p.key: p.value for p in model.metadata_props},
+        )
+
+
+@dataclass
+class Bundle:
+    """A verified bundle directory, its manifest and the tables serving needs."""
+
+    path: Path
+    manifest: dict[str, Any]
+    items: dict[str, np.ndarray]
+    users: np.ndarray | None = None
+    similar_indices: np.ndarray | None = None
+    similar_scores: np.ndarray | None = None
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def n_items(self) -> int:
+        return int(self.items["item_id"].shape[0])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("version", self.path.name))
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def normalise_items(items: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The items table with the contract's columns and dtypes; missing optional columns filled.
+
+    ``item_id`` is required and must be unique; ``category`` and ``title`` default to "",
+    ``price`` to NaN, ``popularity`` to 0, ``in_stock`` to True.
+    """
+    if "item_id" not in items:
+        raise BundleMismatchError("items table needs an item_id column")
+    ids = np.asarray(items["item_id"]).astype(str)
+    n = ids.shape[0]
+    if ids.ndim != 1 or n == 0:
+        raise BundleMismatchError("items.item_id must be a non-empty 1-D array")
+    if np.unique(ids).size != n:
+        raise BundleMismatchError("items.item_id contains duplicates")
+    defaults: dict[str, Any] = {
+        "category": np.full(n, "", dtype=str),
+        "title": np.full(n, "", dtype=str),
+        "price": np.full(n, np.nan, dtype=np.float32),
+        "popularity": np.zeros(n, dtype=np.float32),
+        "in_stock": np.ones(n, dtype=bool),
+    }
+    out = {"item_id": ids}
+    for col, default in defaults.items():
+        value = np.asarray(items[col]) if col in items and items[col] is not None else default
+        if value.shape != (n,):
+            raise BundleMismatchError(f"items.{col} has shape {value.shape}, expected ({n},)")
+        kind = ITEM_COLUMNS[col]
+        out[col] = (
+            value.astype(str)
+            if kind == "U"
+            else value.astype(np.float32)
+            if kind == "f"
+            else value.astype(bool)
+        )
+    return out
+
+
+def write_items_parquet(items: Mapping[str, np.ndarray], path: str | Path) -> None:
+    """``items.parquet`` for people and analytics (imports pyarrow here, never at module load)."""
+    import pyarrow as pa  # lazily: keep pyarrow out of the serving import graph
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            col: pa.array(np.asarray(items[col]).tolist() if ITEM_COLUMNS[col] == "U" else items[col])
+            for col in ITEM_COLUMNS
+        }
+    )
+    table = table.append_column("item_index", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    pq.write_table(table, str(path))
+
+
+def write_bundle(
+    directory: str | Path,
+    *,
+    model: Any,
+    items: Mapping[str, Any],
+    manifest: Mapping[str, Any],
+    users: Any | None = None,
+    similar: tuple[Any, Any] | None = None,
+    parquet: bool = True,
+) -> dict[str, Any]:
+    """Write a bundle directory and return its manifest (with ``files`` checksums filled in).
+
+    ``model`` is an ``onnx.ModelProto``, serialised bytes, or a path to a ``.onnx`` file.
+    ``users``: the sorted-or-not user ids of the model's known users, in user-index order; they
+    must already be sorted, because the index in the graph is the position in that order.
+    ``similar``: (indices [N,M], scores [N,M]) of related items. Any other file already in the
+    directory (e.g. ``report.html``) is checksummed too. ``items.parquet`` is written only when
+    ``parquet`` is true and pyarrow is importable.
+    """
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    table = normalise_items(items)
+    n = table["item_id"].shape[0]
+
+    model_path = root / MODEL_FILE
+    if isinstance(model, bytes | bytearray):
+        model_path.write_bytes(bytes(model))
+    elif isinstance(model, str | os.PathLike):
+        if Path(model).resolve() != model_path.resolve():
+            shutil.copyfile(model, model_path)
+    else:
+        model_path.write_bytes(model.SerializeToString())
+
+    np.savez(root / ITEMS_FILE, **table)
+    n_users = 0
+    if users is not None:
+        ids = np.asarray(users).astype(str)
+        if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
+            raise BundleMismatchError("users must be sorted and unique (index = position)")
+        np.savez(root / USERS_FILE, user_id=ids)
+        n_users = int(ids.size)
+    if similar is not None:
+        sim_idx = np.asarray(similar[0], dtype=np.int32)
+        sim_val = np.asarray(similar[1], dtype=np.float32)
+        _check_similar(sim_idx, sim_val, n)
+        np.savez(root / SIMILAR_FILE, indices=sim_idx, scores=sim_val)
+    if parquet:
+        with contextlib.suppress(ImportError):  # no pyarrow here: the npz copy is the contract
+            write_items_parquet(table, root / ITEMS_PARQUET)
+
+    out = dict(manifest)
+    out.setdefault("created_at", datetime.now(UTC).isoformat(timespec="seconds"))
+    out["format_version"] = FORMAT_VERSION
+    out["n_items"] = n
+    out["n_users"] = n_users
+    out["files"] = {
+        p.name: file_sha256(p) for p in sorted(root.iterdir()) if p.is_file() and p.name != MANIFEST_FILE
+    }
+    tmp = root / (MANIFEST_FILE + ".tmp")
+    tmp.write_text(json.dumps(out, indent=2, sort_keys=True, default=str))
+    tmp.replace(root / MANIFEST_FILE)
+    return out
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The parsed manifest, or a BundleError saying why it cannot be used."""
+    path = Path(directory) / MANIFEST_FILE
+    if not path.is_file():
+        raise BundleMissingError(f"no {MANIFEST_FILE} in {directory}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleMismatchError(f"{MANIFEST_FILE} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise BundleMismatchError(f"{MANIFEST_FILE} has no 'files' checksums")
+    return manifest
+
+
+def verify_checksums(directory: str | Path, manifest: Mapping[str, Any]) -> None:
+    """Every file listed in the manifest exists with the listed sha256; the required ones are listed."""
+    root = Path(directory)
+    files: Mapping[str, str] = manifest["files"]
+    for required in REQUIRED_FILES:
+        if required not in files:
+            raise BundleMissingError(f"manifest does not list {required}")
+    for name, digest in files.items():
+        if "/" in name or name.startswith("."):
+            raise BundleMismatchError(f"manifest lists an unsafe file name {name!r}")
+        path = root / name
+        if not path.is_file():
+            raise BundleMissingError(f"{name} is listed in the manifest but missing")
+        actual = file_sha256(path)
+        if actual != digest:
+            raise BundleChecksumError(
+                f"{name}: sha256 {actual[:12]}... differs from manifest {str(digest)[:12]}..."
+            )
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise BundleMismatchError(f"{path.name} cannot be read: {exc}") from exc
+
+
+def _check_similar(indices: np.ndarray, scores: np.ndarray, n_items: int) -> None:
+    if indices.ndim != 2 or indices.shape != scores.shape or indices.shape[0] != n_items:
+        raise BundleMismatchError(
+            f"similar table must be [{n_items}, M] indices and scores, got {indices.shape} and {scores.shape}"
+        )
+    if indices.size and (indices.min() < 0 or indices.max() >= n_items):
+        raise BundleMismatchError(f"similar.indices must lie in [0, {n_items})")
+
+
+def check_graph_io(bundle: Bundle, graph: GraphIO) -> None:
+    """The graph has the contract's I/O and the bundle's item (and user) count."""
+    for expected, actual, what in (
+        (GRAPH_INPUTS, graph.inputs, "input"),
+        (GRAPH_OUTPUTS, graph.outputs, "output"),
+    ):
+        if set(actual) != set(expected):
+            raise BundleMismatchError(
+                f"graph {what}s {sorted(actual)} differ from the contract {sorted(expected)}"
+            )
+        for name, (typ, rank) in expected.items():
+            got_type, got_shape = actual[name]
+            if got_type != typ or len(got_shape) != rank:
+                raise BundleMismatchError(
+                    f"graph {what} {name} is {got_type}{list(got_shape)}, expected {typ} rank {rank}"
+                )
+    mask_dim = graph.inputs["exclude_mask"][1][0]
+    if mask_dim != bundle.n_items:
+        raise BundleMismatchError(f"graph scores {mask_dim} items, the bundle has {bundle.n_items}")
+    meta_items = graph.metadata.get("shelfwise.n_items")
+    if meta_items is not None and int(meta_items) != bundle.n_items:
+        raise BundleMismatchError(f"graph metadata says {meta_items} items, the bundle has {bundle.n_items}")
+    meta_users = graph.metadata.get("shelfwise.n_users")
+    n_users = 0 if bundle.users is None else int(bundle.users.size)
+    if meta_users is not None and int(meta_users) not in (0, n_users):
+        raise BundleMismatchError(f"graph knows {meta_users} users, users.npz has {n_users}")
+
+
+def read_bundle(directory: str | Path, *, graph: GraphIO | None = None) -> Bundle:
+    """Read and verify a bundle directory (checksums, tables, and the graph's I/O when given).
+
+    Serving passes ``GraphIO.from_session(session)`` after creating its session; the training
+    side calls :func:`verify_bundle`, which reads the I/O with the onnx package.
+    """
+    root = Path(directory)
+    manifest = read_manifest(root)
+    verify_checksums(root, manifest)
+    items = _load_npz(root / ITEMS_FILE)
+    missing = [c for c in ITEM_COLUMNS if c not in items]
+    if missing:
+        raise BundleMismatchError(f"items.npz lacks columns {missing}")
+    n = items["item_id"].shape[0]
+    for col, kind in ITEM_COLUMNS.items():
+        arr = items[col]
+        if arr.shape != (n,) or arr.dtype.kind != kind:
+            raise BundleMismatchError(
+                f"items.{col} is {arr.dtype}{list(arr.shape)}, expected kind {kind} [{n}]"
+            )
+    if "n_items" in manifest and int(manifest["n_items"]) != n:
+        raise BundleMismatchError(f"manifest says {manifest['n_items']} items, items.npz has {n}")
+    bundle = Bundle(root, manifest, items)
+    if USERS_FILE in manifest["files"]:
+        users = _load_npz(root / USERS_FILE).get("user_id")
+        if users is None or users.ndim != 1 or users.dtype.kind != "U":
+            raise BundleMismatchError("users.npz must hold a 1-D string array user_id")
+        if users.size > 1 and not np.all(users[1:] > users[:-1]):
+            raise BundleMismatchError("users.npz user_id is not sorted and unique")
+        if "n_users" in manifest and int(manifest["n_users"]) != users.size:
+            raise BundleMismatchError(
+                f"manifest says {manifest['n_users']} users, users.npz has {users.size}"
+            )
+        bundle.users = users
+    if SIMILAR_FILE in manifest["files"]:
+        sim = _load_npz(root / SIMILAR_FILE)
+        if "indices" not in sim or "scores" not in sim:
+            raise BundleMismatchError("similar.npz must hold indices and scores")
+        _check_similar(sim["indices"], sim["scores"], n)
+        bundle.similar_indices, bundle.similar_scores = sim["indices"], sim["scores"]
+    if graph is not None:
+        check_graph_io(bundle, graph)
+    return bundle
+
+
+def verify_bundle(directory: str | Path) -> Bundle:
+    """Full verification including the ONNX graph's I/O (needs the onnx package)."""
+    bundle = read_bundle(directory)
+    check_graph_io(bundle, GraphIO.from_onnx_file(bundle.model_path))
+    return bundle
+
+
+# --------------------------------------------------------------------------- S3
+
+
+def upload_bundle(
+    s3: Any, directory: str | Path, bucket: str, prefix: str, *, overwrite: bool = False
+) -> list[str]:
+    """Upload a verified bundle under ``s3://bucket/prefix/``; the manifest goes last.
+
+    Readers look for the manifest first, so a half-finished upload is never taken for a
+    bundle. Versions are immutable: an existing manifest raises ConflictError unless
+    ``overwrite``. Returns the keys written.
+    """
+    root = Path(directory)
+    manifest = read_manifest(root)
+    verify_checksums(root, manifest)
+    prefix = prefix.strip("/")
+    manifest_key = f"{prefix}/{MANIFEST_FILE}"
+    if not overwrite:
+        try:
+            s3.head_object(Bucket=bucket, Key=manifest_key)
+        except s3.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                raise
+        else:
+            raise ConflictError(f"s3://{bucket}/{manifest_key} already exists")
+    keys = []
+    for name in sorted(manifest["files"]):
+        key = f"{prefix}/{name}"
+        s3.upload_file(
+            str(root / name), bucket, key, ExtraArgs={"Metadata": {"sha256": manifest["files"][name]}}
+        )
+        keys.append(key)
+    s3.upload_file(str(root / MANIFEST_FILE), bucket, manifest_key)
+    keys.append(manifest_key)
+    return keys
+
+
+def download_bundle(
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    directory: str | Path,
+    *,
+    skip_files: tuple[str, ...] = (ITEMS_PARQUET,),
+) -> Path:
+    """Download ``s3://bucket/prefix/`` into ``directory`` and verify it; return the directory.
+
+    Files go to a temporary sibling directory that is renamed into place only after every
+    checksum matches, so a crash or a bad object never leaves a half bundle where a reader
+    looks. A directory that already holds a verified copy is reused (warm containers, /tmp).
+    ``skip_files`` are listed-but-unneeded files not fetched (serving skips the parquet copy);
+    they are dropped from the local manifest's checksum list.
+    """
+    target = Path(directory)
+    if (target / MANIFEST_FILE).is_file():
+        try:
+            verify_checksums(target, read_manifest(target))
+            return target
+        except BundleError:
+            shutil.rmtree(target, ignore_errors=True)
+    prefix = prefix.strip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+    try:
+        try:
+            s3.download_file(bucket, f"{prefix}/{MANIFEST_FILE}", str(staging / MANIFEST_FILE))
+        except s3.exceptions.ClientError as exc:
+            raise BundleMissingError(f"no bundle at s3://{bucket}/{prefix}/: {exc}") from exc
+        manifest = read_manifest(staging)
+        for name in manifest["files"]:
+            if name in skip_files:
+                continue
+            if "/" in name or name.startswith("."):
+                raise BundleMismatchError(f"manifest lists an unsafe file name {name!r}")
+            try:
+                s3.download_file(bucket, f"{prefix}/{name}", str(staging / name))
+            except s3.exceptions.ClientError as exc:
+                raise BundleMissingError(f"s3://{bucket}/{prefix}/{name} is missing: {exc}") from exc
+        if skip_files:
+            manifest["files"] = {k: v for k, v in manifest["files"].items() if k not in skip_files}
+            (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        verify_checksums(staging, manifest)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.replace(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -1,0 +1,174 @@
+"""Bundle write/read/verify and the S3 round trip, including every way a bundle can be refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import numpy as np
+import onnxruntime as ort
+import pytest
+from moto import mock_aws
+
+from shelfwise import bundle as bd
+from shelfwise import onnx_export as ox
+from shelfwise.errors import ConflictError
+
+N, D = 40, 4
+
+
+def _items(n: int = N) -> dict[str, np.ndarray]:
+    return {
+        "item_id": np.array([f"sku-{i:03d}" for i in range(n)]),
+        "category": np.array(["shoes" if i % 2 else "hats" for i in range(n)]),
+        "title": np.array([f"Item number {i}" for i in range(n)]),
+        "price": np.linspace(1, 100, n),
+        "popularity": np.arange(n, 0, -1),
+    }
+
+
+@pytest.fixture
+def bundle_dir(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    model = ox.build_factor_model(ox.FactorModel.create(rng.normal(size=(N, D)), rng.normal(size=(3, D))))
+    sim = (rng.integers(0, N, size=(N, 5)), rng.random((N, 5)))
+    out = tmp_path / "v1"
+    out.mkdir()
+    (out / "report.html").write_text("<html>report</html>")
+    bd.write_bundle(
+        out,
+        model=model,
+        items=_items(),
+        manifest={"algorithm": "als", "version": "v1"},
+        users=np.array(["u1", "u2", "u3"]),
+        similar=sim,
+    )
+    return out
+
+
+def test_write_then_read_round_trip(bundle_dir: Path) -> None:
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert set(manifest["files"]) == {
+        "model.onnx",
+        "items.npz",
+        "items.parquet",
+        "users.npz",
+        "similar.npz",
+        "report.html",
+    }
+    assert manifest["n_items"] == N and manifest["n_users"] == 3 and manifest["algorithm"] == "als"
+    b = bd.verify_bundle(bundle_dir)
+    assert b.n_items == N and b.version == "v1"
+    assert b.items["in_stock"].all() and b.items["price"].dtype == np.float32
+    assert b.users is not None and b.users.tolist() == ["u1", "u2", "u3"]
+    assert b.similar_indices is not None and b.similar_indices.shape == (N, 5)
+    session = ort.InferenceSession(str(b.model_path))
+    bd.check_graph_io(b, bd.GraphIO.from_session(session))
+
+
+def test_items_parquet_matches_npz(bundle_dir: Path) -> None:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(bundle_dir / "items.parquet")
+    assert table.column("item_id").to_pylist() == _items()["item_id"].tolist()
+    assert table.column("item_index").to_pylist() == list(range(N))
+
+
+def test_tampered_file_is_refused(bundle_dir: Path) -> None:
+    with open(bundle_dir / "items.npz", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(bd.BundleChecksumError, match=r"items\.npz"):
+        bd.read_bundle(bundle_dir)
+
+
+def test_missing_file_is_refused(bundle_dir: Path) -> None:
+    (bundle_dir / "similar.npz").unlink()
+    with pytest.raises(bd.BundleMissingError, match="similar"):
+        bd.read_bundle(bundle_dir)
+
+
+def test_missing_or_broken_manifest(tmp_path: Path, bundle_dir: Path) -> None:
+    with pytest.raises(bd.BundleMissingError):
+        bd.read_bundle(tmp_path)
+    (bundle_dir / "manifest.json").write_text("{not json")
+    with pytest.raises(bd.BundleMismatchError, match="JSON"):
+        bd.read_bundle(bundle_dir)
+
+
+def test_graph_with_other_item_count_is_refused(tmp_path: Path) -> None:
+    model = ox.build_popularity_model(np.ones(N + 1))
+    bd.write_bundle(tmp_path, model=model, items=_items(), manifest={}, parquet=False)
+    with pytest.raises(bd.BundleMismatchError, match="items"):
+        bd.verify_bundle(tmp_path)
+
+
+def test_graph_with_wrong_io_is_refused(tmp_path: Path) -> None:
+    b = bd.Bundle(tmp_path, {}, bd.normalise_items(_items()))
+    io = bd.GraphIO(
+        {name: (typ, (N,)) for name, (typ, _) in bd.GRAPH_INPUTS.items() if name != "k"},
+        {name: (typ, ("k",)) for name, (typ, _) in bd.GRAPH_OUTPUTS.items()},
+    )
+    with pytest.raises(bd.BundleMismatchError, match="inputs"):
+        bd.check_graph_io(b, io)
+
+
+def test_items_are_validated() -> None:
+    with pytest.raises(bd.BundleMismatchError, match="duplicates"):
+        bd.normalise_items({"item_id": ["a", "a"]})
+    with pytest.raises(bd.BundleMismatchError, match="price"):
+        bd.normalise_items({"item_id": ["a", "b"], "price": [1.0]})
+    table = bd.normalise_items({"item_id": ["a", "b"]})
+    assert table["category"].tolist() == ["", ""] and np.isnan(table["price"]).all()
+
+
+def test_unsorted_users_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(bd.BundleMismatchError, match="sorted"):
+        bd.write_bundle(
+            tmp_path,
+            model=ox.build_popularity_model(np.ones(N)),
+            items=_items(),
+            manifest={},
+            users=["b", "a"],
+            parquet=False,
+        )
+
+
+@mock_aws
+def test_s3_round_trip_and_corruption(bundle_dir: Path, tmp_path: Path) -> None:
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    s3.create_bucket(Bucket="models", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    keys = bd.upload_bundle(s3, bundle_dir, "models", "models/recs/v1")
+    assert keys[-1] == "models/recs/v1/manifest.json"
+    with pytest.raises(ConflictError):
+        bd.upload_bundle(s3, bundle_dir, "models", "models/recs/v1")
+
+    local = bd.download_bundle(s3, "models", "models/recs/v1", tmp_path / "cache" / "v1")
+    b = bd.read_bundle(local)
+    assert b.n_items == N and not (local / "items.parquet").exists()
+    # A second call reuses the verified copy.
+    assert bd.download_bundle(s3, "models", "models/recs/v1", local) == local
+
+    s3.put_object(
+        Bucket="models", Key="models/recs/v2/manifest.json", Body=(bundle_dir / "manifest.json").read_bytes()
+    )
+    for name in ("model.onnx", "users.npz", "similar.npz", "report.html"):
+        s3.upload_file(str(bundle_dir / name), "models", f"models/recs/v2/{name}")
+    s3.put_object(Bucket="models", Key="models/recs/v2/items.npz", Body=b"truncated")
+    with pytest.raises(bd.BundleChecksumError):
+        bd.download_bundle(s3, "models", "models/recs/v2", tmp_path / "cache" / "v2")
+    assert not (tmp_path / "cache" / "v2").exists()
+    with pytest.raises(bd.BundleMissingError):
+        bd.download_bundle(s3, "models", "models/recs/v3", tmp_path / "cache" / "v3")
+
+
+def test_import_pulls_no_pyarrow_pandas_or_onnx() -> None:
+    code = (
+        "import sys, shelfwise.bundle; "
+        "bad = [m for m in ('pyarrow', 'pandas', 'onnx') if m in sys.modules]; "
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
