@@ -132,6 +132,9 @@ class Bundle:
     users: np.ndarray | None = None
     similar_indices: np.ndarray | None = None
     similar_scores: np.ndarray | None = None
+    # Optional CSR in users.npz (purchased_indptr [U+1], purchased_items): what each known user
+    # bought, so serving can leave it out ("already bought" filter) without a database.
+    purchased: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def model_path(self) -> Path:
@@ -218,14 +221,16 @@ def write_bundle(
     manifest: Mapping[str, Any],
     users: Any | None = None,
     similar: tuple[Any, Any] | None = None,
+    purchased: tuple[Any, Any] | None = None,
     parquet: bool = True,
 ) -> dict[str, Any]:
     """Write a bundle directory and return its manifest (with ``files`` checksums filled in).
 
     ``model`` is an ``onnx.ModelProto``, serialised bytes, or a path to a ``.onnx`` file.
-    ``users``: the sorted-or-not user ids of the model's known users, in user-index order; they
-    must already be sorted, because the index in the graph is the position in that order.
-    ``similar``: (indices [N,M], scores [N,M]) of related items. Any other file already in the
+    ``users``: ids of the model's known users in user-index order, which must be sorted (serving
+    finds a user's index with ``np.searchsorted``), so train with users numbered in sorted order.
+    ``similar``: (indices [N,M], scores [N,M]) of related items. ``purchased``: optional CSR
+    (indptr [U+1], item indices) of what each known user bought, stored in ``users.npz``. Any other file already in the
     directory (e.g. ``report.html``) is checksummed too. ``items.parquet`` is written only when
     ``parquet`` is true and pyarrow is importable.
     """
@@ -249,7 +254,14 @@ def write_bundle(
         ids = np.asarray(users).astype(str)
         if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
             raise BundleMismatchError("users must be sorted and unique (index = position)")
-        np.savez(root / USERS_FILE, user_id=ids)
+        extra: dict[str, np.ndarray] = {}
+        if purchased is not None:
+            extra = {
+                "purchased_indptr": np.asarray(purchased[0], dtype=np.int64),
+                "purchased_items": np.asarray(purchased[1], dtype=np.int64),
+            }
+            _check_purchased(extra["purchased_indptr"], extra["purchased_items"], int(ids.size), n)
+        np.savez(root / USERS_FILE, user_id=ids, **extra)
         n_users = int(ids.size)
     if similar is not None:
         sim_idx = np.asarray(similar[0], dtype=np.int32)
@@ -328,6 +340,20 @@ def _check_similar(indices: np.ndarray, scores: np.ndarray, n_items: int) -> Non
         raise BundleMismatchError(f"similar.indices must lie in [0, {n_items})")
 
 
+def _check_purchased(indptr: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> None:
+    if (
+        indptr.shape != (n_users + 1,)
+        or indptr[0] != 0
+        or np.any(np.diff(indptr) < 0)
+        or indptr[-1] != items.size
+    ):
+        raise BundleMismatchError(
+            f"purchased CSR must have {n_users + 1} non-decreasing offsets ending at its length"
+        )
+    if items.size and (items.min() < 0 or items.max() >= n_items):
+        raise BundleMismatchError(f"purchased_items must lie in [0, {n_items})")
+
+
 def check_graph_io(bundle: Bundle, graph: GraphIO) -> None:
     """The graph has the contract's I/O and the bundle's item (and user) count."""
     for expected, actual, what in (
@@ -380,7 +406,8 @@ def read_bundle(directory: str | Path, *, graph: GraphIO | None = None) -> Bundl
         raise BundleMismatchError(f"manifest says {manifest['n_items']} items, items.npz has {n}")
     bundle = Bundle(root, manifest, items)
     if USERS_FILE in manifest["files"]:
-        users = _load_npz(root / USERS_FILE).get("user_id")
+        users_npz = _load_npz(root / USERS_FILE)
+        users = users_npz.get("user_id")
         if users is None or users.ndim != 1 or users.dtype.kind != "U":
             raise BundleMismatchError("users.npz must hold a 1-D string array user_id")
         if users.size > 1 and not np.all(users[1:] > users[:-1]):
@@ -390,6 +417,9 @@ def read_bundle(directory: str | Path, *, graph: GraphIO | None = None) -> Bundl
                 f"manifest says {manifest['n_users']} users, users.npz has {users.size}"
             )
         bundle.users = users
+        if "purchased_indptr" in users_npz and "purchased_items" in users_npz:
+            _check_purchased(users_npz["purchased_indptr"], users_npz["purchased_items"], int(users.size), n)
+            bundle.purchased = (users_npz["purchased_indptr"], users_npz["purchased_items"])
     if SIMILAR_FILE in manifest["files"]:
         sim = _load_npz(root / SIMILAR_FILE)
         if "indices" not in sim or "scores" not in sim:

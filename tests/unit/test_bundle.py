@@ -172,3 +172,28 @@ def test_import_pulls_no_pyarrow_pandas_or_onnx() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_purchased_csr_round_trip_and_validation(tmp_path: Path) -> None:
+    model = ox.build_popularity_model(np.ones(N))
+    bd.write_bundle(
+        tmp_path / "ok",
+        model=model,
+        items=_items(),
+        manifest={},
+        users=["a", "b"],
+        purchased=([0, 2, 3], [5, 6, 7]),
+        parquet=False,
+    )
+    b = bd.read_bundle(tmp_path / "ok")
+    assert b.purchased is not None and b.purchased[1].tolist() == [5, 6, 7]
+    with pytest.raises(bd.BundleMismatchError, match="purchased"):
+        bd.write_bundle(
+            tmp_path / "bad",
+            model=model,
+            items=_items(),
+            manifest={},
+            users=["a", "b"],
+            purchased=([0, 2], [5, 6]),
+            parquet=False,
+        )
