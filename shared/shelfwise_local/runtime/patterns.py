@@ -79,10 +79,7 @@ def _match_one(rule: Any, v: Any) -> bool:
         if not isinstance(v, int | float) or isinstance(v, bool):
             return False
         ops = list(arg)
-        for i in range(0, len(ops), 2):
-            if not _NUMERIC[ops[i]](v, ops[i + 1]):
-                return False
-        return True
+        return all(_NUMERIC[ops[i]](v, ops[i + 1]) for i in range(0, len(ops), 2))
     if kind == "cidr":
         import ipaddress
 

@@ -457,10 +457,8 @@ class LocalRuntime:
         kwargs: dict[str, Any] = {"Bucket": name}
         if self.region != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
-        try:
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(**kwargs)
-        except s3.exceptions.BucketAlreadyOwnedByYou:
-            pass
         if (props.get("VersioningConfiguration") or {}).get("Status"):
             s3.put_bucket_versioning(
                 Bucket=name, VersioningConfiguration={"Status": props["VersioningConfiguration"]["Status"]}
@@ -669,9 +667,8 @@ class LocalRuntime:
         )
         enabled = props.get("State", "ENABLED") == "ENABLED"
         targets = props.get("Targets", [])
-        if "ScheduleExpression" in props:
-            if enabled:
-                self._add_schedule(name, props["ScheduleExpression"], targets, "events", arn)
+        if "ScheduleExpression" in props and enabled:
+            self._add_schedule(name, props["ScheduleExpression"], targets, "events", arn)
         if "EventPattern" in props:
             pattern = props["EventPattern"]
             pattern = json.loads(pattern) if isinstance(pattern, str) else pattern
