@@ -1,0 +1,68 @@
+"""Scheduled staged promotion: advance the challenger 10% -> 50% -> 100% -> champion while it is healthy."""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from shelfwise.aws import client
+from shelfwise.errors import InputError
+from shelfwise.observability import logger, metrics, tracer
+from shelfwise.registry import Registry
+from shelfwise.rollout import Rollout, promote_step
+from shelfwise.settings import load_settings
+
+
+class Settings(BaseModel):
+    models_bucket: str
+    monitoring_bucket: str
+    model_name: str
+    shelfwise_env: str
+    gate_alarm_names: str
+
+
+@functools.cache
+def settings() -> Settings:
+    return load_settings(Settings)
+
+
+def _when(event: dict[str, Any]) -> datetime:
+    raw = event.get("time")
+    if not raw:
+        return datetime.now(UTC)
+    try:
+        when = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InputError(f"event time {raw!r} is not ISO 8601") from exc
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@logger.inject_lambda_context(correlation_id_path="id")
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    cfg = settings()
+    now = _when(event)
+    registry = Registry(
+        client("s3"),
+        client("ssm"),
+        client("events"),
+        cfg.models_bucket,
+        cfg.shelfwise_env,
+        cfg.model_name,
+        actor="promote_model",
+        clock=lambda: now,
+    )
+    rollout = Rollout(registry, s3=client("s3"), bucket=cfg.monitoring_bucket)
+    decision = promote_step(
+        rollout,
+        cloudwatch=client("cloudwatch"),
+        alarm_names=[n for n in cfg.gate_alarm_names.split(",") if n],
+        model_name=cfg.model_name,
+        now=now,
+    )
+    logger.info("promotion step", extra={"action": decision.action, "reason": decision.reason})
+    return decision.to_json()

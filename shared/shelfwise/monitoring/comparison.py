@@ -1,0 +1,153 @@
+"""Challenger vs champion: the rate ratio with an anytime-valid confidence bound.
+
+The alarm watches one published number, ``DropLCB`` = a lower confidence bound of the relative
+drop ``1 - rate_challenger / rate_champion``. It is positive only once the data show, with the
+configured confidence, that the challenger is worse; it is recomputed every window on cumulative
+counts since the canary started, so it is looked at hundreds of times. A fixed-z interval would
+false-alarm under such repeated looks, so the bound is a normal-mixture confidence sequence
+(Robbins 1970; the mSPRT of Johari et al. 2017) on the log ratio, valid simultaneously over all
+looks: P(the bound ever exceeds the true drop) <= alpha.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RatioBound:
+    """Estimate and anytime-valid bounds of ``rate_challenger / rate_champion``."""
+
+    ratio: float
+    lower: float
+    upper: float
+    x_challenger: int
+    n_challenger: int
+    x_champion: int
+    n_champion: int
+
+    @property
+    def drop_lcb(self) -> float:
+        """Lower confidence bound of the relative drop (>0: the challenger is surely worse)."""
+        return 1.0 - self.upper
+
+    @property
+    def drop(self) -> float:
+        return 1.0 - self.ratio
+
+
+def mixture_halfwidth(variance: float, alpha: float, tau: float) -> float:
+    """Half-width of the normal-mixture confidence sequence for an estimate with ``variance``.
+
+    With a N(0, tau^2) mixture over the effect, the mixture likelihood ratio crosses 1/alpha when
+    ``theta_hat^2 >= 2 v (v + tau^2) / tau^2 * (log(1/alpha) + log((v + tau^2) / v) / 2)``.
+    """
+    if variance <= 0 or alpha <= 0 or alpha >= 1 or tau <= 0:
+        raise ValueError("variance and tau must be positive, 0 < alpha < 1")
+    v, t2 = variance, tau * tau
+    return math.sqrt(2.0 * v * (v + t2) / t2 * (math.log(1.0 / alpha) + 0.5 * math.log((v + t2) / v)))
+
+
+def compare_rates(
+    x_challenger: int,
+    n_challenger: int,
+    x_champion: int,
+    n_champion: int,
+    alpha: float,
+    tau: float,
+    margin: float = 0.0,
+) -> RatioBound:
+    """Ratio of two binomial rates with a confidence-sequence interval on the log scale.
+
+    The variance of the log ratio is evaluated where the alarm decides: at a challenger rate of
+    ``(1 - margin)`` times the champion's (a score-type statistic). The plug-in (Katz) variance
+    explodes exactly when a broken model gets almost no clicks (1/x with x near 0) and would hide
+    the worst failures; the variance at the decision boundary keeps the false-alarm guarantee where
+    it matters and stays finite. A 0.5 continuity correction keeps zero counts finite.
+    """
+    if n_challenger <= 0 or n_champion <= 0:
+        raise ValueError("both variants need at least one trial")
+    if not (0 <= x_challenger <= n_challenger and 0 <= x_champion <= n_champion):
+        raise ValueError("successes must lie between 0 and the number of trials")
+    if not 0 <= margin < 1:
+        raise ValueError("margin must be in [0, 1)")
+    xc, nc = x_challenger + 0.5, n_challenger + 0.5
+    xb, nb = x_champion + 0.5, n_champion + 0.5
+    q_b = xb / nb
+    q_c = (1.0 - margin) * q_b
+    log_ratio = math.log((xc / nc) / q_b)
+    variance = max((1.0 - q_c) / (nc * q_c) + (1.0 - q_b) / (nb * q_b), 1e-12)
+    w = mixture_halfwidth(variance, alpha, tau)
+    return RatioBound(
+        ratio=_exp(log_ratio),
+        lower=_exp(log_ratio - w),
+        upper=_exp(log_ratio + w),
+        x_challenger=x_challenger,
+        n_challenger=n_challenger,
+        x_champion=x_champion,
+        n_champion=n_champion,
+    )
+
+
+def _exp(x: float) -> float:
+    """exp clamped to the float range (extreme counts give astronomically wide bounds)."""
+    return math.exp(max(-700.0, min(700.0, x)))
+
+
+def guarded_compare(
+    x_challenger: int,
+    n_challenger: int,
+    x_champion: int,
+    n_champion: int,
+    *,
+    alpha: float,
+    tau: float,
+    min_lists: int,
+    min_champion_successes: int,
+    margin: float = 0.0,
+) -> RatioBound | None:
+    """``compare_rates`` behind the minimum-sample guard: None means "not enough evidence yet".
+
+    The guard keeps the normal approximation honest; the job publishes nothing when it returns
+    None, and the alarm treats the missing datapoint as not breaching.
+    """
+    if min(n_challenger, n_champion) < min_lists or x_champion < min_champion_successes:
+        return None
+    return compare_rates(x_challenger, n_challenger, x_champion, n_champion, alpha, tau, margin)
+
+
+def expected_drop_lcb(
+    base_rate: float,
+    drop: float,
+    challenger_lists: int,
+    share: float,
+    alpha: float,
+    tau: float,
+    margin: float = 0.0,
+) -> float:
+    """The drop LCB expected after ``challenger_lists`` lists at canary ``share`` (planning aid)."""
+    n_c = max(1, int(challenger_lists))
+    n_b = max(1, round(n_c * (1.0 - share) / share))
+    x_c = round(n_c * base_rate * (1.0 - drop))
+    x_b = round(n_b * base_rate)
+    return compare_rates(x_c, n_c, x_b, n_b, alpha, tau, margin).drop_lcb
+
+
+def lists_needed(base_rate: float, drop: float, share: float, margin: float, alpha: float, tau: float) -> int:
+    """Challenger lists needed before a true relative ``drop`` pushes the expected LCB past ``margin``.
+
+    Lets the demo size its traffic: e.g. a 20% drop at 10% canary and 20% list CTR.
+    """
+    lo, hi = 1, 1
+    while expected_drop_lcb(base_rate, drop, hi, share, alpha, tau, margin) <= margin:
+        hi *= 2
+        if hi > 10**9:
+            raise ValueError("drop too small to detect against this margin")
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if expected_drop_lcb(base_rate, drop, mid, share, alpha, tau, margin) > margin:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

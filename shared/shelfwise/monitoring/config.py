@@ -1,0 +1,238 @@
+"""Monitoring configuration and alarm thresholds, in pure Python.
+
+The template's alarms use the same numbers (a unit test checks they agree), so the demo and the
+tests can reason about detection without reading YAML. Why each default is what it is lives in
+docs/monitoring.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal
+
+NAMESPACE = "Shelfwise"
+VARIANTS: tuple[str, ...] = ("champion", "challenger", "fallback")
+ALLOWED_DIMENSIONS = frozenset({"Variant", "Endpoint"})
+
+TreatMissing = Literal["breaching", "notBreaching", "ignore", "missing"]
+Comparison = Literal["GreaterThanThreshold", "GreaterThanOrEqualToThreshold", "LessThanThreshold"]
+Target = Literal["challenger", "champion", "none"]
+
+
+@dataclass(frozen=True)
+class AttributionWindows:
+    """How long after an impression feedback still counts for it (seconds)."""
+
+    click: int = 30 * 60
+    add_to_cart: int = 2 * 3600
+    purchase: int = 24 * 3600
+    # Early clicks: the label-light signal, counted for both variants with the same censoring.
+    early_click: int = 5 * 60
+
+    def for_type(self, event_type: str) -> int:
+        return {"click": self.click, "add_to_cart": self.add_to_cart, "purchase": self.purchase}[event_type]
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    """Everything a monitoring pass needs besides clients and data."""
+
+    window_seconds: int = 300
+    attribution: AttributionWindows = field(default_factory=AttributionWindows)
+    # Minimum samples before a statistic is published at all (missing data = no evidence).
+    min_lists_for_rates: int = 50
+    min_lists_for_comparison: int = 200
+    min_clicks_for_comparison: int = 20
+    min_scores_for_drift: int = 500
+    min_events_for_input_drift: int = 500
+    # Anytime-valid confidence sequence (normal mixture): error probability over all looks and the
+    # mixing scale on the log-ratio (about the size of effect we care about: log(0.8) = -0.22).
+    alpha: float = 0.05
+    tau: float = 0.2
+    # Early clicks are noisier and only need to catch gross failures: stricter alpha, wider margin.
+    early_alpha: float = 0.01
+    # The relative drops the alarms decide on (the thresholds of the two comparison alarms).
+    quality_margin: float = 0.05
+    early_margin: float = 0.3
+    histogram_epsilon: float = 1e-4
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(seconds=self.window_seconds)
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """One CloudWatch alarm as the template declares it (suffix = the part after the stack name)."""
+
+    suffix: str
+    metric: str
+    threshold: float
+    comparison: Comparison
+    datapoints_to_alarm: int
+    evaluation_periods: int
+    treat_missing_data: TreatMissing
+    statistic: str = "Maximum"
+    variant: str | None = None
+    endpoint: str | None = None
+    period: int = 300
+    # What the rollback function does when this alarm enters ALARM.
+    target: Target = "none"
+    guard: str = ""
+
+
+# Default alarms. Every model alarm is driven by a metric the job only publishes once its minimum
+# sample guard holds, so "missing" means "not enough evidence" -> notBreaching for model alarms.
+DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
+    AlarmSpec(
+        suffix="challenger-quality",
+        metric="CtrDropLCB",
+        variant="challenger",
+        threshold=0.05,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=2,
+        evaluation_periods=3,
+        treat_missing_data="notBreaching",
+        target="challenger",
+        guard="published only with >= 200 lists per variant and >= 20 champion clicks",
+    ),
+    AlarmSpec(
+        suffix="challenger-early-clicks",
+        metric="EarlyCtrDropLCB",
+        variant="challenger",
+        threshold=0.3,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=1,
+        evaluation_periods=1,
+        treat_missing_data="notBreaching",
+        target="challenger",
+        guard="published only with >= 200 lists per variant and >= 20 early champion clicks",
+    ),
+    AlarmSpec(
+        suffix="challenger-score-drift",
+        metric="ScorePSI",
+        variant="challenger",
+        threshold=0.5,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=2,
+        evaluation_periods=2,
+        treat_missing_data="notBreaching",
+        target="challenger",
+        guard="published only with >= 500 served scores; reference = the challenger bundle's manifest",
+    ),
+    AlarmSpec(
+        suffix="challenger-coverage-shift",
+        metric="PopularityShiftVsChampion",
+        variant="challenger",
+        threshold=0.35,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=2,
+        evaluation_periods=2,
+        treat_missing_data="notBreaching",
+        target="challenger",
+        guard="published only with >= 500 impressions in each variant",
+    ),
+    AlarmSpec(
+        suffix="champion-score-drift",
+        metric="ScorePSI",
+        variant="champion",
+        threshold=0.5,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=3,
+        evaluation_periods=4,
+        treat_missing_data="notBreaching",
+        target="none",
+        guard="published only with >= 500 served scores; reference = the champion bundle's manifest",
+    ),
+    AlarmSpec(
+        suffix="input-drift",
+        metric="InputCategoryPSI",
+        threshold=0.2,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=3,
+        evaluation_periods=4,
+        treat_missing_data="notBreaching",
+        target="none",
+        guard="published only with >= 500 behaviour events in the window",
+    ),
+    AlarmSpec(
+        suffix="error-rate",
+        metric="ErrorRate",
+        threshold=0.05,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=2,
+        evaluation_periods=3,
+        treat_missing_data="notBreaching",
+        target="champion",
+        guard="metric math: errors / max(requests, 20), so a quiet minute cannot reach 5%",
+        period=60,
+    ),
+    AlarmSpec(
+        suffix="latency-p99",
+        metric="LatencyMs",
+        statistic="p99",
+        threshold=300.0,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=3,
+        evaluation_periods=5,
+        treat_missing_data="notBreaching",
+        target="none",
+        guard="p99 over 1-minute periods, 3 of 5; no requests = no datapoint = notBreaching",
+        period=60,
+    ),
+    AlarmSpec(
+        suffix="data-freshness",
+        metric="MinutesSinceNewestPartition",
+        threshold=120.0,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=2,
+        evaluation_periods=2,
+        treat_missing_data="breaching",
+        target="none",
+        guard="published every pass; missing means the monitor itself is down, which is breaching",
+    ),
+    AlarmSpec(
+        suffix="quarantine-rate",
+        metric="QuarantineRate",
+        threshold=0.05,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=2,
+        evaluation_periods=3,
+        treat_missing_data="notBreaching",
+        target="none",
+        guard="published only when >= 1,000 rows were ingested in the window",
+    ),
+)
+
+# The alarms whose state must be OK for the promoter to advance a canary stage.
+PROMOTION_GATE_SUFFIXES: tuple[str, ...] = (
+    "challenger-quality",
+    "challenger-early-clicks",
+    "challenger-score-drift",
+    "challenger-coverage-shift",
+    "error-rate",
+    "latency-p99",
+)
+
+
+def alarm(suffix: str, alarms: tuple[AlarmSpec, ...] = DEFAULT_ALARMS) -> AlarmSpec:
+    """The alarm spec with this suffix."""
+    for spec in alarms:
+        if spec.suffix == suffix:
+            return spec
+    raise KeyError(suffix)
+
+
+def alarm_name(stack_name: str, suffix: str) -> str:
+    """The physical alarm name the template gives (``<stack>-<suffix>``)."""
+    return f"{stack_name}-{suffix}"
+
+
+def breaches(spec: AlarmSpec, value: float) -> bool:
+    """Whether one datapoint breaches ``spec`` (what CloudWatch does per period)."""
+    if spec.comparison == "GreaterThanThreshold":
+        return value > spec.threshold
+    if spec.comparison == "GreaterThanOrEqualToThreshold":
+        return value >= spec.threshold
+    return value < spec.threshold

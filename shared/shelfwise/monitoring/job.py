@@ -1,0 +1,525 @@
+"""One monitoring pass: read a window of curated events, compute every metric, publish, remember.
+
+The fast pass (every 5 minutes) evaluates the window that just closed with label-free and
+early-click signals, the click window that just matured, and pipeline health. The deep pass (hourly)
+evaluates the hour whose purchase attribution window just closed. State between passes (per-window
+counts since the current canary started) lives in one small JSON object in S3, so the decision
+metrics are cumulative and every pass is idempotent for its windows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shelfwise.errors import InputError
+from shelfwise.monitoring import drift
+from shelfwise.monitoring.comparison import guarded_compare
+from shelfwise.monitoring.config import MonitoringConfig
+from shelfwise.monitoring.data import EventSource
+from shelfwise.monitoring.publish import MetricDatum
+from shelfwise.monitoring.quality import VariantQuality, compute_quality, mature_families, rate_metrics
+
+BEHAVIOUR_TYPES = ("view", "click", "add_to_cart", "purchase")
+POPULARITY_BUCKETS = 10
+
+
+def _none(v: Any) -> str | None:
+    return None if v in (None, "", "none", "None") else str(v)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What the registry says is serving now."""
+
+    champion: str | None
+    challenger: str | None = None
+    canary_weight: float = 0.0
+    previous: str | None = None
+
+    @classmethod
+    def from_aliases(cls, aliases: Any) -> Deployment:
+        """From the registry's ``Aliases`` (or a mapping with the same keys)."""
+        if not isinstance(aliases, Mapping):
+            aliases = aliases.to_json() if hasattr(aliases, "to_json") else vars(aliases)
+        return cls(
+            champion=_none(aliases.get("champion")),
+            challenger=_none(aliases.get("challenger")),
+            canary_weight=float(aliases.get("canary_weight") or 0.0),
+            previous=_none(aliases.get("previous")),
+        )
+
+    def version_of(self, variant: str) -> str | None:
+        return {"champion": self.champion, "challenger": self.challenger}.get(variant)
+
+
+class ManifestSource(Protocol):
+    def manifest(self, version: str) -> Mapping[str, Any] | None: ...
+
+
+class S3Manifests:
+    """Bundle manifests from the models bucket, cached per version (bundles are immutable)."""
+
+    def __init__(self, s3: Any, bucket: str, model_name: str) -> None:
+        self.s3, self.bucket, self.model_name = s3, bucket, model_name
+        self._cache: dict[str, Mapping[str, Any] | None] = {}
+
+    def manifest(self, version: str) -> Mapping[str, Any] | None:
+        if version not in self._cache:
+            key = f"models/{self.model_name}/{version}/manifest.json"
+            try:
+                body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                self._cache[version] = json.loads(body)
+            except self.s3.exceptions.NoSuchKey:
+                self._cache[version] = None
+        return self._cache[version]
+
+
+class StateStore(Protocol):
+    def load(self) -> dict[str, Any]: ...
+    def save(self, state: dict[str, Any]) -> None: ...
+
+
+class S3StateStore:
+    """The monitor's memory between passes: ``monitoring/state/<model_name>.json``."""
+
+    def __init__(self, s3: Any, bucket: str, model_name: str) -> None:
+        self.s3, self.bucket, self.key = s3, bucket, f"monitoring/state/{model_name}.json"
+
+    def load(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read()))
+        except self.s3.exceptions.NoSuchKey:
+            return {}
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=json.dumps(state, sort_keys=True).encode())
+
+
+class MemoryStateStore:
+    """State in memory (tests, benchmarks, the simulator loop)."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, Any] = {}
+
+    def load(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self.state))
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.state = json.loads(json.dumps(state))
+
+
+@dataclass
+class PassResult:
+    """What one pass computed: the datums to publish and a summary for logs and the history."""
+
+    kind: str
+    window_start: datetime
+    data: list[MetricDatum] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def values(self) -> dict[str, float]:
+        """``{"Name" or "Name/Variant": value}`` of the datums stamped at this pass's window."""
+        out = {}
+        for d in self.data:
+            if d.timestamp == self.window_start:
+                key = d.name + (f"/{d.dimensions['Variant']}" if "Variant" in d.dimensions else "")
+                out[key] = d.value
+        return out
+
+
+def floor_time(when: datetime, seconds: int) -> datetime:
+    ts = int(when.astimezone(UTC).timestamp())
+    return datetime.fromtimestamp(ts - ts % seconds, tz=UTC)
+
+
+def _key(variant: str, version: str) -> str:
+    return f"{variant}|{version}"
+
+
+def sync_state(state: dict[str, Any], deployment: Deployment, now: datetime) -> dict[str, Any]:
+    """Reset the per-canary memory when the challenger changes; note stage starts."""
+    if state.get("challenger") != deployment.challenger or state.get("champion") != deployment.champion:
+        state = {
+            "challenger": deployment.challenger,
+            "champion": deployment.champion,
+            "canary_started_at": now.isoformat() if deployment.challenger else None,
+            "stage_weight": deployment.canary_weight,
+            "stage_started_at": now.isoformat(),
+            "windows": {},
+        }
+    elif float(state.get("stage_weight", -1)) != deployment.canary_weight:
+        state["stage_weight"] = deployment.canary_weight
+        state["stage_started_at"] = now.isoformat()
+    state.setdefault("windows", {})
+    return state
+
+
+def _sum(state: dict[str, Any], kind: str, key: str, since: str | None = None) -> tuple[int, int]:
+    n = x = 0
+    for wstart, entry in state["windows"].items():
+        if since is not None and wstart < since:
+            continue
+        pair = entry.get(kind, {}).get(key)
+        if pair:
+            n += int(pair[0])
+            x += int(pair[1])
+    return n, x
+
+
+def stage_impressions(
+    state: Mapping[str, Any], since: datetime | None = None, window_seconds: int = 300
+) -> int:
+    """Challenger impressions since ``since`` (default: the stage start the monitor noticed).
+
+    A window counts when it ends after ``since`` (the window in which the weight changed counts:
+    it is partly the new stage, and the promoter's guard is a minimum, not a measurement).
+    """
+    if not state.get("challenger"):
+        return 0
+    if since is None:
+        if not state.get("stage_started_at"):
+            return 0
+        since = datetime.fromisoformat(state["stage_started_at"])
+    key = _key("challenger", str(state["challenger"]))
+    total = 0
+    for wstart, entry in state.get("windows", {}).items():
+        if datetime.fromisoformat(wstart) + timedelta(seconds=window_seconds) > since:
+            total += int(entry.get("impressions", {}).get(key, 0))
+    return total
+
+
+class MonitoringJob:
+    """Computes the metrics of one pass from an event source and the deployed models' manifests."""
+
+    def __init__(
+        self,
+        source: EventSource,
+        manifests: ManifestSource,
+        state: StateStore,
+        config: MonitoringConfig | None = None,
+    ) -> None:
+        self.source, self.manifests, self.state_store = source, manifests, state
+        self.cfg = config or MonitoringConfig()
+
+    # ------------------------------------------------------------------ fast pass
+    def fast_pass(self, now: datetime, deployment: Deployment) -> PassResult:
+        """Label-free + early-click signals of the window that just closed, and the matured click window."""
+        cfg, w = self.cfg, self.cfg.window
+        end = floor_time(now, cfg.window_seconds)
+        start = end - w
+        m_end = floor_time(now - timedelta(seconds=cfg.attribution.click), cfg.window_seconds)
+        m_start = m_end - w
+        events = self.source.read(min(start, m_start), now)
+        result = PassResult(kind="fast", window_start=start)
+        state = sync_state(self.state_store.load(), deployment, now)
+
+        # Label-free: what was served in [start, end) and what users did.
+        early = compute_quality(events, start, end, cfg.attribution, as_of=now)
+        entry = state["windows"].setdefault(start.isoformat(), {})
+        entry["impressions"] = {_key(q.variant, q.model_version): q.impressions for q in early.values()}
+        # Early counts are frozen at the window's first evaluation: both variants then share the same
+        # censoring, which is what makes the early-click ratio fair.
+        entry.setdefault(
+            "early",
+            {_key(q.variant, q.model_version): [q.lists, q.early_clicked_lists] for q in early.values()},
+        )
+        for q in early.values():
+            if q.variant in ("champion", "challenger", "fallback"):
+                result.data.append(self._d("Impressions", q.impressions, start, q.variant, "Count"))
+                result.data.append(self._d("Recommendations", q.lists, start, q.variant, "Count"))
+        served = self._served(events, start, end)
+        result.data += self._label_free(served, events, start, end, deployment)
+
+        # Matured click window.
+        matured = compute_quality(events, m_start, m_end, cfg.attribution, as_of=now)
+        mentry = state["windows"].setdefault(m_start.isoformat(), {})
+        mentry["click"] = {
+            _key(q.variant, q.model_version): [q.lists, q.clicked_lists] for q in matured.values()
+        }
+        fams = mature_families(m_end, now, cfg.attribution)
+        for q in matured.values():
+            if q.variant in ("champion", "challenger", "fallback"):
+                for name, value in rate_metrics(
+                    q, tuple(f for f in fams if f == "click"), cfg.min_lists_for_rates
+                ).items():
+                    result.data.append(self._d(name, value, m_start, q.variant))
+
+        # Cumulative decision metrics, stamped at the evaluation window so alarms see them now.
+        result.data += self._comparisons(state, deployment, start)
+        self._prune(state, now)
+        self.state_store.save(state)
+        newest = pc.max(events["timestamp"]).as_py() if events.num_rows else None
+        result.summary = {
+            "window_start": start.isoformat(),
+            "matured_window_start": m_start.isoformat(),
+            "newest_event": newest.isoformat() if newest else None,
+            "events": events.num_rows,
+            "variants": {f"{q.variant}/{q.model_version}": q.to_dict() for q in early.values()},
+            "matured": {f"{q.variant}/{q.model_version}": q.to_dict() for q in matured.values()},
+            "stage_impressions": stage_impressions(state, window_seconds=cfg.window_seconds),
+            "metrics": len(result.data),
+        }
+        return result
+
+    def _d(
+        self, name: str, value: float, ts: datetime, variant: str | None = None, unit: str = "None"
+    ) -> MetricDatum:
+        return MetricDatum(name, float(value), ts, {"Variant": variant} if variant else {}, unit)
+
+    def _served(self, events: pa.Table, start: datetime, end: datetime) -> pa.Table:
+        ts = events["timestamp"]
+        lo = pa.scalar(start, pa.timestamp("ms", tz="UTC"))
+        hi = pa.scalar(end, pa.timestamp("ms", tz="UTC"))
+        mask = pc.and_(
+            pc.equal(events["event_type"], "impression"), pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi))
+        )
+        return events.filter(mask).select(
+            ["recommendation_id", "item_id", "score", "variant", "model_version"]
+        )
+
+    def _label_free(
+        self, served: pa.Table, events: pa.Table, start: datetime, end: datetime, deployment: Deployment
+    ) -> list[MetricDatum]:
+        cfg, out = self.cfg, []
+        ts = events["timestamp"]
+        lo = pa.scalar(start, pa.timestamp("ms", tz="UTC"))
+        hi = pa.scalar(end, pa.timestamp("ms", tz="UTC"))
+        behaviour = events.filter(
+            pc.and_(
+                pc.is_in(events["event_type"], pa.array(BEHAVIOUR_TYPES)),
+                pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)),
+            )
+        )
+        ranks = drift.popularity_rank(behaviour["item_id"])
+        buckets: dict[str, np.ndarray] = {}
+        total_lists = len(pc.unique(served["recommendation_id"])) if served.num_rows else 0
+        for variant in ("champion", "challenger", "fallback"):
+            rows = served.filter(pc.equal(served["variant"], variant))
+            if rows.num_rows == 0:
+                continue
+            if total_lists:
+                lists = len(pc.unique(rows["recommendation_id"]))
+                out.append(self._d("ServedShare", lists / total_lists, start, variant))
+            if rows.num_rows >= cfg.min_scores_for_drift:
+                counts = pc.value_counts(rows["item_id"]).field("counts").to_numpy(zero_copy_only=False)
+                out.append(self._d("Gini", drift.gini(counts), start, variant))
+                out.append(self._d("DistinctItems", float(len(counts)), start, variant, "Count"))
+                buckets[variant] = drift.popularity_buckets(rows["item_id"], ranks, POPULARITY_BUCKETS)
+            version = deployment.version_of(variant)
+            manifest = self.manifests.manifest(version) if version else None
+            if manifest:
+                ref = drift.DriftReference.from_manifest(manifest)
+                # Only this version's rows: right after a switch the window holds both versions.
+                mine = rows.filter(pc.equal(rows["model_version"], version))
+                scores = pc.drop_null(mine["score"]).to_numpy(zero_copy_only=False)
+                if ref.score_histogram is not None:
+                    v = drift.score_psi(
+                        scores, ref.score_histogram, cfg.min_scores_for_drift, cfg.histogram_epsilon
+                    )
+                    if v is not None:
+                        out.append(self._d("ScorePSI", v, start, variant))
+                        out.append(
+                            self._d(
+                                "ScoreJS",
+                                drift.js_divergence(
+                                    ref.score_histogram.counts,
+                                    drift.bin_counts(scores, ref.score_histogram.edges),
+                                ),
+                                start,
+                                variant,
+                            )
+                        )
+                if variant == "champion":
+                    catalogue = (manifest.get("catalogue") or {}).get("items") or manifest.get("n_items")
+                    if (
+                        isinstance(catalogue, int)
+                        and catalogue > 0
+                        and rows.num_rows >= cfg.min_scores_for_drift
+                    ):
+                        distinct = len(pc.unique(rows["item_id"]))
+                        out.append(
+                            self._d("Coverage", drift.coverage(distinct, catalogue) or 0.0, start, variant)
+                        )
+        if total_lists:
+            fallback = served.filter(pc.equal(served["variant"], "fallback"))
+            share = (len(pc.unique(fallback["recommendation_id"])) if fallback.num_rows else 0) / total_lists
+            out.append(self._d("FallbackShare", share, start))
+        if "challenger" in buckets and "champion" in buckets:
+            out.append(
+                self._d(
+                    "PopularityShiftVsChampion",
+                    drift.js_divergence(buckets["challenger"], buckets["champion"]),
+                    start,
+                    "challenger",
+                )
+            )
+        champion_manifest = self.manifests.manifest(deployment.champion) if deployment.champion else None
+        if champion_manifest:
+            ref = drift.DriftReference.from_manifest(champion_manifest)
+            v = drift.category_psi(
+                behaviour["category"], ref.category_mix, cfg.min_events_for_input_drift, cfg.histogram_epsilon
+            )
+            if v is not None:
+                out.append(self._d("InputCategoryPSI", v, start))
+        return out
+
+    def _comparisons(self, state: dict[str, Any], deployment: Deployment, ts: datetime) -> list[MetricDatum]:
+        if not (deployment.challenger and deployment.champion):
+            return []
+        cfg, out = self.cfg, []
+        ch, cb = _key("challenger", deployment.challenger), _key("champion", deployment.champion)
+        for kind, metric, alpha, margin in (
+            ("click", "Ctr", cfg.alpha, cfg.quality_margin),
+            ("early", "EarlyCtr", cfg.early_alpha, cfg.early_margin),
+        ):
+            n_c, x_c = _sum(state, kind, ch)
+            n_b, x_b = _sum(state, kind, cb)
+            bound = guarded_compare(
+                x_c,
+                n_c,
+                x_b,
+                n_b,
+                alpha=alpha,
+                tau=cfg.tau,
+                min_lists=cfg.min_lists_for_comparison,
+                min_champion_successes=cfg.min_clicks_for_comparison,
+                margin=margin,
+            )
+            if bound is not None:
+                out.append(self._d(f"{metric}DropLCB", max(-1.0, bound.drop_lcb), ts, "challenger"))
+                out.append(self._d(f"{metric}Ratio", bound.ratio, ts, "challenger"))
+        return out
+
+    def _prune(self, state: dict[str, Any], now: datetime) -> None:
+        """Keep two days of per-window counts: enough for any canary, bounded state size."""
+        cutoff = (now - timedelta(days=2)).isoformat()
+        state["windows"] = {k: v for k, v in state["windows"].items() if k >= cutoff}
+
+    # ------------------------------------------------------------------ deep pass
+    def deep_pass(self, now: datetime) -> PassResult:
+        """Hourly: carts, conversion and revenue of the hour whose purchase window just closed."""
+        cfg = self.cfg
+        h_end = floor_time(now - timedelta(seconds=cfg.attribution.purchase), 3600)
+        h_start = h_end - timedelta(hours=1)
+        events = self.source.read(h_start, min(now, h_end + timedelta(seconds=cfg.attribution.purchase)))
+        result = PassResult(kind="deep", window_start=h_start)
+        quality = compute_quality(events, h_start, h_end, cfg.attribution, as_of=now)
+        fams = tuple(f for f in mature_families(h_end, now, cfg.attribution) if f != "click")
+        merged: dict[str, VariantQuality] = {}
+        for q in quality.values():
+            if q.variant not in ("champion", "challenger", "fallback"):
+                continue
+            m = merged.setdefault(q.variant, VariantQuality(q.variant, "*"))
+            for f in ("impressions", "lists", "carted_lists", "purchased_lists", "revenue"):
+                setattr(m, f, getattr(m, f) + getattr(q, f))
+        for q in merged.values():
+            for name, value in rate_metrics(q, fams, cfg.min_lists_for_rates).items():
+                result.data.append(self._d(name, value, h_start, q.variant))
+        result.summary = {
+            "window_start": h_start.isoformat(),
+            "events": events.num_rows,
+            "variants": {k: v.to_dict() for k, v in merged.items()},
+            "metrics": len(result.data),
+        }
+        return result
+
+
+def health_metrics(
+    ts: datetime,
+    minutes_since_newest: float | None,
+    quarantined: int,
+    ingested: int,
+    dlq_depth: int | None,
+    min_rows: int = 1000,
+) -> list[MetricDatum]:
+    """Pipeline-health datums; the quarantine rate only with at least ``min_rows`` ingested rows."""
+    if ingested < 0 or quarantined < 0 or quarantined > max(ingested, 0):
+        raise InputError("quarantined rows must lie between 0 and the ingested rows")
+    out = []
+    if minutes_since_newest is not None:
+        out.append(MetricDatum("MinutesSinceNewestPartition", minutes_since_newest, ts))
+    if ingested >= min_rows:
+        out.append(MetricDatum("QuarantineRate", quarantined / ingested, ts))
+    if dlq_depth is not None:
+        out.append(MetricDatum("IngestDLQDepth", float(dlq_depth), ts, unit="Count"))
+    return out
+
+
+@dataclass(frozen=True)
+class PassTargets:
+    """Where one pass reads and writes (resource names from the handler's settings)."""
+
+    curated_bucket: str
+    monitoring_bucket: str
+    models_bucket: str
+    model_name: str
+    ingest_dlq_url: str | None = None
+
+
+def run_pass(
+    kinds: tuple[str, ...],
+    now: datetime,
+    *,
+    targets: PassTargets,
+    deployment: Deployment,
+    s3: Any,
+    cloudwatch: Any,
+    sqs: Any = None,
+    config: MonitoringConfig | None = None,
+) -> dict[str, Any]:
+    """Run the ``fast`` and/or ``deep`` pass at ``now``, publish to CloudWatch and the S3 history.
+
+    The one domain entry point of ``functions/compute_metrics``. Returns a summary for the log.
+    """
+    from shelfwise.monitoring import health
+    from shelfwise.monitoring.data import S3EventSource
+    from shelfwise.monitoring.publish import put_metrics, write_history
+
+    unknown = set(kinds) - {"fast", "deep"}
+    if unknown or not kinds:
+        raise InputError(f"unknown monitoring pass {sorted(unknown) or kinds}; use fast and/or deep")
+    cfg = config or MonitoringConfig()
+    job = MonitoringJob(
+        S3EventSource(s3, targets.curated_bucket),
+        S3Manifests(s3, targets.models_bucket, targets.model_name),
+        S3StateStore(s3, targets.monitoring_bucket, targets.model_name),
+        cfg,
+    )
+    summary: dict[str, Any] = {}
+    for kind in kinds:
+        result = job.fast_pass(now, deployment) if kind == "fast" else job.deep_pass(now)
+        if kind == "fast":
+            start = result.window_start
+            seen_store = S3StateStore(s3, targets.monitoring_bucket, "_ingest-summaries-seen")
+            seen = set(seen_store.load().get("keys", []))
+            bad, rows, now_seen = health.new_quarantine_counts(s3, targets.curated_bucket, seen)
+            seen_store.save({"keys": sorted(now_seen)})
+            depth = (
+                health.dlq_depth(sqs, targets.ingest_dlq_url)
+                if sqs is not None and targets.ingest_dlq_url
+                else None
+            )
+            newest = result.summary.get("newest_event")
+            fresh = health.minutes_since_newest_partition(
+                s3, targets.curated_bucket, now, datetime.fromisoformat(newest) if newest else None
+            )
+            result.data += health_metrics(start, fresh, bad, rows, depth)
+        calls = put_metrics(cloudwatch, result.data)
+        key = write_history(
+            s3, targets.monitoring_bucket, result.window_start, kind, result.data, result.summary
+        )
+        summary[kind] = {
+            **result.summary,
+            "put_metric_data_calls": calls,
+            "history_key": key,
+            "values": result.values(),
+        }
+    return summary

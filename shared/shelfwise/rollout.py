@@ -1,0 +1,429 @@
+"""Rollout policy: alarm-driven rollback and staged canary promotion, on top of the registry.
+
+Rollback: an alarm entering ALARM that concerns the challenger stops the canary (weight 0,
+challenger cleared); one that concerns the champion puts ``previous`` back, but only when the
+champion was promoted recently (a long-standing champion failing is an infrastructure problem that
+an old model will not fix). Duplicate or stale alarm deliveries are recognised and do nothing.
+
+Promotion: the challenger moves through the stages (10% -> 50% -> 100%) while the gating alarms are
+OK and the current stage has served enough impressions for long enough; then champion := challenger
+and previous := the old champion (the registry's ``promote``).
+
+Every decision, including "hold" and "ignored", is returned and written as an audit record;
+alias changes are announced by the registry (EventBridge) and rollbacks also on SNS.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from botocore.exceptions import ClientError
+
+from shelfwise.errors import InputError
+from shelfwise.monitoring.config import DEFAULT_ALARMS, PROMOTION_GATE_SUFFIXES, AlarmSpec
+
+DECISIONS_PREFIX = "monitoring/decisions/"
+Action = Literal["rollback", "advance", "promote", "hold", "ignore", "idle"]
+
+
+class RegistryPort(Protocol):
+    """What rollout needs from ``shelfwise.registry.Registry``."""
+
+    def aliases(self) -> Any: ...
+    def set_canary_weight(self, weight: float) -> Any: ...
+    def promote(self, version: str | None = None) -> Any: ...
+    def rollback(self, reason: str) -> Any: ...
+    def history(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    """Stages and guards of the staged promotion and of champion rollback."""
+
+    stages: tuple[float, ...] = (0.1, 0.5, 1.0)
+    # The stage must have served this many challenger impressions...
+    min_stage_impressions: int = 2000
+    # ...and lasted long enough that its first window's click labels matured (30 min + a window).
+    min_stage_minutes: float = 40.0
+    # A champion alarm rolls back to `previous` only this long after the promotion.
+    champion_rollback_grace_hours: float = 24.0
+
+    def __post_init__(self) -> None:
+        if (
+            not self.stages
+            or any(not 0 < s <= 1 for s in self.stages)
+            or list(self.stages) != sorted(set(self.stages))
+        ):
+            raise InputError("stages must be increasing weights in (0, 1]")
+        if self.stages[-1] != 1.0:
+            raise InputError("the last stage must be 1.0 (all traffic) before promotion")
+
+    def next_stage(self, weight: float) -> float | None:
+        """The next weight above ``weight``, or None when at the last stage."""
+        for s in self.stages:
+            if s > weight + 1e-9:
+                return s
+        return None
+
+
+@dataclass(frozen=True)
+class AlarmNotice:
+    """An alarm state change, from SNS (CloudWatch alarm action) or EventBridge."""
+
+    name: str
+    state: str
+    changed_at: datetime
+    reason: str = ""
+    dimensions: dict[str, str] = field(default_factory=dict)
+    metric: str | None = None
+
+    @property
+    def dedupe_key(self) -> str:
+        return f"{self.name}@{self.changed_at.astimezone(UTC):%Y%m%dT%H%M%S.%fZ}"
+
+
+@dataclass
+class Decision:
+    """What the policy decided and did, for logs, the report and the caller."""
+
+    action: Action
+    reason: str
+    at: str
+    before: dict[str, Any] = field(default_factory=dict)
+    after: dict[str, Any] = field(default_factory=dict)
+    alarm: str | None = None
+    target: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    text = str(value)
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"):
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            pass
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InputError(f"unreadable alarm time {text!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_alarm_notices(event: Mapping[str, Any]) -> list[AlarmNotice]:
+    """Alarm state changes in a Lambda event: SNS records of alarm actions, or one EventBridge event."""
+    if event.get("detail-type") == "CloudWatch Alarm State Change":
+        d = event.get("detail") or {}
+        state = d.get("state") or {}
+        dims: dict[str, str] = {}
+        metric = None
+        for m in (d.get("configuration") or {}).get("metrics") or []:
+            stat = (m.get("metricStat") or {}).get("metric") or {}
+            metric = metric or stat.get("name")
+            dims.update({str(k): str(v) for k, v in (stat.get("dimensions") or {}).items()})
+        if not d.get("alarmName") or not state.get("value"):
+            raise InputError("EventBridge alarm event lacks detail.alarmName or detail.state.value")
+        return [
+            AlarmNotice(
+                name=str(d["alarmName"]),
+                state=str(state["value"]),
+                changed_at=_time(state.get("timestamp") or event.get("time")),
+                reason=str(state.get("reason", "")),
+                dimensions=dims,
+                metric=metric,
+            )
+        ]
+    records = event.get("Records")
+    if not isinstance(records, list):
+        raise InputError("event is neither SNS records nor a CloudWatch Alarm State Change")
+    out = []
+    for rec in records:
+        sns = rec.get("Sns") or {}
+        try:
+            msg = json.loads(sns.get("Message") or "")
+        except ValueError as exc:
+            raise InputError(f"SNS message is not an alarm notification: {exc}") from exc
+        if not isinstance(msg, dict) or "AlarmName" not in msg or "NewStateValue" not in msg:
+            raise InputError("SNS message lacks AlarmName or NewStateValue")
+        trigger = msg.get("Trigger") or {}
+        dims = {
+            str(x.get("name") or x.get("Name")): str(x.get("value") or x.get("Value"))
+            for x in trigger.get("Dimensions") or []
+        }
+        out.append(
+            AlarmNotice(
+                name=str(msg["AlarmName"]),
+                state=str(msg["NewStateValue"]),
+                changed_at=_time(msg.get("StateChangeTime") or sns.get("Timestamp")),
+                reason=str(msg.get("NewStateReason", "")),
+                dimensions=dims,
+                metric=trigger.get("MetricName"),
+            )
+        )
+    return out
+
+
+def alarm_target(notice: AlarmNotice, alarms: Sequence[AlarmSpec] = DEFAULT_ALARMS) -> str:
+    """``challenger``, ``champion`` or ``none``: whom an alarm accuses.
+
+    The alarm's own spec decides first (alarm names end with the spec suffix); otherwise its
+    ``Variant`` dimension; alarms about data or inputs accuse no model.
+    """
+    for spec in alarms:
+        if notice.name == spec.suffix or notice.name.endswith("-" + spec.suffix):
+            return spec.target
+    variant = notice.dimensions.get("Variant")
+    if variant in ("challenger", "champion"):
+        return variant
+    return "none"
+
+
+def _state(aliases: Any) -> dict[str, Any]:
+    if hasattr(aliases, "to_json"):
+        return dict(aliases.to_json())
+    return dict(aliases)
+
+
+def _last(history: Sequence[Mapping[str, Any]], actions: set[str], version: str | None) -> datetime | None:
+    for rec in reversed(history):
+        if rec.get("action") in actions and (version is None or rec.get("version") == version):
+            return _time(rec["time"])
+    return None
+
+
+class Rollout:
+    """Applies the policy through the registry; records decisions in S3 and announces rollbacks."""
+
+    def __init__(
+        self,
+        registry: RegistryPort,
+        *,
+        s3: Any = None,
+        bucket: str | None = None,
+        sns: Any = None,
+        topic_arn: str | None = None,
+        policy: RolloutPolicy | None = None,
+        alarms: Sequence[AlarmSpec] = DEFAULT_ALARMS,
+    ) -> None:
+        self.registry, self.s3, self.bucket, self.sns, self.topic_arn = registry, s3, bucket, sns, topic_arn
+        self.policy = policy or RolloutPolicy()
+        self.alarms = alarms
+
+    # ------------------------------------------------------------------ rollback
+    def on_alarm(self, notice: AlarmNotice, now: datetime) -> Decision:
+        """React to one alarm state change (idempotent: a repeated delivery is a no-op)."""
+        before = _state(self.registry.aliases())
+        base = {"at": now.isoformat(), "before": before, "after": before, "alarm": notice.name}
+        if notice.state != "ALARM":
+            return self._record(Decision("ignore", f"alarm went to {notice.state}, not ALARM", **base))
+        target = alarm_target(notice, self.alarms)
+        base["target"] = target
+        if target == "none":
+            return self._record(Decision("ignore", "alarm does not concern a model version", **base))
+        if not self._first_delivery(notice):
+            return self._record(Decision("ignore", "duplicate delivery of an alarm already handled", **base))
+        history = self.registry.history()
+        challenger, champion = before.get("challenger"), before.get("champion")
+        if challenger:
+            started = _last(history, {"CanaryStarted"}, challenger)
+            if target == "challenger" and started and notice.changed_at < started:
+                return self._record(Decision("ignore", "alarm predates the current canary", **base))
+            # A champion alarm during a canary is ambiguous (errors may come from either); the
+            # canary is the most recent risky change, so it is what gets undone.
+            reason = f"{notice.name} in ALARM: {notice.reason}"[:500]
+            after = _state(self.registry.rollback(reason))
+            decision = Decision("rollback", f"canary of {challenger} stopped", **{**base, "after": after})
+            return self._announce(self._record(decision))
+        if target == "challenger":
+            return self._record(Decision("ignore", "no canary is running (already rolled back?)", **base))
+        # Champion alarm with no canary: back to previous if the promotion is recent.
+        promoted = _last(history, {"ModelPromoted"}, champion)
+        if not before.get("previous"):
+            return self._record(Decision("hold", "champion alarm but no previous version to restore", **base))
+        if promoted is None or notice.changed_at < promoted:
+            return self._record(Decision("ignore", "alarm predates the champion's promotion", **base))
+        if notice.changed_at - promoted > timedelta(hours=self.policy.champion_rollback_grace_hours):
+            return self._record(
+                Decision(
+                    "hold", "champion promoted too long ago for a model rollback; needs a person", **base
+                )
+            )
+        reason = f"{notice.name} in ALARM: {notice.reason}"[:500]
+        after = _state(self.registry.rollback(reason))
+        decision = Decision(
+            "rollback",
+            f"champion {champion} replaced by previous {before['previous']}",
+            **{**base, "after": after},
+        )
+        return self._announce(self._record(decision))
+
+    def _first_delivery(self, notice: AlarmNotice) -> bool:
+        """Claim the alarm transition with a conditional write; False when someone already did."""
+        if self.s3 is None or not self.bucket:
+            return True
+        key = f"{DECISIONS_PREFIX}claims/{notice.dedupe_key}.json"
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=b"{}", IfNoneMatch="*")
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                return False
+            raise
+        return True
+
+    def _announce(self, decision: Decision) -> Decision:
+        if self.sns is not None and self.topic_arn:
+            self.sns.publish(
+                TopicArn=self.topic_arn,
+                Subject="Shelfwise model rolled back"[:100],
+                Message=json.dumps(decision.to_json(), default=str),
+                MessageAttributes={"action": {"DataType": "String", "StringValue": decision.action}},
+            )
+        return decision
+
+    # ------------------------------------------------------------------ promotion
+    def step(self, alarm_states: Mapping[str, str], stage_impressions: int, now: datetime) -> Decision:
+        """One scheduled promotion step: advance a stage, promote, or hold, and say why.
+
+        ``alarm_states`` maps the gating alarms' names to their state (OK / ALARM /
+        INSUFFICIENT_DATA); ``stage_impressions`` counts challenger impressions since the current
+        stage began (from the monitoring state).
+        """
+        aliases = _state(self.registry.aliases())
+        base = {"at": now.isoformat(), "before": aliases, "after": aliases}
+        challenger, weight = aliases.get("challenger"), float(aliases.get("canary_weight") or 0.0)
+        if not challenger:
+            return Decision("idle", "no challenger", **base)
+        if weight <= 0:
+            return self._record(Decision("hold", "canary paused (weight 0)", **base))
+        firing = sorted(n for n, s in alarm_states.items() if s == "ALARM")
+        if firing:
+            return self._record(Decision("hold", f"alarms in ALARM: {', '.join(firing)}", **base))
+        history = self.registry.history()
+        stage_start = _last(history, {"CanaryStarted", "CanaryAdvanced"}, challenger)
+        minutes = (now - stage_start).total_seconds() / 60.0 if stage_start else 0.0
+        detail = {
+            "stage_minutes": round(minutes, 1),
+            "stage_impressions": stage_impressions,
+            "weight": weight,
+        }
+        if minutes < self.policy.min_stage_minutes:
+            return self._record(
+                Decision(
+                    "hold",
+                    f"stage too young ({minutes:.0f} < {self.policy.min_stage_minutes:.0f} min)",
+                    detail=detail,
+                    **base,
+                )
+            )
+        if stage_impressions < self.policy.min_stage_impressions:
+            return self._record(
+                Decision(
+                    "hold",
+                    f"stage has {stage_impressions} < {self.policy.min_stage_impressions} challenger impressions",
+                    detail=detail,
+                    **base,
+                )
+            )
+        nxt = self.policy.next_stage(weight)
+        if nxt is None:
+            after = _state(self.registry.promote(challenger))
+            return self._record(
+                Decision(
+                    "promote", f"{challenger} promoted to champion", detail=detail, **{**base, "after": after}
+                )
+            )
+        after = _state(self.registry.set_canary_weight(nxt))
+        return self._record(
+            Decision(
+                "advance",
+                f"{challenger} advanced {weight:g} -> {nxt:g}",
+                detail=detail,
+                **{**base, "after": after},
+            )
+        )
+
+    # ------------------------------------------------------------------ audit
+    def _record(self, decision: Decision) -> Decision:
+        if self.s3 is not None and self.bucket:
+            stamp = datetime.fromisoformat(decision.at).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            key = f"{DECISIONS_PREFIX}{stamp}-{decision.action}.json"
+            self.s3.put_object(
+                Bucket=self.bucket, Key=key, Body=json.dumps(decision.to_json(), default=str).encode()
+            )
+        return decision
+
+
+def gate_alarm_names(stack_name: str, suffixes: Sequence[str] = PROMOTION_GATE_SUFFIXES) -> list[str]:
+    """Physical names of the alarms that must not be in ALARM for a stage to advance."""
+    return [f"{stack_name}-{s}" for s in suffixes]
+
+
+def alarm_states(cloudwatch: Any, names: Sequence[str]) -> dict[str, str]:
+    """Current state of each named alarm; an alarm that does not exist reads INSUFFICIENT_DATA."""
+    states = {n: "INSUFFICIENT_DATA" for n in names}
+    for i in range(0, len(names), 100):
+        resp = cloudwatch.describe_alarms(
+            AlarmNames=list(names[i : i + 100]), AlarmTypes=["MetricAlarm", "CompositeAlarm"]
+        )
+        for a in resp.get("MetricAlarms", []) + resp.get("CompositeAlarms", []):
+            states[a["AlarmName"]] = a["StateValue"]
+    return states
+
+
+def read_decisions(s3: Any, bucket: str) -> list[dict[str, Any]]:
+    """Every recorded rollout decision (except idle ones, which are not written), oldest first."""
+    out = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=DECISIONS_PREFIX):
+        for obj in page.get("Contents", []):
+            if "/claims/" in obj["Key"]:
+                continue
+            out.append(json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()))
+    out.sort(key=lambda d: d.get("at", ""))
+    return out
+
+
+def promote_step(
+    rollout: Rollout, *, cloudwatch: Any, alarm_names: Sequence[str], model_name: str, now: datetime
+) -> Decision:
+    """The promote_model function's one domain call: read alarms and stage traffic, then ``step``.
+
+    Stage traffic comes from the monitor's state (``monitoring/state/<model>.json``), counted
+    from the stage start the registry's audit trail records.
+    """
+    from shelfwise.monitoring.job import S3StateStore, stage_impressions
+
+    if rollout.s3 is None or not rollout.bucket:
+        raise InputError("promotion needs the monitoring bucket to read stage traffic")
+    aliases = _state(rollout.registry.aliases())
+    impressions = 0
+    if aliases.get("challenger"):
+        state = S3StateStore(rollout.s3, rollout.bucket, model_name).load()
+        started = _last(
+            rollout.registry.history(), {"CanaryStarted", "CanaryAdvanced"}, aliases["challenger"]
+        )
+        if state.get("challenger") == aliases["challenger"]:
+            impressions = stage_impressions(state, since=started)
+    return rollout.step(alarm_states(cloudwatch, alarm_names), impressions, now)
+
+
+def handle_alarm_event(rollout: Rollout, event: Mapping[str, Any], clock: list[datetime]) -> list[Decision]:
+    """The rollback_model function's one domain call: every alarm notice in ``event``, in order.
+
+    ``clock[0]`` is set to each notice's state-change time so audit records carry the time the
+    alarm fired (which is also the simulated time in the local runtime).
+    """
+    decisions = []
+    for notice in parse_alarm_notices(event):
+        clock[0] = notice.changed_at
+        decisions.append(rollout.on_alarm(notice, notice.changed_at))
+    return decisions
