@@ -434,6 +434,7 @@ class Registry:
         if not reason:
             raise InputError("a rollback needs a reason")
         before = self.aliases()
+        rolled: str | None
         if before.challenger is not None:
             after = Aliases(before.champion, None, before.previous, 0.0)
             rolled, restored, scope = before.challenger, before.champion, "canary"

@@ -1,0 +1,438 @@
+"""The training job: curated events -> search -> honest evaluation -> ONNX bundle -> registry.
+
+Steps (each reported through :class:`Progress`):
+
+1. interactions from the curated table; a global temporal split (test = last 20% of events);
+2. the hyper-parameter search per family on a validation split *inside* the training window;
+3. every family's winner refit on the training window and scored once on the test window,
+   next to the baselines; the best family is the one best **on validation**;
+4. when a champion exists, its recipe (algorithm + hyper-parameters from its manifest) is refit
+   on the same training window and scored on the same test window, for the registry's gate;
+5. the best family refit on all events, exported to ONNX, checked against the numpy reference,
+   written as a bundle with items/users/similar tables, reference distributions and a report;
+6. registered (immutable version; the gate decides whether it is offered for canary).
+
+The same function runs in the Lambda, the Batch container and the CLI; only the adapters differ.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import onnx
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shelfwise import bundle as bundle_io
+from shelfwise.errors import InputError
+from shelfwise.evaluation import popularity_percentile
+from shelfwise.events import EVENT_WEIGHTS, SCHEMA_VERSION
+from shelfwise.registry import Registration, Registry
+from shelfwise.training.base import Recommender, item_popularity
+from shelfwise.training.data import Interactions, Split, interactions_from_table, temporal_split
+from shelfwise.training.itemknn import ItemKNN
+from shelfwise.training.popularity import Popularity
+from shelfwise.training.search import BASELINE_FAMILIES, FAMILIES, evaluate_model, make_model, search
+
+ProgressSink = Callable[[dict[str, Any]], None]
+
+
+class Progress:
+    """Progress of a run: a line per step on a terminal, and every step to the given sinks.
+
+    Sinks receive ``{"stage", "elapsed_s", ...fields}``; the Lambda handler turns them into
+    EventBridge events and metrics, the CLI prints them for a person.
+    """
+
+    def __init__(self, stream: TextIO | None = sys.stderr, sinks: list[ProgressSink] | None = None) -> None:
+        self.stream = stream
+        self.sinks = list(sinks or [])
+        self.t0 = time.perf_counter()
+        self.timeline: list[dict[str, Any]] = []
+
+    def __call__(self, stage: str, fields: dict[str, Any] | None = None) -> None:
+        event = {"stage": stage, "elapsed_s": round(time.perf_counter() - self.t0, 2), **(fields or {})}
+        if stage != "search":
+            self.timeline.append(event)
+        if self.stream is not None:
+            extra = " ".join(f"{k}={_short(v)}" for k, v in (fields or {}).items())
+            self.stream.write(f"[{event['elapsed_s']:7.1f}s] {stage:<10} {extra}\n")
+            self.stream.flush()
+        for sink in self.sinks:
+            sink(event)
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ",".join(f"{k}:{_short(x)}" for k, x in v.items())
+    return str(v)
+
+
+@dataclass
+class TrainConfig:
+    """What to train and how; every field has a safe default."""
+
+    model_name: str = "recs"
+    k: int = 10
+    split_fraction: float = 0.8
+    search: str = "small"  # none | small | full
+    families: tuple[str, ...] = FAMILIES
+    primary_metric: str = "ndcg@10"
+    threads: int = 2
+    float16: bool = False
+    similar_items: int = 20
+    parity_users: int = 64
+    code_version: str = "unknown"
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        missing = [b for b in BASELINE_FAMILIES if b not in self.families]
+        if missing:
+            raise InputError(f"the baselines {missing} must always be trained and reported")
+        if not 0 < self.k <= 1000:
+            raise InputError("k must be in 1..1000")
+
+
+@dataclass
+class EvaluationResult:
+    """The offline protocol's outcome on one log."""
+
+    protocol: dict[str, Any]
+    models: dict[str, dict[str, Any]]  # family -> test metrics
+    validation: dict[str, dict[str, Any]]  # family -> {"params", "metrics"}
+    best: str
+    best_params: dict[str, Any]
+    trials: int
+    split: Split = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"protocol": self.protocol, "models": self.models, "best": self.best}
+
+
+@dataclass
+class TrainResult:
+    version: str
+    bundle_dir: Path
+    manifest: dict[str, Any]
+    registration: Registration | None
+
+
+def evaluate_log(data: Interactions, config: TrainConfig, progress: Progress) -> EvaluationResult:
+    """Search on validation, score each family's winner once on test, pick the best on validation."""
+    split = temporal_split(data, config.split_fraction)
+    validation = temporal_split(split.train, config.split_fraction)
+    if len(split.users) == 0 or len(validation.users) == 0:
+        raise InputError("not enough overlap in time: no user has events on both sides of the cut")
+    progress(
+        "split",
+        {
+            "cut": split.info["cut"],
+            "validation_cut": validation.info["cut"],
+            "test_users": len(split.users),
+            "validation_users": len(validation.users),
+        },
+    )
+    metric = config.primary_metric
+    found = search(
+        validation,
+        config.families,
+        config.search,
+        config.k,
+        metric,
+        threads=config.threads,
+        progress=progress,
+    )
+    models: dict[str, dict[str, Any]] = {}
+    for family in config.families:
+        model = make_model(family, found.best_params[family], threads=config.threads).fit(split.train)
+        models[family] = evaluate_model(model, split, config.k)
+        progress("test", {"family": family, metric: models[family][metric]})
+    best = max(config.families, key=lambda f: found.best_metrics[f][metric])
+    protocol = {
+        **split.info,
+        "k": config.k,
+        "primary_metric": metric,
+        "validation_cut": validation.info["cut"],
+        "validation_users": len(validation.users),
+        "search": config.search,
+        "selection": "best family and hyper-parameters chosen on the validation window only",
+        "targets_rule": "items touched after the cut and never before it, within the training catalogue",
+        "ranking": "full training catalogue, the user's training items excluded",
+        "cold_user_rule": "fewer than 5 distinct training items",
+    }
+    validation_out = {
+        f: {"params": found.best_params[f], "metrics": found.best_metrics[f]} for f in config.families
+    }
+    return EvaluationResult(
+        protocol, models, validation_out, best, found.best_params[best], len(found.trials), split
+    )
+
+
+def champion_comparison(
+    registry: Registry | None, split: Split, config: TrainConfig, progress: Progress
+) -> dict[str, Any] | None:
+    """The current champion's recipe refit on the same training window and scored on the same test."""
+    if registry is None:
+        return None
+    champion = registry.aliases().champion
+    if champion is None:
+        return None
+    manifest = registry.manifest(champion)
+    family, params = manifest.get("algorithm"), manifest.get("hyperparameters")
+    if family not in FAMILIES or not isinstance(params, dict):
+        progress("champion", {"version": champion, "skipped": f"unknown recipe {family!r}"})
+        return None
+    model = make_model(str(family), params, threads=config.threads).fit(split.train)
+    metrics = evaluate_model(model, split, config.k)
+    progress("champion", {"version": champion, config.primary_metric: metrics[config.primary_metric]})
+    return {
+        "version": champion,
+        "algorithm": family,
+        "hyperparameters": params,
+        "metrics": metrics,
+        "method": "champion recipe refit on the same training window, scored on the same test window",
+    }
+
+
+def check_parity(
+    model: Recommender, graph: onnx.ModelProto, data: Interactions, k: int, n_users: int, seed: int
+) -> dict[str, Any]:
+    """ONNX Runtime vs the numpy reference (and vs the scores evaluation used) on sample requests.
+
+    Known users by index and the same users' histories as fold-in requests; scores must agree
+    within 1e-4 and top-k must be identical apart from ties.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    users = rng.choice(data.n_users, size=min(n_users, data.n_users), replace=False)
+    hist = data.matrix("user")
+    kk = min(k, data.n_items)
+    max_diff, mismatches, checked = 0.0, 0, 0
+    for u in users:
+        items = hist.indices[hist.indptr[u] : hist.indptr[u + 1]].astype(np.int64)
+        exclude = np.zeros(data.n_items, dtype=bool)
+        exclude[items[: len(items) // 2]] = True
+        weights = np.full(len(items), EVENT_WEIGHTS["purchase"], dtype=np.float32)
+        for user_index, h, w in ((int(u), items[:0], weights[:0]), (-1, items, weights)):
+            feeds = {
+                "user_index": np.array([user_index], np.int64),
+                "history_items": h,
+                "history_weights": w,
+                "exclude_mask": exclude,
+                "k": np.array([kk], np.int64),
+            }
+            got_scores, got_idx = session.run(["scores", "indices"], feeds)
+            ref_scores, ref_idx = model.reference(user_index, h, w, exclude, kk)
+            finite = np.isfinite(ref_scores)
+            if finite.any():
+                max_diff = max(max_diff, float(np.max(np.abs(got_scores[finite] - ref_scores[finite]))))
+            differ = got_idx != ref_idx
+            if differ.any() and not np.allclose(got_scores[differ], ref_scores[differ], rtol=1e-4, atol=1e-5):
+                mismatches += 1
+            checked += 1
+    # The scores the offline evaluation ranked by are the served scores for known users.
+    eval_scores = np.asarray(model.score_users(users.astype(np.int64)), dtype=np.float32)
+    served = np.stack(
+        [model.reference(int(u), [], [], np.zeros(data.n_items, bool), data.n_items)[0] for u in users[:8]]
+    )
+    sorted_eval = -np.sort(-eval_scores[:8], axis=1)
+    eval_diff = float(np.max(np.abs(served - sorted_eval))) if len(users) else 0.0
+    return {
+        "requests": checked,
+        "max_abs_score_diff": max_diff,
+        "topk_mismatches": mismatches,
+        "evaluation_vs_reference_max_diff": eval_diff,
+        "ok": max_diff <= 1e-4 and mismatches == 0 and eval_diff <= 1e-4,
+    }
+
+
+def reference_distributions(model: Recommender, data: Interactions, k: int, seed: int) -> dict[str, Any]:
+    """Baselines for drift monitoring: top-k score histogram, category mix, history popularity."""
+    rng = np.random.default_rng(seed)
+    users = np.sort(rng.choice(data.n_users, size=min(2000, data.n_users), replace=False)).astype(np.int64)
+    from shelfwise.evaluation import rank_users
+
+    seen = data.matrix("user")
+    ranked = rank_users(model.score_users, users, seen, data.n_items, k)
+    scores = np.asarray(model.score_users(users[:500]), dtype=np.float32)
+    top = np.take_along_axis(scores, np.maximum(ranked[:500], 0), axis=1)[ranked[:500] >= 0]
+    lo, hi = (float(top.min()), float(top.max())) if top.size else (0.0, 1.0)
+    counts, edges = np.histogram(top, bins=20, range=(lo, hi if hi > lo else lo + 1.0))
+    cats = data.item_info["category"][ranked[ranked >= 0]]
+    values, cat_counts = np.unique(cats, return_counts=True)
+    order = np.argsort(-cat_counts)[:50]
+    pct = popularity_percentile(item_popularity(data))
+    hist_counts, hist_edges = np.histogram(pct[data.item], bins=10, range=(0.0, 1.0))
+    return {
+        "score_histogram": {"bins": [round(float(e), 6) for e in edges], "counts": counts.tolist()},
+        "category_mix": {
+            (str(values[i]) or "(none)"): round(float(cat_counts[i] / max(cat_counts.sum(), 1)), 6)
+            for i in order
+        },
+        "history_popularity": {
+            "bins": [round(float(e), 3) for e in hist_edges],
+            "counts": hist_counts.tolist(),
+        },
+    }
+
+
+def make_version(now: datetime, data_hash: str) -> str:
+    """Sortable, unique-per-data version id: ``v20261128T161500Z-<hash8>``."""
+    return f"v{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}-{data_hash[:8]}"
+
+
+def run_training(
+    table: pa.Table,
+    out_dir: str | Path,
+    config: TrainConfig,
+    *,
+    registry: Registry | None = None,
+    version: str | None = None,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> TrainResult:
+    """The whole job on an in-memory curated table; returns the bundle and the registration."""
+    progress = progress or Progress()
+    started = now or datetime.now(UTC)
+    data = interactions_from_table(table)
+    data_hash = data.data_hash()
+    progress("load", {"events": data.n_events, "users": data.n_users, "items": data.n_items})
+    ev = evaluate_log(data, config, progress)
+    champion = champion_comparison(registry, ev.split, config, progress)
+
+    final = make_model(ev.best, ev.best_params, threads=config.threads)
+    if hasattr(final, "track_loss"):
+        final.track_loss = True  # type: ignore[attr-defined]
+    final.fit(data)
+    progress("fit", {"family": ev.best, "params": ev.best_params})
+    graph = final.to_onnx(float16=True) if (config.float16 and ev.best == "als") else final.to_onnx()  # type: ignore[call-arg]
+    parity = check_parity(final, graph, data, config.k, config.parity_users, config.seed)
+    progress("parity", {k: parity[k] for k in ("requests", "max_abs_score_diff", "topk_mismatches")})
+    if not parity["ok"]:
+        raise InputError(f"exported graph does not match the reference scoring: {parity}")
+
+    recent = Popularity(30).fit(data).scores
+    similar_model = final if isinstance(final, ItemKNN) else ItemKNN(50, "session").fit(data)
+    version = version or make_version(started, data_hash)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {
+        "model_name": config.model_name,
+        "version": version,
+        "algorithm": ev.best,
+        "hyperparameters": ev.best_params,
+        "training_window": {
+            "start": _iso_ms(int(data.ts[0])),
+            "end": _iso_ms(int(data.ts[-1])),
+            "events": data.n_events,
+            "users": data.n_users,
+            "items": data.n_items,
+        },
+        "data_hash": data_hash,
+        "evaluation": {
+            "protocol": ev.protocol,
+            "primary_metric": config.primary_metric,
+            "models": ev.models,
+            "validation": ev.validation,
+            "best": ev.best,
+            "trials": ev.trials,
+            "champion": champion,
+        },
+        "reference": reference_distributions(final, data, config.k, config.seed),
+        "parity": parity,
+        "model_details": final.describe(),
+        "schema_version": SCHEMA_VERSION,
+        "code_version": config.code_version,
+        "created_at": started.isoformat(timespec="seconds"),
+        "k": config.k,
+    }
+    from shelfwise.report_html import render_report
+
+    (out / "report.html").write_text(render_report(manifest))
+    hist = data.history_matrix()
+    written = bundle_io.write_bundle(
+        out,
+        model=graph,
+        items={
+            "item_id": data.item_ids,
+            "category": data.item_info["category"],
+            "title": data.item_info["title"],
+            "price": data.item_info["price"],
+            "popularity": recent,
+        },
+        manifest=manifest,
+        users=data.user_ids,
+        similar=similar_model.similar(config.similar_items),
+        purchased=(hist.indptr, hist.indices),
+    )
+    bundle_io.verify_bundle(out)
+    progress("bundle", {"dir": str(out), "version": version, "files": len(written["files"])})
+    registration = None
+    if registry is not None:
+        registration = registry.register(out, version)
+        progress(
+            "register",
+            {
+                "version": version,
+                "offered_for_canary": registration.offered_for_canary,
+                "became_champion": registration.became_champion,
+                "gate": "; ".join(registration.gate.reasons) or "passed",
+            },
+        )
+    return TrainResult(version, out, written, registration)
+
+
+def load_curated(s3: Any, bucket: str, prefix: str = "curated/events/", since: str | None = None) -> pa.Table:
+    """Every curated Parquet object under ``prefix`` (optionally partitions ``event_date >= since``)."""
+    paginator = s3.get_paginator("list_objects_v2")
+    tables = []
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            if not key.endswith(".parquet"):
+                continue
+            if since and "event_date=" in key and key.split("event_date=")[1][:10] < since:
+                continue
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            tables.append(pq.read_table(io.BytesIO(body)))
+    if not tables:
+        raise InputError(f"no curated Parquet under s3://{bucket}/{prefix}")
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
+
+
+def summary(result: TrainResult) -> dict[str, Any]:
+    """The JSON a CLI or handler prints/returns about a run."""
+    ev = result.manifest["evaluation"]
+    out = {
+        "version": result.version,
+        "bundle_dir": str(result.bundle_dir),
+        "algorithm": result.manifest["algorithm"],
+        "hyperparameters": result.manifest["hyperparameters"],
+        "best": ev["best"],
+        "models": {
+            name: {m: v for m, v in metrics.items() if m != "segments"}
+            for name, metrics in ev["models"].items()
+        },
+    }
+    if result.registration is not None:
+        out["registration"] = result.registration.to_json()
+    return json.loads(json.dumps(out, default=str))
