@@ -165,7 +165,7 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         evaluation_periods=3,
         treat_missing_data="notBreaching",
         target="champion",
-        guard="metric math: errors / max(requests, 20), so a quiet minute cannot reach 5%",
+        guard="metric math errors / (requests + 40): 40 pseudo-requests, so a quiet minute cannot reach 5%",
         period=60,
     ),
     AlarmSpec(
@@ -204,6 +204,9 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         guard="published only when >= 1,000 rows were ingested in the window",
     ),
 )
+
+# Metric math of the error-rate alarm (serving's EMF Requests and Errors, summed per minute).
+ERROR_RATE_PSEUDO_REQUESTS = 40
 
 # The alarms whose state must be OK for the promoter to advance a canary stage.
 PROMOTION_GATE_SUFFIXES: tuple[str, ...] = (

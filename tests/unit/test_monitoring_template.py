@@ -1,0 +1,92 @@
+"""The template's monitoring section agrees with the pure-Python config and infra/dashboard.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shelfwise.monitoring.config import DEFAULT_ALARMS, PROMOTION_GATE_SUFFIXES, MonitoringConfig, alarm
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {suffix: value}
+
+
+_Loader.add_multi_constructor("!", _tag)
+
+
+def resources() -> dict[str, Any]:
+    return yaml.load((ROOT / "template.yaml").read_text(), Loader=_Loader)["Resources"]
+
+
+def _alarms_by_suffix() -> dict[str, dict[str, Any]]:
+    out = {}
+    for res in resources().values():
+        if res.get("Type") == "AWS::CloudWatch::Alarm":
+            name = res["Properties"]["AlarmName"]["Sub"]
+            out[name.replace("${AWS::StackName}-", "")] = res["Properties"]
+    return out
+
+
+def test_every_configured_alarm_is_in_the_template_with_the_same_numbers() -> None:
+    declared = _alarms_by_suffix()
+    for spec in DEFAULT_ALARMS:
+        props = declared[spec.suffix]
+        assert float(props["Threshold"]) == spec.threshold, spec.suffix
+        assert props["ComparisonOperator"] == spec.comparison
+        assert int(props["EvaluationPeriods"]) == spec.evaluation_periods
+        assert int(props["DatapointsToAlarm"]) == spec.datapoints_to_alarm
+        assert props["TreatMissingData"] == spec.treat_missing_data
+        if "MetricName" in props:
+            assert props["MetricName"] == spec.metric
+            dims = {d["Name"]: d["Value"] for d in props.get("Dimensions", [])}
+            assert dims.get("Variant") == spec.variant
+        actions = [a["Ref"] for a in props["AlarmActions"]]
+        assert ("RollbackTopic" in actions) == (spec.target != "none"), spec.suffix
+
+
+def test_comparison_margins_equal_the_alarm_thresholds() -> None:
+    cfg = MonitoringConfig()
+    assert cfg.quality_margin == alarm("challenger-quality").threshold
+    assert cfg.early_margin == alarm("challenger-early-clicks").threshold
+
+
+def test_promoter_gates_on_the_configured_alarms() -> None:
+    env = resources()["PromoteModelFunction"]["Properties"]["Environment"]["Variables"]
+    refs = [r["Ref"] for r in env["GATE_ALARM_NAMES"]["Join"][1]]
+    by_id = {
+        lid: res["Properties"]["AlarmName"]["Sub"]
+        for lid, res in resources().items()
+        if res.get("Type") == "AWS::CloudWatch::Alarm"
+    }
+    assert [by_id[r].replace("${AWS::StackName}-", "") for r in refs] == list(PROMOTION_GATE_SUFFIXES)
+
+
+def test_dashboard_body_is_infra_dashboard_json() -> None:
+    body = resources()["ModelHealthDashboard"]["Properties"]["DashboardBody"]["Sub"]
+    on_disk = (ROOT / "infra" / "dashboard.json").read_text()
+    assert body == on_disk
+    widgets = json.loads(on_disk)["widgets"]
+    alarm_widget = next(w for w in widgets if w["type"] == "alarm")
+    assert len(alarm_widget["properties"]["alarms"]) == len(DEFAULT_ALARMS)
+
+
+def test_rollback_function_subscribes_to_the_rollback_topic() -> None:
+    events = resources()["RollbackModelFunction"]["Properties"]["Events"]
+    assert events["ModelAlarms"]["Type"] == "SNS"
+    assert events["ModelAlarms"]["Properties"]["Topic"] == {"Ref": "RollbackTopic"}
