@@ -123,10 +123,7 @@ def top_k(scores: np.ndarray, exclude: Any, k: int) -> np.ndarray:
         s[np.asarray(exclude, dtype=bool)] = -np.inf
     n = s.shape[1]
     kk = min(k, n)
-    if kk < n:
-        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
-    else:
-        part = np.tile(np.arange(n), (s.shape[0], 1))
+    part = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (s.shape[0], 1))
     # Sort the candidates by (-score, index) so ties go to the lower index, as ONNX TopK does.
     part.sort(axis=1)
     vals = np.take_along_axis(s, part, axis=1)

@@ -165,6 +165,16 @@ def read_local_manifest(bundle_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+def _verify_bundle(bundle: Path) -> None:
+    """What serving will check (tables, graph I/O vs item count), checked before anything is uploaded."""
+    from shelfwise import bundle as bundle_io  # training side only: needs onnx
+
+    try:
+        bundle_io.verify_bundle(bundle)
+    except bundle_io.BundleError as exc:
+        raise BundleIntegrityError(f"bundle {bundle} cannot be served: {exc}") from exc
+
+
 def evaluate_gate(
     manifest: dict[str, Any],
     champion_version: str | None,
@@ -265,6 +275,7 @@ class Registry:
             raise InputError(f"invalid version {version!r}: letters, digits, '.', '_', '-' (max 80)")
         bundle = Path(bundle_dir)
         manifest = read_local_manifest(bundle)
+        _verify_bundle(bundle)
         prefix = self.version_prefix(version)
         if self._exists(prefix + MANIFEST):
             raise ConflictError(
@@ -429,16 +440,27 @@ class Registry:
         self._record("ModelPromoted", target, before, after, {"previous": before.champion, "forced": force})
         return after
 
-    def rollback(self, reason: str) -> Aliases:
-        """Undo the last risky change: stop a running canary, else put ``previous`` back as champion."""
+    def rollback(self, reason: str, scope: str = "auto") -> Aliases:
+        """Undo the last risky change: stop a running canary, else put ``previous`` back as champion.
+
+        ``scope`` ``canary`` or ``champion`` forces one of the two (an alarm on the champion while
+        a canary runs must restore ``previous``, not just stop the canary).
+        """
         if not reason:
             raise InputError("a rollback needs a reason")
+        if scope not in {"auto", "canary", "champion"}:
+            raise InputError("rollback scope must be auto, canary or champion")
         before = self.aliases()
         rolled: str | None
-        if before.challenger is not None:
+        if scope == "canary" and before.challenger is None:
+            raise ConflictError("no canary is running")
+        if scope == "champion" and before.previous is None:
+            raise ConflictError("no previous champion to restore")
+        if before.challenger is not None and scope != "champion":
             after = Aliases(before.champion, None, before.previous, 0.0)
             rolled, restored, scope = before.challenger, before.champion, "canary"
         elif before.previous is not None:
+            # A running canary is stopped too: it was compared against the champion being removed.
             after = Aliases(before.previous, None, None, 0.0)
             rolled, restored, scope = before.champion, before.previous, "champion"
         else:

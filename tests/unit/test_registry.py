@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import numpy as np
 import pytest
 from moto import mock_aws
 
+from shelfwise.bundle import write_bundle
 from shelfwise.errors import ConflictError, InputError, NotFoundError
+from shelfwise.onnx_export import build_popularity_model
 from shelfwise.registry import (
     Aliases,
     BundleIntegrityError,
@@ -49,26 +52,28 @@ def make_bundle(
     knn: float = 0.1,
     champion: dict[str, Any] | None = None,
 ) -> Path:
+    """A real (tiny) bundle: a popularity graph over three items, with the given offline metrics."""
     d = root / name
-    d.mkdir()
-    (d / "model.onnx").write_bytes(b"onnx-bytes-" + name.encode())
-    (d / "items.npz").write_bytes(b"items-" + name.encode())
-    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in d.iterdir()}
-    manifest = {
-        "algorithm": "als",
-        "files": files,
-        "evaluation": {
-            "primary_metric": "ndcg@10",
-            "best": "als",
-            "models": {
-                "popularity": {"ndcg@10": pop},
-                "itemknn": {"ndcg@10": knn},
-                "als": {"ndcg@10": best},
+    scores = np.array([3.0, 2.0, 1.0 + len(name)], dtype=np.float32)
+    write_bundle(
+        d,
+        model=build_popularity_model(scores),
+        items={"item_id": np.array(["a", "b", "c"]), "popularity": scores},
+        manifest={
+            "algorithm": "als",
+            "evaluation": {
+                "primary_metric": "ndcg@10",
+                "best": "als",
+                "models": {
+                    "popularity": {"ndcg@10": pop},
+                    "itemknn": {"ndcg@10": knn},
+                    "als": {"ndcg@10": best},
+                },
+                "champion": champion,
             },
-            "champion": champion,
         },
-    }
-    (d / "manifest.json").write_text(json.dumps(manifest))
+        parquet=False,
+    )
     return d
 
 
@@ -138,7 +143,7 @@ def test_partial_upload_with_other_content_is_a_conflict(
 
 def test_corrupted_bundle_is_refused(registry: Registry, tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path, "a")
-    (bundle / "model.onnx").write_bytes(b"tampered")
+    (bundle / "items.npz").write_bytes(b"tampered")
     with pytest.raises(BundleIntegrityError):
         registry.register(bundle, "v1")
     with pytest.raises(InputError, match="invalid version"):
@@ -275,4 +280,18 @@ def test_weights_are_validated(registry: Registry, tmp_path: Path) -> None:
 def test_download_round_trip_verifies(registry: Registry, tmp_path: Path) -> None:
     registry.register(make_bundle(tmp_path, "a"), "v1")
     out = registry.download("v1", tmp_path / "dl")
-    assert (out / "model.onnx").read_bytes() == b"onnx-bytes-a"
+    assert (out / "model.onnx").read_bytes() == (tmp_path / "a" / "model.onnx").read_bytes()
+
+
+def test_champion_rollback_during_canary_restores_previous(registry: Registry, tmp_path: Path) -> None:
+    cmp = {"version": "v1", "metrics": {"ndcg@10": 0.2}}
+    registry.register(make_bundle(tmp_path, "a"), "v1")
+    registry.register(make_bundle(tmp_path, "b", champion=cmp), "v2")
+    registry.promote("v2")
+    registry.register(
+        make_bundle(tmp_path, "c", champion={"version": "v2", "metrics": {"ndcg@10": 0.2}}), "v3"
+    )
+    registry.start_canary("v3", 0.1)
+    assert registry.rollback("champion alarm", scope="champion") == Aliases("v1", None, None, 0.0)
+    with pytest.raises(ConflictError):
+        registry.rollback("x", scope="canary")

@@ -1,0 +1,152 @@
+"""``shelfwise train`` and ``shelfwise evaluate``: the job and the offline protocol from a terminal.
+
+Progress goes to stderr for a person; the last line on stdout is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from shelfwise.errors import ShelfwiseError
+from shelfwise.training.job import Progress, TrainConfig, evaluate_log, load_curated, run_training, summary
+from shelfwise.training.search import FAMILIES
+
+
+def read_table(path: str, fmt: str) -> pa.Table:
+    """Events from a local file in any format the ingest understands (``curated`` = curated Parquet)."""
+    if fmt == "curated":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path)
+    from shelfwise.ingest import read_events
+
+    return read_events(path, fmt)
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    families = tuple(args.families.split(",")) if args.families else FAMILIES
+    return TrainConfig(
+        model_name=getattr(args, "model_name", "recs"),
+        k=args.k,
+        search=args.search,
+        families=families,
+        primary_metric=f"ndcg@{args.k}",
+        threads=args.threads,
+        float16=getattr(args, "float16", False),
+        code_version=_code_version(),
+    )
+
+
+def _code_version() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except OSError:
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("shelfwise")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--k", type=int, default=10, help="list length for the metrics (default 10)")
+    p.add_argument(
+        "--search", choices=("none", "small", "full"), default="small", help="hyper-parameter grid"
+    )
+    p.add_argument("--families", default="", help=f"comma-separated subset of {','.join(FAMILIES)}")
+    p.add_argument("--threads", type=int, default=2, help="threads for ALS (default 2)")
+
+
+def _emit(result: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(result, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def evaluate_main(argv: list[str]) -> int:
+    """``shelfwise evaluate --events PATH --format FMT [--k 10]``: the offline protocol on any log."""
+    p = argparse.ArgumentParser(prog="shelfwise evaluate", description=evaluate_main.__doc__)
+    p.add_argument("--events", required=True, help="event log (file) in any format the ingest reads")
+    p.add_argument(
+        "--format", default="auto", help="source format (auto, native, retailrocket, ..., curated)"
+    )
+    _common(p)
+    args = p.parse_args(argv)
+    try:
+        from shelfwise.training.data import interactions_from_table
+
+        progress = Progress()
+        data = interactions_from_table(read_table(args.events, args.format))
+        progress("load", {"events": data.n_events, "users": data.n_users, "items": data.n_items})
+        ev = evaluate_log(data, _config(args), progress)
+    except ShelfwiseError as exc:
+        print(f"shelfwise evaluate: {exc}", file=sys.stderr)
+        return 1
+    result = ev.to_json()
+    result["validation"] = {f: v["params"] for f, v in ev.validation.items()}
+    _emit(result)
+    return 0
+
+
+def train_main(argv: list[str]) -> int:
+    """``shelfwise train``: train, evaluate, export a bundle and optionally register it."""
+    p = argparse.ArgumentParser(prog="shelfwise train", description=train_main.__doc__)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--events", help="local event log in any format the ingest reads")
+    src.add_argument("--curated-bucket", help="read curated Parquet from this bucket (curated/events/)")
+    p.add_argument("--format", default="auto", help="source format of --events (or 'curated')")
+    p.add_argument("--since", default=None, help="only curated partitions with event_date >= YYYY-MM-DD")
+    p.add_argument("--out", default=None, help="bundle directory (default: a temporary directory)")
+    p.add_argument("--register", action="store_true", help="register the bundle in the model registry")
+    p.add_argument("--models-bucket", default=os.environ.get("MODELS_BUCKET"), help="env MODELS_BUCKET")
+    p.add_argument("--env", default=os.environ.get("SHELFWISE_ENV", "dev"), help="env SHELFWISE_ENV (dev)")
+    p.add_argument("--model-name", default=os.environ.get("MODEL_NAME", "recs"), help="env MODEL_NAME (recs)")
+    p.add_argument("--version", default=None, help="version id (default v<UTC time>-<data hash>)")
+    p.add_argument("--float16", action="store_true", help="store ALS item factors in float16")
+    p.add_argument("--gate-tolerance", type=float, default=0.02, help="relative loss allowed vs champion")
+    _common(p)
+    args = p.parse_args(argv)
+    try:
+        from shelfwise import aws
+
+        registry = None
+        if args.register:
+            if not args.models_bucket:
+                p.error("--register needs --models-bucket (or MODELS_BUCKET)")
+            from shelfwise.registry import Registry
+
+            registry = Registry(
+                aws.client("s3"),
+                aws.client("ssm"),
+                aws.client("events"),
+                args.models_bucket,
+                args.env,
+                args.model_name,
+                gate_tolerance=args.gate_tolerance,
+                actor="shelfwise-train-cli",
+            )
+        if args.events:
+            table = read_table(args.events, args.format)
+        else:
+            table = load_curated(aws.client("s3"), args.curated_bucket, since=args.since)
+        out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="shelfwise-bundle-"))
+        result = run_training(table, out, _config(args), registry=registry, version=args.version)
+    except ShelfwiseError as exc:
+        print(f"shelfwise train: {exc}", file=sys.stderr)
+        return 1
+    _emit(summary(result))
+    return 0
