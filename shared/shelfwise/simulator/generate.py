@@ -113,6 +113,11 @@ def ground_truth(model: ShopModel, exporter: Exporter | None = None) -> list[dic
 _WORKER: dict[str, Any] = {}
 
 
+def _init_worker(params: ShopParams, seed: int, fmt: str, out: Path, split: str) -> None:
+    model = ShopModel(params, seed)
+    _WORKER.update(model=model, exporter=Exporter(model, fmt, out, split))
+
+
 def _run_days(days: list[int]) -> tuple[int, list[tuple[str, int]], dict[str, list[int]]]:
     model, exporter = _WORKER["model"], _WORKER["exporter"]
     exporter.garbled = {}
@@ -148,8 +153,10 @@ def simulate_to_files(
     days = list(range(params.n_days))
     chunks = [days[i::workers] for i in range(workers)] if workers > 1 else [days]
     try:
-        if len(chunks) > 1 and "fork" in mp.get_all_start_methods():
-            with mp.get_context("fork").Pool(len(chunks)) as pool:
+        if len(chunks) > 1:
+            # Spawned workers rebuild the (deterministic) model: no fork of a threaded process.
+            init = (params, seed, fmt, out, split)
+            with mp.get_context("spawn").Pool(len(chunks), initializer=_init_worker, initargs=init) as pool:
                 results = pool.map(_run_days, chunks)
         else:
             results = [_run_days(ch) for ch in chunks]

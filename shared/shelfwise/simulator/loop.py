@@ -270,7 +270,9 @@ class Shop:
 
         P(click at position p) = examination(p) x sigmoid(click_base + slope x true affinity), with
         examination(p) = 1 / log2(p + 2); carts and purchases follow from clicks, price (shock) and stock.
-        With ``impressions=True`` one ``impression`` row per served item comes first.
+        Feedback rows validate as ``shelfwise.events.Event`` (what ``POST /v1/events`` accepts); they
+        join to the served list by ``recommendation_id``. With ``impressions=True`` one
+        ``impression`` row per served item comes first (with score, variant, model_version).
         """
         p = self.params
         rec_id, items, scores, extra = _served_items(served)
@@ -291,7 +293,6 @@ class Shop:
             "user_id": context.user_id,
             "session_id": context.session_id,
             "recommendation_id": rec_id,
-            **extra,
         }
         if impressions:
             for pos, (item, score) in enumerate(zip(items, scores, strict=True)):
@@ -304,6 +305,7 @@ class Shop:
                         "position": pos,
                         **({"score": score} if score is not None else {}),
                         **base,
+                        **extra,
                     }
                 )
         ok = idx >= 0

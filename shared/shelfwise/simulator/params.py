@@ -106,10 +106,11 @@ class ShopParams:
     zipf_a: float = 1.05
     in_stock_share: float = 0.95
     consumable_share: float = 0.25
-    # Funnel: logistic in the true affinity (a ~ N(0, 1)-ish): logit = base + slope * affinity.
-    cart_base: float = -5.25
-    fav_base: float = -5.9
-    buy_base: float = -2.8
+    # Funnel: P(event) = sigmoid(base + slope * true affinity); the bases are calibrated when the
+    # shop is built so that these rates hold whatever the catalogue's size (Taobao-like defaults).
+    view_to_cart: float = 0.062
+    view_to_fav: float = 0.034
+    cart_to_purchase: float = 0.40
     funnel_slope: float = 0.9
     remove_share: float = 0.3
     price_elasticity: float = 1.5
@@ -141,6 +142,9 @@ class ShopParams:
             "in_stock_share",
             "consumable_share",
             "remove_share",
+            "view_to_cart",
+            "view_to_fav",
+            "cart_to_purchase",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

@@ -110,7 +110,7 @@ QUERIES_PER_LEAF = 16
 MAX_VIEWS = 200
 
 # Stream ids for SeedSequence([seed, stream, ...]): each concern draws from its own stream.
-STREAM_SHOP, STREAM_DAY, STREAM_DRIFT, STREAM_LOOP, STREAM_EXPORT = 1, 2, 3, 4, 5
+STREAM_SHOP, STREAM_DAY, STREAM_DRIFT, STREAM_LOOP, STREAM_EXPORT, STREAM_CALIBRATE = 1, 2, 3, 4, 5, 6
 ANON_VISITOR_OFFSET = 10**11  # anonymous visitors' ids in formats that need a user (Taobao, RetailRocket)
 BOT_USER_OFFSET = 9 * 10**9
 
@@ -222,6 +222,7 @@ class ShopModel:
         self._build_catalogue(rng)
         self._build_users(rng)
         self._build_incidents()
+        self._calibrate()
 
     # ----------------------------------------------------------------------------------- catalogue
     def _build_catalogue(self, rng: np.random.Generator) -> None:
@@ -237,12 +238,6 @@ class ShopModel:
         leaf_top = np.repeat(np.arange(n_top, dtype=np.int16), p.n_sub_categories)
         leaf_words = [[_word(rng) for _ in range(WORDS_PER_LEAF)] for _ in range(n_leaves)]
         leaf_names = np.array([f"{top_names[leaf_top[i]]}/{leaf_words[i][0]}" for i in range(n_leaves)])
-        queries = np.empty((n_leaves, QUERIES_PER_LEAF), dtype=object)
-        for i in range(n_leaves):
-            words = leaf_words[i][1:9]  # the words titles use most
-            for q in range(QUERIES_PER_LEAF):
-                k = 1 + int(rng.random() < 0.45)
-                queries[i, q] = " ".join(words[int(j)] for j in rng.choice(len(words), k, replace=False))
         leaf_weight = rng.dirichlet(np.full(n_leaves, 2.0)) * n_leaves
 
         n_base = p.n_items
@@ -300,6 +295,20 @@ class ShopModel:
                 for i in range(n)
             ]
         )
+
+        # Queries: one or two of the words the leaf's titles use most (so search has text to match).
+        leaf_counts: list[dict[str, int]] = [{} for _ in range(n_leaves)]
+        for i in range(n):
+            counts = leaf_counts[leaf[i]]
+            for w in title[i].lower().split():
+                counts[w] = counts.get(w, 0) + 1
+        queries = np.empty((n_leaves, QUERIES_PER_LEAF), dtype=object)
+        for i in range(n_leaves):
+            ranked = sorted(leaf_counts[i], key=lambda w: (-leaf_counts[i][w], w))
+            words = (ranked or leaf_words[i])[:8]
+            for q in range(QUERIES_PER_LEAF):
+                k = min(len(words), 1 + int(rng.random() < 0.45))
+                queries[i, q] = " ".join(words[int(j)] for j in rng.choice(len(words), k, replace=False))
 
         # Latent factors: top centroid -> leaf centroid -> item, all near unit length.
         top_c = _unit(rng.standard_normal((n_top, d)))
@@ -447,6 +456,44 @@ class ShopModel:
         fav, cum, f = self._tastes(rng, n)
         self.drift_fav, self.drift_cum, self.drift_factors = fav, cum, f
 
+    def _browse_affinities(self, n: int) -> np.ndarray:
+        """True affinities of a sample of browsing views (the same draw as ``day``), for calibration."""
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, STREAM_CALIBRATE]))
+        users = self.users
+        u = rng.choice(len(users), n, p=users.activity / users.activity.sum())
+        k = (rng.random(n)[:, None] > users.fav_cum[u]).sum(axis=1).clip(0, 2)
+        leaf = users.fav_leaves[u, k].astype(np.int64)
+        w = self.leaf_weight[: self.n_leaves_base]
+        explore = rng.random(n) < self.params.explore_share
+        leaf[explore] = rng.choice(self.n_leaves_base, int(explore.sum()), p=w / w.sum())
+        c1 = self.sample_items(leaf, rng.random(n), 0)
+        c2 = self.sample_items(leaf, rng.random(n), 0)
+        f = users.factors[u]
+        return np.maximum(self.affinity(f, c1), self.affinity(f, c2)).astype(np.float64)
+
+    def _calibrate(self) -> None:
+        """Solve the funnel's logistic bases so the target rates hold on this shop's own browsing."""
+        p = self.params
+        a = p.funnel_slope * self._browse_affinities(20_000)
+
+        def solve(target: float, weight: np.ndarray | None = None) -> float:
+            lo, hi = -30.0, 30.0
+            wsum = len(a) if weight is None else weight.sum()
+            for _ in range(60):
+                mid = (lo + hi) / 2
+                s = _sigmoid(mid + a)
+                rate = (s.sum() if weight is None else (s * weight).sum()) / wsum
+                lo, hi = (mid, hi) if rate < target else (lo, mid)
+            return (lo + hi) / 2
+
+        self.cart_base = solve(min(0.999, p.view_to_cart / max(p.in_stock_share, 1e-3)))
+        self.fav_base = solve(p.view_to_fav)
+        # Guests who never log in cannot buy: aim higher for everyone else.
+        payers = 1.0 - p.anonymous_share * (1.0 - p.login_share)
+        self.buy_base = solve(
+            min(0.999, p.cart_to_purchase / max(payers, 1e-3)), _sigmoid(self.cart_base + a)
+        )
+
     def incident_ms(self, inc: Incident) -> int:
         return self.start_ms + round(inc.at * DAY_MS)
 
@@ -559,14 +606,14 @@ class ShopModel:
         mult = self.price_multiplier(item, v_ts)
         price = self.catalogue.price[item] * mult
         logit = p.funnel_slope * aff
-        cart_logit = p.cart_base + logit
+        cart_logit = self.cart_base + logit
         cart_logit[rv] += 5.0
         cart = (rng.random(V, dtype=np.float32) < _sigmoid(cart_logit)) & self.catalogue.in_stock[item]
-        fav_ev = rng.random(V, dtype=np.float32) < _sigmoid(p.fav_base + logit)
+        fav_ev = rng.random(V, dtype=np.float32) < _sigmoid(self.fav_base + logit)
         ci = np.flatnonzero(cart)
         nc = len(ci)
         rep_c = is_replen_view[ci]
-        buy_logit = p.buy_base + logit[ci] + 3.0 * rep_c - p.price_elasticity * np.log(mult[ci])
+        buy_logit = self.buy_base + logit[ci] + 3.0 * rep_c - p.price_elasticity * np.log(mult[ci])
         can_pay = ~(anon & ~logs_in)[v_sess[ci]]  # guests cannot check out
         b_c = (rng.random(nc) < _sigmoid(buy_logit)) & can_pay
         r_c = ~b_c & (rng.random(nc) < p.remove_share)
