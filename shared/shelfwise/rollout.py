@@ -16,6 +16,7 @@ alias changes are announced by the registry (EventBridge) and rollbacks also on 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,7 +37,7 @@ class RegistryPort(Protocol):
     def aliases(self) -> Any: ...
     def set_canary_weight(self, weight: float) -> Any: ...
     def promote(self, version: str | None = None) -> Any: ...
-    def rollback(self, reason: str) -> Any: ...
+    def rollback(self, reason: str, scope: str = "auto") -> Any: ...
     def history(self) -> list[dict[str, Any]]: ...
 
 
@@ -233,38 +234,45 @@ class Rollout:
             return self._record(Decision("ignore", "duplicate delivery of an alarm already handled", **base))
         history = self.registry.history()
         challenger, champion = before.get("challenger"), before.get("champion")
-        if challenger:
+        reason = f"{notice.name} in ALARM: {notice.reason}"[:500]
+        if target == "challenger":
+            if not challenger:
+                return self._record(Decision("ignore", "no canary is running (already rolled back?)", **base))
             started = _last(history, {"CanaryStarted"}, challenger)
-            if target == "challenger" and started and notice.changed_at < started:
+            if started and notice.changed_at < started:
                 return self._record(Decision("ignore", "alarm predates the current canary", **base))
-            # A champion alarm during a canary is ambiguous (errors may come from either); the
-            # canary is the most recent risky change, so it is what gets undone.
-            reason = f"{notice.name} in ALARM: {notice.reason}"[:500]
-            after = _state(self.registry.rollback(reason))
+            after = _state(self.registry.rollback(reason, scope="canary"))
             decision = Decision("rollback", f"canary of {challenger} stopped", **{**base, "after": after})
             return self._announce(self._record(decision))
-        if target == "challenger":
-            return self._record(Decision("ignore", "no canary is running (already rolled back?)", **base))
-        # Champion alarm with no canary: back to previous if the promotion is recent.
+        # Champion alarm. A recently promoted champion is the prime suspect: restore previous (the
+        # registry stops a running canary too, since it was compared against the removed champion).
         promoted = _last(history, {"ModelPromoted"}, champion)
-        if not before.get("previous"):
-            return self._record(Decision("hold", "champion alarm but no previous version to restore", **base))
-        if promoted is None or notice.changed_at < promoted:
-            return self._record(Decision("ignore", "alarm predates the champion's promotion", **base))
-        if notice.changed_at - promoted > timedelta(hours=self.policy.champion_rollback_grace_hours):
-            return self._record(
-                Decision(
-                    "hold", "champion promoted too long ago for a model rollback; needs a person", **base
-                )
-            )
-        reason = f"{notice.name} in ALARM: {notice.reason}"[:500]
-        after = _state(self.registry.rollback(reason))
-        decision = Decision(
-            "rollback",
-            f"champion {champion} replaced by previous {before['previous']}",
-            **{**base, "after": after},
+        recent = (
+            promoted is not None
+            and promoted <= notice.changed_at
+            and notice.changed_at - promoted <= timedelta(hours=self.policy.champion_rollback_grace_hours)
         )
-        return self._announce(self._record(decision))
+        if recent and before.get("previous"):
+            after = _state(self.registry.rollback(reason, scope="champion"))
+            decision = Decision(
+                "rollback",
+                f"champion {champion} replaced by previous {before['previous']}",
+                **{**base, "after": after},
+            )
+            return self._announce(self._record(decision))
+        if challenger:
+            # An established champion rarely breaks by itself; the canary is the most recent change.
+            after = _state(self.registry.rollback(reason, scope="canary"))
+            decision = Decision(
+                "rollback", f"canary of {challenger} stopped (champion alarm)", **{**base, "after": after}
+            )
+            return self._announce(self._record(decision))
+        why = (
+            "champion alarm but no previous version to restore"
+            if not before.get("previous")
+            else "champion not promoted recently; a model rollback would not help, needs a person"
+        )
+        return self._record(Decision("hold", why, **base))
 
     def _first_delivery(self, notice: AlarmNotice) -> bool:
         """Claim the alarm transition with a conditional write; False when someone already did."""
@@ -356,7 +364,9 @@ class Rollout:
     def _record(self, decision: Decision) -> Decision:
         if self.s3 is not None and self.bucket:
             stamp = datetime.fromisoformat(decision.at).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            key = f"{DECISIONS_PREFIX}{stamp}-{decision.action}.json"
+            # Wall-clock nanoseconds order decisions taken at the same (possibly simulated) instant.
+            seq = time.time_ns()
+            key = f"{DECISIONS_PREFIX}{stamp}-{seq}-{decision.action}.json"
             self.s3.put_object(
                 Bucket=self.bucket, Key=key, Body=json.dumps(decision.to_json(), default=str).encode()
             )
@@ -382,13 +392,15 @@ def alarm_states(cloudwatch: Any, names: Sequence[str]) -> dict[str, str]:
 
 def read_decisions(s3: Any, bucket: str) -> list[dict[str, Any]]:
     """Every recorded rollout decision (except idle ones, which are not written), oldest first."""
-    out = []
+    out: list[tuple[str, dict[str, Any]]] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=DECISIONS_PREFIX):
         for obj in page.get("Contents", []):
             if "/claims/" in obj["Key"]:
                 continue
-            out.append(json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()))
-    out.sort(key=lambda d: d.get("at", ""))
+            record = json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+            out.append((obj["Key"].rsplit("/", 1)[1], record))
+    # Keys are <at>-<seq>-<action>: sorting them orders by time, then by recording order.
+    return [record for _key, record in sorted(out, key=lambda kr: kr[0])]
     return out
 
 

@@ -42,7 +42,7 @@ class MonitoringConfig:
     attribution: AttributionWindows = field(default_factory=AttributionWindows)
     # Minimum samples before a statistic is published at all (missing data = no evidence).
     min_lists_for_rates: int = 50
-    min_lists_for_comparison: int = 200
+    min_lists_for_comparison: int = 100
     min_clicks_for_comparison: int = 20
     min_scores_for_drift: int = 500
     min_events_for_input_drift: int = 500
@@ -95,7 +95,7 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         evaluation_periods=3,
         treat_missing_data="notBreaching",
         target="challenger",
-        guard="published only with >= 200 lists per variant and >= 20 champion clicks",
+        guard="published only with >= 100 lists per variant and >= 20 champion clicks",
     ),
     AlarmSpec(
         suffix="challenger-early-clicks",
@@ -107,7 +107,7 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         evaluation_periods=1,
         treat_missing_data="notBreaching",
         target="challenger",
-        guard="published only with >= 200 lists per variant and >= 20 early champion clicks",
+        guard="published only with >= 100 lists per variant and >= 20 early champion clicks",
     ),
     AlarmSpec(
         suffix="challenger-score-drift",

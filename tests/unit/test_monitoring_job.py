@@ -1,0 +1,290 @@
+"""A monitoring pass end to end on synthetic traffic: label-free signals, cumulative comparison,
+publishing to (moto) CloudWatch and the S3 history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from moto import mock_aws
+
+from shelfwise.errors import InputError
+from shelfwise.monitoring.config import MonitoringConfig, alarm, breaches
+from shelfwise.monitoring.job import (
+    Deployment,
+    MemoryStateStore,
+    MonitoringJob,
+    PassTargets,
+    health_metrics,
+    run_pass,
+    stage_impressions,
+)
+from shelfwise.monitoring.publish import MetricDatum, put_metrics, read_history, write_history
+
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+EDGES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+# Beta(5, 2) mass per bin (CDF 6x^5 - 5x^6): what the synthetic good models serve.
+REF = {"bins": EDGES, "counts": [1.6, 39.4, 192.3, 422.1, 344.6]}
+CATS = ["a", "b", "c", "d"]
+MANIFESTS = {
+    v: {"reference": {"score_histogram": REF, "category_mix": {c: 0.25 for c in CATS}}}
+    for v in ("v1", "v2", "v3")
+}
+
+
+class Manifests:
+    def manifest(self, version: str) -> dict | None:
+        return MANIFESTS.get(version)
+
+
+class TableSource:
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+
+    def read(self, start: datetime, end: datetime) -> pa.Table:
+        ts = self.table["timestamp"]
+        lo = pa.scalar(start, pa.timestamp("ms", tz="UTC"))
+        hi = pa.scalar(end, pa.timestamp("ms", tz="UTC"))
+        return self.table.filter(pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)))
+
+
+def traffic(
+    start: datetime,
+    minutes: int,
+    lists_per_minute: int,
+    share: float,
+    ctr: dict[str, float],
+    versions: dict[str, str],
+    seed: int = 0,
+    broken_scores: bool = False,
+) -> pa.Table:
+    """Synthetic curated rows: k=5 impressions per list, at most one click, exponential delays."""
+    rng = np.random.default_rng(seed)
+    n = minutes * lists_per_minute
+    t = start.timestamp() * 1000 + rng.uniform(0, minutes * 60_000, n)
+    variant = np.where(rng.uniform(size=n) < share, "challenger", "champion")
+    k = 5
+    rid = np.array([f"r{seed}-{i}" for i in range(n)])
+    items = rng.zipf(1.5, size=(n, k)) % 500
+    rows: dict[str, list] = {
+        c: []
+        for c in (
+            "event_type",
+            "recommendation_id",
+            "item_id",
+            "timestamp",
+            "position",
+            "score",
+            "variant",
+            "model_version",
+            "category",
+        )
+    }
+
+    def add(et, r, item, ts, pos, score, var, ver, cat):
+        for c, v in zip(rows, (et, r, item, ts, pos, score, var, ver, cat), strict=True):
+            rows[c].append(v)
+
+    for i in range(n):
+        var = str(variant[i])
+        scores = np.sort(
+            rng.uniform(0.0, 0.25, k) if (broken_scores and var == "challenger") else rng.beta(5, 2, k)
+        )[::-1]
+        for p in range(k):
+            add("impression", rid[i], f"i{items[i, p]}", t[i], p, float(scores[p]), var, versions[var], None)
+        if rng.uniform() < ctr[var]:
+            p = int(rng.integers(0, k))
+            add(
+                "click",
+                rid[i],
+                f"i{items[i, p]}",
+                t[i] + rng.exponential(60_000),
+                p,
+                None,
+                None,
+                None,
+                CATS[int(rng.integers(0, 4))],
+            )
+        add(
+            "view",
+            None,
+            f"i{items[i, 0]}",
+            t[i] - 1000,
+            None,
+            None,
+            None,
+            None,
+            CATS[int(rng.integers(0, 4))],
+        )
+    rows["timestamp"] = [int(x) for x in rows["timestamp"]]
+    table = pa.table(rows)
+    return table.set_column(3, "timestamp", pc.cast(table["timestamp"], pa.timestamp("ms", tz="UTC")))
+
+
+def run_windows(
+    table: pa.Table, deployment: Deployment, first: datetime, count: int
+) -> list[dict[str, float]]:
+    job = MonitoringJob(TableSource(table), Manifests(), MemoryStateStore(), MonitoringConfig())
+    return [job.fast_pass(first + timedelta(minutes=5 * i), deployment).values() for i in range(count)]
+
+
+DEPLOY = Deployment(champion="v1", challenger="v2", canary_weight=0.1)
+VERSIONS = {"champion": "v1", "challenger": "v2"}
+
+
+def test_broken_challenger_is_flagged_in_the_first_window_by_label_free_signals() -> None:
+    table = traffic(T0, 10, 400, 0.1, {"champion": 0.3, "challenger": 0.01}, VERSIONS, broken_scores=True)
+    first = run_windows(table, DEPLOY, T0 + timedelta(minutes=5, seconds=30), 1)[0]
+    assert breaches(alarm("challenger-early-clicks"), first["EarlyCtrDropLCB/challenger"])
+    assert first["ScorePSI/challenger"] > alarm("challenger-score-drift").threshold
+    assert first["ScorePSI/champion"] < 0.1
+
+
+def test_equal_challenger_raises_no_model_alarm_over_many_windows() -> None:
+    table = traffic(T0, 120, 100, 0.1, {"champion": 0.2, "challenger": 0.2}, VERSIONS, seed=3)
+    values = run_windows(table, DEPLOY, T0 + timedelta(minutes=5), 24)
+    for v in values:
+        for suffix in (
+            "challenger-quality",
+            "challenger-early-clicks",
+            "challenger-score-drift",
+            "champion-score-drift",
+        ):
+            spec = alarm(suffix)
+            key = f"{spec.metric}/{spec.variant}"
+            assert key not in v or not breaches(spec, v[key]), (suffix, v.get(key))
+    assert any("CtrDropLCB/challenger" in v for v in values)  # the comparison was published
+    assert all(v.get("InputCategoryPSI", 0) < alarm("input-drift").threshold for v in values)
+
+
+def test_small_windows_publish_no_decision_metrics() -> None:
+    table = traffic(T0, 10, 5, 0.1, {"champion": 0.2, "challenger": 0.0}, VERSIONS, broken_scores=True)
+    v = run_windows(table, DEPLOY, T0 + timedelta(minutes=5), 2)[-1]
+    assert not any(k.startswith(("EarlyCtrDropLCB", "CtrDropLCB", "ScorePSI", "InputCategoryPSI")) for k in v)
+
+
+def test_state_tracks_stage_impressions_and_resets_on_new_challenger() -> None:
+    table = traffic(T0, 15, 100, 0.1, {"champion": 0.2, "challenger": 0.2}, VERSIONS)
+    store = MemoryStateStore()
+    job = MonitoringJob(TableSource(table), Manifests(), store, MonitoringConfig())
+    for i in range(1, 4):
+        job.fast_pass(T0 + timedelta(minutes=5 * i), DEPLOY)
+    imps = table.filter(
+        pc.and_(pc.equal(table["event_type"], "impression"), pc.equal(table["variant"], "challenger"))
+    )
+    assert stage_impressions(store.state, since=T0) == imps.num_rows
+    # By default the stage starts when the monitor first saw it (end of the first window).
+    after = pa.scalar(T0 + timedelta(minutes=5), pa.timestamp("ms", tz="UTC"))
+    late = imps.filter(pc.greater_equal(imps["timestamp"], after))
+    assert stage_impressions(store.state) == late.num_rows
+    job.fast_pass(T0 + timedelta(minutes=20), Deployment("v1", "v3", 0.1))
+    assert store.state["challenger"] == "v3" and stage_impressions(store.state) == 0
+
+
+def test_health_metrics_guard_and_validation() -> None:
+    data = health_metrics(T0, 3.0, 10, 500, 2)
+    assert {d.name for d in data} == {"MinutesSinceNewestPartition", "IngestDLQDepth"}
+    assert {d.name: d.value for d in health_metrics(T0, None, 10, 2000, None)} == {"QuarantineRate": 0.005}
+    with pytest.raises(InputError):
+        health_metrics(T0, 1.0, 20, 10, 0)
+
+
+def test_metric_datum_rejects_high_cardinality_dimensions() -> None:
+    with pytest.raises(InputError, match="not allowed"):
+        MetricDatum("CTR", 0.1, T0, {"ModelVersion": "v2"})
+    with pytest.raises(InputError, match="not finite"):
+        MetricDatum("CTR", float("nan"), T0)
+
+
+@mock_aws
+def test_put_metrics_batches_and_history_round_trips() -> None:
+    cw = boto3.client("cloudwatch", region_name="eu-west-1")
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    s3.create_bucket(Bucket="mon", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    data = [MetricDatum("Impressions", float(i), T0, {"Variant": "champion"}, "Count") for i in range(2500)]
+    assert put_metrics(cw, data) == 3
+    stats = cw.get_metric_statistics(
+        Namespace="Shelfwise",
+        MetricName="Impressions",
+        Dimensions=[{"Name": "Variant", "Value": "champion"}],
+        StartTime=T0 - timedelta(minutes=5),
+        EndTime=T0 + timedelta(minutes=5),
+        Period=300,
+        Statistics=["SampleCount"],
+    )
+    assert stats["Datapoints"][0]["SampleCount"] == 2500
+    key = write_history(s3, "mon", T0, "fast", data[:3], {"note": 1})
+    assert write_history(s3, "mon", T0, "fast", data[:3]) == key  # same window, same key
+    assert [r["value"] for r in read_history(s3, "mon")] == [0.0, 1.0, 2.0]
+
+
+@mock_aws
+def test_run_pass_reads_curated_parquet_from_s3_and_publishes() -> None:
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    cw = boto3.client("cloudwatch", region_name="eu-west-1")
+    for b in ("cur", "mon", "mod"):
+        s3.create_bucket(Bucket=b, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    table = traffic(T0, 10, 300, 0.1, {"champion": 0.3, "challenger": 0.01}, VERSIONS, broken_scores=True)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    s3.put_object(
+        Bucket="cur",
+        Key="curated/events/event_date=2026-11-28/abc.parquet",
+        Body=sink.getvalue().to_pybytes(),
+    )
+    import json
+
+    for v, m in MANIFESTS.items():
+        s3.put_object(Bucket="mod", Key=f"models/recs/{v}/manifest.json", Body=json.dumps(m).encode())
+    s3.put_object(
+        Bucket="cur",
+        Key="curated/_summaries/abc.json",
+        Body=json.dumps({"rows_in": 5000, "quarantined": 50}).encode(),
+    )
+    targets = PassTargets("cur", "mon", "mod", "recs")
+    summary = run_pass(
+        ("fast",),
+        T0 + timedelta(minutes=5, seconds=30),
+        targets=targets,
+        deployment=DEPLOY,
+        s3=s3,
+        cloudwatch=cw,
+    )
+    values = summary["fast"]["values"]
+    assert values["EarlyCtrDropLCB/challenger"] > 0.3
+    assert values["QuarantineRate"] == pytest.approx(0.01)
+    assert 0 <= values["MinutesSinceNewestPartition"] < 6
+    names = {m["MetricName"] for m in cw.list_metrics(Namespace="Shelfwise")["Metrics"]}
+    assert {"EarlyCtrDropLCB", "ScorePSI", "Impressions", "QuarantineRate"} <= names
+    # The summary was counted once: a second pass sees no new ingest summaries.
+    again = run_pass(
+        ("fast",),
+        T0 + timedelta(minutes=10, seconds=30),
+        targets=targets,
+        deployment=DEPLOY,
+        s3=s3,
+        cloudwatch=cw,
+    )
+    assert "QuarantineRate" not in again["fast"]["values"]
+    with pytest.raises(InputError):
+        run_pass(("hourly",), T0, targets=targets, deployment=DEPLOY, s3=s3, cloudwatch=cw)
+
+
+def test_deep_pass_publishes_conversion_only_for_the_mature_hour() -> None:
+    rows = traffic(T0, 60, 20, 0.5, {"champion": 0.5, "challenger": 0.5}, VERSIONS, seed=5)
+    clicks = rows.filter(pc.equal(rows["event_type"], "click"))
+    purchases = clicks.set_column(0, "event_type", pa.array(["purchase"] * clicks.num_rows))
+    table = pa.concat_tables([rows, purchases])
+    job = MonitoringJob(
+        TableSource(table), Manifests(), MemoryStateStore(), MonitoringConfig(min_lists_for_rates=10)
+    )
+    result = job.deep_pass(T0 + timedelta(hours=25, minutes=1))
+    assert result.window_start == T0
+    values = result.values()
+    assert values["ConversionRate/champion"] == pytest.approx(0.5, abs=0.1)
+    assert "CTR/champion" not in values
