@@ -1,0 +1,64 @@
+"""serve_recommendations: recommendations, similar items, search and health behind the HTTP API.
+
+Everything expensive happens once per execution environment, here at import (Lambda's init
+phase): settings, clients, the registry reader, the impression shipper and the first model load.
+Routes live in ``shelfwise.serving.http``; behaviour in ``shelfwise.serving``.
+"""
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, Field, Json
+
+from shelfwise.aws import client
+from shelfwise.observability import logger, metrics, tracer
+from shelfwise.registry import Registry
+from shelfwise.serving import ImpressionSink, ModelLoader, Recommender, ServingConfig, ServingRules
+from shelfwise.serving.http import build_resolver, recommendations_router, serve
+from shelfwise.settings import load_settings
+
+
+class Settings(BaseModel):
+    """Environment of this function (template.yaml, section "serving (issue 6)")."""
+
+    models_bucket: str = Field(min_length=3)
+    model_name: str = Field(min_length=1)
+    shelfwise_env: str = Field(min_length=1)
+    impressions_stream: str = Field(min_length=1)
+    alias_ttl_seconds: float = Field(default=30.0, ge=0)
+    model_cache_dir: str = "/tmp/shelfwise/models"
+    serving_rules: Json[ServingRules] = ServingRules()
+
+
+settings = load_settings(Settings)
+# Metrics keep exactly the Variant/Endpoint dimensions of the contract, so no Powertools service
+# name is configured (it would add a "service" dimension); logs still say which function wrote them.
+logger.append_keys(service="serve_recommendations")
+
+_s3 = client("s3")
+# Read-only use of the registry: only aliases() is called, which needs SSM alone.
+registry = Registry(
+    _s3, client("ssm"), None, settings.models_bucket, settings.shelfwise_env, settings.model_name
+)
+config = ServingConfig(
+    model_name=settings.model_name,
+    cache_dir=settings.model_cache_dir,
+    alias_ttl_seconds=settings.alias_ttl_seconds,
+    rules=settings.serving_rules,
+)
+recommender = Recommender(
+    config,
+    ModelLoader(_s3, settings.models_bucket, settings.model_name, settings.model_cache_dir),
+    registry.aliases,
+    ImpressionSink(client("firehose"), settings.impressions_stream),
+)
+recommender.start()
+app = build_resolver(recommendations_router(lambda: recommender))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return serve(app, event, context)

@@ -1,0 +1,176 @@
+"""The served catalogue: item id <-> index, attributes for filters, user index, and lexical search.
+
+Built once per loaded bundle from ``items.npz``/``users.npz`` (numpy only). The lexical index over
+titles and categories is built on the first search, not at cold start, because tokenising a
+large catalogue costs more than everything else in a load.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shelfwise.bundle import Bundle
+
+_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case word tokens of 2+ characters with a naive plural strip ("shoes" -> "shoe")."""
+    out = []
+    for tok in _TOKEN.findall(text.lower()):
+        if len(tok) < 2:
+            continue
+        if len(tok) > 3 and tok.endswith("s") and not tok.endswith("ss"):
+            tok = tok[:-1]
+        out.append(tok)
+    return out
+
+
+@dataclass
+class LexicalIndex:
+    """BM25 over each item's title and category, stored as CSR postings (numpy)."""
+
+    vocabulary: dict[str, int]
+    indptr: np.ndarray
+    items: np.ndarray
+    tf: np.ndarray
+    doc_len: np.ndarray
+    n_items: int
+    k1: float = 1.2
+    b: float = 0.75
+
+    @classmethod
+    def build(cls, titles: Sequence[str], categories: Sequence[str]) -> LexicalIndex:
+        vocab: dict[str, int] = {}
+        tok_ids: list[int] = []
+        item_ids: list[int] = []
+        doc_len = np.zeros(len(titles), np.float32)
+        for i, (title, cat) in enumerate(zip(titles, categories, strict=True)):
+            toks = tokenize(f"{title} {cat}")
+            doc_len[i] = len(toks)
+            for tok in toks:
+                tok_ids.append(vocab.setdefault(tok, len(vocab)))
+                item_ids.append(i)
+        pairs = np.array(tok_ids, np.int64) * len(titles) + np.array(item_ids, np.int64)
+        uniq, counts = np.unique(pairs, return_counts=True)
+        tok_of = uniq // max(len(titles), 1)
+        indptr = np.zeros(len(vocab) + 1, np.int64)
+        np.add.at(indptr, tok_of + 1, 1)
+        return cls(
+            vocabulary=vocab,
+            indptr=np.cumsum(indptr),
+            items=(uniq % max(len(titles), 1)).astype(np.int64),
+            tf=counts.astype(np.float32),
+            doc_len=doc_len,
+            n_items=len(titles),
+        )
+
+    def score(self, query: str) -> tuple[np.ndarray, np.ndarray]:
+        """(item indices, BM25 scores) of items matching at least one query token."""
+        avgdl = float(self.doc_len.mean()) if self.n_items else 1.0
+        scores = np.zeros(self.n_items, np.float32)
+        touched = []
+        for tok in set(tokenize(query)):
+            t = self.vocabulary.get(tok)
+            if t is None:
+                continue
+            lo, hi = self.indptr[t], self.indptr[t + 1]
+            items, tf = self.items[lo:hi], self.tf[lo:hi]
+            df = hi - lo
+            idf = math.log(1 + (self.n_items - df + 0.5) / (df + 0.5))
+            norm = tf + self.k1 * (1 - self.b + self.b * self.doc_len[items] / max(avgdl, 1e-6))
+            scores[items] += idf * tf * (self.k1 + 1) / norm
+            touched.append(items)
+        if not touched:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        hit = np.unique(np.concatenate(touched))
+        return hit, scores[hit]
+
+
+@dataclass
+class Catalog:
+    """Items of one bundle with the lookups serving needs per request."""
+
+    item_ids: np.ndarray
+    index: dict[str, int]
+    category_codes: np.ndarray
+    categories: dict[str, int]
+    price: np.ndarray
+    popularity: np.ndarray
+    in_stock: np.ndarray
+    titles: np.ndarray
+    category_names: np.ndarray
+    users: np.ndarray | None = None
+    purchased_indptr: np.ndarray | None = None
+    purchased_items: np.ndarray | None = None
+    similar_indices: np.ndarray | None = None
+    similar_scores: np.ndarray | None = None
+    _lexical: LexicalIndex | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> Catalog:
+        items = bundle.items
+        ids = items["item_id"]
+        names, codes = np.unique(items["category"], return_inverse=True)
+        cat = cls(
+            item_ids=ids,
+            index={item: i for i, item in enumerate(ids.tolist())},
+            category_codes=codes.astype(np.int32),
+            categories={name: i for i, name in enumerate(names.tolist())},
+            price=items["price"],
+            popularity=items["popularity"],
+            in_stock=items["in_stock"],
+            titles=items["title"],
+            category_names=items["category"],
+            users=bundle.users,
+            similar_indices=bundle.similar_indices,
+            similar_scores=bundle.similar_scores,
+        )
+        if bundle.purchased is not None:
+            cat.purchased_indptr, cat.purchased_items = bundle.purchased
+        return cat
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_ids.shape[0])
+
+    def user_index(self, user_id: str | None) -> int:
+        """Position of ``user_id`` in the bundle's sorted user index, or -1 when unknown."""
+        if user_id is None or self.users is None or self.users.size == 0:
+            return -1
+        pos = int(np.searchsorted(self.users, user_id))
+        return pos if pos < self.users.size and self.users[pos] == user_id else -1
+
+    def lookup(self, item_ids: Iterable[str]) -> tuple[list[int], list[int]]:
+        """(indices of known ids, positions in the input of unknown ones)."""
+        known, unknown = [], []
+        get = self.index.get
+        for pos, item in enumerate(item_ids):
+            i = get(item)
+            if i is None:
+                unknown.append(pos)
+            else:
+                known.append(i)
+        return known, unknown
+
+    def stored_purchases(self, user_index: int, limit: int) -> np.ndarray:
+        """Items the bundle records as bought by a known user (empty when not recorded)."""
+        if user_index < 0 or self.purchased_indptr is None or self.purchased_items is None:
+            return np.zeros(0, np.int64)
+        lo, hi = self.purchased_indptr[user_index], self.purchased_indptr[user_index + 1]
+        return self.purchased_items[lo:hi][-limit:] if limit else np.zeros(0, np.int64)
+
+    def lexical(self) -> LexicalIndex:
+        """The search index, built on first use (thread-safe)."""
+        if self._lexical is None:
+            with self._lock:
+                if self._lexical is None:
+                    self._lexical = LexicalIndex.build(self.titles.tolist(), self.category_names.tolist())
+        return self._lexical

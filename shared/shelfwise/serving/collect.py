@@ -1,0 +1,87 @@
+"""``POST /v1/events``: validated feedback events to Kinesis Data Firehose, which delivers them to raw/.
+
+Each event becomes one newline-terminated JSON object in the native schema (one Firehose record),
+so the objects Firehose writes under ``raw/events/`` are JSON Lines the ingest already reads.
+Events without an ``event_id`` get a deterministic one, so a client resending a batch after a
+timeout produces the same ids and the ingest de-duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shelfwise.errors import ShelfwiseError
+from shelfwise.events import Event, derive_event_id
+from shelfwise.observability import logger
+
+MAX_BATCH_RECORDS = 500
+
+
+class DeliveryError(ShelfwiseError):
+    """Firehose accepted none of the events; the client should retry (503)."""
+
+
+@dataclass
+class CollectResult:
+    accepted: int
+    event_ids: list[str]
+    failed: list[str] = field(default_factory=list)
+
+
+def event_row(event: Event) -> dict[str, Any]:
+    """The native-schema JSON object of one event, with its event_id filled in."""
+    row = event.model_dump(mode="json", exclude_none=True)
+    if "event_id" not in row:
+        row["event_id"] = derive_event_id(
+            event.event_type,
+            event.user_id,
+            event.session_id,
+            event.item_id,
+            row["timestamp"],
+            event.recommendation_id,
+            event.position,
+            event.query,
+        )
+    return row
+
+
+class EventCollector:
+    """Sends event batches to one Firehose delivery stream, retrying failed records once."""
+
+    def __init__(self, firehose: Any, stream_name: str) -> None:
+        self.firehose, self.stream_name = firehose, stream_name
+
+    def collect(self, events: Sequence[Event]) -> CollectResult:
+        rows = [event_row(e) for e in events]
+        ids = [r["event_id"] for r in rows]
+        failed: list[str] = []
+        for start in range(0, len(rows), MAX_BATCH_RECORDS):
+            chunk = list(range(start, min(start + MAX_BATCH_RECORDS, len(rows))))
+            for attempt in range(2):
+                records = [
+                    {"Data": (json.dumps(rows[i], separators=(",", ":")) + "\n").encode()} for i in chunk
+                ]
+                try:
+                    resp = self.firehose.put_record_batch(
+                        DeliveryStreamName=self.stream_name, Records=records
+                    )
+                except Exception as exc:
+                    logger.warning(
+                        "event batch not delivered", extra={"records": len(chunk), "error": str(exc)}
+                    )
+                    if attempt == 1:
+                        failed += [ids[i] for i in chunk]
+                    continue
+                if not resp.get("FailedPutCount"):
+                    break
+                chunk = [
+                    i for i, res in zip(chunk, resp["RequestResponses"], strict=True) if res.get("ErrorCode")
+                ]
+                if attempt == 1:
+                    failed += [ids[i] for i in chunk]
+        if failed and len(failed) == len(rows):
+            raise DeliveryError(f"none of {len(rows)} events could be delivered; retry the batch")
+        return CollectResult(accepted=len(rows) - len(failed), event_ids=ids, failed=failed)

@@ -1,0 +1,43 @@
+"""Serving rules: filters, limits and blending, as configuration (``SERVING_RULES`` JSON), not code."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_K = 500
+MAX_HISTORY = 500
+MAX_CANDIDATES = 500
+MAX_BODY_BYTES = 256 * 1024
+
+
+class ServingRules(BaseModel):
+    """Business rules applied to every answer; a shop changes them in the template, not the code."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_k: int = Field(default=20, ge=1, le=MAX_K)
+    exclude_out_of_stock: bool = True
+    # Items bought in the request history (or stored for the user in the bundle) are not offered again.
+    exclude_purchased: bool = True
+    # Items seen in the request history are not offered again (off: a viewed item is a good suggestion).
+    exclude_seen: bool = False
+    # Categories never served (e.g. gift cards), whatever the request says.
+    blocked_categories: tuple[str, ...] = ()
+    # Search: weight of the lexical match in the blend (1 - this is the model's weight).
+    search_lexical_weight: float = Field(default=0.6, ge=0.0, le=1.0)
+    # Search: at most this many lexical matches are re-scored by the model.
+    search_pool: int = Field(default=1000, ge=1, le=100_000)
+    # Known-user recommendations: how many stored items of a user count as "already bought".
+    max_stored_purchases: int = Field(default=500, ge=0)
+
+
+class ServingConfig(BaseModel):
+    """What the recommender needs besides clients: model name, cache, alias TTL, rules."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_name: str
+    cache_dir: str = "/tmp/shelfwise/models"
+    alias_ttl_seconds: float = Field(default=30.0, ge=0.0)
+    intra_op_threads: int = Field(default=1, ge=1, le=64)
+    rules: ServingRules = ServingRules()

@@ -1,0 +1,161 @@
+"""A loaded model version: verified bundle, ONNX Runtime session and catalogue, scored in one call."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shelfwise.bundle import (
+    MODEL_FILE,
+    Bundle,
+    BundleError,
+    GraphIO,
+    check_graph_io,
+    download_bundle,
+    read_bundle,
+)
+from shelfwise.serving.catalog import Catalog
+
+
+class ModelLoadError(BundleError):
+    """A version could not be loaded (download, checksum, graph or session); the old one stays."""
+
+
+def session_options(intra_op_threads: int = 1) -> Any:
+    """ONNX Runtime options for a small, latency-bound function: fixed threads, no spinning."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return opts
+
+
+@dataclass
+class LoadedModel:
+    """One servable version. Immutable after load, so requests share it without locks."""
+
+    version: str
+    kind: str
+    bundle: Bundle
+    catalog: Catalog
+    session: Any
+    loaded_at: float
+    load_seconds: float
+
+    @classmethod
+    def from_directory(cls, directory: str | Path, version: str, intra_op_threads: int = 1) -> LoadedModel:
+        """Verify the bundle in ``directory``, create the session, check its I/O, build the catalogue."""
+        import onnxruntime as ort
+
+        t0 = time.perf_counter()
+        bundle = read_bundle(directory)
+        try:
+            session = ort.InferenceSession(
+                str(Path(directory) / MODEL_FILE),
+                session_options(intra_op_threads),
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
+            raise ModelLoadError(f"version {version}: onnxruntime cannot load model.onnx: {exc}") from exc
+        graph = GraphIO.from_session(session)
+        check_graph_io(bundle, graph)
+        catalog = Catalog.from_bundle(bundle)
+        if len(catalog.index) != catalog.n_items:
+            raise ModelLoadError(f"version {version}: items.item_id has duplicates")
+        return cls(
+            version=version,
+            kind=graph.metadata.get("shelfwise.kind", str(bundle.manifest.get("algorithm", "unknown"))),
+            bundle=bundle,
+            catalog=catalog,
+            session=session,
+            loaded_at=time.time(),
+            load_seconds=time.perf_counter() - t0,
+        )
+
+    @property
+    def n_items(self) -> int:
+        return self.catalog.n_items
+
+    def score(
+        self,
+        user_index: int,
+        history_items: np.ndarray,
+        history_weights: np.ndarray,
+        exclude_mask: np.ndarray,
+        k: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, indices) from the graph, excluded items (-inf) dropped."""
+        k = min(k, self.n_items)
+        if k <= 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        scores, indices = self.session.run(
+            None,
+            {
+                "user_index": np.array([user_index], dtype=np.int64),
+                "history_items": history_items,
+                "history_weights": history_weights,
+                "exclude_mask": exclude_mask,
+                "k": np.array([k], dtype=np.int64),
+            },
+        )
+        keep = np.isfinite(scores)
+        if not keep.all():
+            scores, indices = scores[keep], indices[keep]
+        return scores, indices
+
+
+class ModelLoader:
+    """Fetches versions from S3 into a local cache directory (``/tmp`` in Lambda) and loads them.
+
+    ``fetch(version, directory)`` downloads and verifies; the default is
+    :func:`shelfwise.bundle.download_bundle` from ``s3://bucket/models/<name>/<version>/``.
+    """
+
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        model_name: str,
+        cache_dir: str | Path,
+        *,
+        intra_op_threads: int = 1,
+        fetch: Callable[[str, Path], Path] | None = None,
+    ) -> None:
+        self.s3, self.bucket, self.model_name = s3, bucket, model_name
+        self.cache_dir = Path(cache_dir) / model_name
+        self.intra_op_threads = intra_op_threads
+        self._fetch = fetch or self._download
+
+    def _download(self, version: str, directory: Path) -> Path:
+        return download_bundle(self.s3, self.bucket, f"models/{self.model_name}/{version}", directory)
+
+    def load(self, version: str) -> LoadedModel:
+        """Download (or reuse the verified cached copy) and load ``version``; ModelLoadError when it fails."""
+        directory = self.cache_dir / version
+        try:
+            self._fetch(version, directory)
+            return LoadedModel.from_directory(directory, version, self.intra_op_threads)
+        except BundleError as exc:
+            shutil.rmtree(directory, ignore_errors=True)
+            if isinstance(exc, ModelLoadError):
+                raise
+            raise ModelLoadError(f"version {version}: {exc}") from exc
+
+    def prune(self, keep: set[str]) -> None:
+        """Delete cached versions not in ``keep`` (``/tmp`` is small and shared by all versions)."""
+        if not self.cache_dir.is_dir():
+            return
+        for path in self.cache_dir.iterdir():
+            if path.is_dir() and path.name not in keep and not path.name.startswith("."):
+                shutil.rmtree(path, ignore_errors=True)

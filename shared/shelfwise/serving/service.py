@@ -1,0 +1,501 @@
+"""The recommender behind every serving endpoint: routing, cold start, filters, search, health.
+
+State (aliases and loaded versions) lives in one immutable :class:`ServingState` that a request
+reads once; a refresh builds the next state beside it (reads aliases, downloads and loads any new
+version) and swaps the reference, so an alias change never blocks a request. In Lambda the
+refresh runs on a background thread started by a request whose alias cache has expired.
+
+Failures degrade, never storm: a version that cannot be loaded is refused and recorded; the
+challenger's traffic then goes to the champion, the champion's to the last good version
+(variant ``fallback``), and a user without any usable signal gets popularity (variant
+``fallback``, version ``popularity@<bundle>``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shelfwise.errors import InputError, NotFoundError, ShelfwiseError
+from shelfwise.events import EVENT_WEIGHTS
+from shelfwise.observability import logger, metrics
+from shelfwise.registry import Aliases
+from shelfwise.serving.config import ServingConfig
+from shelfwise.serving.impressions import ImpressionSink
+from shelfwise.serving.model import LoadedModel, ModelLoader
+
+POPULARITY_PREFIX = "popularity@"
+# A refused version is tried again after this long (a transient S3 error should not pin the fallback).
+RETRY_REFUSED_SECONDS = 300.0
+
+
+class ModelUnavailableError(ShelfwiseError):
+    """No version could ever be loaded, so there is nothing to serve (503, retry later)."""
+
+
+class ItemNotFoundError(NotFoundError):
+    """The item asked about is not in the served catalogue."""
+
+
+# --------------------------------------------------------------------------- requests / answers
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One item of a session history: the item and what the user did with it."""
+
+    item_id: str
+    event_type: str = "view"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Per-request filters, on top of the configured rules."""
+
+    categories: tuple[str, ...] = ()
+    exclude_categories: tuple[str, ...] = ()
+    exclude_items: tuple[str, ...] = ()
+    price_min: float | None = None
+    price_max: float | None = None
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    item_id: str
+    score: float
+    position: int
+    category: str
+    title: str
+    price: float | None
+
+
+@dataclass
+class Recommendation:
+    """One served list and what it took to produce it (for the response and the metrics)."""
+
+    recommendation_id: str
+    model_version: str
+    variant: str
+    items: list[RankedItem]
+    unknown_items: int = 0
+    degraded: bool = False
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """Immutable snapshot a request works from."""
+
+    aliases: Aliases
+    models: dict[str, LoadedModel]
+    last_good: LoadedModel | None
+    errors: dict[str, str]
+    checked_at: float
+    alias_error: str | None = None
+
+
+# --------------------------------------------------------------------------- the service
+
+
+class Recommender:
+    """Answers recommendation, similar-item and search requests from the loaded versions."""
+
+    def __init__(
+        self,
+        config: ServingConfig,
+        loader: ModelLoader,
+        read_aliases: Callable[[], Aliases],
+        impressions: ImpressionSink | None = None,
+        *,
+        background: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.rules = config.rules
+        self.loader = loader
+        self._read_aliases = read_aliases
+        self.impressions = impressions
+        self._background = background
+        self._clock = clock
+        self._sync_lock = threading.Lock()
+        self._state = ServingState(Aliases(), {}, None, {}, checked_at=-float("inf"))
+        self._masks: dict[str, np.ndarray] = {}
+        self._refused_at: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ state
+    @property
+    def state(self) -> ServingState:
+        return self._state
+
+    def start(self) -> ServingState:
+        """Read aliases and load their versions now (cold start, in the init phase)."""
+        self.sync()
+        return self._state
+
+    def refresh(self) -> None:
+        """Called per request: when the alias cache expired, sync (in the background when enabled)."""
+        if self._clock() - self._state.checked_at < self.config.alias_ttl_seconds:
+            return
+        if self._sync_lock.locked():
+            return
+        if self._background:
+            threading.Thread(target=self._sync_quietly, name="model-sync", daemon=True).start()
+        else:
+            self.sync()
+
+    def _sync_quietly(self) -> None:
+        try:
+            self.sync()
+        except Exception:
+            logger.exception("model sync failed")
+
+    def sync(self) -> ServingState:
+        """Read the aliases, load versions not loaded yet, drop unused ones, swap the state."""
+        if not self._sync_lock.acquire(blocking=False):
+            return self._state
+        try:
+            old = self._state
+            now = self._clock()
+            try:
+                aliases = self._read_aliases()
+                alias_error = None
+            except Exception as exc:  # SSM throttled or down: keep serving what we have
+                logger.warning("alias read failed; keeping current aliases", extra={"error": str(exc)})
+                aliases, alias_error = old.aliases, str(exc)
+            wanted = [v for v in (aliases.champion, aliases.challenger) if v]
+            models: dict[str, LoadedModel] = {}
+            errors = {v: e for v, e in old.errors.items() if v in wanted}
+            for version in wanted:
+                if version in old.models:
+                    models[version] = old.models[version]
+                    continue
+                if version in errors and now - self._refused_at.get(version, now) < RETRY_REFUSED_SECONDS:
+                    continue
+                try:
+                    models[version] = self.loader.load(version)
+                    errors.pop(version, None)
+                    logger.info(
+                        "model loaded",
+                        extra={"version": version, "seconds": round(models[version].load_seconds, 3)},
+                    )
+                except Exception as exc:
+                    errors[version] = str(exc)
+                    self._refused_at[version] = now
+                    metrics.add_metric(name="ModelLoadFailures", unit="Count", value=1)
+                    logger.error("model refused", extra={"version": version, "error": str(exc)})
+            champion = models.get(aliases.champion or "")
+            last_good = champion or old.last_good
+            keep = set(models) | ({last_good.version} if last_good else set())
+            self._masks = {v: m for v, m in self._masks.items() if v in keep}
+            self._state = ServingState(aliases, models, last_good, errors, now, alias_error)
+            self.loader.prune(keep)
+            return self._state
+        finally:
+            self._sync_lock.release()
+
+    def _route(self, user_key: str) -> tuple[LoadedModel, str]:
+        state = self._state
+        version, variant = state.aliases.route(user_key)
+        if version is not None and version in state.models:
+            return state.models[version], variant
+        champion = state.models.get(state.aliases.champion or "")
+        if champion is not None:
+            return champion, "champion"
+        if state.last_good is not None:
+            return state.last_good, "fallback"
+        raise ModelUnavailableError("no model version is loaded yet; retry shortly")
+
+    # ------------------------------------------------------------------ filters
+    def _base_mask(self, model: LoadedModel) -> np.ndarray:
+        """Configured rules for one version (out of stock, blocked categories), computed once."""
+        mask = self._masks.get(model.version)
+        if mask is None:
+            cat = model.catalog
+            mask = np.zeros(cat.n_items, dtype=bool)
+            if self.rules.exclude_out_of_stock:
+                mask |= ~cat.in_stock
+            blocked = [cat.categories[c] for c in self.rules.blocked_categories if c in cat.categories]
+            if blocked:
+                mask |= np.isin(cat.category_codes, blocked)
+            self._masks[model.version] = mask
+        return mask
+
+    def _mask(
+        self, model: LoadedModel, filters: Filters, extra_excluded: Sequence[int] = ()
+    ) -> tuple[np.ndarray, int]:
+        """The request's exclusion mask and the number of unknown ids it named."""
+        cat = model.catalog
+        mask = self._base_mask(model).copy()
+        if filters.categories:
+            codes = [cat.categories[c] for c in filters.categories if c in cat.categories]
+            mask |= ~np.isin(cat.category_codes, codes) if codes else True
+        if filters.exclude_categories:
+            codes = [cat.categories[c] for c in filters.exclude_categories if c in cat.categories]
+            if codes:
+                mask |= np.isin(cat.category_codes, codes)
+        if filters.price_min is not None:
+            mask |= ~(cat.price >= filters.price_min)
+        if filters.price_max is not None:
+            mask |= ~(cat.price <= filters.price_max)
+        known, unknown = cat.lookup(filters.exclude_items)
+        if known:
+            mask[known] = True
+        if len(extra_excluded):
+            mask[np.asarray(extra_excluded, dtype=np.int64)] = True
+        return mask, len(unknown)
+
+    # ------------------------------------------------------------------ helpers
+    def _history(
+        self, model: LoadedModel, history: Sequence[HistoryEvent]
+    ) -> tuple[np.ndarray, np.ndarray, list[int], int]:
+        """(items, weights) for fold-in, items to exclude by the rules, and the unknown-id count."""
+        index = model.catalog.index
+        items: list[int] = []
+        weights: list[float] = []
+        excluded: list[int] = []
+        unknown = 0
+        for ev in history:
+            i = index.get(ev.item_id)
+            if i is None:
+                unknown += 1
+                continue
+            if self.rules.exclude_seen or (self.rules.exclude_purchased and ev.event_type == "purchase"):
+                excluded.append(i)
+            w = EVENT_WEIGHTS.get(ev.event_type, 0.0)
+            if w > 0:
+                items.append(i)
+                weights.append(w)
+        return np.asarray(items, np.int64), np.asarray(weights, np.float32), excluded, unknown
+
+    def _popularity(self, model: LoadedModel, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        pop = np.where(mask, -np.inf, model.catalog.popularity)
+        k = min(k, pop.size)
+        if k <= 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        top = np.argpartition(-pop, k - 1)[:k] if k < pop.size else np.arange(pop.size)
+        top = top[np.lexsort((top, -pop[top]))]
+        top = top[np.isfinite(pop[top])]
+        return pop[top].astype(np.float32), top.astype(np.int64)
+
+    def _answer(
+        self,
+        model: LoadedModel,
+        variant: str,
+        scores: np.ndarray,
+        indices: np.ndarray,
+        *,
+        endpoint: str,
+        k: int,
+        unknown: int,
+        version: str | None = None,
+        reason: str | None = None,
+    ) -> Recommendation:
+        cat = model.catalog
+        idx = indices.tolist()
+        ids = cat.item_ids[idx].tolist() if idx else []
+        sc = [float(s) for s in scores.tolist()]
+        cats = cat.category_names[idx].tolist() if idx else []
+        titles = cat.titles[idx].tolist() if idx else []
+        prices = cat.price[idx].tolist() if idx else []
+        items = [
+            RankedItem(ids[p], sc[p], p, cats[p], titles[p], None if prices[p] != prices[p] else prices[p])
+            for p in range(len(idx))
+        ]
+        rec = Recommendation(
+            recommendation_id=uuid.uuid4().hex,
+            model_version=version or model.version,
+            variant=variant,
+            items=items,
+            unknown_items=unknown,
+            degraded=variant == "fallback",
+            reason=reason,
+        )
+        if self.impressions is not None and items:
+            self.impressions.record(
+                (rec.recommendation_id, variant, rec.model_version, endpoint, k, time.time(), ids, sc)
+            )
+        return rec
+
+    def _check_k(self, k: int | None) -> int:
+        k = self.rules.default_k if k is None else k
+        if k < 1:
+            raise InputError("k must be at least 1")
+        return k
+
+    # ------------------------------------------------------------------ endpoints
+    def recommend(
+        self,
+        *,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        history: Sequence[HistoryEvent] = (),
+        k: int | None = None,
+        filters: Filters = Filters(),
+        endpoint: str = "recommendations",
+    ) -> Recommendation:
+        """Top-k for a known user (stored representation) or from a session history (fold-in)."""
+        k = self._check_k(k)
+        self.refresh()
+        user_key = user_id or session_id or uuid.uuid4().hex
+        model, variant = self._route(user_key)
+        uidx = model.catalog.user_index(user_id)
+        h_items, h_weights, excluded, unknown = self._history(model, history)
+        if uidx >= 0 and self.rules.exclude_purchased:
+            excluded = (
+                excluded + model.catalog.stored_purchases(uidx, self.rules.max_stored_purchases).tolist()
+            )
+        mask, unknown_excl = self._mask(model, filters, excluded)
+        unknown += unknown_excl
+        if uidx < 0 and h_items.size == 0:
+            scores, indices = self._popularity(model, mask, k)
+            return self._answer(
+                model,
+                "fallback",
+                scores,
+                indices,
+                endpoint=endpoint,
+                k=k,
+                unknown=unknown,
+                version=POPULARITY_PREFIX + model.version,
+                reason="no known user or usable history",
+            )
+        scores, indices = model.score(uidx, h_items, h_weights, mask, k)
+        return self._answer(model, variant, scores, indices, endpoint=endpoint, k=k, unknown=unknown)
+
+    def similar(
+        self, item_id: str, *, k: int | None = None, filters: Filters = Filters(), user_key: str | None = None
+    ) -> Recommendation:
+        """Items related to ``item_id``: the bundle's neighbour table, else the model's fold-in of it."""
+        k = self._check_k(k)
+        self.refresh()
+        model, variant = self._route(user_key or item_id)
+        cat = model.catalog
+        idx = cat.index.get(item_id)
+        if idx is None:
+            raise ItemNotFoundError(f"item {item_id!r} is not in the catalogue of version {model.version}")
+        mask, unknown = self._mask(model, filters, [idx])
+        if cat.similar_indices is not None and cat.similar_scores is not None:
+            nbrs = cat.similar_indices[idx].astype(np.int64)
+            vals = cat.similar_scores[idx]
+            keep = (~mask[nbrs]) & (vals > 0)
+            nbrs, vals = nbrs[keep], vals[keep]
+            order = np.lexsort((nbrs, -vals))[:k]
+            scores, indices = vals[order].astype(np.float32), nbrs[order]
+        else:
+            scores, indices = model.score(-1, np.array([idx], np.int64), np.array([1.0], np.float32), mask, k)
+        return self._answer(model, variant, scores, indices, endpoint="similar", k=k, unknown=unknown)
+
+    def search(
+        self,
+        *,
+        query: str | None = None,
+        candidates: Sequence[str] = (),
+        user_id: str | None = None,
+        session_id: str | None = None,
+        history: Sequence[HistoryEvent] = (),
+        k: int | None = None,
+        filters: Filters = Filters(),
+    ) -> Recommendation:
+        """Lexical match over titles/categories blended with the user's model score; or re-rank candidates."""
+        k = self._check_k(k)
+        if not (query and query.strip()) and not candidates:
+            raise InputError("give a query, a candidate list, or both")
+        self.refresh()
+        user_key = user_id or session_id or uuid.uuid4().hex
+        model, variant = self._route(user_key)
+        cat = model.catalog
+        unknown = 0
+        lex = np.zeros(cat.n_items, np.float32)
+        if query and query.strip():
+            hits, hit_scores = cat.lexical().score(query)
+            lex[hits] = hit_scores
+        if candidates:
+            pool_list, unknown_pos = cat.lookup(candidates)
+            unknown += len(unknown_pos)
+            pool = np.unique(np.asarray(pool_list, np.int64))
+        else:
+            pool = np.flatnonzero(lex > 0)
+            if pool.size > self.rules.search_pool:
+                pool = pool[np.argsort(-lex[pool], kind="stable")[: self.rules.search_pool]]
+        uidx = cat.user_index(user_id)
+        h_items, h_weights, excluded, unknown_h = self._history(model, history)
+        unknown += unknown_h
+        mask, unknown_f = self._mask(model, filters, excluded)
+        unknown += unknown_f
+        pool = pool[~mask[pool]]
+        if pool.size == 0:
+            return self._answer(
+                model,
+                variant,
+                np.zeros(0, np.float32),
+                np.zeros(0, np.int64),
+                endpoint="search",
+                k=k,
+                unknown=unknown,
+            )
+        personal = np.zeros(cat.n_items, np.float32)
+        version = None
+        if uidx >= 0 or h_items.size:
+            outside = np.ones(cat.n_items, dtype=bool)
+            outside[pool] = False
+            s, i = model.score(uidx, h_items, h_weights, outside, int(pool.size))
+            personal[i] = s
+        else:
+            personal[pool] = np.log1p(np.maximum(cat.popularity[pool], 0))
+            variant, version = "fallback", POPULARITY_PREFIX + model.version
+        weight = self.rules.search_lexical_weight if (query and query.strip()) else 0.0
+        blended = weight * _minmax(lex[pool]) + (1 - weight) * _minmax(personal[pool])
+        order = np.lexsort((pool, -blended))[:k]
+        return self._answer(
+            model,
+            variant,
+            blended[order].astype(np.float32),
+            pool[order],
+            endpoint="search",
+            k=k,
+            unknown=unknown,
+            version=version,
+        )
+
+    def health(self) -> dict[str, Any]:
+        """What is loaded, from which aliases, how old, and what was refused."""
+        state = self._state
+        now = time.time()
+        models = [
+            {
+                "version": m.version,
+                "role": "champion" if m.version == state.aliases.champion else "challenger",
+                "kind": m.kind,
+                "items": m.n_items,
+                "age_seconds": round(now - m.loaded_at, 1),
+                "created_at": m.bundle.manifest.get("created_at"),
+            }
+            for m in state.models.values()
+        ]
+        champion_ok = (state.aliases.champion or "") in state.models
+        status = "ok" if champion_ok else "degraded" if state.last_good else "unavailable"
+        return {
+            "status": status,
+            "model_name": self.config.model_name,
+            "aliases": state.aliases.to_json(),
+            "models": models,
+            "last_good": state.last_good.version if state.last_good else None,
+            "serving_fallback": not champion_ok,
+            "refused": dict(state.errors),
+            "alias_error": state.alias_error,
+            "aliases_age_seconds": None
+            if state.checked_at == -float("inf")
+            else round(self._clock() - state.checked_at, 1),
+            "impressions_pending": self.impressions.pending() if self.impressions else 0,
+        }
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    lo, hi = float(x.min()), float(x.max())
+    return np.zeros_like(x) if hi - lo <= 1e-12 else (x - lo) / (hi - lo)

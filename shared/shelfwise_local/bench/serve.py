@@ -1,0 +1,552 @@
+"""`shelfwise bench serve`: latency of the serving handler, the bare ONNX kernel, the HTTP API, cold start.
+
+Builds a synthetic factor-model bundle (``--items`` x ``--dim``), registers it in an embedded moto
+server (S3 + SSM + Firehose), then measures in the same run:
+
+1. the bare ONNX MatMul+TopK kernel on the same item matrix (the baseline);
+2. the serve_recommendations handler in-process (payload 2.0 events, per request p50/p95/p99);
+3. the same requests through a local HTTP API (real loopback socket, payload 2.0);
+4. cold start: a fresh interpreter importing the handler, loading the bundle from the emulator's
+   S3 and answering one request; and the serving package size (function + layers).
+
+Prints one JSON line last. Figures only: nothing here asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shelfwise_local.bench._common import emit, peak_rss_mb
+
+REPO = Path(__file__).resolve().parents[3]
+SERVE_APP = REPO / "functions" / "serve_recommendations" / "app.py"
+_WORDS = [
+    "classic",
+    "slim",
+    "organic",
+    "merino",
+    "vintage",
+    "linen",
+    "cotton",
+    "leather",
+    "travel",
+    "compact",
+    "wireless",
+    "smart",
+    "ceramic",
+    "bamboo",
+    "steel",
+    "premium",
+    "everyday",
+    "outdoor",
+    "kids",
+    "deluxe",
+    "soft",
+]
+_NOUNS = [
+    "shoe",
+    "hat",
+    "lamp",
+    "mug",
+    "scarf",
+    "jacket",
+    "kettle",
+    "backpack",
+    "speaker",
+    "watch",
+    "blanket",
+    "bottle",
+    "chair",
+    "candle",
+    "notebook",
+    "pillow",
+    "towel",
+    "teapot",
+    "umbrella",
+    "glove",
+]
+
+
+def build_synthetic_bundle(
+    directory: str | Path,
+    *,
+    n_items: int,
+    dim: int,
+    n_users: int = 1000,
+    n_categories: int = 20,
+    seed: int = 0,
+    version: str = "v1",
+    neighbours: int = 20,
+    float16: bool = False,
+) -> Path:
+    """A consistent factor-model bundle: clustered item factors, users, titles, prices, neighbours.
+
+    Items of a category share a centroid, so similar items and fold-in results are meaningful
+    enough for tests and demos (a user who viewed hats gets hats).
+    """
+    from shelfwise import bundle as bd
+    from shelfwise import onnx_export as ox
+
+    rng = np.random.default_rng(seed)
+    cats = rng.integers(0, n_categories, size=n_items)
+    centroids = rng.normal(size=(n_categories, dim)).astype(np.float32)
+    items = (centroids[cats] + 0.5 * rng.normal(size=(n_items, dim))).astype(np.float32) / np.sqrt(dim)
+    fav = rng.integers(0, n_categories, size=n_users)
+    users = (centroids[fav] + 0.3 * rng.normal(size=(n_users, dim))).astype(np.float32)
+    model = ox.FactorModel.create(items, users, ox.als_projection(items, 1.0))
+    category_names = np.array([f"{_NOUNS[c % len(_NOUNS)]}s-{c}" for c in range(n_categories)])
+    titles = np.array(
+        [
+            f"{_WORDS[(i * 7) % len(_WORDS)]} {_WORDS[(i * 13) % len(_WORDS)]} {_NOUNS[c % len(_NOUNS)]} {i}"
+            for i, c in enumerate(cats.tolist())
+        ]
+    )
+    rank = rng.permutation(n_items)
+    popularity = (1000.0 / (rank + 1) ** 0.8).astype(np.float32)
+    user_ids = np.array([f"user-{u:06d}" for u in range(n_users)])
+    counts = rng.integers(0, 4, size=n_users)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    purchased = rng.integers(0, n_items, size=int(indptr[-1]))
+    m = min(neighbours, n_items - 1)
+    if n_items <= 5000:
+        unit = items / np.linalg.norm(items, axis=1, keepdims=True)
+        sims = unit @ unit.T
+        np.fill_diagonal(sims, -np.inf)
+        sim_idx = np.argsort(-sims, axis=1)[:, :m]
+        sim_val = np.take_along_axis(sims, sim_idx, axis=1).clip(min=0)
+    else:  # same-category neighbours, without the N^2 similarity matrix
+        order = np.argsort(cats, kind="stable")
+        starts = np.searchsorted(cats[order], np.arange(n_categories))
+        sizes = np.bincount(cats, minlength=n_categories)
+        picks = rng.random((n_items, m))
+        sim_idx = order[starts[cats][:, None] + (picks * sizes[cats][:, None]).astype(np.int64)]
+        sim_val = np.sort(rng.random((n_items, m)), axis=1)[:, ::-1]
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    bd.write_bundle(
+        directory,
+        model=ox.build_factor_model(model, float16=float16),
+        items={
+            "item_id": np.array([f"sku-{i:07d}" for i in range(n_items)]),
+            "category": category_names[cats],
+            "title": titles,
+            "price": np.round(rng.lognormal(3, 1, size=n_items), 2),
+            "popularity": popularity,
+            "in_stock": rng.random(n_items) > 0.05,
+        },
+        manifest={"algorithm": "als", "version": version, "synthetic": True, "dim": dim},
+        users=user_ids,
+        similar=(sim_idx, sim_val),
+        purchased=(indptr, purchased),
+        parquet=False,
+    )
+    return directory
+
+
+def apigw_event(
+    method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None
+) -> dict[str, Any]:
+    """A payload format 2.0 event as API Gateway HTTP APIs send it."""
+    raw_query = "&".join(f"{k}={v}" for k, v in (query or {}).items())
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": raw_query,
+        "headers": {"content-type": "application/json", "host": "api.local"},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "local",
+            "domainName": "api.local",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"},
+            "requestId": "bench",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "28/Nov/2026:16:00:00 +0000",
+            "timeEpoch": 1795881600000,
+        },
+        "isBase64Encoded": False,
+    }
+    if query:
+        event["queryStringParameters"] = query
+    if body is not None:
+        event["body"] = json.dumps(body)
+    return event
+
+
+class _Ctx:
+    function_name = "serve"
+    memory_limit_in_mb = 1769
+    aws_request_id = "bench"
+    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:serve"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def _pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 3)
+
+
+def _kernel(bundle_dir: Path, n_items: int, requests: int) -> list[float]:
+    """Bare MatMul+TopK on the same item matrix: the lower bound any handler pays."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(bundle_dir / "model.onnx"))
+    item_t = next(
+        numpy_helper.to_array(t) for t in model.graph.initializer if t.name.startswith("item_factors_t")
+    )
+    item_t = item_t.astype(np.float32)
+    dim = item_t.shape[0]
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["u", "Y"], ["s"]),
+            helper.make_node("Reshape", ["s", "shape"], ["flat"]),
+            helper.make_node("TopK", ["flat", "k"], ["v", "i"]),
+        ],
+        "kernel",
+        [
+            helper.make_tensor_value_info("u", TensorProto.FLOAT, [1, dim]),
+            helper.make_tensor_value_info("k", TensorProto.INT64, [1]),
+        ],
+        [
+            helper.make_tensor_value_info("v", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("i", TensorProto.INT64, None),
+        ],
+        [
+            numpy_helper.from_array(item_t, "Y"),
+            numpy_helper.from_array(np.array([n_items], np.int64), "shape"),
+        ],
+    )
+    kernel = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    from shelfwise.serving.model import session_options
+
+    sess = ort.InferenceSession(
+        kernel.SerializeToString(), session_options(1), providers=["CPUExecutionProvider"]
+    )
+    rng = np.random.default_rng(1)
+    k = np.array([20], np.int64)
+    times = []
+    for _ in range(min(requests, 3000) + 50):
+        u = rng.normal(size=(1, dim)).astype(np.float32)
+        t = time.perf_counter()
+        sess.run(None, {"u": u, "k": k})
+        times.append((time.perf_counter() - t) * 1000)
+    return times[50:]
+
+
+def _events(n: int, n_items: int, n_users: int, seed: int = 2) -> list[dict[str, Any]]:
+    """A request mix: known users, session histories, cold users, similar items, search."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in range(n):
+        kind = r % 10
+        if kind < 4:
+            u = f"user-{int(rng.integers(0, n_users)):06d}"
+            out.append(apigw_event("GET", f"/v1/users/{u}/recommendations", query={"k": "20"}))
+        elif kind < 8:
+            hist = [
+                {"item_id": f"sku-{int(i):07d}", "event_type": t}
+                for i, t in zip(
+                    rng.integers(0, n_items, 5), rng.choice(["view", "click", "add_to_cart"], 5), strict=True
+                )
+            ]
+            out.append(
+                apigw_event(
+                    "POST", "/v1/recommendations", body={"session_id": f"s-{r}", "history": hist, "k": 20}
+                )
+            )
+        elif kind < 9:
+            out.append(
+                apigw_event(
+                    "GET", f"/v1/items/sku-{int(rng.integers(0, n_items)):07d}/similar", query={"k": "20"}
+                )
+            )
+        else:
+            out.append(apigw_event("GET", f"/v1/users/new-{r}/recommendations", query={"k": "20"}))
+    return out
+
+
+def _package_mb() -> dict[str, float]:
+    """Unzipped size of what the serving function ships: its code, shelfwise, and the inference layer deps."""
+    import importlib.util
+
+    def size(path: Path) -> int:
+        if path.is_file():
+            return path.stat().st_size
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+    def pkg(name: str) -> int:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            return 0
+        root = Path(spec.origin).parent
+        total = size(root)
+        libs = root.parent / f"{name}.libs"
+        return total + (size(libs) if libs.exists() else 0)
+
+    mb = 1024 * 1024
+    layers = {
+        "function": size(SERVE_APP.parent),
+        "shelfwise": size(REPO / "shared" / "shelfwise"),
+        "inference (onnxruntime, numpy)": pkg("onnxruntime") + pkg("numpy"),
+        "base (powertools, pydantic)": pkg("aws_lambda_powertools") + pkg("pydantic") + pkg("pydantic_core"),
+    }
+    out = {k: round(v / mb, 1) for k, v in layers.items()}
+    out["total"] = round(sum(layers.values()) / mb, 1)
+    return out
+
+
+_COLD = r"""
+import importlib.util, json, sys, time
+t0 = time.perf_counter()
+spec = importlib.util.spec_from_file_location("serve_app", sys.argv[1])
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+t1 = time.perf_counter()
+sys.path.insert(0, sys.argv[2])
+from shelfwise_local.bench.serve import apigw_event
+class Ctx:
+    function_name = "serve"; memory_limit_in_mb = 1769; aws_request_id = "cold"
+    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:serve"
+    def get_remaining_time_in_millis(self): return 30000
+resp = mod.lambda_handler(apigw_event("GET", "/v1/users/user-000001/recommendations", query={"k": "20"}), Ctx())
+t2 = time.perf_counter()
+print(json.dumps({"import_and_load_s": t1 - t0, "first_answer_s": t2 - t0, "status": resp["statusCode"]}))
+"""
+
+
+def _cold_start(cache: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-c", _COLD, str(SERVE_APP), str(REPO / "shared")],
+        env={**os.environ, "MODEL_CACHE_DIR": str(cache)},
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode:
+        raise RuntimeError(f"cold start run failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="shelfwise bench serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--http-requests", type=int, default=None, help="default: requests / 5")
+    parser.add_argument("--float16", action="store_true", help="store the item matrix in half precision")
+    args = parser.parse_args(argv)
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    t = time.perf_counter()
+    bundle_dir = build_synthetic_bundle(
+        work / "bundle", n_items=args.items, dim=args.dim, n_users=args.users, float16=args.float16
+    )
+    build_s = time.perf_counter() - t
+    print(
+        f"bundle: {args.items} items x {args.dim} in {build_s:.1f}s, {sum(p.stat().st_size for p in bundle_dir.iterdir()) / 2**20:.1f} MiB",
+        file=sys.stderr,
+    )
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "MODELS_BUCKET": "bench-models",
+        "MODEL_NAME": "recs",
+        "SHELFWISE_ENV": "bench",
+        "IMPRESSIONS_STREAM": "bench-events",
+        "MODEL_CACHE_DIR": str(work / "cache"),
+        "POWERTOOLS_METRICS_NAMESPACE": "Shelfwise",
+        "POWERTOOLS_TRACE_DISABLED": "1",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "POWERTOOLS_METRICS_DISABLED": "1",
+    }
+    os.environ.update(env)
+    try:
+        from shelfwise.aws import reset_clients
+        from shelfwise.registry import Registry
+
+        reset_clients()
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="bench-models", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        s3.create_bucket(Bucket="bench-raw", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        boto3.client("firehose").create_delivery_stream(
+            DeliveryStreamName="bench-events",
+            ExtendedS3DestinationConfiguration={
+                "RoleARN": "arn:aws:iam::123456789012:role/firehose",
+                "BucketARN": "arn:aws:s3:::bench-raw",
+                "Prefix": "raw/events/",
+            },
+        )
+        registry = Registry(s3, boto3.client("ssm"), boto3.client("events"), "bench-models", "bench", "recs")
+        registry.register(bundle_dir, "v1")
+        # A synthetic bundle has no offline metrics for the gate: pin it as champion directly.
+        boto3.client("ssm").put_parameter(
+            Name=registry.parameter_name("champion"), Value="v1", Type="String", Overwrite=True
+        )
+
+        # 1. kernel baseline
+        kernel = _kernel(bundle_dir, args.items, args.requests)
+
+        # 4. cold start first (a fresh interpreter, empty /tmp cache): import + download + load + answer
+        cold = []
+        for attempt in range(3):
+            cache = work / f"cold-cache-{attempt}"
+            cold.append(_cold_start(cache))
+        # and with the bundle already in /tmp (a warm-cache re-init), to separate download from load
+        warm = json.loads(
+            subprocess.run(
+                [sys.executable, "-c", _COLD, str(SERVE_APP), str(REPO / "shared")],
+                env={**os.environ, "MODEL_CACHE_DIR": str(work / "cold-cache-0")},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+
+        # 2. handler in-process
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("serve_app_bench", SERVE_APP)
+        assert spec and spec.loader
+        app = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(app)
+
+        ctx = _Ctx()
+        events = _events(args.requests, args.items, args.users)
+        for ev in events[:100]:
+            app.lambda_handler(ev, ctx)
+        handler_ms: list[float] = []
+        statuses: dict[int, int] = {}
+        t_all = time.perf_counter()
+        for ev in events:
+            t = time.perf_counter()
+            resp = app.lambda_handler(ev, ctx)
+            handler_ms.append((time.perf_counter() - t) * 1000)
+            statuses[resp["statusCode"]] = statuses.get(resp["statusCode"], 0) + 1
+        handler_rps = len(events) / (time.perf_counter() - t_all)
+        app.recommender.impressions.flush()
+
+        # 3. through a local HTTP API (loopback socket, payload 2.0)
+        http_ms = _http(app, events[: args.http_requests or max(args.requests // 5, 100)])
+    finally:
+        server.stop()
+
+    result = {
+        "benchmark": "serve",
+        "items": args.items,
+        "dim": args.dim,
+        "requests": args.requests,
+        "float16": args.float16,
+        "statuses": statuses,
+        "kernel_p50_ms": _pct(kernel, 50),
+        "kernel_p99_ms": _pct(kernel, 99),
+        "handler_p50_ms": _pct(handler_ms, 50),
+        "handler_p95_ms": _pct(handler_ms, 95),
+        "handler_p99_ms": _pct(handler_ms, 99),
+        "handler_rps": round(handler_rps, 1),
+        "handler_over_kernel_p50": round(statistics.median(handler_ms) / statistics.median(kernel), 2),
+        "http_p50_ms": _pct(http_ms, 50),
+        "http_p99_ms": _pct(http_ms, 99),
+        "cold_start_s": round(min(c["first_answer_s"] for c in cold), 3),
+        "cold_start_runs_s": [round(c["first_answer_s"], 3) for c in cold],
+        "cold_start_cached_bundle_s": round(warm["first_answer_s"], 3),
+        "package_mb": _package_mb(),
+        "rss_mb": peak_rss_mb(),
+    }
+    emit(result)
+    return 0
+
+
+def _http(app: Any, events: list[dict[str, Any]]) -> list[float]:
+    """Requests through a ThreadingHTTPServer that builds payload 2.0 events (client on the same host)."""
+    import http.client
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(app))
+    Thread(target=server.serve_forever, daemon=True).start()
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1])
+    times = []
+    try:
+        for ev in events:
+            path = ev["rawPath"] + (f"?{ev['rawQueryString']}" if ev["rawQueryString"] else "")
+            body = ev.get("body")
+            t = time.perf_counter()
+            conn.request(
+                ev["requestContext"]["http"]["method"],
+                path,
+                body=body,
+                headers={"content-type": "application/json"},
+            )
+            conn.getresponse().read()
+            times.append((time.perf_counter() - t) * 1000)
+    finally:
+        conn.close()
+        server.shutdown()
+    del BaseHTTPRequestHandler
+    return times
+
+
+def _handler_for(app: Any) -> Any:
+    from http.server import BaseHTTPRequestHandler
+    from urllib.parse import parse_qsl, urlsplit
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _serve(self) -> None:
+            split = urlsplit(self.path)
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length).decode() if length else None
+            query = dict(parse_qsl(split.query))
+            ev = apigw_event(self.command, split.path, query=query or None)
+            if body:
+                ev["body"] = body
+            resp = app.lambda_handler(ev, _Ctx())
+            data = resp.get("body", "").encode()
+            self.send_response(resp["statusCode"])
+            for k, v in (resp.get("headers") or {}).items():
+                self.send_header(k, v)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _serve
+
+    return Handler
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
