@@ -182,7 +182,8 @@ def evaluate_gate(
 ) -> GateResult:
     """The offline gate on a manifest's ``evaluation`` section.
 
-    A candidate passes when (a) its primary metric on the test window beats every baseline, and
+    A candidate passes when (a) its primary metric on the test window beats every other baseline
+    (an honest ItemKNN winner is offered; a popularity winner never is), and
     (b) when a champion exists, the manifest holds the champion's metrics *on the same window*
     (the training job scores the champion's bundle on it) and the candidate is not worse than
     ``champion * (1 - tolerance)``. Anything missing fails closed, with the reason.
@@ -199,7 +200,10 @@ def evaluate_gate(
     cand = float(models[best][metric])
     for base in BASELINES:
         if base == best:
-            reasons.append(f"the best model is the {base} baseline itself")
+            # ItemKNN winning honestly is served (it is a real model and beats popularity);
+            # popularity winning means there is nothing better than the fallback to offer.
+            if base == "popularity":
+                reasons.append("the best model is the popularity baseline, which the fallback already serves")
             continue
         if base not in models:
             reasons.append(f"baseline {base} was not evaluated")

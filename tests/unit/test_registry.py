@@ -179,6 +179,10 @@ def test_gate_needs_baselines_beaten() -> None:
     gate = evaluate_gate(manifest, None, 0.02)
     assert not gate.passed and "itemknn" in gate.reasons[0]
     assert not evaluate_gate({}, None, 0.02).passed
+    manifest["evaluation"]["best"] = "itemknn"
+    assert evaluate_gate(manifest, None, 0.02).passed
+    manifest["evaluation"]["best"] = "popularity"
+    assert "fallback" in evaluate_gate(manifest, None, 0.02).reasons[0]
 
 
 def test_canary_promote_rollback_cycle_emits_events_and_audit(

@@ -59,15 +59,6 @@ class ALS:
 
         p = self.params
         m = data.history_matrix(p["half_life_days"])
-        model = AlternatingLeastSquares(
-            factors=p["factors"],
-            regularization=p["regularization"],
-            alpha=p["alpha"],
-            iterations=p["iterations"],
-            calculate_training_loss=self.track_loss,
-            random_state=p["seed"],
-            num_threads=self.threads,
-        )
         self.loss_curve = []
 
         def on_epoch(iteration: int, elapsed: float, loss: float | None = None, *_: Any) -> None:
@@ -77,6 +68,15 @@ class ALS:
         t0 = time.perf_counter()
         # implicit's own threads do the work; nested BLAS threads would only contend for the cores.
         with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(
+                factors=p["factors"],
+                regularization=p["regularization"],
+                alpha=p["alpha"],
+                iterations=p["iterations"],
+                calculate_training_loss=self.track_loss,
+                random_state=p["seed"],
+                num_threads=self.threads,
+            )
             model.fit(m, show_progress=False, callback=on_epoch)
         self.fit_seconds = time.perf_counter() - t0
         self.user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
