@@ -66,6 +66,7 @@ class Invocation:
     request_id: str
     started: float  # runtime clock
     duration_ms: float
+    event: Any = None
     payload: Any = None
     error: dict[str, Any] | None = None
     stdout: str = ""
@@ -292,7 +293,12 @@ class FunctionHost:
                 timed_out = worker.is_alive()
             duration = (time.monotonic() - start) * 1000
             inv = Invocation(
-                spec.logical_id, request_id, started_clock, duration, stdout=tee.buffer_.getvalue()
+                spec.logical_id,
+                request_id,
+                started_clock,
+                duration,
+                event=event,
+                stdout=tee.buffer_.getvalue(),
             )
             if timed_out:
                 inv.error = {

@@ -292,7 +292,9 @@ class LocalRuntime:
     def client(self, service: str) -> Any:
         """A boto3 client for the emulator (the runtime's own, independent of handler clients)."""
         if service not in self._clients:
-            self._clients[service] = boto3.session.Session().client(
+            if "_session" not in self._clients:
+                self._clients["_session"] = boto3.session.Session()
+            self._clients[service] = self._clients["_session"].client(
                 service,  # type: ignore[call-overload]
                 endpoint_url=self.endpoint_url,
                 region_name=self.region,
@@ -913,13 +915,18 @@ class LocalRuntime:
                 self._warn(f"{lid}.{event_name}: event source type {type_} is not delivered locally")
 
     # ------------------------------------------------------------------ delivery
-    def pump(self, max_rounds: int = 1000) -> int:
-        """Deliver everything pending now: queue messages and notifications; returns the count."""
+    def pump(self, max_rounds: int = 1000, *, settle: bool = True) -> int:
+        """Deliver everything pending now: queue messages and notifications; returns the count.
+
+        With ``settle`` (and an emulator that delivers asynchronously, like LocalStack's
+        S3 -> SQS), a quiet round is confirmed once more after a short wait.
+        """
         delivered = 0
         with self._lock:
-            settled = self.settle <= 0
+            settled = not settle or self.settle <= 0
             for _ in range(max_rounds):
-                n = self._release_redeliveries() + self._poll_all()
+                self._release_redeliveries()
+                n = self._poll_all()
                 delivered += n
                 if n:
                     continue
@@ -947,11 +954,13 @@ class LocalRuntime:
                 break
             if not self.clock.follow_wall:
                 self.clock.set(max(due, self.clock.now()))
-            count += self._fire_due(due)
-            count += self.pump()
+            fired = self._fire_due(due)
+            redelivered = self._release_redeliveries()
+            # Only work done can have triggered asynchronous deliveries worth waiting for.
+            count += fired + self.pump(settle=fired > 0 or redelivered > 0)
         if not self.clock.follow_wall and target > self.clock.now():
             self.clock.set(target)
-        return count + self.pump()
+        return count + self.pump(settle=False)
 
     def _next_due(self) -> float | None:
         times = [s.next_fire for s in self._schedules if s.next_fire is not None]
@@ -1028,7 +1037,7 @@ class LocalRuntime:
         for _, url, handle in due:
             with contextlib.suppress(Exception):  # a handle may be stale if the emulator redelivered
                 sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
-        return 0
+        return len(due)
 
     def _poll_all(self) -> int:
         count = 0

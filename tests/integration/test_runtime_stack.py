@@ -1,0 +1,229 @@
+"""The local runtime on the test template: resources, deliveries and their AWS semantics."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from shelfwise_local.runtime import FunctionError, LocalRuntime
+
+
+def _http(
+    url: str, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def _queue_messages(rt: LocalRuntime, logical_id: str) -> list[dict[str, Any]]:
+    resp = rt.client("sqs").receive_message(
+        QueueUrl=rt.physical_name(logical_id), MaxNumberOfMessages=10, WaitTimeSeconds=1
+    )
+    return resp.get("Messages", [])
+
+
+def test_resources_are_created_with_resolved_properties(rt: LocalRuntime) -> None:
+    ssm = rt.client("ssm")
+    greeting = ssm.get_parameter(Name=rt.physical_name("Greeting"))["Parameter"]["Value"]
+    assert greeting == f"hello from {rt.region}"  # !If on a condition, !Sub with a pseudo parameter
+    assert "ProdOnlyParameter" not in rt.resources  # its condition is false
+    bucket = rt.physical_name("DataBucket")
+    assert bucket == f"{rt.stack_name}-data-{rt.account_id}"
+    assert rt.s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    attrs = rt.client("sqs").get_queue_attributes(
+        QueueUrl=rt.physical_name("WorkQueue"), AttributeNames=["All"]
+    )["Attributes"]
+    redrive = json.loads(attrs["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"] == rt.resource("WorkDLQ").attrs["Arn"]
+    assert int(redrive["maxReceiveCount"]) == 2
+    assert attrs["VisibilityTimeout"] == "60"
+    alarms = rt.client("cloudwatch").describe_alarms(AlarmNamePrefix=rt.stack_name)["MetricAlarms"]
+    assert {a["AlarmName"] for a in alarms} >= {f"{rt.stack_name}-high-value", f"{rt.stack_name}-p90-latency"}
+    assert rt.outputs()["DataBucketName"] == bucket
+
+
+def test_globals_and_function_environment(rt: LocalRuntime) -> None:
+    spec = rt.host.find("ApiFunction")
+    assert spec.memory == 384 and spec.timeout == 2  # function overrides Globals
+    assert spec.environment["STAGE"] == "test"  # from Globals, resolved
+    assert spec.environment["POWERTOOLS_SERVICE_NAME"] == "api"  # maps merge
+    worker = rt.host.find("WorkerFunction")
+    assert worker.memory == 256 and worker.environment["OUT_BUCKET"] == rt.physical_name("DataBucket")
+
+
+def test_s3_notification_through_queue_reaches_the_function(rt: LocalRuntime) -> None:
+    rt.put_object("DataBucket", "in/hello world.txt", b"abc")
+    out = rt.s3.get_object(Bucket=rt.physical_name("DataBucket"), Key="out/hello world.txt")
+    assert out["Body"].read() == b"ABC"  # key decoded (moto URL-encodes it), data transformed
+    assert out["Metadata"]["greeting"] == f"hello from {rt.region}"
+    rt.put_object("DataBucket", "elsewhere/x.txt", b"ignored")  # outside the prefix filter
+    assert "Contents" not in rt.s3.list_objects_v2(
+        Bucket=rt.physical_name("DataBucket"), Prefix="out/elsewhere"
+    )
+    worker_events = [i.event for i in rt.invocations_of("WorkerFunction")]
+    assert worker_events and all(r["eventSource"] == "aws:sqs" for e in worker_events for r in e["Records"])
+
+
+def test_partial_batch_failure_redelivery_and_dlq(rt: LocalRuntime) -> None:
+    rt.pump()  # S3 sends a test event to the queue when notifications are configured, as AWS does
+    rt.host.invocations.clear()
+    sqs = rt.client("sqs")
+    queue = rt.physical_name("WorkQueue")
+    sqs.send_message(QueueUrl=queue, MessageBody="ok-1")
+    sqs.send_message(QueueUrl=queue, MessageBody="please fail")
+    rt.pump()
+    first = [r["body"] for i in rt.invocations_of("WorkerFunction") for r in i.event["Records"]]
+    assert sorted(first) == ["ok-1", "please fail"]
+    rt.pump()  # the failed one stays invisible for the queue's VisibilityTimeout (60 s)
+    assert len(rt.invocations_of("WorkerFunction")) == 1
+    rt.advance(61)  # visible again: second receive, fails again
+    bodies = [r["body"] for i in rt.invocations_of("WorkerFunction") for r in i.event["Records"]]
+    assert bodies.count("please fail") == 2 and bodies.count("ok-1") == 1
+    record = rt.invocations_of("WorkerFunction")[-1].event["Records"][0]
+    assert record["attributes"]["ApproximateReceiveCount"] == "2"
+    rt.advance(61)  # maxReceiveCount 2 exceeded: the emulator moves it to the DLQ
+    dead = _queue_messages(rt, "WorkDLQ")
+    assert [m["Body"] for m in dead] == ["please fail"]
+    assert len(rt.invocations_of("WorkerFunction")) == 2
+
+
+def test_http_api_payload_v2_context_and_errors(rt: LocalRuntime) -> None:
+    status, headers, body = _http(f"{rt.api_url}/items/42?x=1&x=2&y=")
+    assert status == 200 and headers["x-test"] == "yes"
+    got = json.loads(body)
+    assert got["route"] == "GET /items/{item_id}"
+    assert got["pathParameters"] == {"item_id": "42"}
+    assert got["query"] == {"x": "1,2", "y": ""}
+    assert got["stage"] == "test"
+    assert got["function_name"] == rt.physical_name("ApiFunction")
+    assert got["memory"] == 384
+    assert 0 < got["remaining_ms"] <= 2000
+
+    status, _, body = _http(f"{rt.api_url}/echo", "POST", b'{"a": 1}', {"content-type": "application/json"})
+    assert status == 201 and json.loads(json.loads(body)["body"]) == {"a": 1}
+    status, _, body = _http(f"{rt.api_url}/files/a/b/c.png", "PUT", b"\x89PNG", {"content-type": "image/png"})
+    got = json.loads(body)
+    assert (
+        status == 200 and got["pathParameters"] == {"proxy": "a/b/c.png"} and got["isBase64Encoded"] is True
+    )
+
+    assert _http(f"{rt.api_url}/nowhere")[0] == 404
+    assert _http(f"{rt.api_url}/echo")[0] == 404  # GET has no route; only POST /echo
+    status, _, body = _http(f"{rt.api_url}/boom")
+    assert status == 500 and json.loads(body) == {"message": "Internal Server Error"}
+    boom = rt.invocations_of("ApiFunction")[-1]
+    assert boom.error is not None and boom.error["errorType"] == "ValueError"
+
+
+def test_timeout_is_enforced_and_reported_like_lambda(rt: LocalRuntime) -> None:
+    with pytest.raises(FunctionError) as info:
+        rt.invoke("ApiFunction", {"routeKey": "GET /slow"})
+    assert info.value.error["errorType"] == "Sandbox.Timedout"
+    assert "Task timed out after 2.00 seconds" in info.value.error["errorMessage"]
+
+
+def test_schedules_fire_on_the_advanced_clock(rt: LocalRuntime) -> None:
+    start = rt.clock.now()  # hh:00:30
+    rt.advance(30 * 60)
+    ticks = [i for i in rt.invocations_of("TickFunction")]
+    rate = [i for i in ticks if i.event == {"kind": "tick"}]
+    assert [round(i.started - start) for i in rate] == [300, 600, 900, 1200, 1500, 1800]
+    assert not [i for i in ticks if i.event != {"kind": "tick"}]  # the hourly cron is not due yet
+    rt.advance(30 * 60)
+    hourly = [i for i in rt.invocations_of("TickFunction") if i.event != {"kind": "tick"}]
+    assert len(hourly) == 1 and round(hourly[0].started - start) == 3600 - 30
+
+
+def test_alarm_state_change_reaches_sns_and_eventbridge_subscribers(rt: LocalRuntime) -> None:
+    name = f"{rt.stack_name}-high-value"
+    dims = {"Variant": "challenger"}
+    rt.advance(60)
+    assert rt.alarm_state("HighValueAlarm") == "OK"  # notBreaching: no data is fine
+    t0 = rt.clock.now()
+    rt.put_metric(f"RuntimeTest-{rt.stack_name}", "Value", 50, dims, timestamp=t0)
+    rt.put_metric(f"RuntimeTest-{rt.stack_name}", "Value", 3, dims, timestamp=t0 + 60)
+    rt.advance(120)
+    assert rt.alarm_state("HighValueAlarm") == "OK"  # 1 of 3 breaching, 2 needed
+    rt.put_metric(f"RuntimeTest-{rt.stack_name}", "Value", 11, dims, timestamp=rt.clock.now())
+    rt.advance(60)
+    assert rt.alarm_state("HighValueAlarm") == "ALARM"
+    change = rt.alarm_history("HighValueAlarm")[-1]
+    assert change["OldState"] == "OK" and change["NewState"] == "ALARM"
+
+    sns_calls = rt.invocations_of("AlarmSinkFunction")
+    messages = [json.loads(r["Sns"]["Message"]) for i in sns_calls for r in i.event["Records"]]
+    assert [m["NewStateValue"] for m in messages] == ["OK", "ALARM"]
+    assert messages[-1]["AlarmName"] == name and messages[-1]["Trigger"]["Threshold"] == 10.0
+    assert sns_calls[-1].event["Records"][0]["EventSource"] == "aws:sns"
+
+    events = [i.event for i in rt.invocations_of("StateChangeFunction")]
+    assert len(events) == 1  # the rule matches ALARM only
+    assert events[0]["detail-type"] == "CloudWatch Alarm State Change"
+    assert events[0]["detail"]["state"]["value"] == "ALARM" and events[0]["detail"]["alarmName"] == name
+
+    rt.advance(180)  # no more data: notBreaching -> OK again
+    assert rt.alarm_state("HighValueAlarm") == "OK"
+
+
+def test_emf_lines_become_metrics_and_feed_percentile_alarms(rt: LocalRuntime) -> None:
+    for ms in [10] * 8 + [900, 950]:
+        status, _, _ = _http(f"{rt.api_url}/latency?ms={ms}")
+        assert status == 200
+    cw = rt.client("cloudwatch")
+    now = rt.clock.now()
+    stats = cw.get_metric_statistics(
+        Namespace=f"RuntimeTest-{rt.stack_name}",
+        MetricName="Latency",
+        Dimensions=[{"Name": "service", "Value": "api"}],
+        StartTime=now - 600,
+        EndTime=now + 600,
+        Period=60,
+        Statistics=["SampleCount", "Maximum"],
+    )["Datapoints"]
+    assert sum(d["SampleCount"] for d in stats) == 10 and max(d["Maximum"] for d in stats) == 950
+    rt.advance(60)
+    assert rt.alarm_state("LatencyAlarm") == "ALARM"  # p90 of [10 x8, 900, 950] = 900 > 500
+    rt.advance(60)
+    assert rt.alarm_state("LatencyAlarm") == "INSUFFICIENT_DATA"  # TreatMissingData: missing
+
+
+def test_metric_math_alarm(rt: LocalRuntime) -> None:
+    t = rt.clock.now()
+    # clicks / impressions per 300 s period: 0.8, then 0.2, 0.1
+    for i, (clicks, impressions) in enumerate([(8, 10), (2, 10), (1, 10)]):
+        rt.put_metric(f"RuntimeTest-{rt.stack_name}", "Clicks", clicks, timestamp=t + i * 300 + 1)
+        rt.put_metric(f"RuntimeTest-{rt.stack_name}", "Impressions", impressions, timestamp=t + i * 300 + 1)
+    rt.advance(600)
+    assert rt.alarm_state("RatioAlarm") == "OK"
+    rt.advance(300)
+    assert rt.alarm_state("RatioAlarm") == "ALARM"
+    assert rt.alarm_history("RatioAlarm")[-1]["Datapoints"] == [0.2, 0.1]
+
+
+def test_eventbridge_rule_pattern_routes_to_function(rt: LocalRuntime) -> None:
+    events = rt.client("events")
+    entries = [
+        {"Source": "shop.orders", "DetailType": "OrderPlaced", "Detail": json.dumps({"amount": 150})},
+        {"Source": "shop.orders", "DetailType": "OrderPlaced", "Detail": json.dumps({"amount": 50})},
+        {"Source": "shop.other", "DetailType": "OrderPlaced", "Detail": json.dumps({"amount": 500})},
+    ]
+    assert events.put_events(Entries=entries)["FailedEntryCount"] == 0
+    rt.pump()
+    calls = rt.invocations_of("OrderFunction")
+    assert len(calls) == 1
+    assert calls[0].event["detail"] == {"amount": 150} and calls[0].event["source"] == "shop.orders"
+
+
+def test_invoke_by_any_name_and_errors(rt: LocalRuntime) -> None:
+    assert rt.invoke("tick", {"a": 1})["event"] == {"a": 1}  # by folder name
+    assert rt.invoke(rt.physical_name("TickFunction"), {})["function"] == rt.physical_name("TickFunction")
+    with pytest.raises(KeyError):
+        rt.invoke("NoSuchFunction", {})
