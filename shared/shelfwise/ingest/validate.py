@@ -1,0 +1,311 @@
+"""Vectorised coercion and validation of native columns: typed values and one reason per bad row.
+
+Everything is pyarrow compute or numpy over whole batches. The only per-row Python is the fallback
+for values no kernel can parse (bad UTF-8 bytes, exotic timestamp spellings), and it runs only on
+batches that contain such values.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shelfwise.events import (
+    MAX_ID_LENGTH,
+    MAX_PROPERTIES_BYTES,
+    MAX_QUERY_LENGTH,
+    MIN_TIMESTAMP,
+)
+from shelfwise.ingest.schema import EVENT_TYPE_VALUES, REASON_CODE, TIMESTAMP_TYPE
+
+MIN_TS_MS = int(MIN_TIMESTAMP.timestamp() * 1000)
+MAX_POSITION = 10_000
+_NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+_INTEGER = r"^\s*[+-]?\d+\s*$"
+_EPOCH = re.compile(r"^\s*\d{9,13}(\.\d+)?\s*$")
+_STRING_LIMITS = {
+    "event_id": MAX_ID_LENGTH,
+    "event_type": MAX_ID_LENGTH,
+    "user_id": MAX_ID_LENGTH,
+    "session_id": MAX_ID_LENGTH,
+    "item_id": MAX_ID_LENGTH,
+    "recommendation_id": MAX_ID_LENGTH,
+    "category": MAX_ID_LENGTH,
+    "variant": MAX_ID_LENGTH,
+    "model_version": MAX_ID_LENGTH,
+    "query": MAX_QUERY_LENGTH,
+    "properties": MAX_PROPERTIES_BYTES,
+}
+STRING_COLUMNS = tuple(_STRING_LIMITS)
+
+
+@dataclass
+class Validated:
+    """Typed native columns (bad values nulled) and the reason code of every row (0 = valid)."""
+
+    columns: dict[str, pa.Array]
+    codes: np.ndarray
+    event_type_index: pa.Array  # int8 indices into EVENT_TYPES (null where invalid)
+    ts_ms: np.ndarray  # int64 epoch milliseconds (0 where invalid)
+
+
+class _Codes:
+    """Collects (reason, mask) pairs and resolves each row to its highest-priority reason."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.codes = np.zeros(n, np.int8)
+
+    def flag(self, reason: str, mask: pa.Array | np.ndarray | None) -> None:
+        if mask is None:
+            return
+        m = _np_bool(mask)
+        if not m.any():
+            return
+        code = REASON_CODE[reason]
+        current = self.codes[m]
+        # Lower code = higher priority; 0 = not yet flagged.
+        self.codes[m] = np.where((current == 0) | (current > code), code, current)
+
+
+def _np_bool(mask: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:
+    if isinstance(mask, np.ndarray):
+        return mask
+    if isinstance(mask, pa.ChunkedArray):
+        mask = mask.combine_chunks()
+    return np.asarray(mask.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _utf8(arr: pa.Array) -> tuple[pa.Array, np.ndarray | None]:
+    """Binary -> string; values that are not UTF-8 become null and are reported."""
+    try:
+        return arr.cast(pa.string()), None
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        pass
+    values = arr.to_pylist()
+    bad = np.zeros(len(values), bool)
+    out: list[str | None] = []
+    for i, v in enumerate(values):
+        if v is None:
+            out.append(None)
+            continue
+        try:
+            out.append(v.decode("utf-8"))
+        except UnicodeDecodeError:
+            bad[i] = True
+            out.append(None)
+    return pa.array(out, pa.string()), bad
+
+
+def _number(arr: pa.Array, target: pa.DataType, pattern: str) -> tuple[pa.Array, pa.Array | None]:
+    """Cast to a number; values that are not numbers become null and are reported as wrong_type."""
+    if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
+        out = pc.cast(arr, target, safe=False) if arr.type != target else arr
+        bad = None
+    else:
+        if arr.type != pa.string():
+            arr = pc.cast(arr, pa.string())
+        try:
+            out = pc.cast(arr, target)
+            bad = None
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            ok = pc.fill_null(pc.match_substring_regex(arr, pattern), True)
+            cleaned = pc.utf8_trim_whitespace(pc.if_else(ok, arr, pa.scalar(None, pa.string())))
+            out = pc.cast(cleaned, target, safe=False)
+            bad = pc.invert(ok)
+    if pa.types.is_floating(target):
+        finite = pc.fill_null(pc.is_finite(out), True)
+        if not pc.all(finite).as_py():
+            bad = pc.invert(finite) if bad is None else pc.or_(bad, pc.invert(finite))
+            out = pc.if_else(finite, out, pa.scalar(None, target))
+    return out, bad
+
+
+def _parse_ts_slow(value: str) -> int | None:
+    s = value.strip()
+    if not s:
+        return None
+    if _EPOCH.match(s):
+        x = float(s)
+        return int(x if x > 1e11 else x * 1000)
+    for candidate in (s.replace("Z", "+00:00").replace("z", "+00:00"),):
+        try:
+            dt = datetime.fromisoformat(candidate)
+        except ValueError:
+            break
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return int(dt.timestamp() * 1000)
+    for fmt in ("%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S", "%d/%m/%Y %H:%M:%S"):
+        try:
+            return int(datetime.strptime(s, fmt).replace(tzinfo=UTC).timestamp() * 1000)
+        except ValueError:
+            continue
+    return None
+
+
+def timestamps_ms(arr: pa.Array, epoch_unit: str | None) -> pa.Array:
+    """Epoch milliseconds (int64, null where unparseable) from timestamps, epochs or text."""
+    t = arr.type
+    if pa.types.is_timestamp(t):
+        if t.tz is None:
+            arr = arr.cast(pa.timestamp(t.unit))
+        return pc.cast(pc.cast(arr, pa.timestamp("ms", tz=t.tz), safe=False), pa.int64())
+    if pa.types.is_date(t):
+        return pc.cast(pc.cast(arr, pa.timestamp("ms")), pa.int64())
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        x = pc.cast(arr, pa.float64())
+        unit = epoch_unit
+        if unit is None:
+            unit = "ms" if (pc.max(x).as_py() or 0) > 1e11 else "s"
+        scale = 1000.0 if unit == "s" else 1.0
+        return pc.cast(pc.multiply(x, scale), pa.int64(), safe=False)
+    if t != pa.string():
+        arr = pc.cast(arr, pa.string())
+    # Try the spelling of the first value first (a failed cast costs a pass).
+    first = next((v for v in arr.drop_null().slice(0, 1).to_pylist()), "")
+    zoned = first.endswith(("Z", "z")) or (len(first) > 19 and first[-6] in "+-")
+    targets = (TIMESTAMP_TYPE, pa.timestamp("ms")) if zoned else (pa.timestamp("ms"), TIMESTAMP_TYPE)
+    for target in targets:
+        try:
+            return pc.cast(pc.cast(arr, target), pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    return pa.array([None if v is None else _parse_ts_slow(v) for v in arr.to_pylist()], pa.int64())
+
+
+def validate(
+    native: dict[str, pa.Array],
+    n: int,
+    *,
+    max_ts_ms: int,
+    epoch_unit: str | None = None,
+    pre_codes: np.ndarray | None = None,
+) -> Validated:
+    """Coerce native columns to their curated types and give every row a reason code (0 = valid)."""
+    codes = _Codes(n)
+    if pre_codes is not None:
+        codes.codes[:] = pre_codes
+    cols: dict[str, pa.Array] = {}
+
+    # Strings: UTF-8, empty -> null, length limits.
+    for name in STRING_COLUMNS:
+        arr = native.get(name)
+        if arr is None:
+            continue
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.cast(arr.type.value_type)
+        if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
+            arr, bad = _utf8(arr)
+            codes.flag("invalid_utf8", bad)
+        elif not pa.types.is_string(arr.type):
+            arr = pc.cast(arr, pa.string())
+        lengths = pc.binary_length(arr)
+        if name != "properties" and arr.null_count < len(arr) and pc.min(lengths).as_py() == 0:
+            empty = pc.equal(lengths, 0)
+            arr = pc.if_else(empty, pa.scalar(None, pa.string()), arr)
+        limit = _STRING_LIMITS[name]
+        if (pc.max(lengths).as_py() or 0) > limit:
+            codes.flag("oversize_field", pc.greater(lengths, limit))
+        cols[name] = arr
+
+    # Event type: index into the fixed dictionary; null means missing or unknown.
+    et = cols.get("event_type")
+    if et is None:
+        codes.flag("missing_event_type", np.ones(n, bool))
+        et_index = pa.nulls(n, pa.int8())
+    else:
+        idx = pc.index_in(et, value_set=EVENT_TYPE_VALUES)
+        if idx.null_count:
+            codes.flag("missing_event_type", pc.is_null(et))
+            codes.flag("unknown_event_type", pc.and_(pc.is_valid(et), pc.is_null(idx)))
+        et_index = pc.cast(idx, pa.int8())
+
+    # Timestamp.
+    raw_ts = native.get("timestamp")
+    if raw_ts is None:
+        codes.flag("missing_timestamp", np.ones(n, bool))
+        ts = pa.nulls(n, pa.int64())
+    else:
+        if pa.types.is_binary(raw_ts.type):
+            raw_ts, bad = _utf8(raw_ts)
+            codes.flag("bad_timestamp", bad)
+        ts = timestamps_ms(raw_ts, epoch_unit)
+        if ts.null_count:
+            codes.flag("missing_timestamp", pc.is_null(raw_ts))
+            codes.flag("bad_timestamp", pc.and_(pc.is_valid(raw_ts), pc.is_null(ts)))
+    ts_np = np.asarray(ts.fill_null(0).to_numpy(zero_copy_only=False), np.int64)
+    out_of_range = (ts_np < MIN_TS_MS) | (ts_np > max_ts_ms)
+    if ts.null_count:
+        out_of_range &= np.asarray(ts.is_valid().to_numpy(zero_copy_only=False), bool)
+    codes.flag("timestamp_out_of_range", out_of_range)
+
+    # Actor and item.
+    user, session, item = cols.get("user_id"), cols.get("session_id"), cols.get("item_id")
+    no_user = pc.is_null(user) if user is not None else None
+    no_session = pc.is_null(session) if session is not None else None
+    if no_user is None and no_session is None:
+        codes.flag("missing_user_and_session", np.ones(n, bool))
+    elif no_user is None or no_session is None:
+        codes.flag("missing_user_and_session", no_user if no_user is not None else no_session)
+    else:
+        codes.flag("missing_user_and_session", pc.and_(no_user, no_session))
+    itemless = pc.equal(et, "search") if et is not None else None
+    if item is None:
+        codes.flag(
+            "missing_item_id",
+            pc.invert(pc.fill_null(itemless, False)) if itemless is not None else np.ones(n, bool),
+        )
+    elif item.null_count:
+        needs_item = pc.invert(pc.fill_null(itemless, False)) if itemless is not None else None
+        codes.flag(
+            "missing_item_id",
+            pc.and_(pc.is_null(item), needs_item) if needs_item is not None else pc.is_null(item),
+        )
+
+    # Numbers.
+    for name, target, pattern in (
+        ("price", pa.float64(), _NUMBER),
+        ("quantity", pa.float64(), _NUMBER),
+        ("score", pa.float32(), _NUMBER),
+        ("position", pa.int32(), _INTEGER),
+    ):
+        arr = native.get(name)
+        if arr is None:
+            continue
+        if pa.types.is_binary(arr.type):
+            arr, bad = _utf8(arr)
+            codes.flag("wrong_type", bad)
+        if name == "score" and not pa.types.is_string(arr.type):
+            value, bad = _number(arr, pa.float64(), pattern)
+            value = pc.cast(value, pa.float32(), safe=False)
+        elif name == "position" and not pa.types.is_string(arr.type) and not pa.types.is_integer(arr.type):
+            value, bad = _number(arr, pa.float64(), pattern)
+            integral = pc.fill_null(pc.equal(pc.floor(value), value), True)
+            bad = pc.invert(integral) if bad is None else pc.or_(bad, pc.invert(integral))
+            value = pc.cast(
+                pc.if_else(integral, value, pa.scalar(None, pa.float64())), pa.int32(), safe=False
+            )
+        else:
+            value, bad = _number(arr, pa.int64() if name == "position" else target, pattern)
+            if name == "position":
+                in_range = pc.fill_null(
+                    pc.and_(pc.greater_equal(value, 0), pc.less_equal(value, MAX_POSITION)), True
+                )
+                codes.flag("invalid_position", pc.invert(in_range))
+                value = pc.cast(pc.if_else(in_range, value, pa.scalar(None, pa.int64())), pa.int32())
+        codes.flag("wrong_type", bad)
+        if name in ("price", "quantity") and value.null_count < len(value):
+            neg = pc.less(value, 0)
+            if pc.any(neg).as_py():
+                codes.flag(f"negative_{name}", neg)
+        cols[name] = value
+
+    return Validated(columns=cols, codes=codes.codes, event_type_index=et_index, ts_ms=ts_np)
