@@ -187,8 +187,11 @@ def compute_quality(
     if fb.num_rows == 0:
         return result
     fb = fb.rename_columns(["recommendation_id", "item_id", "event_type", "fb_ts", "price", "quantity"])
+    # Only impressions of lists that got feedback can match: shrinking the build side first makes
+    # the hash join cost the size of the feedback, not of the window's impressions.
+    touched = imp.filter(pc.is_in(imp["recommendation_id"], pc.unique(fb["recommendation_id"])))
     joined = fb.join(
-        imp.select(["recommendation_id", "item_id", "position", "variant", "model_version", "ts"]),
+        touched.select(["recommendation_id", "item_id", "position", "variant", "model_version", "ts"]),
         keys=["recommendation_id", "item_id"],
         join_type="inner",
         use_threads=False,
