@@ -131,6 +131,8 @@ def compute_stats(table: pa.Table) -> dict[str, Any]:
         _pairs, n_days = np.unique(pd_[0], return_counts=True)
         out["repeat_item_purchase_rate"] = round(float((n_days >= 2).mean()), 4)
         out["purchases_per_buyer"] = _dist(np.bincount(bu)[buyers])
+        bought = np.bincount(bi)
+        out["purchase_item_gini"] = round(gini(bought[bought > 0]), 4)
         if "quantity" in table.column_names:
             q = table["quantity"].to_numpy(zero_copy_only=False)
             q = np.asarray(q, dtype=np.float64)[buy]
