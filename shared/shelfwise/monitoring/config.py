@@ -50,8 +50,10 @@ class MonitoringConfig:
     # mixing scale on the log-ratio (about the size of effect we care about: log(0.8) = -0.22).
     alpha: float = 0.05
     tau: float = 0.2
-    # Early clicks are noisier and only need to catch gross failures: stricter alpha, wider margin.
+    # Early clicks only need to catch gross failures (a broken model loses most clicks): stricter
+    # alpha, wider margin, and a mixing scale tuned to large effects so ~100 lists per variant do.
     early_alpha: float = 0.01
+    early_tau: float = 1.0
     # The relative drops the alarms decide on (the thresholds of the two comparison alarms).
     quality_margin: float = 0.05
     early_margin: float = 0.3
@@ -239,3 +241,25 @@ def breaches(spec: AlarmSpec, value: float) -> bool:
     if spec.comparison == "GreaterThanOrEqualToThreshold":
         return value >= spec.threshold
     return value < spec.threshold
+
+
+def alarm_state(spec: AlarmSpec, points: list[float | None]) -> str:
+    """CloudWatch's verdict on the last ``evaluation_periods`` datapoints (oldest first, None = missing).
+
+    ``notBreaching``/``breaching`` fill gaps as good/bad; ``missing``/``ignore`` judge the points
+    present, and all-missing is INSUFFICIENT_DATA. Lets tests and the demo replay alarms offline.
+    """
+    window = list(points[-spec.evaluation_periods :])
+    window = [None] * (spec.evaluation_periods - len(window)) + window
+    flags: list[bool | None] = [None if p is None else breaches(spec, p) for p in window]
+    if spec.treat_missing_data == "notBreaching":
+        flags = [bool(f) for f in flags]
+    elif spec.treat_missing_data == "breaching":
+        flags = [True if f is None else f for f in flags]
+    present = [f for f in flags if f is not None]
+    if not present:
+        return "INSUFFICIENT_DATA"
+    hits = sum(present)
+    if hits >= spec.datapoints_to_alarm or (len(present) < spec.datapoints_to_alarm and hits == len(present)):
+        return "ALARM"
+    return "OK"

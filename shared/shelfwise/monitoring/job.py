@@ -376,9 +376,9 @@ class MonitoringJob:
             return []
         cfg, out = self.cfg, []
         ch, cb = _key("challenger", deployment.challenger), _key("champion", deployment.champion)
-        for kind, metric, alpha, margin in (
-            ("click", "Ctr", cfg.alpha, cfg.quality_margin),
-            ("early", "EarlyCtr", cfg.early_alpha, cfg.early_margin),
+        for kind, metric, alpha, tau, margin in (
+            ("click", "Ctr", cfg.alpha, cfg.tau, cfg.quality_margin),
+            ("early", "EarlyCtr", cfg.early_alpha, cfg.early_tau, cfg.early_margin),
         ):
             n_c, x_c = _sum(state, kind, ch)
             n_b, x_b = _sum(state, kind, cb)
@@ -388,7 +388,7 @@ class MonitoringJob:
                 x_b,
                 n_b,
                 alpha=alpha,
-                tau=cfg.tau,
+                tau=tau,
                 min_lists=cfg.min_lists_for_comparison,
                 min_champion_successes=cfg.min_clicks_for_comparison,
                 margin=margin,
