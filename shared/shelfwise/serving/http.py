@@ -291,7 +291,7 @@ def observe(rec: Recommendation, endpoint: str, started: float) -> None:
     metrics.add_dimension(name="Variant", value=rec.variant)
     metrics.add_dimension(name="Endpoint", value=endpoint)
     metrics.add_metric(
-        name="Latency", unit="Milliseconds", value=round((time.perf_counter() - started) * 1000, 3)
+        name="LatencyMs", unit="Milliseconds", value=round((time.perf_counter() - started) * 1000, 3)
     )
     metrics.add_metric(name="Requests", unit="Count", value=1)
     metrics.add_metric(name="Fallback", unit="Count", value=int(rec.variant == "fallback"))
@@ -472,3 +472,7 @@ def openapi_document() -> dict[str, Any]:
             "Errors are RFC 9457 problem+json.",
         )
     )
+
+
+if __name__ == "__main__":  # python -m shelfwise.serving.http > infra/openapi.json
+    print(json.dumps(openapi_document(), indent=2))

@@ -1,0 +1,310 @@
+"""The two serving handlers end to end on moto: routes, problem+json errors, limits, metrics, delivery."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from shelfwise.bundle import upload_bundle
+from shelfwise.serving.http import RecommendationResponse, openapi_document
+from shelfwise_local.bench.serve import apigw_event, build_synthetic_bundle
+
+ROOT = Path(__file__).resolve().parents[2]
+OPENAPI = ROOT / "infra" / "openapi.json"
+EVENTS = ROOT / "tests" / "events"
+
+
+def load_app(name: str) -> ModuleType:
+    """Import functions/<name>/app.py as Lambda would, under a fresh module name (cold start)."""
+    module_name = f"{name}_app_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "functions" / name / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / f"{name}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_synthetic_bundle(tmp_path_factory.mktemp("bundle") / "v1", n_items=200, dim=8, n_users=30)
+
+
+ENV = {
+    "AWS_DEFAULT_REGION": "eu-west-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "MODELS_BUCKET": "models",
+    "MODEL_NAME": "recs",
+    "SHELFWISE_ENV": "test",
+    "IMPRESSIONS_STREAM": "events",
+    "EVENTS_STREAM": "events",
+    "ALIAS_TTL_SECONDS": "3600",
+}
+
+
+@pytest.fixture(scope="module")
+def aws(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Iterator[dict[str, Any]]:
+    """One moto account per module: models and raw buckets, the Firehose stream, v1 as champion."""
+    with pytest.MonkeyPatch.context() as mp, mock_aws():
+        for key, value in ENV.items():
+            mp.setenv(key, value)
+        mp.setenv("MODEL_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        s3 = boto3.client("s3", region_name="eu-west-1")
+        for bucket in ("models", "raw"):
+            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        boto3.client("firehose", region_name="eu-west-1").create_delivery_stream(
+            DeliveryStreamName="events",
+            ExtendedS3DestinationConfiguration={
+                "RoleARN": "arn:aws:iam::123456789012:role/firehose",
+                "BucketARN": "arn:aws:s3:::raw",
+                "Prefix": "raw/events/",
+            },
+        )
+        ssm = boto3.client("ssm", region_name="eu-west-1")
+        upload_bundle(s3, bundle_dir, "models", "models/recs/v1")
+        ssm.put_parameter(Name="/shelfwise/test/models/recs/champion", Value="v1", Type="String")
+        yield {"s3": s3, "ssm": ssm}
+
+
+@pytest.fixture(scope="module")
+def serve(aws: dict[str, Any]) -> Iterator[ModuleType]:
+    module = load_app("serve_recommendations")
+    yield module
+    module.recommender.impressions._buffer.clear()
+
+
+@pytest.fixture(scope="module")
+def collect(aws: dict[str, Any]) -> ModuleType:
+    return load_app("collect_events")
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch, aws: dict[str, Any]) -> None:
+    """conftest resets credentials per test; keep the module's environment in place."""
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+
+
+def call(module: ModuleType, ev: dict[str, Any], lambda_context: Any) -> tuple[int, dict[str, str], Any]:
+    resp = module.lambda_handler(ev, lambda_context)
+    headers = {k.lower(): v for k, v in (resp.get("headers") or {}).items()}
+    body = json.loads(resp["body"]) if resp.get("body") else None
+    return resp["statusCode"], headers, body
+
+
+def assert_problem(
+    status: int, headers: dict[str, str], body: Any, expected: int, field: str | None = None
+) -> None:
+    assert status == expected, body
+    assert headers["content-type"] == "application/problem+json"
+    assert body["status"] == expected and body["title"] and body["detail"]
+    if field is not None:
+        assert field in [e["field"] for e in body["errors"]], body
+
+
+# --------------------------------------------------------------------------- happy paths
+
+
+def test_user_recommendations(
+    serve: ModuleType, lambda_context: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, headers, body = call(serve, event("apigw_get_user_recommendations"), lambda_context)
+    assert status == 200 and headers["content-type"] == "application/json"
+    resp = RecommendationResponse.model_validate(body)
+    assert resp.variant == "champion" and resp.model_version == "v1" and len(resp.items) <= 5
+    # EMF: per-variant figures with exactly the contract's dimensions, and the alarm aggregates.
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    dims = {tuple(b["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]): b for b in blobs}
+    per_variant = dims[("Variant", "Endpoint")]
+    assert per_variant["Variant"] == "champion" and per_variant["Endpoint"] == "user_recommendations"
+    assert "LatencyMs" in per_variant and per_variant["Fallback"] == [0.0]
+    aggregates = {
+        m["Name"]
+        for b in blobs
+        if b["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [[]]
+        for m in b["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+    }
+    assert {"Requests", "Errors", "LatencyMs"} <= aggregates
+    assert "user-000001" not in capsys.readouterr().out
+
+
+def test_session_recommendations_count_unknown_items(serve: ModuleType, lambda_context: Any) -> None:
+    status, _, body = call(serve, event("apigw_post_recommendations"), lambda_context)
+    assert status == 200
+    assert body["unknown_items"] == 1 and body["variant"] == "champion"
+    assert all(i["price"] is None or i["price"] <= 200 for i in body["items"])
+
+
+def test_similar_search_and_health(serve: ModuleType, lambda_context: Any) -> None:
+    status, _, body = call(
+        serve, apigw_event("GET", "/v1/items/sku-0000004/similar", query={"k": "4"}), lambda_context
+    )
+    assert status == 200 and len(body["items"]) == 4
+    status, _, body = call(
+        serve,
+        apigw_event("POST", "/v1/search", body={"query": "hat", "user_id": "user-000002", "k": 5}),
+        lambda_context,
+    )
+    assert status == 200 and all("hat" in (i["title"] + i["category"]).lower() for i in body["items"])
+    status, _, body = call(
+        serve,
+        apigw_event(
+            "POST", "/v1/search", body={"candidates": ["sku-0000001", "sku-0000002", "ghost"], "k": 5}
+        ),
+        lambda_context,
+    )
+    assert status == 200 and body["unknown_items"] == 1
+    status, _, body = call(serve, apigw_event("GET", "/v1/health"), lambda_context)
+    assert status == 200 and body["status"] == "ok" and body["models"][0]["version"] == "v1"
+
+
+def test_impressions_are_shipped_to_raw(serve: ModuleType, aws: dict[str, Any], lambda_context: Any) -> None:
+    _, _, body = call(serve, event("apigw_get_user_recommendations"), lambda_context)
+    assert serve.recommender.impressions.flush() >= 1
+    objects = aws["s3"].list_objects_v2(Bucket="raw", Prefix="raw/events/")["Contents"]
+    rows = [
+        json.loads(line)
+        for o in objects
+        for line in aws["s3"].get_object(Bucket="raw", Key=o["Key"])["Body"].read().decode().splitlines()
+    ]
+    mine = [r for r in rows if r["recommendation_id"] == body["recommendation_id"]]
+    assert [r["item_id"] for r in mine] == [i["item_id"] for i in body["items"]]
+
+
+def test_openapi_is_served_and_committed_copy_is_in_sync(serve: ModuleType, lambda_context: Any) -> None:
+    status, _, body = call(serve, apigw_event("GET", "/v1/openapi.json"), lambda_context)
+    assert status == 200 and body == openapi_document()
+    committed = json.loads(OPENAPI.read_text())
+    assert committed == openapi_document(), (
+        "regenerate: python -m shelfwise.serving.http > infra/openapi.json"
+    )
+    assert set(committed["paths"]) == {
+        "/v1/users/{user_id}/recommendations",
+        "/v1/recommendations",
+        "/v1/items/{item_id}/similar",
+        "/v1/search",
+        "/v1/health",
+        "/v1/openapi.json",
+        "/v1/events",
+    }
+
+
+# --------------------------------------------------------------------------- bad input: 4xx, never 5xx
+
+
+@pytest.mark.parametrize("k", ["0", "501", "abc", "-3"])
+def test_bad_k_is_422_naming_the_field(serve: ModuleType, lambda_context: Any, k: str) -> None:
+    ev = apigw_event("GET", "/v1/users/u1/recommendations", query={"k": k})
+    assert_problem(*call(serve, ev, lambda_context), 422, "query.k")
+
+
+def test_too_long_history_and_unknown_fields(serve: ModuleType, lambda_context: Any) -> None:
+    history = [{"item_id": f"sku-{i:07d}", "event_type": "view"} for i in range(501)]
+    ev = apigw_event("POST", "/v1/recommendations", body={"history": history})
+    assert_problem(*call(serve, ev, lambda_context), 422, "body.history")
+    ev = apigw_event("POST", "/v1/recommendations", body={"hisotry": []})
+    assert_problem(*call(serve, ev, lambda_context), 422, "body.hisotry")
+    ev = apigw_event(
+        "POST", "/v1/recommendations", body={"history": [{"item_id": "a", "event_type": "stare"}]}
+    )
+    assert_problem(*call(serve, ev, lambda_context), 422, "body.history.0.event_type")
+    ev = apigw_event("POST", "/v1/search", body={"k": 3})
+    assert_problem(*call(serve, ev, lambda_context), 422)
+
+
+def test_body_limits_and_malformed_json(serve: ModuleType, lambda_context: Any) -> None:
+    big = {"history": [], "session_id": "s", "filters": {"exclude_items": ["x" * 250] * 400}, "k": 5}
+    body = json.dumps(big)
+    ev = apigw_event("POST", "/v1/recommendations")
+    ev["body"] = body + " " * (256 * 1024 - len(body) + 1)
+    assert_problem(*call(serve, ev, lambda_context), 413)
+    ev["body"] = '{"history": [}'
+    status, headers, payload = call(serve, ev, lambda_context)
+    assert 400 <= status < 500 and headers["content-type"] == "application/problem+json", payload
+
+
+def test_unknown_route_and_unknown_item_are_404(serve: ModuleType, lambda_context: Any) -> None:
+    assert_problem(*call(serve, apigw_event("GET", "/v1/nope"), lambda_context), 404)
+    assert_problem(*call(serve, apigw_event("GET", "/v1/items/ghost/similar"), lambda_context), 404)
+
+
+def test_no_model_is_503_not_a_crash(
+    aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch, lambda_context: Any
+) -> None:
+    monkeypatch.setenv("MODEL_NAME", "other")
+    aws["ssm"].put_parameter(Name="/shelfwise/test/models/other/champion", Value="v404", Type="String")
+    module = load_app("serve_recommendations")
+    status, headers, body = call(module, event("apigw_get_user_recommendations"), lambda_context)
+    assert_problem(status, headers, body, 503)
+    status, _, body = call(module, apigw_event("GET", "/v1/health"), lambda_context)
+    assert status == 200 and body["status"] == "unavailable" and "v404" in body["refused"]
+
+
+def test_bad_configuration_fails_at_cold_start(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from shelfwise.errors import ConfigurationError
+
+    monkeypatch.setenv("SERVING_RULES", '{"default_k": 0}')
+    with pytest.raises(ConfigurationError, match="SERVING_RULES"):
+        load_app("serve_recommendations")
+
+
+# --------------------------------------------------------------------------- collect_events
+
+
+def test_events_are_validated_and_delivered(
+    aws: dict[str, Any], collect: ModuleType, lambda_context: Any
+) -> None:
+    status, _, body = call(collect, event("apigw_post_events"), lambda_context)
+    assert status == 200 and body["accepted"] == 2 and body["failed"] == []
+    objects = aws["s3"].list_objects_v2(Bucket="raw", Prefix="raw/events/")["Contents"]
+    rows = [
+        json.loads(line)
+        for o in objects
+        for line in aws["s3"].get_object(Bucket="raw", Key=o["Key"])["Body"].read().decode().splitlines()
+    ]
+    rows = [r for r in rows if r["event_id"] in body["event_ids"]]
+    assert [r["event_id"] for r in rows] == body["event_ids"]
+    assert rows[1]["event_type"] == "purchase" and rows[1]["price"] == 19.99 and rows[0]["position"] == 0
+    # Resending the same batch gives the same ids (the ingest de-duplicates on them).
+    assert call(collect, event("apigw_post_events"), lambda_context)[2]["event_ids"] == body["event_ids"]
+
+
+def test_bad_events_are_422_naming_the_field(collect: ModuleType, lambda_context: Any) -> None:
+    ev = event("apigw_post_events")
+    payload = json.loads(ev["body"])
+    bad = copy.deepcopy(payload)
+    del bad["events"][0]["session_id"]
+    ev["body"] = json.dumps(bad)
+    assert_problem(*call(collect, ev, lambda_context), 422, "body.events.0")
+    bad = copy.deepcopy(payload)
+    bad["events"][1]["position"] = -1
+    ev["body"] = json.dumps(bad)
+    assert_problem(*call(collect, ev, lambda_context), 422, "body.events.1.position")
+    ev["body"] = json.dumps({"events": payload["events"] * 251})
+    assert_problem(*call(collect, ev, lambda_context), 422, "body.events")
+    ev["body"] = json.dumps({"events": []})
+    assert_problem(*call(collect, ev, lambda_context), 422, "body.events")
+
+
+def test_undeliverable_events_are_503(
+    aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch, lambda_context: Any
+) -> None:
+    monkeypatch.setenv("EVENTS_STREAM", "no-such-stream")
+    collect = load_app("collect_events")
+    assert_problem(*call(collect, event("apigw_post_events"), lambda_context), 503)

@@ -1,0 +1,344 @@
+"""The recommender: routing, swaps, refusal of bad bundles, cold start, filters, similar items, search."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+from moto import mock_aws
+
+from shelfwise import onnx_export as ox
+from shelfwise.bundle import read_bundle
+from shelfwise.registry import Aliases, challenger_share
+from shelfwise.serving import (
+    Filters,
+    HistoryEvent,
+    ImpressionSink,
+    ItemNotFoundError,
+    ModelLoader,
+    ModelUnavailableError,
+    Recommender,
+    ServingConfig,
+    ServingRules,
+)
+from shelfwise.serving.impressions import impression_rows
+from shelfwise_local.bench.serve import build_synthetic_bundle
+
+N, D, USERS = 300, 8, 40
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Published versions: v1 and v2 (different seeds), and v3 corrupted after writing."""
+    root = tmp_path_factory.mktemp("remote")
+    build_synthetic_bundle(root / "v1", n_items=N, dim=D, n_users=USERS, seed=1, version="v1")
+    build_synthetic_bundle(root / "v2", n_items=N, dim=D, n_users=USERS, seed=2, version="v2")
+    build_synthetic_bundle(root / "v3", n_items=N, dim=D, n_users=USERS, seed=3, version="v3")
+    with open(root / "v3" / "model.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02\x03")
+    return root
+
+
+class Aliased:
+    """Alias state a test can change (stands in for SSM behind Registry.aliases)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.value = Aliases(**kwargs)
+        self.reads = 0
+
+    def __call__(self) -> Aliases:
+        self.reads += 1
+        return self.value
+
+
+def _copy_fetch(remote: Path, gate: threading.Event | None = None):
+    def fetch(version: str, directory: Path) -> Path:
+        if gate is not None:
+            gate.wait(timeout=10)
+        if not directory.exists():
+            shutil.copytree(remote / version, directory)
+        return directory
+
+    return fetch
+
+
+def _recommender(
+    remote: Path,
+    tmp_path: Path,
+    aliases: Aliased,
+    *,
+    rules: ServingRules | None = None,
+    background: bool = False,
+    gate: threading.Event | None = None,
+    impressions: ImpressionSink | None = None,
+) -> Recommender:
+    config = ServingConfig(
+        model_name="recs",
+        cache_dir=str(tmp_path / "cache"),
+        alias_ttl_seconds=0,
+        rules=rules or ServingRules(),
+    )
+    loader = ModelLoader(None, "bucket", "recs", config.cache_dir, fetch=_copy_fetch(remote, gate))
+    rec = Recommender(config, loader, aliases, impressions, background=background)
+    rec.start()
+    return rec
+
+
+def _factor(remote: Path, version: str) -> tuple[ox.FactorModel, Any]:
+    """The factor arrays inside a published graph, to score with the numpy reference."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(remote / version / "model.onnx"))
+    arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    fm = ox.FactorModel.create(arrays["item_factors_t"].T, arrays["user_factors"], arrays["projection"])
+    return fm, read_bundle(remote / version)
+
+
+def test_known_user_matches_reference_with_stock_and_purchases_excluded(remote: Path, tmp_path: Path) -> None:
+    rec = _recommender(remote, tmp_path, Aliased(champion="v1"))
+    fm, bundle = _factor(remote, "v1")
+    user = "user-000007"
+    uidx = int(np.searchsorted(bundle.users, user))
+    out = rec.recommend(user_id=user, k=10)
+    assert out.variant == "champion" and out.model_version == "v1" and len(out.items) == 10
+    mask = ~bundle.items["in_stock"]
+    indptr, bought = bundle.purchased
+    mask[bought[indptr[uidx] : indptr[uidx + 1]]] = True
+    scores, indices = ox.factor_reference(fm, uidx, [], [], mask, 10)
+    assert [i.item_id for i in out.items] == bundle.items["item_id"][indices].tolist()
+    np.testing.assert_allclose([i.score for i in out.items], scores, rtol=1e-4, atol=1e-5)
+    assert [i.position for i in out.items] == list(range(10))
+
+
+def test_session_history_folds_in_counts_unknown_and_drops_purchases(remote: Path, tmp_path: Path) -> None:
+    rec = _recommender(remote, tmp_path, Aliased(champion="v1"))
+    fm, bundle = _factor(remote, "v1")
+    ids = bundle.items["item_id"]
+    history = [
+        HistoryEvent(ids[3], "view"),
+        HistoryEvent("no-such-item", "view"),
+        HistoryEvent(ids[5], "purchase"),
+        HistoryEvent(ids[9], "search"),  # weight 0: not folded in
+    ]
+    out = rec.recommend(session_id="s-1", history=history, k=8)
+    assert out.variant == "champion" and out.unknown_items == 1
+    mask = ~bundle.items["in_stock"]
+    mask[5] = True
+    _, indices = ox.factor_reference(fm, -1, [3, 5], [1.0, 8.0], mask, 8)
+    assert [i.item_id for i in out.items] == ids[indices].tolist()
+    assert ids[5] not in [i.item_id for i in out.items]
+
+
+def test_cold_user_gets_popularity_fallback_variant(remote: Path, tmp_path: Path) -> None:
+    rec = _recommender(remote, tmp_path, Aliased(champion="v1"))
+    bundle = read_bundle(remote / "v1")
+    out = rec.recommend(user_id="never-seen", k=5, filters=Filters(categories=(bundle.items["category"][0],)))
+    assert out.variant == "fallback" and out.model_version == "popularity@v1"
+    in_cat = np.flatnonzero(
+        (bundle.items["category"] == bundle.items["category"][0]) & bundle.items["in_stock"]
+    )
+    expected = in_cat[np.argsort(-bundle.items["popularity"][in_cat], kind="stable")[:5]]
+    assert [i.item_id for i in out.items] == bundle.items["item_id"][expected].tolist()
+
+
+def test_filters_from_request_and_rules(remote: Path, tmp_path: Path) -> None:
+    bundle = read_bundle(remote / "v1")
+    blocked = bundle.items["category"][1]
+    rec = _recommender(
+        remote, tmp_path, Aliased(champion="v1"), rules=ServingRules(blocked_categories=(blocked,))
+    )
+    top = rec.recommend(user_id="user-000001", k=3)
+    excluded = top.items[0].item_id
+    out = rec.recommend(
+        user_id="user-000001",
+        k=50,
+        filters=Filters(price_max=30.0, exclude_items=(excluded, "ghost"), exclude_categories=("nope",)),
+    )
+    assert out.unknown_items == 1
+    got = [i.item_id for i in out.items]
+    assert excluded not in got
+    assert all(i.price is not None and i.price <= 30.0 for i in out.items)
+    assert all(i.category != blocked for i in out.items)
+    none = rec.recommend(user_id="user-000001", k=5, filters=Filters(categories=("no-such-category",)))
+    assert none.items == []
+
+
+def test_routing_is_sticky_and_follows_canary_weight(remote: Path, tmp_path: Path) -> None:
+    aliases = Aliased(champion="v1", challenger="v2", canary_weight=0.3)
+    rec = _recommender(remote, tmp_path, aliases)
+    users = [f"user-{u:06d}" for u in range(USERS)]
+    first = {u: rec.recommend(user_id=u, k=3).variant for u in users}
+    assert first == {u: rec.recommend(user_id=u, k=3).variant for u in users}
+    for u, variant in first.items():
+        assert variant == ("challenger" if challenger_share(u) < 0.3 else "champion")
+    assert rec.recommend(user_id=users[0], k=3).model_version in {"v1", "v2"}
+
+
+def test_alias_change_swaps_after_background_load_without_blocking(remote: Path, tmp_path: Path) -> None:
+    aliases = Aliased(champion="v1")
+    gate = threading.Event()
+    gate.set()
+    rec = _recommender(remote, tmp_path, aliases, background=True, gate=gate)
+    assert rec.recommend(user_id="user-000002", k=3).model_version == "v1"
+    gate.clear()  # the next download hangs until released
+    aliases.value = Aliases(champion="v2", previous="v1")
+    for _ in range(5):  # requests keep being answered by v1 while v2 loads
+        assert rec.recommend(user_id="user-000002", k=3).model_version == "v1"
+    gate.set()
+    for _ in range(200):  # traffic drives refreshes; the swap happens on a background thread
+        if "v2" in rec.state.models:
+            break
+        rec.recommend(user_id="user-000002", k=3)
+        threading.Event().wait(0.02)
+    assert rec.recommend(user_id="user-000002", k=3).model_version == "v2"
+    assert set(rec.state.models) == {"v2"}
+
+
+def test_corrupt_bundle_is_refused_and_last_good_keeps_serving(remote: Path, tmp_path: Path) -> None:
+    aliases = Aliased(champion="v1")
+    rec = _recommender(remote, tmp_path, aliases)
+    aliases.value = Aliases(champion="v3", previous="v1")
+    rec.sync()
+    out = rec.recommend(user_id="user-000001", k=3)
+    assert out.variant == "fallback" and out.model_version == "v1"
+    health = rec.health()
+    assert health["status"] == "degraded" and health["last_good"] == "v1"
+    assert "v3" in health["refused"] and "sha256" in health["refused"]["v3"]
+    # A challenger that cannot load sends its share to the champion.
+    aliases.value = Aliases(champion="v1", challenger="v3", canary_weight=1.0)
+    rec.sync()
+    out = rec.recommend(user_id="user-000001", k=3)
+    assert (out.variant, out.model_version) == ("champion", "v1")
+
+
+def test_nothing_loadable_is_unavailable_not_a_crash(remote: Path, tmp_path: Path) -> None:
+    rec = _recommender(remote, tmp_path, Aliased(champion="v3"))
+    with pytest.raises(ModelUnavailableError):
+        rec.recommend(user_id="u", k=3)
+    assert rec.health()["status"] == "unavailable"
+
+
+def test_alias_read_failure_keeps_serving(remote: Path, tmp_path: Path) -> None:
+    aliases = Aliased(champion="v1")
+    rec = _recommender(remote, tmp_path, aliases)
+
+    def broken() -> Aliases:
+        raise RuntimeError("ssm throttled")
+
+    rec._read_aliases = broken
+    rec.sync()
+    assert rec.recommend(user_id="user-000001", k=2).model_version == "v1"
+    assert "throttled" in rec.health()["alias_error"]
+
+
+def test_similar_uses_neighbour_table_and_rejects_unknown_items(remote: Path, tmp_path: Path) -> None:
+    rec = _recommender(remote, tmp_path, Aliased(champion="v1"))
+    bundle = read_bundle(remote / "v1")
+    item = bundle.items["item_id"][4]
+    out = rec.similar(item, k=5)
+    ids = [i.item_id for i in out.items]
+    assert item not in ids and len(ids) == 5
+    allowed = [j for j in bundle.similar_indices[4] if bundle.items["in_stock"][j] and j != 4]
+    assert ids == bundle.items["item_id"][allowed[:5]].tolist()
+    assert [i.score for i in out.items] == sorted((i.score for i in out.items), reverse=True)
+    with pytest.raises(ItemNotFoundError):
+        rec.similar("ghost", k=5)
+
+
+def test_search_matches_titles_and_reranks_candidates(remote: Path, tmp_path: Path) -> None:
+    rec = _recommender(remote, tmp_path, Aliased(champion="v1"))
+    bundle = read_bundle(remote / "v1")
+    word = bundle.items["title"][0].split()[2]  # a noun, e.g. "hat"
+    out = rec.search(query=f"{word}s", user_id="user-000003", k=10)
+    assert out.items and all(word in (i.title + " " + i.category).lower() for i in out.items)
+    assert out.variant == "champion"
+    anon = rec.search(query=word, k=10)
+    assert anon.variant == "fallback"
+    candidates = bundle.items["item_id"][[10, 20, 30]].tolist()
+    reranked = rec.search(candidates=[*candidates, "ghost"], user_id="user-000003", k=10)
+    assert sorted(i.item_id for i in reranked.items) == sorted(
+        c for c, s in zip(candidates, bundle.items["in_stock"][[10, 20, 30]], strict=True) if s
+    )
+    assert reranked.unknown_items == 1
+    assert rec.search(query="zzzz-nothing", k=5).items == []
+
+
+@mock_aws
+def test_impressions_reach_raw_bucket_as_native_rows(remote: Path, tmp_path: Path) -> None:
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    s3.create_bucket(Bucket="raw", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    firehose = boto3.client("firehose", region_name="eu-west-1")
+    firehose.create_delivery_stream(
+        DeliveryStreamName="events",
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": "arn:aws:iam::123456789012:role/firehose",
+            "BucketARN": "arn:aws:s3:::raw",
+            "Prefix": "raw/events/",
+        },
+    )
+    sink = ImpressionSink(firehose, "events", background=False)
+    rec = _recommender(remote, tmp_path, Aliased(champion="v1"), impressions=sink)
+    a = rec.recommend(user_id="user-000001", k=4)
+    b = rec.recommend(session_id="s", history=[HistoryEvent(a.items[0].item_id, "click")], k=3)
+    assert sink.pending() == 2
+    assert sink.flush() == 2 and sink.pending() == 0
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="raw")["Contents"]]
+    assert keys and all(k.startswith("raw/events/") for k in keys)
+    rows = [
+        json.loads(line)
+        for k in keys
+        for line in s3.get_object(Bucket="raw", Key=k)["Body"].read().decode().splitlines()
+    ]
+    assert len(rows) == 7
+    first = [r for r in rows if r["recommendation_id"] == a.recommendation_id]
+    assert [r["position"] for r in first] == [0, 1, 2, 3]
+    assert [r["item_id"] for r in first] == [i.item_id for i in a.items]
+    assert all(
+        r["event_type"] == "impression" and r["variant"] == "champion" and r["model_version"] == "v1"
+        for r in rows
+    )
+    assert all("user_id" not in r and r["session_id"] == r["recommendation_id"] for r in rows)
+    assert {r["properties"]["endpoint"] for r in rows} == {"recommendations"}
+    assert len({r["event_id"] for r in rows}) == 7
+    assert b.recommendation_id in {r["recommendation_id"] for r in rows}
+
+
+class FlakyFirehose:
+    """put_record_batch that fails the first record once (a throttled shard), then accepts."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def put_record_batch(self, DeliveryStreamName: str, Records: list[dict[str, bytes]]) -> dict[str, Any]:
+        self.calls.append(len(Records))
+        if len(self.calls) == 1:
+            responses = [{"ErrorCode": "ServiceUnavailableException"}] + [{"RecordId": "x"}] * (
+                len(Records) - 1
+            )
+            return {"FailedPutCount": 1, "RequestResponses": responses}
+        return {"FailedPutCount": 0, "RequestResponses": [{"RecordId": "x"}] * len(Records)}
+
+
+def test_impression_sink_retries_failed_records_and_bounds_its_buffer() -> None:
+    fh = FlakyFirehose()
+    sink = ImpressionSink(fh, "s", background=False, max_buffer=3)
+    for i in range(5):
+        sink.record((f"r{i}", "champion", "v1", "recommendations", 2, 0.0, ["a", "b"], [1.0, 0.5]))
+    assert sink.dropped == 2 and sink.pending() == 3
+    assert sink.flush() == 3
+    assert fh.calls == [3, 1] and sink.sent == 3
+
+
+def test_impression_rows_follow_the_contract() -> None:
+    rows = impression_rows(("rid", "challenger", "v9", "search", 2, 1_800_000_000.0, ["x", "y"], [0.9, 0.1]))
+    assert rows[1]["position"] == 1 and rows[1]["score"] == 0.1 and rows[0]["timestamp"].endswith("Z")
+    assert rows[0]["properties"] == {"endpoint": "search", "k": 2, "schema_version": 1}
+    assert rows[0]["event_id"] != rows[1]["event_id"]
