@@ -241,3 +241,30 @@ Resources:
     assert props["Layers"] == [{"Ref": "L1"}, "L2"]
     assert props["Environment"]["Variables"] == {"A": "1", "B": "3"}
     assert creation_order(t["Resources"]) == ["DLQ", "Queue", "Fn"]
+
+
+def test_composite_alarm_rules() -> None:
+    from shelfwise_local.runtime.alarms import evaluate_rule
+
+    states = {
+        "a": "ALARM",
+        "b": "OK",
+        "arn:aws:cloudwatch:eu-west-1:1:alarm:c": "INSUFFICIENT_DATA",
+        "c": "INSUFFICIENT_DATA",
+    }
+
+    def state_of(ref: str) -> str:
+        return states[ref.split(":alarm:")[-1] if ":alarm:" in ref else ref]
+
+    assert evaluate_rule('ALARM("a") OR ALARM("b")', state_of) is True
+    assert evaluate_rule("ALARM(a) AND OK(b)", state_of) is True
+    assert evaluate_rule("ALARM(b) OR NOT OK(b)", state_of) is False
+    assert (
+        evaluate_rule(
+            'ALARM(b) OR (OK(b) AND INSUFFICIENT_DATA("arn:aws:cloudwatch:eu-west-1:1:alarm:c"))', state_of
+        )
+        is True
+    )
+    assert evaluate_rule("TRUE AND NOT FALSE", state_of) is True
+    with pytest.raises(ValueError):
+        evaluate_rule("ALARM(a) OR", state_of)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -204,6 +205,18 @@ class AlarmEvaluator:
     def __init__(self, source: DatapointSource) -> None:
         self.source = source
         self.alarms: dict[str, Alarm] = {}
+        self.composites: dict[str, CompositeAlarm] = {}
+
+    def add_composite(self, alarm: CompositeAlarm) -> None:
+        self.composites[alarm.name] = alarm
+
+    def state_of(self, ref: str) -> str:
+        """Current state of an alarm named by name or ARN."""
+        name = ref.split(":alarm:", 1)[1] if ":alarm:" in ref else ref
+        found = self.alarms.get(name) or self.composites.get(name)
+        if found is None:
+            raise AlarmConfigError(f"composite rule names an unknown alarm {ref!r}")
+        return found.state
 
     def add(self, alarm: Alarm) -> None:
         self.period_of(alarm)
@@ -285,9 +298,109 @@ class AlarmEvaluator:
                 alarm.state = new
                 alarm.history.append(change)
                 changes.append(change)
+        for composite in self.composites.values():
+            rule = str(composite.props["AlarmRule"])
+            new = ALARM if evaluate_rule(rule, self.state_of) else OK
+            if new != composite.state:
+                change = StateChange(
+                    composite.name,
+                    now,
+                    composite.state,
+                    new,
+                    f"AlarmRule {'true' if new == ALARM else 'false'}: {rule}",
+                    [],
+                )
+                composite.state = new
+                composite.history.append(change)
+                changes.append(change)
         return changes
 
 
 def standard_or_percentile(stat: str) -> str:
     """'standard' for the statistics emulators compute, else 'raw' (from values the runtime saw)."""
     return "standard" if stat in _STANDARD else "raw"
+
+
+# --------------------------------------------------------------------------- composite alarms
+
+_RULE_TOKEN = re.compile(
+    r'\s*(?:(ALARM|OK|INSUFFICIENT_DATA)\(\s*"?([^")]+?)"?\s*\)|(AND|OR|NOT|TRUE|FALSE)\b|(\()|(\)))'
+)
+
+
+def evaluate_rule(rule: str, state_of: Callable[[str], str]) -> bool:
+    """A composite alarm's AlarmRule (``ALARM("a") OR (OK(b) AND NOT ALARM(c))``, TRUE, FALSE).
+
+    ``state_of`` maps an alarm name or ARN to its current state. Precedence: NOT > AND > OR.
+    """
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(rule.rstrip()):
+        m = _RULE_TOKEN.match(rule, pos)
+        if m is None:
+            raise AlarmConfigError(f"cannot parse AlarmRule near {rule[pos : pos + 30]!r}")
+        if m.group(1):
+            tokens.append(("state", f"{m.group(1)}|{m.group(2).strip()}"))
+        elif m.group(3):
+            tokens.append((m.group(3), m.group(3)))
+        else:
+            tokens.append(("(" if m.group(4) else ")", ""))
+        pos = m.end()
+    i = 0
+
+    def peek() -> str | None:
+        return tokens[i][0] if i < len(tokens) else None
+
+    def take() -> tuple[str, str]:
+        nonlocal i
+        if i >= len(tokens):
+            raise AlarmConfigError(f"AlarmRule ends too early: {rule!r}")
+        i += 1
+        return tokens[i - 1]
+
+    def expr_or() -> bool:
+        value = expr_and()
+        while peek() == "OR":
+            take()
+            value = expr_and() or value
+        return value
+
+    def expr_and() -> bool:
+        value = expr_not()
+        while peek() == "AND":
+            take()
+            value = expr_not() and value
+        return value
+
+    def expr_not() -> bool:
+        if peek() == "NOT":
+            take()
+            return not expr_not()
+        kind, text = take()
+        if kind == "(":
+            value = expr_or()
+            if take()[0] != ")":
+                raise AlarmConfigError(f"unbalanced parentheses in AlarmRule {rule!r}")
+            return value
+        if kind in {"TRUE", "FALSE"}:
+            return kind == "TRUE"
+        if kind == "state":
+            wanted, ref = text.split("|", 1)
+            return state_of(ref) == wanted
+        raise AlarmConfigError(f"unexpected {kind!r} in AlarmRule {rule!r}")
+
+    value = expr_or()
+    if i != len(tokens):
+        raise AlarmConfigError(f"trailing tokens in AlarmRule {rule!r}")
+    return value
+
+
+@dataclass
+class CompositeAlarm:
+    """An ``AWS::CloudWatch::CompositeAlarm``: ALARM while its rule holds, else OK."""
+
+    name: str
+    props: dict[str, Any]
+    arn: str = ""
+    state: str = INSUFFICIENT
+    history: list[StateChange] = field(default_factory=list)

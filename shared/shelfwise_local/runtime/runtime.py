@@ -37,6 +37,7 @@ from shelfwise_local.runtime.alarms import (
     Alarm,
     AlarmConfigError,
     AlarmEvaluator,
+    CompositeAlarm,
     MetricKey,
     RawStore,
     StateChange,
@@ -94,6 +95,9 @@ _NO_OP_TYPES = {
     "AWS::Logs::SubscriptionFilter",
     "AWS::ApiGatewayV2::Stage",
 }
+
+# Infrastructure with no local meaning (networking, log plumbing): known by name only, no warning.
+_QUIET_PREFIXES = ("AWS::EC2::", "AWS::Logs::")
 
 
 @dataclass
@@ -445,7 +449,7 @@ class LocalRuntime:
         if creator is not None:
             res = creator(lid, props)
         else:
-            if type_ not in _NO_OP_TYPES:
+            if type_ not in _NO_OP_TYPES and not type_.startswith(_QUIET_PREFIXES):
                 self._warn(f"{lid} ({type_}) is not emulated locally; only its name is known")
             res = Resource(lid, type_, physical_id(self.stack_name, lid), emulated=False)
             res.attrs["Arn"] = f"arn:aws:local:{self.region}:{self.account_id}:{lid}"
@@ -653,6 +657,12 @@ class LocalRuntime:
         except Exception as exc:  # the emulator's copy is informational only
             self._warn(f"{lid}: emulator rejected the alarm definition ({exc}); evaluated locally only")
         return Resource(lid, "AWS::CloudWatch::Alarm", name, {"Arn": arn})
+
+    def _create_aws_cloudwatch_compositealarm(self, lid: str, props: dict[str, Any]) -> Resource:
+        name = props.get("AlarmName") or physical_id(self.stack_name, lid, max_len=255)
+        arn = f"arn:aws:cloudwatch:{self.region}:{self.account_id}:alarm:{name}"
+        self.evaluator.add_composite(CompositeAlarm(name, props, arn))
+        return Resource(lid, "AWS::CloudWatch::CompositeAlarm", name, {"Arn": arn})
 
     # --- EventBridge
     def _create_aws_events_eventbus(self, lid: str, props: dict[str, Any]) -> Resource:
@@ -965,7 +975,7 @@ class LocalRuntime:
     def _next_due(self) -> float | None:
         times = [s.next_fire for s in self._schedules if s.next_fire is not None]
         times += [t for t, _, _ in self._redeliver]
-        if self.evaluator.alarms and self._next_alarm_eval is not None:
+        if (self.evaluator.alarms or self.evaluator.composites) and self._next_alarm_eval is not None:
             times.append(self._next_alarm_eval)
         return min(times) if times else None
 
@@ -1273,7 +1283,9 @@ class LocalRuntime:
         return out
 
     def _on_alarm_change(self, change: StateChange) -> None:
-        alarm = self.evaluator.alarms[change.alarm_name]
+        alarm: Alarm | CompositeAlarm = (
+            self.evaluator.alarms.get(change.alarm_name) or self.evaluator.composites[change.alarm_name]
+        )
         props = alarm.props
         with contextlib.suppress(Exception):
             self.client("cloudwatch").set_alarm_state(
@@ -1303,8 +1315,10 @@ class LocalRuntime:
             [alarm.arn],
         )
 
-    def _alarm_sns_message(self, alarm: Alarm, change: StateChange) -> dict[str, Any]:
+    def _alarm_sns_message(self, alarm: Alarm | CompositeAlarm, change: StateChange) -> dict[str, Any]:
         p = alarm.props
+        if isinstance(alarm, CompositeAlarm):
+            return self._composite_sns_message(alarm, change)
         trigger: dict[str, Any] = {
             "Period": alarm.period,
             "EvaluationPeriods": alarm.evaluation_periods,
@@ -1344,9 +1358,30 @@ class LocalRuntime:
             "Trigger": trigger,
         }
 
-    def _alarm_event_detail(self, alarm: Alarm, change: StateChange) -> dict[str, Any]:
+    def _composite_sns_message(self, alarm: CompositeAlarm, change: StateChange) -> dict[str, Any]:
         p = alarm.props
-        if "Metrics" in p:
+        return {
+            "AlarmName": alarm.name,
+            "AlarmDescription": p.get("AlarmDescription"),
+            "AWSAccountId": self.account_id,
+            "NewStateValue": change.new_state,
+            "NewStateReason": change.reason,
+            "StateChangeTime": iso(change.timestamp),
+            "Region": self.region,
+            "AlarmArn": alarm.arn,
+            "OldStateValue": change.old_state,
+            "AlarmRule": p.get("AlarmRule"),
+            "OKActions": p.get("OKActions", []),
+            "AlarmActions": p.get("AlarmActions", []),
+            "InsufficientDataActions": p.get("InsufficientDataActions", []),
+        }
+
+    def _alarm_event_detail(self, alarm: Alarm | CompositeAlarm, change: StateChange) -> dict[str, Any]:
+        p = alarm.props
+        metrics: list[dict[str, Any]]
+        if isinstance(alarm, CompositeAlarm):
+            metrics = []
+        elif "Metrics" in p:
             metrics = [
                 {
                     "id": m["Id"],
@@ -1410,14 +1445,16 @@ class LocalRuntime:
         names = None
         if alarm is not None:
             names = {self.physical_name(alarm) if alarm in self.resources else alarm}
-        changes = [
-            c for a in self.evaluator.alarms.values() for c in a.history if names is None or a.name in names
+        every: list[Alarm | CompositeAlarm] = [
+            *self.evaluator.alarms.values(),
+            *self.evaluator.composites.values(),
         ]
+        changes = [c for a in every for c in a.history if names is None or a.name in names]
         return [c.as_dict() for c in sorted(changes, key=lambda c: c.timestamp)]
 
     def alarm_state(self, alarm: str) -> str:
         name = self.physical_name(alarm) if alarm in self.resources else alarm
-        return self.evaluator.alarms[name].state
+        return self.evaluator.state_of(name)
 
     # ------------------------------------------------------------------ outputs, description
     def outputs(self) -> dict[str, Any]:
@@ -1441,7 +1478,7 @@ class LocalRuntime:
             "api_urls": {k: a.url for k, a in self.apis.items()},
             "functions": self.function_names(),
             "schedules": {s.name: s.schedule.expression for s in self._schedules},
-            "alarms": sorted(self.evaluator.alarms),
+            "alarms": sorted([*self.evaluator.alarms, *self.evaluator.composites]),
             "queues_polled": {
                 p.queue_url.rsplit("/", 1)[-1]: p.function for p in self._pollers if p.kind == "sqs"
             },
