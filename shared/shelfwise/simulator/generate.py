@@ -113,8 +113,7 @@ def ground_truth(model: ShopModel, exporter: Exporter | None = None) -> list[dic
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(params: ShopParams, seed: int, fmt: str, out: Path, split: str) -> None:
-    model = ShopModel(params, seed)
+def _init_worker(model: ShopModel, fmt: str, out: Path, split: str) -> None:
     _WORKER.update(model=model, exporter=Exporter(model, fmt, out, split))
 
 
@@ -154,8 +153,8 @@ def simulate_to_files(
     chunks = [days[i::workers] for i in range(workers)] if workers > 1 else [days]
     try:
         if len(chunks) > 1:
-            # Spawned workers rebuild the (deterministic) model: no fork of a threaded process.
-            init = (params, seed, fmt, out, split)
+            # Spawned workers (no fork of a threaded process) receive the model built once here.
+            init = (model, fmt, out, split)
             with mp.get_context("spawn").Pool(len(chunks), initializer=_init_worker, initargs=init) as pool:
                 results = pool.map(_run_days, chunks)
         else:

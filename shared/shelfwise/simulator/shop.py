@@ -131,7 +131,7 @@ class Catalogue:
     leaf: np.ndarray  # int16 leaf category index
     top: np.ndarray  # int16 top category index
     category: np.ndarray  # U, "top/sub"
-    title: np.ndarray  # U
+    title_words: np.ndarray  # int8 [n, 5] word indices into leaf_words[leaf], -1 = none
     price: np.ndarray  # float64, base price before incidents
     launch_day: np.ndarray  # int32; < 0 = before the simulated period
     in_stock: np.ndarray  # bool
@@ -144,6 +144,21 @@ class Catalogue:
 
     def __len__(self) -> int:
         return len(self.item_id)
+
+    @property
+    def title(self) -> np.ndarray:
+        """Titles (3-5 words of the item's category vocabulary), built on first use."""
+        cached = self.__dict__.get("_title")
+        if cached is None:
+            words = self.leaf_words
+            cached = np.array(
+                [
+                    " ".join(words[lf][w] for w in row if w >= 0).capitalize()
+                    for lf, row in zip(self.leaf.tolist(), self.title_words.tolist(), strict=True)
+                ]
+            )
+            self.__dict__["_title"] = cached
+        return cached
 
     def to_table(self) -> Any:
         """The catalogue as a pyarrow Table (item_id, category, title, price, launch_day, in_stock, popularity)."""
@@ -289,23 +304,16 @@ class ShopModel:
         word_p /= word_p.sum()
         nwords = rng.integers(3, 6, n)
         widx = rng.choice(WORDS_PER_LEAF, (n, 5), p=word_p)
-        title = np.array(
-            [
-                " ".join(leaf_words[leaf[i]][widx[i, j]] for j in range(nwords[i])).capitalize()
-                for i in range(n)
-            ]
-        )
-
+        used = np.arange(5)[None, :] < nwords[:, None]
         # Queries: one or two of the words the leaf's titles use most (so search has text to match).
-        leaf_counts: list[dict[str, int]] = [{} for _ in range(n_leaves)]
-        for i in range(n):
-            counts = leaf_counts[leaf[i]]
-            for w in title[i].lower().split():
-                counts[w] = counts.get(w, 0) + 1
+        counts = np.bincount(
+            (leaf[:, None].astype(np.int64) * WORDS_PER_LEAF + widx)[used],
+            minlength=n_leaves * WORDS_PER_LEAF,
+        ).reshape(n_leaves, WORDS_PER_LEAF)
         queries = np.empty((n_leaves, QUERIES_PER_LEAF), dtype=object)
         for i in range(n_leaves):
-            ranked = sorted(leaf_counts[i], key=lambda w: (-leaf_counts[i][w], w))
-            words = (ranked or leaf_words[i])[:8]
+            ranked = [int(j) for j in np.argsort(-counts[i], kind="stable") if counts[i, j] > 0][:8] or [0]
+            words = [leaf_words[i][j] for j in ranked]
             for q in range(QUERIES_PER_LEAF):
                 k = min(len(words), 1 + int(rng.random() < 0.45))
                 queries[i, q] = " ".join(words[int(j)] for j in rng.choice(len(words), k, replace=False))
@@ -322,7 +330,7 @@ class ShopModel:
             leaf=leaf,
             top=leaf_top[leaf],
             category=leaf_names[leaf],
-            title=title,
+            title_words=np.where(used, widx, -1).astype(np.int8),
             price=price,
             launch_day=launch,
             in_stock=in_stock,
@@ -409,7 +417,8 @@ class ShopModel:
         p = self.params
         w = self.leaf_weight[: self.n_leaves_base] ** 0.7
         fav = rng.choice(self.n_leaves_base, (n, 3), p=w / w.sum()).astype(np.int16)
-        fw = np.sort(rng.dirichlet([4.0, 2.0, 1.0], n), axis=1)[:, ::-1]
+        g = rng.standard_gamma(np.array([4.0, 2.0, 1.0]), (n, 3))
+        fw = np.sort(g / g.sum(axis=1, keepdims=True), axis=1)[:, ::-1]
         cum = np.cumsum(fw, axis=1)
         cum[:, -1] = 1.0
         f = 2.6 * np.einsum("nk,nkd->nd", fw, self.leaf_centroids[fav])
@@ -445,16 +454,15 @@ class ShopModel:
     # ----------------------------------------------------------------------------------- incidents
     def _build_incidents(self) -> None:
         p = self.params
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, STREAM_DRIFT]))
         drift = p.incident("taste_drift")
         n = p.n_users
         self.drift_at_ms: int | None = None
         self.drifted = np.zeros(n, dtype=bool)
         if drift:
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, STREAM_DRIFT]))
             self.drift_at_ms = self.incident_ms(drift)
             self.drifted = rng.random(n) < float(drift.opt("share"))
-        fav, cum, f = self._tastes(rng, n)
-        self.drift_fav, self.drift_cum, self.drift_factors = fav, cum, f
+            self.drift_fav, self.drift_cum, self.drift_factors = self._tastes(rng, n)
 
     def _browse_affinities(self, n: int) -> np.ndarray:
         """True affinities of a sample of browsing views (the same draw as ``day``), for calibration."""
