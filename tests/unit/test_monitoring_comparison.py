@@ -15,6 +15,7 @@ from shelfwise.monitoring.comparison import (
     lists_needed,
     mixture_halfwidth,
 )
+from shelfwise.monitoring.config import MonitoringConfig
 
 
 def test_mixture_halfwidth_golden() -> None:
@@ -60,6 +61,7 @@ def test_bounds_bracket_the_estimate(nc: int, nb: int, data: st.DataObject) -> N
 
 def test_repeated_looks_under_no_difference_rarely_alarm() -> None:
     """576 looks (48 h of 5-minute windows) at cumulative counts: the LCB stays below the margin."""
+    cfg = MonitoringConfig()
     rng = np.random.default_rng(7)
     alarms = 0
     runs = 40
@@ -70,14 +72,20 @@ def test_repeated_looks_under_no_difference_rarely_alarm() -> None:
             nb += 270
             xc += rng.binomial(30, 0.1)
             xb += rng.binomial(270, 0.1)
-            if compare_rates(xc, nc, xb, nb, 0.05, 0.2, 0.05).drop_lcb > 0.05:
+            if (
+                compare_rates(xc, nc, xb, nb, cfg.alpha, cfg.tau, cfg.quality_margin).drop_lcb
+                > cfg.quality_margin
+            ):
                 alarms += 1
                 break
     assert alarms <= 1
 
 
 def test_twenty_percent_drop_is_detected_by_lists_needed() -> None:
-    n = lists_needed(base_rate=0.2, drop=0.2, share=0.1, margin=0.05, alpha=0.05, tau=0.2)
-    assert 1000 < n < 3000
-    b = compare_rates(round(n * 0.16), n, round(9 * n * 0.2), 9 * n, 0.05, 0.2, 0.05)
-    assert b.drop_lcb > 0.05
+    cfg = MonitoringConfig()
+    n = lists_needed(
+        base_rate=0.2, drop=0.2, share=0.1, margin=cfg.quality_margin, alpha=cfg.alpha, tau=cfg.tau
+    )
+    assert 500 < n < 1500
+    b = compare_rates(round(n * 0.16), n, round(9 * n * 0.2), 9 * n, cfg.alpha, cfg.tau, cfg.quality_margin)
+    assert b.drop_lcb > cfg.quality_margin

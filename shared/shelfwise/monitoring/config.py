@@ -48,14 +48,14 @@ class MonitoringConfig:
     min_events_for_input_drift: int = 500
     # Anytime-valid confidence sequence (normal mixture): error probability over all looks and the
     # mixing scale on the log-ratio (about the size of effect we care about: log(0.8) = -0.22).
-    alpha: float = 0.05
+    alpha: float = 0.1
     tau: float = 0.2
     # Early clicks only need to catch gross failures (a broken model loses most clicks): stricter
     # alpha, wider margin, and a mixing scale tuned to large effects so ~100 lists per variant do.
     early_alpha: float = 0.01
     early_tau: float = 1.0
     # The relative drops the alarms decide on (the thresholds of the two comparison alarms).
-    quality_margin: float = 0.05
+    quality_margin: float = 0.02
     early_margin: float = 0.3
     histogram_epsilon: float = 1e-4
 
@@ -91,7 +91,7 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         suffix="challenger-quality",
         metric="CtrDropLCB",
         variant="challenger",
-        threshold=0.05,
+        threshold=0.02,
         comparison="GreaterThanThreshold",
         datapoints_to_alarm=2,
         evaluation_periods=3,
