@@ -43,7 +43,27 @@ demo: setup
 	$(BIN)/shelfwise demo
 
 test: setup lint validate unit
+	$(MAKE) --no-print-directory e2e BACKEND=moto
+	LOCALSTACK_OPTIONAL=1 bash infra/localstack/run-with.sh $(PYTEST) -p no:cacheprovider tests/integration tests/e2e
 	@echo "make test: all legs passed"
+
+# Integration + e2e suites against one emulator: the embedded moto server (default), or a private
+# LocalStack 4.14 in host mode (own venv, free port, own TMPDIR; stopped afterwards).
+e2e: setup
+ifeq ($(BACKEND),localstack)
+	bash infra/localstack/run-with.sh $(PYTEST) -p no:cacheprovider tests/integration tests/e2e
+else ifeq ($(BACKEND),moto)
+	SHELFWISE_BACKEND=moto $(PYTEST) -p no:cacheprovider tests/integration tests/e2e
+else
+	@echo "make e2e: BACKEND must be moto or localstack, got '$(BACKEND)'" >&2; exit 2
+endif
+
+# A LocalStack for your own use on 127.0.0.1:4566 (state in .localstack/4566/); stop it by its pid.
+localstack:
+	bash infra/localstack/start.sh 4566
+
+localstack-stop:
+	bash infra/localstack/stop.sh 4566
 
 unit: setup
 	$(PYTEST) -m unit tests/unit
