@@ -62,6 +62,7 @@ def traffic(
     versions: dict[str, str],
     seed: int = 0,
     broken_scores: bool = False,
+    category_weights: list[float] | None = None,
 ) -> pa.Table:
     """Synthetic curated rows: k=5 impressions per list, at most one click, exponential delays."""
     rng = np.random.default_rng(seed)
@@ -108,7 +109,7 @@ def traffic(
                 None,
                 None,
                 None,
-                CATS[int(rng.integers(0, 4))],
+                CATS[int(rng.choice(4, p=category_weights))],
             )
         add(
             "view",
@@ -119,7 +120,7 @@ def traffic(
             None,
             None,
             None,
-            CATS[int(rng.integers(0, 4))],
+            CATS[int(rng.choice(4, p=category_weights))],
         )
     rows["timestamp"] = [int(x) for x in rows["timestamp"]]
     table = pa.table(rows)
@@ -159,7 +160,8 @@ def test_equal_challenger_raises_no_model_alarm_over_many_windows() -> None:
             key = f"{spec.metric}/{spec.variant}"
             assert key not in v or not breaches(spec, v[key]), (suffix, v.get(key))
     assert any("CtrDropLCB/challenger" in v for v in values)  # the comparison was published
-    assert all(v.get("InputCategoryPSI", 0) < alarm("input-drift").threshold for v in values)
+    psi = [v["InputCategoryPSI"] for v in values if "InputCategoryPSI" in v]
+    assert psi and max(psi) < alarm("input-drift").threshold
 
 
 def test_small_windows_publish_no_decision_metrics() -> None:
@@ -288,3 +290,33 @@ def test_deep_pass_publishes_conversion_only_for_the_mature_hour() -> None:
     values = result.values()
     assert values["ConversionRate/champion"] == pytest.approx(0.5, abs=0.1)
     assert "CTR/champion" not in values
+
+
+def test_taste_drift_moves_the_input_mix_against_the_frozen_baseline() -> None:
+    before = traffic(T0, 60, 100, 0.0, {"champion": 0.2, "challenger": 0.2}, VERSIONS, seed=8)
+    after = traffic(
+        T0 + timedelta(hours=1),
+        60,
+        100,
+        0.0,
+        {"champion": 0.2, "challenger": 0.2},
+        VERSIONS,
+        seed=9,
+        category_weights=[0.55, 0.15, 0.15, 0.15],
+    )
+    job = MonitoringJob(
+        TableSource(pa.concat_tables([before, after])), Manifests(), MemoryStateStore(), MonitoringConfig()
+    )
+    champion_only = Deployment(champion="v1")
+    values = [
+        job.fast_pass(T0 + timedelta(minutes=5 * i, seconds=10), champion_only).values() for i in range(1, 25)
+    ]
+    stable = [v["InputCategoryPSI"] for v in values[:12] if "InputCategoryPSI" in v]
+    drifted = [v.get("InputCategoryPSI", 0.0) for v in values[-3:]]
+    assert stable and max(stable) < 0.05  # the baseline froze within the first hour, and it is quiet
+    assert min(drifted) > alarm("input-drift").threshold
+    # A new champion starts a new baseline: nothing is published until it has frozen again.
+    assert (
+        "InputCategoryPSI"
+        not in job.fast_pass(T0 + timedelta(hours=2, minutes=5), Deployment(champion="v2")).values()
+    )

@@ -46,6 +46,9 @@ class MonitoringConfig:
     min_clicks_for_comparison: int = 20
     min_scores_for_drift: int = 500
     min_events_for_input_drift: int = 500
+    # Input drift: the last hour of behaviour against a baseline frozen after this many events.
+    input_lookback_seconds: int = 3600
+    input_baseline_events: int = 5000
     # Anytime-valid confidence sequence (normal mixture): error probability over all looks and the
     # mixing scale on the log-ratio (about the size of effect we care about: log(0.8) = -0.22).
     alpha: float = 0.1
@@ -115,7 +118,7 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         suffix="challenger-score-drift",
         metric="ScorePSI",
         variant="challenger",
-        threshold=0.5,
+        threshold=1.0,
         comparison="GreaterThanThreshold",
         datapoints_to_alarm=2,
         evaluation_periods=2,
@@ -139,7 +142,7 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         suffix="champion-score-drift",
         metric="ScorePSI",
         variant="champion",
-        threshold=0.5,
+        threshold=1.0,
         comparison="GreaterThanThreshold",
         datapoints_to_alarm=3,
         evaluation_periods=4,
@@ -156,7 +159,7 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         evaluation_periods=4,
         treat_missing_data="notBreaching",
         target="none",
-        guard="published only with >= 500 behaviour events in the window",
+        guard="published only once a 5,000-event baseline is frozen and the last hour holds >= 500 behaviour events",
     ),
     AlarmSpec(
         suffix="error-rate",

@@ -205,9 +205,11 @@ class MonitoringJob:
         manifests: ManifestSource,
         state: StateStore,
         config: MonitoringConfig | None = None,
+        input_baseline: StateStore | None = None,
     ) -> None:
         self.source, self.manifests, self.state_store = source, manifests, state
         self.cfg = config or MonitoringConfig()
+        self.baseline_store = input_baseline or MemoryStateStore()
 
     # ------------------------------------------------------------------ fast pass
     def fast_pass(self, now: datetime, deployment: Deployment) -> PassResult:
@@ -217,7 +219,8 @@ class MonitoringJob:
         start = end - w
         m_end = floor_time(now - timedelta(seconds=cfg.attribution.click), cfg.window_seconds)
         m_start = m_end - w
-        events = self.source.read(min(start, m_start), now)
+        lookback = end - timedelta(seconds=cfg.input_lookback_seconds)
+        events = self.source.read(min(start, m_start, lookback), now)
         result = PassResult(kind="fast", window_start=start)
         state = sync_state(self.state_store.load(), deployment, now)
 
@@ -361,15 +364,70 @@ class MonitoringJob:
                     "challenger",
                 )
             )
-        champion_manifest = self.manifests.manifest(deployment.champion) if deployment.champion else None
-        if champion_manifest:
-            ref = drift.DriftReference.from_manifest(champion_manifest)
-            v = drift.category_psi(
-                behaviour["category"], ref.category_mix, cfg.min_events_for_input_drift, cfg.histogram_epsilon
-            )
-            if v is not None:
-                out.append(self._d("InputCategoryPSI", v, start))
+        v = self._input_drift(events, start, end, deployment)
+        if v is not None:
+            out.append(self._d("InputCategoryPSI", v, start))
         return out
+
+    def _input_drift(
+        self, events: pa.Table, start: datetime, end: datetime, deployment: Deployment
+    ) -> float | None:
+        """PSI of the users' top-category mix over the last hour against a frozen production baseline.
+
+        The bundle's ``reference.category_mix`` describes what the model *recommended* at training
+        time, not what users do, so it cannot tell taste drift from a recommender's bias. The
+        baseline is instead the behaviour mix of the first ``input_baseline_events`` events seen
+        after the current champion took over (it resets on promotion: a new champion was trained on
+        the new normal). Top-level categories keep the bins few, so sampling noise stays far below
+        the threshold.
+        """
+        cfg = self.cfg
+        base = self.baseline_store.load()
+        if base.get("champion") != deployment.champion:
+            base = {"champion": deployment.champion, "counts": {}, "windows": [], "frozen": False}
+        ts = events["timestamp"]
+        kinds = pc.is_in(events["event_type"], pa.array(BEHAVIOUR_TYPES))
+
+        def mix(lo: datetime) -> dict[str, float]:
+            mask = pc.and_(
+                kinds,
+                pc.and_(
+                    pc.greater_equal(ts, pa.scalar(lo, pa.timestamp("ms", tz="UTC"))),
+                    pc.less(ts, pa.scalar(end, pa.timestamp("ms", tz="UTC"))),
+                ),
+            )
+            cats = pc.drop_null(events.filter(mask)["category"])
+            out: dict[str, float] = {}
+            if len(cats):
+                vc = pc.value_counts(cats)
+                for cat, n in zip(
+                    vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True
+                ):
+                    top = str(cat).split("/", 1)[0]
+                    out[top] = out.get(top, 0.0) + float(n)
+            return out
+
+        value = None
+        if not base["frozen"]:
+            key = start.isoformat()
+            if key not in base["windows"]:
+                for cat, n in mix(start).items():
+                    base["counts"][cat] = base["counts"].get(cat, 0.0) + n
+                base["windows"].append(key)
+            base["frozen"] = sum(base["counts"].values()) >= cfg.input_baseline_events
+        else:
+            current = mix(end - timedelta(seconds=cfg.input_lookback_seconds))
+            if sum(current.values()) >= cfg.min_events_for_input_drift:
+                ref = dict(base["counts"])
+                cats = sorted(ref)
+                other = sum(n for c, n in current.items() if c not in ref)
+                value = drift.psi(
+                    [ref[c] for c in cats] + [0.0],
+                    [current.get(c, 0.0) for c in cats] + [other],
+                    cfg.histogram_epsilon,
+                )
+        self.baseline_store.save(base)
+        return value
 
     def _comparisons(self, state: dict[str, Any], deployment: Deployment, ts: datetime) -> list[MetricDatum]:
         if not (deployment.challenger and deployment.champion):
@@ -492,6 +550,7 @@ def run_pass(
         S3Manifests(s3, targets.models_bucket, targets.model_name),
         S3StateStore(s3, targets.monitoring_bucket, targets.model_name),
         cfg,
+        input_baseline=S3StateStore(s3, targets.monitoring_bucket, f"{targets.model_name}-input-baseline"),
     )
     summary: dict[str, Any] = {}
     for kind in kinds:
