@@ -120,6 +120,7 @@ class Exporter:
         self.split = split
         self.out_dir = Path(out_dir)
         self.tag = f"{model.seed:x}-"
+        self._price_text: pa.Array | None = None
         self.garbled: dict[str, list[int]] = {}
         c = model.catalogue
         self._queries = c.leaf_queries.ravel()
@@ -187,7 +188,6 @@ class Exporter:
         itemless = b.code == SEARCH
         anon = b.user < 0
         has_qty = b.quantity > 0
-        price = np.round(b.price, 2)
         leaf = self.model.catalogue.leaf[np.where(itemless, 0, b.item)]
         cols: dict[str, pa.Array] = {
             "event_id": pc.binary_join_element_wise(
@@ -198,13 +198,27 @@ class Exporter:
             "session_id": _ints(b.session),
             "item_id": _ints(b.item.astype(np.int64) + 1, itemless),
             "timestamp": iso_timestamps(b.ts),
-            "price": pa.array(price, mask=itemless),
+            "price": self._prices(b),
             "quantity": pa.array(b.quantity, mask=~has_qty),
             "query": _dict(b.query, self._queries, b.query < 0),
             "category": _dict(leaf, self._leaf_names, itemless),
         }
         nulls = pa.nulls(n, pa.string())
         return pa.table({c: cols.get(c, nulls) for c in NATIVE_COLUMNS})
+
+    def _prices(self, b: DayBlock) -> pa.Array:
+        """Prices as text, taken from per-item strings formatted once (base and shocked price)."""
+        c = self.model.catalogue
+        n_items = len(c.price)
+        if self._price_text is None:
+            inc = self.model.params.incident("price_shock")
+            factor = float(inc.opt("factor")) if inc is not None else 1.0
+            cents = np.concatenate([np.rint(c.price * 100), np.rint(c.price * factor * 100)]).astype(np.int64)
+            self._price_text = pa.array([f"{x // 100}.{x % 100:02d}" for x in cents.tolist()], pa.string())
+        none = np.isnan(b.price)
+        item = np.where(none, 0, b.item)
+        shocked = ~none & (np.abs(b.price - c.price[item]) > 1e-9)
+        return pc.take(self._price_text, pa.array(item + n_items * shocked, mask=none))
 
     def taobao_table(self, b: DayBlock) -> pa.Table:
         keep = np.isin(b.code, list(TAOBAO_BEHAVIOR))
@@ -275,6 +289,10 @@ class Exporter:
         return b"\n".join(lines)
 
 
+# Columns that hold numbers already formatted as text (written unquoted in JSON).
+_NUMBERS_AS_TEXT = frozenset({"price", "unit_price"})
+
+
 def _csv(table: pa.Table) -> bytes:
     buf = io.BytesIO()
     pacsv.write_csv(table, buf, pacsv.WriteOptions(quoting_style="none", batch_size=65536))
@@ -290,7 +308,7 @@ def _json_lines(table: pa.Table) -> bytes:
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         if pa.types.is_null(col.type) or col.null_count == len(col):
             continue
-        if pa.types.is_string(col.type):
+        if pa.types.is_string(col.type) and name not in _NUMBERS_AS_TEXT:
             frag = pc.binary_join_element_wise(f'"{name}":"', col, '"', "")
         else:
             frag = pc.binary_join_element_wise(f'"{name}":', pc.cast(col, pa.string()), "")

@@ -115,6 +115,26 @@ ANON_VISITOR_OFFSET = 10**11  # anonymous visitors' ids in formats that need a u
 BOT_USER_OFFSET = 9 * 10**9
 
 
+def time_order(ts: np.ndarray) -> np.ndarray:
+    """Stable argsort of millisecond timestamps within about a day, several times faster than
+    ``argsort(kind="stable")``: a SIMD quicksort on int32 offsets, then ties put back in index order
+    (so the result is the same on every CPU)."""
+    if len(ts) == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo = int(ts.min())
+    if int(ts.max()) - lo >= 2**31:
+        return np.argsort(ts, kind="stable")
+    key = (ts - lo).astype(np.int32)
+    order = np.argsort(key, kind="quicksort")
+    s = key[order]
+    tie = np.flatnonzero(s[1:] == s[:-1])
+    if len(tie):
+        pos = np.unique(np.concatenate([tie, tie + 1]))
+        sub = order[pos]
+        order[pos] = sub[np.lexsort((sub, key[sub]))]
+    return order
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -724,8 +744,7 @@ class ShopModel:
         visitor = np.where(is_anon, ANON_VISITOR_OFFSET + session_no[sess_i], uidx)
         block = DayBlock(day, ts, code, user, visitor, session_no[sess_i], items, prices, qtys, query, uidx)
         block = self._day_incidents(block, day, rng)
-        order = np.argsort(block.ts, kind="stable")
-        return block.select(order)
+        return block.select(time_order(block.ts))
 
     def _day_incidents(self, block: DayBlock, day: int, rng: np.random.Generator) -> DayBlock:
         """Bot traffic added, data outage removed."""
