@@ -3,8 +3,9 @@
 The shop is sized from a one-day probe (200k users, 50k items by default) so the run writes about
 N events over as many days as it takes. Baseline, same process and run: the bare pyarrow CSV writer
 writing already-built tables of the same number of rows (the I/O floor of any exporter). Prints one
-JSON line last: events, files, seconds, events_per_s, baseline_seconds, ratio, peak memory (the
-parent and the largest worker), which stays flat in N because every day is made and written alone.
+JSON line last: events, files, seconds, events_per_s, CPU seconds (this machine is shared: events
+per CPU-second is the steadier figure), baseline_seconds, ratio, peak memory (the parent and the
+largest worker), which stays flat in N because every day is made and written alone.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import os
 import resource
 import shutil
 import sys
@@ -26,6 +28,12 @@ from shelfwise.simulator.generate import simulate_to_files
 from shelfwise.simulator.params import ShopParams
 from shelfwise.simulator.shop import ShopModel
 from shelfwise_local.bench._common import emit, peak_rss_mb
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process and its reaped children (the pool's workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _children_peak_rss_mb() -> float:
@@ -46,15 +54,22 @@ def main(argv: list[str]) -> int:
     probe_params = ShopParams(n_users=args.users, n_items=args.items, n_days=14)
     probe = ShopModel(probe_params, args.seed)
     day = probe.day(3)
-    per_day = max(1, len(day))
-    days = max(1, math.ceil(args.events / per_day))
+    days = max(1, math.ceil(args.events / max(1, len(day))))
+    # The shop grows (new users arrive over the period): size it from its middle day.
+    mid = ShopModel(ShopParams(n_users=args.users, n_items=args.items, n_days=days), args.seed)
+    week = [len(mid.day(d)) for d in range(max(0, days // 2 - 3), min(days, days // 2 + 4))]
+    per_day = max(1, round(sum(week) / len(week)))
+    days = max(1, round(args.events / per_day))
     params = ShopParams(n_users=args.users, n_items=args.items, n_days=days)
     print(f"bench simulate: ~{per_day} events/day -> {days} days, {args.workers} workers", file=sys.stderr)
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="shelfwise-bench-sim-"))
+    load = os.getloadavg()[0]
+    cpu0 = _cpu_seconds()
     try:
         result = simulate_to_files(params, args.seed, out / "sim", fmt=args.format, workers=args.workers)
 
+        cpu = _cpu_seconds() - cpu0
         # Baseline: pyarrow's CSV writer alone, on tables already built, for the same number of rows.
         exporter = Exporter(probe, args.format, out / "baseline")
         table = (
@@ -86,6 +101,9 @@ def main(argv: list[str]) -> int:
             "format": args.format,
             "seconds": round(result.seconds, 3),
             "events_per_s": round(result.events_per_s),
+            "cpu_seconds": round(cpu, 3),
+            "events_per_cpu_s": round(result.events / cpu) if cpu else None,
+            "load_average": round(load, 2),
             "baseline_seconds": round(baseline, 3),
             "baseline_events_per_s": round(result.events / baseline) if baseline else None,
             "ratio": round(result.seconds / baseline, 3) if baseline else None,
