@@ -48,7 +48,7 @@ from shelfwise.ingest.validate import _number, _utf8, validate
 SESSION_GAP_MS = 30 * 60 * 1000
 DAY_MS = 86_400_000
 ROW_GROUP_ROWS = 262_144
-MAX_BUFFERED_ROWS = 1_000_000
+MAX_BUFFERED_ROWS = 524_288
 MAX_OPEN_WRITERS = 128
 MAX_RAW_CHARS = 65_536
 CURATED_PREFIX = "curated/events"
@@ -199,20 +199,24 @@ class SeenIds:
             prev_max[0] = -1
             np.maximum.accumulate(idx[:-1], out=prev_max[1:])
         first_in_batch = idx > prev_max
-        uniq = hash64(encoded.dictionary)
-        fresh = np.ones(len(uniq), bool)
+        hashes = hash64(encoded.dictionary)
+        order = np.argsort(hashes)
+        uniq = hashes[order]  # sorted queries: the binary searches below walk memory in order
+        fresh_sorted = np.ones(len(uniq), bool)
         for run in self._runs:
             pos = np.searchsorted(run, uniq)
             pos[pos == len(run)] = len(run) - 1
-            fresh &= run[pos] != uniq
-        new = np.sort(uniq[fresh])
+            fresh_sorted &= run[pos] != uniq
+        new = uniq[fresh_sorted]
         if len(new):
             self._runs.append(new)
             while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
                 last = self._runs.pop()
                 merged = np.concatenate([self._runs.pop(), last])
-                merged.sort(kind="stable")
+                merged.sort(kind="stable")  # timsort: a linear merge of two sorted runs
                 self._runs.append(merged)
+        fresh = np.empty(len(uniq), bool)
+        fresh[order] = fresh_sorted
         return first_in_batch & fresh[idx]
 
 
@@ -285,20 +289,25 @@ class PartitionWriter:
     def add(self, batch: pa.RecordBatch, days: np.ndarray) -> None:
         if batch.num_rows == 0:
             return
-        if days[0] == days[-1] and (np.all(days == days[0])):
+        if days[0] == days[-1] and np.all(days == days[0]):
+            present = {int(days[0])}
             self._buffer(int(days[0]), batch)
-            return
-        if np.all(days[1:] >= days[:-1]):
-            order = None
-            sorted_days = days
         else:
-            order = np.argsort(days, kind="stable")
-            sorted_days = days[order]
-            batch = batch.take(pa.array(order))
-        cuts = np.flatnonzero(np.diff(sorted_days)) + 1
-        bounds = [0, *cuts.tolist(), len(sorted_days)]
-        for a, b in itertools.pairwise(bounds):
-            self._buffer(int(sorted_days[a]), batch.slice(a, b - a))
+            if np.all(days[1:] >= days[:-1]):
+                sorted_days = days
+            else:
+                order = np.argsort(days, kind="stable")
+                sorted_days = days[order]
+                batch = batch.take(pa.array(order))
+            cuts = np.flatnonzero(np.diff(sorted_days)) + 1
+            bounds = [0, *cuts.tolist(), len(sorted_days)]
+            present = {int(sorted_days[a]) for a in bounds[:-1]}
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+                self._buffer(int(sorted_days[a]), batch.slice(a, b - a))
+        # Logs are mostly in time order: a date absent from this batch is most likely complete,
+        # so write it out now (one row group per date, and memory holds only the current dates).
+        for day in [d for d in self._counts if d not in present]:
+            self._flush(day)
 
     def _buffer(self, day: int, batch: pa.RecordBatch) -> None:
         self._buffers.setdefault(day, []).append(batch)
