@@ -320,3 +320,27 @@ def test_taste_drift_moves_the_input_mix_against_the_frozen_baseline() -> None:
         "InputCategoryPSI"
         not in job.fast_pass(T0 + timedelta(hours=2, minutes=5), Deployment(champion="v2")).values()
     )
+
+
+def test_champion_losing_clicks_against_its_own_baseline_is_taste_drift() -> None:
+    before = traffic(T0, 60, 60, 0.0, {"champion": 0.25, "challenger": 0.25}, VERSIONS, seed=10)
+    after = traffic(
+        T0 + timedelta(hours=1), 60, 60, 0.0, {"champion": 0.15, "challenger": 0.15}, VERSIONS, seed=11
+    )
+    cfg = MonitoringConfig(champion_baseline_lists=1000, champion_lookback_windows=4)
+    job = MonitoringJob(TableSource(pa.concat_tables([before, after])), Manifests(), MemoryStateStore(), cfg)
+    champion_only = Deployment(champion="v1")
+    values = [
+        job.fast_pass(T0 + timedelta(minutes=5 * i, seconds=10), champion_only).values() for i in range(1, 31)
+    ]
+    lcb = [
+        (i, v["ChampionCtrDropLCB/champion"])
+        for i, v in enumerate(values, 1)
+        if "ChampionCtrDropLCB/champion" in v
+    ]
+    spec = alarm("champion-ctr-drift")
+    quiet = [
+        x for i, x in lcb if i <= 18
+    ]  # windows that matured before the drop (first drifted one matures at 19)
+    assert quiet and not any(breaches(spec, x) for x in quiet)
+    assert breaches(spec, lcb[-1][1])

@@ -49,6 +49,11 @@ class MonitoringConfig:
     # Input drift: the last hour of behaviour against a baseline frozen after this many events.
     input_lookback_seconds: int = 3600
     input_baseline_events: int = 5000
+    # Champion CTR drift (taste drift): last hour of matured windows vs a frozen early baseline.
+    champion_baseline_lists: int = 3000
+    champion_lookback_windows: int = 12
+    drift_alpha: float = 0.01
+    drift_margin: float = 0.05
     # Anytime-valid confidence sequence (normal mixture): error probability over all looks and the
     # mixing scale on the log-ratio (about the size of effect we care about: log(0.8) = -0.22).
     alpha: float = 0.1
@@ -149,6 +154,18 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         treat_missing_data="notBreaching",
         target="none",
         guard="published only with >= 500 served scores; reference = the champion bundle's manifest",
+    ),
+    AlarmSpec(
+        suffix="champion-ctr-drift",
+        metric="ChampionCtrDropLCB",
+        variant="champion",
+        threshold=0.05,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=3,
+        evaluation_periods=4,
+        treat_missing_data="notBreaching",
+        target="none",
+        guard="published once a 3,000-list baseline is frozen and the last hour of matured windows holds >= 100 lists",
     ),
     AlarmSpec(
         suffix="input-drift",

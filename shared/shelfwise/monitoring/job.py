@@ -206,10 +206,12 @@ class MonitoringJob:
         state: StateStore,
         config: MonitoringConfig | None = None,
         input_baseline: StateStore | None = None,
+        champion_baseline: StateStore | None = None,
     ) -> None:
         self.source, self.manifests, self.state_store = source, manifests, state
         self.cfg = config or MonitoringConfig()
         self.baseline_store = input_baseline or MemoryStateStore()
+        self.champion_store = champion_baseline or MemoryStateStore()
 
     # ------------------------------------------------------------------ fast pass
     def fast_pass(self, now: datetime, deployment: Deployment) -> PassResult:
@@ -255,6 +257,9 @@ class MonitoringJob:
                 ).items():
                     result.data.append(self._d(name, value, m_start, q.variant))
 
+        champ = self._champion_drift(matured, m_start, deployment, start)
+        if champ is not None:
+            result.data.append(champ)
         # Cumulative decision metrics, stamped at the evaluation window so alarms see them now.
         result.data += self._comparisons(state, deployment, start)
         self._prune(state, now)
@@ -367,6 +372,63 @@ class MonitoringJob:
         v = self._input_drift(events, start, end, deployment)
         if v is not None:
             out.append(self._d("InputCategoryPSI", v, start))
+        return out
+
+    def _champion_drift(
+        self,
+        matured: dict[tuple[str, str], VariantQuality],
+        m_start: datetime,
+        deployment: Deployment,
+        ts: datetime,
+    ) -> MetricDatum | None:
+        """The champion's CTR over the last hour of matured windows against its own early baseline.
+
+        Taste drift changes *who likes what*, not necessarily the aggregate category mix (the shop
+        simulator redraws 30% of users' tastes from the same distribution), so it shows up as the
+        champion slowly losing clicks. Baseline: the first ``champion_baseline_lists`` matured lists
+        after it became champion (frozen); current: the last ``champion_lookback_windows`` matured
+        windows; the comparison is the same anytime-valid drop bound as the canary's.
+        """
+        cfg = self.cfg
+        if not deployment.champion:
+            return None
+        store = self.champion_store.load()
+        if store.get("champion") != deployment.champion:
+            store = {"champion": deployment.champion, "base": [0, 0], "frozen": False, "recent": {}}
+        q = matured.get(("champion", deployment.champion))
+        key = m_start.isoformat()
+        out = None
+        if q is not None and q.lists:
+            if not store["frozen"]:
+                if key not in store["recent"]:
+                    store["base"] = [store["base"][0] + q.lists, store["base"][1] + q.clicked_lists]
+                store["recent"][key] = [q.lists, q.clicked_lists]
+                store["frozen"] = store["base"][0] >= cfg.champion_baseline_lists
+                if store["frozen"]:
+                    store["recent"] = {}
+            else:
+                store["recent"][key] = [q.lists, q.clicked_lists]
+        if store["frozen"]:
+            keep = sorted(store["recent"])[-cfg.champion_lookback_windows :]
+            store["recent"] = {k: store["recent"][k] for k in keep}
+            n = sum(v[0] for v in store["recent"].values())
+            x = sum(v[1] for v in store["recent"].values())
+            bound = None
+            if len(store["recent"]) >= cfg.champion_lookback_windows:
+                bound = guarded_compare(
+                    x,
+                    n,
+                    store["base"][1],
+                    store["base"][0],
+                    alpha=cfg.drift_alpha,
+                    tau=cfg.tau,
+                    min_lists=cfg.min_lists_for_comparison,
+                    min_champion_successes=cfg.min_clicks_for_comparison,
+                    margin=cfg.drift_margin,
+                )
+            if bound is not None:
+                out = self._d("ChampionCtrDropLCB", max(-1.0, bound.drop_lcb), ts, "champion")
+        self.champion_store.save(store)
         return out
 
     def _input_drift(
@@ -551,6 +613,9 @@ def run_pass(
         S3StateStore(s3, targets.monitoring_bucket, targets.model_name),
         cfg,
         input_baseline=S3StateStore(s3, targets.monitoring_bucket, f"{targets.model_name}-input-baseline"),
+        champion_baseline=S3StateStore(
+            s3, targets.monitoring_bucket, f"{targets.model_name}-champion-baseline"
+        ),
     )
     summary: dict[str, Any] = {}
     for kind in kinds:

@@ -67,9 +67,12 @@ CHARTS: tuple[Chart, ...] = (
         (("score drift alarm", alarm("challenger-score-drift").threshold),),
     ),
     Chart(
-        "Input drift (category mix PSI) and popularity shift",
-        ("InputCategoryPSI", "PopularityShiftVsChampion"),
-        (("input drift alarm", alarm("input-drift").threshold),),
+        "Drift: input category mix PSI, popularity shift, champion CTR drop vs its own baseline",
+        ("InputCategoryPSI", "PopularityShiftVsChampion", "ChampionCtrDropLCB"),
+        (
+            ("input drift alarm", alarm("input-drift").threshold),
+            ("champion CTR drift alarm", alarm("champion-ctr-drift").threshold),
+        ),
     ),
     Chart("Impressions per variant per window", ("Impressions",)),
     Chart("Fallback share and Gini of exposure", ("FallbackShare", "Gini")),
