@@ -224,8 +224,13 @@ def test_too_long_history_and_unknown_fields(serve: ModuleType, lambda_context: 
         "POST", "/v1/recommendations", body={"history": [{"item_id": "a", "event_type": "stare"}]}
     )
     assert_problem(*call(serve, ev, lambda_context), 422, "body.history.0.event_type")
-    ev = apigw_event("POST", "/v1/search", body={"k": 3})
-    assert_problem(*call(serve, ev, lambda_context), 422)
+    ev = apigw_event("POST", "/v1/search", body={"k": True})
+    assert_problem(*call(serve, ev, lambda_context), 422, "body")
+    ev = apigw_event("POST", "/v1/search", body={"query": "hat"})
+    ev["headers"]["content-type"] = "multipart/form-data"
+    assert_problem(*call(serve, ev, lambda_context), 415)
+    ev = apigw_event("POST", "/v1/search", body={"k": True})
+    assert_problem(*call(serve, ev, lambda_context), 422, "body")
 
 
 def test_body_limits_and_malformed_json(serve: ModuleType, lambda_context: Any) -> None:

@@ -13,6 +13,7 @@ import functools
 import json
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -49,8 +50,29 @@ Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 # --------------------------------------------------------------------------- models
 
 
+def _no_bool_numbers(model: type[BaseModel], data: Any) -> Any:
+    """Reject what Pydantic's lax mode would coerce: true/false as numbers, numbers as timestamps."""
+    if isinstance(data, dict):
+        for name, value in data.items():
+            field = model.model_fields.get(name)
+            if field is None:
+                continue
+            if isinstance(value, bool) and field.annotation is not bool:
+                raise ValueError(f"{name} must be a number, not a boolean")
+            if field.annotation is datetime and not isinstance(value, str):
+                raise ValueError(f"{name} must be an ISO 8601 string")
+    return data
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # Ids are opaque: no whitespace stripping (the OpenAPI schema could not say so); an id with
+    # stray spaces is simply unknown and counted.
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, data: Any) -> Any:
+        return _no_bool_numbers(cls, data)
 
 
 class HistoryItem(_Strict):
@@ -90,7 +112,10 @@ class RecommendRequest(_Strict):
 
 
 class SearchRequest(_Strict):
-    """A text query over titles and categories, personalised; or a candidate list to re-rank."""
+    """A text query over titles and categories, personalised; or a candidate list to re-rank.
+
+    With neither (an empty search box), the answer is the shopper's recommendations.
+    """
 
     query: str | None = Field(default=None, max_length=MAX_QUERY_LENGTH)
     candidates: list[Id] = Field(default_factory=list, max_length=MAX_CANDIDATES)
@@ -99,12 +124,6 @@ class SearchRequest(_Strict):
     history: list[HistoryItem] = Field(default_factory=list, max_length=MAX_HISTORY)
     k: int = Field(default=20, ge=1, le=MAX_K)
     filters: FilterSpec = Field(default_factory=FilterSpec)
-
-    @model_validator(mode="after")
-    def _query_or_candidates(self) -> SearchRequest:
-        if not (self.query and self.query.strip()) and not self.candidates:
-            raise ValueError("give a non-empty query, a candidate list, or both")
-        return self
 
 
 class ItemOut(BaseModel):
@@ -158,10 +177,19 @@ class HealthResponse(BaseModel):
     impressions_pending: int
 
 
+class EventIn(Event):
+    """The event schema as the API accepts it: booleans are not numbers."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, data: Any) -> Any:
+        return _no_bool_numbers(cls, data)
+
+
 class EventsRequest(_Strict):
     """A batch of feedback events (clicks, carts, purchases) in the native event schema."""
 
-    events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS)
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS)
 
 
 class EventsResponse(BaseModel):
@@ -189,13 +217,23 @@ def _problem_response(description: str) -> dict[str, Any]:
     return {"description": description, "content": {PROBLEM_JSON: {"model": Problem}}}
 
 
-ERROR_RESPONSES: dict[int | str, Any] = {
+ERROR_RESPONSES: dict[int, Any] = {
     400: _problem_response("The request cannot be served as given"),
     404: _problem_response("Unknown route or item"),
     413: _problem_response("Body larger than 256 KB"),
+    414: _problem_response("URL too long (answered by the gateway)"),
+    415: _problem_response("Body is not application/json"),
     422: _problem_response("A field is invalid; `errors` names it"),
     503: _problem_response("No model loaded yet, or event delivery unavailable; retry"),
 }
+
+
+def responses(model: type[BaseModel], description: str) -> dict[int, Any]:
+    """The OpenAPI responses of a route: its 200 model and the problem+json errors."""
+    return {
+        200: {"description": description, "content": {"application/json": {"model": model}}},
+        **ERROR_RESPONSES,
+    }
 
 
 # --------------------------------------------------------------------------- errors
@@ -220,14 +258,14 @@ def problem(status: int, title: str, detail: str, errors: list[dict[str, str]] |
 
 def _body_size(app: APIGatewayHttpResolver) -> int:
     body = app.current_event.body or ""
-    return len(body) * 3 // 4 if app.current_event.is_base64_encoded else len(body.encode("utf-8"))
+    if app.current_event.is_base64_encoded:
+        return len(body) * 3 // 4
+    return len(body.encode("utf-8", "surrogatepass"))
 
 
 def _field_name(loc: Any) -> str:
-    parts = [str(p) for p in loc if p != "body" or len(loc) == 1]
-    if loc and loc[0] in ("query", "path", "header"):
-        return ".".join(str(p) for p in loc)
-    return "body." + ".".join(parts) if parts and loc and loc[0] == "body" else ".".join(parts) or "body"
+    """``("body", "history", 0, "event_type")`` -> ``body.history.0.event_type``; ``query.k``."""
+    return ".".join(str(p) for p in loc) or "body"
 
 
 def install_error_handlers(app: APIGatewayHttpResolver) -> None:
@@ -260,6 +298,15 @@ def install_error_handlers(app: APIGatewayHttpResolver) -> None:
     @app.exception_handler(InputError)
     def _bad_input(exc: InputError) -> Response:
         return problem(400, "Bad request", str(exc))
+
+    @app.exception_handler(ValueError)
+    def _undecodable(exc: ValueError) -> Response:
+        # Raised while decoding the body before validation (e.g. a multipart content type).
+        ctype = (app.current_event.headers or {}).get("content-type", "")
+        if app.current_event.body and "json" not in ctype.lower():
+            return problem(415, "Unsupported media type", f"send application/json, not {ctype[:80]!r}")
+        logger.exception("unexpected ValueError")
+        return problem(500, "Internal error", "ValueError")
 
     @app.exception_handler(ModelUnavailableError)
     def _unavailable(exc: ModelUnavailableError) -> Response:
@@ -337,7 +384,7 @@ def recommendations_router(service: Callable[[], Recommender]) -> Router:
     @router.get(
         "/v1/users/<user_id>/recommendations",
         summary="Personalised top-K for a user",
-        responses=ERROR_RESPONSES,
+        responses=responses(RecommendationResponse, "Ranked items for the user"),
         tags=["recommendations"],
     )
     def user_recommendations(
@@ -360,7 +407,7 @@ def recommendations_router(service: Callable[[], Recommender]) -> Router:
     @router.post(
         "/v1/recommendations",
         summary="Top-K from a session history (anonymous or new users)",
-        responses=ERROR_RESPONSES,
+        responses=responses(RecommendationResponse, "Ranked items for the session"),
         tags=["recommendations"],
         middlewares=[_limit_body],
     )
@@ -380,7 +427,7 @@ def recommendations_router(service: Callable[[], Recommender]) -> Router:
     @router.get(
         "/v1/items/<item_id>/similar",
         summary="Items related to an item",
-        responses=ERROR_RESPONSES,
+        responses=responses(RecommendationResponse, "Related items"),
         tags=["recommendations"],
     )
     def similar_items(
@@ -397,7 +444,7 @@ def recommendations_router(service: Callable[[], Recommender]) -> Router:
     @router.post(
         "/v1/search",
         summary="Personalised lexical search, or re-ranking of a candidate list",
-        responses=ERROR_RESPONSES,
+        responses=responses(RecommendationResponse, "Matching items, best first"),
         tags=["search"],
         middlewares=[_limit_body],
     )
@@ -433,7 +480,7 @@ def events_router(collector: Callable[[], EventCollector]) -> Router:
     @router.post(
         "/v1/events",
         summary="Feedback events (clicks, carts, purchases) echoing recommendation_id",
-        responses=ERROR_RESPONSES,
+        responses=responses(EventsResponse, "Events accepted for delivery"),
         tags=["events"],
         middlewares=[_limit_body],
     )

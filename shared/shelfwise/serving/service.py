@@ -404,8 +404,15 @@ class Recommender:
     ) -> Recommendation:
         """Lexical match over titles/categories blended with the user's model score; or re-rank candidates."""
         k = self._check_k(k)
-        if not (query and query.strip()) and not candidates:
-            raise InputError("give a query, a candidate list, or both")
+        if not (query and query.strip()) and not candidates:  # empty search box: their top picks
+            return self.recommend(
+                user_id=user_id,
+                session_id=session_id,
+                history=history,
+                k=k,
+                filters=filters,
+                endpoint="search",
+            )
         self.refresh()
         user_key = user_id or session_id or uuid.uuid4().hex
         model, variant = self._route(user_key)
