@@ -33,11 +33,20 @@ def hits_matrix(recommended: np.ndarray, targets: Sequence[np.ndarray]) -> np.nd
     rec = np.asarray(recommended)
     if rec.ndim != 2 or rec.shape[0] != len(targets):
         raise InputError(f"recommended must be [users, K] with one row per target set, got {rec.shape}")
-    out = np.zeros(rec.shape, dtype=bool)
-    for row, t in enumerate(targets):
-        if len(t):
-            out[row] = np.isin(rec[row], t)
-    return out
+    if rec.size == 0:
+        return np.zeros(rec.shape, dtype=bool)
+    # One vectorised membership test on (row, item) keys instead of a loop over users.
+    lengths = np.fromiter((len(t) for t in targets), dtype=np.int64, count=len(targets))
+    flat = (
+        np.concatenate([np.asarray(t, dtype=np.int64) for t in targets])
+        if lengths.sum()
+        else np.zeros(0, np.int64)
+    )
+    span = int(max(rec.max(initial=0), flat.max(initial=0))) + 2
+    target_keys = np.repeat(np.arange(len(targets), dtype=np.int64), lengths) * span + flat
+    rec_keys = np.arange(rec.shape[0], dtype=np.int64)[:, None] * span + rec.astype(np.int64)
+    hits = np.isin(rec_keys, target_keys)
+    return hits & (rec >= 0)
 
 
 def metrics_from_hits(hits: np.ndarray, n_targets: np.ndarray) -> dict[str, np.ndarray]:

@@ -214,7 +214,13 @@ def test_job_trains_exports_registers_and_gates_against_champion(
         table, tmp_path / "b1", config, registry=registry, version="v1", progress=Progress(log)
     )
     manifest = first.manifest
-    assert set(manifest["evaluation"]["models"]) == {"popularity", "itemknn", "itemknn_recent", "als"}
+    assert set(manifest["evaluation"]["models"]) == {
+        "popularity",
+        "popularity_all",
+        "itemknn",
+        "itemknn_recent",
+        "als",
+    }
     assert manifest["evaluation"]["champion"] is None
     assert manifest["parity"]["ok"] and manifest["algorithm"] == manifest["evaluation"]["best"]
     assert (

@@ -129,38 +129,41 @@ class ItemKNN:
 
 
 def top_neighbours(
-    basis: sp.csr_matrix, neighbours: int, shrink: float, block_budget: int = 1 << 23
+    basis: sp.csr_matrix, neighbours: int, shrink: float, block_budget: int = 1 << 24
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``neighbours`` cosine neighbours of every item (column) of a binary rows x items matrix.
 
-    Returns (indices [N, M] int64, similarities [N, M] float32), best first, padded with the item
-    itself at similarity 0 when an item has fewer co-occurring items than M.
+    Returns (indices [N, M] int64, similarities [N, M] float32), best first (ties to the lower
+    index), padded with the item itself at similarity 0 when an item has fewer co-occurring items
+    than M. Works on the sparse co-occurrence rows only, in blocks whose co-occurrence count is
+    bounded by ``block_budget`` entries, so 100k-item catalogues need no dense N x N anything.
     """
     n = basis.shape[1]
     m = max(1, min(int(neighbours), n - 1)) if n > 1 else 1
     items_rows = basis.T.tocsr()  # items x rows
-    counts = np.asarray(items_rows.sum(axis=1)).ravel().astype(np.float64)
-    norms = np.sqrt(counts)
-    out_idx = np.empty((n, m), dtype=np.int64)
+    norms = np.sqrt(np.asarray(items_rows.sum(axis=1)).ravel().astype(np.float64))
+    # Upper bound of each item's co-occurrence row length: sum of its rows' lengths.
+    row_len = np.diff(basis.indptr).astype(np.float64)
+    bound = items_rows @ row_len
+    out_idx = np.repeat(np.arange(n, dtype=np.int64)[:, None], m, axis=1)
     out_val = np.zeros((n, m), dtype=np.float32)
-    block = max(1, block_budget // max(n, 1))
-    for lo in range(0, n, block):
-        hi = min(n, lo + block)
-        co = (items_rows[lo:hi] @ basis).toarray()  # [b, N] co-occurrence counts
-        sim = co / (norms[lo:hi, None] * norms[None, :] + shrink + 1e-12)
-        sim[np.arange(hi - lo), np.arange(lo, hi)] = 0.0  # an item is not its own neighbour
-        if m < n:
-            part = np.argpartition(-sim, m - 1, axis=1)[:, :m]
-        else:
-            part = np.tile(np.arange(n), (hi - lo, 1))[:, :m]
-        part.sort(axis=1)
-        vals = np.take_along_axis(sim, part, axis=1)
-        order = np.argsort(-vals, axis=1, kind="stable")
-        idx = np.take_along_axis(part, order, axis=1)
-        vals = np.take_along_axis(vals, order, axis=1)
-        empty = vals <= 0
-        idx[empty] = np.arange(lo, hi)[:, None].repeat(m, axis=1)[empty]
-        vals[empty] = 0.0
-        out_idx[lo:hi] = idx
-        out_val[lo:hi] = vals
+    lo = 0
+    cum = np.cumsum(bound)
+    while lo < n:
+        base = cum[lo - 1] if lo else 0.0
+        hi = int(np.searchsorted(cum, base + block_budget, side="right"))
+        hi = min(n, max(hi, lo + 1))
+        co = (items_rows[lo:hi] @ basis).tocoo()
+        rows, cols = co.row.astype(np.int64), co.col.astype(np.int64)
+        sim = co.data / (norms[rows + lo] * norms[cols] + shrink + 1e-12)
+        keep = (cols != rows + lo) & (sim > 0)
+        rows, cols, sim = rows[keep], cols[keep], sim[keep]
+        order = np.lexsort((cols, -sim, rows))  # by row, then similarity desc, then index asc
+        rows, cols, sim = rows[order], cols[order], sim[order]
+        starts = np.searchsorted(rows, np.arange(hi - lo))
+        rank = np.arange(rows.size) - starts[rows]
+        top = rank < m
+        out_idx[rows[top] + lo, rank[top]] = cols[top]
+        out_val[rows[top] + lo, rank[top]] = sim[top]
+        lo = hi
     return out_idx, out_val

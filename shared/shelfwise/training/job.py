@@ -38,7 +38,7 @@ from shelfwise.evaluation import popularity_percentile
 from shelfwise.events import EVENT_WEIGHTS, SCHEMA_VERSION
 from shelfwise.registry import Registration, Registry
 from shelfwise.training.base import Recommender, item_popularity
-from shelfwise.training.data import Interactions, Split, interactions_from_table, temporal_split
+from shelfwise.training.data import Interactions, Split, interactions_from_table, sample_users, temporal_split
 from shelfwise.training.itemknn import ItemKNN
 from shelfwise.training.popularity import Popularity
 from shelfwise.training.search import BASELINE_FAMILIES, FAMILIES, evaluate_model, make_model, search
@@ -93,6 +93,7 @@ class TrainConfig:
     float16: bool = False
     similar_items: int = 20
     parity_users: int = 64
+    max_eval_users: int = 5000  # seeded sample of test/validation users when there are more
     code_version: str = "unknown"
     seed: int = 42
 
@@ -130,8 +131,10 @@ class TrainResult:
 
 def evaluate_log(data: Interactions, config: TrainConfig, progress: Progress) -> EvaluationResult:
     """Search on validation, score each family's winner once on test, pick the best on validation."""
-    split = temporal_split(data, config.split_fraction)
-    validation = temporal_split(split.train, config.split_fraction)
+    split = sample_users(temporal_split(data, config.split_fraction), config.max_eval_users, config.seed)
+    validation = sample_users(
+        temporal_split(split.train, config.split_fraction), config.max_eval_users, config.seed
+    )
     if len(split.users) == 0 or len(validation.users) == 0:
         raise InputError("not enough overlap in time: no user has events on both sides of the cut")
     progress(

@@ -31,9 +31,11 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "small": [{"window_days": w} for w in (7, 30, None)],
         "full": [{"window_days": w} for w in (3, 7, 14, 30, 90, None)],
     },
+    # All-time popularity: no candidate, the reference the "ItemKNN ~2x popularity" folklore uses.
+    "popularity_all": {level: [{"window_days": None}] for level in ("none", "small", "full")},
     "itemknn": {
         "none": [{"neighbours": 100, "basis": "user"}],
-        "small": [{"neighbours": n, "basis": b} for n in (50, 200) for b in ("user", "session")],
+        "small": [{"neighbours": n, "basis": b} for n in (20, 200) for b in ("user", "session")],
         "full": [
             {"neighbours": n, "basis": b, "shrink": s}
             for n in (20, 50, 100, 200)
@@ -80,8 +82,10 @@ FAMILIES: tuple[str, ...] = tuple(GRIDS)
 
 def make_model(family: str, params: dict[str, Any], *, threads: int = 2) -> Recommender:
     """A fresh, unfitted model of ``family`` with ``params``."""
-    if family == "popularity":
-        return Popularity(**params)
+    if family in {"popularity", "popularity_all"}:
+        model = Popularity(**params)
+        model.algorithm = family
+        return model
     if family in {"itemknn", "itemknn_recent"}:
         model = ItemKNN(**params)
         model.algorithm = family
