@@ -108,9 +108,9 @@ class ShopParams:
     consumable_share: float = 0.25
     # Funnel: P(event) = sigmoid(base + slope * true affinity); the bases are calibrated when the
     # shop is built so that these rates hold whatever the catalogue's size (Taobao-like defaults).
-    view_to_cart: float = 0.062
+    view_to_cart: float = 0.058
     view_to_fav: float = 0.034
-    cart_to_purchase: float = 0.40
+    cart_to_purchase: float = 0.37
     funnel_slope: float = 0.9
     remove_share: float = 0.3
     price_elasticity: float = 1.5
