@@ -122,7 +122,8 @@ def _served_items(served: Served) -> tuple[str | None, list[str], list[float | N
     for key in ("variant", "model_version"):
         if get(key) is not None:
             extra[key] = get(key)
-    items, scores = [], []
+    items: list[str] = []
+    scores: list[float | None] = []
     for it in get("items") or []:
         if isinstance(it, (str, int)):
             items.append(str(it))
@@ -325,16 +326,17 @@ class Shop:
             buy_logit = p.loop_buy_base + p.funnel_slope * aff - p.price_elasticity * np.log(mult)
             buy = cart & (u_buy[:k] < 1.0 / (1.0 + np.exp(-buy_logit)))
         c = self.catalogue
-        for pos in np.flatnonzero(click):
+        for hit in np.flatnonzero(click).tolist():
+            pos = int(hit)
             i = int(idx[pos])
-            t = context.ts_ms + int(delay[pos])
+            t_ms = context.ts_ms + int(delay[pos])
             price = round(float(c.price[i] * mult[pos]), 2)
             common = {"item_id": items[pos], "position": int(pos), "category": str(c.category[i]), **base}
             events.append(
                 {
                     "event_id": f"{rec_id}-click-{pos}",
                     "event_type": "click",
-                    "timestamp": _iso(t),
+                    "timestamp": _iso(t_ms),
                     "price": price,
                     **common,
                 }
@@ -344,7 +346,7 @@ class Shop:
                     {
                         "event_id": f"{rec_id}-cart-{pos}",
                         "event_type": "add_to_cart",
-                        "timestamp": _iso(t + 5_000),
+                        "timestamp": _iso(t_ms + 5_000),
                         "price": price,
                         "quantity": 1,
                         **common,
@@ -355,7 +357,7 @@ class Shop:
                     {
                         "event_id": f"{rec_id}-buy-{pos}",
                         "event_type": "purchase",
-                        "timestamp": _iso(t + 120_000),
+                        "timestamp": _iso(t_ms + 120_000),
                         "price": price,
                         "quantity": 1,
                         **common,
@@ -424,7 +426,7 @@ class HttpRecommender:
             if r.status_code != 404:
                 r.raise_for_status()
                 return dict(r.json())
-        body = {
+        body: dict[str, Any] = {
             "session_id": ctx.session_id,
             "history": [{"item_id": i, "event_type": t} for i, t in ctx.history],
             "k": k,

@@ -91,7 +91,7 @@ def compute_stats(table: pa.Table) -> dict[str, Any]:
     out["item_gini"] = round(gini(item_counts[item_counts > 0]), 4)
     top = np.sort(item_counts)[::-1]
     k = max(1, math.ceil(len(top) * 0.01))
-    out["top1pct_item_share"] = round(float(top[:k].sum() / max(1, top.sum())), 4)
+    out["top1pct_item_share"] = round(float(top[:k].sum()) / max(1.0, float(top.sum())), 4)
 
     ts = np.asarray(pc.cast(table["timestamp"], pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
     # The curated timestamp is milliseconds since the epoch.
