@@ -50,7 +50,7 @@ class MonitoringConfig:
     input_lookback_seconds: int = 3600
     input_baseline_events: int = 5000
     # Champion CTR drift (taste drift): last hour of matured windows vs a frozen early baseline.
-    champion_baseline_lists: int = 3000
+    champion_baseline_lists: int = 10000
     champion_lookback_windows: int = 12
     drift_alpha: float = 0.01
     drift_margin: float = 0.05
@@ -165,7 +165,7 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         evaluation_periods=4,
         treat_missing_data="notBreaching",
         target="none",
-        guard="published once a 3,000-list baseline is frozen and the last hour of matured windows holds >= 100 lists",
+        guard="published once a 10,000-list baseline is frozen and the last hour of matured windows holds >= 100 lists",
     ),
     AlarmSpec(
         suffix="input-drift",

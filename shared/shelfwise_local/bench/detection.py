@@ -9,6 +9,8 @@ job, and every model alarm is replayed with CloudWatch's M-of-N / TreatMissingDa
   windows from canary start until a challenger alarm is in ALARM (target <= 2);
 - subtle: a challenger with a 20% relative CTR drop: windows after its first window matures
   until the quality alarm fires (target <= 6);
+- taste drift: the champion alone loses ``--taste-drop`` of its CTR after 3 hours: windows until
+  the champion-CTR-drift alarm (30 minutes of that is the click attribution window);
 - stable: ``--hours`` of identical champion and challenger: alarm firings (target 0).
 
 The point is the sizing: how many requests per window the defaults need. The demo measures the
@@ -138,22 +140,36 @@ def window_traffic(
 
 
 def run(
-    windows: int, lists: int, ctr: float, challenger_ctr: float, broken: bool, seed: int
+    windows: int,
+    lists: int,
+    ctr: float,
+    challenger_ctr: float,
+    broken: bool,
+    seed: int,
+    canary: bool = True,
+    champion_ctr_after: tuple[int, float] | None = None,
 ) -> list[list[str]]:
-    """Alarm suffixes in ALARM after each window's pass."""
+    """Alarm suffixes in ALARM after each window's pass.
+
+    ``champion_ctr_after = (window, ctr)`` changes the champion's CTR from that window on (taste drift).
+    """
     rng = np.random.default_rng(seed)
     source, cfg = _Source(), MonitoringConfig()
     job = MonitoringJob(source, _Manifests(), MemoryStateStore(), cfg)
-    deployment = Deployment(champion="v1", challenger="v2", canary_weight=0.1)
+    deployment = (
+        Deployment(champion="v1", challenger="v2", canary_weight=0.1) if canary else Deployment(champion="v1")
+    )
+    share = 0.1 if canary else 0.0
     versions = {"champion": "v1", "challenger": "v2"}
     points: dict[str, list[float | None]] = {a.suffix: [] for a in MODEL_ALARMS}
     firing = []
     for w in range(windows):
         start = T0 + timedelta(minutes=5 * w)
+        champ = ctr if champion_ctr_after is None or w < champion_ctr_after[0] else champion_ctr_after[1]
         source.add(
             start,
             window_traffic(
-                rng, start, lists, 0.1, {"champion": ctr, "challenger": challenger_ctr}, versions, broken
+                rng, start, lists, share, {"champion": champ, "challenger": challenger_ctr}, versions, broken
             ),
         )
         values = job.fast_pass(start + timedelta(minutes=5, seconds=20), deployment).values()
@@ -172,6 +188,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--lists-per-window", type=int, default=1000, help="served lists (requests) per 5 minutes")
     p.add_argument("--ctr", type=float, default=0.15, help="champion list CTR")
     p.add_argument("--hours", type=float, default=48.0, help="length of the stable run")
+    p.add_argument(
+        "--taste-drop", type=float, default=0.2, help="relative CTR the champion loses to taste drift"
+    )
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
     t = time.perf_counter()
@@ -185,6 +204,26 @@ def main(argv: list[str]) -> int:
     subtle = run(7 + 12, n, args.ctr, args.ctr * 0.8, False, args.seed + 1)
     subtle_at = next((i + 1 - 7 for i, f in enumerate(subtle) if "challenger-quality" in f), None)
     print(f"detection: subtle -> {subtle_at} windows after first maturity", file=sys.stderr)
+    # Taste drift: the champion loses --taste-drop of its CTR after 3 hours of normal traffic.
+    drift_at = 36
+    taste = run(
+        drift_at + 36,
+        n,
+        args.ctr,
+        args.ctr,
+        False,
+        args.seed + 3,
+        canary=False,
+        champion_ctr_after=(drift_at, args.ctr * (1 - args.taste_drop)),
+    )
+    taste_at = next(
+        (i - drift_at + 1 for i, f in enumerate(taste) if i >= drift_at and "champion-ctr-drift" in f), None
+    )
+    taste_false = sum(1 for f in taste[:drift_at] if f)
+    print(
+        f"detection: taste drift -> {taste_at} windows after it began ({taste_false} alarms before)",
+        file=sys.stderr,
+    )
     stable_windows = int(args.hours * 12)
     stable = run(stable_windows, n, args.ctr, args.ctr, False, args.seed + 2)
     transitions = sum(1 for i, f in enumerate(stable) for s in f if i == 0 or s not in stable[i - 1])
@@ -198,6 +237,9 @@ def main(argv: list[str]) -> int:
             "champion_list_ctr": args.ctr,
             "broken_windows_to_alarm": broken_at,
             "subtle_windows_after_maturity": subtle_at,
+            "taste_drop": args.taste_drop,
+            "taste_drift_windows_to_alarm": taste_at,
+            "taste_drift_minutes_to_alarm": None if taste_at is None else taste_at * 5,
             "stable_windows": stable_windows,
             "stable_false_alarms": transitions,
             "wall_s": round(time.perf_counter() - t, 1),
