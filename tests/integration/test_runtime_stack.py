@@ -6,6 +6,7 @@ import json
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import unquote_plus
 
 import pytest
 
@@ -70,6 +71,21 @@ def test_s3_notification_through_queue_reaches_the_function(rt: LocalRuntime) ->
     )
     worker_events = [i.event for i in rt.invocations_of("WorkerFunction")]
     assert worker_events and all(r["eventSource"] == "aws:sqs" for e in worker_events for r in e["Records"])
+
+
+def test_s3_event_source_invokes_the_function_directly(rt: LocalRuntime) -> None:
+    bucket = rt.physical_name("UploadBucket")
+    assert bucket.startswith(rt.stack_name.lower() + "-uploadbucket-")  # generated, S3-legal name
+    rt.put_object("UploadBucket", "docs/a.json", b"{}")
+    rt.put_object("UploadBucket", "docs/b.txt", b"x")  # filtered out by the suffix rule
+    calls = rt.invocations_of("UploadFunction")
+    assert len(calls) == 1 and calls[0].payload == {"kind": "records", "sources": ["aws:s3"]}
+    record = calls[0].event["Records"][0]
+    assert (
+        record["s3"]["bucket"]["name"] == bucket
+        and unquote_plus(record["s3"]["object"]["key"]) == "docs/a.json"
+    )
+    assert record["eventName"].startswith("ObjectCreated:")
 
 
 def test_partial_batch_failure_redelivery_and_dlq(rt: LocalRuntime) -> None:
