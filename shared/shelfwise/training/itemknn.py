@@ -18,7 +18,13 @@ from shelfwise.training.base import item_popularity
 from shelfwise.training.data import Interactions
 from shelfwise.training.popularity import Popularity
 
-PRIOR_SCALE = 1e-4  # popularity prior, far below one co-occurrence, orders what history cannot
+MAX_ROW_ITEMS = 100  # most recent distinct items per user/session used for co-occurrence
+PRIOR_SCALE = 1e-4
+# The neighbour table depends on the data and (basis, neighbours, shrink) only; the recency
+# variants and the final refit reuse it instead of recomputing. Keyed by content hash, small.
+_SIMILARITY_CACHE: dict[
+    tuple[str, str, int, float], tuple[np.ndarray, np.ndarray]
+] = {}  # popularity prior, far below one co-occurrence, orders what history cannot
 
 
 class ItemKNN:
@@ -59,12 +65,13 @@ class ItemKNN:
 
     def fit(self, data: Interactions) -> ItemKNN:
         self._export: ox.NeighbourModel | None = None
-        basis = data.matrix(self.params["basis"])
-        binary = basis.copy()
-        binary.data[:] = 1.0
-        self.indices, self.similarities = top_neighbours(
-            binary, self.params["neighbours"], self.params["shrink"]
-        )
+        key = (data.data_hash(), self.params["basis"], self.params["neighbours"], self.params["shrink"])
+        if key not in _SIMILARITY_CACHE:
+            binary = recent_rows(data, self.params["basis"], MAX_ROW_ITEMS)
+            if len(_SIMILARITY_CACHE) >= 4:
+                _SIMILARITY_CACHE.pop(next(iter(_SIMILARITY_CACHE)))
+            _SIMILARITY_CACHE[key] = top_neighbours(binary, self.params["neighbours"], self.params["shrink"])
+        self.indices, self.similarities = _SIMILARITY_CACHE[key]
         n, m = self.indices.shape
         rows = np.repeat(np.arange(n), m)
         sim = sp.csr_matrix((self.similarities.ravel(), (rows, self.indices.ravel())), shape=(n, n))
@@ -128,6 +135,32 @@ class ItemKNN:
         return {"similarity_nnz": int(sim.nnz)}
 
 
+def recent_rows(data: Interactions, rows: str, max_items: int) -> sp.csr_matrix:
+    """Binary rows x items matrix keeping each row's ``max_items`` most recently touched items.
+
+    Co-occurrence cost grows with the square of a row's length, and the oldest items of a very
+    long history say least about what goes together now, so long rows are cut to the recent end.
+    """
+    r = data.user if rows == "user" else data.session
+    n_rows = data.n_users if rows == "user" else int(data.session.max(initial=-1)) + 1
+    # Last touch per (row, item), then rank within the row from the most recent.
+    key = r.astype(np.int64) * data.n_items + data.item
+    order = np.argsort(key, kind="stable")
+    last = np.ones(len(key), dtype=bool)
+    last[:-1] = key[order][1:] != key[order][:-1]
+    pairs = order[last]  # index of the last event of each (row, item); ts-sorted input
+    pr, pi, pt = r[pairs], data.item[pairs], data.ts[pairs]
+    o = np.lexsort((-pt, pr))
+    pr, pi = pr[o], pi[o]
+    starts = np.searchsorted(pr, np.arange(n_rows))
+    rank = np.arange(pr.size) - starts[pr]
+    keep = rank < max_items
+    m = sp.csr_matrix(
+        (np.ones(int(keep.sum()), np.float32), (pr[keep], pi[keep])), shape=(n_rows, data.n_items)
+    )
+    return m
+
+
 def top_neighbours(
     basis: sp.csr_matrix, neighbours: int, shrink: float, block_budget: int = 1 << 24
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +191,8 @@ def top_neighbours(
         sim = co.data / (norms[rows + lo] * norms[cols] + shrink + 1e-12)
         keep = (cols != rows + lo) & (sim > 0)
         rows, cols, sim = rows[keep], cols[keep], sim[keep]
-        order = np.lexsort((cols, -sim, rows))  # by row, then similarity desc, then index asc
+        # One float key sorts by row, then similarity descending (sim is in (0, 1]).
+        order = np.argsort(rows + (1.0 - np.minimum(sim, 1.0)) * 0.5)
         rows, cols, sim = rows[order], cols[order], sim[order]
         starts = np.searchsorted(rows, np.arange(hi - lo))
         rank = np.arange(rows.size) - starts[rows]

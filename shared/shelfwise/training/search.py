@@ -44,10 +44,10 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         ],
     },
     "itemknn_recent": {
-        "none": [{"neighbours": 50, "basis": "session", "half_life_days": 14, "popularity_prior": 0.05}],
+        "none": [{"neighbours": 100, "basis": "user", "half_life_days": 30, "popularity_prior": 0.05}],
         "small": [
-            {"neighbours": 50, "basis": b, "half_life_days": h, "popularity_prior": p}
-            for b in ("user", "session")
+            {"neighbours": n, "basis": b, "half_life_days": h, "popularity_prior": p}
+            for n, b in ((20, "user"), (200, "session"))
             for h in (14, 60)
             for p in (0.05, 0.2)
         ],
