@@ -129,6 +129,12 @@ def _run_days(days: list[int]) -> tuple[int, list[tuple[str, int]], dict[str, li
     return total, files, exporter.garbled
 
 
+def _write_catalogue(model: ShopModel, out: Path) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(model.catalogue.to_table(), out / CATALOGUE_FILE)
+
+
 def simulate_to_files(
     params: ShopParams,
     seed: int,
@@ -156,9 +162,14 @@ def simulate_to_files(
             # Spawned workers (no fork of a threaded process) receive the model built once here.
             init = (model, fmt, out, split)
             with mp.get_context("spawn").Pool(len(chunks), initializer=_init_worker, initargs=init) as pool:
-                results = pool.map(_run_days, chunks)
+                pending = pool.map_async(_run_days, chunks)
+                if write_catalogue:  # meanwhile, in the otherwise idle parent
+                    _write_catalogue(model, out)
+                results = pending.get()
         else:
             results = [_run_days(ch) for ch in chunks]
+            if write_catalogue:
+                _write_catalogue(model, out)
     finally:
         _WORKER.clear()
     garbled: dict[str, list[int]] = {}
@@ -174,10 +185,6 @@ def simulate_to_files(
     with open(out / GROUND_TRUTH_FILE, "w") as fh:
         for rec in truth:
             fh.write(json.dumps(rec, sort_keys=True) + "\n")
-    if write_catalogue:
-        import pyarrow.parquet as pq
-
-        pq.write_table(model.catalogue.to_table(), out / CATALOGUE_FILE)
     manifest = {
         "seed": seed,
         "params": {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in asdict(params).items()},
