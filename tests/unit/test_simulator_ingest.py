@@ -80,6 +80,7 @@ def test_stats_cli_on_a_simulated_log(tmp_path: Path, capsys: pytest.CaptureFixt
     assert figures["days"] == 2
 
 
+@pytest.mark.slow
 def test_stats_cli_on_the_real_retail_log(retail_parquet: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--stats", str(retail_parquet)]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
