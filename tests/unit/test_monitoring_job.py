@@ -147,8 +147,8 @@ def test_broken_challenger_is_flagged_in_the_first_window_by_label_free_signals(
 
 
 def test_equal_challenger_raises_no_model_alarm_over_many_windows() -> None:
-    table = traffic(T0, 120, 100, 0.1, {"champion": 0.2, "challenger": 0.2}, VERSIONS, seed=3)
-    values = run_windows(table, DEPLOY, T0 + timedelta(minutes=5), 24)
+    table = traffic(T0, 60, 100, 0.1, {"champion": 0.2, "challenger": 0.2}, VERSIONS, seed=3)
+    values = run_windows(table, DEPLOY, T0 + timedelta(minutes=5), 12)
     for v in values:
         for suffix in (
             "challenger-quality",
@@ -293,11 +293,11 @@ def test_deep_pass_publishes_conversion_only_for_the_mature_hour() -> None:
 
 
 def test_taste_drift_moves_the_input_mix_against_the_frozen_baseline() -> None:
-    before = traffic(T0, 60, 100, 0.0, {"champion": 0.2, "challenger": 0.2}, VERSIONS, seed=8)
+    before = traffic(T0, 60, 40, 0.0, {"champion": 0.2, "challenger": 0.2}, VERSIONS, seed=8)
     after = traffic(
         T0 + timedelta(hours=1),
         60,
-        100,
+        40,
         0.0,
         {"champion": 0.2, "challenger": 0.2},
         VERSIONS,
@@ -305,7 +305,10 @@ def test_taste_drift_moves_the_input_mix_against_the_frozen_baseline() -> None:
         category_weights=[0.55, 0.15, 0.15, 0.15],
     )
     job = MonitoringJob(
-        TableSource(pa.concat_tables([before, after])), Manifests(), MemoryStateStore(), MonitoringConfig()
+        TableSource(pa.concat_tables([before, after])),
+        Manifests(),
+        MemoryStateStore(),
+        MonitoringConfig(input_baseline_events=1500),
     )
     champion_only = Deployment(champion="v1")
     values = [
