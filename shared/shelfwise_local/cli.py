@@ -96,8 +96,11 @@ def main(argv: list[str]) -> int:
         api = next(iter(info["api_urls"].values()), None)
         print(f"shelfwise local: emulator ({info['emulator']}) at {rt.endpoint_url}", file=sys.stderr)
         print(f"shelfwise local: HTTP API at {api or '(no HttpApi routes in the template)'}", file=sys.stderr)
-        for warning in info["warnings"]:
-            print(f"shelfwise local: warning: {warning}", file=sys.stderr)
+        if info["warnings"]:  # each was logged as it happened; the count is the reminder
+            print(
+                f"shelfwise local: {len(info['warnings'])} resource(s) not emulated (see above)",
+                file=sys.stderr,
+            )
         print(f"export AWS_ENDPOINT_URL={rt.endpoint_url}", file=sys.stderr)
         print(json.dumps({"api_url": api, **info}), flush=True)
         print("shelfwise local: serving; Ctrl-C to stop", file=sys.stderr)
