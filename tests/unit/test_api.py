@@ -128,19 +128,17 @@ def test_user_recommendations(
     assert status == 200 and headers["content-type"] == "application/json"
     resp = RecommendationResponse.model_validate(body)
     assert resp.variant == "champion" and resp.model_version == "v1" and len(resp.items) <= 5
-    # EMF: per-variant figures with exactly the contract's dimensions, and the alarm aggregates.
+    # EMF: one blob per request, aggregated (no dimensions, what the alarms read) and per
+    # Variant/Endpoint (the contract's dimensions).
     blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
-    dims = {tuple(b["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]): b for b in blobs}
-    per_variant = dims[("Variant", "Endpoint")]
-    assert per_variant["Variant"] == "champion" and per_variant["Endpoint"] == "user_recommendations"
-    assert "LatencyMs" in per_variant and per_variant["Fallback"] == [0.0]
-    aggregates = {
-        m["Name"]
-        for b in blobs
-        if b["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [[]]
-        for m in b["_aws"]["CloudWatchMetrics"][0]["Metrics"]
-    }
-    assert {"Requests", "Errors", "LatencyMs"} <= aggregates
+    request = [b for b in blobs if "Requests" in b]
+    assert len(request) == 1
+    blob = request[0]
+    assert blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [[], ["Variant", "Endpoint"]]
+    assert blob["Variant"] == "champion" and blob["Endpoint"] == "user_recommendations"
+    names = {m["Name"] for m in blob["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {"Requests", "Errors", "LatencyMs", "Fallback", "EmptyResults", "UnknownIds"} <= names
+    assert blob["Errors"] == [0.0] and blob["Fallback"] == [0.0]
     assert "user-000001" not in capsys.readouterr().out
 
 

@@ -11,6 +11,8 @@ from typing import Any
 import boto3
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from moto import mock_aws
 
 from shelfwise import onnx_export as ox
@@ -27,7 +29,7 @@ from shelfwise.serving import (
     ServingConfig,
     ServingRules,
 )
-from shelfwise.serving.impressions import impression_rows
+from shelfwise.serving.impressions import encode, impression_rows
 from shelfwise_local.bench.serve import build_synthetic_bundle
 
 N, D, USERS = 300, 8, 40
@@ -342,3 +344,24 @@ def test_impression_rows_follow_the_contract() -> None:
     assert rows[1]["position"] == 1 and rows[1]["score"] == 0.1 and rows[0]["timestamp"].endswith("Z")
     assert rows[0]["properties"] == {"endpoint": "search", "k": 2, "schema_version": 1}
     assert rows[0]["event_id"] != rows[1]["event_id"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    rec_id=st.text(min_size=1, max_size=40),
+    items=st.lists(st.text(min_size=1, max_size=30), max_size=8),
+    score=st.floats(allow_nan=False, allow_infinity=False, width=32),
+)
+def test_encoded_lines_equal_the_rows(rec_id: str, items: list[str], score: float) -> None:
+    served = (
+        rec_id,
+        "fallback",
+        "popularity@v1",
+        "similar",
+        8,
+        1_800_000_000.123,
+        items,
+        [score] * len(items),
+    )
+    lines = encode(served).decode("utf-8", "surrogatepass").splitlines()
+    assert [json.loads(line) for line in lines] == impression_rows(served)

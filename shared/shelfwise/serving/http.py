@@ -21,7 +21,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shelfwise.errors import ConfigurationError, InputError, NotFoundError, ShelfwiseError
@@ -333,25 +333,23 @@ def _limit_body(app: APIGatewayHttpResolver, next_middleware: Any) -> Response:
 # --------------------------------------------------------------------------- metrics
 
 
-def observe(rec: Recommendation, endpoint: str, started: float) -> None:
-    """Request metrics (EMF): latency, fallback use, empty results, unknown ids; low-cardinality dims."""
-    metrics.add_dimension(name="Variant", value=rec.variant)
-    metrics.add_dimension(name="Endpoint", value=endpoint)
-    metrics.add_metric(
-        name="LatencyMs", unit="Milliseconds", value=round((time.perf_counter() - started) * 1000, 3)
-    )
-    metrics.add_metric(name="Requests", unit="Count", value=1)
-    metrics.add_metric(name="Fallback", unit="Count", value=int(rec.variant == "fallback"))
-    metrics.add_metric(name="EmptyResults", unit="Count", value=int(not rec.items))
-    metrics.add_metric(name="UnknownIds", unit="Count", value=rec.unknown_items)
+def observe(rec: Recommendation, endpoint: str) -> None:
+    """Per-request figures of a served list: fallback use, empty results, unknown ids.
+
+    The request's metrics go out in one EMF blob with two dimension sets, ``[]`` (what the
+    error-rate and latency alarms read) and ``[Variant, Endpoint]`` (the contract's dimensions).
+    """
+    metrics.add_dimensions(Variant=rec.variant, Endpoint=endpoint)
+    metrics.add_metric(name="Fallback", unit=MetricUnit.Count, value=int(rec.variant == "fallback"))
+    metrics.add_metric(name="EmptyResults", unit=MetricUnit.Count, value=int(not rec.items))
+    metrics.add_metric(name="UnknownIds", unit=MetricUnit.Count, value=rec.unknown_items)
 
 
 def serve(app: APIGatewayHttpResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Resolve one request and publish the function-wide aggregates the alarms watch.
+    """Resolve one request and record ``Requests``, ``Errors`` (5xx or a crash) and ``LatencyMs``.
 
-    ``Requests``, ``Errors`` (5xx or a crash) and ``LatencyMs`` without dimensions, as the
-    error-rate and p99-latency alarms in template.yaml read them; the per-variant, per-endpoint
-    figures come from :func:`observe`.
+    They land in the request's EMF blob without dimensions (the error-rate and p99-latency alarms
+    in template.yaml read them so), and per variant/endpoint when :func:`observe` ran.
     """
     started = time.perf_counter()
     status = 500
@@ -360,14 +358,18 @@ def serve(app: APIGatewayHttpResolver, event: dict[str, Any], context: Any) -> d
         status = int(response.get("statusCode", 500))
         return response
     finally:
-        elapsed = round((time.perf_counter() - started) * 1000, 3)
-        for name, unit, value in (
-            ("Requests", MetricUnit.Count, 1),
-            ("Errors", MetricUnit.Count, int(status >= 500)),
-            ("LatencyMs", MetricUnit.Milliseconds, elapsed),
-        ):
-            with single_metric(name=name, unit=unit, value=value, namespace=metrics.namespace):
-                pass
+        metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=int(status >= 500))
+        metrics.add_metric(
+            name="LatencyMs",
+            unit=MetricUnit.Milliseconds,
+            value=round((time.perf_counter() - started) * 1000, 3),
+        )
+
+
+def _ok(model: BaseModel) -> Response:
+    """A 200 JSON response serialised by Pydantic in one call (the route's model is in `responses`)."""
+    return Response(status_code=200, content_type="application/json", body=model.model_dump_json())
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
@@ -397,12 +399,11 @@ def recommendations_router(service: Callable[[], Recommender]) -> Router:
         exclude: Annotated[str | None, Query(max_length=MAX_LIST_PARAM, description="item ids")] = None,
         price_min: Annotated[float | None, Query(ge=0, le=1e9)] = None,
         price_max: Annotated[float | None, Query(ge=0, le=1e9)] = None,
-    ) -> RecommendationResponse:
-        started = time.perf_counter()
+    ):  # returns Response: no annotation, so Powertools does not re-validate the body
         filters = Filters(_csv(category), _csv(exclude_category), _csv(exclude), price_min, price_max)
         rec = service().recommend(user_id=user_id, k=k, filters=filters, endpoint="user_recommendations")
-        observe(rec, "user_recommendations", started)
-        return RecommendationResponse.of(rec)
+        observe(rec, "user_recommendations")
+        return _ok(RecommendationResponse.of(rec))
 
     @router.post(
         "/v1/recommendations",
@@ -411,8 +412,9 @@ def recommendations_router(service: Callable[[], Recommender]) -> Router:
         tags=["recommendations"],
         middlewares=[_limit_body],
     )
-    def session_recommendations(body: Annotated[RecommendRequest, Body()]) -> RecommendationResponse:
-        started = time.perf_counter()
+    def session_recommendations(
+        body: Annotated[RecommendRequest, Body()],
+    ):  # returns Response: no annotation, so Powertools does not re-validate the body
         rec = service().recommend(
             user_id=body.user_id,
             session_id=body.session_id,
@@ -421,8 +423,8 @@ def recommendations_router(service: Callable[[], Recommender]) -> Router:
             filters=body.filters.to_filters(),
             endpoint="recommendations",
         )
-        observe(rec, "recommendations", started)
-        return RecommendationResponse.of(rec)
+        observe(rec, "recommendations")
+        return _ok(RecommendationResponse.of(rec))
 
     @router.get(
         "/v1/items/<item_id>/similar",
@@ -435,11 +437,10 @@ def recommendations_router(service: Callable[[], Recommender]) -> Router:
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 20,
         category: Annotated[str | None, Query(max_length=MAX_LIST_PARAM)] = None,
         price_max: Annotated[float | None, Query(ge=0, le=1e9)] = None,
-    ) -> RecommendationResponse:
-        started = time.perf_counter()
+    ):  # returns Response: no annotation, so Powertools does not re-validate the body
         rec = service().similar(item_id, k=k, filters=Filters(categories=_csv(category), price_max=price_max))
-        observe(rec, "similar", started)
-        return RecommendationResponse.of(rec)
+        observe(rec, "similar")
+        return _ok(RecommendationResponse.of(rec))
 
     @router.post(
         "/v1/search",
@@ -448,8 +449,9 @@ def recommendations_router(service: Callable[[], Recommender]) -> Router:
         tags=["search"],
         middlewares=[_limit_body],
     )
-    def search(body: Annotated[SearchRequest, Body()]) -> RecommendationResponse:
-        started = time.perf_counter()
+    def search(
+        body: Annotated[SearchRequest, Body()],
+    ):  # returns Response: no annotation, so Powertools does not re-validate the body
         rec = service().search(
             query=body.query,
             candidates=body.candidates,
@@ -459,8 +461,8 @@ def recommendations_router(service: Callable[[], Recommender]) -> Router:
             k=body.k,
             filters=body.filters.to_filters(),
         )
-        observe(rec, "search", started)
-        return RecommendationResponse.of(rec)
+        observe(rec, "search")
+        return _ok(RecommendationResponse.of(rec))
 
     @router.get("/v1/health", summary="Loaded versions, aliases, fallback state", tags=["operations"])
     def health() -> HealthResponse:
@@ -486,7 +488,7 @@ def events_router(collector: Callable[[], EventCollector]) -> Router:
     )
     def collect(body: Annotated[EventsRequest, Body()]) -> EventsResponse:
         result = collector().collect(body.events)
-        metrics.add_dimension(name="Endpoint", value="events")
+        metrics.add_dimensions(Endpoint="events")
         metrics.add_metric(name="EventsAccepted", unit="Count", value=result.accepted)
         metrics.add_metric(name="EventsFailed", unit="Count", value=len(result.failed))
         return EventsResponse(accepted=result.accepted, event_ids=result.event_ids, failed=result.failed)
