@@ -145,6 +145,33 @@ def top_k(scores: np.ndarray, exclude: Any, k: int) -> np.ndarray:
     return idx.astype(np.int64)
 
 
+def rank_global(scores: np.ndarray, users: np.ndarray, exclude: Any, k: int) -> np.ndarray:
+    """Top-k per user when every user gets the same scores (popularity): one sort, then skip seen items.
+
+    Same answer as :func:`top_k` on the broadcast scores, without a users x items block.
+    """
+    s = np.asarray(scores, dtype=np.float32)
+    ex = exclude[users] if exclude is not None else None
+    longest = int(np.diff(ex.indptr).max(initial=0)) if ex is not None else 0
+    c = min(s.size, k + longest)
+    order = np.argsort(-s, kind="stable")[:c]  # ties to the lower index, like top_k
+    if ex is None:
+        out = np.tile(order[:k], (len(users), 1))
+    else:
+        position = np.full(s.size, -1, dtype=np.int64)
+        position[order] = np.arange(c)
+        blocked = np.zeros((len(users), c), dtype=bool)
+        coo = ex.tocoo()
+        pos = position[coo.col]
+        blocked[coo.row[pos >= 0], pos[pos >= 0]] = True
+        keep_rank = np.where(~blocked, np.arange(c), c)
+        picked = np.sort(keep_rank, axis=1)[:, :k]
+        out = np.where(picked < c, order[np.minimum(picked, c - 1)], -1)
+    if out.shape[1] < k:
+        out = np.pad(out, ((0, 0), (0, k - out.shape[1])), constant_values=-1)
+    return out.astype(np.int64)
+
+
 def rank_users(
     score_fn: Callable[[np.ndarray], np.ndarray],
     users: np.ndarray,

@@ -183,3 +183,23 @@ def test_temporal_split_targets_by_hand() -> None:
     out = evaluate_ranking(rec, split.targets, np.array([2, 2]), 3, np.ones(3), 3)
     assert out["segments"]["cold"]["users"] == 2 and out["segments"]["warm"] == {"users": 0}
     assert out["hitrate@3"] == 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(0, 5), min_size=8, max_size=8),
+    st.lists(st.lists(st.booleans(), min_size=8, max_size=8), min_size=1, max_size=5),
+    st.integers(1, 9),
+)
+def test_rank_global_equals_top_k_on_broadcast_scores(
+    scores: list[int], seen: list[list[bool]], k: int
+) -> None:
+    import scipy.sparse as sp
+
+    from shelfwise.evaluation import rank_global
+
+    s = np.array(scores, dtype=np.float32)
+    ex = sp.csr_matrix(np.array(seen, dtype=np.float32))
+    users = np.arange(len(seen))
+    expected = top_k(np.tile(s, (len(seen), 1)), ex, k)
+    assert rank_global(s, users, ex, k).tolist() == expected.tolist()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from shelfwise.errors import InputError
-from shelfwise.evaluation import evaluate_ranking, rank_users
+from shelfwise.evaluation import evaluate_ranking, rank_global, rank_users
 from shelfwise.training.base import Recommender, item_popularity
 from shelfwise.training.data import Split
 from shelfwise.training.itemknn import ItemKNN
@@ -99,7 +99,11 @@ def evaluate_model(model: Recommender, split: Split, k: int) -> dict[str, Any]:
     """Fit-free: rank every test user of ``split`` with a model fitted on ``split.train``."""
     train = split.train
     seen = train.matrix("user")
-    ranked = rank_users(model.score_users, split.users, seen, train.n_items, k)
+    global_scores = getattr(model, "scores", None) if model.algorithm.startswith("popularity") else None
+    if global_scores is not None:
+        ranked = rank_global(global_scores, split.users, seen, k)
+    else:
+        ranked = rank_users(model.score_users, split.users, seen, train.n_items, k)
     sizes = np.diff(seen.indptr)[split.users]
     return evaluate_ranking(ranked, split.targets, sizes, train.n_items, item_popularity(train), k)
 

@@ -13,6 +13,7 @@ line reports wall time per stage, peak RSS and the ratio job / baseline.
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import tempfile
 import time
@@ -148,6 +149,9 @@ def main(argv: list[str]) -> int:
             "search": args.search,
             "threads": args.threads,
             "wall_s": round(job_s, 2),
+            # CPU seconds of the whole process (job + baseline): on a shared machine wall time
+            # includes waiting for the cores; CPU time does not.
+            "process_cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
             "stages_s": stages,
             "peak_rss_mb": peak,
             "bundle_mb": round(bundle_mb, 1),
