@@ -90,9 +90,10 @@ def hash64_lanes(arr: pa.Array | pa.ChunkedArray, seeds: tuple[int, ...]) -> lis
     if nulls is not None:
         arr = arr.fill_null(b"")
     cls = np.searchsorted(np.array(_WIDTHS), lens)  # index of the smallest width >= len
-    present = np.unique(cls)
-    if len(present) == 1 and present[0] < len(_WIDTHS):
-        words = _fixed_words(arr, _WIDTHS[present[0]])
+    lo, hi = int(cls.min()), int(cls.max())
+    present = np.array([lo]) if lo == hi else np.unique(cls)
+    if lo == hi and lo < len(_WIDTHS):
+        words = _fixed_words(arr, _WIDTHS[lo])
         hs = [_fold(h, words) for h in hs]
     else:
         for c in present:

@@ -93,14 +93,14 @@ def header_fields(first_line: bytes) -> dict[str, list[str]]:
     return {d: [c.strip() for c in next(csv.reader([text], delimiter=d))] for d in DELIMITERS}
 
 
-def _line_blocks(stream: pa.NativeFile, block_bytes: int) -> Iterator[bytes]:
-    """Blocks of whole lines (each ends with a newline, except possibly the last)."""
+def _line_blocks(stream: pa.NativeFile, block_bytes: int) -> Iterator[pa.Buffer]:
+    """Blocks of whole lines from a stream (gzip): each ends with a newline, except maybe the last."""
     rest = b""
     while True:
         chunk = _read(stream, block_bytes)
         if not chunk:
             if rest:
-                yield rest
+                yield pa.py_buffer(rest)
             return
         buf = rest + chunk if rest else chunk
         cut = buf.rfind(b"\n") + 1
@@ -110,7 +110,39 @@ def _line_blocks(stream: pa.NativeFile, block_bytes: int) -> Iterator[bytes]:
             rest = buf
             continue
         rest = buf[cut:]
-        yield buf[:cut]
+        yield pa.py_buffer(buf[:cut])
+
+
+def _last_newline(buf: pa.Buffer) -> int:
+    """Offset just past the last newline of ``buf`` (0 if none), looking at the tail first."""
+    view = memoryview(buf)
+    tail = min(len(view), 1 << 16)
+    pos = bytes(view[len(view) - tail :]).rfind(b"\n")
+    if pos >= 0:
+        return len(view) - tail + pos + 1
+    return bytes(view).rfind(b"\n") + 1
+
+
+def _file_blocks(path: Path, block_bytes: int) -> Iterator[pa.Buffer]:
+    """Blocks of whole lines of a plain file, read at offsets (one copy, no re-stitching)."""
+    with pa.OSFile(str(path), "rb") as f:
+        size = f.size()
+        offset = 0
+        want = block_bytes
+        while offset < size:
+            f.seek(offset)
+            buf = f.read_buffer(min(want, size - offset))
+            if offset + buf.size < size:
+                cut = _last_newline(buf)
+                if cut == 0:  # one line longer than the block: read more of it
+                    if buf.size > MAX_LINE_BYTES:
+                        raise CorruptInputError(f"a line is longer than {MAX_LINE_BYTES >> 20} MiB")
+                    want *= 2
+                    continue
+                buf = buf.slice(0, cut)
+            want = block_bytes
+            offset += buf.size
+            yield buf
 
 
 def read_csv_chunks(
@@ -123,29 +155,36 @@ def read_csv_chunks(
     block_bytes: int = BLOCK_BYTES,
 ) -> Iterator[RawChunk]:
     """Parse a CSV (plain or gzip) block by block, numbering records from the header's line 1."""
-    stream, _ = _open(path)
+    with open(path, "rb") as f:
+        gz = f.read(2) == GZIP_MAGIC
+    stream = pa.input_stream(str(path), compression="gzip") if gz else None
     try:
+        blocks = _line_blocks(stream, block_bytes) if stream is not None else _file_blocks(path, block_bytes)
         records_before = 1 if has_header else 0
         first = True
-        for block in _line_blocks(stream, block_bytes):
+        for block in blocks:
             if first:
                 first = False
-                if block.startswith(BOM):
-                    block = block[len(BOM) :]
+                head = bytes(memoryview(block)[: 1 << 16])
+                skip = len(BOM) if head.startswith(BOM) else 0
                 if has_header:
-                    nl = block.find(b"\n")
-                    block = block[nl + 1 :] if nl >= 0 else b""
-            if len(block) < 4096 and not block.strip():
+                    nl = head.find(b"\n", skip)
+                    if nl < 0:
+                        nl = block.to_pybytes().find(b"\n", skip)
+                    skip = nl + 1 if nl >= 0 else block.size
+                block = block.slice(skip)
+            if block.size < 4096 and not block.to_pybytes().strip():
                 continue
             chunk = _parse_block(block, delimiter, column_names, column_types, records_before)
             records_before += chunk.batch.num_rows + len(chunk.malformed)
             yield chunk
     finally:
-        stream.close()
+        if stream is not None:
+            stream.close()
 
 
 def _csv_read(
-    block: bytes,
+    block: pa.Buffer,
     delimiter: str,
     names: list[str],
     types: dict[str, pa.DataType],
@@ -156,9 +195,9 @@ def _csv_read(
         bad.append(row)
         return "skip"
 
-    size = max(1 << 20, min(len(block) // 2 + 1, 4 << 20)) if threads else len(block) + 1
+    size = max(1 << 20, min(block.size // 2 + 1, 4 << 20)) if threads else block.size + 1
     return pcsv.read_csv(
-        pa.py_buffer(block),
+        pa.BufferReader(block),
         read_options=pcsv.ReadOptions(column_names=names, use_threads=threads, block_size=size),
         parse_options=pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
         convert_options=pcsv.ConvertOptions(
@@ -168,7 +207,7 @@ def _csv_read(
 
 
 def _parse_block(
-    block: bytes, delimiter: str, names: list[str], types: dict[str, pa.DataType], records_before: int
+    block: pa.Buffer, delimiter: str, names: list[str], types: dict[str, pa.DataType], records_before: int
 ) -> RawChunk:
     bad: list[pcsv.InvalidRow] = []
     try:
