@@ -299,3 +299,31 @@ def test_champion_rollback_during_canary_restores_previous(registry: Registry, t
     assert registry.rollback("champion alarm", scope="champion") == Aliases("v1", None, None, 0.0)
     with pytest.raises(ConflictError):
         registry.rollback("x", scope="canary")
+
+
+def test_models_cli_list_show_canary_promote_rollback_served(
+    registry: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shelfwise import registry_cli
+
+    registry.register(make_bundle(tmp_path, "a"), "v1")
+    registry.register(
+        make_bundle(tmp_path, "b", champion={"version": "v1", "metrics": {"ndcg@10": 0.2}}), "v2"
+    )
+    base = ["--bucket", BUCKET, "--env", "test", "--model-name", "recs"]
+
+    def run(*args: str) -> Any:
+        assert registry_cli.main([*base, *args]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    listed = run("list")
+    assert [v["version"] for v in listed["versions"]] == ["v1", "v2"]
+    assert run("show", "v2")["registration"]["offered_for_canary"] is True
+    assert run("canary", "v2", "--weight", "0.2")["challenger"] == "v2"
+    assert run("weight", "0.5")["canary_weight"] == 0.5
+    assert run("promote")["champion"] == "v2"
+    assert run("rollback", "--reason", "test")["champion"] == "v1"
+    served = run("served", "--user", "u1", "--at", "2030-01-01T00:00:00Z")
+    assert served == {"version": "v1", "variant": "champion", "since": registry.history()[-1]["time"]}
+    assert [r["action"] for r in run("history")][-1] == "ModelRolledBack"
+    assert registry_cli.main([*base, "show", "v9"]) == 1
