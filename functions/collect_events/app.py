@@ -8,8 +8,8 @@ from pydantic import BaseModel, Field
 
 from shelfwise.aws import client
 from shelfwise.observability import logger, metrics, tracer
-from shelfwise.serving.collect import EventCollector
-from shelfwise.serving.http import build_resolver, events_router, serve
+from shelfwise.serving.api import build_resolver, serve
+from shelfwise.serving.collect import EventCollector, events_router
 from shelfwise.settings import load_settings
 
 

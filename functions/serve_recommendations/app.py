@@ -15,7 +15,8 @@ from shelfwise.aws import client
 from shelfwise.observability import logger, metrics, tracer
 from shelfwise.registry import Registry
 from shelfwise.serving import ImpressionSink, ModelLoader, Recommender, ServingConfig, ServingRules
-from shelfwise.serving.http import build_resolver, recommendations_router, serve
+from shelfwise.serving.api import build_resolver, serve
+from shelfwise.serving.http import recommendations_router
 from shelfwise.settings import load_settings
 
 

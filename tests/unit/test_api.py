@@ -311,3 +311,15 @@ def test_undeliverable_events_are_503(
     monkeypatch.setenv("EVENTS_STREAM", "no-such-stream")
     collect = load_app("collect_events")
     assert_problem(*call(collect, event("apigw_post_events"), lambda_context), 503)
+
+
+def test_collect_events_imports_no_inference_or_data_packages() -> None:
+    """collect_events ships without the inference layer: its imports must not need numpy."""
+    import subprocess
+
+    code = (
+        "import sys, shelfwise.serving.api, shelfwise.serving.collect; "
+        "print(','.join(m for m in ('numpy', 'onnxruntime', 'pyarrow', 'pandas', 'onnx') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

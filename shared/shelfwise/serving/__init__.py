@@ -1,34 +1,36 @@
 """Serving: ONNX Runtime recommendations with champion/challenger routing, filters, cold start and search.
 
-Imports numpy, onnxruntime (lazily, when a model loads), pydantic and the shelfwise core only:
-never pandas, pyarrow or onnx, so the serving function stays small and starts fast.
+Never imports pandas, pyarrow or onnx. The names below load lazily (PEP 562), so the light
+modules (``api``, ``collect``, ``config``, ``errors``), which ``collect_events`` uses without the
+inference layer, do not pull numpy or onnxruntime through this package's ``__init__``.
 """
 
-from shelfwise.serving.config import ServingConfig, ServingRules
-from shelfwise.serving.impressions import ImpressionSink
-from shelfwise.serving.model import LoadedModel, ModelLoader, ModelLoadError
-from shelfwise.serving.service import (
-    Filters,
-    HistoryEvent,
-    ItemNotFoundError,
-    ModelUnavailableError,
-    RankedItem,
-    Recommendation,
-    Recommender,
-)
+from __future__ import annotations
 
-__all__ = [
-    "Filters",
-    "HistoryEvent",
-    "ImpressionSink",
-    "ItemNotFoundError",
-    "LoadedModel",
-    "ModelLoadError",
-    "ModelLoader",
-    "ModelUnavailableError",
-    "RankedItem",
-    "Recommendation",
-    "Recommender",
-    "ServingConfig",
-    "ServingRules",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ServingConfig": "config",
+    "ServingRules": "config",
+    "ImpressionSink": "impressions",
+    "LoadedModel": "model",
+    "ModelLoadError": "model",
+    "ModelLoader": "model",
+    "Filters": "service",
+    "HistoryEvent": "service",
+    "RankedItem": "service",
+    "Recommendation": "service",
+    "Recommender": "service",
+    "ItemNotFoundError": "errors",
+    "ModelUnavailableError": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -9,19 +9,20 @@ timeout produces the same ids and the ingest de-duplicates.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from shelfwise.errors import ShelfwiseError
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from pydantic import BaseModel, Field, model_validator
+
 from shelfwise.events import Event, derive_event_id
-from shelfwise.observability import logger
+from shelfwise.observability import logger, metrics
+from shelfwise.serving.api import StrictModel, limit_body, no_bool_numbers, responses
+from shelfwise.serving.errors import DeliveryError
 
 MAX_BATCH_RECORDS = 500
-
-
-class DeliveryError(ShelfwiseError):
-    """Firehose accepted none of the events; the client should retry (503)."""
 
 
 @dataclass
@@ -85,3 +86,48 @@ class EventCollector:
         if failed and len(failed) == len(rows):
             raise DeliveryError(f"none of {len(rows)} events could be delivered; retry the batch")
         return CollectResult(accepted=len(rows) - len(failed), event_ids=ids, failed=failed)
+
+
+MAX_EVENTS = 500
+
+
+class EventIn(Event):
+    """The event schema as the API accepts it: booleans are not numbers."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, data: Any) -> Any:
+        return no_bool_numbers(cls, data)
+
+
+class EventsRequest(StrictModel):
+    """A batch of feedback events (clicks, carts, purchases) in the native event schema."""
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class EventsResponse(BaseModel):
+    accepted: int = Field(ge=0)
+    event_ids: list[str]
+    failed: list[str] = Field(default_factory=list, description="event ids not delivered; safe to resend")
+
+
+def events_router(collector: Callable[[], EventCollector]) -> Router:
+    """Routes of the collect_events function."""
+    router = Router()
+
+    @router.post(
+        "/v1/events",
+        summary="Feedback events (clicks, carts, purchases) echoing recommendation_id",
+        responses=responses(EventsResponse, "Events accepted for delivery"),
+        tags=["events"],
+        middlewares=[limit_body],
+    )
+    def collect(body: Annotated[EventsRequest, Body()]) -> EventsResponse:
+        result = collector().collect(body.events)
+        metrics.add_dimensions(Endpoint="events")
+        metrics.add_metric(name="EventsAccepted", unit="Count", value=result.accepted)
+        metrics.add_metric(name="EventsFailed", unit="Count", value=len(result.failed))
+        return EventsResponse(accepted=result.accepted, event_ids=result.event_ids, failed=result.failed)
+
+    return router

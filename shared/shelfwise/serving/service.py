@@ -22,25 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from shelfwise.errors import InputError, NotFoundError, ShelfwiseError
+from shelfwise.errors import InputError
 from shelfwise.events import EVENT_WEIGHTS
 from shelfwise.observability import logger, metrics
 from shelfwise.registry import Aliases
 from shelfwise.serving.config import ServingConfig
+from shelfwise.serving.errors import ItemNotFoundError, ModelUnavailableError
 from shelfwise.serving.impressions import ImpressionSink
 from shelfwise.serving.model import LoadedModel, ModelLoader
 
 POPULARITY_PREFIX = "popularity@"
 # A refused version is tried again after this long (a transient S3 error should not pin the fallback).
 RETRY_REFUSED_SECONDS = 300.0
-
-
-class ModelUnavailableError(ShelfwiseError):
-    """No version could ever be loaded, so there is nothing to serve (503, retry later)."""
-
-
-class ItemNotFoundError(NotFoundError):
-    """The item asked about is not in the served catalogue."""
 
 
 # --------------------------------------------------------------------------- requests / answers
