@@ -168,3 +168,46 @@ def test_alarm_state_change_reaches_the_subscribed_function(stack: LocalRuntime)
         for r in i.event.get("Records", [])
     ]
     assert any(m["AlarmName"] == alarm.name and m["NewStateValue"] == "ALARM" for m in messages)
+
+
+def test_simulated_shop_is_ingested_and_trains_a_registered_model(stack: LocalRuntime, tmp_path: Any) -> None:
+    """Simulator files -> raw bucket -> ingest -> curated -> the training schedule's own event -> registry."""
+    if not _ingest_landed(stack):
+        pytest.skip("the ingest handler has not landed yet")
+    from shelfwise.simulator.generate import simulate_to_files
+    from shelfwise.simulator.params import ShopParams
+
+    daily = next(
+        (
+            s
+            for s in stack._schedules
+            if s.targets and "TrainModelFunction" in s.targets[0]["Arn"] and "Input" in s.targets[0]
+        ),
+        None,
+    )
+    if daily is None:
+        pytest.skip("template.yaml has no training schedule with an Input yet")
+    result = simulate_to_files(ShopParams(n_users=2000, n_items=500, n_days=4), seed=7, out_dir=tmp_path)
+    files = sorted((tmp_path / "events").iterdir())
+    for f in files:
+        stack.put_object("RawBucket", f"raw/native/{f.name}", f.read_bytes(), pump=False)
+    stack.pump()
+    ingests = stack.invocations_of("IngestEventsFunction")
+    assert ingests and all(i.ok for i in ingests), [i.error for i in ingests if not i.ok]
+    curated = stack.physical_name("CuratedBucket")
+    parquet = [
+        o["Key"]
+        for o in stack.s3.list_objects_v2(Bucket=curated, Prefix="curated/events/").get("Contents", [])
+    ]
+    assert len([k for k in parquet if k.endswith(".parquet")]) >= len(files)
+
+    event = json.loads(daily.targets[0]["Input"])  # exactly what the schedule sends
+    payload = stack.invoke("TrainModelFunction", event)
+    version = payload["training"]["version"]
+    models = stack.physical_name("ModelsBucket")
+    keys = {o["Key"] for o in stack.s3.list_objects_v2(Bucket=models, Prefix="models/").get("Contents", [])}
+    manifest_key = next(k for k in keys if k.endswith(f"/{version}/manifest.json"))
+    manifest = json.loads(stack.s3.get_object(Bucket=models, Key=manifest_key)["Body"].read())
+    assert manifest["algorithm"] == payload["training"]["algorithm"]
+    assert any(k.endswith(f"/{version}/model.onnx") for k in keys)
+    assert result.summary()["events"] > 0
