@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -86,6 +87,31 @@ def test_s3_event_source_invokes_the_function_directly(rt: LocalRuntime) -> None
         and unquote_plus(record["s3"]["object"]["key"]) == "docs/a.json"
     )
     assert record["eventName"].startswith("ObjectCreated:")
+
+
+def test_firehose_delivers_records_to_the_declared_bucket(rt: LocalRuntime) -> None:
+    firehose = rt.client("firehose")
+    name = rt.physical_name("ClickStream")
+    assert (
+        firehose.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"][
+            "DeliveryStreamStatus"
+        ]
+        == "ACTIVE"
+    )
+    firehose.put_record_batch(
+        DeliveryStreamName=name, Records=[{"Data": b'{"n": 1}\n'}, {"Data": b'{"n": 2}\n'}]
+    )
+    bucket = rt.physical_name("DataBucket")
+    deadline = time.monotonic() + 30  # the emulator flushes on its own (wall-clock) buffer interval
+    keys: list[str] = []
+    while not keys and time.monotonic() < deadline:
+        keys = [
+            o["Key"] for o in rt.s3.list_objects_v2(Bucket=bucket, Prefix="firehose/").get("Contents", [])
+        ]
+        if not keys:
+            time.sleep(0.5)
+    data = b"".join(rt.s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys)
+    assert sorted(json.loads(line)["n"] for line in data.splitlines() if line.strip()) == [1, 2]
 
 
 def test_partial_batch_failure_redelivery_and_dlq(rt: LocalRuntime) -> None:
