@@ -347,3 +347,10 @@ def test_champion_losing_clicks_against_its_own_baseline_is_taste_drift() -> Non
     ]  # windows that matured before the drop (first drifted one matures at 19)
     assert quiet and not any(breaches(spec, x) for x in quiet)
     assert breaches(spec, lcb[-1][1])
+
+
+def test_a_fresh_stack_without_models_or_data_passes_quietly() -> None:
+    empty = traffic(T0, 1, 1, 0.0, {"champion": 0.0, "challenger": 0.0}, VERSIONS).slice(0, 0)
+    job = MonitoringJob(TableSource(empty), Manifests(), MemoryStateStore(), MonitoringConfig())
+    for i in range(1, 3):
+        assert job.fast_pass(T0 + timedelta(minutes=5 * i), Deployment(champion=None)).values() == {}

@@ -393,7 +393,7 @@ class MonitoringJob:
         if not deployment.champion:
             return None
         store = self.champion_store.load()
-        if store.get("champion") != deployment.champion:
+        if store.get("champion") != deployment.champion or "frozen" not in store:
             store = {"champion": deployment.champion, "base": [0, 0], "frozen": False, "recent": {}}
         q = matured.get(("champion", deployment.champion))
         key = m_start.isoformat()
@@ -445,7 +445,7 @@ class MonitoringJob:
         """
         cfg = self.cfg
         base = self.baseline_store.load()
-        if base.get("champion") != deployment.champion:
+        if base.get("champion") != deployment.champion or "frozen" not in base:
             base = {"champion": deployment.champion, "counts": {}, "windows": [], "frozen": False}
         ts = events["timestamp"]
         kinds = pc.is_in(events["event_type"], pa.array(BEHAVIOUR_TYPES))
