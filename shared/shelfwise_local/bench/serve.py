@@ -347,6 +347,13 @@ def _cold_start(cache: Path) -> dict[str, Any]:
     return result
 
 
+def _baseline_import() -> float:
+    """Seconds for a fresh interpreter to import numpy + onnxruntime (the floor of any cold start)."""
+    code = "import time; t = time.perf_counter(); import numpy, onnxruntime; print(time.perf_counter() - t)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
 def _free_port() -> int:
     import socket
 
@@ -443,6 +450,7 @@ def main(argv: list[str]) -> int:
 
         # 4. cold starts: fresh interpreters with an empty /tmp cache (download included), then one
         # with the bundle already cached (an environment re-initialised on the same host)
+        baseline_import = min(_baseline_import() for _ in range(args.cold_runs))
         cold = [_cold_start(work / f"cold-cache-{i}") for i in range(args.cold_runs)]
         cached = _cold_start(work / "cold-cache-0")
         print(f"cold start {[round(c['first_answer_s'], 3) for c in cold]} s", file=sys.stderr)
@@ -503,6 +511,8 @@ def main(argv: list[str]) -> int:
         "cold_start_process_wall_s": round(min(c["process_wall_s"] for c in cold), 3),
         "cold_start_bundle_load_s": round(min(c["bundle_load_s"] or 0 for c in cold), 3),
         "cold_start_cached_bundle_s": round(cached["first_answer_s"], 3),
+        "baseline_import_numpy_onnxruntime_s": round(baseline_import, 3),
+        "cold_start_over_baseline_import": round(min(c["first_answer_s"] for c in cold) / baseline_import, 1),
         "package_mb": _package_mb(),
         "rss_mb": peak_rss_mb(),
     }
