@@ -223,7 +223,12 @@ class Rollout:
     def on_alarm(self, notice: AlarmNotice, now: datetime) -> Decision:
         """React to one alarm state change (idempotent: a repeated delivery is a no-op)."""
         before = _state(self.registry.aliases())
-        base = {"at": now.isoformat(), "before": before, "after": before, "alarm": notice.name}
+        base: dict[str, Any] = {
+            "at": now.isoformat(),
+            "before": before,
+            "after": before,
+            "alarm": notice.name,
+        }
         if notice.state != "ALARM":
             return self._record(Decision("ignore", f"alarm went to {notice.state}, not ALARM", **base))
         target = alarm_target(notice, self.alarms)
@@ -307,7 +312,7 @@ class Rollout:
         stage began (from the monitoring state).
         """
         aliases = _state(self.registry.aliases())
-        base = {"at": now.isoformat(), "before": aliases, "after": aliases}
+        base: dict[str, Any] = {"at": now.isoformat(), "before": aliases, "after": aliases}
         challenger, weight = aliases.get("challenger"), float(aliases.get("canary_weight") or 0.0)
         if not challenger:
             return Decision("idle", "no challenger", **base)

@@ -269,8 +269,9 @@ def alarm_state(spec: AlarmSpec, points: list[float | None]) -> str:
     ``notBreaching``/``breaching`` fill gaps as good/bad; ``missing``/``ignore`` judge the points
     present, and all-missing is INSUFFICIENT_DATA. Lets tests and the demo replay alarms offline.
     """
-    window = list(points[-spec.evaluation_periods :])
-    window = [None] * (spec.evaluation_periods - len(window)) + window
+    recent: list[float | None] = list(points[-spec.evaluation_periods :])
+    window: list[float | None] = [None] * (spec.evaluation_periods - len(recent))
+    window += recent
     flags: list[bool | None] = [None if p is None else breaches(spec, p) for p in window]
     if spec.treat_missing_data == "notBreaching":
         flags = [bool(f) for f in flags]
