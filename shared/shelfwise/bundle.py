@@ -248,13 +248,14 @@ def write_bundle(
     else:
         model_path.write_bytes(model.SerializeToString())
 
-    np.savez(root / ITEMS_FILE, **table)
+    arrays: dict[str, Any] = dict(table)  # typed Any: numpy's stubs reject **ndarray for savez
+    np.savez(root / ITEMS_FILE, **arrays)
     n_users = 0
     if users is not None:
         ids = np.asarray(users).astype(str)
         if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
             raise BundleMismatchError("users must be sorted and unique (index = position)")
-        extra: dict[str, np.ndarray] = {}
+        extra: dict[str, Any] = {}
         if purchased is not None:
             extra = {
                 "purchased_indptr": np.asarray(purchased[0], dtype=np.int64),
