@@ -207,7 +207,9 @@ def evaluate_ranking(
     for name, sel in (("warm", hs >= COLD_HISTORY), ("cold", hs < COLD_HISTORY)):
         idx = np.flatnonzero(sel)
         if idx.size:
-            segments[name] = summarise(recommended[idx], [targets[i] for i in idx], n_items, popularity, k)
+            segments[name] = summarise(
+                recommended[idx], [targets[int(i)] for i in idx], n_items, popularity, k
+            )
         else:
             segments[name] = {"users": 0}
     result["segments"] = segments

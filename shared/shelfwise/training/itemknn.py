@@ -99,8 +99,9 @@ class ItemKNN:
         return scores
 
     def export_arrays(self) -> ox.NeighbourModel:
-        if getattr(self, "_export", None) is not None:
-            return self._export  # type: ignore[no-any-return]
+        cached = getattr(self, "_export", None)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
         _, hist, prior = self._fitted()
         assert self.indices is not None and self.similarities is not None
         self._export = ox.NeighbourModel.create(

@@ -250,8 +250,12 @@ def check_parity(
             checked += 1
     # The scores the offline evaluation ranked by are the served scores for known users.
     eval_scores = np.asarray(model.score_users(users.astype(np.int64)), dtype=np.float32)
+    none_i, none_w = np.zeros(0, np.int64), np.zeros(0, np.float32)
     served = np.stack(
-        [model.reference(int(u), [], [], np.zeros(data.n_items, bool), data.n_items)[0] for u in users[:8]]
+        [
+            model.reference(int(u), none_i, none_w, np.zeros(data.n_items, bool), data.n_items)[0]
+            for u in users[:8]
+        ]
     )
     sorted_eval = -np.sort(-eval_scores[:8], axis=1)
     eval_diff = float(np.max(np.abs(served - sorted_eval))) if len(users) else 0.0

@@ -93,8 +93,9 @@ class ALS:
         return uf[users] @ itf.T
 
     def export_arrays(self) -> ox.FactorModel:
-        if getattr(self, "_export", None) is not None:
-            return self._export  # type: ignore[no-any-return]
+        cached = getattr(self, "_export", None)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
         uf, itf = self._fitted()
         self._export = ox.FactorModel.create(itf, uf, ox.als_projection(itf, self.params["regularization"]))
         return self._export

@@ -83,13 +83,13 @@ FAMILIES: tuple[str, ...] = tuple(GRIDS)
 def make_model(family: str, params: dict[str, Any], *, threads: int = 2) -> Recommender:
     """A fresh, unfitted model of ``family`` with ``params``."""
     if family in {"popularity", "popularity_all"}:
-        model = Popularity(**params)
-        model.algorithm = family
-        return model
+        pop = Popularity(**params)
+        pop.algorithm = family
+        return pop
     if family in {"itemknn", "itemknn_recent"}:
-        model = ItemKNN(**params)
-        model.algorithm = family
-        return model
+        knn = ItemKNN(**params)
+        knn.algorithm = family
+        return knn
     if family == "als":
         return ALS(**params, threads=threads)
     raise InputError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")

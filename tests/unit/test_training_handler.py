@@ -1,0 +1,114 @@
+"""The train_model handler on moto: skip without data, train in process, submit to Batch when too big."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from moto import mock_aws
+
+HANDLER = Path(__file__).resolve().parents[2] / "functions" / "train_model" / "app.py"
+CURATED, MODELS = "handler-curated", "handler-models"
+
+
+def _load(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
+    base = {
+        "CURATED_BUCKET": CURATED,
+        "MODELS_BUCKET": MODELS,
+        "MODEL_NAME": "recs",
+        "SHELFWISE_ENV": "test",
+        "TRAINING_JOB_QUEUE": "queue",
+        "TRAINING_JOB_DEFINITION": "jobdef",
+        "SEARCH_LEVEL": "none",
+        "MIN_NEW_EVENTS": "10",
+    }
+    for k, v in {**base, **env}.items():
+        monkeypatch.setenv(k, v)
+    spec = importlib.util.spec_from_file_location("train_model_app", HANDLER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("s3", region_name="eu-west-1")
+        for b in (CURATED, MODELS):
+            client.create_bucket(Bucket=b, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        yield client
+
+
+def _events() -> pa.Table:
+    """80 users over 30 days, each buying within one of four item groups."""
+    rng = np.random.default_rng(5)
+    n = 2400
+    user = rng.integers(0, 80, n)
+    item = (user % 4) + 4 * rng.integers(0, 10, n)
+    ts = datetime(2026, 9, 1, tzinfo=UTC) + rng.integers(0, 30 * 86400, n) * timedelta(seconds=1)
+    return pa.table(
+        {
+            "event_type": ["purchase"] * n,
+            "user_id": [f"u{u}" for u in user],
+            "item_id": [f"i{i}" for i in item],
+            "timestamp": pa.array(list(ts), pa.timestamp("ms", tz="UTC")),
+            "weight": pa.array(np.full(n, 8.0, np.float32)),
+        }
+    )
+
+
+def _put_curated(s3: Any) -> None:
+    buf = io.BytesIO()
+    pq.write_table(_events(), buf)
+    s3.put_object(Bucket=CURATED, Key="curated/events/event_date=2026-09-01/x.parquet", Body=buf.getvalue())
+
+
+def test_skips_without_curated_data(s3: Any, monkeypatch: pytest.MonkeyPatch, lambda_context: Any) -> None:
+    app = _load(monkeypatch)
+    out = app.lambda_handler({"id": "e1", "detail": {"mode": "if_new_data"}}, lambda_context)
+    assert out["decision"]["action"] == "skip"
+
+
+def test_trains_in_process_and_registers(
+    s3: Any, monkeypatch: pytest.MonkeyPatch, lambda_context: Any
+) -> None:
+    _put_curated(s3)
+    app = _load(monkeypatch)
+    out = app.lambda_handler({"id": "e2", "mode": "if_new_data"}, lambda_context)
+    assert out["decision"]["action"] == "train_here"
+    version = out["training"]["version"]
+    listed = s3.list_objects_v2(Bucket=MODELS, Prefix=f"models/recs/{version}/")["Contents"]
+    assert any(o["Key"].endswith("manifest.json") for o in listed)
+    # Nothing new since that version: the hourly check skips.
+    again = app.lambda_handler({"id": "e3", "mode": "if_new_data"}, lambda_context)
+    assert again["decision"]["action"] == "skip" and again["decision"]["new_events"] == 0
+
+
+def test_large_data_goes_to_batch(s3: Any, monkeypatch: pytest.MonkeyPatch, lambda_context: Any) -> None:
+    _put_curated(s3)
+    app = _load(monkeypatch, IN_PROCESS_MAX_BYTES="10")
+    submitted: list[dict[str, Any]] = []
+
+    class FakeBatch:
+        def submit_job(self, **kw: Any) -> dict[str, str]:
+            submitted.append(kw)
+            return {"jobId": "job-1"}
+
+    real_client = app.client
+    monkeypatch.setattr(app, "client", lambda name: FakeBatch() if name == "batch" else real_client(name))
+    out = app.lambda_handler({"id": "e4", "mode": "train"}, lambda_context)
+    assert out["decision"]["action"] == "submit_batch" and out["batch_job_id"] == "job-1"
+    assert submitted[0]["jobQueue"] == "queue" and submitted[0]["jobDefinition"] == "jobdef"
