@@ -297,7 +297,9 @@ class Recommender:
         titles = cat.titles[idx].tolist() if idx else []
         prices = cat.price[idx].tolist() if idx else []
         items = [
-            RankedItem(ids[p], sc[p], p, cats[p], titles[p], None if prices[p] != prices[p] else prices[p])
+            RankedItem(
+                ids[p], sc[p], p, cats[p], titles[p], None if prices[p] != prices[p] else round(prices[p], 4)
+            )
             for p in range(len(idx))
         ]
         rec = Recommendation(
