@@ -232,3 +232,24 @@ def test_s3_notification_through_sqs_and_a_poison_object_ends_in_the_dlq(
     assert sqs.receive_message(QueueUrl=url).get("Messages", []) == []
     [dead] = sqs.receive_message(QueueUrl=dlq_url).get("Messages", [])
     assert [r.key for r in parse_notification(dead["Body"])] == ["raw/poison.csv"]
+
+
+def test_handler_pseudonymises_with_the_key_from_ssm(
+    s3: Any, monkeypatch: pytest.MonkeyPatch, lambda_context: Any
+) -> None:
+    ssm = boto3.client("ssm", region_name="eu-west-1")
+    ssm.put_parameter(Name="/shelfwise/test/ingest-key", Value="s3cr3t", Type="SecureString")
+    monkeypatch.setenv("PSEUDONYMISATION_KEY_PARAMETER", "/shelfwise/test/ingest-key")
+    spec = importlib.util.spec_from_file_location("ingest_events_app_keyed", HANDLER)
+    assert spec is not None and spec.loader is not None
+    monkeypatch.setenv("CURATED_BUCKET", CURATED)
+    monkeypatch.setenv("QUARANTINE_BUCKET", QUARANTINE)
+    app = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = app
+    spec.loader.exec_module(app)
+    put = s3.put_object(Bucket=RAW, Key="raw/k.csv", Body=CSV.encode())
+    result = app.lambda_handler(_sqs_event(RAW, "raw/k.csv", None, put["VersionId"]), lambda_context)
+    assert result == {"batchItemFailures": []}
+    parquet = [k for k in _keys(s3, CURATED) if k.endswith(".parquet")]
+    data = b"".join(s3.get_object(Bucket=CURATED, Key=k)["Body"].read() for k in parquet)
+    assert b"u1" not in data and b"p_" in data
