@@ -13,6 +13,7 @@ challenger's traffic then goes to the champion, the champion's to the last good 
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import uuid
@@ -188,6 +189,11 @@ class Recommender:
             self._masks = {v: m for v, m in self._masks.items() if v in keep}
             self._state = ServingState(aliases, models, last_good, errors, now, alias_error)
             self.loader.prune(keep)
+            if len(models) > len(old.models.keys() & models.keys()):
+                # A catalogue is hundreds of thousands of long-lived objects: move them out of the
+                # cyclic GC's generations so full collections stay short (request p99). No collect()
+                # first: it would hold the GIL for a request; refcounting frees the old version.
+                gc.freeze()
             return self._state
         finally:
             self._sync_lock.release()
