@@ -365,3 +365,54 @@ def test_encoded_lines_equal_the_rows(rec_id: str, items: list[str], score: floa
     )
     lines = encode(served).decode("utf-8", "surrogatepass").splitlines()
     assert [json.loads(line) for line in lines] == impression_rows(served)
+
+
+def test_neighbour_and_popularity_bundles_are_served_like_factor_ones(tmp_path: Path) -> None:
+    """ItemKNN graphs (user CSR inside) and popularity graphs go through the same serving path."""
+    from shelfwise.bundle import write_bundle
+
+    rng = np.random.default_rng(5)
+    n = 60
+    items = {
+        "item_id": np.array([f"i{j:03d}" for j in range(n)]),
+        "popularity": rng.random(n),
+        "in_stock": rng.random(n) > 0.1,
+    }
+    nm = ox.NeighbourModel.create(
+        rng.integers(0, n, size=(n, 5)),
+        rng.random((n, 5)),
+        [0, 3, 5],
+        [1, 2, 3, 4, 5],
+        [1.0, 2.0, 4.0, 1.0, 8.0],
+        prior=1e-6 * items["popularity"],
+    )
+    remote = tmp_path / "remote"
+    write_bundle(
+        remote / "knn",
+        model=ox.build_neighbour_model(nm),
+        items=items,
+        manifest={},
+        users=["a", "b"],
+        parquet=False,
+    )
+    write_bundle(
+        remote / "pop",
+        model=ox.build_popularity_model(items["popularity"]),
+        items=items,
+        manifest={},
+        parquet=False,
+    )
+    aliases = Aliased(champion="knn")
+    rec = _recommender(remote, tmp_path, aliases)
+    out = rec.recommend(user_id="b", k=5)
+    mask = ~items["in_stock"]
+    _, expected = ox.neighbour_reference(nm, 1, [], [], mask, 5)
+    assert out.variant == "champion" and [i.item_id for i in out.items] == items["item_id"][expected].tolist()
+    session = rec.recommend(session_id="s", history=[HistoryEvent("i007", "add_to_cart")], k=5)
+    _, expected = ox.neighbour_reference(nm, -1, [7], [4.0], mask, 5)
+    assert [i.item_id for i in session.items] == items["item_id"][expected].tolist()
+    aliases.value = Aliases(champion="pop")
+    rec.sync()
+    out = rec.recommend(session_id="s", history=[HistoryEvent("i007", "view")], k=3)
+    order = np.argsort(-np.where(mask, -np.inf, items["popularity"]), kind="stable")[:3]
+    assert out.model_version == "pop" and [i.item_id for i in out.items] == items["item_id"][order].tolist()
