@@ -354,3 +354,11 @@ def test_a_fresh_stack_without_models_or_data_passes_quietly() -> None:
     job = MonitoringJob(TableSource(empty), Manifests(), MemoryStateStore(), MonitoringConfig())
     for i in range(1, 3):
         assert job.fast_pass(T0 + timedelta(minutes=5 * i), Deployment(champion=None)).values() == {}
+
+
+def test_ingest_summary_fields_of_the_ingest_contract() -> None:
+    from shelfwise.monitoring.health import summary_counts
+
+    ingest = {"rows_read": 1000, "rows_valid": 950, "rows_quarantined": 30, "duplicates": 20}
+    assert summary_counts(ingest) == (30, 1000)
+    assert summary_counts({"quarantined": 5, "valid": 95}) == (5, 100)

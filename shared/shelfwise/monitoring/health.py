@@ -65,10 +65,11 @@ def _count(summary: dict[str, Any], *names: str) -> int | None:
 
 
 def summary_counts(summary: dict[str, Any]) -> tuple[int, int]:
-    """(quarantined rows, input rows) of one ingest summary, read by a few tolerated field names."""
+    """(quarantined rows, input rows) of one ingest summary (``shelfwise.ingest.IngestSummary``:
+    ``rows_read``, ``rows_quarantined``), with a few tolerated spellings."""
     q = _count(summary, "quarantined", "rows_quarantined", "quarantined_rows", "bad_rows") or 0
     valid = _count(summary, "valid", "rows_valid", "valid_rows", "curated", "rows_curated")
-    rows_in = _count(summary, "rows_in", "input_rows", "rows", "total_rows")
+    rows_in = _count(summary, "rows_read", "rows_in", "input_rows", "rows", "total_rows")
     return q, rows_in if rows_in is not None else (valid or 0) + q
 
 
