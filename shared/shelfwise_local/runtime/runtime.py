@@ -257,7 +257,7 @@ class LocalRuntime:
         """Seconds to wait for asynchronous emulator deliveries (LocalStack's S3 -> SQS)."""
         if self._settle is not None:
             return self._settle
-        return 0.0 if self.emulator is not None and self.emulator.kind == "moto" else 0.4
+        return 0.0 if self.emulator is not None and self.emulator.kind == "moto" else 1.0
 
     def _set_process_env(self) -> None:
         env = {
@@ -925,25 +925,26 @@ class LocalRuntime:
                 self._warn(f"{lid}.{event_name}: event source type {type_} is not delivered locally")
 
     # ------------------------------------------------------------------ delivery
-    def pump(self, max_rounds: int = 1000, *, settle: bool = True) -> int:
+    def pump(self, max_rounds: int = 1000, *, settle: bool | float = True) -> int:
         """Deliver everything pending now: queue messages and notifications; returns the count.
 
-        With ``settle`` (and an emulator that delivers asynchronously, like LocalStack's
-        S3 -> SQS), a quiet round is confirmed once more after a short wait.
+        An emulator that delivers asynchronously (LocalStack's S3 -> SQS, SNS -> SQS, EventBridge
+        -> SQS) may not show a message yet: with ``settle``, a quiet round is re-polled for up to
+        ``self.settle`` seconds (or the float given) before the pump calls it done.
         """
+        window = self.settle if settle is True else float(settle or 0.0)
         delivered = 0
         with self._lock:
-            settled = not settle or self.settle <= 0
             for _ in range(max_rounds):
                 self._release_redeliveries()
                 n = self._poll_all()
+                deadline = time.monotonic() + window
+                while not n and time.monotonic() < deadline:
+                    time.sleep(min(0.2, window))
+                    n = self._poll_all()
                 delivered += n
-                if n:
-                    continue
-                if settled:
+                if not n:
                     break
-                time.sleep(self.settle)
-                settled = True
         return delivered
 
     def advance(self, seconds: float) -> int:
@@ -967,7 +968,7 @@ class LocalRuntime:
             fired = self._fire_due(due)
             redelivered = self._release_redeliveries()
             # Only work done can have triggered asynchronous deliveries worth waiting for.
-            count += fired + self.pump(settle=fired > 0 or redelivered > 0)
+            count += fired + self.pump(settle=min(self.settle, 0.5) if fired or redelivered else False)
         if not self.clock.follow_wall and target > self.clock.now():
             self.clock.set(target)
         return count + self.pump(settle=False)
