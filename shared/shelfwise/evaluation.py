@@ -132,7 +132,21 @@ def top_k(scores: np.ndarray, exclude: Any, k: int) -> np.ndarray:
         s[np.asarray(exclude, dtype=bool)] = -np.inf
     n = s.shape[1]
     kk = min(k, n)
-    part = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (s.shape[0], 1))
+    if kk < n:
+        # The kk-th largest value per row; everything above it is in, and among the values equal
+        # to it the lowest indices fill the remaining slots (ONNX TopK's tie rule).
+        kth = -np.partition(-s, kk - 1, axis=1)[:, kk - 1 : kk]
+        above = s > kth
+        equal = s == kth
+        need = kk - above.sum(axis=1, keepdims=True)
+        chosen = above | equal
+        tied = np.flatnonzero(equal.sum(axis=1) > need[:, 0])  # rows with more ties than slots
+        if tied.size:
+            eq = equal[tied]
+            chosen[tied] = above[tied] | (eq & (np.cumsum(eq, axis=1) <= need[tied]))
+        part = np.nonzero(chosen)[1].reshape(s.shape[0], kk)
+    else:
+        part = np.tile(np.arange(n), (s.shape[0], 1))
     # Sort the candidates by (-score, index) so ties go to the lower index, as ONNX TopK does.
     part.sort(axis=1)
     vals = np.take_along_axis(s, part, axis=1)

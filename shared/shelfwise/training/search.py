@@ -99,7 +99,8 @@ def evaluate_model(model: Recommender, split: Split, k: int) -> dict[str, Any]:
     """Fit-free: rank every test user of ``split`` with a model fitted on ``split.train``."""
     train = split.train
     seen = train.matrix("user")
-    global_scores = getattr(model, "scores", None) if model.algorithm.startswith("popularity") else None
+    family = str(getattr(model, "algorithm", ""))
+    global_scores = getattr(model, "scores", None) if family.startswith("popularity") else None
     if global_scores is not None:
         ranked = rank_global(global_scores, split.users, seen, k)
     else:
