@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from shelfwise.errors import InputError, NotFoundError, ShelfwiseError
 from shelfwise.events import MAX_ID_LENGTH
 from shelfwise.observability import logger, metrics
-from shelfwise.serving.config import MAX_BODY_BYTES
+from shelfwise.serving.config import MAX_BODY_BYTES, REQUEST_TIME
 from shelfwise.serving.errors import DeliveryError, ModelUnavailableError
 
 PROBLEM_JSON = "application/problem+json"
@@ -191,11 +191,14 @@ def serve(app: APIGatewayHttpResolver, event: dict[str, Any], context: Any) -> d
     """
     started = time.perf_counter()
     status = 500
+    epoch_ms = (event.get("requestContext") or {}).get("timeEpoch")
+    token = REQUEST_TIME.set(epoch_ms / 1000 if isinstance(epoch_ms, int | float) else None)
     try:
         response = app.resolve(event, context)
         status = int(response.get("statusCode", 500))
         return response
     finally:
+        REQUEST_TIME.reset(token)
         metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=int(status >= 500))
         metrics.add_metric(

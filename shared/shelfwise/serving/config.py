@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from contextvars import ContextVar
+
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_K = 500
@@ -41,3 +44,15 @@ class ServingConfig(BaseModel):
     alias_ttl_seconds: float = Field(default=30.0, ge=0.0)
     intra_op_threads: int = Field(default=1, ge=1, le=64)
     rules: ServingRules = ServingRules()
+
+
+# When the request was received (API Gateway's ``requestContext.timeEpoch``), set per request by
+# the handler. Impressions carry it, so they line up with the clock of whoever sent the request
+# (in AWS the same instant, give or take; in the local runtime, the runtime's controllable clock).
+REQUEST_TIME: ContextVar[float | None] = ContextVar("shelfwise_request_time", default=None)
+
+
+def served_at() -> float:
+    """Epoch seconds of the current request, or now when no request time was set."""
+    t = REQUEST_TIME.get()
+    return time.time() if t is None else t

@@ -27,7 +27,7 @@ from shelfwise.errors import InputError
 from shelfwise.events import EVENT_WEIGHTS
 from shelfwise.observability import logger, metrics
 from shelfwise.registry import Aliases
-from shelfwise.serving.config import ServingConfig
+from shelfwise.serving.config import ServingConfig, served_at
 from shelfwise.serving.errors import ItemNotFoundError, ModelUnavailableError
 from shelfwise.serving.impressions import ImpressionSink
 from shelfwise.serving.model import LoadedModel, ModelLoader
@@ -319,7 +319,7 @@ class Recommender:
         )
         if self.impressions is not None and items:
             self.impressions.record(
-                (rec.recommendation_id, variant, rec.model_version, endpoint, k, time.time(), ids, sc)
+                (rec.recommendation_id, variant, rec.model_version, endpoint, k, served_at(), ids, sc)
             )
         return rec
 
