@@ -259,7 +259,7 @@ def test_version_for_answers_from_the_audit_trail(registry: Registry, tmp_path: 
     before = registry.version_for(users[0], T0 - timedelta(days=1))
     assert before.version is None and before.variant == "fallback"
     mid = t_canary + timedelta(minutes=30)
-    for u in users:
+    for u in users[:12] + in_canary[:12]:
         served = registry.version_for(u, mid)
         assert (served.version, served.variant) == (
             ("v2", "challenger") if routes_to_challenger(u, 0.3) else ("v1", "champion")
