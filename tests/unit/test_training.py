@@ -302,3 +302,15 @@ def test_evaluate_cli_prints_protocol_json_last(
             "popularity_bias",
             "users",
         } <= set(metrics)
+
+
+def test_float16_only_when_topk_is_unchanged(table: pa.Table) -> None:
+    from shelfwise.training.job import float16_check
+
+    data = interactions_from_table(table)
+    model = ALS(factors=8, iterations=5, threads=1).fit(data)
+    check = float16_check(model, data, TrainConfig(float16=True))
+    assert check["users_checked"] == data.n_users
+    assert check["used"] == (check["users_with_changed_topk"] == 0)
+    if check["used"]:
+        assert len(model.to_onnx(float16=True).SerializeToString()) < len(model.to_onnx().SerializeToString())

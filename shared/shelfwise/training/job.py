@@ -40,6 +40,7 @@ from shelfwise.registry import Registration, Registry
 from shelfwise.training.base import Recommender, item_popularity
 from shelfwise.training.data import Interactions, Split, interactions_from_table, sample_users, temporal_split
 from shelfwise.training.itemknn import ItemKNN
+from shelfwise.training.mf import ALS
 from shelfwise.training.popularity import Popularity
 from shelfwise.training.search import BASELINE_FAMILIES, FAMILIES, evaluate_model, make_model, search
 
@@ -268,6 +269,26 @@ def check_parity(
     }
 
 
+def float16_check(model: ALS, data: Interactions, config: TrainConfig) -> dict[str, Any]:
+    """Use a float16 item matrix only if it leaves every sampled user's top-k unchanged (ties aside)."""
+    from shelfwise import onnx_export as ox
+
+    arrays = model.export_arrays()
+    rng = np.random.default_rng(config.seed)
+    users = rng.choice(data.n_users, size=min(500, data.n_users), replace=False)
+    none_i, none_w = np.zeros(0, np.int64), np.zeros(0, np.float32)
+    mask = np.zeros(data.n_items, dtype=bool)
+    kk = min(config.k, data.n_items)
+    changed = 0
+    for u in users:
+        full_s, full_i = ox.factor_reference(arrays, int(u), none_i, none_w, mask, kk)
+        half_s, half_i = ox.factor_reference(arrays, int(u), none_i, none_w, mask, kk, float16=True)
+        differ = full_i != half_i
+        if differ.any() and not np.allclose(full_s[differ], half_s[differ], rtol=1e-3, atol=1e-4):
+            changed += 1
+    return {"used": changed == 0, "users_checked": len(users), "users_with_changed_topk": changed}
+
+
 def reference_distributions(model: Recommender, data: Interactions, k: int, seed: int) -> dict[str, Any]:
     """Baselines for drift monitoring: top-k score histogram, category mix, history popularity."""
     rng = np.random.default_rng(seed)
@@ -327,7 +348,8 @@ def run_training(
         final.track_loss = True  # type: ignore[attr-defined]
     final.fit(data)
     progress("fit", {"family": ev.best, "params": ev.best_params})
-    graph = final.to_onnx(float16=True) if (config.float16 and ev.best == "als") else final.to_onnx()  # type: ignore[call-arg]
+    half = float16_check(final, data, config) if (config.float16 and isinstance(final, ALS)) else None
+    graph = final.to_onnx(float16=True) if half and half["used"] else final.to_onnx()  # type: ignore[call-arg]
     parity = check_parity(final, graph, data, config.k, config.parity_users, config.seed)
     progress("parity", {k: parity[k] for k in ("requests", "max_abs_score_diff", "topk_mismatches")})
     if not parity["ok"]:
@@ -362,6 +384,7 @@ def run_training(
         },
         "reference": reference_distributions(final, data, config.k, config.seed),
         "parity": parity,
+        "float16": half,
         "model_details": final.describe(),
         "schema_version": SCHEMA_VERSION,
         "code_version": config.code_version,
