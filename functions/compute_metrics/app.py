@@ -8,13 +8,14 @@ An explicit ``{"pass": "deep"}`` or ``{"pass": "fast"}`` runs just that pass.
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 
 from shelfwise.aws import client
 from shelfwise.errors import InputError
+from shelfwise.events import event_time
 from shelfwise.monitoring.job import Deployment, PassTargets, run_pass
 from shelfwise.observability import logger, metrics, tracer
 from shelfwise.registry import Registry
@@ -35,17 +36,6 @@ def settings() -> Settings:
     return load_settings(Settings)
 
 
-def _when(event: dict[str, Any]) -> datetime:
-    raw = event.get("time")
-    if not raw:
-        return datetime.now(UTC)
-    try:
-        when = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InputError(f"event time {raw!r} is not ISO 8601") from exc
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
 def _kinds(event: dict[str, Any], now: datetime) -> tuple[str, ...]:
     explicit = event.get("pass") or (event.get("detail") or {}).get("pass")
     if explicit:
@@ -58,7 +48,10 @@ def _kinds(event: dict[str, Any], now: datetime) -> tuple[str, ...]:
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     cfg = settings()
-    now = _when(event)
+    try:
+        now = event_time(event)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
     registry = Registry(
         client("s3"), client("ssm"), client("events"), cfg.models_bucket, cfg.shelfwise_env, cfg.model_name
     )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
 
 from shelfwise.aws import client
 from shelfwise.errors import InputError
+from shelfwise.events import event_time
 from shelfwise.observability import logger, metrics, tracer
 from shelfwise.registry import Registry
 from shelfwise.rollout import Rollout, promote_step
@@ -29,23 +29,15 @@ def settings() -> Settings:
     return load_settings(Settings)
 
 
-def _when(event: dict[str, Any]) -> datetime:
-    raw = event.get("time")
-    if not raw:
-        return datetime.now(UTC)
-    try:
-        when = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InputError(f"event time {raw!r} is not ISO 8601") from exc
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
 @logger.inject_lambda_context(correlation_id_path="id")
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     cfg = settings()
-    now = _when(event)
+    try:
+        now = event_time(event)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
     registry = Registry(
         client("s3"),
         client("ssm"),

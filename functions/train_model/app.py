@@ -16,8 +16,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from shelfwise.aws import client
+from shelfwise.events import event_time
 from shelfwise.observability import logger, metrics, tracer
 from shelfwise.registry import Registry
+from shelfwise.rollout import Rollout
 from shelfwise.settings import load_settings
 from shelfwise.training.trigger import decide, training_available
 
@@ -39,7 +41,7 @@ def settings() -> Settings:
     return load_settings(Settings)
 
 
-def _registry(cfg: Settings) -> Registry:
+def _registry(cfg: Settings, now: datetime) -> Registry:
     return Registry(
         client("s3"),
         client("ssm"),
@@ -48,6 +50,7 @@ def _registry(cfg: Settings) -> Registry:
         cfg.shelfwise_env,
         cfg.model_name,
         actor="train_model",
+        clock=lambda: now,
     )
 
 
@@ -83,7 +86,8 @@ def _progress_sink(cfg: Settings) -> Any:
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     cfg = settings()
     mode = str((event.get("detail") or {}).get("mode") or event.get("mode") or "train")
-    registry = _registry(cfg)
+    now = event_time(event)
+    registry = _registry(cfg, now)
     decision = decide(
         client("s3"),
         cfg.curated_bucket,
@@ -117,5 +121,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             progress=progress,
         )
         result["training"] = summary(run)
+        if run.registration is not None:
+            offer = Rollout(registry).offer(
+                run.registration.version, gate_passed=run.registration.offered_for_canary, now=now
+            )
+            result["canary"] = offer.to_json()
         metrics.add_metric(name="TrainingRuns", unit="Count", value=1)
     return result

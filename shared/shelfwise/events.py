@@ -126,3 +126,20 @@ class Event(BaseModel):
         if self.timestamp.tzinfo is None:
             self.timestamp = self.timestamp.replace(tzinfo=UTC)
         return self
+
+
+def event_time(event: dict[str, Any]) -> datetime:
+    """The instant an AWS event (EventBridge schedule or rule) happened, from its ``time`` field.
+
+    Scheduled handlers act "as of" this instant rather than the wall clock, so a late or replayed
+    invocation computes the window it was meant for (and the local runtime's clock drives them).
+    No ``time`` means now.
+    """
+    raw = event.get("time")
+    if not raw:
+        return datetime.now(UTC)
+    try:
+        when = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"event time {raw!r} is not ISO 8601") from exc
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -28,7 +28,7 @@ from shelfwise.errors import InputError
 from shelfwise.monitoring.config import DEFAULT_ALARMS, PROMOTION_GATE_SUFFIXES, AlarmSpec
 
 DECISIONS_PREFIX = "monitoring/decisions/"
-Action = Literal["rollback", "advance", "promote", "hold", "ignore", "idle"]
+Action = Literal["rollback", "advance", "promote", "hold", "ignore", "idle", "start"]
 
 
 class RegistryPort(Protocol):
@@ -36,6 +36,7 @@ class RegistryPort(Protocol):
 
     def aliases(self) -> Any: ...
     def set_canary_weight(self, weight: float) -> Any: ...
+    def start_canary(self, version: str, weight: float = 0.1) -> Any: ...
     def promote(self, version: str | None = None) -> Any: ...
     def rollback(self, reason: str, scope: str = "auto") -> Any: ...
     def history(self) -> list[dict[str, Any]]: ...
@@ -302,6 +303,30 @@ class Rollout:
                 MessageAttributes={"action": {"DataType": "String", "StringValue": decision.action}},
             )
         return decision
+
+    # ------------------------------------------------------------------ canary start
+    def offer(self, version: str, *, gate_passed: bool, now: datetime) -> Decision:
+        """Start the canary of a newly registered ``version`` at the first stage, when it may start.
+
+        It starts only when the offline gate passed, a champion exists and is another version, and
+        no other canary runs: one challenger at a time keeps the comparison clean. Otherwise the
+        version waits in the registry and the decision says why.
+        """
+        aliases = _state(self.registry.aliases())
+        base: dict[str, Any] = {"at": now.isoformat(), "before": aliases, "after": aliases, "target": version}
+        if not gate_passed:
+            return self._record(Decision("hold", f"{version} did not pass the offline gate", **base))
+        if aliases.get("champion") in {None, version}:
+            return Decision("idle", f"{version} is the champion; nothing to canary", **base)
+        if aliases.get("challenger"):
+            return self._record(
+                Decision("hold", f"canary of {aliases['challenger']} still running; {version} waits", **base)
+            )
+        weight = self.policy.stages[0]
+        after = _state(self.registry.start_canary(version, weight))
+        return self._record(
+            Decision("start", f"{version} canary started at {weight:g}", **{**base, "after": after})
+        )
 
     # ------------------------------------------------------------------ promotion
     def step(self, alarm_states: Mapping[str, str], stage_impressions: int, now: datetime) -> Decision:

@@ -1,0 +1,48 @@
+"""A newly registered version starts its canary by itself when it may, and says why when not."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shelfwise.events import event_time
+from shelfwise.registry import Registry
+from tests.unit.test_rollout import T0, bundle, env  # noqa: F401  (fixture)
+
+
+def test_gated_version_starts_at_the_first_stage(env: Any) -> None:  # noqa: F811
+    reg, rollout, clock = env["reg"], env["rollout"], env["clock"]
+    clock.now = T0 + timedelta(minutes=5)
+    d = rollout.offer("v2", gate_passed=True, now=clock.now)
+    assert d.action == "start"
+    aliases = reg.aliases()
+    assert (aliases.champion, aliases.challenger, aliases.canary_weight) == ("v1", "v2", 0.1)
+    assert reg.history()[-1]["action"] == "CanaryStarted"
+
+
+def test_only_one_canary_at_a_time_and_never_a_failed_gate(env: Any, tmp_path: Path) -> None:  # noqa: F811
+    reg, rollout, clock = env["reg"], env["rollout"], env["clock"]
+    assert rollout.offer("v2", gate_passed=False, now=clock.now).action == "hold"
+    assert reg.aliases().challenger is None
+    rollout.offer("v2", gate_passed=True, now=clock.now)
+    clock.now = T0 + timedelta(minutes=9)
+    reg.register(bundle(tmp_path, "v3", "v1"), "v3")
+    d = rollout.offer("v3", gate_passed=True, now=clock.now)
+    assert d.action == "hold" and "v2" in d.reason
+    assert reg.aliases().challenger == "v2"
+
+
+def test_the_champion_itself_is_not_offered(env: Any) -> None:  # noqa: F811
+    reg: Registry = env["reg"]
+    assert env["rollout"].offer("v1", gate_passed=True, now=env["clock"].now).action == "idle"
+    assert reg.aliases().challenger is None
+
+
+def test_event_time_reads_schedule_time_and_rejects_garbage() -> None:
+    assert event_time({"time": "2026-01-05T08:00:00Z"}).isoformat() == "2026-01-05T08:00:00+00:00"
+    assert event_time({}).tzinfo is not None
+    with pytest.raises(ValueError, match="ISO 8601"):
+        event_time({"time": "yesterday"})
