@@ -192,3 +192,13 @@ def test_pseudonyms_are_keyed_and_stable() -> None:
     b = Pseudonymiser(b"k2")(users).to_pylist()
     assert a[0] == a[2] != a[1] and a[3] is None
     assert a[0] != b[0] and "alice" not in a[0]
+
+
+def test_jsonl_with_an_explicit_native_format(tmp_path: Path) -> None:
+    f = _write(
+        tmp_path / "api.jsonl",
+        '{"event_type":"view","user_id":"u","item_id":"i","timestamp":"2024-01-01T00:00:00Z"}\n',
+    )
+    assert ingest_file(f, tmp_path / "out", fmt="native").rows_valid == 1
+    with pytest.raises(UnknownFormatError):
+        ingest_file(f, tmp_path / "out2", fmt="movielens")

@@ -122,16 +122,13 @@ def open_source(path: Path, fmt: str = "auto", block_bytes: int = readers.BLOCK_
     if kind == "empty":
         return None
     if kind == "parquet":
-        columns = readers.parquet_columns(path)
-        adapter = adapter_for(columns, fmt)
-        return Source(adapter, kind, readers.read_parquet_chunks(path))
-    if kind == "jsonl":
-        adapter = adapter_for(
-            ["event_type", "timestamp"] if fmt == "auto" else [], fmt if fmt != "auto" else "native"
+        return Source(
+            adapter_for(readers.parquet_columns(path), fmt), kind, readers.read_parquet_chunks(path)
         )
-        if adapter.name != "native":
+    if kind == "jsonl":
+        if fmt not in ("auto", "native"):
             raise UnknownFormatError(f"JSON Lines are read as the native format, not {fmt!r}")
-        return Source(adapter, kind, readers.read_jsonl_chunks(path))
+        return Source(ADAPTERS["native"], kind, readers.read_jsonl_chunks(path))
     nl = head.find(b"\n")
     first_line = head if nl < 0 else head[:nl]
     try:

@@ -305,7 +305,9 @@ def read_jsonl_chunks(path: Path, batch_lines: int = JSONL_BATCH_LINES) -> Itera
             if not isinstance(obj, dict):
                 malformed.append(Malformed(line_no, "malformed_row", text.rstrip("\r\n")))
                 continue
-            row = {k: _json_value(v) for k, v in obj.items() if k in known and k != "properties"}
+            row: dict[str, object] = {
+                k: _json_value(v) for k, v in obj.items() if k in known and k != "properties"
+            }
             props = obj.get("properties")
             extras = {k: v for k, v in obj.items() if k not in known}
             if extras:
