@@ -297,3 +297,25 @@ def test_row_accounting_invariant_holds_for_any_mix(
     assert s.duplicates == dups
     assert s.reasons == expected
     assert s.rows_valid == valid
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batches=st.lists(st.lists(st.integers(0, 300), max_size=80), min_size=1, max_size=25),
+    max_run=st.sampled_from([16, 1 << 21]),
+)
+def test_dedup_matches_a_python_set(batches: list[list[int]], max_run: int) -> None:
+    import pyarrow as pa
+
+    from shelfwise.ingest.pipeline import SeenIds
+
+    seen_ids = SeenIds()
+    seen_ids.MAX_RUN = max_run
+    oracle: set[str] = set()
+    for batch in batches:
+        ids = [f"id-{v}" for v in batch]
+        expected = []
+        for i in ids:
+            expected.append(i not in oracle)
+            oracle.add(i)
+        assert seen_ids.first_seen(pa.array(ids, pa.string())).tolist() == expected

@@ -185,6 +185,9 @@ class SeenIds:
     row as a duplicate.
     """
 
+    # Runs stop merging at 2M ids (16 MB), so a merge never copies the whole set at once.
+    MAX_RUN = 1 << 21
+
     def __init__(self) -> None:
         self._runs: list[np.ndarray] = []
 
@@ -217,7 +220,11 @@ class SeenIds:
         new = uniq[fresh]
         if len(new):
             self._runs.append(new)
-            while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
+            while (
+                len(self._runs) > 1
+                and len(self._runs[-2]) <= 2 * len(self._runs[-1])
+                and len(self._runs[-2]) + len(self._runs[-1]) <= self.MAX_RUN
+            ):
                 last = self._runs.pop()
                 merged = np.concatenate([self._runs.pop(), last])
                 merged.sort(kind="stable")  # timsort: a linear merge of two sorted runs
