@@ -162,6 +162,7 @@ class LocalRuntime:
         quiet: bool = False,
         settle: float | None = None,
         api_port: int = 0,
+        defer_metrics: bool = False,
     ) -> None:
         self.template_path = Path(template_path).resolve()
         self.backend = backend
@@ -172,6 +173,12 @@ class LocalRuntime:
         self.quiet = quiet
         self._settle = settle
         self._api_port = api_port
+        # EMF metrics: published per invocation in one PutMetricData call, or (``defer_metrics``)
+        # buffered until the next pump, alarm evaluation or ``flush_metrics()`` - many requests in
+        # one frozen instant then cost a few calls instead of one per request.
+        self.defer_metrics = defer_metrics
+        self._pending_metrics: list[tuple[str, dict[str, Any]]] = []
+        self._metrics_lock = threading.Lock()
         self.emulator: Emulator | None = None
         self.resources: dict[str, Resource] = {}
         self.warnings: list[str] = []
@@ -227,6 +234,8 @@ class LocalRuntime:
             with contextlib.suppress(Exception):
                 api.stop()
         self.apis.clear()
+        with contextlib.suppress(Exception):
+            self.flush_metrics()
         self.host.unload()
         if self.emulator is not None:
             self.emulator.stop()
@@ -935,6 +944,7 @@ class LocalRuntime:
         window = self.settle if settle is True else float(settle or 0.0)
         delivered = 0
         with self._lock:
+            self.flush_metrics()
             for _ in range(max_rounds):
                 self._release_redeliveries()
                 n = self._poll_all()
@@ -990,6 +1000,7 @@ class LocalRuntime:
                     self._deliver_scheduled(s, target, fired_at)
                     count += 1
         if self._next_alarm_eval is not None and self._next_alarm_eval <= due:
+            self.flush_metrics()
             t = self._next_alarm_eval
             self._next_alarm_eval = t + 60.0
             for change in self.evaluator.evaluate(t):
@@ -1214,18 +1225,68 @@ class LocalRuntime:
     def _on_emf(self, inv: Invocation, docs: list[dict[str, Any]]) -> None:
         """EMF lines -> metrics, as CloudWatch Logs does, stamped on the runtime's clock."""
         wall_start = time.time() - inv.duration_ms / 1000
+        datums: list[tuple[str, dict[str, Any]]] = []
         for doc in docs:
             for m in emf_metrics(doc):
                 ts = m["Timestamp"] / 1000 if m["Timestamp"] else wall_start
                 at = inv.started + max(0.0, ts - wall_start)
-                self.put_metric(
-                    m["Namespace"],
-                    m["MetricName"],
-                    m["Values"],
-                    m["Dimensions"],
-                    timestamp=at,
-                    unit=m["Unit"],
+                vals = [float(v) for v in m["Values"]]
+                dims = m["Dimensions"] or []
+                key = metric_key(m["Namespace"], m["MetricName"], dims)
+                for v in vals:
+                    self.raw_metrics.add(key, at, v)
+                datums.append(
+                    (
+                        m["Namespace"],
+                        {
+                            "MetricName": m["MetricName"],
+                            "Dimensions": dims,
+                            "at": at,
+                            "Values": vals,
+                            "Unit": m["Unit"],
+                        },
+                    )
                 )
+        with self._metrics_lock:
+            self._pending_metrics.extend(datums)
+        if not self.defer_metrics:
+            self.flush_metrics()
+
+    def flush_metrics(self) -> int:
+        """Publish buffered EMF metrics: equal series and instants merged (Values/Counts), at most
+        1,000 datums and 150 distinct values per datum per PutMetricData call; returns the calls."""
+        with self._metrics_lock:
+            pending, self._pending_metrics = self._pending_metrics, []
+        if not pending:
+            return 0
+        merged: dict[tuple[Any, ...], dict[float, int]] = {}
+        for ns, d in pending:
+            dims = tuple((x["Name"], x["Value"]) for x in d["Dimensions"])
+            counts = merged.setdefault((ns, d["MetricName"], dims, d["at"], d["Unit"]), {})
+            for v in d["Values"]:
+                counts[v] = counts.get(v, 0) + 1
+        by_ns: dict[str, list[dict[str, Any]]] = {}
+        for (ns, name, dims, at, unit), counts in merged.items():
+            items = list(counts.items())
+            for i in range(0, len(items), 150):
+                chunk = items[i : i + 150]
+                by_ns.setdefault(ns, []).append(
+                    {
+                        "MetricName": name,
+                        "Dimensions": [{"Name": k, "Value": v} for k, v in dims],
+                        "Timestamp": datetime.fromtimestamp(at, tz=UTC),
+                        "Values": [v for v, _ in chunk],
+                        "Counts": [float(c) for _, c in chunk],
+                        "Unit": unit,
+                    }
+                )
+        cw = self.client("cloudwatch")
+        calls = 0
+        for ns, data in by_ns.items():
+            for i in range(0, len(data), 1000):
+                cw.put_metric_data(Namespace=ns, MetricData=data[i : i + 1000])
+                calls += 1
+        return calls
 
     def put_metric(
         self,
