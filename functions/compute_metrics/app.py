@@ -7,7 +7,9 @@ An explicit ``{"pass": "deep"}`` or ``{"pass": "fast"}`` runs just that pass.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +18,7 @@ from pydantic import BaseModel
 from shelfwise.aws import client
 from shelfwise.errors import InputError
 from shelfwise.events import event_time
+from shelfwise.monitoring.config import MonitoringConfig
 from shelfwise.monitoring.job import Deployment, PassTargets, run_pass
 from shelfwise.observability import logger, metrics, tracer
 from shelfwise.registry import Registry
@@ -29,6 +32,29 @@ class Settings(BaseModel):
     model_name: str
     shelfwise_env: str
     ingest_dlq_url: str | None = None
+    # Optional JSON object of MonitoringConfig scalar fields to override (sample sizes, margins),
+    # e.g. a small shop's {"champion_baseline_lists": 3000}; empty means the documented defaults.
+    monitoring_config: str = ""
+
+
+def monitoring_config(raw: str) -> MonitoringConfig:
+    """MonitoringConfig with the overrides of ``MONITORING_CONFIG`` (a JSON object of scalar fields)."""
+    if not raw.strip():
+        return MonitoringConfig()
+    try:
+        overrides = json.loads(raw)
+    except ValueError as exc:
+        raise InputError(f"MONITORING_CONFIG is not JSON: {exc}") from exc
+    base = MonitoringConfig()
+    if not isinstance(overrides, dict):
+        raise InputError("MONITORING_CONFIG must be a JSON object of MonitoringConfig fields")
+    for key, value in overrides.items():
+        current = getattr(base, key, None)
+        if key.startswith("_") or not isinstance(current, int | float) or isinstance(value, bool):
+            raise InputError(f"MONITORING_CONFIG: {key!r} is not a numeric MonitoringConfig field")
+        if not isinstance(value, int | float):
+            raise InputError(f"MONITORING_CONFIG: {key} must be a number, got {value!r}")
+    return dataclasses.replace(base, **overrides)
 
 
 @functools.cache
@@ -69,6 +95,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         s3=client("s3"),
         cloudwatch=client("cloudwatch"),
         sqs=client("sqs") if cfg.ingest_dlq_url else None,
+        config=monitoring_config(cfg.monitoring_config),
     )
     logger.info("monitoring pass done", extra={"passes": sorted(summary), "at": now.isoformat()})
     return {
