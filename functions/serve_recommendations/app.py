@@ -52,7 +52,7 @@ recommender = Recommender(
     config,
     ModelLoader(_s3, settings.models_bucket, settings.model_name, settings.model_cache_dir),
     registry.aliases,
-    ImpressionSink(client("firehose"), settings.impressions_stream),
+    ImpressionSink(lambda: client("firehose"), settings.impressions_stream),
 )
 recommender.start()
 app = build_resolver(recommendations_router(lambda: recommender))

@@ -416,3 +416,17 @@ def test_neighbour_and_popularity_bundles_are_served_like_factor_ones(tmp_path: 
     out = rec.recommend(session_id="s", history=[HistoryEvent("i007", "view")], k=3)
     order = np.argsort(-np.where(mask, -np.inf, items["popularity"]), kind="stable")[:3]
     assert out.model_version == "pop" and [i.item_id for i in out.items] == items["item_id"][order].tolist()
+
+
+def test_impression_sink_creates_its_client_on_first_flush() -> None:
+    made: list[FlakyFirehose] = []
+
+    def factory() -> FlakyFirehose:
+        made.append(FlakyFirehose())
+        return made[-1]
+
+    sink = ImpressionSink(factory, "s", background=False)
+    sink.record(("r", "champion", "v1", "search", 1, 0.0, ["a"], [1.0]))
+    assert made == []
+    sink.flush()
+    assert len(made) == 1 and made[0].calls

@@ -94,7 +94,9 @@ class ImpressionSink:
         clock: Callable[[], float] = time.monotonic,
         on_result: Callable[[int, int], None] | None = None,
     ) -> None:
-        self.firehose, self.stream_name = firehose, stream_name
+        # A client, or a zero-argument factory called on the first flush (keeps client creation
+        # off the cold start: it happens on the shipper thread).
+        self._firehose, self.stream_name = firehose, stream_name
         self.max_records = min(max_records, MAX_BATCH_RECORDS)
         self.max_age_seconds = max_age_seconds
         self._buffer: deque[Served] = deque()
@@ -110,6 +112,12 @@ class ImpressionSink:
         if background:
             self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
             self._thread.start()
+
+    @property
+    def firehose(self) -> Any:
+        if callable(self._firehose) and not hasattr(self._firehose, "put_record_batch"):
+            self._firehose = self._firehose()
+        return self._firehose
 
     def record(self, served: Served) -> None:
         """Queue one served list (hot path: no I/O, no serialisation)."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import shutil
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -115,6 +118,21 @@ class LoadedModel:
         return scores, indices
 
 
+_runtime_import: threading.Thread | None = None
+
+
+def _import_runtime_in_background() -> None:
+    """Start importing onnxruntime while the bundle downloads (cold start: the two overlap).
+
+    The download and the checksums release the GIL, so the import's CPU work runs beside them;
+    ``from_directory`` then finds the module imported (or waits on the import lock).
+    """
+    global _runtime_import
+    if _runtime_import is None and "onnxruntime" not in sys.modules:
+        _runtime_import = threading.Thread(target=importlib.import_module, args=("onnxruntime",), daemon=True)
+        _runtime_import.start()
+
+
 class ModelLoader:
     """Fetches versions from S3 into a local cache directory (``/tmp`` in Lambda) and loads them.
 
@@ -143,6 +161,7 @@ class ModelLoader:
     def load(self, version: str) -> LoadedModel:
         """Download (or reuse the verified cached copy) and load ``version``; ModelLoadError when it fails."""
         directory = self.cache_dir / version
+        _import_runtime_in_background()
         try:
             self._fetch(version, directory)
             return LoadedModel.from_directory(directory, version, self.intra_op_threads)
