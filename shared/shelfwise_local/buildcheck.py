@@ -3,7 +3,9 @@
 Budgets (unzipped code + layers): serving functions (those with the InferenceLayer) 150 MB, every
 other zip function 250 MB, Lambda's hard limit. Cold start is measured the way Lambda pays it: a
 fresh interpreter (``-I -S``: no site-packages) with only the built directories on ``sys.path``
-imports the handler module. Prints one line per function and a JSON line last; exits 1 when a
+imports the handler module. The python3.12 Lambda runtime ships the AWS SDK (boto3, botocore and
+their dependencies) outside the package, so a directory holding just those, linked from this
+environment, stands in for it. Prints one line per function and a JSON line last; exits 1 when a
 budget is exceeded or a handler fails to import.
 """
 
@@ -43,6 +45,35 @@ def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
 
 
+SDK_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
+
+
+def _runtime_sdk(target: Path) -> Path:
+    """A directory with only the AWS SDK packages, as the python3.12 Lambda runtime provides them."""
+    import importlib.util
+
+    target.mkdir(parents=True, exist_ok=True)
+    for name in SDK_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            continue
+        src = Path(spec.origin).parent if spec.submodule_search_locations else Path(spec.origin)
+        link = target / src.name
+        if not link.exists():
+            link.symlink_to(src)
+    return target
+
+
+def _env_value(key: str, value: Any, parameters: dict[str, Any]) -> str:
+    """An environment value as deployed: literal, a parameter's default, else a placeholder name."""
+    if isinstance(value, str | int | float):
+        return str(value)
+    ref = value.get("Ref") if isinstance(value, dict) else None
+    if isinstance(ref, str) and "Default" in parameters.get(ref, {}):
+        return str(parameters[ref]["Default"])
+    return f"placeholder-{key.lower().replace('_', '-')}"
+
+
 def _cold_start(python: str, paths: list[Path], handler: str, env: dict[str, str]) -> float | str:
     module = handler.rsplit(".", 1)[0]
     code = (
@@ -73,6 +104,16 @@ def main(argv: list[str] | None = None) -> int:
         "AWS_SECRET_ACCESS_KEY": "x",
         "POWERTOOLS_TRACE_DISABLED": "1",
     }
+    sdk = _runtime_sdk(args.build_dir.parent / "runtime-sdk")
+    # Calls made at init (the serving function's first alias read and model load) go to an empty
+    # embedded emulator and get their "not found" at once: this measures imports and set-up of an
+    # empty stack, not a download (`shelfwise bench serve` measures cold start with a real bundle).
+    from moto.server import ThreadedMotoServer
+
+    emulator = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    emulator.start()
+    host, port = emulator.get_host_and_port()
+    env["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
     rows, failed = [], False
     for name, res in sorted(resources.items()):
         if res.get("Type") != "AWS::Serverless::Function":
@@ -87,10 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         size = dir_size(code_dir) + sum(dir_size(d) for d in layer_dirs if d.exists())
         budget = SERVING_BUDGET_MB if "InferenceLayer" in layers else DEFAULT_BUDGET_MB
         fn_env = dict(env)
-        for key, value in (props.get("Environment", {}).get("Variables", {}) or {}).items():
-            fn_env[key] = value if isinstance(value, str) else f"placeholder-{key.lower().replace('_', '-')}"
+        global_vars = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+        variables = {**(global_vars or {}), **(props.get("Environment", {}).get("Variables", {}) or {})}
+        for key, value in variables.items():
+            fn_env[key] = _env_value(key, value, template.get("Parameters", {}))
         cold = (
-            _cold_start(args.python, [code_dir, *layer_dirs], props.get("Handler", "app.lambda_handler"), fn_env)
+            _cold_start(args.python, [code_dir, *layer_dirs, sdk], props.get("Handler", "app.lambda_handler"), fn_env)
             if args.python
             else None
         )
@@ -105,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ok": ok,
             }
         )
+    emulator.stop()
     for row in rows:
         print(json.dumps(row), file=sys.stderr)
     print(json.dumps({"functions": rows, "ok": not failed}))
