@@ -45,6 +45,7 @@ demo: setup
 test: setup lint validate unit
 	$(MAKE) --no-print-directory e2e BACKEND=moto
 	LOCALSTACK_OPTIONAL=1 bash infra/localstack/run-with.sh $(PYTEST) -p no:cacheprovider tests/integration tests/e2e
+	$(MAKE) --no-print-directory build
 	@echo "make test: all legs passed"
 
 # Integration + e2e suites against one emulator: the embedded moto server (default), or a private
