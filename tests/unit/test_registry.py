@@ -185,6 +185,14 @@ def test_gate_needs_baselines_beaten() -> None:
     assert "fallback" in evaluate_gate(manifest, None, 0.02).reasons[0]
 
 
+def test_gate_offers_an_itemknn_variant_that_ties_plain_itemknn() -> None:
+    models = {"popularity": {"ndcg@10": 0.1}, "itemknn": {"ndcg@10": 0.3}, "itemknn_recent": {"ndcg@10": 0.3}}
+    manifest = {"evaluation": {"best": "itemknn_recent", "models": models}}
+    assert evaluate_gate(manifest, None, 0.02).passed
+    models["popularity"]["ndcg@10"] = 0.3  # it must still beat the other baselines
+    assert not evaluate_gate(manifest, None, 0.02).passed
+
+
 def test_canary_promote_rollback_cycle_emits_events_and_audit(
     registry: Registry, tmp_path: Path, clock: Clock
 ) -> None:
