@@ -111,6 +111,8 @@ class Catalog:
     purchased_items: np.ndarray | None = None
     similar_indices: np.ndarray | None = None
     similar_scores: np.ndarray | None = None
+    # Item indices by descending popularity, ties to the lower index (the fallback's ranking).
+    popularity_order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     _lexical: LexicalIndex | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -133,6 +135,8 @@ class Catalog:
             similar_indices=bundle.similar_indices,
             similar_scores=bundle.similar_scores,
         )
+        pop = items["popularity"]
+        cat.popularity_order = np.lexsort((np.arange(pop.size), -pop)).astype(np.int64)
         if bundle.purchased is not None:
             cat.purchased_indptr, cat.purchased_items = bundle.purchased
         return cat

@@ -273,14 +273,16 @@ class Recommender:
         return np.asarray(items, np.int64), np.asarray(weights, np.float32), excluded, unknown
 
     def _popularity(self, model: LoadedModel, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        pop = np.where(mask, -np.inf, model.catalog.popularity)
-        k = min(k, pop.size)
-        if k <= 0:
-            return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        top = np.argpartition(-pop, k - 1)[:k] if k < pop.size else np.arange(pop.size)
-        top = top[np.lexsort((top, -pop[top]))]
-        top = top[np.isfinite(pop[top])]
-        return pop[top].astype(np.float32), top.astype(np.int64)
+        """Most popular allowed items: walk the precomputed order, widening until k survive the mask."""
+        order = model.catalog.popularity_order
+        take = max(4 * k, 1024)
+        while True:
+            head = order[:take]
+            top = head[~mask[head]][:k]
+            if top.size >= k or take >= order.size:
+                break
+            take *= 4
+        return model.catalog.popularity[top].astype(np.float32), top.astype(np.int64)
 
     def _answer(
         self,
