@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -1253,33 +1254,41 @@ class LocalRuntime:
             self.flush_metrics()
 
     def flush_metrics(self) -> int:
-        """Publish buffered EMF metrics: equal series and instants merged (Values/Counts), at most
-        1,000 datums and 150 distinct values per datum per PutMetricData call; returns the calls."""
+        """Publish buffered EMF metrics; returns the PutMetricData calls made.
+
+        Values of one series within one second are sent pre-aggregated (``StatisticValues``:
+        SampleCount, Sum, Minimum, Maximum), as a client would batch them; the standard statistics
+        alarms read are unchanged, and percentiles come from the raw values the runtime keeps.
+        At most 1,000 datums per call.
+        """
         with self._metrics_lock:
             pending, self._pending_metrics = self._pending_metrics, []
         if not pending:
             return 0
-        merged: dict[tuple[Any, ...], dict[float, int]] = {}
+        merged: dict[tuple[Any, ...], list[float]] = {}
         for ns, d in pending:
             dims = tuple((x["Name"], x["Value"]) for x in d["Dimensions"])
-            counts = merged.setdefault((ns, d["MetricName"], dims, d["at"], d["Unit"]), {})
-            for v in d["Values"]:
-                counts[v] = counts.get(v, 0) + 1
+            merged.setdefault((ns, d["MetricName"], dims, math.floor(d["at"]), d["Unit"]), []).extend(
+                d["Values"]
+            )
         by_ns: dict[str, list[dict[str, Any]]] = {}
-        for (ns, name, dims, at, unit), counts in merged.items():
-            items = list(counts.items())
-            for i in range(0, len(items), 150):
-                chunk = items[i : i + 150]
-                by_ns.setdefault(ns, []).append(
-                    {
-                        "MetricName": name,
-                        "Dimensions": [{"Name": k, "Value": v} for k, v in dims],
-                        "Timestamp": datetime.fromtimestamp(at, tz=UTC),
-                        "Values": [v for v, _ in chunk],
-                        "Counts": [float(c) for _, c in chunk],
-                        "Unit": unit,
-                    }
-                )
+        for (ns, name, dims, at, unit), vals in merged.items():
+            if not vals:
+                continue
+            by_ns.setdefault(ns, []).append(
+                {
+                    "MetricName": name,
+                    "Dimensions": [{"Name": k, "Value": v} for k, v in dims],
+                    "Timestamp": datetime.fromtimestamp(at, tz=UTC),
+                    "StatisticValues": {
+                        "SampleCount": float(len(vals)),
+                        "Sum": float(sum(vals)),
+                        "Minimum": float(min(vals)),
+                        "Maximum": float(max(vals)),
+                    },
+                    "Unit": unit,
+                }
+            )
         cw = self.client("cloudwatch")
         calls = 0
         for ns, data in by_ns.items():
