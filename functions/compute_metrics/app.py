@@ -74,10 +74,7 @@ def _kinds(event: dict[str, Any], now: datetime) -> tuple[str, ...]:
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     cfg = settings()
-    try:
-        now = event_time(event)
-    except ValueError as exc:
-        raise InputError(str(exc)) from exc
+    now = event_time(event)
     registry = Registry(
         client("s3"), client("ssm"), client("events"), cfg.models_bucket, cfg.shelfwise_env, cfg.model_name
     )

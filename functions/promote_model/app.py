@@ -8,7 +8,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from shelfwise.aws import client
-from shelfwise.errors import InputError
 from shelfwise.events import event_time
 from shelfwise.observability import logger, metrics, tracer
 from shelfwise.registry import Registry
@@ -34,10 +33,7 @@ def settings() -> Settings:
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     cfg = settings()
-    try:
-        now = event_time(event)
-    except ValueError as exc:
-        raise InputError(str(exc)) from exc
+    now = event_time(event)
     registry = Registry(
         client("s3"),
         client("ssm"),

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shelfwise.errors import InputError
+
 SCHEMA_VERSION = 1
 
 EventType = Literal[
@@ -141,5 +143,5 @@ def event_time(event: dict[str, Any]) -> datetime:
     try:
         when = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
     except ValueError as exc:
-        raise ValueError(f"event time {raw!r} is not ISO 8601") from exc
+        raise InputError(f"event time {raw!r} is not ISO 8601") from exc
     return when if when.tzinfo else when.replace(tzinfo=UTC)

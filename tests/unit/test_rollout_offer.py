@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from shelfwise.errors import InputError
 from shelfwise.events import event_time
 from shelfwise.registry import Registry
 from tests.unit.test_rollout import T0, bundle, env  # noqa: F401  (fixture)
@@ -44,5 +45,5 @@ def test_the_champion_itself_is_not_offered(env: Any) -> None:  # noqa: F811
 def test_event_time_reads_schedule_time_and_rejects_garbage() -> None:
     assert event_time({"time": "2026-01-05T08:00:00Z"}).isoformat() == "2026-01-05T08:00:00+00:00"
     assert event_time({}).tzinfo is not None
-    with pytest.raises(ValueError, match="ISO 8601"):
+    with pytest.raises(InputError, match="ISO 8601"):
         event_time({"time": "yesterday"})
