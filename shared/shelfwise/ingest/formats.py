@@ -106,7 +106,8 @@ def _as_string(arr: pa.Array) -> pa.Array:
     if pa.types.is_floating(arr.type):
         # Ids stored as floats (pandas exports: 13085.0) become integer text.
         as_int = pc.cast(arr, pa.int64(), safe=False)
-        exact = pc.equal(pc.cast(as_int, pa.float64()), arr)
+        # Unsafe back too: an id beyond int64 (1E20) or NaN wraps, compares unequal and stays float text.
+        exact = pc.equal(pc.cast(as_int, pa.float64(), safe=False), arr)
         return pc.if_else(exact, pc.cast(as_int, pa.string()), pc.cast(arr, pa.string()))
     return pc.cast(arr, pa.string()) if not pa.types.is_binary(arr.type) else arr
 

@@ -299,7 +299,7 @@ def read_jsonl_chunks(path: Path, batch_lines: int = JSONL_BATCH_LINES) -> Itera
                 continue
             try:
                 obj = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # deeply nested JSON is a bad row, not a crash
                 malformed.append(Malformed(line_no, "malformed_row", text.rstrip("\r\n")))
                 continue
             if not isinstance(obj, dict):

@@ -102,6 +102,20 @@ def _utf8(arr: pa.Array) -> tuple[pa.Array, np.ndarray | None]:
     return pa.array(out, pa.string()), bad
 
 
+def _cast_each(arr: pa.Array, target: pa.DataType) -> tuple[pa.Array, pa.Array]:
+    """Cast value by value (the slow path): null and flagged where a value does not fit."""
+    out: list[object] = []
+    bad: list[bool] = []
+    for v in arr.to_pylist():
+        try:
+            out.append(None if v is None else pc.cast(pa.array([v], arr.type), target, safe=False)[0].as_py())
+            bad.append(False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            out.append(None)
+            bad.append(True)
+    return pa.array(out, target), pa.array(bad, pa.bool_())
+
+
 def _number(arr: pa.Array, target: pa.DataType, pattern: str) -> tuple[pa.Array, pa.Array | None]:
     """Cast to a number; values that are not numbers become null and are reported as wrong_type."""
     if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
@@ -116,8 +130,13 @@ def _number(arr: pa.Array, target: pa.DataType, pattern: str) -> tuple[pa.Array,
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             ok = pc.fill_null(pc.match_substring_regex(arr, pattern), True)
             cleaned = pc.utf8_trim_whitespace(pc.if_else(ok, arr, pa.scalar(None, pa.string())))
-            out = pc.cast(cleaned, target, safe=False)
             bad = pc.invert(ok)
+            try:
+                out = pc.cast(cleaned, target, safe=False)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                # A number spelled right but out of the target's range (2**63 for int64).
+                out, too_big = _cast_each(cleaned, target)
+                bad = pc.or_(bad, too_big)
     if pa.types.is_floating(target):
         finite = pc.fill_null(pc.is_finite(out), True)
         if not pc.all(finite).as_py():
@@ -159,7 +178,7 @@ def timestamps_ms(arr: pa.Array, epoch_unit: str | None) -> pa.Array:
     if pa.types.is_date(t):
         return pc.cast(pc.cast(arr, pa.timestamp("ms")), pa.int64())
     if pa.types.is_integer(t) or pa.types.is_floating(t):
-        x = pc.cast(arr, pa.float64())
+        x = pc.cast(arr, pa.float64(), safe=False)  # epochs beyond 2**53 are nonsense, not a crash
         unit = epoch_unit
         if unit is None:
             unit = "ms" if (pc.max(x).as_py() or 0) > 1e11 else "s"
