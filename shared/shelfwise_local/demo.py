@@ -1,0 +1,660 @@
+"""``shelfwise demo``: the whole loop of the platform, locally, on a simulated shop.
+
+template.yaml runs in the local runtime (embedded moto by default, or LocalStack) with one clock
+that the demo drives and the simulated shop follows:
+
+    shop exports -> RawBucket raw/ -> ingest -> train v1 (champion)
+    -> traffic through the HTTP API (impressions and feedback -> Firehose -> raw -> ingest),
+       ComputeMetrics and PromoteModel every 5 minutes
+    -> "yesterday's" export + feedback -> train v2 -> canary 10% -> 50% -> 100% -> promoted
+    -> broken v3 (v2 with shuffled item scores) -> canary -> alarm -> RollbackModelFunction (SNS)
+    -> taste drift in the shop -> ChampionCtrDropLCB alarm
+
+A readable timeline goes to stderr, the HTML monitoring report to a file, and one JSON line to
+stdout; the exit code is 1 when an expectation fails (2 for bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+WINDOW_S = 300
+BROKEN_NOTE = "demo: v2 with its item scores shuffled (a broken export that passes the offline gate)"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes of one demo run. ``fast()`` is the e2e test's smaller run of the same loop."""
+
+    n_users: int = 5000
+    n_items: int = 1500
+    history_days: int = 6
+    v1_days: int = 3  # v1 learns from the first days only; v2 from all of them (+ served feedback)
+    sessions_per_user_day: float = 1.0
+    seed: int = 7
+    k: int = 10
+    # Requests per 5-minute window: stable periods, the broken canary (docs/monitoring.md: the
+    # >= 100-lists-per-variant guard binds, so ~600 at 10%), and the taste-drift watch.
+    stable_requests: int = 100
+    broken_canary_requests: int = 600
+    drift_requests: int = 150
+    # The good canary: enough challenger lists per stage for the promotion policy's 2,000
+    # impressions within its 40 minutes (with this much head-room).
+    stage_headroom: float = 1.15
+    stable_windows: int = 3
+    # Champion CTR baseline (MonitoringConfig.champion_baseline_lists, default 10,000) and its
+    # lookback (default 12 windows): sized to the demo's shop through MONITORING_CONFIG.
+    champion_baseline_lists: int = 2000
+    champion_lookback_windows: int = 6
+    drift_share: float = 0.3
+    max_canary_windows: int = 40
+    max_broken_windows: int = 6
+    max_drift_windows: int = 30
+
+    @classmethod
+    def fast(cls) -> DemoConfig:
+        return cls(
+            n_users=3000,
+            n_items=800,
+            history_days=5,
+            v1_days=3,
+            stable_requests=80,
+            broken_canary_requests=500,
+            drift_requests=120,
+            stable_windows=2,
+            champion_baseline_lists=1200,
+        )
+
+
+class Timeline:
+    """Readable progress on stderr: platform time, wall seconds, message."""
+
+    def __init__(self, stream: TextIO | None, clock: Any) -> None:
+        self.stream, self.clock, self.t0 = stream, clock, time.perf_counter()
+        self.entries: list[dict[str, Any]] = []
+
+    def __call__(self, message: str, **data: Any) -> None:
+        at = datetime.fromtimestamp(self.clock(), UTC) if self.clock else None
+        wall = time.perf_counter() - self.t0
+        self.entries.append({"at": at.isoformat() if at else None, "wall_s": round(wall, 1), "msg": message})
+        if self.stream is not None:
+            stamp = at.strftime("%a %H:%M") if at else "--"
+            print(f"[{stamp} | {wall:6.1f}s] {message}", file=self.stream, flush=True)
+
+
+@dataclass
+class Counts:
+    """Requests served per model version in an interval of platform time."""
+
+    by_version: dict[str, int] = field(default_factory=dict)
+    errors: int = 0
+
+    def add(self, version: str) -> None:
+        self.by_version[version] = self.by_version.get(version, 0) + 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_version.values()) + self.errors
+
+
+def shuffled_scores_graph(model: Any, seed: int) -> Any:
+    """The graph with its raw item scores permuted before masking and top-k: the score meant for
+    item j is given to item pi(j), like shuffled item embeddings, for any model family."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    where = [n for n in graph.node if n.op_type == "Where" and "exclude_mask" in n.input]
+    if len(where) != 1:
+        raise ValueError("expected one Where(exclude_mask, ...) node in the scoring graph")
+    node = where[0]
+    raw = node.input[2]  # Where(exclude_mask, neg_inf, raw_scores)
+    n_items = next(
+        d.dim_value for i in graph.input if i.name == "exclude_mask" for d in i.type.tensor_type.shape.dim
+    )
+    perm = np.random.default_rng(seed).permutation(n_items).astype(np.int64)
+    graph.initializer.append(numpy_helper.from_array(perm, "demo_shuffle_perm"))
+    shuffled = f"{raw}_shuffled"
+    at = list(graph.node).index(node)
+    graph.node.insert(at, helper.make_node("Gather", [raw, "demo_shuffle_perm"], [shuffled], axis=0))
+    for i, name in enumerate(node.input):
+        if name == raw:
+            node.input[i] = shuffled
+    onnx.checker.check_model(model)
+    return model
+
+
+def build_broken_bundle(registry: Any, good_version: str, version: str, work: Path, seed: int) -> Path:
+    """v3: the good version's bundle with shuffled item scores, everything else identical."""
+    import onnx
+
+    from shelfwise.bundle import read_bundle, write_bundle
+
+    src = registry.download(good_version, work / "good")
+    bundle = read_bundle(src)
+    graph = shuffled_scores_graph(onnx.load(str(bundle.model_path)), seed)
+    manifest = {k: v for k, v in bundle.manifest.items() if k != "files"}
+    manifest.update(version=version, notes=BROKEN_NOTE, parent_version=good_version)
+    out = work / "broken"
+    similar = None
+    if bundle.similar_indices is not None and bundle.similar_scores is not None:
+        similar = (bundle.similar_indices, bundle.similar_scores)
+    write_bundle(
+        out,
+        model=graph,
+        items=bundle.items,
+        manifest=manifest,
+        users=bundle.users,
+        similar=similar,
+        purchased=bundle.purchased,
+    )
+    return out
+
+
+class Demo:
+    """One run of the whole loop. ``run()`` returns the result dict (the final JSON line)."""
+
+    def __init__(
+        self,
+        cfg: DemoConfig,
+        *,
+        backend: str = "moto",
+        out_dir: Path | None = None,
+        report_path: Path | None = None,
+        stream: TextIO | None = sys.stderr,
+    ) -> None:
+        self.cfg = cfg
+        self.backend = backend
+        self.out_dir = Path(out_dir or tempfile.mkdtemp(prefix="shelfwise-demo-"))
+        self.report_path = report_path or self.out_dir / "report.html"
+        self.stream = stream
+        self.rt: Any = None
+        self.log = Timeline(stream, None)
+        self.result: dict[str, Any] = {}
+        self.stages: dict[str, bool] = {}
+        self.counts: list[tuple[float, str]] = []  # (platform time, served version) per request
+        self.requests = 0
+        self.errors = 0
+        self.stable: list[tuple[float, float]] = []
+        self._seen_rollbacks: set[str] = set()  # platform-time intervals that must stay quiet
+
+    # ------------------------------------------------------------------ set-up
+    def _shop_params(self, incidents: tuple[Any, ...] = ()) -> Any:
+        from shelfwise.simulator import ShopParams
+
+        c = self.cfg
+        # The serving days follow the history; the shop starts so that day `history_days` is today-ish
+        # (recent timestamps suit every emulator's metric store).
+        today = datetime.now(UTC).date()
+        start = today - timedelta(days=c.history_days)
+        return ShopParams(
+            n_users=c.n_users,
+            n_items=c.n_items,
+            n_days=c.history_days + 8,
+            start=date(start.year, start.month, start.day),
+            sessions_per_user_day=c.sessions_per_user_day,
+            incidents=incidents,
+        )
+
+    def _start_runtime(self, t0: float) -> None:
+        from shelfwise_local.runtime import Clock, LocalRuntime
+
+        overrides = {
+            "champion_baseline_lists": self.cfg.champion_baseline_lists,
+            "champion_lookback_windows": self.cfg.champion_lookback_windows,
+        }
+        self.rt = LocalRuntime(
+            REPO / "template.yaml",
+            backend=self.backend,
+            clock=Clock(start=t0),
+            stack_name=f"demo{uuid.uuid4().hex[:6]}",
+            # Serving caches the registry aliases for AliasCacheSeconds of wall time (30 s in the
+            # template); one wall second is about a platform minute here, so 1 s keeps "an alias
+            # change is live within a minute or so" true on the demo's compressed clock.
+            parameters={"AliasCacheSeconds": "1"},
+            quiet=True,
+            defer_metrics=True,
+        ).start()
+        self.rt.host.find("ComputeMetricsFunction").environment["MONITORING_CONFIG"] = json.dumps(overrides)
+        self.log.clock = self.rt.clock.now
+        fn = self.rt.host.find("PromoteModelFunction").environment
+        self.env, self.model_name = fn["SHELFWISE_ENV"], fn["MODEL_NAME"]
+
+    def _registry(self) -> Any:
+        from shelfwise.registry import Registry
+
+        return Registry(
+            self.rt.s3,
+            self.rt.client("ssm"),
+            self.rt.client("events"),
+            self.rt.physical_name("ModelsBucket"),
+            self.env,
+            self.model_name,
+            actor="demo",
+            clock=self.now,
+        )
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.rt.clock.now(), UTC)
+
+    def aliases(self) -> Any:
+        return self._registry().aliases()
+
+    # ------------------------------------------------------------------ traffic
+    def _contexts(self) -> Iterator[Any]:
+        day = self.cfg.history_days
+        while True:
+            yield from self.shop.traffic(day)
+            day += 1
+            if day >= self.shop.params.n_days:
+                day = self.cfg.history_days
+
+    def _serve_module(self) -> Any:
+        return sys.modules.get(f"_shelfwise_fn_{self.rt.host.namespace}_ServeRecommendationsFunction.app")
+
+    def window(self, n: int) -> Counts:
+        """Serve ``n`` requests over the next 5-minute window (five 1-minute steps), post the
+        feedback, ship the impressions, and advance to the next window: the schedules fire."""
+        counts = Counts()
+        feedback: list[dict[str, Any]] = []
+        per_step = [n // 5 + (1 if i < n % 5 else 0) for i in range(5)]
+        for step, m in enumerate(per_step):
+            base_ms = int(self.rt.clock.now() * 1000)
+            for i in range(m):
+                ctx = dataclasses.replace(next(self.traffic), ts_ms=base_ms + int(i * 55_000 / max(m, 1)))
+                try:
+                    served = self.http(ctx, self.cfg.k)
+                except Exception:  # an HTTP error is what a shop front end would see; counted
+                    counts.errors += 1
+                    continue
+                version = str(served.get("model_version") or served.get("variant") or "none")
+                counts.add(f"{served.get('variant')}:{version[-8:]}")
+                self.counts.append((self.rt.clock.now(), version))
+                feedback.extend(self.shop.respond(served, ctx))
+            if step < 4:
+                self.rt.advance(60)
+        for i in range(0, len(feedback), 500):
+            self.http.post_events(feedback[i : i + 500])
+        module = self._serve_module()
+        if module is not None:
+            module.recommender.impressions.flush()
+        self.rt.advance(60)
+        self.requests += counts.total
+        self.errors += counts.errors
+        return counts
+
+    # ------------------------------------------------------------------ phases
+    def setup(self) -> None:
+        from shelfwise.simulator import HttpRecommender, Shop
+        from shelfwise.simulator.generate import simulate_to_files
+
+        c = self.cfg
+        params = self._shop_params()
+        sim = simulate_to_files(params, seed=c.seed, out_dir=self.out_dir / "shop")
+        day0 = datetime(params.start.year, params.start.month, params.start.day, tzinfo=UTC).timestamp()
+        # The platform's clock starts on the first serving day at 08:00:30 (windows are hh:mm:00 +
+        # 5 min; the 5-minute schedules fire 30 s after each window closes).
+        self.t0 = day0 + c.history_days * 86400 + 8 * 3600 + 30
+        self._start_runtime(self.t0)
+        self.log(f"runtime up on {self.rt.emulator.kind} ({self.rt.stack_name}); API {self.rt.api_url}")
+        self.shop = Shop(params, seed=c.seed)
+        self.traffic = self._contexts()
+        self.http = HttpRecommender(self.rt.api_url, timeout=60)
+        self.files = sorted((self.out_dir / "shop" / "events").iterdir())
+        self.log(
+            f"shop: {c.n_users} users, {c.n_items} items; {sim.summary()['events']} events simulated "
+            f"({len(self.files)} daily exports)"
+        )
+
+    def upload(self, files: list[Path]) -> None:
+        self.rt.pump()
+        for f in files:
+            self.rt.put_object("RawBucket", f"raw/native/{f.name}", f.read_bytes(), pump=False)
+        self.rt.pump()
+        bad = [i for i in self.rt.invocations_of("IngestEventsFunction") if not i.ok]
+        if bad:
+            raise RuntimeError(f"ingest failed: {bad[-1].error}")
+
+    def train(self, label: str) -> dict[str, Any]:
+        t = time.perf_counter()
+        payload = self.rt.invoke("TrainModelFunction", {"mode": "train", "time": self.now().isoformat()})
+        tr = payload.get("training") or {}
+        reg = tr.get("registration") or {}
+        self.log(
+            f"{label}: trained {tr.get('version')} ({tr.get('algorithm')}) in {time.perf_counter() - t:.0f}s; "
+            f"gate {'passed' if (reg.get('gate') or {}).get('passed') else 'FAILED'}"
+            + (
+                f" ({'; '.join((reg.get('gate') or {}).get('reasons') or [])})"
+                if reg and not reg["gate"]["passed"]
+                else ""
+            )
+            + (f"; canary: {payload['canary']['reason']}" if payload.get("canary") else "")
+        )
+        return payload
+
+    def run_v1(self) -> None:
+        hist = self.files[: self.cfg.v1_days]
+        self.upload(hist)
+        self.log(f"ingested {len(hist)} exports through RawBucket -> SQS -> IngestEventsFunction")
+        p = self.train("v1")
+        self.v1 = p["training"]["version"]
+        ok = self.aliases().champion == self.v1
+        self.stages["v1_champion"] = ok
+        self.log(f"v1 {self.v1} is champion: {ok}")
+
+    def run_stable(self, windows: int, n: int, label: str) -> None:
+        # Stable from the first monitoring pass on: before it, data-freshness has no datapoint and
+        # (TreatMissingData breaching, on purpose: a silent monitor is an incident) alarms.
+        start = max(self.rt.clock.now(), self.t0 + WINDOW_S)
+        for _ in range(windows):
+            self.window(n)
+        self.stable.append((start, self.rt.clock.now()))
+        self.log(f"{label}: {windows} windows x {n} requests, champion {self.aliases().champion}")
+
+    def run_v2(self) -> None:
+        c = self.cfg
+        later = self.files[c.v1_days : c.history_days]
+        self.upload(later)
+        self.log(
+            f"{len(later)} more daily exports arrived (v2 learns from more data); curated also holds the served feedback"
+        )
+        p = self.train("v2")
+        self.v2 = p["training"]["version"]
+        a = self.aliases()
+        started = a.challenger == self.v2 and a.canary_weight > 0
+        self.stages["v2_canary_started"] = started
+        if not started:
+            return
+        start = self.rt.clock.now()
+        weight, promoted = a.canary_weight, False
+        lists_per_stage = 2000 / c.k * c.stage_headroom
+        for _ in range(c.max_canary_windows):
+            a = self.aliases()
+            if a.champion == self.v2:
+                promoted = True
+                break
+            if a.challenger != self.v2 or a.canary_weight == 0:
+                self.log(f"v2 canary stopped: {a}")
+                break
+            if a.canary_weight != weight:
+                self.log(f"v2 canary advanced {weight:.0%} -> {a.canary_weight:.0%}")
+                weight = a.canary_weight
+            n = max(c.stable_requests, math.ceil(lists_per_stage / max(a.canary_weight, 0.05) / 8))
+            got = self.window(n)
+            self._window_line(got)
+        self.stable.append((start, self.rt.clock.now()))  # a good canary must raise no alarm
+        self.stages["v2_promoted"] = promoted
+        self.log(f"v2 {self.v2} promoted to champion: {promoted} (previous: {self.aliases().previous})")
+        self.promoted_at = self.rt.clock.now()
+
+    def _window_line(self, got: Counts) -> None:
+        alarms = sorted(
+            a.name.removeprefix(self.rt.stack_name + "-")
+            for a in [*self.rt.evaluator.alarms.values(), *self.rt.evaluator.composites.values()]
+            if a.state == "ALARM"
+        )
+        served = ", ".join(f"{v}: {n}" for v, n in sorted(got.by_version.items()))
+        self.log(
+            f"  window: {got.total} requests ({served})"
+            + (f"; in ALARM: {', '.join(alarms)}" if alarms else "")
+        )
+        for rec in self._registry().history():
+            if rec.get("action") == "ModelRolledBack" and rec["time"] not in self._seen_rollbacks:
+                self._seen_rollbacks.add(rec["time"])
+                self.log(f"  rollback of {rec.get('version')}: {json.dumps(rec.get('detail'))[:300]}")
+
+    def run_broken(self) -> None:
+        from shelfwise.rollout import Rollout
+
+        c = self.cfg
+        registry = self._registry()
+        version = f"{self.v2}-broken"
+        bundle = build_broken_bundle(registry, self.v2, version, self.out_dir / "v3", c.seed)
+        reg = registry.register(bundle, version)
+        offer = Rollout(registry).offer(version, gate_passed=reg.offered_for_canary, now=self.now())
+        self.v3 = version
+        self.log(
+            f"v3 {version} (shuffled item scores) registered, offline gate passed: {reg.gate.passed}; {offer.reason}"
+        )
+        self.stages["v3_canary_started"] = offer.action == "start"
+        if offer.action != "start":
+            return
+        start = self.rt.clock.now()
+        self.broken_start = start
+        rolled_back_at = None
+        for w in range(c.max_broken_windows):
+            self._window_line(self.window(c.broken_canary_requests))
+            a = self.aliases()
+            if a.challenger != version:
+                rolled_back_at = self._rollback_time(version)
+                self.log(f"v3 taken out of traffic after {w + 1} windows (challenger: {a.challenger})")
+                break
+        rolled = rolled_back_at is not None and self.aliases().champion == self.v2
+        self.stages["v3_rolled_back"] = rolled
+        if rolled:
+            assert rolled_back_at is not None
+            served = [v for t, v in self.counts if start <= t < rolled_back_at]
+            self.result["detection_windows"] = math.ceil((rolled_back_at - start) / WINDOW_S - 1e-9)
+            self.result["exposed_share"] = round(served.count(version) / max(len(served), 1), 4)
+            self.result["broken_requests"] = len(served)
+            self.log(
+                f"rollback at {datetime.fromtimestamp(rolled_back_at, UTC):%H:%M:%S}: "
+                f"{self.result['detection_windows']} windows after canary start; the broken model served "
+                f"{served.count(version)} of {len(served)} requests ({self.result['exposed_share']:.1%})"
+            )
+        self.broken_end = self.rt.clock.now()
+
+    def _rollback_time(self, version: str) -> float | None:
+        for rec in self._registry().history():
+            if rec.get("action") == "ModelRolledBack" and rec.get("version") == version:
+                return datetime.fromisoformat(rec["time"]).timestamp()
+        return None
+
+    def _baseline_frozen(self) -> bool:
+        key = f"monitoring/state/{self.model_name}-champion-baseline.json"
+        try:
+            body = self.rt.s3.get_object(Bucket=self.rt.physical_name("MonitoringBucket"), Key=key)["Body"]
+        except Exception:
+            return False
+        state = json.loads(body.read())
+        return bool(state.get("frozen")) and state.get("champion") == self.v2
+
+    def run_drift(self) -> None:
+        from shelfwise.simulator import Incident
+
+        c = self.cfg
+        # Quiet traffic until the champion's CTR baseline is complete, then the incident.
+        start = self.rt.clock.now()
+        for _ in range(c.max_drift_windows):
+            if self._baseline_frozen():
+                break
+            self._window_line(self.window(c.drift_requests))
+        self.stable.append((start, self.rt.clock.now()))
+        if not self._baseline_frozen():
+            self.stages["taste_drift_detected"] = False
+            self.log("champion CTR baseline never completed; taste drift not run")
+            return
+        drift_at = self.rt.clock.now()
+        day0 = self.shop.model.start_ms / 1000
+        incident = Incident("taste_drift", (drift_at - day0) / 86400, {"share": c.drift_share})
+        from shelfwise.simulator import Shop
+
+        self.shop = Shop(self._shop_params((incident,)), seed=c.seed)
+        self.log(f"taste drift: {c.drift_share:.0%} of users get new favourite categories")
+        alarm = self.rt.physical_name("ChampionCtrDriftAlarm")
+        detected = None
+        for _ in range(c.max_drift_windows):
+            self._window_line(self.window(c.drift_requests))
+            hit = [h for h in self.rt.alarm_history(alarm) if h["NewState"] == "ALARM"]
+            if hit:
+                detected = datetime.fromisoformat(hit[0]["Timestamp"]).timestamp()
+                break
+        self.stages["taste_drift_detected"] = detected is not None
+        self.result["taste_drift_detected"] = detected is not None
+        self.result["taste_drift_detection_minutes"] = (
+            round((detected - drift_at) / 60, 1) if detected is not None else None
+        )
+        self.log(
+            f"{alarm}: "
+            + (
+                f"ALARM {self.result['taste_drift_detection_minutes']} min after the drift"
+                if detected
+                else "never fired"
+            )
+        )
+        self.drift_at = drift_at
+
+    # ------------------------------------------------------------------ results
+    def startup_alarms(self) -> list[dict[str, Any]]:
+        """ALARM transitions before the first monitoring pass (the stack was just created)."""
+        return [
+            {"alarm": h["AlarmName"], "at": h["Timestamp"]}
+            for h in self.rt.alarm_history()
+            if h["NewState"] == "ALARM"
+            and datetime.fromisoformat(h["Timestamp"]).timestamp() < self.t0 + WINDOW_S
+        ]
+
+    def false_alarms(self) -> list[dict[str, Any]]:
+        """ALARM transitions inside the stable periods (before/without a bad model or incident)."""
+        out = []
+        for h in self.rt.alarm_history():
+            if h["NewState"] != "ALARM":
+                continue
+            t = datetime.fromisoformat(h["Timestamp"]).timestamp()
+            if any(a <= t <= b for a, b in self.stable):
+                out.append({"alarm": h["AlarmName"], "at": h["Timestamp"]})
+        return out
+
+    def write_report(self) -> None:
+        from shelfwise.monitoring.publish import read_history
+        from shelfwise.monitoring.report import render_report
+        from shelfwise.rollout import read_decisions
+
+        s3 = self.rt.s3
+        mon = self.rt.physical_name("MonitoringBucket")
+        html = render_report(
+            read_history(s3, mon),
+            audit=self._registry().history(),
+            decisions=read_decisions(s3, mon),
+            alarm_changes=self.rt.alarm_history(),
+            title="Shelfwise demo: the whole loop",
+        )
+        self.report_path.write_text(html)
+        self.log(f"HTML report: {self.report_path}")
+
+    def run(self) -> dict[str, Any]:
+        t = time.perf_counter()
+        false: list[dict[str, Any]] = []
+        startup: list[dict[str, Any]] = []
+        try:
+            self.setup()
+            self.run_v1()
+            if self.stages["v1_champion"]:
+                self.run_stable(self.cfg.stable_windows, self.cfg.stable_requests, "stable traffic on v1")
+                self.run_v2()
+            if self.stages.get("v2_promoted"):
+                self.run_broken()
+            if self.stages.get("v3_rolled_back"):
+                self.run_drift()
+            false = self.false_alarms()
+            startup = self.startup_alarms()
+            for f in startup:
+                self.log(f"start-up alarm (informational, before the first monitoring pass): {f['alarm']}")
+            for f in false:
+                self.log(f"false alarm: {f['alarm']} at {f['at']}")
+            self.write_report()
+        finally:
+            if self.rt is not None:
+                self.rt.close()
+        expected = (
+            "v1_champion",
+            "v2_canary_started",
+            "v2_promoted",
+            "v3_canary_started",
+            "v3_rolled_back",
+            "taste_drift_detected",
+        )
+        self.result = {
+            "stages_ok": all(self.stages.get(s, False) for s in expected),
+            "stages": {s: self.stages.get(s, False) for s in expected},
+            "good_model_promoted": self.stages.get("v2_promoted", False),
+            "broken_model_rolled_back": self.stages.get("v3_rolled_back", False),
+            "detection_windows": self.result.get("detection_windows"),
+            "exposed_share": self.result.get("exposed_share"),
+            "false_alarms": len(false),
+            "false_alarm_list": false,
+            "startup_alarms": startup,
+            "taste_drift_detected": self.result.get("taste_drift_detected", False),
+            "taste_drift_detection_minutes": self.result.get("taste_drift_detection_minutes"),
+            "requests": self.requests,
+            "http_errors": self.errors,
+            "platform_hours": round((self.rt.clock.now() - self.t0) / 3600, 2) if self.rt else None,
+            "report": str(self.report_path),
+            "backend": self.backend,
+            "wall_s": round(time.perf_counter() - t, 1),
+        }
+        return self.result
+
+
+def expectations_met(result: dict[str, Any], cfg: DemoConfig) -> list[str]:
+    """What failed, in words (empty when the run met every expectation)."""
+    failed = [f"stage {s} failed" for s, ok in result["stages"].items() if not ok]
+    if result["detection_windows"] is not None and result["detection_windows"] > 2:
+        failed.append(f"broken model rolled back after {result['detection_windows']} windows (> 2)")
+    if result["exposed_share"] is not None and result["exposed_share"] > 0.1 + 0.03:
+        failed.append(f"broken model served {result['exposed_share']:.1%} of requests (canary 10%)")
+    if result["false_alarms"]:
+        failed.append(f"{result['false_alarms']} false alarms in stable periods")
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="shelfwise demo", description=__doc__.splitlines()[0])
+    p.add_argument("--fast", action="store_true", help="the smaller run the e2e test uses")
+    p.add_argument(
+        "--backend",
+        default=os.environ.get("SHELFWISE_BACKEND", "moto"),
+        help="moto (embedded, default), localstack (SHELFWISE_LOCALSTACK_ENDPOINT) or an endpoint URL",
+    )
+    p.add_argument("--out", type=Path, help="working directory (default: a new temporary directory)")
+    p.add_argument("--report", type=Path, help="HTML report path (default: OUT/report.html)")
+    p.add_argument("--seed", type=int, help="simulator seed")
+    p.add_argument("--quiet", action="store_true", help="no timeline on stderr")
+    args = p.parse_args(argv)
+    cfg = DemoConfig.fast() if args.fast else DemoConfig()
+    if args.seed is not None:
+        cfg = dataclasses.replace(cfg, seed=args.seed)
+    demo = Demo(
+        cfg,
+        backend=args.backend,
+        out_dir=args.out,
+        report_path=args.report,
+        stream=None if args.quiet else sys.stderr,
+    )
+    result = demo.run()
+    failed = expectations_met(result, cfg)
+    result["failed"] = failed
+    for f in failed:
+        print(f"EXPECTATION FAILED: {f}", file=sys.stderr)
+    print(json.dumps(result), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
