@@ -161,6 +161,14 @@ def install_error_handlers(app: APIGatewayHttpResolver) -> None:
         logger.exception("unexpected ValueError")
         return problem(500, "Internal error", "ValueError")
 
+    @app.exception_handler(RecursionError)
+    def _too_deep(exc: RecursionError) -> Response:
+        # json.loads gives up on JSON nested ~1000 levels deep: the client's input, not our crash.
+        if "decoding a JSON" in str(exc):
+            return problem(400, "Bad request", "the JSON body is nested too deeply")
+        logger.exception("unexpected RecursionError")
+        return problem(500, "Internal error", "RecursionError")
+
     @app.exception_handler(ModelUnavailableError)
     def _unavailable(exc: ModelUnavailableError) -> Response:
         return problem(503, "Model unavailable", str(exc))
