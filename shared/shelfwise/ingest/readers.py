@@ -131,7 +131,9 @@ def _file_blocks(path: Path, block_bytes: int) -> Iterator[pa.Buffer]:
         want = block_bytes
         while offset < size:
             f.seek(offset)
-            buf = f.read_buffer(min(want, size - offset))
+            # Never more than the line limit + 1 at once: a last line that runs to the end of the
+            # object is held to the limit too (it used to be read whole, whatever its size).
+            buf = f.read_buffer(min(want, size - offset, max(block_bytes, MAX_LINE_BYTES + 1)))
             if offset + buf.size < size:
                 cut = _last_newline(buf)
                 if cut == 0:  # one line longer than the block: read more of it
