@@ -83,7 +83,9 @@ def _cold_start(python: str, paths: list[Path], handler: str, env: dict[str, str
         f"import {module}\n"
         "print(time.perf_counter() - t)\n"
     )
-    proc = subprocess.run([python, "-I", "-S", "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [python, "-I", "-S", "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
     if proc.returncode != 0:
         return "import failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
     return float(proc.stdout.strip().splitlines()[-1])
@@ -128,12 +130,16 @@ def main(argv: list[str] | None = None) -> int:
         size = dir_size(code_dir) + sum(dir_size(d) for d in layer_dirs if d.exists())
         budget = SERVING_BUDGET_MB if "InferenceLayer" in layers else DEFAULT_BUDGET_MB
         fn_env = dict(env)
-        global_vars = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+        global_vars = (
+            template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+        )
         variables = {**(global_vars or {}), **(props.get("Environment", {}).get("Variables", {}) or {})}
         for key, value in variables.items():
             fn_env[key] = _env_value(key, value, template.get("Parameters", {}))
         cold = (
-            _cold_start(args.python, [code_dir, *layer_dirs, sdk], props.get("Handler", "app.lambda_handler"), fn_env)
+            _cold_start(
+                args.python, [code_dir, *layer_dirs, sdk], props.get("Handler", "app.lambda_handler"), fn_env
+            )
             if args.python
             else None
         )
