@@ -77,7 +77,7 @@ class DemoConfig:
     def fast(cls) -> DemoConfig:
         return cls(
             stable_requests=50,
-            broken_canary_requests=500,
+            broken_canary_requests=600,
             drift_requests=120,
             stable_windows=2,
             stage_headroom=1.05,
@@ -470,11 +470,18 @@ class Demo:
             assert rolled_back_at is not None
             served = [v for t, v in self.counts if start <= t < rolled_back_at]
             # Evaluation windows = monitoring passes between the canary start and the rollback.
-            self.result["detection_windows"] = sum(
-                1
-                for i in self.rt.invocations_of("ComputeMetricsFunction")
-                if start <= i.started <= rolled_back_at
+            # (distinct scheduled instants: an async retry of a failed pass is the same window)
+            self.result["detection_windows"] = len(
+                {
+                    i.started
+                    for i in self.rt.invocations_of("ComputeMetricsFunction")
+                    # strictly after: the pass at the canary's own instant ran before it started
+                    if start < i.started <= rolled_back_at
+                }
             )
+            failed = [i for i in self.rt.invocations_of("ComputeMetricsFunction") if not i.ok]
+            if failed:
+                self.log(f"monitoring pass failures: {len(failed)}; last: {str(failed[-1].error)[:300]}")
             self.result["exposed_share"] = round(served.count(version) / max(len(served), 1), 4)
             self.result["broken_requests"] = len(served)
             self.log(
