@@ -62,13 +62,13 @@ class DemoConfig:
     # lookback (default 12 windows): sized to the demo's shop through MONITORING_CONFIG.
     champion_baseline_lists: int = 1000
     champion_lookback_windows: int = 6
-    drift_share: float = 0.3
+    # Share of users whose tastes change. At 30% the ItemKNN champion loses ~15% of its list CTR,
+    # which the demo's traffic cannot resolve in 30 windows; 50% is a clear, detectable drift.
+    drift_share: float = 0.5
     taste_drift: bool = True  # the e2e test's --fast run stops after the rollback
-    # ScorePSI alarms (template: > 1.0). On this shop a healthy ItemKNN model's served scores sit
-    # at PSI 0.8-1.8 against its bundle's reference (the reference holds known users' top-k only;
-    # the traffic also has session fold-in and anonymous requests), so 1.0 pages on good models.
-    # The demo raises it and says so; None keeps the template's value. See docs/demo.md.
-    score_psi_threshold: float | None = 2.5
+    # ScorePSI alarms: None keeps the template's threshold (2.5, raised from 1.0 after this demo
+    # measured healthy models at PSI 0.8-1.8 against their own references); a number overrides it.
+    score_psi_threshold: float | None = None
     max_canary_windows: int = 40
     max_broken_windows: int = 6
     max_drift_windows: int = 30
