@@ -287,6 +287,19 @@ class Demo:
     def _serve_module(self) -> Any:
         return sys.modules.get(f"_shelfwise_fn_{self.rt.host.namespace}_ServeRecommendationsFunction.app")
 
+    def _sync_serving(self) -> None:
+        """Let serving see the registry's current aliases before the next minute of traffic.
+
+        Serving re-reads aliases when its cache (AliasCacheSeconds, *wall* time) expires and swaps
+        in the background. Platform time runs ~60x faster here, so on a loaded machine a change
+        could reach serving minutes of platform time late and the results would depend on wall
+        speed; a synchronous sync once per platform minute keeps the run deterministic and still
+        models a 1-minute cache.
+        """
+        module = self._serve_module()
+        if module is not None and module.recommender.health()["aliases"] != self.aliases().to_json():
+            module.recommender.sync()
+
     def window(self, n: int) -> Counts:
         """Serve ``n`` requests over the next 5-minute window (five 1-minute steps), post the
         feedback, ship the impressions, and advance to the next window: the schedules fire."""
@@ -294,6 +307,7 @@ class Demo:
         feedback: list[dict[str, Any]] = []
         per_step = [n // 5 + (1 if i < n % 5 else 0) for i in range(5)]
         for step, m in enumerate(per_step):
+            self._sync_serving()
             base_ms = int(self.rt.clock.now() * 1000)
             for i in range(m):
                 ctx = dataclasses.replace(next(self.traffic), ts_ms=base_ms + int(i * 55_000 / max(m, 1)))
