@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Shared, noisy 2-core machines: no per-example deadline and no too-slow health check; and in CI
+# the examples derive from each test (derandomize), so a red run is reproducible, not luck.
+# `HYPOTHESIS_PROFILE=explore make unit` searches with fresh randomness.
+settings.register_profile("ci", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("explore", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 EVENTS_DIR = Path(__file__).parent / "events"
 RETAIL_PARQUET = (
