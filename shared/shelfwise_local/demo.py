@@ -316,6 +316,7 @@ class Demo:
                 except Exception:  # an HTTP error is what a shop front end would see; counted
                     counts.errors += 1
                     continue
+                self.personal_ids.update(x for x in (ctx.user_id, ctx.session_id) if x)
                 version = str(served.get("model_version") or served.get("variant") or "none")
                 counts.add(f"{served.get('variant')}:{version[-8:]}")
                 self.counts.append((self.rt.clock.now(), version))
@@ -348,6 +349,8 @@ class Demo:
         self.log(f"runtime up on {self.rt.emulator.kind} ({self.rt.stack_name}); API {self.rt.api_url}")
         self.shop = Shop(params, seed=c.seed)
         self.traffic = self._contexts()
+        # Every user and session id sent to the API, so tests can check no handler logged one.
+        self.personal_ids: set[str] = set()
         self.http = HttpRecommender(self.rt.api_url, timeout=60)
         self.files = sorted((self.out_dir / "shop" / "events").iterdir())
         self.log(

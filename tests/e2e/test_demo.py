@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,8 @@ from shelfwise_local.runtime.testing import backend_from_env
 @pytest.mark.slow
 def test_the_whole_loop_runs_end_to_end(tmp_path: Path) -> None:
     cfg = DemoConfig.fast()
-    result = Demo(cfg, backend=backend_from_env(), out_dir=tmp_path, stream=None).run()
+    demo = Demo(cfg, backend=backend_from_env(), out_dir=tmp_path, stream=None)
+    result = demo.run()
     assert expectations_met(result, cfg) == [], json.dumps(result, indent=1)
     assert result["good_model_promoted"] and result["broken_model_rolled_back"]
     assert 1 <= result["detection_windows"] <= 2
@@ -30,3 +32,33 @@ def test_the_whole_loop_runs_end_to_end(tmp_path: Path) -> None:
     assert result["http_errors"] == 0
     report = Path(result["report"]).read_text()
     assert "<svg" in report and "ModelRolledBack" in report
+    # Logs carry no personal data: no handler's output names a user or session id it was sent.
+    assert len(demo.personal_ids) > 100
+    logged = [inv.stdout for inv in demo.rt.invocations if inv.stdout]
+    assert logged, "the handlers' output was not captured"
+    leaks = [
+        (value, line[:200])
+        for out in logged
+        for line in out.splitlines()
+        for value in _strings(_json_or_text(line))
+        if value in demo.personal_ids
+    ]
+    assert leaks == []
+
+
+def _json_or_text(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return line.split()
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string value (and key) inside a parsed log line."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in [str(k), *_strings(v)]]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
