@@ -14,6 +14,7 @@ from shelfwise.monitoring.comparison import (
     guarded_compare,
     lists_needed,
     mixture_halfwidth,
+    one_sided_halfwidth,
 )
 from shelfwise.monitoring.config import MonitoringConfig
 
@@ -24,13 +25,27 @@ def test_mixture_halfwidth_golden() -> None:
     assert mixture_halfwidth(0.01, 0.05, 0.2) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(("v", "alpha", "tau"), [(0.01, 0.05, 0.2), (0.002, 0.1, 0.2), (0.3, 0.01, 1.0)])
+def test_one_sided_halfwidth_solves_the_half_normal_mixture(v: float, alpha: float, tau: float) -> None:
+    """At the returned width the mixture of likelihood ratios, integrated numerically, equals 1/alpha."""
+    w = one_sided_halfwidth(v, alpha, tau)
+    lam = np.linspace(-12 * tau, 0.0, 400_001)  # alternatives below theta0 = theta_hat + w
+    lr = np.exp(lam * (-w) / v - lam**2 / (2 * v))
+    density = 2 * np.exp(-(lam**2) / (2 * tau**2)) / (tau * math.sqrt(2 * math.pi))
+    y = lr * density
+    mixture = float(np.sum((y[1:] + y[:-1]) * np.diff(lam)) / 2)
+    assert mixture == pytest.approx(1 / alpha, rel=1e-3)
+    # One-sided: narrower than the two-sided mixture at the same alpha, wider than at 2 alpha.
+    assert mixture_halfwidth(v, 2 * alpha, tau) <= w < mixture_halfwidth(v, alpha, tau)
+
+
 def test_compare_rates_golden() -> None:
     b = compare_rates(100, 1000, 1000, 9000, alpha=0.05, tau=0.2, margin=0.05)
     xc, nc, xb, nb = 100.5, 1000.5, 1000.5, 9000.5
     qb = xb / nb
     qc = 0.95 * qb
     log_ratio = math.log((xc / nc) / qb)
-    w = mixture_halfwidth((1 - qc) / (nc * qc) + (1 - qb) / (nb * qb), 0.05, 0.2)
+    w = one_sided_halfwidth((1 - qc) / (nc * qc) + (1 - qb) / (nb * qb), 0.05, 0.2)
     assert b.ratio == pytest.approx(math.exp(log_ratio))
     assert b.drop_lcb == pytest.approx(1 - math.exp(log_ratio + w))
     assert b.drop_lcb < 0  # equal rates: no evidence of a drop

@@ -14,6 +14,7 @@ import pytest
 from moto import mock_aws
 
 from shelfwise.errors import InputError
+from shelfwise.monitoring.comparison import compare_rates
 from shelfwise.monitoring.config import MonitoringConfig, alarm, breaches
 from shelfwise.monitoring.job import (
     Deployment,
@@ -362,3 +363,40 @@ def test_ingest_summary_fields_of_the_ingest_contract() -> None:
     ingest = {"rows_read": 1000, "rows_valid": 950, "rows_quarantined": 30, "duplicates": 20}
     assert summary_counts(ingest) == (30, 1000)
     assert summary_counts({"quarantined": 5, "valid": 95}) == (5, 100)
+
+
+def test_quality_comparison_counts_immature_windows_of_this_canary_only() -> None:
+    """CtrDropLCB uses the clicks seen so far in windows that have not matured, from the canary's
+    first window on (a champion window before the canary would bring longer-observed lists)."""
+    before = traffic(T0, 10, 60, 0.0, {"champion": 0.6, "challenger": 0.6}, VERSIONS, seed=4)
+    during = traffic(
+        T0 + timedelta(minutes=10), 10, 100, 0.3, {"champion": 0.3, "challenger": 0.1}, VERSIONS, seed=5
+    )
+    table = pa.concat_tables([before, during])
+    job = MonitoringJob(TableSource(table), Manifests(), MemoryStateStore(), MonitoringConfig())
+    for i in (1, 2):
+        job.fast_pass(T0 + timedelta(minutes=5 * i, seconds=20), Deployment(champion="v1"))
+    job.fast_pass(T0 + timedelta(minutes=15, seconds=20), DEPLOY)  # notices the canary
+    now = T0 + timedelta(minutes=20, seconds=20)
+    values = job.fast_pass(now, DEPLOY).values()
+    # By hand: lists served from 12:10 to 12:20 and those clicked before `now`, per variant.
+    imp = during.filter(pc.equal(during["event_type"], "impression"))
+    clicks = during.filter(
+        pc.and_(
+            pc.equal(during["event_type"], "click"),
+            pc.less(during["timestamp"], pa.scalar(now, pa.timestamp("ms", tz="UTC"))),
+        )
+    )
+    clicked = set(clicks["recommendation_id"].to_pylist())
+    counts = {}
+    for var in ("challenger", "champion"):
+        rids = set(imp.filter(pc.equal(imp["variant"], var))["recommendation_id"].to_pylist())
+        counts[var] = (len(rids & clicked), len(rids))
+    cfg = MonitoringConfig()
+    expected = compare_rates(
+        *counts["challenger"], *counts["champion"], cfg.alpha, cfg.tau, cfg.quality_margin
+    )
+    assert values["CtrRatio/challenger"] == pytest.approx(expected.ratio)
+    assert values["CtrDropLCB/challenger"] == pytest.approx(expected.drop_lcb)
+    # No window has matured yet (30 minutes), and a 67% drop is already beyond the threshold.
+    assert breaches(alarm("challenger-quality"), values["CtrDropLCB/challenger"])

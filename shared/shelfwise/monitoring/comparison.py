@@ -7,6 +7,11 @@ counts since the canary started, so it is looked at hundreds of times. A fixed-z
 false-alarm under such repeated looks, so the bound is a normal-mixture confidence sequence
 (Robbins 1970; the mSPRT of Johari et al. 2017) on the log ratio, valid simultaneously over all
 looks: P(the bound ever exceeds the true drop) <= alpha.
+
+The alarm only ever asks one question, "is the challenger worse?", so each bound is one-sided: the
+mixture is a half-normal over effects in the direction the bound guards against. That is the same
+martingale argument (a mixture of likelihood ratios has mean 1; Ville's inequality), and about
+halves the evidence needed at the boundary compared with the two-sided mixture at the same alpha.
 """
 
 from __future__ import annotations
@@ -49,6 +54,40 @@ def mixture_halfwidth(variance: float, alpha: float, tau: float) -> float:
     return math.sqrt(2.0 * v * (v + t2) / t2 * (math.log(1.0 / alpha) + 0.5 * math.log((v + t2) / v)))
 
 
+def _log_norm_cdf(z: float) -> float:
+    return math.log(max(0.5 * math.erfc(-z / math.sqrt(2.0)), 1e-300))
+
+
+def one_sided_halfwidth(variance: float, alpha: float, tau: float) -> float:
+    """Half-width of the one-sided normal-mixture confidence sequence (half-normal mixing density).
+
+    For an estimate ``theta_hat ~ N(theta, v)`` and the null ``theta = theta0 = theta_hat + w``,
+    the mixture of likelihood ratios over alternatives below ``theta0`` with density
+    ``2 phi(lambda / tau) / tau`` (lambda < 0) is, with ``s^2 = v (v + tau^2) / tau^2``:
+    ``M(w) = 2 sqrt(v / (v + tau^2)) exp(w^2 / (2 s^2)) Phi(w / s)``. ``M`` is a nonnegative
+    martingale with mean 1 under the null, so the upper bound ``theta_hat + w`` with ``M(w) = 1/alpha``
+    is exceeded by the truth with probability <= alpha over all looks. Solved by bisection on
+    ``[0, two-sided half-width]`` (``2 Phi >= 1`` there, so the one-sided width is never wider).
+    """
+    hi = mixture_halfwidth(variance, alpha, tau)
+    v, t2 = variance, tau * tau
+    s = math.sqrt(v * (v + t2) / t2)
+    target = math.log(1.0 / alpha)
+    base = math.log(2.0) - 0.5 * math.log((v + t2) / v)
+
+    def log_m(w: float) -> float:
+        return base + w * w / (2.0 * s * s) + _log_norm_cdf(w / s)
+
+    lo = 0.0
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if log_m(mid) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def compare_rates(
     x_challenger: int,
     n_challenger: int,
@@ -58,7 +97,9 @@ def compare_rates(
     tau: float,
     margin: float = 0.0,
 ) -> RatioBound:
-    """Ratio of two binomial rates with a confidence-sequence interval on the log scale.
+    """Ratio of two binomial rates with one-sided confidence-sequence bounds on the log scale.
+
+    ``upper`` and ``lower`` are each a one-sided bound at ``alpha`` (the alarm uses ``upper``).
 
     The variance of the log ratio is evaluated where the alarm decides: at a challenger rate of
     ``(1 - margin)`` times the champion's (a score-type statistic). The plug-in (Katz) variance
@@ -78,7 +119,7 @@ def compare_rates(
     q_c = (1.0 - margin) * q_b
     log_ratio = math.log((xc / nc) / q_b)
     variance = max((1.0 - q_c) / (nc * q_c) + (1.0 - q_b) / (nb * q_b), 1e-12)
-    w = mixture_halfwidth(variance, alpha, tau)
+    w = one_sided_halfwidth(variance, alpha, tau)
     return RatioBound(
         ratio=_exp(log_ratio),
         lower=_exp(log_ratio - w),

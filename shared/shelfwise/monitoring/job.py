@@ -174,6 +174,18 @@ def _sum(state: dict[str, Any], kind: str, key: str, since: str | None = None) -
     return n, x
 
 
+def canary_first_window(state: Mapping[str, Any], window_seconds: int = 300) -> datetime | None:
+    """Start of the first evaluation window of the current canary (None without one).
+
+    The monitor notices a canary at the pass after it started, which evaluates the window that
+    just closed: that window is the canary's first.
+    """
+    started = state.get("canary_started_at")
+    if not state.get("challenger") or not started:
+        return None
+    return floor_time(datetime.fromisoformat(started), window_seconds) - timedelta(seconds=window_seconds)
+
+
 def stage_impressions(
     state: Mapping[str, Any], since: datetime | None = None, window_seconds: int = 300
 ) -> int:
@@ -260,8 +272,15 @@ class MonitoringJob:
         champ = self._champion_drift(matured, m_start, deployment, start)
         if champ is not None:
             result.data.append(champ)
+        # Windows of this canary whose click window is still open: their clicks so far. Censored
+        # alike for both variants (routing does not depend on time), so they sharpen the CTR ratio
+        # long before the windows mature instead of waiting 30 minutes for each.
+        first = canary_first_window(state, cfg.window_seconds)
+        pending: dict[tuple[str, str], VariantQuality] = {}
+        if deployment.challenger and first is not None and max(m_end, first) < end:
+            pending = compute_quality(events, max(m_end, first), end, cfg.attribution, as_of=now)
         # Cumulative decision metrics, stamped at the evaluation window so alarms see them now.
-        result.data += self._comparisons(state, deployment, start)
+        result.data += self._comparisons(state, deployment, start, pending)
         self._prune(state, now)
         self.state_store.save(state)
         newest = pc.max(events["timestamp"]).as_py() if events.num_rows else None
@@ -491,17 +510,39 @@ class MonitoringJob:
         self.baseline_store.save(base)
         return value
 
-    def _comparisons(self, state: dict[str, Any], deployment: Deployment, ts: datetime) -> list[MetricDatum]:
+    def _comparisons(
+        self,
+        state: dict[str, Any],
+        deployment: Deployment,
+        ts: datetime,
+        pending: Mapping[tuple[str, str], VariantQuality] | None = None,
+    ) -> list[MetricDatum]:
+        """The challenger-vs-champion bounds over every window since the canary started.
+
+        ``CtrDropLCB``: matured windows with their full click attribution plus the ``pending``
+        (not yet matured) windows with the clicks seen so far; ``EarlyCtrDropLCB``: every window's
+        clicks within ``early_click`` of the impression. Only windows from the canary's first one
+        on count, for both variants, so both share the same mix of censoring.
+        """
         if not (deployment.challenger and deployment.champion):
             return []
         cfg, out = self.cfg, []
+        first = canary_first_window(state, cfg.window_seconds)
+        since = first.isoformat() if first is not None else None
+        pend = pending or {}
         ch, cb = _key("challenger", deployment.challenger), _key("champion", deployment.champion)
         for kind, metric, alpha, tau, margin in (
             ("click", "Ctr", cfg.alpha, cfg.tau, cfg.quality_margin),
             ("early", "EarlyCtr", cfg.early_alpha, cfg.early_tau, cfg.early_margin),
         ):
-            n_c, x_c = _sum(state, kind, ch)
-            n_b, x_b = _sum(state, kind, cb)
+            n_c, x_c = _sum(state, kind, ch, since)
+            n_b, x_b = _sum(state, kind, cb, since)
+            if kind == "click":
+                for (variant, version), q in pend.items():
+                    if (variant, version) == ("challenger", deployment.challenger):
+                        n_c, x_c = n_c + q.lists, x_c + q.clicked_lists
+                    elif (variant, version) == ("champion", deployment.champion):
+                        n_b, x_b = n_b + q.lists, x_b + q.clicked_lists
             bound = guarded_compare(
                 x_c,
                 n_c,

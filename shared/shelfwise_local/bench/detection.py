@@ -22,12 +22,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shelfwise.monitoring.comparison import guarded_compare
 from shelfwise.monitoring.config import DEFAULT_ALARMS, MonitoringConfig, alarm_state
 from shelfwise.monitoring.job import Deployment, MemoryStateStore, MonitoringJob
 from shelfwise_local.bench._common import emit, peak_rss_mb
@@ -181,6 +183,57 @@ def run(
                 now.append(a.suffix)
         firing.append(now)
     return firing
+
+
+def power(
+    lists: int,
+    ctr: float,
+    drop: float,
+    windows: int,
+    runs: int,
+    seed: int,
+    datapoints: tuple[int, int] | None = None,
+) -> list[int | None]:
+    """Counts-level Monte Carlo of the quality alarm: per run, the first window after canary start
+    at which ``challenger-quality`` is in ALARM (None: not within ``windows``).
+
+    It mirrors what the job computes when clicks come within a minute (the bench's and the
+    simulator's delays): cumulative lists and clicked lists per variant since the canary started,
+    the same guard, bound and M-of-N rule (``datapoints`` overrides the alarm's M of N). The job
+    itself runs in ``run``; this is the cheap way to get detection-time distributions (power).
+    """
+    spec = next(a for a in DEFAULT_ALARMS if a.suffix == "challenger-quality")
+    if datapoints is not None:
+        spec = replace(spec, datapoints_to_alarm=datapoints[0], evaluation_periods=datapoints[1])
+    cfg = MonitoringConfig()
+    rng = np.random.default_rng(seed)
+    out: list[int | None] = []
+    for _ in range(runs):
+        n_c = rng.binomial(lists, 0.1, windows)
+        n_b = lists - n_c
+        x_c = np.cumsum(rng.binomial(n_c, ctr * (1 - drop)))
+        x_b = np.cumsum(rng.binomial(n_b, ctr))
+        n_c, n_b = np.cumsum(n_c), np.cumsum(n_b)
+        points: list[float | None] = []
+        hit = None
+        for w in range(windows):
+            b = guarded_compare(
+                int(x_c[w]),
+                int(n_c[w]),
+                int(x_b[w]),
+                int(n_b[w]),
+                alpha=cfg.alpha,
+                tau=cfg.tau,
+                min_lists=cfg.min_lists_for_comparison,
+                min_champion_successes=cfg.min_clicks_for_comparison,
+                margin=cfg.quality_margin,
+            )
+            points.append(None if b is None else b.drop_lcb)
+            if alarm_state(spec, points) == "ALARM":
+                hit = w + 1
+                break
+        out.append(hit)
+    return out
 
 
 def main(argv: list[str]) -> int:
