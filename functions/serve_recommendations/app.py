@@ -5,19 +5,20 @@ phase): settings, clients, the registry reader, the impression shipper and the f
 Routes live in ``shelfwise.serving.http``; behaviour in ``shelfwise.serving``.
 """
 
-from typing import Any
+import gc
 
-from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, Field, Json
+# Init allocates hundreds of thousands of long-lived objects (modules, models, the catalogue):
+# cyclic collections during it are wasted work. Re-enabled, with everything frozen, at the end.
+gc.disable()
 
-from shelfwise.aws import client
-from shelfwise.observability import logger, metrics, tracer
-from shelfwise.registry import Registry
-from shelfwise.serving import ImpressionSink, ModelLoader, Recommender, ServingConfig, ServingRules
-from shelfwise.serving.api import build_resolver, serve
-from shelfwise.serving.http import recommendations_router
-from shelfwise.settings import load_settings
+from typing import Any  # noqa: E402
+
+from pydantic import BaseModel, Field, Json  # noqa: E402
+
+from shelfwise.aws import client  # noqa: E402
+from shelfwise.registry import Registry  # noqa: E402
+from shelfwise.serving import ImpressionSink, ModelLoader, Recommender, ServingConfig, ServingRules  # noqa: E402
+from shelfwise.settings import load_settings  # noqa: E402
 
 
 class Settings(BaseModel):
@@ -33,9 +34,6 @@ class Settings(BaseModel):
 
 
 settings = load_settings(Settings)
-# Metrics keep exactly the Variant/Endpoint dimensions of the contract, so no Powertools service
-# name is configured (it would add a "service" dimension); logs still say which function wrote them.
-logger.append_keys(service="serve_recommendations")
 
 _s3 = client("s3")
 # Read-only use of the registry: only aliases() is called, which needs SSM alone.
@@ -54,8 +52,23 @@ recommender = Recommender(
     registry.aliases,
     ImpressionSink(lambda: client("firehose"), settings.impressions_stream),
 )
-recommender.start()
+# Aliases and bundle download start now; the HTTP layer below is imported and built meanwhile.
+models_loaded = recommender.start_in_background()
+
+from aws_lambda_powertools.logging import correlation_paths  # noqa: E402
+from aws_lambda_powertools.utilities.typing import LambdaContext  # noqa: E402
+
+from shelfwise.observability import logger, metrics, tracer  # noqa: E402
+from shelfwise.serving.api import build_resolver, serve  # noqa: E402
+from shelfwise.serving.http import recommendations_router  # noqa: E402
+
+# Metrics keep exactly the Variant/Endpoint dimensions of the contract, so no Powertools service
+# name is configured (it would add a "service" dimension); logs still say which function wrote them.
+logger.append_keys(service="serve_recommendations")
 app = build_resolver(recommendations_router(lambda: recommender))
+models_loaded()
+gc.freeze()
+gc.enable()
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

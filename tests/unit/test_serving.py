@@ -430,3 +430,54 @@ def test_impression_sink_creates_its_client_on_first_flush() -> None:
     assert made == []
     sink.flush()
     assert len(made) == 1 and made[0].calls
+
+
+@mock_aws
+def test_fetch_bundle_downloads_verifies_reuses_and_refuses(remote: Path, tmp_path: Path) -> None:
+    from shelfwise.bundle import BundleChecksumError, BundleMissingError, upload_bundle
+    from shelfwise.serving.model import fetch_bundle
+
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    s3.create_bucket(Bucket="models", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    upload_bundle(s3, remote / "v1", "models", "models/recs/v1")
+    target = fetch_bundle(s3, "models", "models/recs/v1", tmp_path / "v1")
+    local = json.loads((target / "manifest.json").read_text())["files"]
+    assert sorted(local) == sorted(p.name for p in target.iterdir() if p.name != "manifest.json")
+    assert all((target / name).read_bytes() == (remote / "v1" / name).read_bytes() for name in local)
+    assert read_bundle(target).n_items == N
+
+    # a verified copy is reused; a tampered cached copy is fetched again
+    s3.delete_object(Bucket="models", Key="models/recs/v1/users.npz")
+    assert fetch_bundle(s3, "models", "models/recs/v1", target) == target
+    (target / "items.npz").write_bytes(b"tampered")
+    with pytest.raises(BundleMissingError):
+        fetch_bundle(s3, "models", "models/recs/v1", target)
+    assert not target.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".download-")]
+
+    # an object that does not match its manifest checksum is refused, nothing left behind
+    upload_bundle(s3, remote / "v2", "models", "models/recs/v2")
+    s3.put_object(Bucket="models", Key="models/recs/v2/model.onnx", Body=b"not the model")
+    with pytest.raises(BundleChecksumError):
+        fetch_bundle(s3, "models", "models/recs/v2", tmp_path / "v2")
+    assert not (tmp_path / "v2").exists()
+    with pytest.raises(BundleMissingError):
+        fetch_bundle(s3, "models", "models/recs/v9", tmp_path / "v9")
+
+
+def test_disabled_tracing_does_not_import_the_xray_recorder() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, shelfwise.observability as o\n"
+        "@o.tracer.capture_lambda_handler(capture_response=False)\n"
+        "def handler(event, context):\n"
+        "    return 'ok'\n"
+        "print(handler({}, None), o.tracer.disabled, 'aws_xray_sdk.core' in sys.modules)\n"
+    )
+    env = {"PATH": "", "POWERTOOLS_TRACE_DISABLED": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["ok", "True", "False"]
+    env = {"PATH": "", "LAMBDA_TASK_ROOT": "/var/task", "AWS_DEFAULT_REGION": "eu-west-1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[1:] == ["False", "True"]

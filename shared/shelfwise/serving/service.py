@@ -132,6 +132,21 @@ class Recommender:
         self.sync()
         return self._state
 
+    def start_in_background(self) -> Callable[[], ServingState]:
+        """Start :meth:`start` on a thread and return a function that waits for it.
+
+        The init phase uses it to read the aliases and download the bundle while it imports and
+        builds the HTTP layer: the download mostly waits on the network, so the two overlap.
+        """
+        thread = threading.Thread(target=self._sync_quietly, name="model-start", daemon=True)
+        thread.start()
+
+        def wait() -> ServingState:
+            thread.join()
+            return self._state
+
+        return wait
+
     def refresh(self) -> None:
         """Called per request: when the alias cache expired, sync (in the background when enabled)."""
         if self._clock() - self._state.checked_at < self.config.alias_ttl_seconds:
