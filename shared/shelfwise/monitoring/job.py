@@ -269,7 +269,7 @@ class MonitoringJob:
                 ).items():
                     result.data.append(self._d(name, value, m_start, q.variant))
 
-        champ = self._champion_drift(matured, m_start, deployment, start)
+        champ = self._champion_drift(early, start, deployment, start)
         if champ is not None:
             result.data.append(champ)
         # Windows of this canary whose click window is still open: their clicks so far. Censored
@@ -395,18 +395,21 @@ class MonitoringJob:
 
     def _champion_drift(
         self,
-        matured: dict[tuple[str, str], VariantQuality],
-        m_start: datetime,
+        window: dict[tuple[str, str], VariantQuality],
+        w_start: datetime,
         deployment: Deployment,
         ts: datetime,
     ) -> MetricDatum | None:
-        """The champion's CTR over the last hour of matured windows against its own early baseline.
+        """The champion's early-click CTR over the last windows against its own baseline.
 
         Taste drift changes *who likes what*, not necessarily the aggregate category mix (the shop
         simulator redraws 30% of users' tastes from the same distribution), so it shows up as the
-        champion slowly losing clicks. Baseline: the first ``champion_baseline_lists`` matured lists
-        after it became champion (frozen); current: the last ``champion_lookback_windows`` matured
-        windows; the comparison is the same anytime-valid drop bound as the canary's.
+        champion slowly losing clicks. Baseline: the first ``champion_baseline_lists`` lists after
+        it became champion (frozen); current: the last ``champion_lookback_windows`` windows; the
+        comparison is the same anytime-valid drop bound as the canary's. Both sides count *early*
+        clicks (within ``early_click`` of the impression, frozen at the window's first evaluation),
+        so they share the same censoring and the alarm need not wait 30 minutes for every window's
+        click attribution to close.
         """
         cfg = self.cfg
         if not deployment.champion:
@@ -414,19 +417,21 @@ class MonitoringJob:
         store = self.champion_store.load()
         if store.get("champion") != deployment.champion or "frozen" not in store:
             store = {"champion": deployment.champion, "base": [0, 0], "frozen": False, "recent": {}}
-        q = matured.get(("champion", deployment.champion))
-        key = m_start.isoformat()
+        q = window.get(("champion", deployment.champion))
+        key = w_start.isoformat()
         out = None
         if q is not None and q.lists:
+            # Frozen at the window's first evaluation, like the canary's early counts.
+            counts = store["recent"].get(key) or [q.lists, q.early_clicked_lists]
             if not store["frozen"]:
                 if key not in store["recent"]:
-                    store["base"] = [store["base"][0] + q.lists, store["base"][1] + q.clicked_lists]
-                store["recent"][key] = [q.lists, q.clicked_lists]
+                    store["base"] = [store["base"][0] + counts[0], store["base"][1] + counts[1]]
+                store["recent"][key] = counts
                 store["frozen"] = store["base"][0] >= cfg.champion_baseline_lists
                 if store["frozen"]:
                     store["recent"] = {}
             else:
-                store["recent"][key] = [q.lists, q.clicked_lists]
+                store["recent"][key] = counts
         if store["frozen"]:
             keep = sorted(store["recent"])[-cfg.champion_lookback_windows :]
             store["recent"] = {k: store["recent"][k] for k in keep}
