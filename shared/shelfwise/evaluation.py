@@ -18,6 +18,7 @@ Per-user metrics are averaged over evaluated users. Pure numpy, so monitoring ca
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -124,14 +125,54 @@ def top_k(scores: np.ndarray, exclude: Any, k: int) -> np.ndarray:
     ``exclude`` is a scipy sparse matrix (or dense bool) of the same shape marking items a user
     must not be shown (their training items). Fewer than k allowed items pad with -1.
     """
-    s = np.array(scores, dtype=np.float32, copy=True)
+    return _top_k_inplace(np.array(scores, dtype=np.float32, copy=True), exclude, k)
+
+
+def _top_k_inplace(s: np.ndarray, exclude: Any, k: int) -> np.ndarray:
+    """:func:`top_k` on a float32 block it may overwrite (saves a copy of every score block).
+
+    Fast path: split each row into chunks of about ``sqrt(n / (k + 1))`` items and keep only the
+    ``k + 1`` chunks with the highest maxima. Every other chunk's maximum is at most the lowest of
+    those maxima ``t``; when the k-th best candidate is strictly above ``t``, the top k (and every
+    value tied with it) lies among the candidates, so ranking them is exact. Rows where that does
+    not hold (ties at ``t``, fewer than k allowed items) take the exact path on the whole row. For
+    50k items this touches each score about once instead of the several passes of a partition.
+    """
     if hasattr(exclude, "tocoo"):
         coo = exclude.tocoo()
         s[coo.row, coo.col] = -np.inf
     elif exclude is not None:
         s[np.asarray(exclude, dtype=bool)] = -np.inf
-    n = s.shape[1]
+    rows, n = s.shape
     kk = min(k, n)
+    out = np.full((rows, k), -1, dtype=np.int64)
+    if kk <= 0 or rows == 0:
+        return out
+    todo = np.arange(rows)
+    chunk = max(16, int(np.sqrt(n / (kk + 1))))
+    n_chunks = -(-n // chunk)
+    if n_chunks > 4 * (kk + 1):
+        chunk_max = np.maximum.reduceat(s, np.arange(0, n, chunk), axis=1)
+        best = np.argpartition(chunk_max, n_chunks - kk - 1, axis=1)[:, n_chunks - kk - 1 :]
+        t = np.take_along_axis(chunk_max, best, axis=1).min(axis=1)
+        best.sort(axis=1)  # candidates in index order, so the stable sort below breaks ties low
+        cand = (best[:, :, None] * chunk + np.arange(chunk)).reshape(rows, -1)
+        inside = cand < n
+        cand = np.minimum(cand, n - 1)
+        vals = np.where(inside, np.take_along_axis(s, cand, axis=1), -np.inf)
+        order = np.argsort(-vals, axis=1, kind="stable")[:, :kk]
+        top_vals = np.take_along_axis(vals, order, axis=1)
+        exact = top_vals[:, -1] > t
+        out[exact, :kk] = np.take_along_axis(cand, order, axis=1)[exact]
+        todo = np.flatnonzero(~exact)
+    if todo.size:
+        out[todo, :kk] = _top_k_exact(s[todo], kk)
+    return out
+
+
+def _top_k_exact(s: np.ndarray, kk: int) -> np.ndarray:
+    """Top ``kk`` (< or = n) of every row of a masked block, ties to the lower index, -1 for -inf."""
+    n = s.shape[1]
     if kk < n:
         # The kk-th largest value per row; everything above it is in, and among the values equal
         # to it the lowest indices fill the remaining slots (ONNX TopK's tie rule).
@@ -139,11 +180,7 @@ def top_k(scores: np.ndarray, exclude: Any, k: int) -> np.ndarray:
         above = s > kth
         equal = s == kth
         need = kk - above.sum(axis=1, keepdims=True)
-        chosen = above | equal
-        tied = np.flatnonzero(equal.sum(axis=1) > need[:, 0])  # rows with more ties than slots
-        if tied.size:
-            eq = equal[tied]
-            chosen[tied] = above[tied] | (eq & (np.cumsum(eq, axis=1) <= need[tied]))
+        chosen = above | (equal & (np.cumsum(equal, axis=1) <= need))
         part = np.nonzero(chosen)[1].reshape(s.shape[0], kk)
     else:
         part = np.tile(np.arange(n), (s.shape[0], 1))
@@ -154,8 +191,6 @@ def top_k(scores: np.ndarray, exclude: Any, k: int) -> np.ndarray:
     idx = np.take_along_axis(part, order, axis=1)
     vals = np.take_along_axis(vals, order, axis=1)
     idx[~np.isfinite(vals)] = -1
-    if kk < k:
-        idx = np.pad(idx, ((0, 0), (0, k - kk)), constant_values=-1)
     return idx.astype(np.int64)
 
 
@@ -193,14 +228,37 @@ def rank_users(
     n_items: int,
     k: int,
     batch_items_budget: int = 1 << 23,
+    threads: int = 1,
 ) -> np.ndarray:
-    """Top-k for every user in batches sized so a dense score block stays around 32 MB."""
+    """Top-k for every user in batches sized so a dense score block stays around 32 MB.
+
+    ``threads`` > 1 ranks batches concurrently (numpy and scipy release the GIL in the heavy
+    parts); ``score_fn`` must then be safe to call from several threads, as read-only models are.
+    A block ``score_fn`` returns that it owns and may be written is masked in place, not copied.
+    """
     batch = max(1, batch_items_budget // max(n_items, 1))
     out = np.empty((len(users), k), dtype=np.int64)
-    for lo in range(0, len(users), batch):
+
+    def rank_batch(lo: int) -> None:
         u = users[lo : lo + batch]
         scores = score_fn(u)
-        out[lo : lo + len(u)] = top_k(scores, exclude[u] if exclude is not None else None, k)
+        if not (
+            isinstance(scores, np.ndarray)
+            and scores.dtype == np.float32
+            and scores.flags.owndata
+            and scores.flags.writeable
+            and scores.flags.c_contiguous
+        ):
+            scores = np.array(scores, dtype=np.float32, copy=True)
+        out[lo : lo + len(u)] = _top_k_inplace(scores, exclude[u] if exclude is not None else None, k)
+
+    starts = range(0, len(users), batch)
+    if threads > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(rank_batch, starts))
+    else:
+        for lo in starts:
+            rank_batch(lo)
     return out
 
 

@@ -203,3 +203,49 @@ def test_rank_global_equals_top_k_on_broadcast_scores(
     users = np.arange(len(seen))
     expected = top_k(np.tile(s, (len(seen), 1)), ex, k)
     assert rank_global(s, users, ex, k).tolist() == expected.tolist()
+
+
+def _top_k_by_sorting(scores: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
+    """The definition, row by row: stable sort by -score (ties to the lower index), -1 for excluded."""
+    out = np.full((scores.shape[0], k), -1, dtype=np.int64)
+    for r in range(scores.shape[0]):
+        s = np.where(exclude[r], -np.inf, scores[r]).astype(np.float32)
+        order = np.argsort(-s, kind="stable")[:k]
+        order = order[np.isfinite(s[order])]
+        out[r, : order.size] = order
+    return out
+
+
+@pytest.mark.parametrize("levels", [None, 3, 50, 5000])
+def test_top_k_pruned_path_matches_the_definition(levels: int | None) -> None:
+    # Rows of 3,000 items take the chunk-pruned fast path; few score levels force exact-path rows
+    # (ties at the chunk threshold), and dense exclusions leave some rows with fewer than k items.
+    rng = np.random.default_rng(levels or 0)
+    scores = rng.random((40, 3000))
+    if levels is not None:
+        scores = np.round(scores * levels)
+    scores[3, rng.integers(0, 3000, 4)] = 99.0  # several equal maxima
+    exclude = rng.random((40, 3000)) < rng.random((40, 1)) ** 4
+    exclude[5, :-2] = True  # two allowed items only
+    for k in (1, 10, 25):
+        assert top_k(scores, exclude, k).tolist() == _top_k_by_sorting(scores, exclude, k).tolist()
+
+
+def test_rank_users_threads_give_the_same_ranking() -> None:
+    import scipy.sparse as sp
+
+    from shelfwise.evaluation import rank_users
+
+    rng = np.random.default_rng(7)
+    factors = rng.random((300, 8), dtype=np.float32)
+    items = rng.random((8, 2000), dtype=np.float32)
+    seen = sp.random(300, 2000, density=0.01, format="csr", random_state=3, dtype=np.float32)
+    users = rng.permutation(300)[:250]
+
+    def score(u: np.ndarray) -> np.ndarray:
+        return factors[u] @ items
+
+    one = rank_users(score, users, seen, 2000, 10, batch_items_budget=20_000)
+    two = rank_users(score, users, seen, 2000, 10, batch_items_budget=20_000, threads=2)
+    assert one.tolist() == two.tolist()
+    assert one.tolist() == _top_k_by_sorting(score(users), seen[users].toarray() > 0, 10).tolist()

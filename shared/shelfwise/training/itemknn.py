@@ -76,6 +76,7 @@ class ItemKNN:
         rows = np.repeat(np.arange(n), m)
         sim = sp.csr_matrix((self.similarities.ravel(), (rows, self.indices.ravel())), shape=(n, n))
         sim.eliminate_zeros()
+        sim.sort_indices()  # canonical now, so concurrent scoring threads never re-sort it
         self.sim = sim
         self.user_hist = data.history_matrix(self.params["half_life_days"])
         pop = item_popularity(data)
@@ -94,7 +95,7 @@ class ItemKNN:
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
         sim, hist, prior = self._fitted()
-        scores = (hist[users] @ sim).toarray().astype(np.float32)
+        scores = (hist[users] @ sim).toarray().astype(np.float32, copy=False)
         scores += prior
         return scores
 

@@ -160,7 +160,7 @@ def evaluate_log(data: Interactions, config: TrainConfig, progress: Progress) ->
     models: dict[str, dict[str, Any]] = {}
     for family in config.families:
         model = make_model(family, found.best_params[family], threads=config.threads).fit(split.train)
-        models[family] = evaluate_model(model, split, config.k)
+        models[family] = evaluate_model(model, split, config.k, threads=config.threads)
         progress("test", {"family": family, metric: models[family][metric]})
     best = max(config.families, key=lambda f: found.best_metrics[f][metric])
     protocol = {
@@ -198,7 +198,7 @@ def champion_comparison(
         progress("champion", {"version": champion, "skipped": f"unknown recipe {family!r}"})
         return None
     model = make_model(str(family), params, threads=config.threads).fit(split.train)
-    metrics = evaluate_model(model, split, config.k)
+    metrics = evaluate_model(model, split, config.k, threads=config.threads)
     progress("champion", {"version": champion, config.primary_metric: metrics[config.primary_metric]})
     return {
         "version": champion,

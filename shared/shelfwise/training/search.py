@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from shelfwise.errors import InputError
 from shelfwise.evaluation import evaluate_ranking, rank_global, rank_users
@@ -95,8 +96,12 @@ def make_model(family: str, params: dict[str, Any], *, threads: int = 2) -> Reco
     raise InputError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
 
 
-def evaluate_model(model: Recommender, split: Split, k: int) -> dict[str, Any]:
-    """Fit-free: rank every test user of ``split`` with a model fitted on ``split.train``."""
+def evaluate_model(model: Recommender, split: Split, k: int, *, threads: int = 1) -> dict[str, Any]:
+    """Fit-free: rank every test user of ``split`` with a model fitted on ``split.train``.
+
+    ``threads`` score-and-rank batches of users run concurrently, each with a single-threaded
+    BLAS (one GEMM per batch is small; nested BLAS threads would only contend for the cores).
+    """
     train = split.train
     seen = train.matrix("user")
     family = str(getattr(model, "algorithm", ""))
@@ -104,7 +109,8 @@ def evaluate_model(model: Recommender, split: Split, k: int) -> dict[str, Any]:
     if global_scores is not None:
         ranked = rank_global(global_scores, split.users, seen, k)
     else:
-        ranked = rank_users(model.score_users, split.users, seen, train.n_items, k)
+        with threadpool_limits(1 if threads > 1 else None, "blas"):
+            ranked = rank_users(model.score_users, split.users, seen, train.n_items, k, threads=threads)
     sizes = np.diff(seen.indptr)[split.users]
     return evaluate_ranking(ranked, split.targets, sizes, train.n_items, item_popularity(train), k)
 
@@ -149,7 +155,7 @@ def search(
         for params in GRIDS[family][level]:
             t0 = time.perf_counter()
             model = make_model(family, params, threads=threads).fit(validation.train)
-            metrics = evaluate_model(model, validation, k)
+            metrics = evaluate_model(model, validation, k, threads=threads)
             seconds = time.perf_counter() - t0
             result.trials.append(Trial(family, params, metrics, seconds))
             done += 1
