@@ -13,6 +13,10 @@ job, and every model alarm is replayed with CloudWatch's M-of-N / TreatMissingDa
   the champion-CTR-drift alarm (30 minutes of that is the click attribution window);
 - stable: ``--hours`` of identical champion and challenger: alarm firings (target 0).
 
+- power: a counts-level Monte Carlo of the quality alarm (``power``): the share of canaries whose
+  20% drop alarms within 6 windows after maturity, per traffic level, and the false-alarm rate of
+  a ``--hours`` canary without a difference.
+
 The point is the sizing: how many requests per window the defaults need. The demo measures the
 same targets on the shop simulator.
 """
@@ -245,6 +249,13 @@ def main(argv: list[str]) -> int:
         "--taste-drop", type=float, default=0.2, help="relative CTR the champion loses to taste drift"
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--power-lists",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[500, 750, 1000, 1250, 1500, 2000, 2500],
+        help="lists per window for the power table (comma-separated)",
+    )
+    p.add_argument("--power-runs", type=int, default=400, help="Monte Carlo canaries per traffic level")
     args = p.parse_args(argv)
     t = time.perf_counter()
     n = args.lists_per_window
@@ -277,6 +288,27 @@ def main(argv: list[str]) -> int:
         f"detection: taste drift -> {taste_at} windows after it began ({taste_false} alarms before)",
         file=sys.stderr,
     )
+    # Power: the share of simulated canaries whose 20% drop alarms within 6 windows after the first
+    # window matures (13 windows from canary start), per traffic level; counts-level Monte Carlo.
+    power_table = {}
+    for lists in args.power_lists:
+        hits = power(lists, args.ctr, 0.2, 7 + 6, args.power_runs, args.seed + 10)
+        power_table[lists] = round(sum(1 for h in hits if h is not None) / len(hits), 3)
+    print(
+        f"detection: P(20% drop within 6 windows after maturity) by lists/window: {power_table}",
+        file=sys.stderr,
+    )
+    smallest = {
+        f"p{int(p * 100)}": next((n for n, v in sorted(power_table.items()) if v >= p), None)
+        for p in (0.5, 0.8, 0.9)
+    }
+    null = power(n, args.ctr, 0.0, int(args.hours * 12), args.power_runs // 4, args.seed + 20)
+    null_rate = round(sum(1 for h in null if h is not None) / len(null), 3)
+    print(
+        f"detection: quality-alarm false alarms per {args.hours:g}-hour canary at {n} lists/window "
+        f"(Monte Carlo, {len(null)} runs): {null_rate}",
+        file=sys.stderr,
+    )
     stable_windows = int(args.hours * 12)
     stable = run(stable_windows, n, args.ctr, args.ctr, False, args.seed + 2)
     transitions = sum(1 for i, f in enumerate(stable) for s in f if i == 0 or s not in stable[i - 1])
@@ -293,6 +325,9 @@ def main(argv: list[str]) -> int:
             "taste_drop": args.taste_drop,
             "taste_drift_windows_to_alarm": taste_at,
             "taste_drift_minutes_to_alarm": None if taste_at is None else taste_at * 5,
+            "subtle_power_by_lists": power_table,
+            "subtle_smallest_lists": smallest,
+            "quality_false_alarm_rate_mc": null_rate,
             "stable_windows": stable_windows,
             "stable_false_alarms": transitions,
             "wall_s": round(time.perf_counter() - t, 1),

@@ -68,6 +68,21 @@ class Emulator:
                 time.sleep(0.2)
         raise EmulatorError(f"no AWS emulator answers at {url} ({last}); start it (make localstack)")
 
+    def metric_data_version(self, account_id: str, region: str) -> int | None:
+        """A number that changes whenever metric data is put (embedded moto only; else None).
+
+        moto keeps put datapoints in an append-only list in this process, so its length tells the
+        alarm evaluator whether a query it already made could answer differently now.
+        """
+        if self.kind != "moto" or self._server is None:
+            return None
+        try:
+            from moto.cloudwatch.models import cloudwatch_backends
+
+            return len(cloudwatch_backends[account_id][region].metric_data)
+        except Exception:  # a moto without this layout: never cache
+            return None
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()  # type: ignore[attr-defined]

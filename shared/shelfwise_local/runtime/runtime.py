@@ -205,6 +205,8 @@ class LocalRuntime:
             quiet=quiet,
         )
         self.evaluator = AlarmEvaluator(self._datapoints)
+        # (metric, stat, period) -> (start, end, metric-store version, datapoints): see _datapoints
+        self._datapoint_cache: dict[tuple[Any, ...], tuple[float, float, int, list[float | None]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> LocalRuntime:
@@ -978,8 +980,10 @@ class LocalRuntime:
                 self.clock.set(max(due, self.clock.now()))
             fired = self._fire_due(due)
             redelivered = self._release_redeliveries()
-            # Only work done can have triggered asynchronous deliveries worth waiting for.
-            count += fired + self.pump(settle=min(self.settle, 0.5) if fired or redelivered else False)
+            # Only work done (a schedule fired, an alarm changed, a message released) can have
+            # queued something; an alarm round without changes leaves nothing to deliver.
+            if fired or redelivered:
+                count += fired + self.pump(settle=min(self.settle, 0.5))
         if not self.clock.follow_wall and target > self.clock.now():
             self.clock.set(target)
         return count + self.pump(settle=False)
@@ -1337,6 +1341,15 @@ class LocalRuntime:
                 for i in range(n)
             ]
         namespace, name, dims = key
+        # Alarms are evaluated every minute but a period-300 alarm asks for the same complete
+        # periods five times in a row: with embedded moto, the answer can only change when metric
+        # data was put since, so an unchanged store answers from the last query (AWS/* metrics are
+        # computed by moto on the fly and always queried).
+        version = None if namespace.startswith("AWS/") else self._metric_version()
+        cache_key = (key, stat, period)
+        cached = self._datapoint_cache.get(cache_key)
+        if version is not None and cached is not None and cached[:3] == (start, end, version):
+            return list(cached[3])
         resp = self.client("cloudwatch").get_metric_statistics(
             Namespace=namespace,
             MetricName=name,
@@ -1351,7 +1364,12 @@ class LocalRuntime:
             i = int((dp["Timestamp"].timestamp() - start) // period)
             if 0 <= i < n and stat in dp:
                 out[i] = float(dp[stat])
+        if version is not None:
+            self._datapoint_cache[cache_key] = (start, end, version, list(out))
         return out
+
+    def _metric_version(self) -> int | None:
+        return self.emulator.metric_data_version(self.account_id, self.region) if self.emulator else None
 
     def _on_alarm_change(self, change: StateChange) -> None:
         alarm: Alarm | CompositeAlarm = (
