@@ -65,6 +65,8 @@ class LoadedModel:
     session: Any
     loaded_at: float
     load_seconds: float
+    # Seconds the fetch took (download and checksums, or checking the cached copy); set by ModelLoader.
+    fetch_seconds: float = 0.0
 
     @classmethod
     def from_directory(
@@ -255,10 +257,14 @@ class ModelLoader:
         directory = self.cache_dir / version
         _import_runtime_in_background()
         try:
+            t0 = time.perf_counter()
             self._fetch(version, directory)
-            return LoadedModel.from_directory(
+            fetched = time.perf_counter() - t0
+            model = LoadedModel.from_directory(
                 directory, version, self.intra_op_threads, checksums=not self._fetch_verifies
             )
+            model.fetch_seconds = fetched
+            return model
         except BundleError as exc:
             shutil.rmtree(directory, ignore_errors=True)
             if isinstance(exc, ModelLoadError):

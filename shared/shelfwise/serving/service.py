@@ -191,7 +191,11 @@ class Recommender:
                     errors.pop(version, None)
                     logger.info(
                         "model loaded",
-                        extra={"version": version, "seconds": round(models[version].load_seconds, 3)},
+                        extra={
+                            "version": version,
+                            "fetch_seconds": round(models[version].fetch_seconds, 3),
+                            "seconds": round(models[version].load_seconds, 3),
+                        },
                     )
                 except Exception as exc:
                     errors[version] = str(exc)
