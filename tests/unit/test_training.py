@@ -134,6 +134,17 @@ def test_top_neighbours_matches_dense_cosine() -> None:
         np.testing.assert_allclose(dense[i, idx[i]][val[i] > 0], val[i][val[i] > 0], rtol=1e-5)
 
 
+def test_top_neighbours_same_table_with_threads() -> None:
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(5)
+    x = sp.csr_matrix((rng.random((300, 120)) < 0.1).astype(np.float32))
+    one = top_neighbours(x, 10, shrink=2.0, block_budget=400)
+    two = top_neighbours(x, 10, shrink=2.0, block_budget=400, threads=2)
+    assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
+    assert np.all(np.diff(one[1], axis=1) <= 0)  # best first
+
+
 @pytest.mark.parametrize(
     "model",
     [

@@ -7,6 +7,7 @@ block, which is what lets 100k-item catalogues fit in a Lambda.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,7 @@ class ItemKNN:
         half_life_days: float | None = None,
         popularity_prior: float = 0.0,
         prior_window_days: float = 7.0,
+        threads: int = 1,
     ) -> None:
         if basis not in {"user", "session"}:
             raise ValueError("basis must be 'user' or 'session'")
@@ -57,6 +59,7 @@ class ItemKNN:
             "popularity_prior": float(popularity_prior),
             "prior_window_days": float(prior_window_days),
         }
+        self.threads = threads  # for the neighbour table; not a hyper-parameter
         self.indices: np.ndarray | None = None  # [N, M] int64
         self.similarities: np.ndarray | None = None  # [N, M] float32
         self.sim: sp.csr_matrix | None = None
@@ -70,7 +73,9 @@ class ItemKNN:
             binary = recent_rows(data, self.params["basis"], MAX_ROW_ITEMS)
             if len(_SIMILARITY_CACHE) >= 4:
                 _SIMILARITY_CACHE.pop(next(iter(_SIMILARITY_CACHE)))
-            _SIMILARITY_CACHE[key] = top_neighbours(binary, self.params["neighbours"], self.params["shrink"])
+            _SIMILARITY_CACHE[key] = top_neighbours(
+                binary, self.params["neighbours"], self.params["shrink"], threads=self.threads
+            )
         self.indices, self.similarities = _SIMILARITY_CACHE[key]
         n, m = self.indices.shape
         rows = np.repeat(np.arange(n), m)
@@ -164,14 +169,21 @@ def recent_rows(data: Interactions, rows: str, max_items: int) -> sp.csr_matrix:
 
 
 def top_neighbours(
-    basis: sp.csr_matrix, neighbours: int, shrink: float, block_budget: int = 1 << 24
+    basis: sp.csr_matrix,
+    neighbours: int,
+    shrink: float,
+    block_budget: int = 1 << 22,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``neighbours`` cosine neighbours of every item (column) of a binary rows x items matrix.
 
-    Returns (indices [N, M] int64, similarities [N, M] float32), best first (ties to the lower
-    index), padded with the item itself at similarity 0 when an item has fewer co-occurring items
-    than M. Works on the sparse co-occurrence rows only, in blocks whose co-occurrence count is
-    bounded by ``block_budget`` entries, so 100k-item catalogues need no dense N x N anything.
+    Returns (indices [N, M] int64, similarities [N, M] float32), best first (equal similarities
+    in an order that depends on the data and ``block_budget`` only, not on ``threads``; a stable
+    sort by column would cost about as much again), padded with the item
+    itself at similarity 0 when an item has fewer co-occurring items than M. Works on the sparse
+    co-occurrence rows only, in blocks whose co-occurrence count is bounded by ``block_budget``
+    entries, so 100k-item catalogues need no dense N x N anything; ``threads`` blocks run at once
+    (scipy's sparse product and numpy release the GIL), each holding about 50 bytes per entry.
     """
     n = basis.shape[1]
     m = max(1, min(int(neighbours), n - 1)) if n > 1 else 1
@@ -179,27 +191,39 @@ def top_neighbours(
     norms = np.sqrt(np.asarray(items_rows.sum(axis=1)).ravel().astype(np.float64))
     # Upper bound of each item's co-occurrence row length: sum of its rows' lengths.
     row_len = np.diff(basis.indptr).astype(np.float64)
-    bound = items_rows @ row_len
+    cum = np.cumsum(items_rows @ row_len)
     out_idx = np.repeat(np.arange(n, dtype=np.int64)[:, None], m, axis=1)
     out_val = np.zeros((n, m), dtype=np.float32)
+    blocks = []
     lo = 0
-    cum = np.cumsum(bound)
     while lo < n:
         base = cum[lo - 1] if lo else 0.0
-        hi = int(np.searchsorted(cum, base + block_budget, side="right"))
-        hi = min(n, max(hi, lo + 1))
-        co = (items_rows[lo:hi] @ basis).tocoo()
-        rows, cols = co.row.astype(np.int64), co.col.astype(np.int64)
-        sim = co.data / (norms[rows + lo] * norms[cols] + shrink + 1e-12)
+        hi = min(n, max(int(np.searchsorted(cum, base + block_budget, side="right")), lo + 1))
+        blocks.append((lo, hi))
+        lo = hi
+
+    def block(bounds: tuple[int, int]) -> None:
+        lo, hi = bounds
+        co = items_rows[lo:hi] @ basis  # CSR: each item's co-occurrence counts, rows in order
+        rows = np.repeat(np.arange(hi - lo, dtype=np.int64), np.diff(co.indptr))
+        cols = co.indices
+        sim = co.data / (norms[lo:hi][rows] * norms[cols] + (shrink + 1e-12))
         keep = (cols != rows + lo) & (sim > 0)
         rows, cols, sim = rows[keep], cols[keep], sim[keep]
-        # One float key sorts by row, then similarity descending (sim is in (0, 1]).
+        # One float key sorts by row, then similarity descending (sim is in (0, 1]). Rows are
+        # already grouped and ascending, so they keep their positions: rank = position - start.
         order = np.argsort(rows + (1.0 - np.minimum(sim, 1.0)) * 0.5)
-        rows, cols, sim = rows[order], cols[order], sim[order]
-        starts = np.searchsorted(rows, np.arange(hi - lo))
+        starts = np.concatenate(([0], np.cumsum(np.bincount(rows, minlength=hi - lo))[:-1]))
         rank = np.arange(rows.size) - starts[rows]
         top = rank < m
-        out_idx[rows[top] + lo, rank[top]] = cols[top]
-        out_val[rows[top] + lo, rank[top]] = sim[top]
-        lo = hi
+        chosen = order[top]
+        out_idx[rows[top] + lo, rank[top]] = cols[chosen]
+        out_val[rows[top] + lo, rank[top]] = sim[chosen]
+
+    if threads > 1 and len(blocks) > 1:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(block, blocks))
+    else:
+        for b in blocks:
+            block(b)
     return out_idx, out_val

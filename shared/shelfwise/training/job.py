@@ -356,7 +356,9 @@ def run_training(
         raise InputError(f"exported graph does not match the reference scoring: {parity}")
 
     recent = Popularity(30).fit(data).scores
-    similar_model = final if isinstance(final, ItemKNN) else ItemKNN(50, "session").fit(data)
+    similar_model = (
+        final if isinstance(final, ItemKNN) else ItemKNN(50, "session", threads=config.threads).fit(data)
+    )
     version = version or make_version(started, data_hash)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

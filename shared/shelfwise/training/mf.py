@@ -23,7 +23,12 @@ log = logging.getLogger(__name__)
 
 
 class ALS:
-    """Implicit ALS (conjugate-gradient solver of ``implicit``) with a fixed seed."""
+    """Implicit ALS (conjugate-gradient solver of ``implicit``) with a fixed seed.
+
+    8 iterations by default: on the validation windows of both logs we measure (Online Retail II
+    and the 1M-event synthetic shop) NDCG@10 at 8 iterations is at least that at 15, for about
+    half the fit time (docs/training.md has the figures).
+    """
 
     algorithm = "als"
 
@@ -32,7 +37,7 @@ class ALS:
         factors: int = 64,
         regularization: float = 0.05,
         alpha: float = 4.0,
-        iterations: int = 15,
+        iterations: int = 8,
         half_life_days: float | None = None,
         seed: int = 42,
         threads: int = 2,

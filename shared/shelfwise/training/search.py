@@ -88,7 +88,7 @@ def make_model(family: str, params: dict[str, Any], *, threads: int = 2) -> Reco
         pop.algorithm = family
         return pop
     if family in {"itemknn", "itemknn_recent"}:
-        knn = ItemKNN(**params)
+        knn = ItemKNN(**params, threads=threads)
         knn.algorithm = family
         return knn
     if family == "als":
