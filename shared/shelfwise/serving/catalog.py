@@ -123,7 +123,7 @@ class Catalog:
         names, codes = np.unique(items["category"], return_inverse=True)
         cat = cls(
             item_ids=ids,
-            index={item: i for i, item in enumerate(ids.tolist())},
+            index=dict(zip(ids.tolist(), range(ids.shape[0]), strict=True)),
             category_codes=codes.astype(np.int32),
             categories={name: i for i, name in enumerate(names.tolist())},
             price=items["price"],
