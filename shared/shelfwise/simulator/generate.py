@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import pickle
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -113,7 +114,10 @@ def ground_truth(model: ShopModel, exporter: Exporter | None = None) -> list[dic
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(model: ShopModel, fmt: str, out: Path, split: str) -> None:
+def _init_worker(inbox: Any, fmt: str, out: Path, split: str) -> None:
+    # The parent builds the shop while this process starts (imports take about as long), then
+    # sends it pickled once: no worker waits for the other, none rebuilds the shop.
+    model = pickle.loads(inbox.get())
     _WORKER.update(model=model, exporter=Exporter(model, fmt, out, split))
 
 
@@ -146,32 +150,41 @@ def simulate_to_files(
 ) -> SimulationResult:
     """Simulate ``params.n_days`` days into ``out_dir/events/``; write the ground truth and a manifest.
 
-    Days are independent chunks, so ``workers`` > 1 forks processes that each write whole days; the
-    files are byte-identical whatever the number of workers.
+    Days are independent chunks, so ``workers`` > 1 starts processes that each write whole days
+    (one day per task, so they stay busy together); the files are byte-identical whatever the
+    number of workers.
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = ShopModel(params, seed)
-    exporter = Exporter(model, fmt, out, split)
-    _WORKER.update(model=model, exporter=exporter)
     days = list(range(params.n_days))
-    chunks = [days[i::workers] for i in range(workers)] if workers > 1 else [days]
-    try:
-        if len(chunks) > 1:
-            # Spawned workers (no fork of a threaded process) receive the model built once here.
-            init = (model, fmt, out, split)
-            with mp.get_context("spawn").Pool(len(chunks), initializer=_init_worker, initargs=init) as pool:
-                pending = pool.map_async(_run_days, chunks)
-                if write_catalogue:  # meanwhile, in the otherwise idle parent
-                    _write_catalogue(model, out)
-                results = pending.get()
-        else:
-            results = [_run_days(ch) for ch in chunks]
-            if write_catalogue:
+    if workers > 1 and params.n_days > 1:
+        ctx = mp.get_context("spawn")  # spawned, not forked: the caller may hold threads (pyarrow, servers)
+        inbox = ctx.Queue()
+        inbox.cancel_join_thread()  # if a worker dies before reading, exit rather than hang
+        init = (inbox, fmt, out, split)
+        with ctx.Pool(min(workers, params.n_days), initializer=_init_worker, initargs=init) as pool:
+            model = ShopModel(params, seed)  # meanwhile, the workers import their modules
+            blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+            for _ in range(min(workers, params.n_days)):
+                inbox.put(blob)
+            # One day per task, the latest (largest: users keep arriving) first, so the workers
+            # finish together whatever the number of days.
+            pending = pool.map_async(_run_days, [[d] for d in reversed(days)], chunksize=1)
+            if write_catalogue:  # meanwhile, in the otherwise idle parent
                 _write_catalogue(model, out)
-    finally:
-        _WORKER.clear()
+            results = pending.get()
+        exporter = Exporter(model, fmt, out, split)
+    else:
+        model = ShopModel(params, seed)
+        exporter = Exporter(model, fmt, out, split)
+        _WORKER.update(model=model, exporter=exporter)
+        try:
+            results = [_run_days(days)]
+        finally:
+            _WORKER.clear()
+        if write_catalogue:
+            _write_catalogue(model, out)
     garbled: dict[str, list[int]] = {}
     files: list[tuple[str, int]] = []
     total = 0

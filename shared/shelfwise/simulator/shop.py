@@ -147,7 +147,6 @@ def _unit(x: np.ndarray) -> np.ndarray:
 class Catalogue:
     """Items, one row per item index (item_id = str(index + 1))."""
 
-    item_id: np.ndarray  # U
     leaf: np.ndarray  # int16 leaf category index
     top: np.ndarray  # int16 top category index
     category: np.ndarray  # U, "top/sub"
@@ -163,7 +162,15 @@ class Catalogue:
     consumable_leaf: np.ndarray  # bool, per leaf
 
     def __len__(self) -> int:
-        return len(self.item_id)
+        return len(self.leaf)
+
+    @property
+    def item_id(self) -> np.ndarray:
+        """Item ids as strings (``str(index + 1)``), built on first use."""
+        cached = self.__dict__.get("_item_id")
+        if cached is None:
+            cached = self.__dict__["_item_id"] = np.array([str(i + 1) for i in range(len(self.leaf))])
+        return cached
 
     @property
     def title(self) -> np.ndarray:
@@ -201,7 +208,6 @@ class Catalogue:
 class Users:
     """Users, one row per user index (user_id = str(index + 1))."""
 
-    user_id: np.ndarray  # U
     join_day: np.ndarray  # int32
     activity: np.ndarray  # float64, mean 1, heavy tail
     fav_leaves: np.ndarray  # int16 [n, 3]
@@ -210,7 +216,15 @@ class Users:
     staple: np.ndarray  # int32 item index bought again and again (replenishment)
 
     def __len__(self) -> int:
-        return len(self.user_id)
+        return len(self.join_day)
+
+    @property
+    def user_id(self) -> np.ndarray:
+        """User ids as strings (``str(index + 1)``), built on first use."""
+        cached = self.__dict__.get("_user_id")
+        if cached is None:
+            cached = self.__dict__["_user_id"] = np.array([str(i + 1) for i in range(len(self.join_day))])
+        return cached
 
 
 @dataclass
@@ -346,7 +360,6 @@ class ShopModel:
         bias = 0.35 * (logpop - logpop.mean()) / (logpop.std() + 1e-9)
 
         self.catalogue = Catalogue(
-            item_id=np.array([str(i + 1) for i in range(n)]),
             leaf=leaf,
             top=leaf_top[leaf],
             category=leaf_names[leaf],
@@ -388,15 +401,19 @@ class ShopModel:
         for leaf in range(n_leaves):
             s0, m = int(self._leaf_start[leaf]), int(self._leaf_len[leaf])
             w = w_all[s0 : s0 + m]
-            q = w * (m / w.sum())
-            small = [i for i in range(m) if q[i] < 1.0]
-            large = [i for i in range(m) if q[i] >= 1.0]
+            # Python floats are the same IEEE doubles as numpy's, and much cheaper one at a time.
+            q = (w * (m / w.sum())).tolist()
+            pr, al = [1.0] * m, list(range(s0, s0 + m))
+            small = [i for i, x in enumerate(q) if x < 1.0]
+            large = [i for i, x in enumerate(q) if x >= 1.0]
             while small and large:
                 sm, lg = small.pop(), large.pop()
-                prob[s0 + sm] = q[sm]
-                alias[s0 + sm] = s0 + lg
+                pr[sm] = q[sm]
+                al[sm] = s0 + lg
                 q[lg] -= 1.0 - q[sm]
                 (small if q[lg] < 1.0 else large).append(lg)
+            prob[s0 : s0 + m] = pr
+            alias[s0 : s0 + m] = al
         self._alias_prob = prob
         self._alias = alias
 
@@ -441,8 +458,12 @@ class ShopModel:
         fw = np.sort(g / g.sum(axis=1, keepdims=True), axis=1)[:, ::-1]
         cum = np.cumsum(fw, axis=1)
         cum[:, -1] = 1.0
-        f = 2.6 * np.einsum("nk,nkd->nd", fw, self.leaf_centroids[fav])
-        f += 0.35 * rng.standard_normal((n, p.dim)) / math.sqrt(p.dim)
+        f = np.einsum("nk,nkd->nd", fw, self.leaf_centroids[fav])
+        f *= 2.6
+        noise = rng.standard_normal((n, p.dim))
+        noise *= 0.35
+        noise /= math.sqrt(p.dim)
+        f += noise
         return fav, cum, f.astype(np.float32)
 
     def _build_users(self, rng: np.random.Generator) -> None:
@@ -462,7 +483,6 @@ class ShopModel:
         staple_leaf = np.where(first_cons >= 0, first_cons, cons[rng.integers(0, len(cons), n)])
         staple = self.sample_items(staple_leaf, rng.random(n), -1)
         self.users = Users(
-            user_id=np.array([str(i + 1) for i in range(n)]),
             join_day=join,
             activity=activity,
             fav_leaves=fav,
