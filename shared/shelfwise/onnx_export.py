@@ -278,7 +278,11 @@ class NeighbourModel:
         user_weights: Any | None = None,
         prior: Any | None = None,
     ) -> NeighbourModel:
-        """Validate shapes and index ranges; normalise dtypes (int64 indices, float32 values)."""
+        """Validate shapes and index ranges; normalise dtypes (int32 indices, float32 values).
+
+        Indices are stored as int32 (item indices are below 2**31): half the bytes of the two
+        largest tensors of a neighbour bundle, and ONNX Gather/ScatterElements take int32 indices.
+        """
         idx = np.asarray(neighbour_indices)
         val = _as_2d_float("neighbour_scores", neighbour_scores)
         if idx.ndim != 2 or not np.issubdtype(idx.dtype, np.integer):
@@ -292,11 +296,11 @@ class NeighbourModel:
             raise ExportError(f"neighbour_indices must lie in [0, {n})")
         if user_indptr is None:
             indptr = np.zeros(1, np.int64)
-            items = np.zeros(0, np.int64)
+            items = np.zeros(0, np.int32)
             weights = np.zeros(0, np.float32)
         else:
             indptr = np.asarray(user_indptr, dtype=np.int64)
-            items = np.asarray(user_items, dtype=np.int64)
+            items = np.asarray(user_items, dtype=np.int64)  # range-checked before narrowing
             weights = np.asarray(user_weights, dtype=np.float32)
             if indptr.ndim != 1 or indptr.size < 1 or indptr[0] != 0 or np.any(np.diff(indptr) < 0):
                 raise ExportError("user_indptr must start at 0 and never decrease")
@@ -307,7 +311,7 @@ class NeighbourModel:
         pri = np.zeros(n, np.float32) if prior is None else np.asarray(prior, dtype=np.float32)
         if pri.shape != (n,) or not np.all(np.isfinite(pri)):
             raise ExportError(f"prior must be a finite float vector of length {n}")
-        return cls(idx.astype(np.int64), val, indptr, items, weights, pri)
+        return cls(idx.astype(np.int32), val, indptr, items.astype(np.int32), weights, pri)
 
     @property
     def n_users(self) -> int:
@@ -346,7 +350,9 @@ def build_neighbour_model(model: NeighbourModel, *, meta: dict[str, str] | None 
         helper.make_node("Gather", ["user_indptr", "user_index"], ["row_start"], axis=0),
         helper.make_node("Add", ["user_index", "one_i64"], ["user_next"]),
         helper.make_node("Gather", ["user_indptr", "user_next"], ["row_end"], axis=0),
-        helper.make_node("Slice", ["user_items", "row_start", "row_end", "axis0"], ["known_items"]),
+        helper.make_node("Slice", ["user_items", "row_start", "row_end", "axis0"], ["known_items_i32"]),
+        # Stored int32; the request history is int64 and both If branches must have one type.
+        helper.make_node("Cast", ["known_items_i32"], ["known_items"], to=TensorProto.INT64),
         helper.make_node("Slice", ["user_weights", "row_start", "row_end", "axis0"], ["known_weights"]),
     ]
     then_graph = helper.make_graph(

@@ -210,7 +210,12 @@ def champion_comparison(
 
 
 def check_parity(
-    model: Recommender, graph: onnx.ModelProto, data: Interactions, k: int, n_users: int, seed: int
+    model: Recommender,
+    graph: onnx.ModelProto | bytes,
+    data: Interactions,
+    k: int,
+    n_users: int,
+    seed: int,
 ) -> dict[str, Any]:
     """ONNX Runtime vs the numpy reference (and vs the scores evaluation used) on sample requests.
 
@@ -221,7 +226,8 @@ def check_parity(
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    serialized = graph if isinstance(graph, bytes) else graph.SerializeToString()
+    session = ort.InferenceSession(serialized, opts, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
     users = rng.choice(data.n_users, size=min(n_users, data.n_users), replace=False)
     hist = data.matrix("user")
@@ -349,7 +355,8 @@ def run_training(
     final.fit(data)
     progress("fit", {"family": ev.best, "params": ev.best_params})
     half = float16_check(final, data, config) if (config.float16 and isinstance(final, ALS)) else None
-    graph = final.to_onnx(float16=True) if half and half["used"] else final.to_onnx()  # type: ignore[call-arg]
+    graph_model = final.to_onnx(float16=True) if half and half["used"] else final.to_onnx()  # type: ignore[call-arg]
+    graph = graph_model.SerializeToString()  # once: the parity session and the bundle file
     parity = check_parity(final, graph, data, config.k, config.parity_users, config.seed)
     progress("parity", {k: parity[k] for k in ("requests", "max_abs_score_diff", "topk_mismatches")})
     if not parity["ok"]:
@@ -412,7 +419,8 @@ def run_training(
         similar=similar_model.similar(config.similar_items),
         purchased=(hist.indptr, hist.indices),
     )
-    bundle_io.verify_bundle(out)
+    if registry is None:  # else Registry.register verifies the same way before uploading
+        bundle_io.verify_bundle(out)
     progress("bundle", {"dir": str(out), "version": version, "files": len(written["files"])})
     registration = None
     if registry is not None:

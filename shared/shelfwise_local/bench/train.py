@@ -118,7 +118,18 @@ def main(argv: list[str]) -> int:
             "bench",
             "recs",
         )
-        progress = Progress(stream=sys.stderr)
+        # Every step, search trials included, with the process CPU time at that moment: wall
+        # time on a shared machine includes waiting for a core, CPU time does not.
+        steps: list[tuple[str, float, float]] = []
+
+        def record(event: dict[str, Any]) -> None:
+            name = event["stage"]
+            if name in {"search", "test"}:
+                name = f"{name}:{event.get('family')}"
+            steps.append((name, float(event["elapsed_s"]), time.process_time()))
+
+        progress = Progress(stream=sys.stderr, sinks=[record])
+        cpu0 = time.process_time()
         t1 = time.perf_counter()
         result = run_training(
             table,
@@ -133,12 +144,13 @@ def main(argv: list[str]) -> int:
     peak = peak_rss_mb()
     als_params = result.manifest["evaluation"]["validation"]["als"]["params"]
     baseline_s = _bare_als(table, als_params, args.threads)
-    stages = {}
-    last = 0.0
-    for ev in progress.timeline:
-        key = ev["stage"] if ev["stage"] != "test" else f"test:{ev.get('family')}"
-        stages[key] = round(ev["elapsed_s"] - last, 2)
-        last = ev["elapsed_s"]
+    stages: dict[str, float] = {}
+    stages_cpu: dict[str, float] = {}
+    last_wall, last_cpu = 0.0, cpu0
+    for name, wall, cpu in steps:
+        stages[name] = round(stages.get(name, 0.0) + wall - last_wall, 2)
+        stages_cpu[name] = round(stages_cpu.get(name, 0.0) + cpu - last_cpu, 2)
+        last_wall, last_cpu = wall, cpu
     emit(
         {
             "benchmark": "train",
@@ -152,7 +164,9 @@ def main(argv: list[str]) -> int:
             # CPU seconds of the whole process (job + baseline): on a shared machine wall time
             # includes waiting for the cores; CPU time does not.
             "process_cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
+            "job_cpu_s": round(last_cpu - cpu0, 1),
             "stages_s": stages,
+            "stages_cpu_s": stages_cpu,
             "peak_rss_mb": peak,
             "bundle_mb": round(bundle_mb, 1),
             "best": result.manifest["algorithm"],
