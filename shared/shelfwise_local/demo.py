@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -287,7 +287,7 @@ class Demo:
     def _serve_module(self) -> Any:
         return sys.modules.get(f"_shelfwise_fn_{self.rt.host.namespace}_ServeRecommendationsFunction.app")
 
-    def _sync_serving(self) -> None:
+    def _sync_serving(self) -> Any:
         """Let serving see the registry's current aliases before the next minute of traffic.
 
         Serving re-reads aliases when its cache (AliasCacheSeconds, *wall* time) expires and swaps
@@ -296,18 +296,29 @@ class Demo:
         speed; a synchronous sync once per platform minute keeps the run deterministic and still
         models a 1-minute cache.
         """
+        aliases = self.aliases()
         module = self._serve_module()
-        if module is not None and module.recommender.health()["aliases"] != self.aliases().to_json():
+        if module is not None and module.recommender.health()["aliases"] != aliases.to_json():
             module.recommender.sync()
+        return aliases
 
-    def window(self, n: int) -> Counts:
+    def window(self, n: int, stop: Callable[[Any], bool] | None = None) -> Counts:
         """Serve ``n`` requests over the next 5-minute window (five 1-minute steps), post the
-        feedback, ship the impressions, and advance to the next window: the schedules fire."""
+        feedback, ship the impressions, and advance to the next window: the schedules fire.
+
+        ``stop(aliases)``, checked before each minute, ends the traffic of this window early (the
+        clock still runs to its end): e.g. once the broken model is out, the rest of its last window
+        has nothing left to show.
+        """
         counts = Counts()
         feedback: list[dict[str, Any]] = []
         per_step = [n // 5 + (1 if i < n % 5 else 0) for i in range(5)]
+        stopped = False
         for step, m in enumerate(per_step):
-            self._sync_serving()
+            aliases = self._sync_serving()
+            stopped = stopped or (stop is not None and stop(aliases))
+            if stopped:
+                m = 0
             base_ms = int(self.rt.clock.now() * 1000)
             for i in range(m):
                 ctx = dataclasses.replace(next(self.traffic), ts_ms=base_ms + int(i * 55_000 / max(m, 1)))
@@ -475,7 +486,7 @@ class Demo:
         self.broken_start = start
         rolled_back_at = None
         for w in range(c.max_broken_windows):
-            self._window_line(self.window(c.broken_canary_requests))
+            self._window_line(self.window(c.broken_canary_requests, stop=lambda a: a.challenger != version))
             a = self.aliases()
             if a.challenger != version:
                 rolled_back_at = self._rollback_time(version)

@@ -271,3 +271,38 @@ def test_invoke_by_any_name_and_errors(rt: LocalRuntime) -> None:
     assert rt.invoke(rt.physical_name("TickFunction"), {})["function"] == rt.physical_name("TickFunction")
     with pytest.raises(KeyError):
         rt.invoke("NoSuchFunction", {})
+
+
+def test_alarm_queries_see_data_put_straight_to_the_emulator(rt: LocalRuntime) -> None:
+    """A function's PutMetricData (not through the runtime) into periods already queried is seen
+    by the next evaluation; on embedded moto an unchanged metric is not queried again."""
+    from datetime import UTC, datetime
+
+    from shelfwise_local.runtime.alarms import metric_key
+
+    namespace = f"RuntimeTest-{rt.stack_name}"
+    key = metric_key(namespace, "Late", {"Variant": "challenger"})
+    end = (rt.clock.now() // 300) * 300
+    start = end - 900
+    calls: list[str] = []
+    cw = rt.client("cloudwatch")
+    cw.meta.events.register("before-call.cloudwatch.GetMetricStatistics", lambda **_: calls.append("q"))
+    assert rt._datapoints(key, "Maximum", start, end, 300) == [None, None, None]
+    cw.put_metric_data(
+        Namespace=namespace,
+        MetricData=[
+            {
+                "MetricName": "Late",
+                "Dimensions": [{"Name": "Variant", "Value": "challenger"}],
+                "Timestamp": datetime.fromtimestamp(start + 310, tz=UTC),
+                "Value": 7.0,
+            }
+        ],
+    )
+    assert rt._datapoints(key, "Maximum", start, end, 300) == [None, 7.0, None]
+    queried = len(calls)
+    assert rt._datapoints(key, "Maximum", start, end, 300) == [None, 7.0, None]
+    if rt.emulator is not None and rt.emulator.kind == "moto":
+        assert len(calls) == queried  # answered from the last query: nothing new was put
+    else:
+        assert len(calls) == queried + 1

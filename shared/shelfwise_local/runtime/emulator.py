@@ -68,19 +68,26 @@ class Emulator:
                 time.sleep(0.2)
         raise EmulatorError(f"no AWS emulator answers at {url} ({last}); start it (make localstack)")
 
-    def metric_data_version(self, account_id: str, region: str) -> int | None:
-        """A number that changes whenever metric data is put (embedded moto only; else None).
+    def metric_names_put_since(
+        self, account_id: str, region: str, index: int
+    ) -> tuple[int, set[tuple[str, str]]] | None:
+        """(new index, the (namespace, metric name) pairs put since ``index``); embedded moto only.
 
-        moto keeps put datapoints in an append-only list in this process, so its length tells the
-        alarm evaluator whether a query it already made could answer differently now.
+        moto keeps put datapoints in an append-only list in this process, so the alarm evaluator
+        can tell which metrics may answer a query differently now; None means "unknown" (another
+        emulator, or a moto without this layout): always query.
         """
         if self.kind != "moto" or self._server is None:
             return None
         try:
             from moto.cloudwatch.models import cloudwatch_backends
 
-            return len(cloudwatch_backends[account_id][region].metric_data)
-        except Exception:  # a moto without this layout: never cache
+            data = cloudwatch_backends[account_id][region].metric_data
+            end = len(data)
+            if index > end:  # the store was reset
+                index = 0
+            return end, {(d.namespace, d.name) for d in data[index:end]}
+        except Exception:
             return None
 
     def stop(self) -> None:

@@ -207,6 +207,8 @@ class LocalRuntime:
         self.evaluator = AlarmEvaluator(self._datapoints)
         # (metric, stat, period) -> (start, end, metric-store version, datapoints): see _datapoints
         self._datapoint_cache: dict[tuple[Any, ...], tuple[float, float, int, list[float | None]]] = {}
+        self._metric_index = 0  # how far the emulator's metric store has been scanned
+        self._metric_versions: dict[tuple[str, str], int] = {}  # (namespace, name) -> puts seen
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> LocalRuntime:
@@ -1342,10 +1344,10 @@ class LocalRuntime:
             ]
         namespace, name, dims = key
         # Alarms are evaluated every minute but a period-300 alarm asks for the same complete
-        # periods five times in a row: with embedded moto, the answer can only change when metric
-        # data was put since, so an unchanged store answers from the last query (AWS/* metrics are
-        # computed by moto on the fly and always queried).
-        version = None if namespace.startswith("AWS/") else self._metric_version()
+        # periods five times in a row: with embedded moto, the answer can only change when data
+        # of that metric (any dimensions) was put since, so the last query answers until then
+        # (AWS/* metrics are computed by moto on the fly and always queried).
+        version = None if namespace.startswith("AWS/") else self._metric_version(namespace, name)
         cache_key = (key, stat, period)
         cached = self._datapoint_cache.get(cache_key)
         if version is not None and cached is not None and cached[:3] == (start, end, version):
@@ -1368,8 +1370,19 @@ class LocalRuntime:
             self._datapoint_cache[cache_key] = (start, end, version, list(out))
         return out
 
-    def _metric_version(self) -> int | None:
-        return self.emulator.metric_data_version(self.account_id, self.region) if self.emulator else None
+    def _metric_version(self, namespace: str, name: str) -> int | None:
+        """How many times data of this metric was seen put (None: the emulator cannot tell)."""
+        seen = (
+            self.emulator.metric_names_put_since(self.account_id, self.region, self._metric_index)
+            if self.emulator
+            else None
+        )
+        if seen is None:
+            return None
+        self._metric_index, names = seen
+        for n in names:
+            self._metric_versions[n] = self._metric_versions.get(n, 0) + 1
+        return self._metric_versions.get((namespace, name), 0)
 
     def _on_alarm_change(self, change: StateChange) -> None:
         alarm: Alarm | CompositeAlarm = (
