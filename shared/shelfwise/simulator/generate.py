@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import pickle
+import resource
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +37,7 @@ class SimulationResult:
     seconds: float
     ground_truth: list[dict[str, Any]] = field(default_factory=list)
     events_per_file: dict[str, int] = field(default_factory=dict)
+    workers: list[dict[str, Any]] = field(default_factory=list)  # per worker process: CPU, peak RSS
 
     @property
     def events_per_s(self) -> float:
@@ -121,7 +124,7 @@ def _init_worker(inbox: Any, fmt: str, out: Path, split: str) -> None:
     _WORKER.update(model=model, exporter=Exporter(model, fmt, out, split))
 
 
-def _run_days(days: list[int]) -> tuple[int, list[tuple[str, int]], dict[str, list[int]]]:
+def _run_days(days: list[int]) -> tuple[int, list[tuple[str, int]], dict[str, list[int]], dict[str, Any]]:
     model, exporter = _WORKER["model"], _WORKER["exporter"]
     exporter.garbled = {}
     total, files = 0, []
@@ -130,7 +133,31 @@ def _run_days(days: list[int]) -> tuple[int, list[tuple[str, int]], dict[str, li
         for spec, rows in exporter.write_day(block):
             files.append((str(spec.path), rows))
             total += rows
-    return total, files, exporter.garbled
+    return total, files, exporter.garbled, _usage()
+
+
+def _usage() -> dict[str, Any]:
+    """This process's CPU seconds and peak RSS so far, for benchmarks: workers forked by the fork
+    server are not the caller's children, so its ``RUSAGE_CHILDREN`` never sees them."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "pid": os.getpid(),
+        "parent_pid": os.getppid(),
+        "cpu_seconds": ru.ru_utime + ru.ru_stime,
+        "peak_rss_mb": round(ru.ru_maxrss / 1024, 1),
+    }
+
+
+def _worker_context() -> Any:
+    """Workers come from a fork server that has imported this module once (forked from a clean,
+    single-threaded process, never from the caller, which may hold threads: pyarrow, servers); so
+    starting them costs milliseconds instead of an interpreter start and imports each. Spawned
+    where there is no fork server."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])  # no effect once the server runs (it already has them)
+    return ctx
 
 
 def _write_catalogue(model: ShopModel, out: Path) -> None:
@@ -159,7 +186,7 @@ def simulate_to_files(
     out.mkdir(parents=True, exist_ok=True)
     days = list(range(params.n_days))
     if workers > 1 and params.n_days > 1:
-        ctx = mp.get_context("spawn")  # spawned, not forked: the caller may hold threads (pyarrow, servers)
+        ctx = _worker_context()
         inbox = ctx.Queue()
         inbox.cancel_join_thread()  # if a worker dies before reading, exit rather than hang
         init = (inbox, fmt, out, split)
@@ -188,10 +215,13 @@ def simulate_to_files(
     garbled: dict[str, list[int]] = {}
     files: list[tuple[str, int]] = []
     total = 0
-    for n, f, g in results:
+    usage: dict[int, dict[str, Any]] = {}
+    for n, f, g, u in results:
         total += n
         files.extend(f)
         garbled.update(g)
+        if u["pid"] != os.getpid() and u["cpu_seconds"] >= usage.get(u["pid"], u)["cpu_seconds"]:
+            usage[u["pid"]] = u  # a worker's latest (cumulative) figures
     files.sort()
     exporter.garbled = garbled
     truth = ground_truth(model, exporter)
@@ -216,6 +246,7 @@ def simulate_to_files(
         seconds=time.perf_counter() - t0,
         ground_truth=truth,
         events_per_file={Path(f).name: n for f, n in files},
+        workers=list(usage.values()),
     )
 
 

@@ -116,23 +116,21 @@ BOT_USER_OFFSET = 9 * 10**9
 
 
 def time_order(ts: np.ndarray) -> np.ndarray:
-    """Stable argsort of millisecond timestamps within about a day, several times faster than
-    ``argsort(kind="stable")``: a SIMD quicksort on int32 offsets, then ties put back in index order
-    (so the result is the same on every CPU)."""
-    if len(ts) == 0:
+    """Stable argsort of millisecond timestamps, several times faster than
+    ``argsort(kind="stable")``: each key is the time offset with the row index in its low bits, so
+    keys are unique, a plain (SIMD) sort of them is stable, and the index comes back out of them."""
+    n = len(ts)
+    if n == 0:
         return np.zeros(0, dtype=np.int64)
     lo = int(ts.min())
-    if int(ts.max()) - lo >= 2**31:
+    bits = max(1, (n - 1).bit_length())
+    if (int(ts.max()) - lo) >> (62 - bits):
         return np.argsort(ts, kind="stable")
-    key = (ts - lo).astype(np.int32)
-    order = np.argsort(key, kind="quicksort")
-    s = key[order]
-    tie = np.flatnonzero(s[1:] == s[:-1])
-    if len(tie):
-        pos = np.unique(np.concatenate([tie, tie + 1]))
-        sub = order[pos]
-        order[pos] = sub[np.lexsort((sub, key[sub]))]
-    return order
+    key = (ts - lo) << bits
+    key |= np.arange(n, dtype=np.int64)
+    key.sort()
+    key &= (1 << bits) - 1
+    return key
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
