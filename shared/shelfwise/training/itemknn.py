@@ -20,12 +20,15 @@ from shelfwise.training.data import Interactions
 from shelfwise.training.popularity import Popularity
 
 MAX_ROW_ITEMS = 100  # most recent distinct items per user/session used for co-occurrence
-PRIOR_SCALE = 1e-4
+PRIOR_SCALE = 1e-4  # popularity prior, far below one co-occurrence, orders what history cannot
 # The neighbour table depends on the data and (basis, neighbours, shrink) only; the recency
-# variants and the final refit reuse it instead of recomputing. Keyed by content hash, small.
-_SIMILARITY_CACHE: dict[
-    tuple[str, str, int, float], tuple[np.ndarray, np.ndarray]
-] = {}  # popularity prior, far below one co-occurrence, orders what history cannot
+# variants reuse it instead of recomputing. Keyed by content hash; at most 4 tables.
+_SIMILARITY_CACHE: dict[tuple[str, str, int, float], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def clear_similarity_cache() -> None:
+    """Drop cached neighbour tables (the job does once a window is done: ~60 MB each at 50k items)."""
+    _SIMILARITY_CACHE.clear()
 
 
 class ItemKNN:
@@ -172,7 +175,7 @@ def top_neighbours(
     basis: sp.csr_matrix,
     neighbours: int,
     shrink: float,
-    block_budget: int = 1 << 22,
+    block_budget: int = 1 << 21,
     threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``neighbours`` cosine neighbours of every item (column) of a binary rows x items matrix.

@@ -39,7 +39,7 @@ from shelfwise.events import EVENT_WEIGHTS, SCHEMA_VERSION
 from shelfwise.registry import Registration, Registry
 from shelfwise.training.base import Recommender, item_popularity
 from shelfwise.training.data import Interactions, Split, interactions_from_table, sample_users, temporal_split
-from shelfwise.training.itemknn import ItemKNN
+from shelfwise.training.itemknn import ItemKNN, clear_similarity_cache
 from shelfwise.training.mf import ALS
 from shelfwise.training.popularity import Popularity
 from shelfwise.training.search import BASELINE_FAMILIES, FAMILIES, evaluate_model, make_model, search
@@ -348,6 +348,7 @@ def run_training(
     progress("load", {"events": data.n_events, "users": data.n_users, "items": data.n_items})
     ev = evaluate_log(data, config, progress)
     champion = champion_comparison(registry, ev.split, config, progress)
+    clear_similarity_cache()  # the windows' tables are done with; the final fit is on all data
 
     final = make_model(ev.best, ev.best_params, threads=config.threads)
     if hasattr(final, "track_loss"):

@@ -106,6 +106,7 @@ def main(argv: list[str]) -> int:
     else:
         table = synthetic(args.events)
     gen_s = time.perf_counter() - t0
+    peak_before_job = peak_rss_mb()  # the generated table and imports, not the job's doing
     print(f"bench train: {table.num_rows} events ready in {gen_s:.1f}s", file=sys.stderr)
     with mock_aws(), tempfile.TemporaryDirectory() as tmp:
         s3 = boto3.client("s3", region_name="eu-west-1")
@@ -121,12 +122,14 @@ def main(argv: list[str]) -> int:
         # Every step, search trials included, with the process CPU time at that moment: wall
         # time on a shared machine includes waiting for a core, CPU time does not.
         steps: list[tuple[str, float, float]] = []
+        peak_after: dict[str, float] = {}  # process peak RSS (MB) once each step had run
 
         def record(event: dict[str, Any]) -> None:
             name = event["stage"]
             if name in {"search", "test"}:
                 name = f"{name}:{event.get('family')}"
             steps.append((name, float(event["elapsed_s"]), time.process_time()))
+            peak_after[name] = peak_rss_mb()
 
         progress = Progress(stream=sys.stderr, sinks=[record])
         cpu0 = time.process_time()
@@ -168,6 +171,8 @@ def main(argv: list[str]) -> int:
             "stages_s": stages,
             "stages_cpu_s": stages_cpu,
             "peak_rss_mb": peak,
+            "peak_rss_mb_before_job": peak_before_job,
+            "peak_rss_mb_after": peak_after,
             "bundle_mb": round(bundle_mb, 1),
             "best": result.manifest["algorithm"],
             "ndcg@10": {k: v["ndcg@10"] for k, v in result.manifest["evaluation"]["models"].items()},
