@@ -208,7 +208,7 @@ def _merge(run: list[_Coded], n: int, end: str) -> pa.Array:
     return pc.take(_joined_vocab(tuple(c.names for c in run), end), pa.array(code))
 
 
-def _lines(cells: list[Cell], n: int) -> bytes:
+def _lines(cells: list[Cell], n: int) -> pa.Buffer | bytes:
     """CSV lines without quoting (empty for null), one per row, each ending with a newline."""
     if n == 0:
         return b""
@@ -236,13 +236,13 @@ def _lines(cells: list[Cell], n: int) -> bytes:
     )
 
 
-def _string_data(arr: pa.Array) -> bytes:
-    """The concatenated values of a string array (its data buffer, between the first and last offset)."""
+def _string_data(arr: pa.Array) -> pa.Buffer | bytes:
+    """The concatenated values of a string array: a zero-copy slice of its data buffer."""
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     if len(arr) == 0:
         return b""
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
-    return arr.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
+    return arr.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
 
 
 def _header(names: Sequence[str]) -> bytes:
@@ -315,32 +315,38 @@ class Exporter:
         seq0 = 0
         for i, spec in enumerate(specs):
             part = block.select(slice(bounds[i], bounds[i + 1]))  # type: ignore[arg-type]
-            data, rows = self.encode(part, spec, seq0)
+            chunks, rows = self.encode_chunks(part, spec, seq0)
             seq0 += len(part)
             if spec.corrupt is not None:
-                data = self._garble(data, spec)
+                chunks = [self._garble(b"".join(chunks), spec)]
             spec.path.parent.mkdir(parents=True, exist_ok=True)
             with open(spec.path, "wb") as fh:
-                fh.write(data)
+                for chunk in chunks:  # Arrow's buffers as they are: no copy into one bytes object
+                    fh.write(chunk)
             yield spec, rows
 
     # ----------------------------------------------------------------------------------- formats
     def encode(self, b: DayBlock, spec: FileSpec, seq0: int = 0) -> tuple[bytes, int]:
         """The file's bytes and its number of data rows."""
+        chunks, rows = self.encode_chunks(b, spec, seq0)
+        return b"".join(chunks), rows
+
+    def encode_chunks(self, b: DayBlock, spec: FileSpec, seq0: int = 0) -> tuple[list[Any], int]:
+        """The file's bytes as consecutive chunks (bytes or Arrow buffers), and its number of rows."""
         if self.fmt == "native":
             cols = self.native_cells(b, seq0)
         elif self.fmt == "jsonl":
             table = self.native_table(b, seq0)
             if spec.schema_change is not None:
                 table = self._change_schema(table, spec.schema_change)
-            return _json_lines(table), table.num_rows
+            return [_json_lines(table)], table.num_rows
         else:
             keep = np.isin(b.code, list(TAOBAO_BEHAVIOR if self.fmt == "taobao" else RETAILROCKET_EVENT))
             b = b.select(keep)
             cols = self.taobao_cells(b) if self.fmt == "taobao" else self.retailrocket_cells(b)
         if spec.schema_change is not None:
             cols = self._change_cells(cols, spec.schema_change, rename=self.fmt == "native")
-        return _header(list(cols)) + _lines(list(cols.values()), len(b)), len(b)
+        return [_header(list(cols)), _lines(list(cols.values()), len(b))], len(b)
 
     def native_cells(self, b: DayBlock, seq0: int = 0) -> dict[str, Cell]:
         """The native columns of ``b`` (event ids numbered from ``seq0`` within the day)."""
@@ -489,7 +495,7 @@ def _rows(cell: Cell) -> int:
     return len(cell)
 
 
-def _json_lines(table: pa.Table) -> bytes:
+def _json_lines(table: pa.Table) -> pa.Buffer | bytes:
     """JSON Lines, nulls omitted, built column-wise (values here never need escaping)."""
     if table.num_rows == 0:
         return b""
@@ -505,9 +511,7 @@ def _json_lines(table: pa.Table) -> bytes:
         frags.append(frag)
     body = pc.binary_join_element_wise(*frags, ",", null_handling="skip")
     lines = pc.binary_join_element_wise("{", body, "}\n", "")
-    arr = lines.combine_chunks() if isinstance(lines, pa.ChunkedArray) else lines
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
-    return arr.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
+    return _string_data(lines)
 
 
 def describe(fmt: str) -> dict[str, Any]:
