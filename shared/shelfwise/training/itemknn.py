@@ -207,18 +207,19 @@ def top_neighbours(
 
     def block(bounds: tuple[int, int]) -> None:
         lo, hi = bounds
-        co = items_rows[lo:hi] @ basis  # CSR: each item's co-occurrence counts, rows in order
-        rows = np.repeat(np.arange(hi - lo, dtype=np.int64), np.diff(co.indptr))
+        co = items_rows[lo:hi] @ basis  # CSR: each item's co-occurrence counts (all > 0), rows in order
+        counts = np.diff(co.indptr)
+        rows = np.repeat(np.arange(hi - lo, dtype=np.int64), counts)
         cols = co.indices
         sim = co.data / (norms[lo:hi][rows] * norms[cols] + (shrink + 1e-12))
-        keep = (cols != rows + lo) & (sim > 0)
-        rows, cols, sim = rows[keep], cols[keep], sim[keep]
-        # One float key sorts by row, then similarity descending (sim is in (0, 1]). Rows are
+        # An item's co-occurrence with itself scores 0: it sorts last in its row and, if it
+        # lands in the top m, writes exactly the padding (the item itself at 0).
+        sim[cols == rows + lo] = 0.0
+        # One float key sorts by row, then similarity descending (sim is in [0, 1]). Rows are
         # already grouped and ascending, so they keep their positions: rank = position - start.
-        order = np.argsort(rows + (1.0 - np.minimum(sim, 1.0)) * 0.5)
-        starts = np.concatenate(([0], np.cumsum(np.bincount(rows, minlength=hi - lo))[:-1]))
-        rank = np.arange(rows.size) - starts[rows]
-        top = rank < m
+        order = np.argsort(rows - 0.5 * sim)
+        rank = np.arange(rows.size) - np.repeat(co.indptr[:-1].astype(np.int64), counts)
+        top = np.flatnonzero(rank < m)
         chosen = order[top]
         out_idx[rows[top] + lo, rank[top]] = cols[chosen]
         out_val[rows[top] + lo, rank[top]] = sim[chosen]
