@@ -69,7 +69,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--search", choices=("none", "small", "full"), default="small", help="hyper-parameter grid"
     )
     p.add_argument("--families", default="", help=f"comma-separated subset of {','.join(FAMILIES)}")
-    p.add_argument("--threads", type=int, default=2, help="threads for ALS, neighbour tables and evaluation (default 2)")
+    p.add_argument(
+        "--threads", type=int, default=2, help="threads for ALS, neighbour tables and evaluation (default 2)"
+    )
 
 
 def _emit(result: dict[str, Any]) -> None:
