@@ -331,12 +331,40 @@ class FlakyFirehose:
 
 def test_impression_sink_retries_failed_records_and_bounds_its_buffer() -> None:
     fh = FlakyFirehose()
-    sink = ImpressionSink(fh, "s", background=False, max_buffer=3)
+    # Records of at most one served list each (a list encodes to ~600 bytes), so a record fails alone.
+    sink = ImpressionSink(fh, "s", background=False, max_buffer=3, max_record_bytes=700)
     for i in range(5):
         sink.record((f"r{i}", "champion", "v1", "recommendations", 2, 0.0, ["a", "b"], [1.0, 0.5]))
     assert sink.dropped == 2 and sink.pending() == 3
     assert sink.flush() == 3
     assert fh.calls == [3, 1] and sink.sent == 3
+
+
+class RecordingFirehose:
+    """put_record_batch that keeps every record's bytes."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[bytes]] = []
+
+    def put_record_batch(self, DeliveryStreamName: str, Records: list[dict[str, bytes]]) -> dict[str, Any]:
+        self.batches.append([r["Data"] for r in Records])
+        return {"FailedPutCount": 0, "RequestResponses": [{"RecordId": "x"}] * len(Records)}
+
+
+def test_impression_sink_packs_served_lists_into_records_within_the_limit() -> None:
+    fh = RecordingFirehose()
+    sink = ImpressionSink(fh, "s", background=False, max_records=50, max_record_bytes=4000)
+    served = [
+        (f"r{i}", "champion", "v1", "recommendations", 3, 0.0, ["a", "b", "c"], [1.0, 0.5, 0.2])
+        for i in range(120)
+    ]
+    for s in served:
+        sink.record(s)
+    assert sink.flush() == 120 and sink.sent == 120
+    assert [sum(r.count(b"\n") for r in batch) for batch in fh.batches] == [150, 150, 60]
+    records = [r for batch in fh.batches for r in batch]
+    assert all(len(r) <= 4000 for r in records) and len(records) < 120
+    assert b"".join(records) == b"".join(encode(s) for s in served)  # same lines, same order
 
 
 def test_impression_rows_follow_the_contract() -> None:
