@@ -227,6 +227,200 @@ def build_factor_model(
     return _model(graph, "factor", n, u, meta)
 
 
+# Candidate stage: how many int8-ranked candidates are re-scored exactly for a request of k.
+CANDIDATE_FACTOR = 4
+CANDIDATE_EXTRA = 128
+META_SCORING = "shelfwise.scoring"
+
+
+def candidate_count(k: int, n_items: int) -> int:
+    """``C = min(N, max(4k, k + 128))``: the graph computes the same from its ``k`` input.
+
+    4k covers the quantisation noise around the K-th score for the usual k (20 -> 148 with the
+    +128 floor, which matters most for small k where the K-th and the C-th scores are closest).
+    """
+    return min(n_items, max(CANDIDATE_FACTOR * k, k + CANDIDATE_EXTRA))
+
+
+def build_factor_candidate_model(
+    model: FactorModel, *, float16: bool = False, meta: dict[str, str] | None = None
+) -> onnx.ModelProto:
+    """Factor-model graph with an int8 candidate stage; returns the EXACT float32 scores.
+
+    The full product ``Y · u`` reads the whole float32 item matrix (N x d x 4 bytes) per request
+    and is memory-bound. This graph reads an int8 copy instead (a quarter of the bytes):
+
+    1. ``DynamicQuantizeLinear(u)`` -> ``MatMulInteger`` with the int8 items (one per-tensor
+       scale; a positive constant does not change the order, so it is never applied);
+    2. the exclusion mask turns excluded items to -inf, then ``TopK(C)`` with
+       ``C = min(N, max(4k, k + 128))`` picks the candidates;
+    3. the candidates (sorted by item index, so exact ties still go to the lower index) are
+       re-scored exactly from their float32 rows, masked again, and ``TopK(k)`` answers.
+
+    The answer equals the exact graph's whenever every exact top-k item is among the C int8
+    candidates; :func:`export_factor_model` only uses this graph after checking that on sampled
+    users. Fold-in and known users work as in :func:`build_factor_model`.
+    """
+    n, d = model.item_factors.shape
+    u = model.user_factors.shape[0]
+    items = model.item_factors
+    scale = float(np.abs(items).max()) / 127.0 or 1.0
+    items_q_t = np.ascontiguousarray(np.clip(np.rint(items / scale), -127, 127).astype(np.int8).T)
+    inits = [
+        numpy_helper.from_array(model.projection, "projection"),
+        numpy_helper.from_array(items_q_t, "item_factors_q_t"),
+        numpy_helper.from_array(model.user_factors if u else np.zeros((1, d), np.float32), "user_factors"),
+        numpy_helper.from_array(np.array([0], np.int64), "axes_first"),
+        numpy_helper.from_array(np.array([n], np.int64), "flat_shape"),
+        numpy_helper.from_array(np.array([-1], np.int64), "flat"),
+        numpy_helper.from_array(np.array([CANDIDATE_FACTOR], np.int64), "cand_factor"),
+        numpy_helper.from_array(np.array([CANDIDATE_EXTRA], np.int64), "cand_extra"),
+        numpy_helper.from_array(np.array([n], np.int64), "n_items"),
+        numpy_helper.from_array(np.array(NEG_INF, dtype=np.float32), "neg_inf"),
+    ]
+    nodes: list[onnx.NodeProto] = []
+    if float16:
+        inits.append(numpy_helper.from_array(items.astype(np.float16), "item_factors_f16"))
+        nodes.append(helper.make_node("Cast", ["item_factors_f16"], ["item_factors"], to=TensorProto.FLOAT))
+    else:
+        inits.append(numpy_helper.from_array(items, "item_factors"))
+    nodes += _user_condition()
+    then_graph = helper.make_graph(
+        [helper.make_node("Gather", ["user_factors", "user_index"], ["user_vec_known"], axis=0)],
+        "known_user",
+        [],
+        [helper.make_tensor_value_info("user_vec_known", TensorProto.FLOAT, [1, d])],
+    )
+    # fold-in from the row-major float matrix: (wᵀ Y[h]) P, [1, d]; empty history -> zeros.
+    else_graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["item_factors", "history_items"], ["hist_factors"], axis=0),
+            helper.make_node("Unsqueeze", ["history_weights", "axes_first"], ["weights_row"]),
+            helper.make_node("MatMul", ["weights_row", "hist_factors"], ["summed_row"]),
+            helper.make_node("MatMul", ["summed_row", "projection"], ["user_vec_fold"]),
+        ],
+        "fold_in",
+        [],
+        [helper.make_tensor_value_info("user_vec_fold", TensorProto.FLOAT, [1, d])],
+    )
+    nodes += [
+        helper.make_node("If", ["is_known"], ["user_vec"], then_branch=then_graph, else_branch=else_graph),
+        # stage 1: approximate int8 scores of every item, masked, top C
+        helper.make_node("DynamicQuantizeLinear", ["user_vec"], ["user_q", "user_scale", "user_zero"]),
+        helper.make_node("MatMulInteger", ["user_q", "item_factors_q_t", "user_zero"], ["approx_i32"]),
+        helper.make_node("Cast", ["approx_i32"], ["approx_row"], to=TensorProto.FLOAT),
+        helper.make_node("Reshape", ["approx_row", "flat_shape"], ["approx"]),
+        helper.make_node("Where", ["exclude_mask", "neg_inf", "approx"], ["approx_masked"]),
+        helper.make_node("Mul", ["k", "cand_factor"], ["k_times"]),
+        helper.make_node("Add", ["k", "cand_extra"], ["k_plus"]),
+        helper.make_node("Max", ["k_times", "k_plus"], ["c_wanted"]),
+        helper.make_node("Min", ["c_wanted", "n_items"], ["c"]),
+        helper.make_node("TopK", ["approx_masked", "c"], ["_approx_top", "cand_by_score"], axis=-1),
+        # ascending item index, so TopK(k) below breaks exact ties like the exact graph does
+        helper.make_node("TopK", ["cand_by_score", "c"], ["cand", "_cand_pos"], axis=-1, largest=0, sorted=1),
+        # stage 2: exact float32 scores of the candidates, masked again (fewer allowed than C)
+        helper.make_node("Gather", ["item_factors", "cand"], ["cand_factors"], axis=0),
+        helper.make_node("Transpose", ["user_vec"], ["user_col"], perm=[1, 0]),
+        helper.make_node("MatMul", ["cand_factors", "user_col"], ["cand_col"]),
+        helper.make_node("Reshape", ["cand_col", "flat"], ["cand_exact"]),
+        helper.make_node("Gather", ["exclude_mask", "cand"], ["cand_excluded"], axis=0),
+        helper.make_node("Where", ["cand_excluded", "neg_inf", "cand_exact"], ["cand_scores"]),
+        helper.make_node("TopK", ["cand_scores", "k"], ["scores", "cand_rank"], axis=-1, largest=1, sorted=1),
+        helper.make_node("Gather", ["cand", "cand_rank"], ["indices"], axis=0),
+    ]
+    inputs, outputs = _io(n)
+    graph = helper.make_graph(nodes, "shelfwise_factor_int8_candidates", inputs, outputs, inits)
+    return _model(graph, "factor", n, u, {META_SCORING: "int8-candidates", **(meta or {})})
+
+
+def candidate_check(
+    model: FactorModel,
+    candidate_graph: onnx.ModelProto,
+    *,
+    ks: Sequence[int] = (20,),
+    n_users: int = 500,
+    seed: int = 0,
+    float16: bool = False,
+) -> dict[str, Any]:
+    """Run the candidate graph (onnxruntime) against :func:`factor_reference` on sampled users.
+
+    Known users when the model has any (the validation users), else random fold-in histories;
+    every other request also excludes a random 0-95 % of the items. A request fails when an
+    answered item differs from the exact one and the two scores are not a tie (1e-4), or when a
+    score is off by more than 1e-4. ``ok`` means no request failed.
+    """
+    import onnxruntime as ort
+
+    n, _ = model.item_factors.shape
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(
+        candidate_graph.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+    )
+    rng = np.random.default_rng(seed)
+    n_known = model.user_factors.shape[0]
+    checked = failed = 0
+    max_diff = 0.0
+    for i in range(n_users):
+        user = int(rng.integers(n_known)) if n_known else -1
+        hist = rng.integers(0, n, size=0 if user >= 0 else 5)
+        weights = np.ones(hist.size, np.float32)
+        mask = rng.random(n) < rng.uniform(0, 0.95) if i % 2 else np.zeros(n, bool)
+        # A stable top-k is a prefix of the stable top-(larger k): one reference per request.
+        all_s, all_i = factor_reference(model, user, hist, weights, mask, min(max(ks), n), float16=float16)
+        for k in ks:
+            k = min(int(k), n)
+            ref_s, ref_i = all_s[:k], all_i[:k]
+            feed = feeds(
+                n, user_index=user, history_items=hist, history_weights=weights, exclude_mask=mask, k=k
+            )
+            got_s, got_i = session.run(None, feed)
+            finite = np.isfinite(ref_s)
+            same_inf = np.array_equal(finite, np.isfinite(got_s))
+            diff = float(np.abs(got_s[finite] - ref_s[finite]).max(initial=0.0)) if same_inf else np.inf
+            differ = got_i != ref_i
+            ties = np.isclose(got_s[differ], ref_s[differ], rtol=1e-4, atol=1e-5).all()
+            checked += 1
+            max_diff = max(max_diff, diff)
+            failed += int(diff > 1e-4 or not ties)
+    return {
+        "requests_checked": checked,
+        "requests_with_changed_topk": failed,
+        "ks": [int(k) for k in ks],
+        "max_abs_score_diff": max_diff,
+        "ok": failed == 0,
+    }
+
+
+def export_factor_model(
+    model: FactorModel,
+    *,
+    int8_candidates: bool = True,
+    check_ks: Sequence[int] = (20,),
+    check_users: int = 500,
+    seed: int = 0,
+    float16: bool = False,
+    meta: dict[str, str] | None = None,
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The served factor graph and a manifest record of which one it is and why.
+
+    The int8 candidate graph (:func:`build_factor_candidate_model`) is used only when
+    :func:`candidate_check` finds it answers every sampled request like the exact scoring;
+    otherwise (or with ``int8_candidates=False``) the exact graph is exported.
+    """
+    record: dict[str, Any] = {"graph": "exact", "candidate_check": None}
+    if int8_candidates:
+        candidate = build_factor_candidate_model(model, float16=float16, meta=meta)
+        check = candidate_check(
+            model, candidate, ks=check_ks, n_users=check_users, seed=seed, float16=float16
+        )
+        record["candidate_check"] = check
+        if check["ok"]:
+            record["graph"] = "int8-candidates"
+            return candidate, record
+    return build_factor_model(model, float16=float16, meta={META_SCORING: "exact", **(meta or {})}), record
+
+
 def factor_reference(
     model: FactorModel,
     user_index: int,

@@ -216,3 +216,98 @@ def test_neighbour_model_rejects_out_of_range() -> None:
 def test_als_projection_is_ridge_inverse() -> None:
     y = np.array([[1.0, 0.0], [0.0, 2.0]])
     np.testing.assert_allclose(ox.als_projection(y, 1.0), np.diag([1 / 2, 1 / 5]), rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- int8 candidate stage
+
+NC, DC, UC = 3000, 16, 20
+
+
+@pytest.fixture(scope="module")
+def big_factor() -> ox.FactorModel:
+    """Enough items that the candidates (C = max(4k, k + 128)) are a small part of the catalogue."""
+    rng = np.random.default_rng(11)
+    items = rng.normal(size=(NC, DC)) * rng.lognormal(0, 0.3, size=(NC, 1))
+    return ox.FactorModel.create(items, rng.normal(size=(UC, DC)), ox.als_projection(items, 0.5))
+
+
+@pytest.fixture(scope="module")
+def candidate_session(big_factor: ox.FactorModel) -> ort.InferenceSession:
+    return _session(ox.build_factor_candidate_model(big_factor))
+
+
+@pytest.mark.parametrize("excluded_share", [0.0, 0.5, 0.99])
+@pytest.mark.parametrize("k", [0, 1, 20, 500, NC])
+def test_candidate_graph_matches_exact_reference(
+    big_factor: ox.FactorModel, candidate_session: ort.InferenceSession, excluded_share: float, k: int
+) -> None:
+    rng = np.random.default_rng(k + int(100 * excluded_share))
+    for user in (-1, 0, 7, UC - 1):
+        hist = rng.integers(0, NC, size=0 if user >= 0 else 6)
+        weights = rng.choice([1.0, 2.0, 8.0], size=hist.size)
+        mask = rng.random(NC) < excluded_share
+        feed = ox.feeds(
+            NC, user_index=user, history_items=hist, history_weights=weights, exclude_mask=mask, k=k
+        )
+        out = candidate_session.run(None, feed)
+        _assert_same(out, ox.factor_reference(big_factor, user, hist, weights, mask, k))
+
+
+def test_candidate_graph_breaks_ties_and_pads_like_the_exact_graph() -> None:
+    """Duplicated rows tie exactly: lower index first; k beyond the allowed items pads with -inf."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(50, 8))
+    model = ox.FactorModel.create(np.tile(base, (60, 1)), rng.normal(size=(2, 8)))
+    n = model.item_factors.shape[0]
+    session = _session(ox.build_factor_candidate_model(model))
+    exact = _session(ox.build_factor_model(model))
+    mask = np.ones(n, bool)
+    mask[rng.choice(n, size=10, replace=False)] = False
+    for m, k in ((np.zeros(n, bool), 20), (mask, 50)):
+        feed = ox.feeds(n, user_index=1, exclude_mask=m, k=k)
+        scores, indices = session.run(None, feed)
+        ref_scores, ref_indices = ox.factor_reference(model, 1, [], [], m, k)
+        assert indices.tolist() == ref_indices.tolist()
+        assert indices.tolist() == exact.run(None, feed)[1].tolist()
+        np.testing.assert_allclose(scores, ref_scores, rtol=1e-5, atol=1e-6)
+    assert np.isneginf(scores[10:]).all() and np.isfinite(scores[:10]).all()
+
+
+def test_export_uses_candidate_graph_when_the_check_passes(big_factor: ox.FactorModel) -> None:
+    graph, record = ox.export_factor_model(big_factor, check_ks=(20, 500), check_users=40)
+    assert record["graph"] == "int8-candidates"
+    assert record["candidate_check"]["ok"] and record["candidate_check"]["requests_checked"] == 80
+    props = {p.key: p.value for p in graph.metadata_props}
+    assert props[ox.META_SCORING] == "int8-candidates"
+    assert [i.name for i in graph.graph.input] == list(ox.INPUT_NAMES)
+    assert [o.name for o in graph.graph.output] == list(ox.OUTPUT_NAMES)
+
+
+def test_export_falls_back_to_exact_graph_when_int8_changes_topk() -> None:
+    """One huge item sets the int8 scale, so every other item quantises to 0 and ranks by index."""
+    rng = np.random.default_rng(5)
+    items = rng.normal(size=(2000, 8)) * 0.01
+    items[0] = 1000.0
+    model = ox.FactorModel.create(items, rng.normal(size=(10, 8)))
+    graph, record = ox.export_factor_model(model, check_users=20)
+    assert record["graph"] == "exact"
+    assert not record["candidate_check"]["ok"]
+    assert record["candidate_check"]["requests_with_changed_topk"] > 0
+    props = {p.key: p.value for p in graph.metadata_props}
+    assert props[ox.META_SCORING] == "exact"
+    feed = ox.feeds(2000, user_index=3, k=20)
+    _assert_same(
+        _session(graph).run(None, feed), ox.factor_reference(model, 3, [], [], feed["exclude_mask"], 20)
+    )
+
+
+def test_export_without_candidates_skips_the_check(factor: ox.FactorModel) -> None:
+    graph, record = ox.export_factor_model(factor, int8_candidates=False)
+    assert record == {"graph": "exact", "candidate_check": None}
+    assert graph.graph.name == "shelfwise_factor"
+
+
+def test_candidate_count() -> None:
+    assert ox.candidate_count(20, 100_000) == 148
+    assert ox.candidate_count(500, 100_000) == 2000
+    assert ox.candidate_count(500, 1000) == 1000
