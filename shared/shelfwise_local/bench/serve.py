@@ -90,15 +90,17 @@ def build_synthetic_bundle(
     version: str = "v1",
     neighbours: int = 20,
     float16: bool = False,
-    int8_candidates: bool = True,
+    int8_candidates: bool = False,
 ) -> Path:
     """A consistent factor-model bundle: clustered item factors, users, titles, prices, neighbours.
 
     Items of a category share a centroid, so similar items and fold-in results are meaningful
     enough for tests and demos (a user who viewed hats gets hats). The graph comes from
-    :func:`shelfwise.onnx_export.export_factor_model` as in training: the int8 candidate graph
-    when its check on 200 sampled users (k = 20 and 500, with and without masks) passes, else the
-    exact one; the manifest's ``onnx_graph`` says which, with the check's result.
+    :func:`shelfwise.onnx_export.export_factor_model`; with ``int8_candidates`` (what
+    ``bench serve`` exports unless ``--exact-graph``) the int8 candidate graph when its check on
+    200 sampled users (k = 20 and 500, with and without masks) passes, else the exact one. The
+    manifest's ``onnx_graph`` says which, with the check's result. Test fixtures keep the exact
+    graph (default): they read its ``item_factors_t`` back to score with the numpy reference.
     """
     from shelfwise import bundle as bd
     from shelfwise import onnx_export as ox
