@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from functools import cache, lru_cache
 from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -188,7 +188,7 @@ class _Digits:
         return _int_text(self.values, self.prefix, suffix)
 
 
-Cell = pa.Array | _Coded | _Digits
+Cell: TypeAlias = pa.Array | _Coded | _Digits
 _MAX_VOCAB = 1 << 16
 
 
