@@ -356,7 +356,19 @@ def run_training(
     final.fit(data)
     progress("fit", {"family": ev.best, "params": ev.best_params})
     half = float16_check(final, data, config) if (config.float16 and isinstance(final, ALS)) else None
-    graph_model = final.to_onnx(float16=True) if half and half["used"] else final.to_onnx()  # type: ignore[call-arg]
+    onnx_graph = None  # factor models: int8 candidate graph only if it answers like the exact one
+    if isinstance(final, ALS):
+        from shelfwise import onnx_export as ox
+
+        graph_model, onnx_graph = ox.export_factor_model(
+            final.export_arrays(),
+            check_ks=(config.k, 500),
+            seed=config.seed,
+            float16=bool(half and half["used"]),
+            meta={"shelfwise.algorithm": final.algorithm},
+        )
+    else:
+        graph_model = final.to_onnx()
     graph = graph_model.SerializeToString()  # once: the parity session and the bundle file
     parity = check_parity(final, graph, data, config.k, config.parity_users, config.seed)
     progress("parity", {k: parity[k] for k in ("requests", "max_abs_score_diff", "topk_mismatches")})
@@ -395,6 +407,7 @@ def run_training(
         "reference": reference_distributions(final, data, config.k, config.seed),
         "parity": parity,
         "float16": half,
+        "onnx_graph": onnx_graph,
         "model_details": final.describe(),
         "schema_version": SCHEMA_VERSION,
         "code_version": config.code_version,
