@@ -365,7 +365,8 @@ def candidate_check(
         user = int(rng.integers(n_known)) if n_known else -1
         hist = rng.integers(0, n, size=0 if user >= 0 else 5)
         weights = np.ones(hist.size, np.float32)
-        mask = rng.random(n) < rng.uniform(0, 0.95) if i % 2 else np.zeros(n, bool)
+        share = rng.uniform(0, 0.95) if i % 2 else 0.0
+        mask = np.asarray(rng.random(n) < share, dtype=bool)
         # A stable top-k is a prefix of the stable top-(larger k): one reference per request.
         all_s, all_i = factor_reference(model, user, hist, weights, mask, min(max(ks), n), float16=float16)
         for k in ks:
