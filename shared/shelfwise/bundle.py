@@ -479,6 +479,18 @@ def upload_bundle(
     return keys
 
 
+def cached_copy_verified(target: Path) -> bool:
+    """Whether ``target`` holds a bundle whose checksums match (reusable); a bad copy is removed."""
+    if not (target / MANIFEST_FILE).is_file():
+        return False
+    try:
+        verify_checksums(target, read_manifest(target))
+        return True
+    except BundleError:
+        shutil.rmtree(target, ignore_errors=True)
+        return False
+
+
 def download_bundle(
     s3: Any,
     bucket: str,
@@ -496,12 +508,8 @@ def download_bundle(
     they are dropped from the local manifest's checksum list.
     """
     target = Path(directory)
-    if (target / MANIFEST_FILE).is_file():
-        try:
-            verify_checksums(target, read_manifest(target))
-            return target
-        except BundleError:
-            shutil.rmtree(target, ignore_errors=True)
+    if cached_copy_verified(target):
+        return target
     prefix = prefix.strip("/")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))

@@ -28,10 +28,10 @@ from shelfwise.bundle import (
     BundleMismatchError,
     BundleMissingError,
     GraphIO,
+    cached_copy_verified,
     check_graph_io,
     read_bundle,
     read_manifest,
-    verify_checksums,
 )
 from shelfwise.serving.catalog import Catalog
 
@@ -158,12 +158,8 @@ def fetch_bundle(
     (s3transfer's default, which pays off for files in the gigabytes, not tens of megabytes).
     """
     target = Path(directory)
-    if (target / MANIFEST_FILE).is_file():
-        try:
-            verify_checksums(target, read_manifest(target))
-            return target
-        except BundleError:
-            shutil.rmtree(target, ignore_errors=True)
+    if cached_copy_verified(target):
+        return target
     prefix = prefix.strip("/")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
