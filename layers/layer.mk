@@ -11,6 +11,17 @@ LAMBDA_PIP = $(PIP) install --quiet --no-compile --disable-pip-version-check \
 	--implementation cp --python-version 3.12 --abi cp312 --only-binary=:all: \
 	-c $(HERE)../../requirements/constraints.txt -r $(HERE)requirements.txt -t "$(ARTIFACTS_DIR)/python"
 
+# Lambda mounts layers read-only under /opt, so Python cannot cache bytecode there: a layer without
+# .pyc files is compiled from source on every cold start (measured: importing the serving
+# libraries took 1.24-1.76 s from source and 0.65-0.84 s with .pyc). So the layer ships them,
+# compiled by the build's Python when it is 3.12, the runtime's version (bytecode is per minor
+# version); "unchecked-hash" because unzipping does not keep the mtimes a timestamp check reads.
+define COMPILE
+	if python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then \
+	  python3 -m compileall -q -j 0 --invalidation-mode unchecked-hash "$(ARTIFACTS_DIR)/python" > /dev/null; \
+	else echo "layer: built by Python $$(python3 -V), not 3.12: no .pyc shipped (slower cold starts)"; fi
+endef
+
 define PRUNE
 	find "$(ARTIFACTS_DIR)/python" -depth -type d \( -name tests -o -name __pycache__ -o -name include \) -exec rm -rf {} +
 	find "$(ARTIFACTS_DIR)/python" -type f \( -name '*.pyi' -o -name '*.pxd' -o -name '*.pyx' -o -name '*.h' \) -delete

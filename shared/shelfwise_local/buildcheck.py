@@ -3,7 +3,8 @@
 Budgets (unzipped code + layers): serving functions (those with the InferenceLayer) 150 MB, every
 other zip function 250 MB, Lambda's hard limit. Cold start is measured the way Lambda pays it: a
 fresh interpreter (``-I -S``: no site-packages) with only the built directories on ``sys.path``
-imports the handler module. The python3.12 Lambda runtime ships the AWS SDK (boto3, botocore and
+imports the handler module, writing no bytecode (``-B``), since /opt and /var/task are read-only
+in Lambda: what a layer does not ship as .pyc is compiled again at every cold start. The python3.12 Lambda runtime ships the AWS SDK (boto3, botocore and
 their dependencies) outside the package, so a directory holding just those, linked from this
 environment, stands in for it. Prints one line per function and a JSON line last; exits 1 when a
 budget is exceeded or a handler fails to import.
@@ -84,7 +85,7 @@ def _cold_start(python: str, paths: list[Path], handler: str, env: dict[str, str
         "print(time.perf_counter() - t)\n"
     )
     proc = subprocess.run(
-        [python, "-I", "-S", "-c", code], capture_output=True, text=True, env=env, timeout=120
+        [python, "-I", "-S", "-B", "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
     if proc.returncode != 0:
         return "import failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
