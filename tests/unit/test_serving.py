@@ -461,9 +461,9 @@ def test_impression_sink_creates_its_client_on_first_flush() -> None:
 
 
 @mock_aws
-def test_fetch_bundle_downloads_verifies_reuses_and_refuses(remote: Path, tmp_path: Path) -> None:
+def test_download_bundle_downloads_verifies_reuses_and_refuses(remote: Path, tmp_path: Path) -> None:
     from shelfwise.bundle import BundleChecksumError, BundleMissingError, upload_bundle
-    from shelfwise.serving.model import fetch_bundle
+    from shelfwise.bundle import download_bundle as fetch_bundle
 
     s3 = boto3.client("s3", region_name="eu-west-1")
     s3.create_bucket(Bucket="models", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,19 +15,13 @@ from typing import Any
 import numpy as np
 
 from shelfwise.bundle import (
-    ITEMS_PARQUET,
-    MANIFEST_FILE,
     MODEL_FILE,
     Bundle,
-    BundleChecksumError,
     BundleError,
-    BundleMismatchError,
-    BundleMissingError,
     GraphIO,
-    cached_copy_verified,
     check_graph_io,
+    download_bundle,
     read_bundle,
-    read_manifest,
 )
 from shelfwise.serving.catalog import Catalog
 
@@ -74,7 +64,7 @@ class LoadedModel:
     ) -> LoadedModel:
         """Verify the bundle in ``directory``, create the session, check its I/O, build the catalogue.
 
-        ``checksums=False`` when the caller has just verified them (:func:`fetch_bundle` does).
+        ``checksums=False`` when the caller has just verified them (:func:`download_bundle` does).
         """
         import onnxruntime as ort
 
@@ -136,76 +126,6 @@ class LoadedModel:
         return scores, indices
 
 
-# Bytes read per chunk while streaming a bundle file (hashed and written as it arrives).
-_CHUNK = 1 << 20
-
-
-def fetch_bundle(
-    s3: Any,
-    bucket: str,
-    prefix: str,
-    directory: str | Path,
-    *,
-    skip_files: tuple[str, ...] = (ITEMS_PARQUET,),
-) -> Path:
-    """Download ``s3://bucket/prefix/`` into ``directory``, verified; the serving side of download_bundle.
-
-    Same contract as :func:`shelfwise.bundle.download_bundle` (a verified cached copy is reused;
-    files land in a staging sibling renamed into place only when every checksum matched;
-    ``skip_files`` are not fetched and leave the local manifest), but built for cold start: one
-    plain GET per file, all files at once, each hashed while it streams to disk. That is one pass
-    over the bytes instead of a download plus a re-read, and no ranged multipart transfers
-    (s3transfer's default, which pays off for files in the gigabytes, not tens of megabytes).
-    """
-    target = Path(directory)
-    if cached_copy_verified(target):
-        return target
-    prefix = prefix.strip("/")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
-    try:
-        (staging / MANIFEST_FILE).write_bytes(_get(s3, bucket, f"{prefix}/{MANIFEST_FILE}").read())
-        manifest = read_manifest(staging)
-        files = {k: str(v) for k, v in manifest["files"].items() if k not in skip_files}
-        for name in files:
-            if "/" in name or name.startswith("."):
-                raise BundleMismatchError(f"manifest lists an unsafe file name {name!r}")
-        if MODEL_FILE not in files:
-            raise BundleMissingError(f"manifest does not list {MODEL_FILE}")
-
-        def fetch(name: str) -> None:
-            body = _get(s3, bucket, f"{prefix}/{name}")
-            digest = hashlib.sha256()
-            with open(staging / name, "wb") as out:
-                while chunk := body.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-            if digest.hexdigest() != files[name]:
-                raise BundleChecksumError(
-                    f"{name}: sha256 {digest.hexdigest()[:12]}... differs from manifest {files[name][:12]}..."
-                )
-
-        with ThreadPoolExecutor(max_workers=max(len(files), 1), thread_name_prefix="fetch") as pool:
-            for done in [pool.submit(fetch, name) for name in files]:
-                done.result()
-        if len(files) != len(manifest["files"]):
-            manifest["files"] = files
-            (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        shutil.rmtree(target, ignore_errors=True)
-        staging.replace(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-def _get(s3: Any, bucket: str, key: str) -> Any:
-    """The streaming body of an object; BundleMissingError when it is not there."""
-    try:
-        return s3.get_object(Bucket=bucket, Key=key)["Body"]
-    except s3.exceptions.ClientError as exc:
-        raise BundleMissingError(f"s3://{bucket}/{key} is missing: {exc}") from exc
-
-
 def _warm_up(session: Any, n_items: int, version: str) -> None:
     """Run the graph once before it serves: a version that cannot run is refused at load, and the
     first request it answers (after a cold start or a swap) does not pay ONNX Runtime's first-run
@@ -263,12 +183,12 @@ class ModelLoader:
         self.cache_dir = Path(cache_dir) / model_name
         self.intra_op_threads = intra_op_threads
         self._fetch = fetch or self._download
-        # fetch_bundle verifies every checksum (of the download or of the cached copy), so the
+        # download_bundle verifies every checksum (of the download or of the cached copy), so the
         # load does not hash the bundle a second time; a custom fetch gets the full verification.
         self._fetch_verifies = fetch is None
 
     def _download(self, version: str, directory: Path) -> Path:
-        return fetch_bundle(self.s3, self.bucket, f"models/{self.model_name}/{version}", directory)
+        return download_bundle(self.s3, self.bucket, f"models/{self.model_name}/{version}", directory)
 
     def load(self, version: str) -> LoadedModel:
         """Download (or reuse the verified cached copy) and load ``version``; ModelLoadError when it fails."""
