@@ -15,7 +15,7 @@ from typing import Any  # noqa: E402
 
 from pydantic import BaseModel, Field, Json  # noqa: E402
 
-from shelfwise.aws import client  # noqa: E402
+from shelfwise.aws import client, light_client  # noqa: E402
 from shelfwise.registry import Registry  # noqa: E402
 from shelfwise.serving import ImpressionSink, ModelLoader, Recommender, ServingConfig, ServingRules  # noqa: E402
 from shelfwise.settings import load_settings  # noqa: E402
@@ -35,10 +35,12 @@ class Settings(BaseModel):
 
 settings = load_settings(Settings)
 
-_s3 = client("s3")
+# Serving only reads (bundle files from S3, aliases from SSM): the SDK-free clients, which keep
+# boto3 (about 0.5 s of imports and client set-up) off the cold start; see shelfwise.aws_lite.
+_s3 = light_client("s3")
 # Read-only use of the registry: only aliases() is called, which needs SSM alone.
 registry = Registry(
-    _s3, client("ssm"), None, settings.models_bucket, settings.shelfwise_env, settings.model_name
+    _s3, light_client("ssm"), None, settings.models_bucket, settings.shelfwise_env, settings.model_name
 )
 config = ServingConfig(
     model_name=settings.model_name,

@@ -1,9 +1,12 @@
-"""The one boto3 client factory.
+"""The one AWS client factory.
 
 Endpoints are never chosen here: boto3 itself honours ``AWS_ENDPOINT_URL`` (and the per-service
 ``AWS_ENDPOINT_URL_<SERVICE>``), which is how the same code talks to AWS, moto server or LocalStack
 with no ``if local:`` anywhere. Retries use botocore's ``standard`` mode (exponential backoff with
 jitter, bounded attempts) so a slow or failing dependency ends in a clean error, not a hang.
+
+boto3 is imported on first use, not with this module: serving's cold start reads S3 and SSM
+through :mod:`shelfwise.aws_lite` (:func:`light_client`) and never pays for the SDK.
 """
 
 from __future__ import annotations
@@ -12,31 +15,46 @@ import functools
 import os
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
-_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 4},
-    connect_timeout=3,
-    read_timeout=20,
-    tcp_keepalive=True,
-)
-
 
 @functools.cache
-def _session() -> boto3.session.Session:
+def _session() -> Any:
+    import boto3
+
     return boto3.session.Session()
 
 
 @functools.cache
 def client(service: str) -> Any:
     """A cached boto3 client for ``service``, created once per execution environment."""
-    return _session().client(service, config=_CONFIG)  # type: ignore[call-overload]
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 4},
+        connect_timeout=3,
+        read_timeout=20,
+        tcp_keepalive=True,
+    )
+    return _session().client(service, config=config)
+
+
+@functools.cache
+def light_client(service: str) -> Any:
+    """A client for the read-only calls serving makes (``s3`` GetObject, ``ssm`` GetParameters).
+
+    :mod:`shelfwise.aws_lite`'s SDK-free client when the environment has credentials and a region
+    (always so in Lambda), else the boto3 client (profiles, SSO, container credentials).
+    """
+    from shelfwise import aws_lite
+
+    if service in aws_lite.CLIENTS and aws_lite.available():
+        return aws_lite.CLIENTS[service]()
+    return client(service)
 
 
 def reset_clients() -> None:
     """Forget cached clients (tests switch endpoints and credentials between cases)."""
     client.cache_clear()
+    light_client.cache_clear()
     _session.cache_clear()
 
 

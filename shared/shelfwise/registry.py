@@ -28,8 +28,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from shelfwise.errors import ConflictError, InputError, NotFoundError, ShelfwiseError
 
 ALIAS_NAMES: tuple[str, ...] = ("champion", "challenger", "previous", "canary_weight")
@@ -320,7 +318,7 @@ class Registry:
             self.s3.put_object(
                 Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*", Metadata={"sha256": digest}
             )
-        except ClientError as exc:
+        except self.s3.exceptions.ClientError as exc:
             if _code(exc) not in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
                 raise
             head = self.s3.head_object(Bucket=self.bucket, Key=key)
@@ -590,7 +588,7 @@ class Registry:
     def _exists(self, key: str) -> bool:
         try:
             self.s3.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
+        except self.s3.exceptions.ClientError as exc:
             if _code(exc) in {"404", "NoSuchKey", "NotFound"}:
                 return False
             raise
@@ -599,7 +597,7 @@ class Registry:
     def _get(self, key: str, what: str) -> bytes:
         try:
             body: bytes = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except ClientError as exc:
+        except self.s3.exceptions.ClientError as exc:
             if _code(exc) in {"404", "NoSuchKey", "NotFound"}:
                 raise NotFoundError(f"model {self.model_name}: {what} not found") from exc
             raise
@@ -625,8 +623,9 @@ def _fmt_weight(weight: float) -> str:
     return format(float(weight), "g")
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+def _code(exc: Exception) -> str:
+    """The error code of a ClientError (botocore's, or shelfwise.aws_lite's of the same shape)."""
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
 def _dumps(data: dict[str, Any]) -> bytes:

@@ -14,8 +14,9 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
+from moto.server import ThreadedMotoServer
 
+from shelfwise.aws import reset_clients
 from shelfwise.bundle import upload_bundle
 from shelfwise.serving.http import RecommendationResponse, openapi_document
 from shelfwise_local.bench.serve import apigw_event, build_synthetic_bundle
@@ -60,10 +61,19 @@ ENV = {
 
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Iterator[dict[str, Any]]:
-    """One moto account per module: models and raw buckets, the Firehose stream, v1 as champion."""
-    with pytest.MonkeyPatch.context() as mp, mock_aws():
+    """One moto server per module: models and raw buckets, the Firehose stream, v1 as champion.
+
+    A server, not ``mock_aws``: serving reads S3 and SSM with its SDK-free clients
+    (shelfwise.aws_lite), which speak HTTP and are not patched by moto's in-process mock.
+    """
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as mp:
         for key, value in ENV.items():
             mp.setenv(key, value)
+        mp.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        reset_clients()
         mp.setenv("MODEL_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
         s3 = boto3.client("s3", region_name="eu-west-1")
         for bucket in ("models", "raw"):
@@ -79,7 +89,11 @@ def aws(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Iterator[
         ssm = boto3.client("ssm", region_name="eu-west-1")
         upload_bundle(s3, bundle_dir, "models", "models/recs/v1")
         ssm.put_parameter(Name="/shelfwise/test/models/recs/champion", Value="v1", Type="String")
-        yield {"s3": s3, "ssm": ssm}
+        try:
+            yield {"s3": s3, "ssm": ssm}
+        finally:
+            reset_clients()
+            server.stop()
 
 
 @pytest.fixture(scope="module")

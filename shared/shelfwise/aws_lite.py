@@ -1,0 +1,321 @@
+"""The two AWS calls serving makes at cold start, without the AWS SDK: S3 GetObject and SSM GetParameters.
+
+Why not boto3 here: importing boto3 and creating its S3 and SSM clients costs about 0.5 s of
+CPU in a fresh python3.12 interpreter on these machines (import 0.25 s, S3 client 0.19 s: it
+loads and indexes S3's whole service model and endpoint rule set), more than ONNX Runtime and
+numpy together, and serving needs two read-only calls of it. Everywhere else (ingest, training,
+monitoring, registry writes) boto3 stays the client (:mod:`shelfwise.aws`).
+
+The clients implement exactly the subset of boto3's interface that serving uses, with the same
+shapes, so the code calling them (:func:`shelfwise.bundle.download_bundle`,
+:meth:`shelfwise.registry.Registry.aliases`) works with either:
+
+* ``LiteS3.get_object(Bucket=, Key=)`` -> ``{"Body": <stream with read(n) and close()>}``
+* ``LiteSSM.get_parameters(Names=[...])`` -> ``{"Parameters": [...], "InvalidParameters": [...]}``
+* errors raise :class:`ClientError` with botocore's ``response["Error"]["Code"]`` shape, reachable
+  as ``client.exceptions.ClientError`` as in boto3.
+
+Requests are signed with Signature Version 4 (tests check the signature against botocore's own
+signer, byte for byte). Endpoints follow botocore's environment rules (``AWS_ENDPOINT_URL_<SERVICE>``,
+then ``AWS_ENDPOINT_URL``; otherwise the regional AWS endpoint), so the same code reaches AWS, moto
+server or LocalStack. Credentials come from the environment (what Lambda sets); without them
+:func:`available` is False and callers use boto3 instead. Connection errors, 5xx answers and
+throttling are retried with jittered exponential backoff, like botocore's ``standard`` mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import random
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+MAX_ATTEMPTS = 4
+CONNECT_TIMEOUT = 3.0
+READ_TIMEOUT = 20.0
+_RETRY_STATUS = {500, 502, 503, 504}
+_THROTTLING = {"Throttling", "ThrottlingException", "ThrottledException", "SlowDown", "RequestLimitExceeded"}
+
+
+class ClientError(Exception):
+    """An error answer from the service, shaped like botocore's ``ClientError``."""
+
+    def __init__(self, code: str, message: str, operation: str, status: int) -> None:
+        super().__init__(f"An error occurred ({code}) when calling the {operation} operation: {message}")
+        self.response = {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
+        self.operation_name = operation
+
+
+class _Exceptions:
+    ClientError = ClientError
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key: str
+    secret_key: str
+    token: str | None = None
+
+    @classmethod
+    def from_environment(cls) -> Credentials | None:
+        key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if not key or not secret:
+            return None
+        return cls(key, secret, os.environ.get("AWS_SESSION_TOKEN") or None)
+
+
+def region() -> str | None:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+
+
+def available() -> bool:
+    """Whether the lite clients can work here: credentials and region in the environment, and a
+    partition whose endpoints they know (commercial, GovCloud, China) or an explicit endpoint."""
+    reg = region()
+    if Credentials.from_environment() is None or not reg:
+        return False
+    return bool(os.environ.get("AWS_ENDPOINT_URL")) or reg.split("-")[0] in {
+        "af",
+        "ap",
+        "ca",
+        "cn",
+        "eu",
+        "il",
+        "me",
+        "mx",
+        "sa",
+        "us",
+    }
+
+
+def endpoint(service: str, reg: str) -> tuple[str, bool]:
+    """(base URL, custom) for ``service``: botocore's environment variables first, else AWS's."""
+    custom = os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}") or os.environ.get("AWS_ENDPOINT_URL")
+    if custom:
+        return custom.rstrip("/"), True
+    suffix = "amazonaws.com.cn" if reg.startswith("cn-") else "amazonaws.com"
+    return f"https://{service}.{reg}.{suffix}", False
+
+
+# --------------------------------------------------------------------------- Signature Version 4
+
+
+def _hmac(key: bytes, msg: str) -> bytes:
+    return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
+
+
+def sign(
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    service: str,
+    region: str,
+    credentials: Credentials,
+    now: datetime | None = None,
+) -> dict[str, str]:
+    """``headers`` plus ``X-Amz-Date``, the session token and ``Authorization`` (SigV4, header auth).
+
+    Every given header is signed. The path is used as given (already URI-encoded once, as S3
+    wants); the query string is canonicalised (sorted, each part encoded).
+    """
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    parts = urlsplit(url)
+    out = dict(headers)
+    out["X-Amz-Date"] = stamp
+    if credentials.token:
+        out["X-Amz-Security-Token"] = credentials.token
+    out.setdefault("Host", parts.netloc)
+    payload = out.get("X-Amz-Content-SHA256") or hashlib.sha256(body).hexdigest()
+    canonical = {k.lower(): " ".join(str(v).split()) for k, v in out.items()}
+    names = sorted(canonical)
+    query = "&".join(
+        sorted(
+            f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}"
+            for k, _, v in (p.partition("=") for p in parts.query.split("&") if p)
+        )
+    )
+    request = "\n".join(
+        [
+            method,
+            parts.path or "/",
+            query,
+            "".join(f"{n}:{canonical[n]}\n" for n in names),
+            ";".join(names),
+            payload,
+        ]
+    )
+    scope = f"{stamp[:8]}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(request.encode("utf-8")).hexdigest()]
+    )
+    key = _hmac(("AWS4" + credentials.secret_key).encode("utf-8"), stamp[:8])
+    for part in (region, service, "aws4_request"):
+        key = _hmac(key, part)
+    signature = hmac.new(key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    out["Authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+        f"SignedHeaders={';'.join(names)}, Signature={signature}"
+    )
+    return out
+
+
+# --------------------------------------------------------------------------- transport
+
+
+class _Body:
+    """A streaming response body: ``read(n)``; closes its connection at the end or on ``close()``."""
+
+    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+        self._conn, self._response = conn, response
+
+    def read(self, amt: int | None = None) -> bytes:
+        data = self._response.read(amt)
+        if not data or amt is None:
+            self.close()
+        return data
+
+    def close(self) -> None:
+        self._response.close()
+        self._conn.close()
+
+
+def _connection(url: str) -> tuple[http.client.HTTPConnection, str]:
+    parts = urlsplit(url)
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.netloc, timeout=CONNECT_TIMEOUT)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return conn, target
+
+
+def _error(status: int, data: bytes, operation: str) -> ClientError:
+    """Parse an S3 XML or a JSON-protocol error body (code, message); fall back to the status."""
+    text = data.decode("utf-8", "replace")
+    code = message = None
+    if text.lstrip().startswith("{"):
+        try:
+            doc = json.loads(text)
+            code = str(doc.get("__type", "")).rsplit("#", 1)[-1] or None
+            message = doc.get("message") or doc.get("Message")
+        except ValueError:
+            pass
+    else:
+        found = re.search(r"<Code>([^<]*)</Code>", text)
+        code = found.group(1) if found else None
+        found = re.search(r"<Message>([^<]*)</Message>", text)
+        message = found.group(1) if found else None
+    if code is None:
+        code = {403: "AccessDenied", 404: "NoSuchKey" if operation == "GetObject" else "NotFound"}.get(
+            status, str(status)
+        )
+    return ClientError(code, message or http.client.responses.get(status, ""), operation, status)
+
+
+class _Client:
+    service = ""
+    exceptions = _Exceptions
+
+    def __init__(self) -> None:
+        reg = region()
+        if not reg:
+            raise ValueError("AWS_REGION or AWS_DEFAULT_REGION must be set")
+        self.region = reg
+        self.base, self.custom_endpoint = endpoint(self.service, reg)
+
+    def _send(
+        self, method: str, url: str, headers: dict[str, str], body: bytes, operation: str
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send a signed request; return the open connection and response of a 2xx answer.
+
+        Retries connection errors, 5xx and throttling answers (up to MAX_ATTEMPTS, jittered
+        exponential backoff from 50 ms); other errors raise :class:`ClientError` at once.
+        """
+        last: Exception | None = None
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                time.sleep(random.uniform(0, 0.05 * 2**attempt))
+            credentials = Credentials.from_environment()  # read each time: they can be rotated
+            if credentials is None:
+                raise ClientError("NoCredentials", "no AWS credentials in the environment", operation, 0)
+            signed = sign(
+                method, url, headers, body, service=self.service, region=self.region, credentials=credentials
+            )
+            conn, target = _connection(url)
+            try:
+                conn.request(method, target, body=body or None, headers=signed)
+                if conn.sock is not None:
+                    conn.sock.settimeout(READ_TIMEOUT)
+                response = conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                last = exc
+                continue
+            if 200 <= response.status < 300:
+                return conn, response
+            data = response.read()
+            conn.close()
+            error = _error(response.status, data, operation)
+            if response.status in _RETRY_STATUS or error.response["Error"]["Code"] in _THROTTLING:
+                last = error
+                continue
+            raise error
+        if isinstance(last, ClientError):
+            raise last
+        raise ClientError("ConnectionError", f"{self.base}: {last}", operation, 0)
+
+
+class LiteS3(_Client):
+    """S3 GetObject, streaming."""
+
+    service = "s3"
+
+    def _url(self, bucket: str, key: str) -> str:
+        path = quote(key, safe="/-_.~")
+        if self.custom_endpoint or "." in bucket:
+            return f"{self.base}/{bucket}/{path}"  # path style: emulators, and dotted names under TLS
+        parts = urlsplit(self.base)
+        return f"{parts.scheme}://{bucket}.{parts.netloc}/{path}"
+
+    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        headers = {"X-Amz-Content-SHA256": hashlib.sha256(b"").hexdigest()}
+        conn, response = self._send("GET", self._url(Bucket, Key), headers, b"", "GetObject")
+        return {
+            "Body": _Body(conn, response),
+            "ContentLength": int(response.getheader("Content-Length") or -1),
+            "ETag": response.getheader("ETag"),
+        }
+
+
+class LiteSSM(_Client):
+    """SSM GetParameters (JSON 1.1 protocol)."""
+
+    service = "ssm"
+
+    def get_parameters(self, *, Names: list[str], WithDecryption: bool = False) -> dict[str, Any]:
+        body = json.dumps({"Names": list(Names), "WithDecryption": WithDecryption}).encode("utf-8")
+        headers = {
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": "AmazonSSM.GetParameters",
+        }
+        conn, response = self._send("POST", self.base + "/", headers, body, "GetParameters")
+        try:
+            return json.loads(response.read() or b"{}")
+        finally:
+            conn.close()
+
+
+CLIENTS: dict[str, type[_Client]] = {"s3": LiteS3, "ssm": LiteSSM}
