@@ -1,7 +1,7 @@
 """serve_recommendations: recommendations, similar items, search and health behind the HTTP API.
 
 Everything expensive happens once per execution environment, here at import (Lambda's init
-phase): settings, clients, the registry reader, the impression shipper and the first model load.
+phase): settings, clients, the registry reader, the impression sink and the first model load.
 Routes live in ``shelfwise.serving.http``; behaviour in ``shelfwise.serving``.
 """
 
@@ -15,7 +15,7 @@ from typing import Any  # noqa: E402
 
 from pydantic import BaseModel, Field, Json  # noqa: E402
 
-from shelfwise.aws import client, light_client  # noqa: E402
+from shelfwise.aws import light_client  # noqa: E402
 from shelfwise.registry import Registry  # noqa: E402
 from shelfwise.serving import ImpressionSink, ModelLoader, Recommender, ServingConfig, ServingRules  # noqa: E402
 from shelfwise.settings import load_settings  # noqa: E402
@@ -27,7 +27,6 @@ class Settings(BaseModel):
     models_bucket: str = Field(min_length=3)
     model_name: str = Field(min_length=1)
     shelfwise_env: str = Field(min_length=1)
-    impressions_stream: str = Field(min_length=1)
     alias_ttl_seconds: float = Field(default=30.0, ge=0)
     model_cache_dir: str = "/tmp/shelfwise/models"
     serving_rules: Json[ServingRules] = ServingRules()
@@ -52,7 +51,7 @@ recommender = Recommender(
     config,
     ModelLoader(_s3, settings.models_bucket, settings.model_name, settings.model_cache_dir),
     registry.aliases,
-    ImpressionSink(lambda: client("firehose"), settings.impressions_stream),
+    ImpressionSink(),  # one served-list line per list on stdout (the subscription ships it)
 )
 # Aliases and bundle download start now; the HTTP layer below is imported and built meanwhile.
 models_loaded = recommender.start_in_background()

@@ -4,7 +4,8 @@ template.yaml runs in the local runtime (embedded moto by default, or LocalStack
 that the demo drives and the simulated shop follows:
 
     shop exports -> RawBucket raw/ -> ingest -> train v1 (champion)
-    -> traffic through the HTTP API (impressions and feedback -> Firehose -> raw -> ingest),
+    -> traffic through the HTTP API (feedback -> Firehose -> raw -> ingest; impressions as
+       served-list log lines -> subscription filter -> Firehose -> raw -> ingest),
        ComputeMetrics and PromoteModel every 5 minutes
     -> "yesterday's" export + feedback -> train v2 -> canary 10% -> 50% -> 100% -> promoted
     -> broken v3 (v2 with shuffled item scores) -> canary -> alarm -> RollbackModelFunction (SNS)
@@ -304,7 +305,7 @@ class Demo:
 
     def window(self, n: int, stop: Callable[[Any], bool] | None = None) -> Counts:
         """Serve ``n`` requests over the next 5-minute window (five 1-minute steps), post the
-        feedback, ship the impressions, and advance to the next window: the schedules fire.
+        feedback, and advance to the next window: impressions are delivered, the schedules fire.
 
         ``stop(aliases)``, checked before each minute, ends the traffic of this window early (the
         clock still runs to its end): e.g. once the broken model is out, the rest of its last window
@@ -336,9 +337,8 @@ class Demo:
                 self.rt.advance(60)
         for i in range(0, len(feedback), 500):
             self.http.post_events(feedback[i : i + 500])
-        module = self._serve_module()
-        if module is not None:
-            module.recommender.impressions.flush()
+        # Its first pump hands the served-list log lines of this window to the impressions stream
+        # (the subscription filter), before any schedule fires.
         self.rt.advance(60)
         self.requests += counts.total
         self.errors += counts.errors

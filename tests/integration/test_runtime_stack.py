@@ -306,3 +306,41 @@ def test_alarm_queries_see_data_put_straight_to_the_emulator(rt: LocalRuntime) -
         assert len(calls) == queried  # answered from the last query: nothing new was put
     else:
         assert len(calls) == queried + 1
+
+
+def _objects(rt: LocalRuntime, prefix: str) -> list[bytes]:
+    bucket = rt.physical_name("DataBucket")
+    deadline = time.monotonic() + 30  # LocalStack's Firehose flushes on its own (wall-clock) interval
+    keys: list[str] = []
+    while not keys and time.monotonic() < deadline:
+        keys = [o["Key"] for o in rt.s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+        if not keys:
+            time.sleep(0.5)
+    return [rt.s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys]
+
+
+def test_subscription_filters_deliver_matching_output_lines_to_firehose(rt: LocalRuntime) -> None:
+    import gzip
+
+    lines = [
+        '{"kind": "keep", "n": 2}',
+        '{"kind": "keep", "n": 1}',
+        "plain text, not JSON",
+        '{"kind": "drop", "n": 5}',
+        '{"kind": "keep", "n": 3, "extra": [1, 2]}',
+    ]
+    assert rt.invoke("LogsFunction", {"lines": lines}) == {"printed": 5}
+    assert not rt.s3.list_objects_v2(Bucket=rt.physical_name("DataBucket"), Prefix="subscribed/").get(
+        "Contents"
+    )  # delivered at the next pump, as Firehose delivers after its buffer interval
+    rt.pump()
+    # Decompression + message extraction + delimiter: the matching messages, one per line.
+    kept = b"".join(_objects(rt, "subscribed/kept/")).decode()
+    assert kept.splitlines() == [lines[0], lines[4]]
+    assert kept.endswith("\n")
+    # No processors: the CloudWatch Logs envelope, gzip'd, with every line (empty pattern).
+    envelopes = [json.loads(gzip.decompress(blob)) for blob in _objects(rt, "subscribed/all/")]
+    assert [e["message"] for env in envelopes for e in env["logEvents"]] == lines
+    assert envelopes[0]["messageType"] == "DATA_MESSAGE"
+    assert envelopes[0]["logGroup"] == f"/aws/lambda/{rt.physical_name('LogsFunction')}"
+    assert envelopes[0]["subscriptionFilters"] == ["AllLinesFilter"]

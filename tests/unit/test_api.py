@@ -53,7 +53,6 @@ ENV = {
     "MODELS_BUCKET": "models",
     "MODEL_NAME": "recs",
     "SHELFWISE_ENV": "test",
-    "IMPRESSIONS_STREAM": "events",
     "EVENTS_STREAM": "events",
     "ALIAS_TTL_SECONDS": "3600",
 }
@@ -98,9 +97,7 @@ def aws(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Iterator[
 
 @pytest.fixture(scope="module")
 def serve(aws: dict[str, Any]) -> Iterator[ModuleType]:
-    module = load_app("serve_recommendations")
-    yield module
-    module.recommender.impressions.flush()  # while moto is still up: nothing left to ship after it
+    yield load_app("serve_recommendations")
 
 
 @pytest.fixture(scope="module")
@@ -186,17 +183,17 @@ def test_similar_search_and_health(serve: ModuleType, lambda_context: Any) -> No
     assert status == 200 and body["status"] == "ok" and body["models"][0]["version"] == "v1"
 
 
-def test_impressions_are_shipped_to_raw(serve: ModuleType, aws: dict[str, Any], lambda_context: Any) -> None:
+def test_each_served_list_is_logged_as_one_served_list_line(
+    serve: ModuleType, lambda_context: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
     _, _, body = call(serve, event("apigw_get_user_recommendations"), lambda_context)
-    assert serve.recommender.impressions.flush() >= 1
-    objects = aws["s3"].list_objects_v2(Bucket="raw", Prefix="raw/events/")["Contents"]
-    rows = [
-        json.loads(line)
-        for o in objects
-        for line in aws["s3"].get_object(Bucket="raw", Key=o["Key"])["Body"].read().decode().splitlines()
-    ]
-    mine = [r for r in rows if r["recommendation_id"] == body["recommendation_id"]]
-    assert [r["item_id"] for r in mine] == [i["item_id"] for i in body["items"]]
+    docs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    served = [d for d in docs if d.get("shelfwise") == "served_list"]
+    assert len(served) == 1  # the EMF line is the other one
+    assert served[0]["recommendation_id"] == body["recommendation_id"]
+    assert served[0]["items"] == [i["item_id"] for i in body["items"]]
+    assert served[0]["variant"] == body["variant"] and served[0]["model_version"] == body["model_version"]
 
 
 def test_openapi_is_served_and_committed_copy_is_in_sync(serve: ModuleType, lambda_context: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import threading
@@ -29,7 +30,7 @@ from shelfwise.serving import (
     ServingConfig,
     ServingRules,
 )
-from shelfwise.serving.impressions import encode, impression_rows
+from shelfwise.serving.impressions import ServedListError, impression_rows, served_list_line, served_list_rows
 from shelfwise_local.bench.serve import build_synthetic_bundle
 
 N, D, USERS = 300, 8, 40
@@ -273,98 +274,38 @@ def test_search_matches_titles_and_reranks_candidates(remote: Path, tmp_path: Pa
     assert rec.search(query="zzzz-nothing", k=5).items == []
 
 
-@mock_aws
-def test_impressions_reach_raw_bucket_as_native_rows(remote: Path, tmp_path: Path) -> None:
-    s3 = boto3.client("s3", region_name="eu-west-1")
-    s3.create_bucket(Bucket="raw", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-    firehose = boto3.client("firehose", region_name="eu-west-1")
-    firehose.create_delivery_stream(
-        DeliveryStreamName="events",
-        ExtendedS3DestinationConfiguration={
-            "RoleARN": "arn:aws:iam::123456789012:role/firehose",
-            "BucketARN": "arn:aws:s3:::raw",
-            "Prefix": "raw/events/",
-        },
-    )
-    sink = ImpressionSink(firehose, "events", background=False)
+def test_every_served_list_is_one_log_line_with_its_impressions(remote: Path, tmp_path: Path) -> None:
+    out = io.StringIO()
+    sink = ImpressionSink(out)
     rec = _recommender(remote, tmp_path, Aliased(champion="v1"), impressions=sink)
     a = rec.recommend(user_id="user-000001", k=4)
-    b = rec.recommend(session_id="s", history=[HistoryEvent(a.items[0].item_id, "click")], k=3)
-    assert sink.pending() == 2
-    assert sink.flush() == 2 and sink.pending() == 0
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="raw")["Contents"]]
-    assert keys and all(k.startswith("raw/events/") for k in keys)
-    rows = [
-        json.loads(line)
-        for k in keys
-        for line in s3.get_object(Bucket="raw", Key=k)["Body"].read().decode().splitlines()
-    ]
-    assert len(rows) == 7
-    first = [r for r in rows if r["recommendation_id"] == a.recommendation_id]
-    assert [r["position"] for r in first] == [0, 1, 2, 3]
-    assert [r["item_id"] for r in first] == [i.item_id for i in a.items]
-    assert all(
-        r["event_type"] == "impression" and r["variant"] == "champion" and r["model_version"] == "v1"
-        for r in rows
-    )
-    assert all("user_id" not in r and r["session_id"] == r["recommendation_id"] for r in rows)
-    assert {r["properties"]["endpoint"] for r in rows} == {"recommendations"}
-    assert len({r["event_id"] for r in rows}) == 7
-    assert b.recommendation_id in {r["recommendation_id"] for r in rows}
+    b = rec.recommend(session_id="s-secret", history=[HistoryEvent(a.items[0].item_id, "click")], k=3)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and sink.recorded == 2 and sink.pending() == 0
+    docs = [json.loads(line) for line in lines]
+    assert all(d["shelfwise"] == "served_list" and d["endpoint"] == "recommendations" for d in docs)
+    assert [d["recommendation_id"] for d in docs] == [a.recommendation_id, b.recommendation_id]
+    assert docs[0]["items"] == [i.item_id for i in a.items] and docs[0]["k"] == 4
+    assert docs[0]["scores"] == [round(i.score, 6) for i in a.items]
+    assert (docs[0]["variant"], docs[0]["model_version"]) == ("champion", "v1")
+    # No personal data: neither the user nor the session id is written.
+    assert "user-000001" not in out.getvalue() and "s-secret" not in out.getvalue()
+    rows = [r for d in docs for r in served_list_rows(d)]
+    assert len(rows) == 7 and len({r["event_id"] for r in rows}) == 7
+    assert [r["position"] for r in rows[:4]] == [0, 1, 2, 3]
+    assert all(r["session_id"] == r["recommendation_id"] and "user_id" not in r for r in rows)
 
 
-class FlakyFirehose:
-    """put_record_batch that fails the first record once (a throttled shard), then accepts."""
-
-    def __init__(self) -> None:
-        self.calls: list[int] = []
-
-    def put_record_batch(self, DeliveryStreamName: str, Records: list[dict[str, bytes]]) -> dict[str, Any]:
-        self.calls.append(len(Records))
-        if len(self.calls) == 1:
-            responses = [{"ErrorCode": "ServiceUnavailableException"}] + [{"RecordId": "x"}] * (
-                len(Records) - 1
-            )
-            return {"FailedPutCount": 1, "RequestResponses": responses}
-        return {"FailedPutCount": 0, "RequestResponses": [{"RecordId": "x"}] * len(Records)}
-
-
-def test_impression_sink_retries_failed_records_and_bounds_its_buffer() -> None:
-    fh = FlakyFirehose()
-    # Records of at most one served list each (a list encodes to ~600 bytes), so a record fails alone.
-    sink = ImpressionSink(fh, "s", background=False, max_buffer=3, max_record_bytes=700)
-    for i in range(5):
-        sink.record((f"r{i}", "champion", "v1", "recommendations", 2, 0.0, ["a", "b"], [1.0, 0.5]))
-    assert sink.dropped == 2 and sink.pending() == 3
-    assert sink.flush() == 3
-    assert fh.calls == [3, 1] and sink.sent == 3
-
-
-class RecordingFirehose:
-    """put_record_batch that keeps every record's bytes."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[bytes]] = []
-
-    def put_record_batch(self, DeliveryStreamName: str, Records: list[dict[str, bytes]]) -> dict[str, Any]:
-        self.batches.append([r["Data"] for r in Records])
-        return {"FailedPutCount": 0, "RequestResponses": [{"RecordId": "x"}] * len(Records)}
-
-
-def test_impression_sink_packs_served_lists_into_records_within_the_limit() -> None:
-    fh = RecordingFirehose()
-    sink = ImpressionSink(fh, "s", background=False, max_records=50, max_record_bytes=4000)
-    served = [
-        (f"r{i}", "champion", "v1", "recommendations", 3, 0.0, ["a", "b", "c"], [1.0, 0.5, 0.2])
-        for i in range(120)
-    ]
-    for s in served:
-        sink.record(s)
-    assert sink.flush() == 120 and sink.sent == 120
-    assert [sum(r.count(b"\n") for r in batch) for batch in fh.batches] == [150, 150, 60]
-    records = [r for batch in fh.batches for r in batch]
-    assert all(len(r) <= 4000 for r in records) and len(records) < 120
-    assert b"".join(records) == b"".join(encode(s) for s in served)  # same lines, same order
+def test_the_sink_writes_to_stdout_at_call_time_and_never_raises(capsys: pytest.CaptureFixture[str]) -> None:
+    sink = ImpressionSink()
+    sink.record(("r", "champion", "v1", "search", 1, 0.0, ["a"], [1.0]))
+    assert json.loads(capsys.readouterr().out)["items"] == ["a"]
+    # A list that breaks the contract is still written: the ingest quarantines it, nothing is lost.
+    sink.record(("r", "champion", "v1", "search", 1, 0.0, ["a", "b"], [1.0]))
+    assert json.loads(capsys.readouterr().out)["scores"] == [1.0]
+    # Only what cannot be written at all is dropped (and counted), never raised into the request.
+    sink.record(("r", "champion", "v1", "search", 1, 0.0, [object()], [1.0]))  # type: ignore[list-item]
+    assert (sink.recorded, sink.dropped) == (2, 1) and capsys.readouterr().out == ""
 
 
 def test_impression_rows_follow_the_contract() -> None:
@@ -374,25 +315,49 @@ def test_impression_rows_follow_the_contract() -> None:
     assert rows[0]["event_id"] != rows[1]["event_id"]
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     rec_id=st.text(min_size=1, max_size=40),
-    items=st.lists(st.text(min_size=1, max_size=30), max_size=8),
-    score=st.floats(allow_nan=False, allow_infinity=False, width=32),
+    items=st.lists(st.text(min_size=1, max_size=30), min_size=1, max_size=8),
+    scores=st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=8, max_size=8),
+    ts=st.floats(min_value=0, max_value=4e9),
 )
-def test_encoded_lines_equal_the_rows(rec_id: str, items: list[str], score: float) -> None:
-    served = (
-        rec_id,
-        "fallback",
-        "popularity@v1",
-        "similar",
-        8,
-        1_800_000_000.123,
-        items,
-        [score] * len(items),
-    )
-    lines = encode(served).decode("utf-8", "surrogatepass").splitlines()
-    assert [json.loads(line) for line in lines] == impression_rows(served)
+def test_a_served_list_line_expands_to_exactly_the_impression_rows(
+    rec_id: str, items: list[str], scores: list[float], ts: float
+) -> None:
+    """The contract between serving and the ingest: line -> rows == impression_rows(served)."""
+    served = (rec_id, "fallback", "popularity@v1", "similar", 8, ts, items, scores[: len(items)])
+    line = served_list_line(served)
+    assert line.endswith("\n") and "\n" not in line[:-1]  # one log event
+    assert served_list_rows(json.loads(line)) == impression_rows(served)
+
+
+def test_a_non_finite_score_keeps_the_line_valid_json() -> None:
+    line = served_list_line(("r", "champion", "v1", "search", 2, 0.0, ["a", "b"], [float("nan"), 0.5]))
+    doc = json.loads(line)  # strict JSON: no NaN token
+    assert doc["scores"] == [None, 0.5] and "NaN" not in line
+    assert [r["score"] for r in served_list_rows(doc)] == [None, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"scores": [0.5]}, "2 items but 1 scores"),
+        ({"items": "ab"}, "must be lists"),
+        ({"items": [], "scores": []}, "1 to 500 items"),
+        ({"items": ["a"] * 501, "scores": [0.1] * 501}, "1 to 500 items"),
+        ({"items": ["a", 7]}, "item ids must be strings"),
+        ({"scores": [0.5, "high"]}, "scores must be numbers"),
+        ({"scores": [0.5, True]}, "scores must be numbers"),
+        ({"k": "2"}, "k must be an integer"),
+        ({"recommendation_id": None}, "recommendation_id must be a string"),
+    ],
+)
+def test_a_broken_served_list_is_refused_whole(change: dict[str, Any], message: str) -> None:
+    doc = json.loads(served_list_line(("r", "champion", "v1", "search", 2, 0.0, ["a", "b"], [0.9, 0.5])))
+    doc.update(change)
+    with pytest.raises(ServedListError, match=message):
+        served_list_rows(doc)
 
 
 def test_neighbour_and_popularity_bundles_are_served_like_factor_ones(tmp_path: Path) -> None:
@@ -444,20 +409,6 @@ def test_neighbour_and_popularity_bundles_are_served_like_factor_ones(tmp_path: 
     out = rec.recommend(session_id="s", history=[HistoryEvent("i007", "view")], k=3)
     order = np.argsort(-np.where(mask, -np.inf, items["popularity"]), kind="stable")[:3]
     assert out.model_version == "pop" and [i.item_id for i in out.items] == items["item_id"][order].tolist()
-
-
-def test_impression_sink_creates_its_client_on_first_flush() -> None:
-    made: list[FlakyFirehose] = []
-
-    def factory() -> FlakyFirehose:
-        made.append(FlakyFirehose())
-        return made[-1]
-
-    sink = ImpressionSink(factory, "s", background=False)
-    sink.record(("r", "champion", "v1", "search", 1, 0.0, ["a"], [1.0]))
-    assert made == []
-    sink.flush()
-    assert len(made) == 1 and made[0].calls
 
 
 @mock_aws

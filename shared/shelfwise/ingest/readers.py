@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from shelfwise.events import NATIVE_COLUMNS
 from shelfwise.ingest.errors import CorruptInputError
+from shelfwise.serving.impressions import ServedListError, is_served_list, served_list_rows
 
 BLOCK_BYTES = 8 << 20
 # A single line may be this long (a 10 MB line is fine); longer is a corrupt file, not a row.
@@ -267,6 +268,9 @@ def read_jsonl_chunks(path: Path, batch_lines: int = JSONL_BATCH_LINES) -> Itera
     """JSON Lines of native events (the ``/events`` API's format), parsed line by line.
 
     Unknown keys are merged into ``properties``; a line that is not a JSON object is malformed.
+    A served-list line (``{"shelfwise": "served_list", ...}``, serving's impression log line)
+    becomes its impression rows, all numbered with the line's number; a broken one is quarantined
+    whole as ``malformed_served_list``.
     This path runs Python per line (JSON Lines come from the API and are small); bulk logs
     should be CSV or Parquet.
     """
@@ -306,6 +310,20 @@ def read_jsonl_chunks(path: Path, batch_lines: int = JSONL_BATCH_LINES) -> Itera
                 continue
             if not isinstance(obj, dict):
                 malformed.append(Malformed(line_no, "malformed_row", text.rstrip("\r\n")))
+                continue
+            if is_served_list(obj):
+                # One served list (serving's log line, docs/contracts.md): its impression rows.
+                try:
+                    expanded = served_list_rows(obj)
+                except ServedListError:
+                    malformed.append(Malformed(line_no, "malformed_served_list", text.rstrip("\r\n")))
+                    continue
+                for impression in expanded:
+                    rows.append({k: _json_value(v) for k, v in impression.items()})
+                    lines.append(line_no)
+                if len(rows) + len(malformed) >= batch_lines:
+                    yield _jsonl_chunk(rows, lines, malformed)
+                    rows, lines, malformed = [], [], []
                 continue
             row: dict[str, object] = {
                 k: _json_value(v) for k, v in obj.items() if k in known and k != "properties"

@@ -83,5 +83,6 @@ REASONS: tuple[str, ...] = (
     "negative_quantity",
     "invalid_position",
     "oversize_field",
+    "malformed_served_list",  # a served-list line that breaks its contract (filed whole)
 )
 REASON_CODE = {name: code for code, name in enumerate(REASONS) if name}

@@ -1,43 +1,58 @@
-"""Server-side impression records, buffered and shipped to Kinesis Data Firehose off the hot path.
+"""Server-side impressions: one structured log line per served list, shipped by CloudWatch Logs.
 
-A served list costs the request one ``deque.append`` of a tuple (about a microsecond); a daemon
-thread turns buffered lists into native-schema JSON lines (one ``impression`` row per item, as
-docs/contracts.md says) and sends them with ``put_record_batch``, several served lists per Firehose
-record. Firehose concatenates records into objects under ``raw/events/`` of the raw bucket, where the
-ingest picks them up like any JSON Lines file.
+A served list costs the request one compact JSON line written to stdout (``served_list_line``,
+about 10-20 microseconds of CPU for 20 items; no thread, no client, no buffer). In Lambda, stdout
+is the function's log group; the template's subscription filter ``{ $.shelfwise = "served_list" }``
+hands those lines, and only those, to a Firehose stream that decompresses them, extracts the
+messages and writes them, one per line, under ``raw/impressions/`` of the raw bucket. The ingest
+expands each line into the native ``impression`` rows (``served_list_rows``): one per item, the
+same rows ``impression_rows`` defines, so monitoring and training see what they always saw.
 
-Trade-off, deliberately taken: Lambda freezes the thread between invocations and may discard the
-environment, so up to ``max_age_seconds`` of impressions (or one batch) can be lost when an
-environment is reclaimed. Rows carry no personal data: ``session_id`` is the recommendation id
-itself (the schema wants one of user_id/session_id), the join key monitoring uses.
+Why a log line rather than an in-process buffer shipped by a thread: Lambda freezes the
+environment between invocations, so a shipper thread only runs while a request is being handled
+and takes the GIL from it (it cost the handler's p99 several milliseconds), and a reclaimed
+environment lost its unsent buffer. A log line is written synchronously and is durable once
+written. Rows carry no personal data: ``session_id`` is the recommendation id itself (the schema
+wants one of user_id/session_id), the join key monitoring uses.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
-import time
-from collections import deque
-from collections.abc import Callable, Sequence
+import math
+import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from shelfwise.events import SCHEMA_VERSION, derive_event_id
 from shelfwise.observability import logger
 
-MAX_BATCH_RECORDS = 500  # PutRecordBatch limit
-MAX_BATCH_BYTES = 4 * 1024 * 1024 - 64 * 1024  # 4 MiB limit, with headroom
-MAX_RECORD_BYTES = 1000 * 1024 - 16 * 1024  # 1,000 KiB per record, with headroom
+# The marker key and value of a served-list line (the subscription filter matches on them).
+MARKER_KEY = "shelfwise"
+SERVED_LIST = "served_list"
+FILTER_PATTERN = '{ $.shelfwise = "served_list" }'
+# A served list never has more items than `k` allows (the API caps k at 500).
+MAX_SERVED_ITEMS = 500
 
 # (recommendation_id, variant, model_version, endpoint, k, epoch seconds, item ids, scores)
 Served = tuple[str, str, str, str, int, float, Sequence[str], Sequence[float]]
 
 
+def _stamp(ts: float) -> str:
+    """ISO 8601 UTC with milliseconds and a ``Z``: the impression rows' timestamp spelling."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def impression_rows(served: Served) -> list[dict[str, Any]]:
-    """The native-schema impression rows of one served list, one per item, positions 0-based."""
+    """The native-schema impression rows of one served list, one per item, positions 0-based.
+
+    The reference definition of what a served list becomes in ``raw/``: the ingest's expansion of
+    a served-list line (``served_list_rows``) must give exactly these rows.
+    """
     rec_id, variant, version, endpoint, k, ts, items, scores = served
-    stamp = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    stamp = _stamp(ts)
     props = {"endpoint": endpoint, "k": k, "schema_version": SCHEMA_VERSION}
     return [
         {
@@ -57,174 +72,162 @@ def impression_rows(served: Served) -> list[dict[str, Any]]:
     ]
 
 
-def _json_string(text: str) -> str:
-    """``json.dumps(text)``, without the encoder's overhead for the plain ids that are the rule."""
-    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
-        return f'"{text}"'
-    return json.dumps(text)
+_SCORE_FORMATS: dict[int, str] = {}  # n -> "%.6f,%.6f,..." (n times): one format op per list
 
 
-def encode(served: Served) -> bytes:
-    """Newline-delimited JSON of one served list; same rows as impression_rows, same bytes.
+def _plain(text: str) -> bool:
+    """Whether ``text`` is its own JSON string body (printable ASCII, no quote or backslash)."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
-    Hand-assembled from pre-encoded parts: it runs on the shipper thread, and every microsecond it
-    holds the GIL is a microsecond a request in the same environment may wait. The event ids are
-    ``derive_event_id("impression", rec_id, pos)``, with the hash of the common prefix computed once.
+
+def served_list_line(served: Served) -> str:
+    """The served-list log line (compact JSON, newline-terminated) of one served list.
+
+    Scores have 6 decimals, as the impression rows carry them (``"%.6f"`` parses back to exactly
+    ``round(score, 6)``). Hand-assembled, because it runs on every request: the usual ids and
+    scores cost about a third of ``json.dumps`` (whose float formatting dominates). Anything
+    unusual (ids needing escapes, a non-finite score, no items) takes ``json.dumps``; a non-finite
+    score is written as ``null``, as the line must stay valid JSON or the subscription filter
+    would not match it and the whole list would be lost.
     """
     rec_id, variant, version, endpoint, k, ts, items, scores = served
-    stamp = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    rid = json.dumps(rec_id)
-    common = f'","event_type":"impression","session_id":{rid},"item_id":'
-    tail = (
-        f',"timestamp":"{stamp}","recommendation_id":{rid},"variant":{json.dumps(variant)},'
-        f'"model_version":{json.dumps(version)},"properties":'
-        + json.dumps({"endpoint": endpoint, "k": k, "schema_version": SCHEMA_VERSION}, separators=(",", ":"))
-    )
-    prefix = hashlib.blake2b(digest_size=12)
-    prefix.update(b"impression\x1e" + str(rec_id).encode("utf-8", "surrogatepass") + b"\x1e")
-    lines = []
-    for pos, (item, score) in enumerate(zip(items, scores, strict=True)):
-        h = prefix.copy()
-        h.update(b"%d\x1e" % pos)
-        lines.append(
-            f'{{"event_id":"{h.hexdigest()}{common}{_json_string(item)}{tail}'
-            f',"position":{pos},"score":{round(float(score), 6)!r}}}\n'
+    n = len(items)
+    if (
+        n
+        and n == len(scores)
+        and type(k) is int
+        and math.isfinite(sum(scores))
+        and _plain("".join(items) + rec_id + variant + version + endpoint)
+    ):
+        fmt = _SCORE_FORMATS.get(n)
+        if fmt is None:
+            fmt = _SCORE_FORMATS.setdefault(n, ",".join(["%.6f"] * n))
+        ids = '","'.join(items)
+        return (
+            f'{{"{MARKER_KEY}":"{SERVED_LIST}","schema_version":{SCHEMA_VERSION},'
+            f'"recommendation_id":"{rec_id}","variant":"{variant}","model_version":"{version}",'
+            f'"endpoint":"{endpoint}","k":{k},"timestamp":"{_stamp(ts)}",'
+            f'"items":["{ids}"],"scores":[{fmt % tuple(scores)}]}}\n'
         )
-    return "".join(lines).encode("utf-8", "surrogatepass")
+    doc = {
+        MARKER_KEY: SERVED_LIST,
+        "schema_version": SCHEMA_VERSION,
+        "recommendation_id": rec_id,
+        "variant": variant,
+        "model_version": version,
+        "endpoint": endpoint,
+        "k": k,
+        "timestamp": _stamp(ts),
+        "items": list(items),
+        "scores": [round(float(s), 6) if math.isfinite(s) else None for s in scores],
+    }
+    return json.dumps(doc, separators=(",", ":")) + "\n"
 
 
 class ImpressionSink:
-    """Buffers served lists and ships them to a Firehose delivery stream in batches."""
+    """Records served lists as served-list log lines on stdout (or on the stream given).
 
-    def __init__(
-        self,
-        firehose: Any,
-        stream_name: str,
-        *,
-        max_records: int = 200,
-        max_age_seconds: float = 2.0,
-        max_buffer: int = 20_000,
-        max_record_bytes: int = MAX_RECORD_BYTES,
-        background: bool = True,
-        clock: Callable[[], float] = time.monotonic,
-        on_result: Callable[[int, int], None] | None = None,
-    ) -> None:
-        # A client, or a zero-argument factory called on the first flush (keeps client creation
-        # off the cold start: it happens on the shipper thread).
-        self._firehose, self.stream_name = firehose, stream_name
-        self.max_records = min(max_records, MAX_BATCH_RECORDS)
-        self.max_age_seconds = max_age_seconds
-        self.max_record_bytes = min(max_record_bytes, MAX_RECORD_BYTES)
-        self._buffer: deque[Served] = deque()
-        self._max_buffer = max_buffer
-        self._clock = clock
-        self._oldest: float | None = None
-        self._wake = threading.Event()
-        self._flush_lock = threading.Lock()
-        self._on_result = on_result
-        self.sent = 0
+    ``record`` is the hot path: format one line, one ``write``. The stream is looked up at every
+    call when none was given, so a redirected ``sys.stdout`` (the local runtime captures each
+    invocation's output that way) is honoured. Lambda's Python runtime writes stdout unbuffered:
+    one ``write`` of the whole line is one log event.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+        self.recorded = 0
         self.dropped = 0
-        self._thread: threading.Thread | None = None
-        if background:
-            self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
-            self._thread.start()
-
-    @property
-    def firehose(self) -> Any:
-        if callable(self._firehose) and not hasattr(self._firehose, "put_record_batch"):
-            self._firehose = self._firehose()
-        return self._firehose
 
     def record(self, served: Served) -> None:
-        """Queue one served list (hot path: no I/O, no serialisation)."""
-        if len(self._buffer) >= self._max_buffer:
-            self._buffer.popleft()
+        """Write the served list's line; never raises into the request (a failure is logged)."""
+        try:
+            line = served_list_line(served)
+            (self._stream or sys.stdout).write(line)
+        except Exception as exc:
             self.dropped += 1
-        self._buffer.append(served)
-        if self._oldest is None:
-            self._oldest = self._clock()
-        if len(self._buffer) >= self.max_records:
-            self._wake.set()
+            logger.warning("impression not recorded", extra={"error": str(exc)})
+            return
+        self.recorded += 1
 
     def pending(self) -> int:
-        return len(self._buffer)
+        """Served lists held in the process: none (each is written when it is served)."""
+        return 0
 
-    def due(self) -> bool:
-        """Whether the buffer should be shipped now (full, or its oldest entry is too old)."""
-        if not self._buffer:
-            return False
-        old = self._oldest is not None and self._clock() - self._oldest >= self.max_age_seconds
-        return old or len(self._buffer) >= self.max_records
 
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(timeout=max(self.max_age_seconds / 2, 0.05))
-            self._wake.clear()
-            if self.due():
-                try:
-                    self.flush()
-                except Exception:  # keep the shipper alive whatever one batch does
-                    logger.exception("impression flush failed")
+# ---------------------------------------------------------------- the ingest side
 
-    def flush(self) -> int:
-        """Ship everything buffered now; returns the number of served lists delivered.
 
-        Several served lists share one Firehose record (up to ``max_record_bytes``): Firehose
-        writes record bytes to S3 as they are, so the objects hold the same JSON lines, and
-        botocore serialises a few large blobs instead of hundreds of small ones, which was most
-        of a flush's CPU (time the shipper thread holds the GIL).
-        """
-        with self._flush_lock:
-            delivered = 0
-            while self._buffer:
-                records: list[tuple[bytes, int]] = []  # (newline-delimited lists, lists in it)
-                parts: list[bytes] = []
-                part_size = size = lists = 0
-                while self._buffer and lists < self.max_records:
-                    time.sleep(0)  # hand the GIL to a waiting request between lists
-                    data = encode(self._buffer[0])
-                    if size + len(data) > MAX_BATCH_BYTES and lists:
-                        break
-                    if parts and part_size + len(data) > self.max_record_bytes:
-                        records.append((b"".join(parts), len(parts)))
-                        parts, part_size = [], 0
-                    self._buffer.popleft()
-                    parts.append(data)
-                    part_size += len(data)
-                    size += len(data)
-                    lists += 1
-                if parts:
-                    records.append((b"".join(parts), len(parts)))
-                self._oldest = self._clock() if self._buffer else None
-                delivered += self._send(records)
-            return delivered
+class ServedListError(ValueError):
+    """A served-list line that breaks its contract (the message says how); quarantined whole."""
 
-    def _send(self, batch: list[tuple[bytes, int]]) -> int:
-        """Put the records (retrying failed ones once); counts delivered and dropped lists."""
-        pending = batch
-        for attempt in range(2):
-            records = [{"Data": data} for data, _ in pending]
-            try:
-                resp = self.firehose.put_record_batch(DeliveryStreamName=self.stream_name, Records=records)
-            except Exception as exc:
-                logger.warning(
-                    "impression batch not delivered", extra={"records": len(records), "error": str(exc)}
-                )
-                break
-            if not int(resp.get("FailedPutCount", 0)):
-                pending = []
-                break
-            pending = [
-                rec
-                for rec, res in zip(pending, resp["RequestResponses"], strict=True)
-                if res.get("ErrorCode")
-            ]
-            if attempt == 1:
-                break
-        failed = sum(n for _, n in pending)
-        sent = sum(n for _, n in batch) - failed
-        self.sent += sent
-        self.dropped += failed
-        if self._on_result is not None:
-            self._on_result(sent, failed)
-        return sent
+
+def is_served_list(doc: Any) -> bool:
+    """Whether a parsed JSON line is a served-list line (rather than a native event)."""
+    return isinstance(doc, dict) and doc.get(MARKER_KEY) == SERVED_LIST
+
+
+def _str_field(doc: dict[str, Any], name: str) -> str:
+    value = doc.get(name)
+    if not isinstance(value, str):
+        raise ServedListError(f"{name} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _int_field(doc: dict[str, Any], name: str) -> int:
+    value = doc.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ServedListError(f"{name} must be an integer, got {type(value).__name__}")
+    return value
+
+
+def served_list_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The native impression rows of a parsed served-list line: ``impression_rows`` of its list.
+
+    Checks the line's structure (types, items and scores of equal length, 1 to 500 items) and
+    raises ``ServedListError`` when it is broken, so the whole line is quarantined rather than
+    half-expanded. Values (timestamp range, id lengths) are left to the ingest's row validation,
+    like every other row. Unknown keys are ignored. Event ids are
+    ``derive_event_id("impression", recommendation_id, position)``, with the hash of the common
+    prefix computed once per list.
+    """
+    rec_id = _str_field(doc, "recommendation_id")
+    variant = _str_field(doc, "variant")
+    version = _str_field(doc, "model_version")
+    endpoint = _str_field(doc, "endpoint")
+    stamp = _str_field(doc, "timestamp")
+    k = _int_field(doc, "k")
+    schema_version = _int_field(doc, "schema_version")
+    items, scores = doc.get("items"), doc.get("scores")
+    if not isinstance(items, list) or not isinstance(scores, list):
+        raise ServedListError("items and scores must be lists")
+    if len(items) != len(scores):
+        raise ServedListError(f"{len(items)} items but {len(scores)} scores")
+    if not 1 <= len(items) <= MAX_SERVED_ITEMS:
+        raise ServedListError(f"a served list has 1 to {MAX_SERVED_ITEMS} items, not {len(items)}")
+    if not all(isinstance(i, str) for i in items):
+        raise ServedListError("item ids must be strings")
+    if not all(s is None or (isinstance(s, int | float) and not isinstance(s, bool)) for s in scores):
+        raise ServedListError("scores must be numbers")
+    props = {"endpoint": endpoint, "k": k, "schema_version": schema_version}
+    prefix = hashlib.blake2b(digest_size=12)
+    prefix.update(b"impression\x1e" + rec_id.encode("utf-8", "surrogatepass") + b"\x1e")
+    rows = []
+    for pos, (item, score) in enumerate(zip(items, scores, strict=True)):
+        h = prefix.copy()
+        h.update(b"%d\x1e" % pos)
+        rows.append(
+            {
+                "event_id": h.hexdigest(),
+                "event_type": "impression",
+                "session_id": rec_id,
+                "item_id": item,
+                "timestamp": stamp,
+                "recommendation_id": rec_id,
+                "position": pos,
+                "score": None if score is None else round(float(score), 6),
+                "variant": variant,
+                "model_version": version,
+                "properties": props,
+            }
+        )
+    return rows

@@ -71,15 +71,32 @@ class RankedItem:
 
 @dataclass
 class Recommendation:
-    """One served list and what it took to produce it (for the response and the metrics)."""
+    """One served list and what it took to produce it (for the response and the metrics).
+
+    The list is kept as columns (one list per attribute, in rank order): the HTTP layer writes
+    them straight into the response JSON, without an object per item; :attr:`items` gives the
+    rows for callers that want them.
+    """
 
     recommendation_id: str
     model_version: str
     variant: str
-    items: list[RankedItem]
+    item_ids: list[str]
+    scores: list[float]
+    categories: list[str]
+    titles: list[str]
+    prices: list[float | None]
     unknown_items: int = 0
     degraded: bool = False
     reason: str | None = None
+
+    @property
+    def items(self) -> list[RankedItem]:
+        columns = zip(self.item_ids, self.scores, self.categories, self.titles, self.prices, strict=True)
+        return [
+            RankedItem(item_id, score, position, category, title, price)
+            for position, (item_id, score, category, title, price) in enumerate(columns)
+        ]
 
 
 @dataclass(frozen=True)
@@ -319,26 +336,21 @@ class Recommender:
         cat = model.catalog
         idx = indices.tolist()
         ids = cat.item_ids[idx].tolist() if idx else []
-        sc = [float(s) for s in scores.tolist()]
-        cats = cat.category_names[idx].tolist() if idx else []
-        titles = cat.titles[idx].tolist() if idx else []
-        prices = cat.price[idx].tolist() if idx else []
-        items = [
-            RankedItem(
-                ids[p], sc[p], p, cats[p], titles[p], None if prices[p] != prices[p] else round(prices[p], 4)
-            )
-            for p in range(len(idx))
-        ]
+        sc = scores.tolist()  # float32 -> Python floats
         rec = Recommendation(
             recommendation_id=uuid.uuid4().hex,
             model_version=version or model.version,
             variant=variant,
-            items=items,
+            item_ids=ids,
+            scores=sc,
+            categories=cat.category_names[idx].tolist() if idx else [],
+            titles=cat.titles[idx].tolist() if idx else [],
+            prices=[None if p != p else round(p, 4) for p in cat.price[idx].tolist()] if idx else [],
             unknown_items=unknown,
             degraded=variant == "fallback",
             reason=reason,
         )
-        if self.impressions is not None and items:
+        if self.impressions is not None and ids:
             self.impressions.record(
                 (rec.recommendation_id, variant, rec.model_version, endpoint, k, served_at(), ids, sc)
             )

@@ -511,7 +511,6 @@ def main(argv: list[str]) -> int:
             "MODELS_BUCKET": "bench-models",
             "MODEL_NAME": "recs",
             "SHELFWISE_ENV": "bench",
-            "IMPRESSIONS_STREAM": "bench-events",
             "POWERTOOLS_METRICS_NAMESPACE": "Shelfwise",
             "POWERTOOLS_TRACE_DISABLED": "1",
             "POWERTOOLS_LOG_LEVEL": "WARNING",
@@ -524,15 +523,6 @@ def main(argv: list[str]) -> int:
         reset_clients()
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="bench-models", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        s3.create_bucket(Bucket="bench-raw", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        boto3.client("firehose").create_delivery_stream(
-            DeliveryStreamName="bench-events",
-            ExtendedS3DestinationConfiguration={
-                "RoleARN": "arn:aws:iam::123456789012:role/firehose",
-                "BucketARN": "arn:aws:s3:::bench-raw",
-                "Prefix": "raw/events/",
-            },
-        )
         upload_bundle(s3, bundle_dir, "bench-models", "models/recs/v1")
         boto3.client("ssm").put_parameter(
             Name="/shelfwise/bench/models/recs/champion", Value="v1", Type="String", Overwrite=True
@@ -581,8 +571,11 @@ def main(argv: list[str]) -> int:
                 handler_cpu.append((time.thread_time() - c) * 1000)
                 statuses[resp["statusCode"]] = statuses.get(resp["statusCode"], 0) + 1
             handler_rps = len(events) / (time.perf_counter() - t_all)
-            sent = app.recommender.impressions.flush() + app.recommender.impressions.sent
-        print(f"handler p50 {statistics.median(handler_ms):.3f} ms, impressions sent {sent}", file=sys.stderr)
+            recorded = app.recommender.impressions.recorded  # served-list lines written to stdout
+        print(
+            f"handler p50 {statistics.median(handler_ms):.3f} ms, impressions recorded {recorded}",
+            file=sys.stderr,
+        )
 
         # 3. the same requests through the local runtime's HTTP API (loopback socket, payload 2.0)
         with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):

@@ -5,7 +5,8 @@ is called ``app.py``), with that function's environment variables in place, once
 (a cold start); later invocations reuse it (warm). Each invocation gets a real context object
 (name, memory, ARN, request id, remaining time), runs under the function's timeout, and its
 stdout is scanned for Powertools EMF lines, which the runtime turns into metrics as CloudWatch
-Logs does in AWS. Invocations are serialised: environment variables are process-wide.
+Logs does in AWS, and handed to ``on_output`` (the runtime's subscription filters). Invocations
+are serialised: environment variables are process-wide.
 """
 
 from __future__ import annotations
@@ -181,11 +182,14 @@ class FunctionHost:
         now: Callable[[], float],
         on_emf: Callable[[Invocation, list[dict[str, Any]]], None] | None = None,
         quiet: bool = False,
+        on_output: Callable[[FunctionSpec, Invocation], None] | None = None,
     ) -> None:
         self.namespace = namespace
         self.base_env = base_env
         self.now = now
         self.on_emf = on_emf
+        # Every invocation's captured output, as its log group receives it (subscription filters).
+        self.on_output = on_output
         self.quiet = quiet
         self.functions: dict[str, FunctionSpec] = {}
         self._handlers: dict[str, Callable[..., Any]] = {}
@@ -326,4 +330,6 @@ class FunctionHost:
             self.invocations.append(inv)
         if inv.emf and self.on_emf is not None:
             self.on_emf(inv, inv.emf)
+        if inv.stdout and self.on_output is not None:
+            self.on_output(spec, inv)
         return inv

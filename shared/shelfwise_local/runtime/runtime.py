@@ -4,7 +4,8 @@ Start-up reads the template, creates its resources on the emulator in dependency
 nothing yet (handlers load on first invocation, a cold start), and wires every event source to
 an in-process delivery path. Delivery paths reuse the emulator wherever it behaves like AWS
 (S3 -> SQS notifications, SNS -> SQS, EventBridge pattern routing to SQS) and add what it lacks:
-Lambda invocation, schedules on the runtime's clock, alarm evaluation, EMF metrics, HTTP API.
+Lambda invocation, schedules on the runtime's clock, alarm evaluation, EMF metrics, HTTP API,
+CloudWatch Logs subscription filters to Firehose (a function's output lines, delivered at each pump).
 
     with LocalRuntime("template.yaml") as rt:            # embedded moto
         rt.put_object("RawBucket", "raw/x.csv", data)     # S3 -> SQS -> IngestEventsFunction
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import hashlib
 import json
 import logging
@@ -33,7 +35,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from shelfwise_local.runtime import patterns
+from shelfwise_local.runtime import logfilters, patterns
 from shelfwise_local.runtime.alarms import (
     Alarm,
     AlarmConfigError,
@@ -75,7 +77,6 @@ _NO_OP_TYPES = {
     "AWS::Serverless::LayerVersion",
     "AWS::Lambda::LayerVersion",
     "AWS::Lambda::Permission",
-    "AWS::Logs::LogGroup",
     "AWS::IAM::Role",
     "AWS::IAM::Policy",
     "AWS::IAM::ManagedPolicy",
@@ -93,7 +94,6 @@ _NO_OP_TYPES = {
     "AWS::ApplicationAutoScaling::ScalingPolicy",
     "AWS::Scheduler::ScheduleGroup",
     "AWS::Logs::MetricFilter",
-    "AWS::Logs::SubscriptionFilter",
     "AWS::ApiGatewayV2::Stage",
 }
 
@@ -137,6 +137,18 @@ class _Poller:
     visibility_timeout: float = 30.0
     enabled: bool = True
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Subscription:
+    """An ``AWS::Logs::SubscriptionFilter`` to a Firehose stream: which lines go where."""
+
+    name: str
+    log_group: str
+    matches: logfilters.Matcher
+    stream: str
+    processors: list[str]  # the stream's processor types, in order
+    extract_messages: bool  # CloudWatchLogProcessing with DataMessageExtraction=true
 
 
 @dataclass
@@ -189,6 +201,10 @@ class LocalRuntime:
         self._schedules: list[_Schedule] = []
         self._pollers: list[_Poller] = []
         self._pattern_rules: list[_PatternRule] = []
+        self._subscriptions: list[_Subscription] = []
+        # (subscription, log events) matched since the last delivery; delivered at the next pump
+        self._log_batches: list[tuple[_Subscription, list[dict[str, Any]]]] = []
+        self._log_lock = threading.Lock()
         self._redeliver: list[tuple[float, str, str]] = []  # (clock time, queue url, receipt handle)
         self._queues_by_arn: dict[str, tuple[str, float]] = {}  # arn -> (url, visibility timeout)
         self._clients: dict[str, Any] = {}
@@ -203,6 +219,7 @@ class LocalRuntime:
             now=self.clock.now,
             on_emf=self._on_emf,
             quiet=quiet,
+            on_output=self._on_output,
         )
         self.evaluator = AlarmEvaluator(self._datapoints)
         # (metric, stat, period) -> (start, end, metric-store version, datapoints): see _datapoints
@@ -241,6 +258,8 @@ class LocalRuntime:
         self.apis.clear()
         with contextlib.suppress(Exception):
             self.flush_metrics()
+        with contextlib.suppress(Exception):
+            self.flush_subscriptions()
         self.host.unload()
         if self.emulator is not None:
             self.emulator.stop()
@@ -793,6 +812,122 @@ class LocalRuntime:
         arn = f"arn:aws:firehose:{self.region}:{self.account_id}:deliverystream/{name}"
         return Resource(lid, "AWS::KinesisFirehose::DeliveryStream", name, {"Arn": arn})
 
+    # --- CloudWatch Logs: log groups by name, subscription filters to Firehose
+    def _create_aws_logs_loggroup(self, lid: str, props: dict[str, Any]) -> Resource:
+        # Nothing to create: a function's output is captured in process. The name matters, since
+        # subscription filters name the log group they read (/aws/lambda/<function name>).
+        name = props.get("LogGroupName") or physical_id(self.stack_name, lid)
+        arn = f"arn:aws:logs:{self.region}:{self.account_id}:log-group:{name}:*"
+        return Resource(lid, "AWS::Logs::LogGroup", name, {"Arn": arn})
+
+    def _create_aws_logs_subscriptionfilter(self, lid: str, props: dict[str, Any]) -> Resource:
+        """Lines of the log group's function that match the pattern go to the Firehose stream.
+
+        Delivered at the next pump (as Firehose delivers after its buffer interval), shaped as the
+        stream's processors would leave them: with Decompression + CloudWatchLogProcessing
+        (DataMessageExtraction) each message is one record (plus a newline with
+        AppendDelimiterToRecord); otherwise the CloudWatch Logs envelope, gzip'd unless decompressed.
+        """
+        res = Resource(lid, "AWS::Logs::SubscriptionFilter", props.get("FilterName") or lid, {})
+        group, pattern = str(props.get("LogGroupName", "")), str(props.get("FilterPattern", ""))
+        dest = str(props.get("DestinationArn", ""))
+        if ":firehose:" not in dest or "deliverystream/" not in dest:
+            self._warn(
+                f"{lid}: only Firehose destinations are emulated for subscription filters; {dest} gets nothing"
+            )
+            res.emulated = False
+            return res
+        try:
+            matches = logfilters.compile_pattern(pattern)
+        except logfilters.UnsupportedPatternError as exc:
+            self._warn(f"{lid}: filter pattern not emulated ({exc}); no log events are delivered")
+            res.emulated = False
+            return res
+        conf: dict[str, Any] = {}
+        for r in self.resources.values():
+            if r.type == "AWS::KinesisFirehose::DeliveryStream" and r.attrs.get("Arn") == dest:
+                conf = r.props.get("ExtendedS3DestinationConfiguration") or {}
+        processing = conf.get("ProcessingConfiguration") or {}
+        enabled = str(processing.get("Enabled", True)).lower() != "false"
+        processors = (processing.get("Processors") or []) if enabled else []
+        types = [str(p.get("Type")) for p in processors]
+        extract = any(
+            p.get("Type") == "CloudWatchLogProcessing"
+            and any(
+                q.get("ParameterName") == "DataMessageExtraction"
+                and str(q.get("ParameterValue")).lower() == "true"
+                for q in p.get("Parameters") or []
+            )
+            for p in processors
+        )
+        stream = dest.rsplit("deliverystream/", 1)[1]
+        self._subscriptions.append(_Subscription(res.ref, group, matches, stream, types, extract))
+        return res
+
+    def _on_output(self, spec: FunctionSpec, inv: Invocation) -> None:
+        """A function's output lines -> the subscription filters of its log group."""
+        group = f"/aws/lambda/{spec.name}"
+        subs = [s for s in self._subscriptions if s.log_group == group]
+        if not subs:
+            return
+        lines = inv.stdout.splitlines()
+        ts = int(inv.started * 1000)
+        for sub in subs:
+            events = [
+                {"id": f"{inv.request_id}-{i}", "timestamp": ts, "message": line}
+                for i, line in enumerate(lines)
+                if line.strip() and sub.matches(line)
+            ]
+            if events:
+                with self._log_lock:
+                    self._log_batches.append((sub, events))
+
+    def flush_subscriptions(self) -> int:
+        """Deliver the log events matched so far to their Firehose streams; returns records put."""
+        with self._log_lock:
+            batches, self._log_batches = self._log_batches, []
+        if not batches:
+            return 0
+        by_stream: dict[str, list[bytes]] = {}
+        for sub, events in batches:
+            records = by_stream.setdefault(sub.stream, [])
+            delimiter = b"\n" if "AppendDelimiterToRecord" in sub.processors else b""
+            if sub.extract_messages and "Decompression" in sub.processors:
+                records.extend(e["message"].encode("utf-8", "surrogatepass") + delimiter for e in events)
+                continue
+            envelope = json.dumps(
+                {
+                    "messageType": "DATA_MESSAGE",
+                    "owner": self.account_id,
+                    "logGroup": sub.log_group,
+                    "logStream": "local/[$LATEST]shelfwise",
+                    "subscriptionFilters": [sub.name],
+                    "logEvents": events,
+                }
+            ).encode()
+            records.append(
+                envelope + delimiter if "Decompression" in sub.processors else gzip.compress(envelope)
+            )
+        firehose = self.client("firehose")
+        put = 0
+        for stream, records in by_stream.items():
+            # PutRecordBatch limits: 500 records and 4 MiB per call.
+            start = 0
+            while start < len(records):
+                end, size = start, 0
+                while end < len(records) and end - start < 500 and size + len(records[end]) <= 4 << 20:
+                    size += len(records[end])
+                    end += 1
+                end = max(end, start + 1)
+                resp = firehose.put_record_batch(
+                    DeliveryStreamName=stream, Records=[{"Data": r} for r in records[start:end]]
+                )
+                if resp.get("FailedPutCount"):
+                    self._warn(f"subscription delivery to {stream}: {resp['FailedPutCount']} records failed")
+                put += end - start
+                start = end
+        return put
+
     def _create_aws_dynamodb_table(self, lid: str, props: dict[str, Any]) -> Resource:
         name = props.get("TableName") or physical_id(self.stack_name, lid)
         keys = (
@@ -950,6 +1085,7 @@ class LocalRuntime:
         delivered = 0
         with self._lock:
             self.flush_metrics()
+            self.flush_subscriptions()
             for _ in range(max_rounds):
                 self._release_redeliveries()
                 n = self._poll_all()

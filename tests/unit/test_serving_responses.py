@@ -1,0 +1,60 @@
+"""The recommendation response, written without Pydantic per item, is the document the model defines."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shelfwise.serving.http import RecommendationResponse, recommendation_json
+from shelfwise.serving.service import RankedItem, Recommendation
+
+texts = st.text(min_size=1, max_size=20)  # any Unicode, quotes, backslashes, control characters
+
+
+@st.composite
+def recommendations(draw: st.DrawFn, finite: bool = True) -> Recommendation:
+    n = draw(st.integers(0, 8))
+    floats = st.floats(allow_nan=not finite, allow_infinity=not finite, width=32)
+    return Recommendation(
+        recommendation_id=draw(texts),
+        model_version=draw(texts),
+        variant=draw(st.sampled_from(["champion", "challenger", "fallback"])),
+        item_ids=draw(st.lists(texts, min_size=n, max_size=n)),
+        scores=draw(st.lists(floats, min_size=n, max_size=n)),
+        categories=draw(st.lists(texts, min_size=n, max_size=n)),
+        titles=draw(st.lists(texts, min_size=n, max_size=n)),
+        prices=draw(st.lists(st.none() | st.floats(0, 1e9), min_size=n, max_size=n)),
+        unknown_items=draw(st.integers(0, 500)),
+    )
+
+
+@settings(max_examples=300)
+@given(recommendations())
+def test_written_json_is_the_pydantic_document(rec: Recommendation) -> None:
+    written = recommendation_json(rec)
+    assert json.loads(written) == json.loads(RecommendationResponse.of(rec).model_dump_json())
+    assert RecommendationResponse.model_validate_json(written) == RecommendationResponse.of(rec)
+
+
+@settings(max_examples=100)
+@given(recommendations(finite=False))
+def test_non_finite_scores_are_written_as_null_and_stay_valid_json(rec: Recommendation) -> None:
+    doc = json.loads(recommendation_json(rec))  # strict: NaN/Infinity are not JSON
+    for item, score in zip(doc["items"], rec.scores, strict=True):
+        assert item["score"] == (score if math.isfinite(score) else None)
+
+
+def test_items_are_the_columns_as_rows() -> None:
+    rec = Recommendation("r", "v1", "champion", ["a", "b"], [2.0, 1.5], ["x", "y"], ["A", "B"], [9.99, None])
+    assert rec.items == [RankedItem("a", 2.0, 0, "x", "A", 9.99), RankedItem("b", 1.5, 1, "y", "B", None)]
+    assert json.loads(recommendation_json(rec))["items"][1] == {
+        "item_id": "b",
+        "score": 1.5,
+        "position": 1,
+        "category": "y",
+        "title": "B",
+        "price": None,
+    }
