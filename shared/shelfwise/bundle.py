@@ -13,13 +13,10 @@ inspection on the training side) are imported lazily inside the functions that n
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,17 +24,30 @@ from typing import Any
 
 import numpy as np
 
-from shelfwise.errors import ConflictError, InputError, NotFoundError
+# The file-level half of the contract lives in bundle_files (no numpy); re-exported here.
+from shelfwise.bundle_files import (  # noqa: F401
+    _CHUNK,
+    ITEMS_FILE,
+    ITEMS_PARQUET,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    REQUIRED_FILES,
+    SIMILAR_FILE,
+    USERS_FILE,
+    BundleChecksumError,
+    BundleError,
+    BundleMismatchError,
+    BundleMissingError,
+    cached_copy_verified,
+    download_bundle,
+    file_sha256,
+    read_manifest,
+    upload_bundle,
+    verify_checksums,
+)
 
 FORMAT_VERSION = 1
 
-MODEL_FILE = "model.onnx"
-ITEMS_FILE = "items.npz"
-ITEMS_PARQUET = "items.parquet"
-USERS_FILE = "users.npz"
-SIMILAR_FILE = "similar.npz"
-MANIFEST_FILE = "manifest.json"
-REQUIRED_FILES = (MODEL_FILE, ITEMS_FILE)
 
 # items.npz columns and the numpy dtype kind each must have.
 ITEM_COLUMNS: dict[str, str] = {
@@ -58,25 +68,6 @@ GRAPH_INPUTS: dict[str, tuple[str, int]] = {
     "k": ("tensor(int64)", 1),
 }
 GRAPH_OUTPUTS: dict[str, tuple[str, int]] = {"scores": ("tensor(float)", 1), "indices": ("tensor(int64)", 1)}
-
-_CHUNK = 1 << 20
-
-
-class BundleError(InputError):
-    """A bundle cannot be used; serving keeps its last good model when it sees one."""
-
-
-class BundleMissingError(BundleError, NotFoundError):
-    """The bundle, or a file it needs, is not there."""
-
-
-class BundleChecksumError(BundleError):
-    """A file's sha256 differs from the manifest (truncated or tampered download)."""
-
-
-class BundleMismatchError(BundleError):
-    """The parts disagree: manifest vs graph I/O, item counts, user index, neighbour table."""
-
 
 # --------------------------------------------------------------------------- data
 
@@ -151,15 +142,6 @@ class Bundle:
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def normalise_items(items: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -291,40 +273,6 @@ def write_bundle(
 # --------------------------------------------------------------------------- reading
 
 
-def read_manifest(directory: str | Path) -> dict[str, Any]:
-    """The parsed manifest, or a BundleError saying why it cannot be used."""
-    path = Path(directory) / MANIFEST_FILE
-    if not path.is_file():
-        raise BundleMissingError(f"no {MANIFEST_FILE} in {directory}")
-    try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleMismatchError(f"{MANIFEST_FILE} is not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise BundleMismatchError(f"{MANIFEST_FILE} has no 'files' checksums")
-    return manifest
-
-
-def verify_checksums(directory: str | Path, manifest: Mapping[str, Any]) -> None:
-    """Every file listed in the manifest exists with the listed sha256; the required ones are listed."""
-    root = Path(directory)
-    files: Mapping[str, str] = manifest["files"]
-    for required in REQUIRED_FILES:
-        if required not in files:
-            raise BundleMissingError(f"manifest does not list {required}")
-    for name, digest in files.items():
-        if "/" in name or name.startswith("."):
-            raise BundleMismatchError(f"manifest lists an unsafe file name {name!r}")
-        path = root / name
-        if not path.is_file():
-            raise BundleMissingError(f"{name} is listed in the manifest but missing")
-        actual = file_sha256(path)
-        if actual != digest:
-            raise BundleChecksumError(
-                f"{name}: sha256 {actual[:12]}... differs from manifest {str(digest)[:12]}..."
-            )
-
-
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -441,124 +389,3 @@ def verify_bundle(directory: str | Path) -> Bundle:
     bundle = read_bundle(directory)
     check_graph_io(bundle, GraphIO.from_onnx_file(bundle.model_path))
     return bundle
-
-
-# --------------------------------------------------------------------------- S3
-
-
-def upload_bundle(
-    s3: Any, directory: str | Path, bucket: str, prefix: str, *, overwrite: bool = False
-) -> list[str]:
-    """Upload a verified bundle under ``s3://bucket/prefix/``; the manifest goes last.
-
-    Readers look for the manifest first, so a half-finished upload is never taken for a
-    bundle. Versions are immutable: an existing manifest raises ConflictError unless
-    ``overwrite``. Returns the keys written.
-    """
-    root = Path(directory)
-    manifest = read_manifest(root)
-    verify_checksums(root, manifest)
-    prefix = prefix.strip("/")
-    manifest_key = f"{prefix}/{MANIFEST_FILE}"
-    if not overwrite:
-        try:
-            s3.head_object(Bucket=bucket, Key=manifest_key)
-        except s3.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-                raise
-        else:
-            raise ConflictError(f"s3://{bucket}/{manifest_key} already exists")
-    keys = []
-    for name in sorted(manifest["files"]):
-        key = f"{prefix}/{name}"
-        s3.upload_file(
-            str(root / name), bucket, key, ExtraArgs={"Metadata": {"sha256": manifest["files"][name]}}
-        )
-        keys.append(key)
-    s3.upload_file(str(root / MANIFEST_FILE), bucket, manifest_key)
-    keys.append(manifest_key)
-    return keys
-
-
-def cached_copy_verified(target: Path) -> bool:
-    """Whether ``target`` holds a bundle whose checksums match (reusable); a bad copy is removed."""
-    if not (target / MANIFEST_FILE).is_file():
-        return False
-    try:
-        verify_checksums(target, read_manifest(target))
-        return True
-    except BundleError:
-        shutil.rmtree(target, ignore_errors=True)
-        return False
-
-
-# Bytes read per chunk while streaming a bundle file (hashed and written as it arrives).
-_CHUNK = 1 << 20
-
-
-def download_bundle(
-    s3: Any,
-    bucket: str,
-    prefix: str,
-    directory: str | Path,
-    *,
-    skip_files: tuple[str, ...] = (ITEMS_PARQUET,),
-) -> Path:
-    """Download ``s3://bucket/prefix/`` into ``directory`` and verify it; return the directory.
-
-    Files go to a temporary sibling directory that is renamed into place only after every
-    checksum matches, so a crash or a bad object never leaves a half bundle where a reader
-    looks. A directory that already holds a verified copy is reused (warm containers, /tmp).
-    ``skip_files`` are listed-but-unneeded files not fetched (serving skips the parquet copy);
-    they are dropped from the local manifest's checksum list. Built for serving's cold start:
-    one plain GET per file, all files at once, each hashed while it streams to disk (one pass
-    over the bytes, no second read to verify, no ranged multipart transfers, which pay off for
-    files in the gigabytes, not tens of megabytes).
-    """
-    target = Path(directory)
-    if cached_copy_verified(target):
-        return target
-    prefix = prefix.strip("/")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
-    try:
-        (staging / MANIFEST_FILE).write_bytes(_get(s3, bucket, f"{prefix}/{MANIFEST_FILE}").read())
-        manifest = read_manifest(staging)
-        files = {k: str(v) for k, v in manifest["files"].items() if k not in skip_files}
-        for name in files:
-            if "/" in name or name.startswith("."):
-                raise BundleMismatchError(f"manifest lists an unsafe file name {name!r}")
-        if MODEL_FILE not in files:
-            raise BundleMissingError(f"manifest does not list {MODEL_FILE}")
-
-        def fetch(name: str) -> None:
-            body = _get(s3, bucket, f"{prefix}/{name}")
-            digest = hashlib.sha256()
-            with open(staging / name, "wb") as out:
-                while chunk := body.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-            if digest.hexdigest() != files[name]:
-                raise BundleChecksumError(
-                    f"{name}: sha256 {digest.hexdigest()[:12]}... differs from manifest {files[name][:12]}..."
-                )
-
-        with ThreadPoolExecutor(max_workers=max(len(files), 1), thread_name_prefix="fetch") as pool:
-            for done in [pool.submit(fetch, name) for name in files]:
-                done.result()
-        if len(files) != len(manifest["files"]):
-            manifest["files"] = files
-            (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        shutil.rmtree(target, ignore_errors=True)
-        staging.replace(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-def _get(s3: Any, bucket: str, key: str) -> Any:
-    """The streaming body of an object; BundleMissingError when it is not there."""
-    try:
-        return s3.get_object(Bucket=bucket, Key=key)["Body"]
-    except s3.exceptions.ClientError as exc:
-        raise BundleMissingError(f"s3://{bucket}/{key} is missing: {exc}") from exc

@@ -49,7 +49,7 @@ def dir_size(path: Path) -> int:
 SDK_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
 
 
-def _runtime_sdk(target: Path) -> Path:
+def runtime_sdk(target: Path) -> Path:
     """A directory with only the AWS SDK packages, as the python3.12 Lambda runtime provides them."""
     import importlib.util
 
@@ -62,6 +62,56 @@ def _runtime_sdk(target: Path) -> Path:
         link = target / src.name
         if not link.exists():
             link.symlink_to(src)
+    return target
+
+
+def layer_site(requirements: list[Path], target: Path) -> Path:
+    """A directory holding what the given layer requirement files install, linked from this environment.
+
+    Each requirement is resolved with its dependencies (markers and extras evaluated), and each
+    distribution's top-level modules are linked into ``target``: the same import graph as the built
+    layers, without a build. With :func:`runtime_sdk` beside it on ``sys.path`` of a ``-I -S``
+    interpreter, it is the import environment of a deployed function (no dev-only packages such
+    as awscrt or pyOpenSSL, which botocore would otherwise pick up and which Lambda does not have).
+    """
+    from importlib import metadata
+
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    target.mkdir(parents=True, exist_ok=True)
+    env = default_environment()
+    pending = [
+        Requirement(line.split("#", 1)[0].strip())
+        for path in requirements
+        for line in path.read_text().splitlines()
+        if line.split("#", 1)[0].strip()
+    ]
+    seen: set[str] = set()
+    while pending:
+        req = pending.pop()
+        name = req.name.lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        dist = metadata.distribution(req.name)
+        for sub in dist.requires or []:
+            child = Requirement(sub)
+            extras = req.extras or {""}
+            if child.marker is None or any(child.marker.evaluate({**env, "extra": e}) for e in extras):
+                pending.append(child)
+        tops = {
+            f.parts[0]
+            for f in dist.files or []
+            if f.parts
+            and not f.parts[0].endswith((".dist-info", ".data"))
+            and f.parts[0] not in {"..", "bin", "__pycache__"}
+        }
+        for top in tops:
+            src = Path(str(dist.locate_file(top)))
+            link = target / top
+            if src.exists() and not link.exists():
+                link.symlink_to(src)
     return target
 
 
@@ -126,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "AWS_SECRET_ACCESS_KEY": "x",
         "POWERTOOLS_TRACE_DISABLED": "1",
     }
-    sdk = _runtime_sdk(args.build_dir.parent / "runtime-sdk")
+    sdk = runtime_sdk(args.build_dir.parent / "runtime-sdk")
     # Calls made at init (the serving function's first alias read and model load) go to an empty
     # embedded emulator and get their "not found" at once: this measures imports and set-up of an
     # empty stack, not a download (`shelfwise bench serve` measures cold start with a real bundle).

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import boto3
 import numpy as np
@@ -197,3 +198,44 @@ def test_purchased_csr_round_trip_and_validation(tmp_path: Path) -> None:
             purchased=([0, 2], [5, 6]),
             parquet=False,
         )
+
+
+@mock_aws
+def test_concurrent_downloads_fetch_once_and_a_verified_copy_is_not_hashed_again(
+    bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Serving's prefetch and its load ask for the same directory: one download, one verification."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shelfwise import bundle_files
+
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    s3.create_bucket(Bucket="models", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    bd.upload_bundle(s3, bundle_dir, "models", "models/recs/v1")
+    gets: list[str] = []
+    real_get = s3.get_object
+
+    def counting_get(**kwargs: Any) -> Any:
+        gets.append(kwargs["Key"])
+        return real_get(**kwargs)
+
+    monkeypatch.setattr(s3, "get_object", counting_get)
+    target = tmp_path / "cache" / "v1"
+    with ThreadPoolExecutor(4) as pool:
+        results = list(
+            pool.map(lambda _: bd.download_bundle(s3, "models", "models/recs/v1", target), range(4))
+        )
+    assert results == [target] * 4
+    assert len(gets) == len(set(gets)) and "models/recs/v1/model.onnx" in gets
+
+    def no_hashing(path: Any) -> str:
+        raise AssertionError(f"{path} hashed again")
+
+    monkeypatch.setattr(bundle_files, "file_sha256", no_hashing)
+    assert bd.download_bundle(s3, "models", "models/recs/v1", target) == target
+    # A copy that disappeared is not taken for verified: it is fetched again.
+    import shutil
+
+    shutil.rmtree(target)
+    monkeypatch.undo()
+    assert bd.read_bundle(bd.download_bundle(s3, "models", "models/recs/v1", target)).n_items == N

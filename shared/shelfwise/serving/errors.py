@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shelfwise.bundle_files import BundleError
 from shelfwise.errors import NotFoundError, ShelfwiseError
 
 
@@ -15,3 +16,7 @@ class ItemNotFoundError(NotFoundError):
 
 class DeliveryError(ShelfwiseError):
     """Firehose accepted none of the events; the client should retry (503)."""
+
+
+class ModelLoadError(BundleError):
+    """A version could not be loaded (download, checksum, graph or session); the old one stays."""

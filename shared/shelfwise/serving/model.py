@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-import shutil
-import sys
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,17 +12,13 @@ import numpy as np
 from shelfwise.bundle import (
     MODEL_FILE,
     Bundle,
-    BundleError,
     GraphIO,
     check_graph_io,
-    download_bundle,
     read_bundle,
 )
 from shelfwise.serving.catalog import Catalog
-
-
-class ModelLoadError(BundleError):
-    """A version could not be loaded (download, checksum, graph or session); the old one stays."""
+from shelfwise.serving.errors import ModelLoadError
+from shelfwise.serving.loader import ModelLoader  # noqa: F401 (re-exported: its historical home)
 
 
 def session_options(intra_op_threads: int = 1) -> Any:
@@ -145,74 +136,3 @@ def _warm_up(session: Any, n_items: int, version: str) -> None:
         )
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelLoadError(f"version {version}: the graph fails on a warm-up request: {exc}") from exc
-
-
-_runtime_import: threading.Thread | None = None
-
-
-def _import_runtime_in_background() -> None:
-    """Start importing onnxruntime while the bundle downloads (cold start: the two overlap).
-
-    The download and the checksums release the GIL, so the import's CPU work runs beside them;
-    ``from_directory`` then finds the module imported (or waits on the import lock).
-    """
-    global _runtime_import
-    if _runtime_import is None and "onnxruntime" not in sys.modules:
-        _runtime_import = threading.Thread(target=importlib.import_module, args=("onnxruntime",), daemon=True)
-        _runtime_import.start()
-
-
-class ModelLoader:
-    """Fetches versions from S3 into a local cache directory (``/tmp`` in Lambda) and loads them.
-
-    ``fetch(version, directory)`` downloads and verifies; the default is
-    :func:`shelfwise.bundle.download_bundle` from ``s3://bucket/models/<name>/<version>/``.
-    """
-
-    def __init__(
-        self,
-        s3: Any,
-        bucket: str,
-        model_name: str,
-        cache_dir: str | Path,
-        *,
-        intra_op_threads: int = 1,
-        fetch: Callable[[str, Path], Path] | None = None,
-    ) -> None:
-        self.s3, self.bucket, self.model_name = s3, bucket, model_name
-        self.cache_dir = Path(cache_dir) / model_name
-        self.intra_op_threads = intra_op_threads
-        self._fetch = fetch or self._download
-        # download_bundle verifies every checksum (of the download or of the cached copy), so the
-        # load does not hash the bundle a second time; a custom fetch gets the full verification.
-        self._fetch_verifies = fetch is None
-
-    def _download(self, version: str, directory: Path) -> Path:
-        return download_bundle(self.s3, self.bucket, f"models/{self.model_name}/{version}", directory)
-
-    def load(self, version: str) -> LoadedModel:
-        """Download (or reuse the verified cached copy) and load ``version``; ModelLoadError when it fails."""
-        directory = self.cache_dir / version
-        _import_runtime_in_background()
-        try:
-            t0 = time.perf_counter()
-            self._fetch(version, directory)
-            fetched = time.perf_counter() - t0
-            model = LoadedModel.from_directory(
-                directory, version, self.intra_op_threads, checksums=not self._fetch_verifies
-            )
-            model.fetch_seconds = fetched
-            return model
-        except BundleError as exc:
-            shutil.rmtree(directory, ignore_errors=True)
-            if isinstance(exc, ModelLoadError):
-                raise
-            raise ModelLoadError(f"version {version}: {exc}") from exc
-
-    def prune(self, keep: set[str]) -> None:
-        """Delete cached versions not in ``keep`` (``/tmp`` is small and shared by all versions)."""
-        if not self.cache_dir.is_dir():
-            return
-        for path in self.cache_dir.iterdir():
-            if path.is_dir() and path.name not in keep and not path.name.startswith("."):
-                shutil.rmtree(path, ignore_errors=True)
