@@ -311,3 +311,94 @@ def test_candidate_count() -> None:
     assert ox.candidate_count(20, 100_000) == 148
     assert ox.candidate_count(500, 100_000) == 2000
     assert ox.candidate_count(500, 1000) == 1000
+
+
+def _assert_same_as_candidate_reference(
+    session: ort.InferenceSession, model: ox.FactorModel, feed: dict[str, np.ndarray]
+) -> None:
+    """The graph answers what its numpy twin answers: same indices (but for float near-ties of the
+    exact re-scores, whose summation order differs), scores within 1e-5."""
+    scores, indices = session.run(None, feed)
+    ref_scores, ref_indices = ox.candidate_reference(
+        model,
+        int(feed["user_index"][0]),
+        feed["history_items"],
+        feed["history_weights"],
+        feed["exclude_mask"],
+        int(feed["k"][0]),
+    )
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-5, atol=1e-6)
+    differ = indices != ref_indices
+    assert np.isclose(ref_scores[differ], scores[differ], rtol=1e-6, atol=1e-6).all()
+    assert sorted(indices[differ].tolist()) == sorted(ref_indices[differ].tolist())
+
+
+@pytest.mark.parametrize("n_items", [5, ox.CANDIDATE_BLOCK, 1000, NC])
+def test_candidate_graph_equals_its_numpy_twin(n_items: int) -> None:
+    """Block-maxima selection = one TopK(C) over all items, with padding (N not a multiple of the
+    block), fewer blocks than C, masks of every density, fold-in and known users."""
+    rng = np.random.default_rng(n_items)
+    items = rng.normal(size=(n_items, DC)) * rng.lognormal(0, 0.5, size=(n_items, 1))
+    model = ox.FactorModel.create(items, rng.normal(size=(UC, DC)), ox.als_projection(items, 0.5))
+    session = _session(ox.build_factor_candidate_model(model))
+    for i in range(30):
+        user = int(rng.integers(-1, UC))
+        hist = rng.integers(0, n_items, size=0 if user >= 0 else int(rng.integers(0, 6)))
+        mask = rng.random(n_items) < (0.0, 0.05, 0.5, 0.99, 1.0)[i % 5]
+        k = int(rng.choice([0, 1, 20, 500, n_items]))
+        feed = ox.feeds(
+            n_items,
+            user_index=user,
+            history_items=hist,
+            history_weights=np.ones(hist.size),
+            exclude_mask=mask,
+            k=min(k, n_items),
+        )
+        _assert_same_as_candidate_reference(session, model, feed)
+
+
+def test_candidate_graph_equals_its_twin_where_int8_is_wrong() -> None:
+    """Every item but one quantises to 0: all integer scores tie, so only the tie rule (lower index,
+    across blocks) decides the candidates; the answer then differs from the exact one."""
+    rng = np.random.default_rng(5)
+    items = rng.normal(size=(2000, 8)) * 0.01
+    items[1500] = 1000.0
+    model = ox.FactorModel.create(items, rng.normal(size=(10, 8)))
+    session = _session(ox.build_factor_candidate_model(model))
+    mask = rng.random(2000) < 0.3
+    for user, m in ((3, np.zeros(2000, bool)), (4, mask)):
+        feed = ox.feeds(2000, user_index=user, exclude_mask=m, k=20)
+        _assert_same_as_candidate_reference(session, model, feed)
+        exact = ox.factor_reference(model, user, [], [], m, 20)[1]
+        assert session.run(None, feed)[1].tolist() != exact.tolist()
+
+
+def test_candidate_graph_scans_the_items_once_in_integer_codes(big_factor: ox.FactorModel) -> None:
+    """No float32 product over all items and no full-length Where: the expensive passes are gone."""
+    graph = ox.build_factor_candidate_model(big_factor)
+    ops = [node.op_type for node in graph.graph.node]
+    assert ops.count("DynamicQuantizeMatMul") == 1 and "MatMul" in ops  # MatMul: the candidates only
+    inits = {t.name: t for t in graph.graph.initializer}
+    assert inits["item_codes_t"].data_type == onnx.TensorProto.UINT8
+    assert list(inits["item_codes_t"].dims) == [DC, -(-NC // ox.CANDIDATE_BLOCK) * ox.CANDIDATE_BLOCK]
+    where = [node for node in graph.graph.node if node.op_type == "Where"]
+    assert [node.input[0] for node in where] == ["cand_excluded"]
+
+
+def test_export_keeps_the_exact_graph_above_the_candidate_dimension_limit() -> None:
+    rng = np.random.default_rng(2)
+    model = ox.FactorModel.create(rng.normal(size=(40, ox.MAX_CANDIDATE_DIM + 1)))
+    with pytest.raises(ox.ExportError, match="dimensions"):
+        ox.build_factor_candidate_model(model)
+    graph, record = ox.export_factor_model(model)
+    assert record["graph"] == "exact" and record["candidate_check"] is None
+    assert "dimensions" in record["candidate_skipped"]
+    assert graph.graph.name == "shelfwise_factor"
+
+
+def test_quantise_items_offsets_int8_codes_by_128() -> None:
+    items = np.array([[1.0, -0.5], [0.25, -1.0]], np.float32)
+    codes, scale = ox.quantise_items(items)
+    assert scale == pytest.approx(1 / 127)
+    assert codes.dtype == np.uint8
+    assert codes.tolist() == [[255, 128 - 64], [128 + 32, 1]]
