@@ -119,28 +119,45 @@ class Counts:
 
 
 def shuffled_scores_graph(model: Any, seed: int) -> Any:
-    """The graph with its raw item scores permuted before masking and top-k: the score meant for
-    item j is given to item pi(j), like shuffled item embeddings, for any model family."""
+    """The graph with its item scores permuted: the score meant for item j is given to item pi(j),
+    like shuffled item embeddings, for any graph with the bundle's I/O (exact, int8-candidate,
+    neighbour or popularity).
+
+    Done at the graph's edges, so it does not depend on how the inside scores and masks: the graph
+    runs on the mask seen through pi (``exclude_mask[pi]``) and its answer j is reported as pi(j).
+    Excluded items therefore stay excluded, and an item is shown with another item's score.
+    """
     import onnx
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    where = [n for n in graph.node if n.op_type == "Where" and "exclude_mask" in n.input]
-    if len(where) != 1:
-        raise ValueError("expected one Where(exclude_mask, ...) node in the scoring graph")
-    node = where[0]
-    raw = node.input[2]  # Where(exclude_mask, neg_inf, raw_scores)
     n_items = next(
         d.dim_value for i in graph.input if i.name == "exclude_mask" for d in i.type.tensor_type.shape.dim
     )
+    producers = [n for n in graph.node if "indices" in n.output]
+    if n_items <= 0 or len(producers) != 1:
+        raise ValueError("expected a static exclude_mask input and one node producing indices")
     perm = np.random.default_rng(seed).permutation(n_items).astype(np.int64)
     graph.initializer.append(numpy_helper.from_array(perm, "demo_shuffle_perm"))
-    shuffled = f"{raw}_shuffled"
-    at = list(graph.node).index(node)
-    graph.node.insert(at, helper.make_node("Gather", [raw, "demo_shuffle_perm"], [shuffled], axis=0))
-    for i, name in enumerate(node.input):
-        if name == raw:
-            node.input[i] = shuffled
+
+    def rename(nodes: Any) -> None:  # every use of the mask, in subgraphs too
+        for node in nodes:
+            for i, name in enumerate(node.input):
+                if name == "exclude_mask":
+                    node.input[i] = "demo_shuffled_mask"
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    rename(attr.g.node)
+
+    rename(graph.node)
+    producer = producers[0]
+    producer.output[list(producer.output).index("indices")] = "demo_inner_indices"
+    graph.node.insert(
+        0, helper.make_node("Gather", ["exclude_mask", "demo_shuffle_perm"], ["demo_shuffled_mask"], axis=0)
+    )
+    graph.node.append(
+        helper.make_node("Gather", ["demo_shuffle_perm", "demo_inner_indices"], ["indices"], axis=0)
+    )
     onnx.checker.check_model(model)
     return model
 
