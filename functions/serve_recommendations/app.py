@@ -1,7 +1,8 @@
 """serve_recommendations: recommendations, similar items, search and health behind the HTTP API.
 
 Everything expensive happens once per execution environment, here at import (Lambda's init
-phase): settings, clients, the registry reader, the impression sink and the first model load.
+phase): settings, clients, the registry reader, the bundle download (started first) and the
+first model load.
 Routes live in ``shelfwise.serving.http``; behaviour in ``shelfwise.serving``.
 """
 
@@ -15,9 +16,11 @@ from typing import Any  # noqa: E402
 
 from pydantic import BaseModel, Field, Json  # noqa: E402
 
+from shelfwise import aws_lite  # noqa: E402
 from shelfwise.aws import light_client  # noqa: E402
 from shelfwise.registry import Registry  # noqa: E402
-from shelfwise.serving import ImpressionSink, ModelLoader, Recommender, ServingConfig, ServingRules  # noqa: E402
+from shelfwise.serving.config import ServingConfig, ServingRules  # noqa: E402
+from shelfwise.serving.loader import ModelLoader  # noqa: E402
 from shelfwise.settings import load_settings  # noqa: E402
 
 
@@ -41,6 +44,14 @@ _s3 = light_client("s3")
 registry = Registry(
     _s3, light_client("ssm"), None, settings.models_bucket, settings.shelfwise_env, settings.model_name
 )
+loader = ModelLoader(_s3, settings.models_bucket, settings.model_name, settings.model_cache_dir)
+# Nothing heavy is imported yet: the aliases' bundles download from here on, while numpy, ONNX
+# Runtime, the service and the HTTP layer import (the load below waits for this download).
+loader.prefetch(registry.aliases)
+
+from shelfwise.serving.impressions import ImpressionSink  # noqa: E402
+from shelfwise.serving.service import Recommender  # noqa: E402
+
 config = ServingConfig(
     model_name=settings.model_name,
     cache_dir=settings.model_cache_dir,
@@ -49,11 +60,12 @@ config = ServingConfig(
 )
 recommender = Recommender(
     config,
-    ModelLoader(_s3, settings.models_bucket, settings.model_name, settings.model_cache_dir),
+    loader,
     registry.aliases,
     ImpressionSink(),  # one served-list line per list on stdout (the subscription ships it)
 )
-# Aliases and bundle download start now; the HTTP layer below is imported and built meanwhile.
+# The load starts now (aliases again, then the prefetched bundle); the HTTP layer below is
+# imported and built meanwhile.
 models_loaded = recommender.start_in_background()
 
 from aws_lambda_powertools.logging import correlation_paths  # noqa: E402
@@ -70,6 +82,21 @@ app = build_resolver(recommendations_router(lambda: recommender))
 models_loaded()
 gc.freeze()
 gc.enable()
+
+
+def _after_restore() -> None:
+    """SnapStart (template parameter ServingSnapStart): the snapshot's credentials and aliases may
+    be stale in a restored environment; drop the one and re-read the other before serving."""
+    aws_lite.forget_credentials()
+    recommender.after_restore()
+
+
+try:  # the hooks library ships with Lambda's python3.12+ runtime, not elsewhere
+    from snapshot_restore_py import register_after_restore
+except ImportError:
+    pass
+else:
+    register_after_restore(_after_restore)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -18,8 +18,9 @@ shapes, so the code calling them (:func:`shelfwise.bundle.download_bundle`,
 Requests are signed with Signature Version 4 (tests check the signature against botocore's own
 signer, byte for byte). Endpoints follow botocore's environment rules (``AWS_ENDPOINT_URL_<SERVICE>``,
 then ``AWS_ENDPOINT_URL``; otherwise the regional AWS endpoint), so the same code reaches AWS, moto
-server or LocalStack. Credentials come from the environment (what Lambda sets); without them
-:func:`available` is False and callers use boto3 instead. Connection errors, 5xx answers and
+server or LocalStack. Credentials are the access keys Lambda sets in the environment, or the
+container credentials endpoint it provides under SnapStart; without either, :func:`available`
+is False and callers use boto3 instead. Connection errors, 5xx answers and
 throttling are retried with jittered exponential backoff, like botocore's ``standard`` mode.
 """
 
@@ -67,12 +68,76 @@ class Credentials:
     secret_key: str
     token: str | None = None
 
+    expires_at: float = float("inf")  # epoch seconds (container credentials expire)
+
     @classmethod
     def from_environment(cls) -> Credentials | None:
+        """Access keys in the environment (Lambda), else the container credentials endpoint.
+
+        The endpoint (``AWS_CONTAINER_CREDENTIALS_FULL_URI`` with its authorization token, or
+        ECS's ``..._RELATIVE_URI``) is what Lambda provides instead of keys under SnapStart, so
+        a restored snapshot signs with fresh credentials; they are cached until 5 minutes before
+        they expire.
+        """
         key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-        if not key or not secret:
+        if key and secret:
+            return cls(key, secret, os.environ.get("AWS_SESSION_TOKEN") or None)
+        uri = _container_uri()
+        if uri is None:
             return None
-        return cls(key, secret, os.environ.get("AWS_SESSION_TOKEN") or None)
+        cached = _container_cache.get(uri)
+        if cached is None or cached.expires_at - time.time() < 300:
+            cached = _container_cache[uri] = _fetch_container_credentials(uri)
+        return cached
+
+
+_container_cache: dict[str, Credentials] = {}
+
+
+def forget_credentials() -> None:
+    """Drop cached container credentials (after a SnapStart restore they belong to the snapshot)."""
+    _container_cache.clear()
+
+
+def _container_uri() -> str | None:
+    full = os.environ.get("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+    relative = os.environ.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+    return full or (f"http://169.254.170.2{relative}" if relative else None)
+
+
+def _fetch_container_credentials(uri: str) -> Credentials:
+    """GET the container credentials endpoint (with its authorization token when one is set)."""
+    headers = {"Accept": "application/json"}
+    token = os.environ.get("AWS_CONTAINER_AUTHORIZATION_TOKEN")
+    token_file = os.environ.get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+    if token_file:
+        with open(token_file) as f:
+            token = f.read().strip()
+    if token:
+        headers["Authorization"] = token
+    conn, target = _connection(uri)
+    try:
+        conn.request("GET", target, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise ClientError(
+            "CredentialsUnavailable", f"container credentials: {exc}", "GetCredentials", 0
+        ) from exc
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise ClientError(
+            "CredentialsUnavailable", data[:200].decode("utf-8", "replace"), "GetCredentials", response.status
+        )
+    doc = json.loads(data)
+    expiry = doc.get("Expiration")
+    return Credentials(
+        doc["AccessKeyId"],
+        doc["SecretAccessKey"],
+        doc.get("Token"),
+        datetime.fromisoformat(expiry.replace("Z", "+00:00")).timestamp() if expiry else float("inf"),
+    )
 
 
 def region() -> str | None:
@@ -83,7 +148,8 @@ def available() -> bool:
     """Whether the lite clients can work here: credentials and region in the environment, and a
     partition whose endpoints they know (commercial, GovCloud, China) or an explicit endpoint."""
     reg = region()
-    if Credentials.from_environment() is None or not reg:
+    has_keys = bool(os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"))
+    if not (has_keys or _container_uri()) or not reg:
         return False
     return bool(os.environ.get("AWS_ENDPOINT_URL")) or reg.split("-")[0] in {
         "af",

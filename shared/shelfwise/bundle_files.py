@@ -128,15 +128,30 @@ def upload_bundle(
     return keys
 
 
-# Directories this process downloaded and verified, or verified since: not hashed again (serving's
-# cold start prefetches a bundle, then loads it). Only this process writes its cache directory.
-_verified: set[str] = set()
+# Directories this process downloaded or verified, with the stat of their files then: a copy whose
+# files are unchanged (same inode, size and mtime) is not hashed again, e.g. when serving's cold
+# start prefetches a bundle and then loads it. A copy written to since is verified again.
+_verified: dict[str, tuple[tuple[str, int, int, int], ...]] = {}
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
 
 def _key(target: Path) -> str:
     return os.path.abspath(target)
+
+
+def _fingerprint(target: Path) -> tuple[tuple[str, int, int, int], ...] | None:
+    try:
+        stats = [(p.name, p.stat()) for p in sorted(target.iterdir())]
+    except OSError:
+        return None
+    return tuple((name, st.st_ino, st.st_size, st.st_mtime_ns) for name, st in stats)
+
+
+def _remember_verified(target: Path) -> None:
+    fingerprint = _fingerprint(target)
+    if fingerprint is not None:
+        _verified[_key(target)] = fingerprint
 
 
 def _download_lock(target: Path) -> threading.Lock:
@@ -147,19 +162,20 @@ def _download_lock(target: Path) -> threading.Lock:
 def cached_copy_verified(target: Path) -> bool:
     """Whether ``target`` holds a bundle whose checksums match (reusable); a bad copy is removed.
 
-    A copy this process verified before (and still in place) is not hashed again.
+    A copy this process verified, whose files have not changed since, is not hashed again.
     """
+    known = _verified.pop(_key(target), None)
     if not (target / MANIFEST_FILE).is_file():
-        _verified.discard(_key(target))
         return False
-    if _key(target) in _verified:
+    if known is not None and known == _fingerprint(target):
+        _verified[_key(target)] = known
         return True
     try:
         verify_checksums(target, read_manifest(target))
     except BundleError:
         shutil.rmtree(target, ignore_errors=True)
         return False
-    _verified.add(_key(target))
+    _remember_verified(target)
     return True
 
 
@@ -187,7 +203,7 @@ def download_bundle(
     with _download_lock(target):
         if not cached_copy_verified(target):
             _download(s3, bucket, prefix.strip("/"), target, skip_files)
-            _verified.add(_key(target))
+            _remember_verified(target)
     return target
 
 

@@ -243,3 +243,55 @@ def test_serving_cold_path_imports_no_aws_sdk() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+class _CredentialsEndpoint(http.server.BaseHTTPRequestHandler):
+    """The container credentials endpoint (what Lambda provides under SnapStart, and ECS)."""
+
+    served: ClassVar[list[str]] = []
+    expiration = "2099-01-01T00:00:00Z"
+
+    def do_GET(self) -> None:
+        type(self).served.append(self.headers.get("Authorization", ""))
+        body = json.dumps(
+            {
+                "AccessKeyId": f"ASIA{len(type(self).served)}",
+                "SecretAccessKey": "secret",
+                "Token": "session",
+                "Expiration": type(self).expiration,
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_container_credentials_are_fetched_cached_and_refreshed(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CredentialsEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        assert not aws_lite.available()
+        uri = f"http://127.0.0.1:{server.server_address[1]}/creds"
+        monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri)
+        monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "auth-token")
+        monkeypatch.setattr(aws_lite, "_container_cache", {})
+        _CredentialsEndpoint.served = []
+        assert aws_lite.available()
+        first = aws_lite.Credentials.from_environment()
+        assert first is not None and (first.access_key, first.token) == ("ASIA1", "session")
+        assert aws_lite.Credentials.from_environment() == first  # cached while far from expiry
+        assert _CredentialsEndpoint.served == ["auth-token"]
+        _CredentialsEndpoint.expiration = datetime.now(UTC).isoformat()  # about to expire: fetched again
+        monkeypatch.setattr(aws_lite, "_container_cache", {})
+        aws_lite.Credentials.from_environment()
+        renewed = aws_lite.Credentials.from_environment()
+        assert renewed is not None and renewed.access_key == "ASIA3" and len(_CredentialsEndpoint.served) == 3
+    finally:
+        _CredentialsEndpoint.expiration = "2099-01-01T00:00:00Z"
+        server.shutdown()

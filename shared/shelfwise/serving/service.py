@@ -13,6 +13,7 @@ challenger's traffic then goes to the champion, the champion's to the last good 
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import threading
 import time
@@ -148,6 +149,12 @@ class Recommender:
         """Read aliases and load their versions now (cold start, in the init phase)."""
         self.sync()
         return self._state
+
+    def after_restore(self) -> ServingState:
+        """After a SnapStart restore: the snapshot's aliases may be hours old, so read them (and
+        load any version they name that is not loaded) before the first request."""
+        self._state = dataclasses.replace(self._state, checked_at=-float("inf"))
+        return self.start()
 
     def start_in_background(self) -> Callable[[], ServingState]:
         """Start :meth:`start` on a thread and return a function that waits for it.
