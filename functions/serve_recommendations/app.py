@@ -91,11 +91,19 @@ def _after_restore() -> None:
     recommender.after_restore()
 
 
+def _before_snapshot() -> None:
+    """SnapStart: put in the snapshot what first requests would compute lazily, each route's
+    parameter analysis (Powertools builds it per route on first use; the OpenAPI document needs
+    it for every route)."""
+    app.get_openapi_schema()
+
+
 try:  # the hooks library ships with Lambda's python3.12+ runtime, not elsewhere
-    from snapshot_restore_py import register_after_restore
+    from snapshot_restore_py import register_after_restore, register_before_snapshot
 except ImportError:
     pass
 else:
+    register_before_snapshot(_before_snapshot)
     register_after_restore(_after_restore)
 
 

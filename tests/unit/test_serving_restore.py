@@ -59,3 +59,63 @@ def test_prefetch_downloads_the_aliased_versions_and_survives_errors(remote: Pat
     missing = ModelLoader(None, "b", "recs", tmp_path / "other", fetch=_fetch(remote / "nowhere", []))
     missing.prefetch(lambda: Aliases(champion="v1")).join(timeout=30)
     assert not (tmp_path / "other" / "recs" / "v1").exists()
+
+
+def test_serving_function_registers_snapstart_hooks_that_work(
+    remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under SnapStart the runtime calls the hooks: before the snapshot every route is analysed, after
+    a restore the aliases are read again (a promotion while the snapshot slept is served at once)."""
+    import importlib.util
+    import sys
+    import types
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from shelfwise.aws import reset_clients
+    from shelfwise.bundle import upload_bundle
+
+    hooks: dict[str, list] = {"before": [], "after": []}
+    stub = types.ModuleType("snapshot_restore_py")
+    stub.register_before_snapshot = hooks["before"].append  # type: ignore[attr-defined]
+    stub.register_after_restore = hooks["after"].append  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "snapshot_restore_py", stub)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for key, value in {
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+            "MODELS_BUCKET": "snap-models",
+            "MODEL_NAME": "recs",
+            "SHELFWISE_ENV": "snap",
+            "ALIAS_TTL_SECONDS": "3600",
+            "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        }.items():
+            monkeypatch.setenv(key, value)
+        reset_clients()
+        s3, ssm = boto3.client("s3"), boto3.client("ssm")
+        s3.create_bucket(Bucket="snap-models", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        for version in ("v1", "v2"):
+            upload_bundle(s3, remote / version, "snap-models", f"models/recs/{version}")
+        ssm.put_parameter(Name="/shelfwise/snap/models/recs/champion", Value="v1", Type="String")
+        root = Path(__file__).resolve().parents[2]
+        spec = importlib.util.spec_from_file_location(
+            "serve_snap", root / "functions/serve_recommendations/app.py"
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, "serve_snap", module)
+        spec.loader.exec_module(module)
+        assert len(hooks["before"]) == 1 and len(hooks["after"]) == 1
+        hooks["before"][0]()  # the snapshot: every route's parameters analysed
+        assert module.recommender.state.aliases.champion == "v1"
+        ssm.put_parameter(
+            Name="/shelfwise/snap/models/recs/champion", Value="v2", Type="String", Overwrite=True
+        )
+        hooks["after"][0]()  # restored hours later
+        assert set(module.recommender.state.models) == {"v2"}
+    finally:
+        reset_clients()
+        server.stop()
