@@ -334,3 +334,71 @@ def test_collect_events_imports_no_inference_or_data_packages() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+# --------------------------------------------------------------------------- validation = Powertools'
+
+
+def _query_event(path: str, raw_query: str) -> dict[str, Any]:
+    """A GET as API Gateway sends it: repeated names joined by commas in queryStringParameters."""
+    ev = apigw_event("GET", path)
+    ev["rawQueryString"] = raw_query
+    params: dict[str, list[str]] = {}
+    for part in filter(None, raw_query.split("&")):
+        name, _, value = part.partition("=")
+        params.setdefault(name, []).append(value)
+    if params:
+        ev["queryStringParameters"] = {name: ",".join(values) for name, values in params.items()}
+    return ev
+
+
+VALIDATION_CASES = [
+    _query_event("/v1/users/user-000001/recommendations", ""),
+    _query_event("/v1/users/user-000001/recommendations", "k=7&category=hats-1,shoes-0&price_max=90"),
+    _query_event("/v1/users/user-000001/recommendations", "category=hats-1&category=shoes-0&k=3"),
+    _query_event("/v1/users/user-000001/recommendations", "k=3&k=4"),
+    _query_event("/v1/users/user-000001/recommendations", "k=abc&price_min=-1&price_max=x"),
+    _query_event("/v1/users/user-000001/recommendations", "k=501&exclude=sku-0000001,sku-0000002"),
+    _query_event("/v1/users/new-shopper/recommendations", "k=4&exclude_category=hats-1&unknown=1"),
+    _query_event("/v1/items/sku-0000003/similar", "k=5&category=hats-1,shoes-0"),
+    _query_event("/v1/items/sku-0000003/similar", "k=0"),
+    _query_event("/v1/items/ghost/similar", ""),
+    _query_event("/v1/health", "verbose=1"),
+    _query_event("/v1/nope", "k=1"),
+    apigw_event(
+        "POST", "/v1/recommendations", body={"session_id": "s1", "history": [{"item_id": "sku-0000004"}]}
+    ),
+    apigw_event("POST", "/v1/recommendations", body={"history": [{"item_id": "a", "event_type": "stare"}]}),
+    apigw_event("POST", "/v1/recommendations", body={"k": True, "filters": {"price_max": "cheap"}}),
+    apigw_event("POST", "/v1/recommendations", body=[1, 2]),
+    apigw_event("POST", "/v1/search", body={"query": "hat", "user_id": "user-000002", "k": 3}),
+    apigw_event("POST", "/v1/search", body={"candidates": ["sku-0000001", "ghost"], "session_id": "s2"}),
+]
+
+
+def _comparable(resp: dict[str, Any]) -> tuple[int, Any]:
+    body = json.loads(resp["body"]) if resp.get("body") else None
+    if isinstance(body, dict):
+        body.pop("recommendation_id", None)  # random per request
+    return resp["statusCode"], body
+
+
+def test_request_validation_is_powertools_validation(serve: ModuleType, lambda_context: Any) -> None:
+    """RequestValidation (cached parameter kinds) answers every request as Powertools' own does."""
+    from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+
+    from shelfwise.serving.api import RequestValidation, build_resolver, install_error_handlers
+    from shelfwise.serving.http import recommendations_router
+
+    ours = build_resolver(recommendations_router(lambda: serve.recommender))
+    stock = APIGatewayHttpResolver(enable_validation=True)
+    install_error_handlers(stock)
+    stock.include_router(recommendations_router(lambda: serve.recommender))
+    assert isinstance(ours._request_validation_middleware, RequestValidation)
+    assert not isinstance(stock._request_validation_middleware, RequestValidation)
+    statuses = set()
+    for case in VALIDATION_CASES * 2:  # the second pass uses the cached kinds
+        expected = _comparable(stock.resolve(copy.deepcopy(case), lambda_context))
+        assert _comparable(ours.resolve(copy.deepcopy(case), lambda_context)) == expected, case["rawPath"]
+        statuses.add(expected[0])
+    assert {200, 404, 422} <= statuses
