@@ -35,7 +35,7 @@ from shelfwise.errors import InputError
 # supported by onnxruntime 1.32. IR version 9 is what that opset was released with.
 OPSET = 18
 IR_VERSION = 9
-# onnxruntime's contrib operators (DynamicQuantizeMatMul); the checker skips their schema.
+# onnxruntime's contrib operators (MatMulIntegerToFloat); the checker skips their schema.
 CONTRIB_DOMAIN = "com.microsoft"
 
 INPUT_NAMES: tuple[str, ...] = ("user_index", "history_items", "history_weights", "exclude_mask", "k")
@@ -243,12 +243,12 @@ CANDIDATE_FACTOR = 4
 CANDIDATE_EXTRA = 128
 # Items per block of the candidate selection (see build_factor_candidate_model, step 2).
 CANDIDATE_BLOCK = 32
-# Stage-1 bias of excluded items (and, 3x, of padding): far below any approximate score, so all
-# excluded items tie (ranked by index, like the exact graph's -inf) and padding comes last.
-_EXCLUDED_BIAS = np.float32(-1e30)
+# Stage 1 ranks items by a key, SMALLEST first: the integer score times -2**-50 (exact in float32
+# while |score| <= 255 * 127 * d < 2**24, i.e. d <= 512; so |key| < 2**-26) plus a bias of 1 for
+# excluded items (1 + key rounds to exactly 1: they all tie, ranked by index like the exact
+# graph's -inf) and 3 for padding (always last).
+_KEY_SCALE = np.float32(2.0**-25)  # the A and B scales of MatMulIntegerToFloat: product -2**-50
 _PADDING_FLAG = 3.0
-# Above 64 dimensions an integer score may exceed 2**21 and two of them could round to one float;
-# the ranking stays correct up to such near-ties (the export check decides), above 512 we stop.
 MAX_CANDIDATE_DIM = 512
 META_SCORING = "shelfwise.scoring"
 
@@ -321,15 +321,16 @@ def build_factor_candidate_model(
     and is memory-bound. This graph reads 8-bit codes instead (a quarter of the bytes) and makes
     as few passes over all N items as it can (each costs 20-60 us at 100k items):
 
-    1. ``DynamicQuantizeMatMul`` (onnxruntime's contrib op: ``DynamicQuantizeLinear`` of ``u``,
-       the integer GEMM with the prepacked item codes of :func:`quantise_items`, scale and bias in
-       one kernel) gives approximate scores; its bias is the exclusion mask times -1e30 (a Cast
-       and a Mul; onnxruntime's ``Where`` makes three passes and cost 0.2-0.6 ms at 100k items);
-    2. the top ``C = min(N, max(4k, k + 128))`` in two steps, the same set as one ``TopK(C)``
-       over all N (ties to the lower index) at a fraction of the cost: the maxima of blocks of
-       ``CANDIDATE_BLOCK`` items, ``TopK`` of the block maxima (a block holding one of the top C
-       has a maximum at least the C-th score, and at most C blocks are needed), then ``TopK(C)``
-       over the items of those blocks kept in item order;
+    1. ``DynamicQuantizeLinear(u)`` -> ``MatMulIntegerToFloat`` (onnxruntime's contrib op: the
+       integer GEMM with the prepacked item codes of :func:`quantise_items`, then scale and bias
+       in the same kernel) gives each item a key, smallest first: its integer score times a
+       negative power of two, plus the exclusion mask cast to float as the bias (one pass over the
+       mask; ``Where`` makes three and cost 0.2-0.6 ms at 100k items, a penalty a Cast plus a Mul);
+    2. the best ``C = min(N, max(4k, k + 128))`` keys in two steps, the same set as one
+       ``TopK(C)`` over all N (ties to the lower index) at a fraction of the cost: the minimum of
+       each block of ``CANDIDATE_BLOCK`` items, ``TopK`` of the block minima (a block holding one
+       of the best C has a minimum at most the C-th key, and at most C blocks are needed), then
+       ``TopK(C)`` over the items of those blocks kept in item order;
     3. the candidates (sorted by item index, so exact ties still go to the lower index) are
        re-scored exactly from their float32 rows, masked with ``-inf``, and ``TopK(k)`` answers.
 
@@ -346,21 +347,21 @@ def build_factor_candidate_model(
     block = CANDIDATE_BLOCK
     n_blocks = -(-n // block)
     padded = n_blocks * block
-    codes, scale = quantise_items(items)
+    codes, _ = quantise_items(items)
     # padding items hold code 128, i.e. 0; their bias puts them below every real item
     codes_t = np.full((d, padded), 128, np.uint8)
     codes_t[:, :n] = codes.T
     inits = [
         numpy_helper.from_array(model.projection, "projection"),
         numpy_helper.from_array(codes_t, "item_codes_t"),
-        numpy_helper.from_array(np.array(scale, np.float32), "code_scale"),
+        numpy_helper.from_array(_KEY_SCALE, "user_key_scale"),
+        numpy_helper.from_array(-_KEY_SCALE, "code_key_scale"),
         numpy_helper.from_array(np.array(128, np.uint8), "code_zero"),
         numpy_helper.from_array(model.user_factors if u else np.zeros((1, d), np.float32), "user_factors"),
         numpy_helper.from_array(np.array([0], np.int64), "axes_first"),
         numpy_helper.from_array(np.array([1], np.int64), "axes_second"),
         numpy_helper.from_array(np.array([n_blocks, block], np.int64), "block_shape"),
         numpy_helper.from_array(np.array([-1], np.int64), "flat"),
-        numpy_helper.from_array(_EXCLUDED_BIAS, "excluded_bias"),
         numpy_helper.from_array(np.array([CANDIDATE_FACTOR], np.int64), "cand_factor"),
         numpy_helper.from_array(np.array([CANDIDATE_EXTRA], np.int64), "cand_extra"),
         numpy_helper.from_array(np.array([n], np.int64), "n_items"),
@@ -397,32 +398,34 @@ def build_factor_candidate_model(
     nodes.append(
         helper.make_node("If", ["is_known"], ["user_vec"], then_branch=then_graph, else_branch=else_graph)
     )
-    # stage 1: approximate scores of every item; excluded items (and padding, 3x) biased by -1e30
-    flags = "excluded_f"
-    nodes.append(helper.make_node("Cast", ["exclude_mask"], [flags], to=TensorProto.FLOAT))
+    # stage 1: a key per item, smallest first: -2**-50 x integer score, +1 if excluded, +3 padding
+    bias = "excluded_f"
+    nodes.append(helper.make_node("Cast", ["exclude_mask"], [bias], to=TensorProto.FLOAT))
     if padded > n:
         inits.append(numpy_helper.from_array(np.full(padded - n, _PADDING_FLAG, np.float32), "padding_flags"))
-        nodes.append(helper.make_node("Concat", [flags, "padding_flags"], ["flags"], axis=0))
-        flags = "flags"
+        nodes.append(helper.make_node("Concat", [bias, "padding_flags"], ["bias"], axis=0))
+        bias = "bias"
     nodes += [
-        helper.make_node("Mul", [flags, "excluded_bias"], ["bias"]),
+        helper.make_node("DynamicQuantizeLinear", ["user_vec"], ["user_q", "_user_scale", "user_zero"]),
         helper.make_node(
-            "DynamicQuantizeMatMul",
-            ["user_vec", "item_codes_t", "code_scale", "code_zero", "bias"],
-            ["approx_row"],
+            "MatMulIntegerToFloat",
+            ["user_q", "item_codes_t", "user_key_scale", "code_key_scale", "user_zero", "code_zero", bias],
+            ["key_row"],
             domain=CONTRIB_DOMAIN,
         ),
-        # stage 2: top C by block maxima, then over the chosen blocks' items in item order
-        helper.make_node("Reshape", ["approx_row", "block_shape"], ["blocks"]),
-        helper.make_node("ReduceMax", ["blocks", "axes_second"], ["block_max"], keepdims=0),
+        # stage 2: best C keys by block minima, then over the chosen blocks' items in item order
+        helper.make_node("Reshape", ["key_row", "block_shape"], ["blocks"]),
+        helper.make_node("ReduceMin", ["blocks", "axes_second"], ["block_min"], keepdims=0),
         helper.make_node("Mul", ["k", "cand_factor"], ["k_times"]),
         helper.make_node("Add", ["k", "cand_extra"], ["k_plus"]),
         helper.make_node("Max", ["k_times", "k_plus"], ["c_wanted"]),
         helper.make_node("Min", ["c_wanted", "n_items"], ["c"]),
         helper.make_node("Min", ["c", "n_blocks"], ["c_blocks"]),
-        helper.make_node("TopK", ["block_max", "c_blocks"], ["_block_top", "blocks_by_score"], axis=-1),
         helper.make_node(
-            "TopK", ["blocks_by_score", "c_blocks"], ["chosen_blocks", "_block_pos"], axis=-1, largest=0
+            "TopK", ["block_min", "c_blocks"], ["_block_top", "blocks_by_key"], axis=-1, largest=0
+        ),
+        helper.make_node(
+            "TopK", ["blocks_by_key", "c_blocks"], ["chosen_blocks", "_block_pos"], axis=-1, largest=0
         ),
         helper.make_node("Gather", ["blocks", "chosen_blocks"], ["pool_2d"], axis=0),
         helper.make_node("Reshape", ["pool_2d", "flat"], ["pool"]),
@@ -430,10 +433,10 @@ def build_factor_candidate_model(
         helper.make_node("Mul", ["chosen_col", "block_size"], ["chosen_start"]),
         helper.make_node("Add", ["chosen_start", "block_offsets"], ["pool_items_2d"]),
         helper.make_node("Reshape", ["pool_items_2d", "flat"], ["pool_items"]),
-        helper.make_node("TopK", ["pool", "c"], ["_pool_top", "pool_by_score"], axis=-1),
+        helper.make_node("TopK", ["pool", "c"], ["_pool_top", "pool_by_key"], axis=-1, largest=0),
         # pool positions in ascending order are candidates in ascending item index, so TopK(k)
         # below breaks exact ties like the exact graph does
-        helper.make_node("TopK", ["pool_by_score", "c"], ["pool_pos", "_pool_rank"], axis=-1, largest=0),
+        helper.make_node("TopK", ["pool_by_key", "c"], ["pool_pos", "_pool_rank"], axis=-1, largest=0),
         helper.make_node("Gather", ["pool_items", "pool_pos"], ["cand"], axis=0),
         # stage 3: exact float32 scores of the candidates, masked again (fewer allowed than C)
         helper.make_node("Gather", ["item_factors", "cand"], ["cand_factors"], axis=0),
