@@ -58,3 +58,46 @@ def test_items_are_the_columns_as_rows() -> None:
         "title": "B",
         "price": None,
     }
+
+
+def test_request_bodies_repr_without_ids() -> None:
+    from shelfwise.serving.http import RecommendRequest, SearchRequest
+
+    body = RecommendRequest.model_validate(
+        {"user_id": "user-42", "session_id": "sess-7", "history": [{"item_id": "sku-1"}], "k": 3}
+    )
+    text = f"{ {'body': body} }"  # what Powertools' debug message formats
+    assert "RecommendRequest(k=3, history=<1 items>)" in text
+    assert not any(secret in text for secret in ("user-42", "sess-7", "sku-1"))
+    assert repr(SearchRequest(query="hat")) == "SearchRequest(k=20, history=<0 items>)"
+
+
+def test_responses_are_compressed_only_when_a_route_asks() -> None:
+    import base64
+    import gzip
+
+    from aws_lambda_powertools.event_handler.api_gateway import Router
+
+    from shelfwise.serving.api import build_resolver
+    from shelfwise_local.bench.serve import apigw_event
+
+    router = Router()
+
+    @router.get("/plain")
+    def plain() -> dict[str, str]:
+        return {"hello": "world"}
+
+    @router.get("/zipped", compress=True)
+    def zipped() -> dict[str, str]:
+        return {"hello": "world"}
+
+    app = build_resolver(router)
+    for path, compressed in (("/plain", False), ("/zipped", True)):
+        ev = apigw_event("GET", path)
+        ev["headers"]["accept-encoding"] = "gzip, deflate"
+        resp = app.resolve(ev, None)
+        assert resp["statusCode"] == 200 and resp["isBase64Encoded"] is compressed
+        body = gzip.decompress(base64.b64decode(resp["body"])).decode() if compressed else resp["body"]
+        assert json.loads(body) == {"hello": "world"}
+    ev = apigw_event("GET", "/zipped")  # no Accept-Encoding: plain
+    assert app.resolve(ev, None)["isBase64Encoded"] is False

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder, Router
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFoundError
 from aws_lambda_powertools.event_handler.middlewares import openapi_validation as ov
 from aws_lambda_powertools.event_handler.openapi.compat import lenient_issubclass
@@ -274,6 +274,23 @@ class RequestValidation(ov.OpenAPIRequestValidationMiddleware):
         return next_middleware(app)
 
 
+class LeanResponseBuilder(ResponseBuilder):  # type: ignore[type-arg]
+    """Powertools' response builder, reading the request's headers only when compression may apply.
+
+    Powertools looks up ``Accept-Encoding`` (building a case-insensitive copy of all request
+    headers) before it checks whether the route or the response enabled compression at all; none
+    of these routes does, so the answer is the same without the headers.
+    """
+
+    @staticmethod
+    def _has_compression_enabled(
+        route_compression: bool, response_compression: bool | None, event: Any
+    ) -> bool:
+        if not route_compression and not response_compression:
+            return False
+        return ResponseBuilder._has_compression_enabled(route_compression, response_compression, event)
+
+
 def serve(app: APIGatewayHttpResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Resolve one request and record ``Requests``, ``Errors`` (5xx or a crash) and ``LatencyMs``.
 
@@ -316,10 +333,12 @@ def build_resolver(*routers: Router) -> APIGatewayHttpResolver:
     """A validating HTTP API resolver with the error mapping and the given routers.
 
     Validation is Powertools' with :class:`RequestValidation` in place of its request step (the
-    resolver builds each route's middleware stack on the route's first request, from this slot).
+    resolver builds each route's middleware stack on the route's first request, from this slot),
+    and responses are built by :class:`LeanResponseBuilder`.
     """
     app = APIGatewayHttpResolver(enable_validation=True)
     app._request_validation_middleware = RequestValidation()
+    app._response_builder_class = LeanResponseBuilder
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)

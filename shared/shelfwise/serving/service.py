@@ -341,8 +341,8 @@ class Recommender:
         reason: str | None = None,
     ) -> Recommendation:
         cat = model.catalog
-        idx = indices.tolist()
-        ids = cat.item_ids[idx].tolist() if idx else []
+        idx = np.asarray(indices, dtype=np.intp)  # one conversion for the four look-ups
+        ids = cat.item_ids[idx].tolist()
         sc = scores.tolist()  # float32 -> Python floats
         rec = Recommendation(
             recommendation_id=uuid.uuid4().hex,
@@ -350,9 +350,9 @@ class Recommender:
             variant=variant,
             item_ids=ids,
             scores=sc,
-            categories=cat.category_names[idx].tolist() if idx else [],
-            titles=cat.titles[idx].tolist() if idx else [],
-            prices=[None if p != p else round(p, 4) for p in cat.price[idx].tolist()] if idx else [],
+            categories=cat.category_names[idx].tolist(),
+            titles=cat.titles[idx].tolist(),
+            prices=[None if p != p else round(p, 4) for p in cat.price[idx].tolist()],
             unknown_items=unknown,
             degraded=variant == "fallback",
             reason=reason,
