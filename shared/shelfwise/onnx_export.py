@@ -241,8 +241,9 @@ def build_factor_model(
 # Candidate stage: how many int8-ranked candidates are re-scored exactly for a request of k.
 CANDIDATE_FACTOR = 4
 CANDIDATE_EXTRA = 128
-# Items per block of the candidate selection (see build_factor_candidate_model, step 2).
-CANDIDATE_BLOCK = 32
+# The candidate selection's levels (see build_factor_candidate_model, step 2): items per block,
+# blocks per super-block. Each level's TopK then reads a few thousand keys, not N.
+CANDIDATE_BLOCKS = (16, 16)
 # Stage 1 ranks items by a key, SMALLEST first: the integer score times -2**-50 (exact in float32
 # while |score| <= 255 * 127 * d < 2**24, i.e. d <= 512; so |key| < 2**-26) plus a bias of 1 for
 # excluded items (1 + key rounds to exactly 1: they all tie, ranked by index like the exact
@@ -312,6 +313,85 @@ def candidate_reference(
     return scores, cand[order]
 
 
+def _best_keys(
+    keys: str, c: str, n_keys: int, blocks: Sequence[int], out: str
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Nodes writing to ``out`` the indices of the ``c`` smallest ``keys`` in ascending order.
+
+    The same set as ``TopK(c, largest=0)`` over all ``n_keys`` (ties to the lower index) while
+    no ``TopK`` reads more than a few thousand keys. ``keys`` ([1, n_keys], n_keys a multiple of
+    ``prod(blocks)``) is cut into level-1 units of ``blocks[0]`` keys, those into level-2 units of
+    ``blocks[1]`` level-1 units, and so on; ``ReduceMin`` gives each unit its minimum. From the top
+    level down, ``TopK(min(c, units))`` over the minima of the units still in play picks the
+    units to open. Exact: a unit holding one of the c best keys has a minimum no larger than the
+    c-th key, and at most c units hold them; ties go to the lower index because the units of a
+    level are contiguous index ranges, always gathered in ascending order.
+    """
+    nodes: list[onnx.NodeProto] = []
+    inits = [
+        numpy_helper.from_array(np.array([1], np.int64), "sel_axes"),
+        numpy_helper.from_array(np.array([-1], np.int64), "sel_flat"),
+    ]
+    counts = [n_keys]
+    minima = [keys]  # minima[i]: the keys of the level-i units, [counts[i]] ([1, n] for i = 0)
+    for i, size in enumerate(blocks):
+        counts.append(counts[i] // size)
+        inits.append(numpy_helper.from_array(np.array([counts[i + 1], size], np.int64), f"sel_grid{i}_shape"))
+        nodes.append(helper.make_node("Reshape", [minima[i], f"sel_grid{i}_shape"], [f"sel_grid{i}"]))
+        nodes.append(
+            helper.make_node("ReduceMin", [f"sel_grid{i}", "sel_axes"], [f"sel_min{i + 1}"], keepdims=0)
+        )
+        minima.append(f"sel_min{i + 1}")
+
+    def take(level: int, pool: str, ids: str | None, chosen: str) -> None:
+        """``chosen`` = the ids (ascending) of the min(c, counts[level]) best keys in ``pool``."""
+        inits.append(numpy_helper.from_array(np.array([counts[level]], np.int64), f"sel_count{level}"))
+        nodes.extend(
+            [
+                helper.make_node("Min", [c, f"sel_count{level}"], [f"sel_k{level}"]),
+                helper.make_node(
+                    "TopK",
+                    [pool, f"sel_k{level}"],
+                    [f"_sel_top{level}", f"sel_by_key{level}"],
+                    axis=-1,
+                    largest=0,
+                ),
+                # positions in ascending order are ids in ascending order: ties stay to the lower index
+                helper.make_node(
+                    "TopK",
+                    [f"sel_by_key{level}", f"sel_k{level}"],
+                    [f"sel_pos{level}" if ids else chosen, f"_sel_rank{level}"],
+                    axis=-1,
+                    largest=0,
+                ),
+            ]
+        )
+        if ids:
+            nodes.append(helper.make_node("Gather", [ids, f"sel_pos{level}"], [chosen], axis=0))
+
+    top = len(blocks)
+    take(top, minima[top], None, f"sel_chosen{top}")
+    for i in reversed(range(top)):
+        size = blocks[i]
+        inits.append(numpy_helper.from_array(np.array(size, np.int64), f"sel_size{i}"))
+        inits.append(numpy_helper.from_array(np.arange(size, dtype=np.int64), f"sel_offsets{i}"))
+        nodes.extend(
+            [
+                # the keys of the chosen units' members, and the members' ids, in ascending order
+                helper.make_node(
+                    "Gather", [f"sel_grid{i}", f"sel_chosen{i + 1}"], [f"sel_pool{i}_2d"], axis=0
+                ),
+                helper.make_node("Reshape", [f"sel_pool{i}_2d", "sel_flat"], [f"sel_pool{i}"]),
+                helper.make_node("Unsqueeze", [f"sel_chosen{i + 1}", "sel_axes"], [f"sel_first{i}_col"]),
+                helper.make_node("Mul", [f"sel_first{i}_col", f"sel_size{i}"], [f"sel_first{i}"]),
+                helper.make_node("Add", [f"sel_first{i}", f"sel_offsets{i}"], [f"sel_ids{i}_2d"]),
+                helper.make_node("Reshape", [f"sel_ids{i}_2d", "sel_flat"], [f"sel_ids{i}"]),
+            ]
+        )
+        take(i, f"sel_pool{i}", f"sel_ids{i}", out if i == 0 else f"sel_chosen{i}")
+    return nodes, inits
+
+
 def build_factor_candidate_model(
     model: FactorModel, *, float16: bool = False, meta: dict[str, str] | None = None
 ) -> onnx.ModelProto:
@@ -326,11 +406,9 @@ def build_factor_candidate_model(
        in the same kernel) gives each item a key, smallest first: its integer score times a
        negative power of two, plus the exclusion mask cast to float as the bias (one pass over the
        mask; ``Where`` makes three and cost 0.2-0.6 ms at 100k items, a penalty a Cast plus a Mul);
-    2. the best ``C = min(N, max(4k, k + 128))`` keys in two steps, the same set as one
-       ``TopK(C)`` over all N (ties to the lower index) at a fraction of the cost: the minimum of
-       each block of ``CANDIDATE_BLOCK`` items, ``TopK`` of the block minima (a block holding one
-       of the best C has a minimum at most the C-th key, and at most C blocks are needed), then
-       ``TopK(C)`` over the items of those blocks kept in item order;
+    2. the best ``C = min(N, max(4k, k + 128))`` keys, the same set as one ``TopK(C)`` over all
+       N (ties to the lower index) at a fraction of the cost (:func:`_best_keys`: minima of
+       blocks and super-blocks, then ``TopK`` level by level over the chosen units only);
     3. the candidates (sorted by item index, so exact ties still go to the lower index) are
        re-scored exactly from their float32 rows, masked with ``-inf``, and ``TopK(k)`` answers.
 
@@ -344,9 +422,8 @@ def build_factor_candidate_model(
         raise ExportError(f"the int8 candidate stage takes at most {MAX_CANDIDATE_DIM} dimensions, got {d}")
     u = model.user_factors.shape[0]
     items = model.item_factors
-    block = CANDIDATE_BLOCK
-    n_blocks = -(-n // block)
-    padded = n_blocks * block
+    unit = int(np.prod(CANDIDATE_BLOCKS))
+    padded = -(-n // unit) * unit
     codes, _ = quantise_items(items)
     # padding items hold code 128, i.e. 0; their bias puts them below every real item
     codes_t = np.full((d, padded), 128, np.uint8)
@@ -360,14 +437,10 @@ def build_factor_candidate_model(
         numpy_helper.from_array(model.user_factors if u else np.zeros((1, d), np.float32), "user_factors"),
         numpy_helper.from_array(np.array([0], np.int64), "axes_first"),
         numpy_helper.from_array(np.array([1], np.int64), "axes_second"),
-        numpy_helper.from_array(np.array([n_blocks, block], np.int64), "block_shape"),
         numpy_helper.from_array(np.array([-1], np.int64), "flat"),
         numpy_helper.from_array(np.array([CANDIDATE_FACTOR], np.int64), "cand_factor"),
         numpy_helper.from_array(np.array([CANDIDATE_EXTRA], np.int64), "cand_extra"),
         numpy_helper.from_array(np.array([n], np.int64), "n_items"),
-        numpy_helper.from_array(np.array([n_blocks], np.int64), "n_blocks"),
-        numpy_helper.from_array(np.array(block, np.int64), "block_size"),
-        numpy_helper.from_array(np.arange(block, dtype=np.int64), "block_offsets"),
         numpy_helper.from_array(np.array(NEG_INF, dtype=np.float32), "neg_inf"),
     ]
     nodes: list[onnx.NodeProto] = []
@@ -413,31 +486,16 @@ def build_factor_candidate_model(
             ["key_row"],
             domain=CONTRIB_DOMAIN,
         ),
-        # stage 2: best C keys by block minima, then over the chosen blocks' items in item order
-        helper.make_node("Reshape", ["key_row", "block_shape"], ["blocks"]),
-        helper.make_node("ReduceMin", ["blocks", "axes_second"], ["block_min"], keepdims=0),
+        # stage 2: the best C keys (C computed from k), in ascending item order
         helper.make_node("Mul", ["k", "cand_factor"], ["k_times"]),
         helper.make_node("Add", ["k", "cand_extra"], ["k_plus"]),
         helper.make_node("Max", ["k_times", "k_plus"], ["c_wanted"]),
         helper.make_node("Min", ["c_wanted", "n_items"], ["c"]),
-        helper.make_node("Min", ["c", "n_blocks"], ["c_blocks"]),
-        helper.make_node(
-            "TopK", ["block_min", "c_blocks"], ["_block_top", "blocks_by_key"], axis=-1, largest=0
-        ),
-        helper.make_node(
-            "TopK", ["blocks_by_key", "c_blocks"], ["chosen_blocks", "_block_pos"], axis=-1, largest=0
-        ),
-        helper.make_node("Gather", ["blocks", "chosen_blocks"], ["pool_2d"], axis=0),
-        helper.make_node("Reshape", ["pool_2d", "flat"], ["pool"]),
-        helper.make_node("Unsqueeze", ["chosen_blocks", "axes_second"], ["chosen_col"]),
-        helper.make_node("Mul", ["chosen_col", "block_size"], ["chosen_start"]),
-        helper.make_node("Add", ["chosen_start", "block_offsets"], ["pool_items_2d"]),
-        helper.make_node("Reshape", ["pool_items_2d", "flat"], ["pool_items"]),
-        helper.make_node("TopK", ["pool", "c"], ["_pool_top", "pool_by_key"], axis=-1, largest=0),
-        # pool positions in ascending order are candidates in ascending item index, so TopK(k)
-        # below breaks exact ties like the exact graph does
-        helper.make_node("TopK", ["pool_by_key", "c"], ["pool_pos", "_pool_rank"], axis=-1, largest=0),
-        helper.make_node("Gather", ["pool_items", "pool_pos"], ["cand"], axis=0),
+    ]
+    select_nodes, select_inits = _best_keys("key_row", "c", padded, CANDIDATE_BLOCKS, "cand")
+    nodes += select_nodes
+    inits += select_inits
+    nodes += [
         # stage 3: exact float32 scores of the candidates, masked again (fewer allowed than C)
         helper.make_node("Gather", ["item_factors", "cand"], ["cand_factors"], axis=0),
         helper.make_node("Transpose", ["user_vec"], ["user_col"], perm=[1, 0]),

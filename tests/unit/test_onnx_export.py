@@ -333,7 +333,7 @@ def _assert_same_as_candidate_reference(
     assert sorted(indices[differ].tolist()) == sorted(ref_indices[differ].tolist())
 
 
-@pytest.mark.parametrize("n_items", [5, ox.CANDIDATE_BLOCK, 1000, NC])
+@pytest.mark.parametrize("n_items", [5, int(np.prod(ox.CANDIDATE_BLOCKS)), 1000, NC])
 def test_candidate_graph_equals_its_numpy_twin(n_items: int) -> None:
     """Block-maxima selection = one TopK(C) over all items, with padding (N not a multiple of the
     block), fewer blocks than C, masks of every density, fold-in and known users."""
@@ -380,7 +380,10 @@ def test_candidate_graph_scans_the_items_once_in_integer_codes(big_factor: ox.Fa
     assert ops.count("MatMulIntegerToFloat") == 1 and "MatMul" in ops  # MatMul: the candidates only
     inits = {t.name: t for t in graph.graph.initializer}
     assert inits["item_codes_t"].data_type == onnx.TensorProto.UINT8
-    assert list(inits["item_codes_t"].dims) == [DC, -(-NC // ox.CANDIDATE_BLOCK) * ox.CANDIDATE_BLOCK]
+    assert list(inits["item_codes_t"].dims) == [
+        DC,
+        -(-NC // int(np.prod(ox.CANDIDATE_BLOCKS))) * int(np.prod(ox.CANDIDATE_BLOCKS)),
+    ]
     where = [node for node in graph.graph.node if node.op_type == "Where"]
     assert [node.input[0] for node in where] == ["cand_excluded"]
 
@@ -402,3 +405,31 @@ def test_quantise_items_offsets_int8_codes_by_128() -> None:
     assert scale == pytest.approx(1 / 127)
     assert codes.dtype == np.uint8
     assert codes.tolist() == [[255, 128 - 64], [128 + 32, 1]]
+
+
+@pytest.mark.parametrize("blocks", [(4,), (4, 4), (2, 3, 4)])
+def test_best_keys_equal_one_topk_over_all_keys(blocks: tuple[int, ...]) -> None:
+    """The level-by-level selection returns exactly the c smallest keys (ties to the lower index,
+    many ties here), in ascending index order, for every c from 0 to n."""
+    n = int(np.prod(blocks)) * 5
+    nodes, inits = ox._best_keys("keys", "c", n, blocks, "chosen")
+    graph = onnx.helper.make_graph(
+        nodes,
+        "best_keys",
+        [
+            onnx.helper.make_tensor_value_info("keys", onnx.TensorProto.FLOAT, [1, n]),
+            onnx.helper.make_tensor_value_info("c", onnx.TensorProto.INT64, [1]),
+        ],
+        [onnx.helper.make_tensor_value_info("chosen", onnx.TensorProto.INT64, None)],
+        inits,
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", ox.OPSET)])
+    model.ir_version = ox.IR_VERSION
+    session = _session(model)
+    rng = np.random.default_rng(len(blocks))
+    for keys in (rng.integers(0, 6, n), rng.normal(size=n), np.zeros(n)):
+        keys = keys.astype(np.float32)
+        for c in range(n + 1):
+            (chosen,) = session.run(None, {"keys": keys[None], "c": np.array([c])})
+            expected = np.sort(np.argsort(keys, kind="stable")[:c])
+            assert chosen.tolist() == expected.tolist(), (keys, c)
