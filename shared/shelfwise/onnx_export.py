@@ -242,8 +242,20 @@ def build_factor_model(
 CANDIDATE_FACTOR = 4
 CANDIDATE_EXTRA = 128
 # The candidate selection's levels (see build_factor_candidate_model, step 2): items per block,
-# blocks per super-block. Each level's TopK then reads a few thousand keys, not N.
+# blocks per super-block. Each level's TopK then reads a few thousand keys, not N. The block is
+# the divisor of N in CANDIDATE_BLOCK_RANGE nearest CANDIDATE_BLOCKS[0] when there is one, so the
+# N keys need no padding (a copy of all of them); the block minima are padded instead (cheap).
 CANDIDATE_BLOCKS = (16, 16)
+CANDIDATE_BLOCK_RANGE = range(8, 33)
+
+
+def candidate_blocks(n_items: int) -> tuple[int, ...]:
+    """The selection levels for ``n_items``: see ``CANDIDATE_BLOCKS``."""
+    first, *rest = CANDIDATE_BLOCKS
+    divisors = [b for b in CANDIDATE_BLOCK_RANGE if n_items % b == 0]
+    return (min(divisors, key=lambda b: (abs(b - first), b)) if divisors else first, *rest)
+
+
 # Stage 1 ranks items by a key, SMALLEST first: the integer score times -2**-50 (exact in float32
 # while |score| <= 255 * 127 * d < 2**24, i.e. d <= 512; so |key| < 2**-26) plus a bias of 1 for
 # excluded items (1 + key rounds to exactly 1: they all tie, ranked by index like the exact
@@ -320,24 +332,33 @@ def _best_keys(
 
     The same set as ``TopK(c, largest=0)`` over all ``n_keys`` (ties to the lower index) while
     no ``TopK`` reads more than a few thousand keys. ``keys`` ([1, n_keys], n_keys a multiple of
-    ``prod(blocks)``) is cut into level-1 units of ``blocks[0]`` keys, those into level-2 units of
-    ``blocks[1]`` level-1 units, and so on; ``ReduceMin`` gives each unit its minimum. From the top
+    ``blocks[0]``) is cut into level-1 units of ``blocks[0]`` keys, those into level-2 units of
+    ``blocks[1]`` level-1 units (the minima padded with +inf to a multiple), and so on;
+    ``ReduceMin`` gives each unit its minimum. From the top
     level down, ``TopK(min(c, units))`` over the minima of the units still in play picks the
     units to open. Exact: a unit holding one of the c best keys has a minimum no larger than the
     c-th key, and at most c units hold them; ties go to the lower index because the units of a
     level are contiguous index ranges, always gathered in ascending order.
     """
+    if n_keys % blocks[0]:
+        raise ExportError(f"{n_keys} keys do not fill blocks of {blocks[0]}")
     nodes: list[onnx.NodeProto] = []
     inits = [
         numpy_helper.from_array(np.array([1], np.int64), "sel_axes"),
         numpy_helper.from_array(np.array([-1], np.int64), "sel_flat"),
     ]
-    counts = [n_keys]
+    counts = [n_keys]  # counts[i]: how many level-i units there are
     minima = [keys]  # minima[i]: the keys of the level-i units, [counts[i]] ([1, n] for i = 0)
     for i, size in enumerate(blocks):
-        counts.append(counts[i] // size)
+        counts.append(-(-counts[i] // size))
+        level = minima[i]
+        if counts[i] % size:  # only above level 0: +inf units that are never chosen
+            pad = np.full(counts[i + 1] * size - counts[i], np.inf, np.float32)
+            inits.append(numpy_helper.from_array(pad, f"sel_pad{i}"))
+            nodes.append(helper.make_node("Concat", [level, f"sel_pad{i}"], [f"sel_padded{i}"], axis=0))
+            level = f"sel_padded{i}"
         inits.append(numpy_helper.from_array(np.array([counts[i + 1], size], np.int64), f"sel_grid{i}_shape"))
-        nodes.append(helper.make_node("Reshape", [minima[i], f"sel_grid{i}_shape"], [f"sel_grid{i}"]))
+        nodes.append(helper.make_node("Reshape", [level, f"sel_grid{i}_shape"], [f"sel_grid{i}"]))
         nodes.append(
             helper.make_node("ReduceMin", [f"sel_grid{i}", "sel_axes"], [f"sel_min{i + 1}"], keepdims=0)
         )
@@ -422,8 +443,8 @@ def build_factor_candidate_model(
         raise ExportError(f"the int8 candidate stage takes at most {MAX_CANDIDATE_DIM} dimensions, got {d}")
     u = model.user_factors.shape[0]
     items = model.item_factors
-    unit = int(np.prod(CANDIDATE_BLOCKS))
-    padded = -(-n // unit) * unit
+    blocks = candidate_blocks(n)
+    padded = -(-n // blocks[0]) * blocks[0]
     codes, _ = quantise_items(items)
     # padding items hold code 128, i.e. 0; their bias puts them below every real item
     codes_t = np.full((d, padded), 128, np.uint8)
@@ -492,7 +513,7 @@ def build_factor_candidate_model(
         helper.make_node("Max", ["k_times", "k_plus"], ["c_wanted"]),
         helper.make_node("Min", ["c_wanted", "n_items"], ["c"]),
     ]
-    select_nodes, select_inits = _best_keys("key_row", "c", padded, CANDIDATE_BLOCKS, "cand")
+    select_nodes, select_inits = _best_keys("key_row", "c", padded, blocks, "cand")
     nodes += select_nodes
     inits += select_inits
     nodes += [

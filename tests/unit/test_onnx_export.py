@@ -333,10 +333,10 @@ def _assert_same_as_candidate_reference(
     assert sorted(indices[differ].tolist()) == sorted(ref_indices[differ].tolist())
 
 
-@pytest.mark.parametrize("n_items", [5, int(np.prod(ox.CANDIDATE_BLOCKS)), 1000, NC])
+@pytest.mark.parametrize("n_items", [5, 256, 1009, NC])
 def test_candidate_graph_equals_its_numpy_twin(n_items: int) -> None:
-    """Block-maxima selection = one TopK(C) over all items, with padding (N not a multiple of the
-    block), fewer blocks than C, masks of every density, fold-in and known users."""
+    """Level-by-level selection = one TopK(C) over all items, with and without padding (1009 is
+    prime), fewer blocks than C, masks of every density, fold-in and known users."""
     rng = np.random.default_rng(n_items)
     items = rng.normal(size=(n_items, DC)) * rng.lognormal(0, 0.5, size=(n_items, 1))
     model = ox.FactorModel.create(items, rng.normal(size=(UC, DC)), ox.als_projection(items, 0.5))
@@ -380,10 +380,8 @@ def test_candidate_graph_scans_the_items_once_in_integer_codes(big_factor: ox.Fa
     assert ops.count("MatMulIntegerToFloat") == 1 and "MatMul" in ops  # MatMul: the candidates only
     inits = {t.name: t for t in graph.graph.initializer}
     assert inits["item_codes_t"].data_type == onnx.TensorProto.UINT8
-    assert list(inits["item_codes_t"].dims) == [
-        DC,
-        -(-NC // int(np.prod(ox.CANDIDATE_BLOCKS))) * int(np.prod(ox.CANDIDATE_BLOCKS)),
-    ]
+    assert list(inits["item_codes_t"].dims) == [DC, NC]  # 3000 items fill blocks of 15: no padding
+    assert "padding_flags" not in inits
     where = [node for node in graph.graph.node if node.op_type == "Where"]
     assert [node.input[0] for node in where] == ["cand_excluded"]
 
@@ -411,7 +409,7 @@ def test_quantise_items_offsets_int8_codes_by_128() -> None:
 def test_best_keys_equal_one_topk_over_all_keys(blocks: tuple[int, ...]) -> None:
     """The level-by-level selection returns exactly the c smallest keys (ties to the lower index,
     many ties here), in ascending index order, for every c from 0 to n."""
-    n = int(np.prod(blocks)) * 5
+    n = blocks[0] * 23  # the upper levels need +inf padding
     nodes, inits = ox._best_keys("keys", "c", n, blocks, "chosen")
     graph = onnx.helper.make_graph(
         nodes,
@@ -433,3 +431,9 @@ def test_best_keys_equal_one_topk_over_all_keys(blocks: tuple[int, ...]) -> None
             (chosen,) = session.run(None, {"keys": keys[None], "c": np.array([c])})
             expected = np.sort(np.argsort(keys, kind="stable")[:c])
             assert chosen.tolist() == expected.tolist(), (keys, c)
+
+
+def test_candidate_blocks_prefer_a_divisor_near_16() -> None:
+    assert ox.candidate_blocks(100_000) == (16, 16)
+    assert ox.candidate_blocks(3000) == (15, 16)
+    assert ox.candidate_blocks(1009) == (16, 16)  # prime: the keys are padded to 1024
