@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
+import pydantic_core
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
@@ -134,17 +135,14 @@ class RecommendationResponse(BaseModel):
         )
 
 
-# Compact UTF-8 JSON like Pydantic's model_dump_json; NaN/infinity raise instead of writing
-# invalid JSON (recommendation_json then lets Pydantic write them as null).
-_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-
-
 def recommendation_json(rec: Recommendation) -> str:
-    """The RecommendationResponse document of ``rec``, written from its columns in one encoder call.
+    """The RecommendationResponse document of ``rec``, written from its columns in one call.
 
-    Same document as ``RecommendationResponse.of(rec).model_dump_json()``, without a Pydantic
-    model per item: building and dumping those cost more CPU than the rest of a popularity or
-    similar-items request. The values are already typed by the recommender (str, float, int).
+    Byte for byte what ``RecommendationResponse.of(rec).model_dump_json()`` writes (pydantic-core's
+    serialiser, non-finite numbers as null), without a Pydantic model per item: building those
+    cost more CPU than the rest of a popularity or similar-items request. The values are already
+    typed by the recommender (str, float, int). Not ``json.dumps``: float repr is several times
+    slower than pydantic-core's float formatting, and a list has 40 floats.
     """
     columns = zip(rec.item_ids, rec.scores, rec.categories, rec.titles, rec.prices, strict=True)
     doc = {
@@ -157,10 +155,7 @@ def recommendation_json(rec: Recommendation) -> str:
         ],
         "unknown_items": rec.unknown_items,
     }
-    try:
-        return _encode(doc)
-    except ValueError:  # a non-finite score or price: Pydantic's spelling (null)
-        return RecommendationResponse.of(rec).model_dump_json()
+    return pydantic_core.to_json(doc, inf_nan_mode="null").decode()
 
 
 class ModelStatus(BaseModel):
