@@ -457,7 +457,6 @@ def build_factor_candidate_model(
         numpy_helper.from_array(np.array(128, np.uint8), "code_zero"),
         numpy_helper.from_array(model.user_factors if u else np.zeros((1, d), np.float32), "user_factors"),
         numpy_helper.from_array(np.array([0], np.int64), "axes_first"),
-        numpy_helper.from_array(np.array([1], np.int64), "axes_second"),
         numpy_helper.from_array(np.array([-1], np.int64), "flat"),
         numpy_helper.from_array(np.array([CANDIDATE_FACTOR], np.int64), "cand_factor"),
         numpy_helper.from_array(np.array([CANDIDATE_EXTRA], np.int64), "cand_extra"),

@@ -437,3 +437,17 @@ def test_candidate_blocks_prefer_a_divisor_near_16() -> None:
     assert ox.candidate_blocks(100_000) == (16, 16)
     assert ox.candidate_blocks(3000) == (15, 16)
     assert ox.candidate_blocks(1009) == (16, 16)  # prime: the keys are padded to 1024
+
+
+def test_candidate_graph_with_float16_rescoring(big_factor: ox.FactorModel) -> None:
+    """float16 stores the re-scoring matrix in half precision; the answers are the fp16 exact ones."""
+    graph, record = ox.export_factor_model(big_factor, float16=True, check_ks=(20,), check_users=10)
+    assert record["graph"] == "int8-candidates"
+    assert "item_factors_f16" in {t.name for t in graph.graph.initializer}
+    session = _session(graph)
+    mask = np.random.default_rng(4).random(NC) < 0.2
+    for user in (0, 5):
+        feed = ox.feeds(NC, user_index=user, exclude_mask=mask, k=20)
+        _assert_same(
+            session.run(None, feed), ox.factor_reference(big_factor, user, [], [], mask, 20, float16=True)
+        )
