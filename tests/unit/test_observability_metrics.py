@@ -45,7 +45,10 @@ def test_add_metric_is_powertools_add_metric(ops: list[tuple[Any, ...]]) -> None
     theirs = run(AmazonCloudWatchEMFProvider(namespace=NAMESPACE), ops)
     # auto-flushed blobs (100 values of one metric) differ only in their timestamps
     strip = [
-        [{**json.loads(line), "_aws": {**json.loads(line)["_aws"], "Timestamp": 0}} for line in o[1].splitlines()]
+        [
+            {**json.loads(line), "_aws": {**json.loads(line)["_aws"], "Timestamp": 0}}
+            for line in o[1].splitlines()
+        ]
         for o in (ours, theirs)
     ]
     assert ours[0] == theirs[0] and ours[2] == theirs[2] and strip[0] == strip[1]
@@ -59,3 +62,29 @@ def test_the_shared_metrics_object_uses_it_and_still_flushes_emf(capsys: pytest.
     blob = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert blob["Requests"] == [1.0] and blob["Variant"] == "champion"
     assert blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [[], ["Variant", "Endpoint"]]
+
+
+dimension_values = st.text(min_size=1, max_size=12).filter(str.strip)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["A", "B", "LatencyMs"]), st.floats(allow_nan=False)), min_size=1),
+    st.dictionaries(st.sampled_from(["Variant", "Endpoint"]), dimension_values, max_size=2),
+)
+def test_flushed_blob_is_powertools_blob(values: list[tuple[str, float]], dims: dict[str, str]) -> None:
+    printed = []
+    for provider in (EMFProvider(namespace=NAMESPACE), AmazonCloudWatchEMFProvider(namespace=NAMESPACE)):
+        provider.set_timestamp(1795881600000)
+        if dims:
+            provider.add_dimensions(**dims)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            for name, value in values:
+                provider.add_metric(name=name, unit=MetricUnit.Count, value=value)
+            provider.flush_metrics()
+        assert not provider.metric_set and not provider.dimension_sets  # cleared
+        printed.append(out.getvalue().splitlines())
+    ours, theirs = printed
+    assert [json.loads(line) for line in ours] == [json.loads(line) for line in theirs]
+    assert all(line.isascii() for line in ours)  # ASCII-escaped like json.dumps
