@@ -6,6 +6,7 @@ for numpy or onnxruntime.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import weakref
@@ -33,16 +34,24 @@ PROBLEM_JSON = "application/problem+json"
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
+@functools.cache
+def _strict_fields(model: type[BaseModel]) -> tuple[frozenset[str], frozenset[str]]:
+    """(fields that are not booleans, fields that are timestamps) of a model, looked up once."""
+    fields = model.model_fields
+    return (
+        frozenset(name for name, f in fields.items() if f.annotation is not bool),
+        frozenset(name for name, f in fields.items() if f.annotation is datetime),
+    )
+
+
 def no_bool_numbers(model: type[BaseModel], data: Any) -> Any:
     """Reject what Pydantic's lax mode would coerce: true/false as numbers, numbers as timestamps."""
     if isinstance(data, dict):
+        not_bool, timestamps = _strict_fields(model)
         for name, value in data.items():
-            field = model.model_fields.get(name)
-            if field is None:
-                continue
-            if isinstance(value, bool) and field.annotation is not bool:
+            if isinstance(value, bool) and name in not_bool:
                 raise ValueError(f"{name} must be a number, not a boolean")
-            if field.annotation is datetime and not isinstance(value, str):
+            if name in timestamps and not isinstance(value, str):
                 raise ValueError(f"{name} must be an ISO 8601 string")
     return data
 
