@@ -358,6 +358,16 @@ def _events(n: int, n_items: int, n_users: int, seed: int = 2) -> list[dict[str,
     return out
 
 
+def _route_of(event: dict[str, Any]) -> str:
+    """The kind of request of an :func:`_events` event (per-route figures)."""
+    path = event["rawPath"]
+    if path.endswith("/similar"):
+        return "similar_items"
+    if path == "/v1/recommendations":
+        return "session_fold_in"
+    return "cold_user_popularity" if "/users/new-" in path else "known_user"
+
+
 def _package_mb() -> dict[str, float]:
     """Unzipped size of what the serving function ships: its code, shelfwise, and the inference layer deps."""
     import importlib.util
@@ -609,6 +619,7 @@ def main(argv: list[str]) -> int:
         events = _events(args.requests, args.items, args.users)
         handler_ms: list[float] = []
         handler_cpu: list[float] = []
+        route_cpu: dict[str, list[float]] = {}
         statuses: dict[int, int] = {}
         with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
             for ev in events[:200]:
@@ -619,6 +630,7 @@ def main(argv: list[str]) -> int:
                 resp = app.lambda_handler(ev, ctx)
                 handler_ms.append((time.perf_counter() - t) * 1000)
                 handler_cpu.append((time.thread_time() - c) * 1000)
+                route_cpu.setdefault(_route_of(ev), []).append(handler_cpu[-1])
                 statuses[resp["statusCode"]] = statuses.get(resp["statusCode"], 0) + 1
             handler_rps = len(events) / (time.perf_counter() - t_all)
             recorded = app.recommender.impressions.recorded  # served-list lines written to stdout
@@ -665,6 +677,11 @@ def main(argv: list[str]) -> int:
         "handler_p99_ms": _pct(handler_ms, 99),
         "handler_cpu_p50_ms": _pct(handler_cpu, 50),
         "handler_cpu_p99_ms": _pct(handler_cpu, 99),
+        # CPU per request by kind of request: the model routes run the graph, the other two do not
+        "handler_cpu_by_route_ms": {
+            route: {"n": len(v), "p50": _pct(v, 50), "p99": _pct(v, 99)}
+            for route, v in sorted(route_cpu.items())
+        },
         "handler_rps": round(handler_rps, 1),
         "handler_over_kernel_p50": round(statistics.median(handler_ms) / statistics.median(kernel), 2),
         "http_p50_ms": _pct(http_ms, 50),
