@@ -13,6 +13,7 @@ inspection on the training side) are imported lazily inside the functions that n
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import mmap
@@ -235,8 +236,8 @@ def write_bundle(
     else:
         model_path.write_bytes(model.SerializeToString())
 
-    arrays: dict[str, Any] = dict(table)  # typed Any: numpy's stubs reject **ndarray for savez
-    np.savez(root / ITEMS_FILE, **arrays)
+    arrays: dict[str, Any] = dict(table)
+    savez_aligned(root / ITEMS_FILE, arrays)
     n_users = 0
     if users is not None:
         ids = np.asarray(users).astype(str)
@@ -249,13 +250,13 @@ def write_bundle(
                 "purchased_items": np.asarray(purchased[1], dtype=np.int64),
             }
             _check_purchased(extra["purchased_indptr"], extra["purchased_items"], int(ids.size), n)
-        np.savez(root / USERS_FILE, user_id=ids, **extra)
+        savez_aligned(root / USERS_FILE, {"user_id": ids, **extra})
         n_users = int(ids.size)
     if similar is not None:
         sim_idx = np.asarray(similar[0], dtype=np.int32)
         sim_val = np.asarray(similar[1], dtype=np.float32)
         _check_similar(sim_idx, sim_val, n)
-        np.savez(root / SIMILAR_FILE, indices=sim_idx, scores=sim_val)
+        savez_aligned(root / SIMILAR_FILE, {"indices": sim_idx, "scores": sim_val})
     if parquet:
         with contextlib.suppress(ImportError):  # no pyarrow here: the npz copy is the contract
             write_items_parquet(table, root / ITEMS_PARQUET)
@@ -275,6 +276,34 @@ def write_bundle(
 
 
 # --------------------------------------------------------------------------- reading
+
+
+NPZ_ALIGN = 64
+_ZIP_PADDING_ID = 0xD935  # the extra-field id Android's zipalign uses for padding
+
+
+def savez_aligned(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """``np.savez`` (uncompressed ``.npz``, same format), with each array's data 64-byte aligned.
+
+    Readers memory-map the members (:func:`_load_npz`); ``np.savez`` puts them at whatever offset
+    the zip headers leave, and numpy copies (or slows down on) an unaligned array. The local
+    header of each member gets a padding extra field, as Android's zipalign does; the .npy
+    header itself is already padded to a multiple of 64 bytes by numpy.
+    """
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, value in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asanyarray(value), allow_pickle=False)
+            data = buffer.getvalue()
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            # zipfile adds a zip64 extra field (20 bytes) to the local header of large members
+            zip64 = 20 if len(data) * 1.05 > zipfile.ZIP64_LIMIT else 0  # zipfile's own rule
+            start = archive.fp.tell() + 30 + len(info.filename.encode()) + zip64 + 4  # type: ignore[union-attr]
+            header_len = data.index(b"\n") + 1  # .npy magic + header, a multiple of 64
+            pad = -(start + header_len) % NPZ_ALIGN
+            info.extra = struct.pack("<HH", _ZIP_PADDING_ID, pad) + b"\0" * pad
+            archive.writestr(info, data)
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -315,9 +344,10 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
                     if count
                     else np.zeros(0, dtype)
                 )
-                out[member.filename.removesuffix(".npy")] = array.reshape(
-                    shape, order="F" if fortran else "C"
-                )
+                array = array.reshape(shape, order="F" if fortran else "C")
+                # an archive written by np.savez leaves members unaligned: copy those (numpy
+                # would copy or buffer them on use anyway); savez_aligned's are mapped as they are
+                out[member.filename.removesuffix(".npy")] = array if array.flags.aligned else array.copy()
             return out
     except (OSError, ValueError, zipfile.BadZipFile, struct.error) as exc:
         raise BundleMismatchError(f"{path.name} cannot be read: {exc}") from exc

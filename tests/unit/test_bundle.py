@@ -239,3 +239,30 @@ def test_concurrent_downloads_fetch_once_and_a_verified_copy_is_not_hashed_again
     shutil.rmtree(target)
     monkeypatch.undo()
     assert bd.read_bundle(bd.download_bundle(s3, "models", "models/recs/v1", target)).n_items == N
+
+
+def test_npz_members_are_aligned_mapped_and_equal_to_numpys(tmp_path: Path) -> None:
+    """Bundles' .npz are read by np.load too; serving maps them, 64-byte aligned, read-only."""
+    arrays = {
+        "item_id": np.array(["sku-1", "sku-22", "ünïcode"]),
+        "price": np.array([1.5, np.nan, 3.0]),
+        "in_stock": np.array([True, False, True]),
+        "empty": np.zeros(0, np.int64),
+        "matrix": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "fortran": np.asfortranarray(np.arange(6, dtype=np.int32).reshape(2, 3)),
+    }
+    bd.savez_aligned(tmp_path / "a.npz", arrays)
+    np.savez(tmp_path / "b.npz", **arrays)  # what older bundles hold: members at any offset
+    with np.load(tmp_path / "a.npz") as reference:
+        assert sorted(reference.files) == sorted(arrays)
+    for name in ("a.npz", "b.npz"):
+        loaded = bd._load_npz(tmp_path / name)
+        for key, value in arrays.items():
+            assert np.array_equal(loaded[key], value, equal_nan=value.dtype.kind == "f"), (name, key)
+            assert loaded[key].dtype == value.dtype and loaded[key].flags.aligned
+    mapped = bd._load_npz(tmp_path / "a.npz")
+    assert all(a.ctypes.data % bd.NPZ_ALIGN == 0 for a in mapped.values() if a.size)
+    assert not mapped["price"].flags.writeable  # a bundle is immutable
+    (tmp_path / "c.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(bd.BundleMismatchError, match="cannot be read"):
+        bd._load_npz(tmp_path / "c.npz")
