@@ -40,7 +40,7 @@ def test_the_whole_loop_runs_end_to_end(tmp_path: Path) -> None:
         (value, line[:200])
         for out in logged
         for line in out.splitlines()
-        for value in _strings(_json_or_text(line))
+        for value in _strings(_without_served_items(_json_or_text(line)))
         if value in demo.personal_ids
     ]
     assert leaks == []
@@ -51,6 +51,14 @@ def _json_or_text(line: str) -> Any:
         return json.loads(line)
     except ValueError:
         return line.split()
+
+
+def _without_served_items(doc: Any) -> Any:
+    """A served-list line without its item ids: the simulated shop numbers items and users alike
+    ("242" is both), so catalogue ids would read as leaks. Every other field is still checked."""
+    if isinstance(doc, dict) and doc.get("shelfwise") == "served_list":
+        return {k: v for k, v in doc.items() if k != "items"}
+    return doc
 
 
 def _strings(value: Any) -> list[str]:

@@ -7,7 +7,10 @@ measures, per list of ``k`` items:
    runtime's log agent): wall and CPU time per call, p50/p99. Baselines in the same run: writing
    a ready line of the same length (the ``write`` system call alone, the floor) and building the
    same line with ``json.dumps`` (the obvious encoder).
-2. The ingest of N served-list lines against the same impressions as one JSON row each (what
+2. The same requests through ``Recommender.recommend`` (a synthetic factor bundle, one ONNX
+   thread), alternating blocks of 250 with the sink and without it: the latency the impression
+   path adds to a request, p50 and p99 (``--ab-requests 0`` skips it).
+3. The ingest of N served-list lines against the same impressions as one JSON row each (what
    serving used to ship), through ``ingest_file``: seconds and rows per second.
 
 Prints figures to stderr and one JSON line last.
@@ -155,6 +158,60 @@ def _ingest_costs(served: list[Served], work: Path) -> dict[str, Any]:
     return out
 
 
+def _recommend_ab(requests: int, items: int, dim: int, k: int, work: Path) -> dict[str, Any]:
+    """recommend() latency with and without the sink, alternating blocks in one process."""
+    import shutil
+
+    from shelfwise.registry import Aliases
+    from shelfwise.serving import ModelLoader, Recommender, ServingConfig
+    from shelfwise_local.bench.serve import build_synthetic_bundle
+
+    remote = build_synthetic_bundle(work / "remote" / "v1", n_items=items, dim=dim, n_users=2000)
+
+    def fetch(version: str, directory: Path) -> Path:
+        if not directory.exists():
+            shutil.copytree(remote, directory)
+        return directory
+
+    config = ServingConfig(model_name="recs", cache_dir=str(work / "cache"), alias_ttl_seconds=3600)
+    loader = ModelLoader(None, "bucket", "recs", config.cache_dir, fetch=fetch)
+    reader = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert reader.stdin is not None
+    stream = open(reader.stdin.fileno(), "w", buffering=1, closefd=False)  # noqa: SIM115
+    sink = ImpressionSink(stream)
+    rec = Recommender(config, loader, lambda: Aliases(champion="v1"), sink, background=False)
+    rec.start()
+    users = [f"user-{i % 2000:06d}" for i in range(requests)]
+    times: dict[str, tuple[list[float], list[float]]] = {"with": ([], []), "without": ([], [])}
+    try:
+        for u in users[:200]:  # warm-up
+            rec.recommend(user_id=u, k=k)
+        for block, start in enumerate(range(0, requests, 250)):
+            name = "with" if block % 2 == 0 else "without"
+            rec.impressions = sink if name == "with" else None
+            wall, cpu = _timed(
+                [lambda u=u: rec.recommend(user_id=u, k=k) for u in users[start : start + 250]]
+            )
+            times[name][0].extend(us / 1000 for us in wall)
+            times[name][1].extend(us / 1000 for us in cpu)
+    finally:
+        stream.close()
+        reader.stdin.close()
+        reader.wait(timeout=30)
+    out: dict[str, Any] = {"items": items, "dim": dim, "requests": requests}
+    for name, (wall, cpu) in times.items():
+        out[name] = {
+            "p50_ms": _pct(wall, 50),
+            "p99_ms": _pct(wall, 99),
+            "cpu_p50_ms": _pct(cpu, 50),
+            "cpu_p99_ms": _pct(cpu, 99),
+        }
+    out["p50_delta_ms"] = round(out["with"]["p50_ms"] - out["without"]["p50_ms"], 4)
+    out["p99_delta_ms"] = round(out["with"]["p99_ms"] - out["without"]["p99_ms"], 4)
+    out["cpu_p50_delta_ms"] = round(out["with"]["cpu_p50_ms"] - out["without"]["cpu_p50_ms"], 4)
+    return out
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="shelfwise bench impressions", description=__doc__)
     p.add_argument("--lists", type=int, default=20_000, help="served lists to record")
@@ -162,6 +219,9 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--ingest-lists", type=int, default=20_000, help="served lists for the ingest part (0: skip)"
     )
+    p.add_argument("--ab-requests", type=int, default=4000, help="recommend() calls for the A/B (0: skip)")
+    p.add_argument("--ab-items", type=int, default=100_000, help="items of the A/B's synthetic bundle")
+    p.add_argument("--ab-dim", type=int, default=64, help="factor dimension of the A/B's bundle")
     args = p.parse_args(argv)
     served = _served(args.lists, args.k)
     load = os.getloadavg()[0]
@@ -173,6 +233,17 @@ def main(argv: list[str]) -> int:
             f"wall p50 {r['wall_p50_us']:.1f} us p99 {r['wall_p99_us']:.1f} us",
             file=sys.stderr,
         )
+    ab: dict[str, Any] = {}
+    if args.ab_requests:
+        with tempfile.TemporaryDirectory(prefix="bench-impressions-ab-") as tmp:
+            ab = _recommend_ab(args.ab_requests, args.ab_items, args.ab_dim, args.k, Path(tmp))
+        for name in ("with", "without"):
+            r = ab[name]
+            print(
+                f"recommend() {name:>7} sink: p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms "
+                f"(CPU p50 {r['cpu_p50_ms']:.3f} p99 {r['cpu_p99_ms']:.3f})",
+                file=sys.stderr,
+            )
     ingest: dict[str, Any] = {}
     if args.ingest_lists:
         with tempfile.TemporaryDirectory(prefix="bench-impressions-") as tmp:
@@ -191,6 +262,7 @@ def main(argv: list[str]) -> int:
         "record_wall_p99_us": record["record"]["wall_p99_us"],
         "write_only_cpu_p50_us": record["write"]["cpu_p50_us"],
         "json_dumps_cpu_p50_us": record["dumps"]["cpu_p50_us"],
+        "recommend_ab": ab,
         "ingest": ingest,
     }
     print(json.dumps(result), flush=True)
