@@ -14,6 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
+import requests
 from moto.server import ThreadedMotoServer
 
 from shelfwise.aws import reset_clients
@@ -68,6 +69,9 @@ def aws(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Iterator[
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    # moto's state is per process, not per server: start from an empty account (another module
+    # that imports these fixtures gets its own server after this module's one has stopped)
+    requests.post(f"http://{host}:{port}/moto-api/reset", timeout=10).raise_for_status()
     with pytest.MonkeyPatch.context() as mp:
         for key, value in ENV.items():
             mp.setenv(key, value)
