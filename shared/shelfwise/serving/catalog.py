@@ -7,7 +7,6 @@ large catalogue costs more than everything else in a load.
 
 from __future__ import annotations
 
-import bisect
 import math
 import re
 import threading
@@ -158,9 +157,9 @@ class Catalog:
         """Position of ``user_id`` in the bundle's sorted user index, or -1 when unknown."""
         if user_id is None or self.users is None or self.users.size == 0:
             return -1
-        # bisect, not np.searchsorted: the bundle maps the column zero-copy and unaligned, and
-        # searchsorted copies an unaligned array whole on every call (40 us at 10k users).
-        pos = bisect.bisect_left(self.users, user_id)
+        # The column must be aligned (bundles write and load their members so): numpy copies an
+        # unaligned array whole on every searchsorted (40 us at 10k users instead of 3).
+        pos = int(np.searchsorted(self.users, user_id))
         return pos if pos < self.users.size and self.users[pos] == user_id else -1
 
     def lookup(self, item_ids: Iterable[str]) -> tuple[list[int], list[int]]:
