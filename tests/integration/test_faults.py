@@ -2,7 +2,8 @@
 running in the local runtime on the emulator over HTTP (issue 8, docs/hardening.md).
 
 Faults go in on the wire side of botocore: a ``before-send`` hook on the handler's own client
-(``shelfwise.aws.client``, the one every handler builds) answers chosen requests with a 503
+(``shelfwise.aws.client``, the one every handler builds; serving's SDK-free ``shelfwise.aws_lite``
+clients get the same faults at their HTTP connection) answers chosen requests with a 503
 ``SlowDown``, a ``ThrottlingException`` or a read timeout, or delays them, or "kills" the process
 at a chosen call. Everything above it (botocore's standard retries with backoff and jitter, the
 domain code, the handler, the SQS event source, the HTTP API) is the product's own.
@@ -28,6 +29,7 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
 from botocore.retries.standard import ExponentialBackoff
 
+from shelfwise import aws_lite
 from shelfwise.aws import client
 from shelfwise.registry import Registry
 from shelfwise_local.bench.serve import build_synthetic_bundle
@@ -135,6 +137,73 @@ class Fault:
             return AWSResponse(request.url, 400, headers, _Body(body))  # type: ignore[arg-type]
         body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
         return AWSResponse(request.url, 503, {"Content-Type": "application/xml"}, _Body(body))  # type: ignore[arg-type]
+
+
+class _Refused:
+    """What a faulty connection answers: a JSON-protocol throttling error, read like any response."""
+
+    status = 400
+    reason = "Bad Request"
+
+    def read(self, amt: int | None = None) -> bytes:
+        return b'{"__type":"ThrottlingException","message":"Rate exceeded"}'
+
+    def getheader(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def close(self) -> None:
+        pass
+
+
+class LiteFault:
+    """:class:`Fault` for serving's SDK-free clients (``shelfwise.aws_lite``), on their connections.
+
+    Requests of ``lite`` for ``operation`` get a ``ThrottlingException`` (``throttle``) or a read
+    timeout (``timeout``) instead of the emulator's answer, ``fail`` times; everything above the
+    connection (signing, aws_lite's retries and backoff, the registry, the recommender) is the
+    product's own.
+    """
+
+    def __init__(self, lite: Any, operation: str, *, fail: int, error: str) -> None:
+        self.lite, self.operation, self.fail, self.error = lite, operation, fail, error
+        self.calls = 0
+        self._patch = pytest.MonkeyPatch()
+
+    def __enter__(self) -> LiteFault:
+        fault, original = self, aws_lite._connection
+
+        class Faulty:
+            def __init__(self, conn: Any) -> None:
+                self.conn, self.failing = conn, False
+                self.sock = None
+
+            def request(self, method: str, target: str, body: Any = None, headers: Any = None) -> None:
+                if (headers or {}).get("X-Amz-Target", "").endswith("." + fault.operation):
+                    fault.calls += 1
+                    self.failing = fault.calls <= fault.fail
+                if not self.failing:
+                    self.conn.request(method, target, body=body, headers=headers)
+                    self.sock = self.conn.sock
+
+            def getresponse(self) -> Any:
+                if not self.failing:
+                    return self.conn.getresponse()
+                if fault.error == "timeout":
+                    raise TimeoutError("timed out (injected)")
+                return _Refused()
+
+            def close(self) -> None:
+                self.conn.close()
+
+        def connection(url: str) -> tuple[Any, str]:
+            conn, target = original(url)
+            return (Faulty(conn), target) if url.startswith(fault.lite.base) else (conn, target)
+
+        self._patch.setattr(aws_lite, "_connection", connection)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._patch.undo()
 
 
 def _url_has(*parts: str) -> Callable[[Any], bool]:
@@ -379,12 +448,16 @@ def test_registry_throttled_or_unreachable_keeps_the_last_known_aliases(
     _set_alias(registry, "champion", "v2")  # an alias change serving cannot see while SSM fails
     try:
         for error in ("throttle", "timeout"):
+            # serving reads SSM with its SDK-free client (shelfwise.aws_lite), others with boto3
             ssm = _handler_module(rt, "ServeRecommendationsFunction").registry.ssm
-            with Fault(ssm, "GetParameters", fail=10**9, error=error) as ssm_down:
+            lite = isinstance(ssm, aws_lite.LiteSSM)
+            fault = LiteFault if lite else Fault
+            with fault(ssm, "GetParameters", fail=10**9, error=error) as ssm_down:
                 rec.sync()
                 status, body = _get(url)
                 _, health = _get(f"{rt.api_url}/v1/health")
-            assert ssm_down.calls == MAX_ATTEMPTS, error  # bounded retries, then keep what we have
+            attempts = aws_lite.MAX_ATTEMPTS if lite else MAX_ATTEMPTS
+            assert ssm_down.calls == attempts, error  # bounded retries, then keep what we have
             assert (status, body["model_version"], body["variant"]) == (200, "v1", "champion"), body
             assert health["alias_error"] and health["aliases"]["champion"] == "v1"
             print(f"\n[faults] SSM {error}: serving stayed on v1 after {ssm_down.calls} calls")
