@@ -36,6 +36,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 WINDOW_S = 300
+# The serving day's weekday (Monday = 0): the latest Saturday (see Demo._shop_params).
+SERVING_WEEKDAY = 5
 BROKEN_NOTE = "demo: v2 with its item scores shuffled (a broken export that passes the offline gate)"
 
 
@@ -227,10 +229,14 @@ class Demo:
         from shelfwise.simulator import ShopParams
 
         c = self.cfg
-        # The serving days follow the history; the shop starts so that day `history_days` is today-ish
-        # (recent timestamps suit every emulator's metric store).
+        # The serving days follow the history; the shop starts so that day `history_days` is recent
+        # (recent timestamps suit every emulator's metric store): the latest Saturday, today
+        # included. Always the same weekday, because the shop has weekly seasonality: the data,
+        # and so the models and the detection times, depend on it, and the expectations were set
+        # on a Saturday (on a Sunday the broken model took 3 windows and the drift went unseen).
         today = datetime.now(UTC).date()
-        start = today - timedelta(days=c.history_days)
+        serving_day = today - timedelta(days=(today.weekday() - SERVING_WEEKDAY) % 7)
+        start = serving_day - timedelta(days=c.history_days)
         return ShopParams(
             n_users=c.n_users,
             n_items=c.n_items,
