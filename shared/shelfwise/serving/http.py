@@ -24,7 +24,6 @@ from shelfwise.errors import ConfigurationError
 from shelfwise.events import MAX_ID_LENGTH, MAX_QUERY_LENGTH, EventType
 from shelfwise.observability import metrics
 from shelfwise.serving.api import Id, StrictModel, build_resolver, csv_values, limit_body, ok, responses
-from shelfwise.serving.collect import events_router
 from shelfwise.serving.config import MAX_CANDIDATES, MAX_HISTORY, MAX_K
 from shelfwise.serving.service import (
     Filters,
@@ -299,6 +298,8 @@ def _unbound() -> Any:
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document of the whole serving API (both functions), as committed in infra/."""
+    from shelfwise.serving.collect import events_router  # the other function's routes: docs only
+
     app = build_resolver(recommendations_router(_unbound), events_router(_unbound))
     return json.loads(
         app.get_openapi_json_schema(
