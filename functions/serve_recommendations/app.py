@@ -47,7 +47,7 @@ registry = Registry(
 loader = ModelLoader(_s3, settings.models_bucket, settings.model_name, settings.model_cache_dir)
 # Nothing heavy is imported yet: the aliases' bundles download from here on, while numpy, ONNX
 # Runtime, the service and the HTTP layer import (the load below waits for this download).
-loader.prefetch(registry.aliases)
+prefetch = loader.prefetch(registry.aliases)
 
 from shelfwise.serving.impressions import ImpressionSink  # noqa: E402
 from shelfwise.serving.service import Recommender  # noqa: E402
@@ -64,9 +64,9 @@ recommender = Recommender(
     registry.aliases,
     ImpressionSink(),  # one served-list line per list on stdout (the subscription ships it)
 )
-# The load starts now (aliases again, then the prefetched bundle); the HTTP layer below is
+# The load starts now (the prefetch's aliases, then its bundle); the HTTP layer below is
 # imported and built meanwhile.
-models_loaded = recommender.start_in_background()
+models_loaded = recommender.start_in_background(prefetch.aliases)
 
 from aws_lambda_powertools.logging import correlation_paths  # noqa: E402
 from aws_lambda_powertools.utilities.typing import LambdaContext  # noqa: E402

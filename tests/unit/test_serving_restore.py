@@ -119,3 +119,27 @@ def test_serving_function_registers_snapstart_hooks_that_work(
     finally:
         reset_clients()
         server.stop()
+
+
+def test_a_cold_start_reads_the_aliases_once(remote: Path, tmp_path: Path) -> None:
+    """The load takes the aliases the prefetch read; when that read failed, it reads them itself."""
+    reads: list[int] = []
+
+    def read() -> Aliases:
+        reads.append(1)
+        if len(reads) == 1 and fail_first:
+            raise RuntimeError("SSM throttled")
+        return Aliases(champion="v1")
+
+    for fail_first, expected_reads in ((False, 1), (True, 2)):
+        reads.clear()
+        config = ServingConfig(
+            model_name="recs", cache_dir=str(tmp_path / str(fail_first)), alias_ttl_seconds=3600
+        )
+        loader = ModelLoader(None, "b", "recs", config.cache_dir, fetch=_fetch(remote, []))
+        prefetch = loader.prefetch(read)
+        prefetch.join(timeout=30)  # this test's fetch copies without download_bundle's lock
+        rec = Recommender(config, loader, read, background=False)
+        state = rec.start_in_background(prefetch.aliases)()
+        assert set(state.models) == {"v1"} and len(reads) == expected_reads
+        assert state.alias_error is None

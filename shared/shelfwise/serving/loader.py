@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,25 @@ def _import_runtime_in_background() -> None:
     if _runtime_import is None and "onnxruntime" not in sys.modules:
         _runtime_import = threading.Thread(target=importlib.import_module, args=("onnxruntime",), daemon=True)
         _runtime_import.start()
+
+
+@dataclass
+class Prefetch:
+    """A running :meth:`ModelLoader.prefetch`: the aliases it read, and its thread."""
+
+    thread: threading.Thread | None = None
+    read: Aliases | None = None
+    aliases_read: threading.Event = field(default_factory=threading.Event)
+
+    def aliases(self) -> Aliases | None:
+        """The aliases the prefetch read (waits for that read), or None when it failed."""
+        self.aliases_read.wait()
+        return self.read
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the downloads too."""
+        if self.thread is not None:
+            self.thread.join(timeout)
 
 
 class ModelLoader:
@@ -68,17 +88,23 @@ class ModelLoader:
     def _download(self, version: str, directory: Path) -> Path:
         return download_bundle(self.s3, self.bucket, f"models/{self.model_name}/{version}", directory)
 
-    def prefetch(self, read_aliases: Callable[[], Aliases]) -> threading.Thread:
-        """Read the aliases and download their versions on a daemon thread; return the thread.
+    def prefetch(self, read_aliases: Callable[[], Aliases]) -> Prefetch:
+        """Read the aliases and download their versions on a daemon thread.
 
         Only warms the cache: failures are left to the load that follows, which retries, reports
-        them (health, metrics, logs) and refuses the version.
+        them (health, metrics, logs) and refuses the version. That load can take the aliases
+        read here (``Prefetch.aliases``), so a cold start reads SSM once.
         """
+        prefetch = Prefetch()
 
         def run() -> None:
             try:
-                aliases = read_aliases()
+                aliases: Aliases | None = read_aliases()
             except Exception:  # the sync reads them again and reports it
+                aliases = None
+            prefetch.read = aliases
+            prefetch.aliases_read.set()
+            if aliases is None:
                 return
             for version in dict.fromkeys(v for v in (aliases.champion, aliases.challenger) if v):
                 try:
@@ -86,9 +112,9 @@ class ModelLoader:
                 except Exception:  # reported by the load
                     continue
 
-        thread = threading.Thread(target=run, name="model-prefetch", daemon=True)
-        thread.start()
-        return thread
+        prefetch.thread = threading.Thread(target=run, name="model-prefetch", daemon=True)
+        prefetch.thread.start()
+        return prefetch
 
     def load(self, version: str) -> LoadedModel:
         """Download (or reuse the verified cached copy) and load ``version``; ModelLoadError when it fails."""

@@ -156,13 +156,19 @@ class Recommender:
         self._state = dataclasses.replace(self._state, checked_at=-float("inf"))
         return self.start()
 
-    def start_in_background(self) -> Callable[[], ServingState]:
+    def start_in_background(
+        self, first_aliases: Callable[[], Aliases | None] | None = None
+    ) -> Callable[[], ServingState]:
         """Start :meth:`start` on a thread and return a function that waits for it.
 
         The init phase uses it to read the aliases and download the bundle while it imports and
         builds the HTTP layer: the download mostly waits on the network, so the two overlap.
+        ``first_aliases`` gives aliases already read (the prefetch's), so a cold start reads SSM
+        once; when it returns None (that read failed) the sync reads them itself.
         """
-        thread = threading.Thread(target=self._sync_quietly, name="model-start", daemon=True)
+        thread = threading.Thread(
+            target=self._sync_quietly, args=(first_aliases,), name="model-start", daemon=True
+        )
         thread.start()
 
         def wait() -> ServingState:
@@ -182,21 +188,25 @@ class Recommender:
         else:
             self.sync()
 
-    def _sync_quietly(self) -> None:
+    def _sync_quietly(self, first_aliases: Callable[[], Aliases | None] | None = None) -> None:
         try:
-            self.sync()
+            self.sync(first_aliases)
         except Exception:
             logger.exception("model sync failed")
 
-    def sync(self) -> ServingState:
-        """Read the aliases, load versions not loaded yet, drop unused ones, swap the state."""
+    def sync(self, first_aliases: Callable[[], Aliases | None] | None = None) -> ServingState:
+        """Read the aliases, load versions not loaded yet, drop unused ones, swap the state.
+
+        ``first_aliases``: aliases read moments ago by someone else (see start_in_background).
+        """
         if not self._sync_lock.acquire(blocking=False):
             return self._state
         try:
             old = self._state
             now = self._clock()
             try:
-                aliases = self._read_aliases()
+                given = first_aliases() if first_aliases is not None else None
+                aliases = given if given is not None else self._read_aliases()
                 alias_error = None
             except Exception as exc:  # SSM throttled or down: keep serving what we have
                 logger.warning("alias read failed; keeping current aliases", extra={"error": str(exc)})
