@@ -253,6 +253,13 @@ class _Body:
             self.close()
         return data
 
+    def readinto(self, buffer: memoryview | bytearray) -> int:
+        """Read into ``buffer``; the bytes read, 0 at the end (botocore's StreamingBody has it too)."""
+        n = self._response.readinto(buffer)
+        if not n:
+            self.close()
+        return n
+
     def close(self) -> None:
         self._response.close()
         self._conn.close()

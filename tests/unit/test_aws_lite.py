@@ -139,6 +139,15 @@ def test_get_object_streams_and_maps_errors(emulated: dict[str, Any]) -> None:
     assert resp["ContentLength"] == len(data)
     got = b"".join(iter(lambda: resp["Body"].read(1 << 16), b""))
     assert got == data
+    # readinto, as download_bundle reads: into one buffer, 0 at the end
+    body, buffer, parts = (
+        lite.get_object(Bucket=emulated["bucket"], Key="dir/a file ü.bin")["Body"],
+        bytearray(100_003),
+        [],
+    )
+    while n := body.readinto(memoryview(buffer)):
+        parts.append(bytes(buffer[:n]))
+    assert b"".join(parts) == data and body.readinto(memoryview(buffer)) == 0
     with pytest.raises(lite.exceptions.ClientError) as err:
         lite.get_object(Bucket=emulated["bucket"], Key="missing")
     assert err.value.response["Error"]["Code"] == "NoSuchKey"

@@ -266,3 +266,70 @@ def test_npz_members_are_aligned_mapped_and_equal_to_numpys(tmp_path: Path) -> N
     (tmp_path / "c.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(bd.BundleMismatchError, match="cannot be read"):
         bd._load_npz(tmp_path / "c.npz")
+
+
+def _catalog(items: dict[str, np.ndarray]) -> Any:
+    from shelfwise.serving.catalog import Catalog
+
+    return Catalog.from_bundle(bd.Bundle(Path("."), {}, items))
+
+
+def test_catalog_takes_the_bundles_lookups_and_computes_them_for_bundles_without(bundle_dir: Path) -> None:
+    written = bd.read_bundle(bundle_dir)
+    for key in ("item_id_order", "category_code", "category_names", "popularity_order"):
+        assert key in written.items  # write_bundle stores them beside the columns
+    columns = {k: written.items[k] for k in bd.ITEM_COLUMNS}  # a bundle from before the lookups
+    for cat in (_catalog(dict(written.items)), _catalog(columns)):
+        assert cat.lookup(["sku-007", "nope", "sku-000", "sku-0070", "sku-007\0", "x" * 100]) == (
+            [7, 0],
+            [1, 3, 4, 5],
+        )
+        assert cat.index_of("sku-039") == 39 and cat.index_of("") is None
+        assert cat.indices([]).tolist() == []
+        assert cat.categories == {"hats": 0, "shoes": 1}
+        assert cat.category_codes.tolist() == [i % 2 for i in range(N)]
+        assert cat.popularity_order.tolist() == list(range(N))  # popularity N..1
+
+
+def test_catalog_ids_in_any_order_and_popularity_ties() -> None:
+    items = bd.normalise_items(
+        {
+            "item_id": np.array(["b", "é", "a", "ab", "c"]),
+            "category": np.array(["x", "y", "x", "z", "y"]),
+            "popularity": np.array([1.0, 3.0, 3.0, 0.0, 1.0]),
+        }
+    )
+    cat = _catalog({**items, **bd.item_lookups(items)})
+    assert cat.lookup(["ab", "é", "a", "b", "c", "abc", "aa"]) == ([3, 1, 2, 0, 4], [5, 6])
+    assert cat.popularity_order.tolist() == [1, 2, 0, 4, 3]  # ties to the lower index
+    assert cat.categories == {"x": 0, "y": 1, "z": 2}
+
+
+@pytest.mark.parametrize(
+    ("key", "corrupt", "message"),
+    [
+        ("item_id_order", lambda a: a[::-1].copy(), "does not sort"),
+        ("item_id_order", lambda a: np.zeros_like(a), "does not sort"),
+        ("item_id_order", lambda a: a + 1, "not an index"),
+        ("category_code", lambda a: 1 - a, "does not match"),
+        ("category_code", lambda a: a + 5, "does not match"),
+        ("category_names", lambda a: np.array(["hats", "hats"]), "does not match|duplicates"),
+        ("popularity_order", lambda a: a[::-1].copy(), "does not rank"),
+        ("popularity_order", lambda a: np.zeros_like(a), "not a permutation"),
+        ("popularity_order", lambda a: a[:-1].copy(), "not a permutation"),
+    ],
+)
+def test_catalog_refuses_lookups_that_disagree_with_the_columns(
+    bundle_dir: Path, key: str, corrupt: Any, message: str
+) -> None:
+    items = dict(bd.read_bundle(bundle_dir).items)
+    items[key] = corrupt(items[key])
+    with pytest.raises(bd.BundleMismatchError, match=message):
+        _catalog(items)
+
+
+def test_catalog_refuses_duplicate_ids_without_lookups(bundle_dir: Path) -> None:
+    items = {k: np.array(v) for k, v in bd.read_bundle(bundle_dir).items.items() if k in bd.ITEM_COLUMNS}
+    items["item_id"][3] = items["item_id"][4]
+    with pytest.raises(bd.BundleMismatchError, match="duplicates"):
+        _catalog(items)

@@ -73,8 +73,6 @@ class LoadedModel:
         check_graph_io(bundle, graph)
         _warm_up(session, bundle.n_items, version)
         catalog = Catalog.from_bundle(bundle)
-        if len(catalog.index) != catalog.n_items:
-            raise ModelLoadError(f"version {version}: items.item_id has duplicates")
         return cls(
             version=version,
             kind=graph.metadata.get("shelfwise.kind", str(bundle.manifest.get("algorithm", "unknown"))),

@@ -307,14 +307,14 @@ class Recommender:
         self, model: LoadedModel, history: Sequence[HistoryEvent]
     ) -> tuple[np.ndarray, np.ndarray, list[int], int]:
         """(items, weights) for fold-in, items to exclude by the rules, and the unknown-id count."""
-        index = model.catalog.index
         items: list[int] = []
         weights: list[float] = []
         excluded: list[int] = []
         unknown = 0
-        for ev in history:
-            i = index.get(ev.item_id)
-            if i is None:
+        for ev, i in zip(
+            history, model.catalog.indices([ev.item_id for ev in history]).tolist(), strict=True
+        ):
+            if i < 0:
                 unknown += 1
                 continue
             if self.rules.exclude_seen or (self.rules.exclude_purchased and ev.event_type == "purchase"):
@@ -427,7 +427,7 @@ class Recommender:
         self.refresh()
         model, variant = self._route(user_key or item_id)
         cat = model.catalog
-        idx = cat.index.get(item_id)
+        idx = cat.index_of(item_id)
         if idx is None:
             raise ItemNotFoundError(f"item {item_id!r} is not in the catalogue of version {model.version}")
         mask, unknown = self._mask(model, filters, [idx])
