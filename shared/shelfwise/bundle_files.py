@@ -21,6 +21,9 @@ from typing import Any
 from shelfwise.errors import ConflictError, InputError, NotFoundError
 
 MODEL_FILE = "model.onnx"
+# The graph's large initializers (item and user factors), beside it as ONNX external data: ONNX
+# Runtime maps this file instead of parsing and copying tens of MB out of the protobuf.
+MODEL_DATA_FILE = "model.onnx.data"
 ITEMS_FILE = "items.npz"
 ITEMS_PARQUET = "items.parquet"
 USERS_FILE = "users.npz"

@@ -333,3 +333,31 @@ def test_catalog_refuses_duplicate_ids_without_lookups(bundle_dir: Path) -> None
     items["item_id"][3] = items["item_id"][4]
     with pytest.raises(bd.BundleMismatchError, match="duplicates"):
         _catalog(items)
+
+
+def test_large_initializers_go_to_external_data_and_the_graph_reads_back_whole(tmp_path: Path) -> None:
+    import onnx
+
+    rng = np.random.default_rng(3)
+    n, d = 600, 32  # item factors of 75 KB: over EXTERNAL_DATA_MIN_BYTES
+    model = ox.build_factor_model(ox.FactorModel.create(rng.normal(size=(n, d)), rng.normal(size=(3, d))))
+    before = model.SerializeToString()
+    users = np.array(["u1", "u2", "u3"])
+    written = bd.write_bundle(tmp_path / "v1", model=model, items=_items(n), manifest={}, users=users)
+    assert model.SerializeToString() == before  # the caller's graph keeps its tensors
+    assert bd.MODEL_DATA_FILE in written["files"] and bd.MODEL_FILE in written["files"]
+    assert (tmp_path / "v1" / bd.MODEL_FILE).stat().st_size < 64 * 1024
+    reloaded = onnx.load(str(tmp_path / "v1" / bd.MODEL_FILE))
+    assert {t.name: onnx.numpy_helper.to_array(t).tobytes() for t in reloaded.graph.initializer} == {
+        t.name: onnx.numpy_helper.to_array(t).tobytes() for t in model.graph.initializer
+    }
+    # rewritten from its own path (the demo does this), and from bytes: the same files again
+    again = bd.write_bundle(
+        tmp_path / "v2", model=tmp_path / "v1" / bd.MODEL_FILE, items=_items(n), manifest={}, users=users
+    )
+    from_bytes = bd.write_bundle(tmp_path / "v3", model=before, items=_items(n), manifest={}, users=users)
+    assert again["files"] == from_bytes["files"] == written["files"]
+    bd.verify_bundle(tmp_path / "v1")
+    (tmp_path / "v1" / bd.MODEL_DATA_FILE).unlink()
+    with pytest.raises(bd.BundleError):
+        bd.verify_bundle(tmp_path / "v1")
