@@ -103,7 +103,8 @@ def derive_event_id(*parts: object) -> str:
 class Event(BaseModel):
     """One behaviour event as accepted by the ``/v1/events`` API (the native schema)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # built on first use: serving imports this module for its limits, not for the model
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, defer_build=True)
 
     event_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LENGTH)
     event_type: EventType

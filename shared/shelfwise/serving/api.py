@@ -56,10 +56,15 @@ def no_bool_numbers(model: type[BaseModel], data: Any) -> Any:
     return data
 
 
+# Models are built on first use, not at import: a cold start builds those of the route it
+# answers, not all of them (each costs 1-5 ms); the OpenAPI document builds every one.
+LAZY = ConfigDict(defer_build=True)
+
+
 class StrictModel(BaseModel):
     # Ids are opaque: no whitespace stripping (the OpenAPI schema could not say so); an id with
     # stray spaces is simply unknown and counted.
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -68,12 +73,16 @@ class StrictModel(BaseModel):
 
 
 class FieldProblem(BaseModel):
+    model_config = LAZY
+
     field: str
     message: str
 
 
 class Problem(BaseModel):
     """RFC 9457 problem details."""
+
+    model_config = LAZY
 
     type: str
     title: str

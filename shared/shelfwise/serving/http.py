@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from shelfwise.errors import ConfigurationError
 from shelfwise.events import MAX_ID_LENGTH, MAX_QUERY_LENGTH, EventType
 from shelfwise.observability import metrics
-from shelfwise.serving.api import Id, StrictModel, build_resolver, csv_values, limit_body, ok, responses
+from shelfwise.serving.api import LAZY, Id, StrictModel, build_resolver, csv_values, limit_body, ok, responses
 from shelfwise.serving.config import MAX_CANDIDATES, MAX_HISTORY, MAX_K
 from shelfwise.serving.service import (
     Filters,
@@ -104,6 +104,8 @@ class SearchRequest(QuietRepr, StrictModel):
 
 
 class ItemOut(BaseModel):
+    model_config = LAZY
+
     item_id: str
     score: float
     position: int = Field(ge=0)
@@ -116,6 +118,8 @@ class ItemOut(BaseModel):
 # docstring is the OpenAPI description) and the tests check written bodies against it.
 class RecommendationResponse(BaseModel):
     """A served list. Echo ``recommendation_id`` (and the item's ``position``) in feedback events."""
+
+    model_config = LAZY
 
     recommendation_id: str
     model_version: str
@@ -158,6 +162,8 @@ def recommendation_json(rec: Recommendation) -> str:
 
 
 class ModelStatus(BaseModel):
+    model_config = LAZY
+
     version: str
     role: str
     kind: str
@@ -167,6 +173,8 @@ class ModelStatus(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    model_config = LAZY
+
     status: Literal["ok", "degraded", "unavailable"]
     model_name: str
     aliases: dict[str, Any]
