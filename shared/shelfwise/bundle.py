@@ -54,7 +54,9 @@ from shelfwise.bundle_files import (  # noqa: F401
 FORMAT_VERSION = 1
 
 
-# items.npz columns and the numpy dtype kind each must have.
+# items.npz columns and the numpy dtype kind each must have. Text ("U") is stored UTF-8 encoded
+# (numpy "S"), a quarter of numpy's UTF-32 for the ASCII most ids and titles are: less to
+# download, hash and map at a cold start. Bundles written with "U" columns are read as well.
 ITEM_COLUMNS: dict[str, str] = {
     "item_id": "U",
     "category": "U",
@@ -157,7 +159,7 @@ def normalise_items(items: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """
     if "item_id" not in items:
         raise BundleMismatchError("items table needs an item_id column")
-    ids = np.asarray(items["item_id"]).astype(str)
+    ids = _as_str(np.asarray(items["item_id"]))
     n = ids.shape[0]
     if ids.ndim != 1 or n == 0:
         raise BundleMismatchError("items.item_id must be a non-empty 1-D array")
@@ -177,13 +179,26 @@ def normalise_items(items: Mapping[str, Any]) -> dict[str, np.ndarray]:
             raise BundleMismatchError(f"items.{col} has shape {value.shape}, expected ({n},)")
         kind = ITEM_COLUMNS[col]
         out[col] = (
-            value.astype(str)
-            if kind == "U"
-            else value.astype(np.float32)
-            if kind == "f"
-            else value.astype(bool)
+            _as_str(value) if kind == "U" else value.astype(np.float32) if kind == "f" else value.astype(bool)
         )
     return out
+
+
+def _as_str(values: np.ndarray) -> np.ndarray:
+    """A text column as numpy str ("U"), UTF-8 bytes ("S", as bundles store it) decoded."""
+    return np.char.decode(values, "utf-8") if values.dtype.kind == "S" else values.astype(str)
+
+
+def encode_text(values: np.ndarray) -> np.ndarray:
+    """A "U" column as UTF-8 bytes ("S"), the form items.npz stores text in."""
+    return np.char.encode(values, "utf-8") if values.size else np.zeros(0, "S1")
+
+
+def text_list(values: np.ndarray) -> list[str]:
+    """Python strings of a text column, stored UTF-8 ("S") or as numpy str ("U")."""
+    if values.dtype.kind == "S":
+        return [v.decode("utf-8") for v in values.tolist()]
+    return values.tolist()  # type: ignore[no-any-return]
 
 
 def item_lookups(items: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -208,7 +223,7 @@ def item_lookups(items: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {
         "item_id_order": np.argsort(items["item_id"], kind="stable").astype(np.int32),
         "category_code": category_code,
-        "category_names": np.array(list(codes), dtype=str) if codes else np.zeros(0, dtype="<U1"),
+        "category_names": np.array(list(codes)) if codes else items["category"][:0],
         # a stable sort of the negated scores: descending, ties to the lower index
         "popularity_order": np.argsort(-items["popularity"], kind="stable").astype(np.int32),
     }
@@ -289,6 +304,8 @@ def write_bundle(
     _write_model(model, root)
 
     arrays: dict[str, Any] = {**table, **item_lookups(table)}
+    for col in [c for c, kind in ITEM_COLUMNS.items() if kind == "U"] + ["category_names"]:
+        arrays[col] = encode_text(arrays[col])
     savez_aligned(root / ITEMS_FILE, arrays)
     n_users = 0
     if users is not None:
@@ -475,7 +492,7 @@ def read_bundle(directory: str | Path, *, graph: GraphIO | None = None, checksum
     n = items["item_id"].shape[0]
     for col, kind in ITEM_COLUMNS.items():
         arr = items[col]
-        if arr.shape != (n,) or arr.dtype.kind != kind:
+        if arr.shape != (n,) or arr.dtype.kind not in ("US" if kind == "U" else kind):
             raise BundleMismatchError(
                 f"items.{col} is {arr.dtype}{list(arr.shape)}, expected kind {kind} [{n}]"
             )

@@ -361,3 +361,25 @@ def test_large_initializers_go_to_external_data_and_the_graph_reads_back_whole(t
     (tmp_path / "v1" / bd.MODEL_DATA_FILE).unlink()
     with pytest.raises(bd.BundleError):
         bd.verify_bundle(tmp_path / "v1")
+
+
+def test_text_is_stored_utf8_and_read_back_as_written(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    ids = np.array(["sku-1", "ünï-ç", "日本-2", "sku-10", "emoji-🙂"])
+    items = {
+        "item_id": ids,
+        "category": np.array(["é", "b", "é", "日", "b"]),
+        "title": np.array(["Crème brûlée", "", "抹茶", "x", "🙂 mug"]),
+    }
+    model = ox.build_factor_model(ox.FactorModel.create(rng.normal(size=(5, 4)), rng.normal(size=(0, 4))))
+    bd.write_bundle(tmp_path / "v1", model=model, items=items, manifest={})
+    stored = bd.read_bundle(tmp_path / "v1").items
+    assert stored["item_id"].dtype.kind == "S" and stored["item_id"].nbytes < ids.nbytes / 2
+    for col in ("item_id", "category", "title"):
+        assert bd.text_list(stored[col]) == items[col].tolist()
+    assert bd.normalise_items(stored)["title"].tolist() == items["title"].tolist()  # rewritten (the demo)
+    legacy = {k: np.char.decode(v, "utf-8") if v.dtype.kind == "S" else v for k, v in stored.items()}
+    for cat in (_catalog(dict(stored)), _catalog({k: legacy[k] for k in bd.ITEM_COLUMNS})):
+        assert cat.lookup(["日本-2", "emoji-🙂", "ünï", "\ud800", "ünï-ç\0"]) == ([2, 4], [2, 3, 4])
+        assert cat.categories == {"é": 0, "b": 1, "日": 2}
+        assert bd.text_list(cat.titles[[0, 4]]) == ["Crème brûlée", "🙂 mug"]

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from shelfwise import onnx_export as ox
-from shelfwise.bundle import read_bundle
+from shelfwise.bundle import Bundle
+from shelfwise.bundle import read_bundle as _read_bundle
 from shelfwise.registry import Aliases, challenger_share
 from shelfwise.serving import (
     Filters,
@@ -34,6 +35,13 @@ from shelfwise.serving.impressions import ServedListError, impression_rows, serv
 from shelfwise_local.bench.serve import build_synthetic_bundle
 
 N, D, USERS = 300, 8, 40
+
+
+def read_bundle(path: Path) -> Bundle:
+    """The bundle with its text columns as numpy str (items.npz stores them UTF-8 encoded)."""
+    bundle = _read_bundle(path)
+    bundle.items = {k: np.char.decode(v, "utf-8") if v.dtype.kind == "S" else v for k, v in bundle.items.items()}
+    return bundle
 
 
 @pytest.fixture(scope="module")

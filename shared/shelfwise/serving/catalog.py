@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shelfwise.bundle import Bundle, BundleMismatchError, item_lookups
+from shelfwise.bundle import Bundle, BundleMismatchError, item_lookups, text_list
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -167,12 +167,12 @@ class Catalog:
             raise BundleMismatchError("items.item_id has duplicates (or item_id_order does not sort it)")
         if (
             names.ndim != 1
-            or names.dtype.kind != "U"
+            or names.dtype.kind not in "US"
             or not _is_index(codes, n, names.shape[0])
             or not bool((names[codes] == items["category"]).all())
         ):
             raise BundleMismatchError("items.category_code does not match items.category")
-        categories = {c: i for i, c in enumerate(names.tolist())}
+        categories = {c: i for i, c in enumerate(text_list(names))}
         if len(categories) != names.shape[0]:
             raise BundleMismatchError("items.category_names has duplicates")
         cat = cls(
@@ -210,13 +210,18 @@ class Catalog:
 
     def indices(self, item_ids: Sequence[str]) -> np.ndarray:
         """Index of each id, -1 where unknown (one binary search for all of them)."""
-        width = self.sorted_ids.dtype.itemsize // 4
+        keys: Sequence[str | bytes] = item_ids
+        width = self.sorted_ids.dtype.itemsize
+        if self.sorted_ids.dtype.kind == "S":  # stored UTF-8; a lone surrogate matches nothing
+            keys = [i.encode("utf-8", "surrogatepass") for i in item_ids]
+        else:
+            width //= 4
         # an id longer than every catalogue id cannot match: leave it out of the array, whose
         # width (and so size) is the longest id given
         # (numpy drops trailing NULs: such an id would match the id without them)
-        fits = [len(i) <= width and not i.endswith("\0") for i in item_ids]
+        fits = [len(i) <= width and not i.endswith(b"\0" if isinstance(i, bytes) else "\0") for i in keys]
         out = np.full(len(fits), -1, np.int64)
-        query = [i for i, ok in zip(item_ids, fits, strict=True) if ok]
+        query = [i for i, ok in zip(keys, fits, strict=True) if ok]
         if not query or not self.n_items:
             return out
         wanted = np.array(query, dtype=self.sorted_ids.dtype)
@@ -250,5 +255,5 @@ class Catalog:
         if self._lexical is None:
             with self._lock:
                 if self._lexical is None:
-                    self._lexical = LexicalIndex.build(self.titles.tolist(), self.category_names.tolist())
+                    self._lexical = LexicalIndex.build(text_list(self.titles), text_list(self.category_names))
         return self._lexical

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from shelfwise.bundle import text_list
 from shelfwise.errors import InputError
 from shelfwise.events import EVENT_WEIGHTS
 from shelfwise.observability import logger, metrics
@@ -352,7 +353,7 @@ class Recommender:
     ) -> Recommendation:
         cat = model.catalog
         idx = np.asarray(indices, dtype=np.intp)  # one conversion for the four look-ups
-        ids = cat.item_ids[idx].tolist()
+        ids = text_list(cat.item_ids[idx])
         sc = scores.tolist()  # float32 -> Python floats
         rec = Recommendation(
             recommendation_id=uuid.uuid4().hex,
@@ -360,8 +361,8 @@ class Recommender:
             variant=variant,
             item_ids=ids,
             scores=sc,
-            categories=cat.category_names[idx].tolist(),
-            titles=cat.titles[idx].tolist(),
+            categories=text_list(cat.category_names[idx]),
+            titles=text_list(cat.titles[idx]),
             prices=[None if p != p else round(p, 4) for p in cat.price[idx].tolist()],
             unknown_items=unknown,
             degraded=variant == "fallback",
