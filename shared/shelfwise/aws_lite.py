@@ -265,6 +265,16 @@ class _Body:
         self._conn.close()
 
 
+def integrity_protected(url: str) -> bool:
+    """Whether bytes fetched from ``url`` cannot be altered unnoticed on the way: over TLS (every
+    record is authenticated), or from this machine (a local emulator on a loopback address)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    host = (parts.hostname or "").lower()
+    return host in ("localhost", "::1") or (host.startswith("127.") and host.replace(".", "").isdigit())
+
+
 def _connection(url: str) -> tuple[http.client.HTTPConnection, str]:
     parts = urlsplit(url)
     cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
@@ -363,14 +373,28 @@ class LiteS3(_Client):
         parts = urlsplit(self.base)
         return f"{parts.scheme}://{bucket}.{parts.netloc}/{path}"
 
-    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+    def get_object(self, *, Bucket: str, Key: str, ChecksumMode: str | None = None) -> dict[str, Any]:
+        """boto3's ``get_object`` (Body, ContentLength, ETag; ChecksumSHA256 with ``ChecksumMode``).
+
+        Unlike botocore, it does not hash the body to check ``ChecksumSHA256``: it says instead
+        whether the transport protects the bytes (``IntegrityProtected``: TLS, whose records are
+        authenticated, or a loopback emulator), and leaves the comparison to the caller
+        (:func:`shelfwise.bundle_files.download_bundle` compares it with the manifest).
+        """
+        url = self._url(Bucket, Key)
         headers = {"X-Amz-Content-SHA256": hashlib.sha256(b"").hexdigest()}
-        conn, response = self._send("GET", self._url(Bucket, Key), headers, b"", "GetObject")
-        return {
+        if ChecksumMode == "ENABLED":
+            headers["x-amz-checksum-mode"] = "ENABLED"
+        conn, response = self._send("GET", url, headers, b"", "GetObject")
+        out: dict[str, Any] = {
             "Body": _Body(conn, response),
             "ContentLength": int(response.getheader("Content-Length") or -1),
             "ETag": response.getheader("ETag"),
+            "IntegrityProtected": integrity_protected(url),
         }
+        if ChecksumMode == "ENABLED" and (checksum := response.getheader("x-amz-checksum-sha256")):
+            out["ChecksumSHA256"] = checksum
+        return out
 
 
 class LiteSSM(_Client):

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import types
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,6 +172,65 @@ def test_bundle_download_and_aliases_through_lite_clients(emulated: dict[str, An
     with pytest.raises(BundleError):
         download_bundle(aws_lite.LiteS3(), emulated["bucket"], "models/recs/v1", tmp_path / "copy2")
     assert not (tmp_path / "copy2").exists()
+
+
+def test_bundle_bytes_s3_vouches_for_are_not_hashed_again(
+    emulated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """upload_bundle stores each file's SHA-256 as S3's checksum; a download over a protected
+    transport that gets the manifest's checksum back skips hashing; any other answer is hashed."""
+    import base64
+    import hashlib
+
+    from shelfwise import bundle_files
+    from shelfwise.bundle import BundleError
+    from shelfwise_local.bench.serve import build_synthetic_bundle
+
+    bundle = build_synthetic_bundle(tmp_path / "v1", n_items=50, dim=4, n_users=5)
+    upload_bundle(emulated["s3"], bundle, emulated["bucket"], "models/recs/v1")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    head = emulated["s3"].head_object(
+        Bucket=emulated["bucket"], Key="models/recs/v1/model.onnx", ChecksumMode="ENABLED"
+    )
+    assert head["ChecksumSHA256"] == bundle_files.sha256_base64(manifest["files"]["model.onnx"])
+    hashed: list[int] = []
+
+    class Counting:
+        def __init__(self) -> None:
+            self.h = hashlib.sha256()
+            hashed.append(1)
+
+        def update(self, data: Any) -> None:
+            self.h.update(data)
+
+        def hexdigest(self) -> str:
+            return self.h.hexdigest()
+
+    monkeypatch.setattr(bundle_files, "hashlib", types.SimpleNamespace(sha256=Counting))
+    out = download_bundle(aws_lite.LiteS3(), emulated["bucket"], "models/recs/v1", tmp_path / "copy")
+    assert hashed == [] and (out / "model.onnx").read_bytes() == (bundle / "model.onnx").read_bytes()
+    # S3's checksum of other bytes than the manifest's: hashed, and refused
+    tampered = b"tampered"
+    emulated["s3"].put_object(
+        Bucket=emulated["bucket"],
+        Key="models/recs/v1/model.onnx",
+        Body=tampered,
+        ChecksumAlgorithm="SHA256",
+        ChecksumSHA256=base64.b64encode(hashlib.sha256(tampered).digest()).decode(),
+    )
+    with pytest.raises(BundleError, match="sha256"):
+        download_bundle(aws_lite.LiteS3(), emulated["bucket"], "models/recs/v1", tmp_path / "copy2")
+    assert hashed and not (tmp_path / "copy2").exists()
+
+
+def test_integrity_protected_transports() -> None:
+    assert aws_lite.integrity_protected("https://s3.eu-west-1.amazonaws.com/b/k")
+    assert aws_lite.integrity_protected("http://127.0.0.1:4566/b/k")
+    assert aws_lite.integrity_protected("http://localhost:5000/b/k")
+    assert aws_lite.integrity_protected("http://[::1]:5000/b/k")
+    assert not aws_lite.integrity_protected("http://10.0.0.7:4566/b/k")
+    assert not aws_lite.integrity_protected("http://127.0.0.1.evil.example/b/k")
+    assert not aws_lite.integrity_protected("http://s3.example.com/b/k")
 
 
 class _Flaky(http.server.BaseHTTPRequestHandler):

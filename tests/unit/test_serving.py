@@ -40,7 +40,9 @@ N, D, USERS = 300, 8, 40
 def read_bundle(path: Path) -> Bundle:
     """The bundle with its text columns as numpy str (items.npz stores them UTF-8 encoded)."""
     bundle = _read_bundle(path)
-    bundle.items = {k: np.char.decode(v, "utf-8") if v.dtype.kind == "S" else v for k, v in bundle.items.items()}
+    bundle.items = {
+        k: np.char.decode(v, "utf-8") if v.dtype.kind == "S" else v for k, v in bundle.items.items()
+    }
     return bundle
 
 
