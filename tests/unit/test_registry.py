@@ -15,6 +15,7 @@ import pytest
 from moto import mock_aws
 
 from shelfwise.bundle import write_bundle
+from shelfwise.bundle_files import sha256_base64
 from shelfwise.errors import ConflictError, InputError, NotFoundError
 from shelfwise.onnx_export import build_popularity_model
 from shelfwise.registry import (
@@ -110,6 +111,11 @@ def test_first_registration_becomes_champion_and_is_immutable(registry: Registry
     value = registry.ssm.get_parameter(Name="/shelfwise/test/models/recs/champion")["Parameter"]["Value"]
     assert value == "v1"
     assert [r["action"] for r in registry.history()] == ["ModelRegistered", "ModelPromoted"]
+    # each file carries its manifest SHA-256 as S3's checksum (serving's download compares them)
+    manifest = registry.manifest("v1")
+    for name, digest in manifest["files"].items():
+        head = registry.s3.head_object(Bucket=BUCKET, Key=f"models/recs/v1/{name}", ChecksumMode="ENABLED")
+        assert head["ChecksumSHA256"] == sha256_base64(digest), name
 
 
 def test_killed_upload_leaves_no_visible_version_and_retry_succeeds(
