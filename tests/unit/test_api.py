@@ -384,6 +384,11 @@ def _comparable(resp: dict[str, Any]) -> tuple[int, Any]:
     body = json.loads(resp["body"]) if resp.get("body") else None
     if isinstance(body, dict):
         body.pop("recommendation_id", None)  # random per request
+        # health's ages move with the clock between the two calls (and round to 0.1 s)
+        body.pop("aliases_age_seconds", None)
+        for model in body.get("models") or []:
+            if isinstance(model, dict):
+                model.pop("age_seconds", None)
     return resp["statusCode"], body
 
 
