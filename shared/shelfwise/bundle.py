@@ -224,9 +224,14 @@ def item_lookups(items: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         "item_id_order": np.argsort(items["item_id"], kind="stable").astype(np.int32),
         "category_code": category_code,
         "category_names": np.array(list(codes)) if codes else items["category"][:0],
-        # a stable sort of the negated scores: descending, ties to the lower index
-        "popularity_order": np.argsort(-items["popularity"], kind="stable").astype(np.int32),
+        "popularity_order": popularity_order(items["popularity"]).astype(np.int32),
     }
+
+
+def popularity_order(popularity: np.ndarray) -> np.ndarray:
+    """Item indices by descending popularity, ties to the lower index (NaN last): the popularity
+    fallback's ranking, a stable sort of the negated scores."""
+    return np.argsort(-popularity, kind="stable")
 
 
 # Initializers at least this large go to MODEL_DATA_FILE; a small graph stays one file.

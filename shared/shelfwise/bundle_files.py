@@ -129,17 +129,8 @@ def upload_bundle(
     for name in sorted(manifest["files"]):
         key, sha = f"{prefix}/{name}", manifest["files"][name]
         if (root / name).stat().st_size <= SINGLE_PUT_BYTES:
-            # one PUT with the manifest's SHA-256 as S3's checksum: S3 refuses bytes that differ,
-            # keeps it with the object, and returns it to readers (download_bundle)
-            with open(root / name, "rb") as body:
-                s3.put_object(
-                    Bucket=bucket,
-                    Key=key,
-                    Body=body,
-                    ChecksumAlgorithm="SHA256",
-                    ChecksumSHA256=sha256_base64(sha),
-                    Metadata={"sha256": sha},
-                )
+            with open(root / name, "rb") as body:  # one PUT: a full-object checksum
+                s3.put_object(Bucket=bucket, Key=key, Body=body, **checksummed_put_args(sha))
         else:  # multipart: S3 keeps a checksum of part checksums; readers hash the file themselves
             s3.upload_file(str(root / name), bucket, key, ExtraArgs={"Metadata": {"sha256": sha}})
         keys.append(key)
@@ -281,6 +272,17 @@ def _download(s3: Any, bucket: str, prefix: str, target: Path, skip_files: tuple
         staging.replace(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def checksummed_put_args(hex_digest: str) -> dict[str, Any]:
+    """``put_object`` arguments that store a file's SHA-256 with it: as metadata (a retry compares
+    it) and as S3's checksum (S3 refuses bytes that differ; :func:`download_bundle` compares it
+    with the manifest instead of hashing the file again)."""
+    return {
+        "Metadata": {"sha256": hex_digest},
+        "ChecksumAlgorithm": "SHA256",
+        "ChecksumSHA256": sha256_base64(hex_digest),
+    }
 
 
 def sha256_base64(hex_digest: str) -> str:

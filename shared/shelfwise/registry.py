@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from shelfwise.bundle_files import sha256_base64
+from shelfwise.bundle_files import checksummed_put_args
 from shelfwise.errors import ConflictError, InputError, NotFoundError, ShelfwiseError
 
 ALIAS_NAMES: tuple[str, ...] = ("champion", "challenger", "previous", "canary_weight")
@@ -316,16 +316,8 @@ class Registry:
     def _put_immutable(self, key: str, body: bytes) -> None:
         digest = hashlib.sha256(body).hexdigest()
         try:
-            # the SHA-256 as S3's checksum too: S3 refuses other bytes, and serving's download
-            # compares it with the manifest instead of hashing the file again (bundle_files)
             self.s3.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=body,
-                IfNoneMatch="*",
-                Metadata={"sha256": digest},
-                ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=sha256_base64(digest),
+                Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*", **checksummed_put_args(digest)
             )
         except self.s3.exceptions.ClientError as exc:
             if _code(exc) not in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shelfwise.bundle import Bundle, BundleMismatchError, item_lookups, text_list
+from shelfwise.bundle import Bundle, BundleMismatchError, item_lookups, popularity_order, text_list
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -104,10 +104,10 @@ def _is_index(values: np.ndarray, n: int, size: int | None = None) -> bool:
 
 def _checked_popularity_order(order: np.ndarray, popularity: np.ndarray) -> np.ndarray:
     """``order`` as int64 when it ranks every item once by descending popularity, ties to the lower
-    index (what ``np.argsort(-popularity, kind="stable")`` gives); BundleMismatchError otherwise."""
+    index (what :func:`shelfwise.bundle.popularity_order` gives); BundleMismatchError otherwise."""
     n = popularity.shape[0]
     if not np.isfinite(popularity).all():  # NaN has no place in a descending order: sort here
-        return np.argsort(-popularity, kind="stable").astype(np.int64)
+        return popularity_order(popularity).astype(np.int64)
     if not _is_index(order, n) or (n and int(np.bincount(order, minlength=n).max()) != 1):
         raise BundleMismatchError("items.popularity_order is not a permutation of the items")
     ranked = -popularity[order]  # must be non-decreasing, the index increasing within ties
@@ -189,8 +189,8 @@ class Catalog:
             users=bundle.users,
             similar_indices=bundle.similar_indices,
             similar_scores=bundle.similar_scores,
+            popularity_order=_checked_popularity_order(lookups["popularity_order"], items["popularity"]),
         )
-        cat.popularity_order = _checked_popularity_order(lookups["popularity_order"], items["popularity"])
         if bundle.purchased is not None:
             cat.purchased_indptr, cat.purchased_items = bundle.purchased
         return cat

@@ -55,21 +55,47 @@ def impression_rows(served: Served) -> list[dict[str, Any]]:
     stamp = _stamp(ts)
     props = {"endpoint": endpoint, "k": k, "schema_version": SCHEMA_VERSION}
     return [
-        {
-            "event_id": derive_event_id("impression", rec_id, pos),
-            "event_type": "impression",
-            "session_id": rec_id,
-            "item_id": item,
-            "timestamp": stamp,
-            "recommendation_id": rec_id,
-            "position": pos,
-            "score": round(float(score), 6),
-            "variant": variant,
-            "model_version": version,
-            "properties": props,
-        }
+        _row(
+            derive_event_id("impression", rec_id, pos),
+            rec_id,
+            item,
+            stamp,
+            pos,
+            score,
+            variant,
+            version,
+            props,
+        )
         for pos, (item, score) in enumerate(zip(items, scores, strict=True))
     ]
+
+
+def _row(
+    event_id: str,
+    rec_id: str,
+    item: str,
+    stamp: str,
+    pos: int,
+    score: float | None,
+    variant: str,
+    version: str,
+    props: dict[str, Any],
+) -> dict[str, Any]:
+    """One impression row in the native schema (both ``impression_rows`` and the ingest's
+    ``served_list_rows`` build theirs here)."""
+    return {
+        "event_id": event_id,
+        "event_type": "impression",
+        "session_id": rec_id,
+        "item_id": item,
+        "timestamp": stamp,
+        "recommendation_id": rec_id,
+        "position": pos,
+        "score": None if score is None else round(float(score), 6),
+        "variant": variant,
+        "model_version": version,
+        "properties": props,
+    }
 
 
 _SCORE_FORMATS: dict[int, str] = {}  # n -> "%.6f,%.6f,..." (n times): one format op per list
@@ -215,19 +241,5 @@ def served_list_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     for pos, (item, score) in enumerate(zip(items, scores, strict=True)):
         h = prefix.copy()
         h.update(b"%d\x1e" % pos)
-        rows.append(
-            {
-                "event_id": h.hexdigest(),
-                "event_type": "impression",
-                "session_id": rec_id,
-                "item_id": item,
-                "timestamp": stamp,
-                "recommendation_id": rec_id,
-                "position": pos,
-                "score": None if score is None else round(float(score), 6),
-                "variant": variant,
-                "model_version": version,
-                "properties": props,
-            }
-        )
+        rows.append(_row(h.hexdigest(), rec_id, item, stamp, pos, score, variant, version, props))
     return rows
