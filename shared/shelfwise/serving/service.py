@@ -244,8 +244,9 @@ class Recommender:
             self._state = ServingState(aliases, models, last_good, errors, now, alias_error)
             self.loader.prune(keep)
             if len(models) > len(old.models.keys() & models.keys()):
-                # A catalogue is hundreds of thousands of long-lived objects: move them out of the
-                # cyclic GC's generations so full collections stay short (request p99). No collect()
+                # A load leaves long-lived objects (session, catalogue, and once searched the
+                # lexical index's vocabulary): move them out of the cyclic GC's generations so
+                # full collections stay short (request p99). No collect()
                 # first: it would hold the GIL for a request; refcounting frees the old version.
                 gc.freeze()
             return self._state
