@@ -84,5 +84,3 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
