@@ -82,5 +82,3 @@ def main(argv: list[str] | None = None) -> int:
         if code is None:
             raise
         return code
-
-
