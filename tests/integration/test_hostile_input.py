@@ -1,4 +1,4 @@
-"""Hostile input to the HTTP API of template.yaml, over the local HTTP API on the emulator (issue 8).
+"""Hostile input to the HTTP API of template.yaml, over the local HTTP API on the emulator (docs/hardening.md).
 
 Fuzzed bodies (hypothesis), ids with path traversal and unicode tricks, deeply nested JSON and a
 1 MB query string. The properties: never a 5xx and never a handler crash for bad input; for

@@ -10,8 +10,8 @@ measures, per list of ``k`` items:
 2. The same requests through ``Recommender.recommend`` (a synthetic factor bundle, one ONNX
    thread), alternating blocks of 250 with the sink and without it: the latency the impression
    path adds to a request, p50 and p99 (``--ab-requests 0`` skips it).
-3. The ingest of N served-list lines against the same impressions as one JSON row each (what
-   serving used to ship), through ``ingest_file``: seconds and rows per second.
+3. The ingest of N served-list lines against the same impressions as one JSON row each (the
+   row-per-impression alternative), through ``ingest_file``: seconds and rows per second.
 
 Prints figures to stderr and one JSON line last.
 """

@@ -676,7 +676,7 @@ def main(argv: list[str]) -> int:
         "kernel_matrix_gb_per_s": round(
             args.items * args.dim * 4 / 1e9 / (statistics.median(kernel) / 1000), 1
         ),
-        # the bundle's model.onnx alone, one thread, alternating with the kernel (issue 5's figure)
+        # the bundle's model.onnx alone, one thread, alternating with the kernel (the serving target's figure)
         "served_graph": graph_record["graph"],
         "served_graph_check": graph_record["candidate_check"],
         "served_graph_p50_ms": _pct(served, 50),
