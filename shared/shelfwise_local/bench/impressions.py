@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shelfwise.cli.common import plain
 from shelfwise.served_lists import MARKER_KEY, SERVED_LIST, Served, impression_rows, served_list_line
 from shelfwise.serving.impressions import ImpressionSink
 
@@ -207,7 +208,7 @@ def _recommend_ab(requests: int, items: int, dim: int, k: int, work: Path) -> di
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="shelfwise bench impressions", description=__doc__)
+    p = argparse.ArgumentParser(prog="shelfwise bench impressions", description=plain(__doc__))
     p.add_argument("--lists", type=int, default=20_000, help="served lists to record")
     p.add_argument("--k", type=int, default=20, help="items per served list")
     p.add_argument(
