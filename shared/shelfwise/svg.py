@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -45,6 +45,20 @@ class VerticalMarker:
 
 def esc(x: object) -> str:
     return html.escape(str(x), quote=True)
+
+
+def svg_open(width: int, height: int, font_size: int = 11) -> str:
+    """The opening tag: scales with its container (a viewBox, no fixed size)."""
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
+        f'font-family="sans-serif" font-size="{font_size}">'
+    )
+
+
+def linear(lo: float, hi: float, start: float, length: float) -> Callable[[float], float]:
+    """The map of [lo, hi] onto [start, start + length] (reversed for a y axis: negative length)."""
+    span = (hi - lo) or 1.0
+    return lambda v: start + length * (v - lo) / span
 
 
 def colors(names: Sequence[str], preferred: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -144,10 +158,7 @@ def line_chart(
     pw, ph = width - left - right, height - top - bottom
     pts = [p for s in series.values() for p in s]
     if not pts:
-        return (
-            f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} 40" role="img">'
-            f'<text x="8" y="24" font-size="13">{esc(title)}: no data</text></svg>'
-        )
+        return svg_open(width, 40) + f'<text x="8" y="24" font-size="13">{esc(title)}: no data</text></svg>'
     xs = [p[0] for p in pts] + [m.x for m in markers]
     x_lo, x_hi = min(xs), max(xs)
     if x_hi <= x_lo:
@@ -156,15 +167,10 @@ def line_chart(
     y_ticks = nice_ticks(min([0.0, *ys]), max(ys or [1.0]))
     y_lo, y_hi = y_ticks[0], y_ticks[-1]
 
-    def x(v: float) -> float:
-        return left + pw * (v - x_lo) / (x_hi - x_lo)
-
-    def y(v: float) -> float:
-        return top + ph * (1.0 - (v - y_lo) / (y_hi - y_lo))
-
+    x = linear(x_lo, x_hi, left, pw)
+    y = linear(y_lo, y_hi, top + ph, -ph)
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
-        'font-family="sans-serif" font-size="11">',
+        svg_open(width, height),
         f"<title>{esc(title)}</title>",
         f'<text x="{left}" y="16" font-size="13" font-weight="bold">{esc(title)}</text>',
         f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#ccc"/>',
@@ -232,12 +238,9 @@ def bar_chart(
     bw = gw * 0.8 / max(len(names), 1)
     palette = colors(names)
 
-    def y(v: float) -> float:
-        return pad_t + inner_h * (1.0 - (v - lo) / (top - lo))
-
+    y = linear(lo, top, pad_t + inner_h, -inner_h)
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
-        'font-family="sans-serif" font-size="11">',
+        svg_open(width, height),
         f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">{esc(title)}</text>',
     ]
     for v in ticks:
@@ -288,15 +291,10 @@ def histogram(
         hi = lo + 1.0
     pw, ph = width - pad_l - 10, height - pad_t - pad_b
 
-    def x(v: float) -> float:
-        return pad_l + pw * (v - lo) / (hi - lo)
-
-    def y(v: float) -> float:
-        return pad_t + ph * (1.0 - v / top)
-
+    x = linear(lo, hi, pad_l, pw)
+    y = linear(0.0, top, pad_t + ph, -ph)
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
-        'font-family="sans-serif" font-size="10">',
+        svg_open(width, height, font_size=10),
         f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="14">{esc(title)}</text>',
     ]
     for v in y_ticks:
