@@ -1,6 +1,6 @@
 """collect_events: ``POST /v1/events`` validated with the event schema and sent to Firehose -> raw/."""
 
-from typing import Any
+from typing import Any, Literal
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -8,7 +8,8 @@ from pydantic import BaseModel, Field
 
 from shelfwise.aws import client
 from shelfwise.observability import logger, metrics, tracer
-from shelfwise.serving.api import build_resolver, serve
+from shelfwise.pseudonym import Pseudonymiser, read_key
+from shelfwise.serving.api import Access, build_resolver, serve
 from shelfwise.serving.collect import EventCollector, events_router
 from shelfwise.settings import load_settings
 
@@ -17,12 +18,21 @@ class Settings(BaseModel):
     """Environment of this function (template.yaml, section "serving (issue 6)")."""
 
     events_stream: str = Field(min_length=1)
+    # The template's ApiAuth: anything but NONE (the explicitly open API) needs an authenticated client.
+    api_auth: Literal["NONE", "AWS_IAM", "JWT"] = "AWS_IAM"
+    # Empty: user ids are kept as they arrive.
+    pseudonymisation_key_parameter: str = ""
 
 
 settings = load_settings(Settings)
 logger.append_keys(service="collect_events")
-collector = EventCollector(client("firehose"), settings.events_stream)
-app = build_resolver(events_router(lambda: collector))
+pseudonymiser = (
+    Pseudonymiser(read_key(client("ssm"), settings.pseudonymisation_key_parameter))
+    if settings.pseudonymisation_key_parameter
+    else None
+)
+collector = EventCollector(client("firehose"), settings.events_stream, pseudonymiser)
+app = build_resolver(events_router(lambda: collector), access=Access(settings.api_auth))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

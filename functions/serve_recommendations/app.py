@@ -12,7 +12,7 @@ import gc
 # cyclic collections during it are wasted work. Re-enabled, with everything frozen, at the end.
 gc.disable()
 
-from typing import Any  # noqa: E402
+from typing import Any, Literal  # noqa: E402
 
 from pydantic import BaseModel, Field, Json  # noqa: E402
 
@@ -33,6 +33,10 @@ class Settings(BaseModel):
     alias_ttl_seconds: float = Field(default=30.0, ge=0)
     model_cache_dir: str = "/tmp/shelfwise/models"
     serving_rules: Json[ServingRules] = ServingRules()
+    # The template's ApiAuth: anything but NONE (the explicitly open API) needs an authenticated client.
+    api_auth: Literal["NONE", "AWS_IAM", "JWT"] = "AWS_IAM"
+    # Empty: user ids are looked up as they arrive.
+    pseudonymisation_key_parameter: str = ""
 
 
 settings = load_settings(Settings)
@@ -49,8 +53,15 @@ loader = ModelLoader(_s3, settings.models_bucket, settings.model_name, settings.
 # Runtime, the service and the HTTP layer import (the load below waits for this download).
 prefetch = loader.prefetch(registry.aliases)
 
+from shelfwise.pseudonym import Pseudonymiser, read_key  # noqa: E402
 from shelfwise.serving.impressions import ImpressionSink  # noqa: E402
 from shelfwise.serving.service import Recommender  # noqa: E402
+
+pseudonymiser = (
+    Pseudonymiser(read_key(light_client("ssm"), settings.pseudonymisation_key_parameter))
+    if settings.pseudonymisation_key_parameter
+    else None
+)
 
 config = ServingConfig(
     model_name=settings.model_name,
@@ -63,6 +74,7 @@ recommender = Recommender(
     loader,
     registry.aliases,
     ImpressionSink(),  # one served-list line per list on stdout (the subscription ships it)
+    pseudonymise=pseudonymiser.one if pseudonymiser else None,
 )
 # The load starts now (the prefetch's aliases, then its bundle); the HTTP layer below is
 # imported and built meanwhile.
@@ -72,13 +84,13 @@ from aws_lambda_powertools.logging import correlation_paths  # noqa: E402
 from aws_lambda_powertools.utilities.typing import LambdaContext  # noqa: E402
 
 from shelfwise.observability import logger, metrics, tracer  # noqa: E402
-from shelfwise.serving.api import build_resolver, serve  # noqa: E402
+from shelfwise.serving.api import Access, build_resolver, serve  # noqa: E402
 from shelfwise.serving.http import recommendations_router  # noqa: E402
 
 # Metrics keep exactly the Variant/Endpoint dimensions of the contract, so no Powertools service
 # name is configured (it would add a "service" dimension); logs still say which function wrote them.
 logger.append_keys(service="serve_recommendations")
-app = build_resolver(recommendations_router(lambda: recommender))
+app = build_resolver(recommendations_router(lambda: recommender), access=Access(settings.api_auth))
 models_loaded()
 gc.freeze()
 gc.enable()
