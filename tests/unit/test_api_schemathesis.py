@@ -11,12 +11,11 @@ unsupported methods (405 with Allow) and, through the hooks below, the classes t
 from __future__ import annotations
 
 import gzip
+import json
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
-
-import json
 
 import pytest
 import requests

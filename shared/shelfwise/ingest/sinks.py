@@ -21,9 +21,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shelfwise.events import PARTITION_COLUMN
-from shelfwise.pseudonym import Pseudonymiser, scrub
 from shelfwise.ingest.formats import json_literals
 from shelfwise.ingest.schema import CURATED_SCHEMA, DICTIONARY_COLUMNS, REASONS
+from shelfwise.pseudonym import Pseudonymiser, scrub
 
 ROW_GROUP_ROWS = 262_144
 MAX_BUFFERED_ROWS = 524_288
