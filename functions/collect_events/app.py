@@ -11,6 +11,8 @@ from shelfwise.observability import logger, metrics, tracer
 from shelfwise.pseudonym import Pseudonymiser, read_key
 from shelfwise.serving.api import Access, build_resolver, serve
 from shelfwise.serving.collect import EventCollector, events_router
+from shelfwise.serving.config import served_at
+from shelfwise.serving.quota import ClientQuota
 from shelfwise.settings import load_settings
 
 
@@ -22,6 +24,9 @@ class Settings(BaseModel):
     api_auth: Literal["NONE", "AWS_IAM", "JWT"] = "AWS_IAM"
     # Empty: user ids are kept as they arrive.
     pseudonymisation_key_parameter: str = ""
+    # Per-client quota (requests per minute) over the usage table; no table: none.
+    client_usage_table: str = ""
+    client_requests_per_minute: int = Field(default=1200, ge=1)
 
 
 settings = load_settings(Settings)
@@ -32,7 +37,14 @@ pseudonymiser = (
     else None
 )
 collector = EventCollector(client("firehose"), settings.events_stream, pseudonymiser)
-app = build_resolver(events_router(lambda: collector), access=Access(settings.api_auth))
+quota = (
+    ClientQuota(
+        client("dynamodb"), settings.client_usage_table, settings.client_requests_per_minute, served_at
+    )
+    if settings.client_usage_table
+    else None
+)
+app = build_resolver(events_router(lambda: collector), access=Access(settings.api_auth, quota))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

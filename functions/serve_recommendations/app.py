@@ -37,6 +37,9 @@ class Settings(BaseModel):
     api_auth: Literal["NONE", "AWS_IAM", "JWT"] = "AWS_IAM"
     # Empty: user ids are looked up as they arrive.
     pseudonymisation_key_parameter: str = ""
+    # Per-client quota (requests per minute) over the usage table; no table: none.
+    client_usage_table: str = ""
+    client_requests_per_minute: int = Field(default=6000, ge=1)
 
 
 settings = load_settings(Settings)
@@ -85,12 +88,21 @@ from aws_lambda_powertools.utilities.typing import LambdaContext  # noqa: E402
 
 from shelfwise.observability import logger, metrics, tracer  # noqa: E402
 from shelfwise.serving.api import Access, build_resolver, serve  # noqa: E402
+from shelfwise.serving.config import served_at  # noqa: E402
 from shelfwise.serving.http import recommendations_router  # noqa: E402
+from shelfwise.serving.quota import ClientQuota  # noqa: E402
 
 # Metrics keep exactly the Variant/Endpoint dimensions of the contract, so no Powertools service
 # name is configured (it would add a "service" dimension); logs still say which function wrote them.
 logger.append_keys(service="serve_recommendations")
-app = build_resolver(recommendations_router(lambda: recommender), access=Access(settings.api_auth))
+quota = (
+    ClientQuota(
+        light_client("dynamodb"), settings.client_usage_table, settings.client_requests_per_minute, served_at
+    )
+    if settings.client_usage_table
+    else None
+)
+app = build_resolver(recommendations_router(lambda: recommender), access=Access(settings.api_auth, quota))
 models_loaded()
 gc.freeze()
 gc.enable()

@@ -610,3 +610,23 @@ def test_open_health_shows_status_only(api: LocalRuntime) -> None:
 def test_zz_counts() -> None:
     print(f"\n[hostile] this module: {TRIED['requests']} requests over HTTP, {TRIED['5xx']} answered 5xx")
     assert TRIED["5xx"] == 0
+
+
+def test_a_client_over_its_quota_gets_429_and_others_do_not() -> None:
+    """Per-client throttling through the template: ClientRequestsPerMinute per client (here the
+    source IP, the API being open), over the usage table, whatever the stage's limits."""
+    rt = new_runtime(TEMPLATE, parameters={**LOCAL_API_PARAMETERS, "ClientRequestsPerMinute": "12"})
+    try:
+        statuses = [_call_full(rt, "GET", "/v1/health") for _ in range(16)]
+        codes = [s for s, _, _ in statuses]
+        assert codes[:12] == [200] * 12 and set(codes[12:]) == {429}, codes
+        status, answer, headers = statuses[-1]
+        assert answer["status"] == 429 and headers["content-type"] == "application/problem+json"
+        assert 1 <= int(headers["retry-after"]) <= 60
+        # POST /v1/events has its own quota: this client still sends events.
+        status, ack = _call(rt, "POST", "/v1/events", json.dumps({"events": [_event()]}).encode())
+        assert status == 200 and ack["accepted"] == 1
+        rt.advance(60)  # the next minute (the runtime's clock is the requests' clock)
+        assert _call(rt, "GET", "/v1/health")[0] == 200
+    finally:
+        rt.close()

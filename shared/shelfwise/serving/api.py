@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from shelfwise.errors import InputError, NotFoundError, ShelfwiseError
 from shelfwise.events import MAX_ID_LENGTH
 from shelfwise.observability import logger, metrics
-from shelfwise.serving.config import MAX_BODY_BYTES, REQUEST_TIME
+from shelfwise.serving.config import MAX_BODY_BYTES, REQUEST_TIME, served_at
 from shelfwise.serving.errors import DeliveryError, ModelUnavailableError
 
 PROBLEM_JSON = "application/problem+json"
@@ -122,6 +122,7 @@ ERROR_RESPONSES: dict[int, Any] = {
     401: _problem_response("No authenticated API client (the API requires IAM or JWT authorization)"),
     404: _problem_response("Unknown route or item"),
     413: _problem_response("Body larger than 256 KB"),
+    429: _problem_response("This API client used its requests of this minute; retry after Retry-After"),
     414: _problem_response("URL too long (answered by the gateway)"),
     415: _problem_response("Body is not application/json"),
     422: _problem_response("A field is invalid; `errors` names it"),
@@ -149,6 +150,10 @@ class UnauthenticatedError(ShelfwiseError):
     """The API requires an authenticated client and the request carries none (401)."""
 
 
+class QuotaExceededError(InputError):
+    """The client used its requests of this minute (429)."""
+
+
 def caller_identity(event: dict[str, Any]) -> str | None:
     """The API client API Gateway authenticated for this request, or None.
 
@@ -171,17 +176,26 @@ def caller_identity(event: dict[str, Any]) -> str | None:
 
 
 class Access:
-    """Who may call: ``NONE`` (the explicitly open API) lets anyone in; otherwise every route but
-    the public ones needs the client API Gateway authenticated. The gateway already refuses such
-    calls; this check keeps a route that lost its authorizer (a template edit, a direct invoke)
-    closed, and decides what ``/v1/health`` shows."""
+    """Who may call, and how often: ``NONE`` (the explicitly open API) lets anyone in; otherwise
+    every route but the public ones needs the client API Gateway authenticated. The gateway
+    already refuses such calls; this check keeps a route that lost its authorizer (a template
+    edit, a direct invoke) closed, and decides what ``/v1/health`` shows. With a ``quota``
+    (:class:`shelfwise.serving.quota.ClientQuota`), each client (the authenticated principal, or
+    the source IP on the open API) gets its own requests per minute; over it, 429."""
 
-    def __init__(self, mode: ApiAuth = "AWS_IAM") -> None:
+    def __init__(self, mode: ApiAuth = "AWS_IAM", quota: Any = None) -> None:
         self.mode = mode
+        self.quota = quota
 
-    def check(self, path: str) -> None:
-        if self.mode != "NONE" and CALLER.get() is None and path not in PUBLIC_PATHS:
+    def check(self, event: Any) -> None:
+        caller = CALLER.get()
+        if self.mode != "NONE" and caller is None and event.path not in PUBLIC_PATHS:
             raise UnauthenticatedError(f"this API requires {self.mode} authorization")
+        if self.quota is not None:
+            http = (event.raw_event.get("requestContext") or {}).get("http") or {}
+            client = caller or f"ip:{http.get('sourceIp') or 'unknown'}"
+            if not self.quota.admit(client):
+                raise QuotaExceededError(f"this client used its {self.quota.limit} requests of this minute")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -350,6 +364,12 @@ def install_error_handlers(app: APIGatewayHttpResolver) -> None:
     def _unauthenticated(exc: UnauthenticatedError) -> Response:
         return problem(401, "Unauthorized", str(exc))
 
+    @app.exception_handler(QuotaExceededError)
+    def _quota(exc: QuotaExceededError) -> Response:
+        response = problem(429, "Too many requests", str(exc))
+        response.headers["Retry-After"] = str(60 - int(served_at()) % 60)
+        return response
+
     @app.exception_handler(NotFoundError)
     def _not_found(exc: NotFoundError) -> Response:
         return problem(404, "Not found", str(exc))
@@ -450,7 +470,7 @@ class RequestValidation(ov.OpenAPIRequestValidationMiddleware):
 
     def handler(self, app: Any, next_middleware: Any) -> Response:
         # First in every route's stack: who may call comes before what they sent.
-        self.access.check(app.current_event.path)
+        self.access.check(app.current_event)
         dependant = app.context["_route"].dependant
         event = app.current_event
         values, errors = ov._request_params_to_args(dependant.path_params, app.context["_route_args"])
