@@ -48,9 +48,21 @@ def test_each_client_gets_its_limit_across_environments_then_429(table: Any) -> 
     assert int(item["used"]["N"]) == 100 and int(item["expires_at"]["N"]) > clock.t
 
 
-def test_an_unreachable_table_lets_requests_through(table: Any) -> None:
-    quota = ClientQuota(table, "no-such-table", 1, Clock())
+def test_an_unreachable_table_lets_requests_through_and_is_left_alone_a_while(table: Any) -> None:
+    calls = []
+    real = table.update_item
+
+    def counted(**kwargs: Any) -> Any:
+        calls.append(kwargs["TableName"])
+        return real(**kwargs)
+
+    table.update_item = counted
+    clock = Clock()
+    quota = ClientQuota(table, "no-such-table", 1, clock)
     assert all(quota.admit("ip:10.0.0.1") for _ in range(5))
+    assert len(calls) == 1  # one failed call, then no more until the retry time
+    clock.t += 31
+    assert quota.admit("ip:10.0.0.1") and len(calls) == 2
 
 
 def test_a_quota_needs_a_positive_limit(table: Any) -> None:

@@ -8,7 +8,8 @@ table, and an execution environment leases requests from it in blocks with one c
 ``UpdateItem`` (``ADD used :block`` only while ``used <= limit - block``). Blocks keep the table
 off the request path (one call per block, not per request); the total leased per minute never
 exceeds the limit, so a client over it gets 429 from every environment. A table that cannot be
-reached lets requests through (counted as ``QuotaUnavailable``): availability before metering.
+reached lets requests through (counted as ``QuotaUnavailable``) and is not asked again for
+``RETRY_SECONDS``: availability before metering, and no request waits on a table that is down.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from shelfwise.observability import logger, metrics
 
 WINDOW_SECONDS = 60
+RETRY_SECONDS = 30.0
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
@@ -49,9 +51,13 @@ class ClientQuota:
         self.block = block or max(1, min(50, limit_per_minute // 20))
         self._leases: dict[str, _Lease] = {}
         self._lock = threading.Lock()
+        self._down_until = 0.0
 
     def admit(self, client: str) -> bool:
-        window = int(self.clock() // WINDOW_SECONDS)
+        now = self.clock()
+        if now < self._down_until:
+            return True
+        window = int(now // WINDOW_SECONDS)
         with self._lock:
             lease = self._leases.get(client)
             if lease is not None and lease.window == window and lease.left > 0:
@@ -59,8 +65,9 @@ class ClientQuota:
                 return True
         for size in dict.fromkeys((self.block, 1)):  # a whole block, else the last requests
             granted = self._lease(client, window, size)
-            if granted is None:
-                return True  # table unreachable: let it through
+            if granted is None:  # table unreachable: let it through, and leave the table alone a while
+                self._down_until = now + RETRY_SECONDS
+                return True
             if granted:
                 with self._lock:
                     if len(self._leases) > 10_000:
