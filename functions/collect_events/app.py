@@ -17,7 +17,7 @@ from shelfwise.settings import load_settings
 
 
 class Settings(BaseModel):
-    """Environment of this function (template.yaml, section "serving (issue 6)")."""
+    """Environment of this function (template.yaml)."""
 
     events_stream: str = Field(min_length=1)
     # The template's ApiAuth: anything but NONE (the explicitly open API) needs an authenticated client.
