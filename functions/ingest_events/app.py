@@ -9,7 +9,6 @@ receives, moves it to the DLQ. Logs carry counts and object names, never rows or
 from __future__ import annotations
 
 import time
-
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
