@@ -11,6 +11,7 @@ import binascii
 import functools
 import json
 import math
+import re
 import time
 from contextvars import ContextVar
 from datetime import datetime
@@ -35,9 +36,8 @@ PROBLEM_JSON = "application/problem+json"
 # of this API needs more than a handful of levels, and deep free-form values cost every reader
 # downstream (validation, serialisation, the ingest) stack and time.
 MAX_JSON_DEPTH = 32
-# Integers with more digits than this are refused: no field takes them, and int() of a long
-# digit string is quadratic (Python refuses past 4,300 digits with a ValueError).
-MAX_INT_DIGITS = 40
+# A lone surrogate can only arrive as a \uD800-\uDFFF escape.
+_SURROGATE_ESCAPE = re.compile(r"\\[uU][dD][89a-fA-F]")
 # Routes every caller may read, whatever the API's authorization.
 PUBLIC_PATHS = frozenset({"/v1/openapi.json"})
 
@@ -206,39 +206,35 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise InputError(f"an integer of {len(text)} digits is out of range")
-    return int(text)
-
-
-def _check_structure(value: Any) -> None:
-    """Depth within MAX_JSON_DEPTH and every string (keys too) valid Unicode, in one iterative pass."""
+def _check_depth(value: Any) -> None:
+    """No container deeper than MAX_JSON_DEPTH (iterative; only containers are visited)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise InputError(f"the JSON body is nested too deeply (limit {MAX_JSON_DEPTH} levels)")
+        for child in node.values() if node.__class__ is dict else node:
+            if child.__class__ is dict or child.__class__ is list:
+                stack.append((child, depth + 1))
+
+
+def _check_strings(value: Any) -> None:
+    """Every string (keys too) valid Unicode: no lone surrogate."""
+    stack: list[Any] = [value]
+    while stack:
+        node = stack.pop()
         if isinstance(node, dict):
-            if depth > MAX_JSON_DEPTH:
-                raise InputError(f"the JSON body is nested too deeply (limit {MAX_JSON_DEPTH} levels)")
-            for k, v in node.items():
-                _check_text(k)
-                stack.append((v, depth + 1))
+            stack.extend(node.keys())
+            stack.extend(node.values())
         elif isinstance(node, list):
-            if depth > MAX_JSON_DEPTH:
-                raise InputError(f"the JSON body is nested too deeply (limit {MAX_JSON_DEPTH} levels)")
-            stack.extend((v, depth + 1) for v in node)
-        elif isinstance(node, str):
-            _check_text(node)
-
-
-def _check_text(text: str) -> None:
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InputError(
-                "a string holds a lone surrogate (\\ud800-\\udfff), which is not Unicode"
-            ) from exc
+            stack.extend(node)
+        elif isinstance(node, str) and not node.isascii():
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InputError(
+                    "a string holds a lone surrogate (\\ud800-\\udfff), which is not Unicode"
+                ) from exc
 
 
 def read_json_body(event: Any) -> Any:
@@ -286,9 +282,9 @@ def read_json_body(event: Any) -> Any:
     else:
         text = raw
     try:
-        value = json.loads(
-            text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int
-        )
+        # Floats through a hook that refuses infinities (1e999); integers past 4,300 digits are
+        # refused by int() itself (ValueError below).
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError as exc:  # json gives up near 1,000 levels: still the client's input
         raise InputError(f"the JSON body is nested too deeply (limit {MAX_JSON_DEPTH} levels)") from exc
     except json.JSONDecodeError as e:
@@ -306,7 +302,10 @@ def read_json_body(event: Any) -> Any:
         ) from e
     except ValueError as exc:  # int() past 4,300 digits and the like
         raise InputError(f"the JSON body cannot be read: {str(exc)[:80]}") from exc
-    _check_structure(value)
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH and isinstance(value, dict | list):
+        _check_depth(value)
+    if _SURROGATE_ESCAPE.search(text):
+        _check_strings(value)
     return value
 
 
