@@ -748,6 +748,9 @@ def _http(app: Any, events: list[dict[str, Any]]) -> list[float]:
     from shelfwise_local.runtime.httpapi import LocalHttpApi, Route
 
     def invoke(function: str, event: dict[str, Any]) -> Invocation:
+        # What API Gateway delivers once its IAM authorizer accepted the call (the local HTTP API
+        # has no authorizer of its own).
+        event["requestContext"]["authorizer"] = iam_authorizer(SHOP_CLIENT)
         started = time.monotonic()
         payload = app.lambda_handler(event, _Ctx())
         return Invocation(
