@@ -1,4 +1,8 @@
-"""Scheduled staged promotion: advance the challenger 10% -> 50% -> 100% -> champion while it is healthy."""
+"""Staged promotion: start the canary of a registered version, advance it 10% -> 50% -> 100% -> champion.
+
+Two triggers: the registry's ``ModelRegistered`` event (EventBridge rule) offers the new version
+for canary; the 5-minute schedule takes one promotion step while the challenger is healthy.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from shelfwise.aws import client
 from shelfwise.events import event_time
 from shelfwise.observability import logger, metrics, tracer
 from shelfwise.registry import Registry
-from shelfwise.rollout import Rollout, promote_step
+from shelfwise.rollout import Rollout, offer_registered, promote_step
 from shelfwise.settings import load_settings
 
 
@@ -45,6 +49,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         clock=lambda: now,
     )
     rollout = Rollout(registry, s3=client("s3"), bucket=cfg.monitoring_bucket)
+    if event.get("detail-type") == "ModelRegistered":
+        offer = offer_registered(rollout, event, now)
+        logger.info("canary offer", extra={"action": offer.action, "reason": offer.reason})
+        return offer.to_json()
     decision = promote_step(
         rollout,
         cloudwatch=client("cloudwatch"),

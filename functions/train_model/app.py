@@ -2,13 +2,14 @@
 
 Invoked by two EventBridge schedules: daily (``{"mode": "train"}``) and hourly
 (``{"mode": "if_new_data"}``). Progress of an in-process run goes out as EventBridge events
-(source ``shelfwise.training``) and EMF metrics; a Batch run reports the same from its container.
+(source ``shelfwise.training``) and EMF metrics; a Batch run reports the same from its container
+(``shelfwise train --report-progress``). Neither runner starts the canary: the registry's
+``ModelRegistered`` event does, through the rule to promote_model, whoever registered the version.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import tempfile
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +20,6 @@ from shelfwise.aws import client
 from shelfwise.events import event_time
 from shelfwise.observability import logger, metrics, tracer
 from shelfwise.registry import Registry
-from shelfwise.rollout import Rollout
 from shelfwise.settings import load_settings
 from shelfwise.training.trigger import decide, training_available
 
@@ -30,7 +30,8 @@ class Settings(BaseModel):
     model_name: str
     shelfwise_env: str
     training_job_queue: str
-    training_job_definition: str
+    # empty while the stack has no TrainingImageUri (no job definition yet)
+    training_job_definition: str = ""
     min_new_events: int = 50_000
     in_process_max_bytes: int = 200_000_000
     search_level: str = "small"
@@ -61,25 +62,6 @@ def _last_trained_at(registry: Registry) -> datetime | None:
     return datetime.fromisoformat(versions[-1]["registered_at"])
 
 
-def _progress_sink(cfg: Settings) -> Any:
-    events = client("events")
-
-    def sink(event: dict[str, Any]) -> None:
-        if event["stage"] in {"load", "test", "fit", "bundle", "register"}:
-            events.put_events(
-                Entries=[
-                    {
-                        "Source": "shelfwise.training",
-                        "DetailType": "TrainingProgress",
-                        "Detail": json.dumps({"model_name": cfg.model_name, **event}, default=str),
-                    }
-                ]
-            )
-        metrics.add_metric(name="TrainingStageSeconds", unit="Seconds", value=float(event["elapsed_s"]))
-
-    return sink
-
-
 @logger.inject_lambda_context(correlation_id_path="id")
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
@@ -99,7 +81,14 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     )
     logger.info("training decision", extra=decision.to_json())
     result: dict[str, Any] = {"decision": decision.to_json()}
-    if decision.action == "submit_batch":
+    if decision.action == "submit_batch" and not cfg.training_job_definition:
+        result["error"] = (
+            "training must run on AWS Batch but the stack has no training image: run `make train-image` "
+            "and deploy with TrainingImageUri set (docs/training.md)"
+        )
+        logger.error("no training job definition", extra={"reason": decision.reason})
+        metrics.add_metric(name="TrainingNotConfigured", unit="Count", value=1)
+    elif decision.action == "submit_batch":
         job = client("batch").submit_job(
             jobName=f"shelfwise-train-{cfg.model_name}-{datetime.now(UTC):%Y%m%dT%H%M%S}",
             jobQueue=cfg.training_job_queue,
@@ -109,22 +98,25 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     elif decision.action == "train_here":
         # Imported here: only a package that can train carries these libraries.
         from shelfwise.training.job import Progress, TrainConfig, load_curated, run_training, summary
+        from shelfwise.training.progress import emf_metric_sink, event_sink, finish_fields
 
         table = load_curated(client("s3"), cfg.curated_bucket)
-        progress = Progress(stream=None, sinks=[_progress_sink(cfg)])
-        out = tempfile.mkdtemp(prefix="bundle-", dir="/tmp")
-        run = run_training(
-            table,
-            out,
-            TrainConfig(model_name=cfg.model_name, search=cfg.search_level),
-            registry=registry,
-            progress=progress,
+        progress = Progress(
+            stream=None,
+            sinks=[event_sink(client("events"), cfg.model_name, "lambda"), emf_metric_sink(metrics)],
         )
-        result["training"] = summary(run)
-        if run.registration is not None:
-            offer = Rollout(registry).offer(
-                run.registration.version, gate_passed=run.registration.offered_for_canary, now=now
+        out = tempfile.mkdtemp(prefix="bundle-", dir="/tmp")
+        try:
+            run = run_training(
+                table,
+                out,
+                TrainConfig(model_name=cfg.model_name, search=cfg.search_level),
+                registry=registry,
+                progress=progress,
             )
-            result["canary"] = offer.to_json()
-        metrics.add_metric(name="TrainingRuns", unit="Count", value=1)
+        except Exception as exc:
+            progress("failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
+            raise
+        progress("done", finish_fields(run))
+        result["training"] = summary(run)
     return result

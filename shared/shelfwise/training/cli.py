@@ -120,35 +120,65 @@ def train_main(argv: list[str]) -> int:
     p.add_argument("--version", default=None, help="version id (default v<UTC time>-<data hash>)")
     p.add_argument("--float16", action="store_true", help="store ALS item factors in float16")
     p.add_argument("--gate-tolerance", type=float, default=0.02, help="relative loss allowed vs champion")
+    p.add_argument(
+        "--report-progress",
+        action="store_true",
+        help="also send every step as an EventBridge TrainingProgress event and CloudWatch metrics "
+        "(what the Batch job does, so its progress reaches operators like the Lambda's)",
+    )
     _common(p)
     args = p.parse_args(argv)
+    from shelfwise import aws
+
+    progress = Progress()
+    if args.report_progress:
+        from shelfwise.training.progress import cloudwatch_metric_sink, event_sink
+
+        # AWS Batch sets AWS_BATCH_JOB_ID in every job's container.
+        runner = "batch" if os.environ.get("AWS_BATCH_JOB_ID") else "cli"
+        progress.sinks += [
+            event_sink(aws.client("events"), args.model_name, runner),
+            cloudwatch_metric_sink(aws.client("cloudwatch"), runner),
+        ]
     try:
-        from shelfwise import aws
-
-        registry = None
-        if args.register:
-            if not args.models_bucket:
-                p.error("--register needs --models-bucket (or MODELS_BUCKET)")
-            from shelfwise.registry import Registry
-
-            registry = Registry(
-                aws.client("s3"),
-                aws.client("ssm"),
-                aws.client("events"),
-                args.models_bucket,
-                args.env,
-                args.model_name,
-                gate_tolerance=args.gate_tolerance,
-                actor="shelfwise-train-cli",
-            )
-        if args.events:
-            table = read_table(args.events, args.format)
-        else:
-            table = load_curated(aws.client("s3"), args.curated_bucket, since=args.since)
-        out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="shelfwise-bundle-"))
-        result = run_training(table, out, _config(args), registry=registry, version=args.version)
+        result = _train(p, args, progress)
     except ShelfwiseError as exc:
+        progress("failed", {"error": str(exc)[:500]})
         print(f"shelfwise train: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        progress("failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
+        raise
+    from shelfwise.training.progress import finish_fields
+
+    progress("done", finish_fields(result))
     _emit(summary(result))
     return 0
+
+
+def _train(p: argparse.ArgumentParser, args: argparse.Namespace, progress: Progress) -> Any:
+    """The run behind ``shelfwise train``: read the events, train, register when asked."""
+    from shelfwise import aws
+
+    registry = None
+    if args.register:
+        if not args.models_bucket:
+            p.error("--register needs --models-bucket (or MODELS_BUCKET)")
+        from shelfwise.registry import Registry
+
+        registry = Registry(
+            aws.client("s3"),
+            aws.client("ssm"),
+            aws.client("events"),
+            args.models_bucket,
+            args.env,
+            args.model_name,
+            gate_tolerance=args.gate_tolerance,
+            actor="shelfwise-train-cli",
+        )
+    if args.events:
+        table = read_table(args.events, args.format)
+    else:
+        table = load_curated(aws.client("s3"), args.curated_bucket, since=args.since)
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="shelfwise-bundle-"))
+    return run_training(table, out, _config(args), registry=registry, version=args.version, progress=progress)

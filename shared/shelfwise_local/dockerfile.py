@@ -1,0 +1,105 @@
+"""Reading the training image's Dockerfile without Docker: base image, user, entrypoint, copies.
+
+Used by the tests that check the recipe where no Docker daemon runs (CI, these machines) and by
+the local runtime, which starts a Batch job as the container would: the image's ENTRYPOINT
+followed by the job definition's Command. Only what the recipe uses is understood: line
+continuations, comments, parser directives, exec-form (JSON) and shell-form instructions.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str  # upper case: FROM, COPY, USER, ...
+    args: str  # the rest of the logical line, as written
+    line: int  # 1-based line where the instruction starts
+
+    def words(self) -> list[str]:
+        """Exec form (a JSON array) as given; shell form split like a POSIX shell."""
+        text = self.args.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                pass
+            else:
+                if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                    return value
+        return shlex.split(text)
+
+
+@dataclass
+class Dockerfile:
+    path: Path
+    instructions: list[Instruction] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Dockerfile:
+        p = Path(path)
+        out: list[Instruction] = []
+        pending, start = "", 0
+        for number, raw in enumerate(p.read_text().splitlines(), 1):
+            stripped = raw.strip()
+            if not pending and (not stripped or stripped.startswith("#")):
+                continue  # comments and parser directives (# syntax=...) between instructions
+            if pending and stripped.startswith("#"):
+                continue  # a comment inside a continued instruction is dropped, as Docker does
+            if not pending:
+                start = number
+            if stripped.endswith("\\"):
+                pending += stripped[:-1] + " "
+                continue
+            text = pending + stripped
+            pending = ""
+            keyword, _, args = text.partition(" ")
+            out.append(Instruction(keyword.upper(), args.strip(), start))
+        if pending:
+            raise ValueError(f"{p}: the last instruction ends with a line continuation")
+        return cls(p, out)
+
+    def all(self, keyword: str) -> list[Instruction]:
+        return [i for i in self.instructions if i.keyword == keyword]
+
+    def last(self, keyword: str) -> Instruction | None:
+        found = self.all(keyword)
+        return found[-1] if found else None
+
+    @property
+    def base_image(self) -> str:
+        """The image of the final stage's FROM (without ``AS name``)."""
+        last = self.last("FROM")
+        if last is None:
+            raise ValueError(f"{self.path}: no FROM")
+        return last.words()[0]
+
+    @property
+    def user(self) -> str | None:
+        last = self.last("USER")
+        return last.args.strip() if last else None
+
+    @property
+    def entrypoint(self) -> list[str]:
+        last = self.last("ENTRYPOINT")
+        return last.words() if last else []
+
+    @property
+    def cmd(self) -> list[str]:
+        last = self.last("CMD")
+        return last.words() if last else []
+
+    def copy_sources(self) -> list[str]:
+        """Every local source path of COPY/ADD (not ``--from`` stages), relative to the context."""
+        out = []
+        for ins in self.all("COPY") + self.all("ADD"):
+            words = ins.words()
+            if any(w.startswith("--from") for w in words):
+                continue
+            args = [w for w in words if not w.startswith("--")]
+            out.extend(args[:-1])  # the last one is the destination
+        return out
