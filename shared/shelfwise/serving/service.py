@@ -31,7 +31,7 @@ from shelfwise.observability import logger, metrics
 from shelfwise.registry import Aliases
 from shelfwise.serving.config import ServingConfig, served_at
 from shelfwise.serving.errors import ItemNotFoundError, ModelUnavailableError
-from shelfwise.serving.impressions import ImpressionSink
+from shelfwise.serving.impressions import ImpressionSink, user_hash
 from shelfwise.serving.model import LoadedModel, ModelLoader
 
 POPULARITY_PREFIX = "popularity@"
@@ -351,7 +351,9 @@ class Recommender:
         unknown: int,
         version: str | None = None,
         reason: str | None = None,
+        user: str | None = None,
     ) -> Recommendation:
+        """The response, and its served-list record (with the hash of ``user``, the routing key)."""
         cat = model.catalog
         idx = np.asarray(indices, dtype=np.intp)  # one conversion for the four look-ups
         ids = text_list(cat.item_ids[idx])
@@ -371,7 +373,17 @@ class Recommender:
         )
         if self.impressions is not None and ids:
             self.impressions.record(
-                (rec.recommendation_id, variant, rec.model_version, endpoint, k, served_at(), ids, sc)
+                (
+                    rec.recommendation_id,
+                    variant,
+                    rec.model_version,
+                    endpoint,
+                    k,
+                    served_at(),
+                    ids,
+                    sc,
+                    None if user is None else user_hash(user),
+                )
             )
         return rec
 
@@ -417,9 +429,19 @@ class Recommender:
                 unknown=unknown,
                 version=POPULARITY_PREFIX + model.version,
                 reason="no known user or usable history",
+                user=user_id or session_id,
             )
         scores, indices = model.score(uidx, h_items, h_weights, mask, k)
-        return self._answer(model, variant, scores, indices, endpoint=endpoint, k=k, unknown=unknown)
+        return self._answer(
+            model,
+            variant,
+            scores,
+            indices,
+            endpoint=endpoint,
+            k=k,
+            unknown=unknown,
+            user=user_id or session_id,
+        )
 
     def similar(
         self, item_id: str, *, k: int | None = None, filters: Filters = Filters(), user_key: str | None = None
@@ -442,7 +464,9 @@ class Recommender:
             scores, indices = vals[order].astype(np.float32), nbrs[order]
         else:
             scores, indices = model.score(-1, np.array([idx], np.int64), np.array([1.0], np.float32), mask, k)
-        return self._answer(model, variant, scores, indices, endpoint="similar", k=k, unknown=unknown)
+        return self._answer(
+            model, variant, scores, indices, endpoint="similar", k=k, unknown=unknown, user=user_key
+        )
 
     def search(
         self,
@@ -498,6 +522,7 @@ class Recommender:
                 endpoint="search",
                 k=k,
                 unknown=unknown,
+                user=user_id or session_id,
             )
         personal = np.zeros(cat.n_items, np.float32)
         version = None
@@ -521,6 +546,7 @@ class Recommender:
             k=k,
             unknown=unknown,
             version=version,
+            user=user_id or session_id,
         )
 
     def health(self) -> dict[str, Any]:
