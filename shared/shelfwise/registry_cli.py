@@ -131,7 +131,7 @@ def main(argv: list[str]) -> int:
                 print(f"{r['time']} {r['action']:<16} {r['version']} by {r['actor']}", file=sys.stderr)
         else:  # served
             from shelfwise import aws
-            from shelfwise.served_lists import served_to
+            from shelfwise.served_query import served_to
 
             if not args.curated_bucket:
                 print(
