@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shelfwise.errors import InputError
-from shelfwise.serving.impressions import user_hash
+from shelfwise.served_lists import user_hash
 
 EVENTS_PREFIX = "curated/events/"
 _COLUMNS = ["event_type", "recommendation_id", "timestamp", "variant", "model_version", "item_id", "position",

@@ -19,8 +19,8 @@ import pytest
 from moto import mock_aws
 
 from shelfwise.ingest import ingest_file
+from shelfwise.served_lists import served_list_line, user_hash
 from shelfwise.served_query import served_to
-from shelfwise.serving.impressions import served_list_line, user_hash
 from shelfwise_local.runtime.template import load_template
 
 REPO = Path(__file__).resolve().parents[2]
