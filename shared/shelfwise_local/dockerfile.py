@@ -103,3 +103,59 @@ class Dockerfile:
             args = [w for w in words if not w.startswith("--")]
             out.extend(args[:-1])  # the last one is the destination
         return out
+
+
+def environment(recipe: Dockerfile) -> dict[str, str]:
+    """The ``ENV`` variables the recipe sets (``KEY=value`` form)."""
+    out: dict[str, str] = {}
+    for ins in recipe.all("ENV"):
+        for word in shlex.split(ins.args):
+            key, sep, value = word.partition("=")
+            if sep:
+                out[key] = value
+    return out
+
+
+def build_virtualenv(recipe: Dockerfile, context: Path, target: Path, python: str) -> Path:
+    """What the image's Python environment gets, without Docker: a virtual environment built by the
+    recipe's own ``pip install`` steps, run on a copy of exactly the files its COPY lines take.
+
+    WORKDIR, COPY and ENV are followed in order; of RUN lines only the ``python -m pip`` commands run
+    (with the virtual environment's Python); user creation and clean-ups have no meaning here.
+    Returns the environment's ``bin`` directory.
+    """
+    import os
+    import shutil
+    import subprocess
+
+    venv, root = target / "venv", target / "image"
+    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    venv_python = venv / "bin" / "python"
+    env = {**os.environ, **environment(recipe)}
+    # The image keeps no pip cache (its size); here the host's cache makes a rebuild cheap.
+    env.pop("PIP_NO_CACHE_DIR", None)
+    cwd = root
+    for ins in recipe.instructions:
+        if ins.keyword == "WORKDIR":
+            cwd = root / ins.args.strip().lstrip("/")
+            cwd.mkdir(parents=True, exist_ok=True)
+        elif ins.keyword == "COPY":
+            words = [w for w in ins.words() if not w.startswith("--")]
+            *sources, dest = words
+            base = root / dest.lstrip("/") if dest.startswith("/") else cwd / dest
+            for src in sources:
+                origin = context / src
+                into = base / origin.name if dest.endswith("/") or len(sources) > 1 else base
+                into.parent.mkdir(parents=True, exist_ok=True)
+                if origin.is_dir():
+                    shutil.copytree(
+                        origin, into, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+                    )
+                else:
+                    shutil.copy2(origin, into)
+        elif ins.keyword == "RUN":
+            for part in ins.args.split("&&"):
+                words = shlex.split(part)
+                if words[:3] == ["python", "-m", "pip"]:
+                    subprocess.run([str(venv_python), *words[1:]], cwd=cwd, env=env, check=True)
+    return venv / "bin"

@@ -37,6 +37,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from shelfwise_local.runtime.base import Resource, RuntimeBase
+from shelfwise_local.runtime.template import physical_id
+
 TERMINAL = ("SUCCEEDED", "FAILED")
 # The Batch API (rest-json) paths served, and the method answering each.
 ROUTES = {
@@ -356,3 +359,70 @@ def image_entrypoint(template_path: Path) -> list[str]:
 
     dockerfile = template_path.parent / "Dockerfile"
     return Dockerfile.read(dockerfile).entrypoint if dockerfile.exists() else []
+
+
+class BatchJobs(RuntimeBase):
+    """The runtime's part for AWS Batch (and ECR, its image store): the template's job queues and
+    definitions served by a :class:`LocalBatch`, compute environments and repositories by name."""
+
+    batch: LocalBatch | None
+    batch_bin_dirs: list[str] | None
+
+    def _start_batch(self) -> None:
+        """Start the local Batch API (before the stack is created: queues register with it)."""
+        self.batch = LocalBatch(
+            region=self.region,
+            account_id=self.account_id,
+            entrypoint=image_entrypoint(self.template_path),
+            job_env={
+                "AWS_ENDPOINT_URL": self.endpoint_url,
+                "AWS_DEFAULT_REGION": self.region,
+                "AWS_REGION": self.region,
+                "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+                "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+                "PATH": os.environ.get("PATH", ""),
+            },
+            bin_dirs=self.batch_bin_dirs,
+        )
+        self.batch.start()
+
+    def _stop_batch(self) -> None:
+        if self.batch is not None:
+            self.batch.stop()
+
+    def _local_batch(self) -> LocalBatch:
+        assert self.batch is not None, "runtime not started"
+        return self.batch
+
+    def _create_aws_batch_computeenvironment(self, lid: str, props: dict[str, Any]) -> Resource:
+        name = props.get("ComputeEnvironmentName") or physical_id(self.stack_name, lid)
+        arn = f"arn:aws:batch:{self.region}:{self.account_id}:compute-environment/{name}"
+        return Resource(lid, "AWS::Batch::ComputeEnvironment", arn, {"ComputeEnvironmentArn": arn})
+
+    def _create_aws_batch_jobqueue(self, lid: str, props: dict[str, Any]) -> Resource:
+        queue = self._local_batch().add_queue(props.get("JobQueueName") or physical_id(self.stack_name, lid))
+        return Resource(lid, "AWS::Batch::JobQueue", queue.arn, {"JobQueueArn": queue.arn})
+
+    def _create_aws_batch_jobdefinition(self, lid: str, props: dict[str, Any]) -> Resource:
+        name = props.get("JobDefinitionName") or physical_id(self.stack_name, lid)
+        definition = self._local_batch().add_definition(name, props)
+        return Resource(
+            lid, "AWS::Batch::JobDefinition", definition.arn, {"JobDefinitionArn": definition.arn}
+        )
+
+    def _create_aws_ecr_repository(self, lid: str, props: dict[str, Any]) -> Resource:
+        # Known by name: a job runs the image's recipe from this checkout, not a pulled image.
+        name = props.get("RepositoryName") or physical_id(self.stack_name, lid, lower=True)
+        uri = f"{self.account_id}.dkr.ecr.{self.region}.amazonaws.com/{name}"
+        arn = f"arn:aws:ecr:{self.region}:{self.account_id}:repository/{name}"
+        return Resource(lid, "AWS::ECR::Repository", name, {"Arn": arn, "RepositoryUri": uri}, emulated=False)
+
+    def batch_jobs(self) -> list[Job]:
+        """Every job submitted so far (status, command, environment, log)."""
+        return list(self._local_batch().jobs.values())
+
+    def wait_for_batch(self, timeout: float = 600.0) -> list[Job]:
+        """Wait for every submitted job to end, then deliver what they caused (their events)."""
+        jobs = self._local_batch().wait(timeout)
+        self.pump()
+        return jobs
