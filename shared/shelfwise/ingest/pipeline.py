@@ -363,6 +363,20 @@ def ingest_file(
         summary = IngestSummary.from_dict(json.loads(summary_path.read_text()))
         summary.skipped = True
         return summary
+    if fmt == "catalogue":  # a product catalogue, not events (docs/catalogue.md)
+        from shelfwise.ingest.catalogue import DirStore, ingest_catalogue_to
+
+        summary = ingest_catalogue_to(
+            src.read_bytes(),
+            DirStore(out),
+            source=key,
+            name=name,
+            uploaded=datetime.fromtimestamp(stat.st_mtime, UTC),
+        )
+        summary_path.parent.mkdir(parents=True, exist_ok=True)
+        summary.summary = str(summary_path)
+        summary_path.write_text(json.dumps(summary.to_dict(), indent=1, sort_keys=True))
+        return summary
     options = IngestOptions(fmt=fmt, pseudonymisation_key=pseudonymisation_key, block_bytes=block_bytes)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".ingest-", dir=out) as tmp:

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shelfwise.errors import InputError
+from shelfwise.ingest.catalogue import S3Store, ingest_catalogue_to, is_catalogue_key
 from shelfwise.ingest.errors import SourceGoneError
 from shelfwise.ingest.pipeline import (
     CURATED_PREFIX,
@@ -177,6 +178,22 @@ def ingest_object(
                     f"s3://{bucket}/{key} (version {identity}) is gone or changed before it was read"
                 ) from exc
             raise
+        if fmt == "catalogue" or is_catalogue_key(key):  # a product catalogue (docs/catalogue.md)
+            summary = ingest_catalogue_to(
+                local.read_bytes(),
+                S3Store(s3, curated_bucket, quarantine_bucket),
+                source=f"s3://{bucket}/{key}",
+                name=name,
+                uploaded=response["LastModified"],
+            )
+            summary.summary = f"s3://{curated_bucket}/{summary_key}"
+            s3.put_object(
+                Bucket=curated_bucket,
+                Key=summary_key,
+                Body=json.dumps(summary.to_dict(), indent=1, sort_keys=True).encode("utf-8"),
+                ContentType="application/json",
+            )
+            return summary
         result = run_file(
             local,
             Path(tmp) / "work",
