@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, Json  # noqa: E402
 from shelfwise import aws_lite  # noqa: E402
 from shelfwise.aws import light_client  # noqa: E402
 from shelfwise.registry import Registry  # noqa: E402
-from shelfwise.serving.config import ServingConfig, ServingRules  # noqa: E402
+from shelfwise.serving.config import CATALOGUE_STOCK_KEY, ServingConfig, ServingRules  # noqa: E402
 from shelfwise.serving.loader import ModelLoader  # noqa: E402
 from shelfwise.settings import load_settings  # noqa: E402
 
@@ -33,6 +33,9 @@ class Settings(BaseModel):
     alias_ttl_seconds: float = Field(default=30.0, ge=0)
     model_cache_dir: str = "/tmp/shelfwise/models"
     serving_rules: Json[ServingRules] = ServingRules()
+    # The catalogue's live stock snapshot (empty: filters use the bundle's stock only).
+    catalogue_bucket: str = ""
+    stock_ttl_seconds: float = Field(default=30.0, ge=0)
 
 
 settings = load_settings(Settings)
@@ -51,6 +54,7 @@ prefetch = loader.prefetch(registry.aliases)
 
 from shelfwise.serving.impressions import ImpressionSink  # noqa: E402
 from shelfwise.serving.service import Recommender  # noqa: E402
+from shelfwise.serving.stock import LiveStock, s3_fetch  # noqa: E402  (numpy: after the prefetch)
 
 config = ServingConfig(
     model_name=settings.model_name,
@@ -58,11 +62,17 @@ config = ServingConfig(
     alias_ttl_seconds=settings.alias_ttl_seconds,
     rules=settings.serving_rules,
 )
+stock = (
+    LiveStock(s3_fetch(_s3, settings.catalogue_bucket, CATALOGUE_STOCK_KEY), settings.stock_ttl_seconds)
+    if settings.catalogue_bucket
+    else None
+)
 recommender = Recommender(
     config,
     loader,
     registry.aliases,
     ImpressionSink(),  # one served-list line per list on stdout (the subscription ships it)
+    stock=stock,
 )
 # The load starts now (the prefetch's aliases, then its bundle); the HTTP layer below is
 # imported and built meanwhile.

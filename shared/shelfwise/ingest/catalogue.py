@@ -38,11 +38,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shelfwise.errors import InputError
+from shelfwise.serving.config import CATALOGUE_STOCK_KEY
 
 CATALOGUE_PREFIX = "raw/catalogue/"
 CURATED = "curated/catalogue"
 LATEST_KEY = f"{CURATED}/latest.json"
-SERVING_KEY = f"{CURATED}/serving/stock.npz"
+SERVING_KEY = CATALOGUE_STOCK_KEY  # what serving reads (shelfwise.serving.stock)
 REQUIRED = ("item_id", "title", "category", "price", "in_stock")
 OPTIONAL = ("brand", "attributes", "updated_at", "active")
 LIMITS = {"item_id": 256, "title": 1024, "category": 256, "brand": 256, "attributes": 16 * 1024}

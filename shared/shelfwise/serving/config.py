@@ -34,6 +34,10 @@ class ServingRules(BaseModel):
     max_stored_purchases: int = Field(default=500, ge=0)
 
 
+# The catalogue ingest's small snapshot for serving (docs/catalogue.md): stock, active flag, price.
+CATALOGUE_STOCK_KEY = "curated/catalogue/serving/stock.npz"
+
+
 class ServingConfig(BaseModel):
     """What the recommender needs besides clients: model name, cache, alias TTL, rules."""
 

@@ -34,6 +34,7 @@ from shelfwise.serving.errors import ItemNotFoundError, ModelUnavailableError
 from shelfwise.serving.impressions import ImpressionSink, user_hash
 from shelfwise.serving.loader import ModelLoader
 from shelfwise.serving.model import LoadedModel
+from shelfwise.serving.stock import LiveStock
 
 POPULARITY_PREFIX = "popularity@"
 # A refused version is tried again after this long (a transient S3 error should not pin the fallback).
@@ -129,6 +130,7 @@ class Recommender:
         *,
         background: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        stock: LiveStock | None = None,
     ) -> None:
         self.config = config
         self.rules = config.rules
@@ -141,6 +143,11 @@ class Recommender:
         self._state = ServingState(Aliases(), {}, None, {}, checked_at=-float("inf"))
         self._masks: dict[str, np.ndarray] = {}
         self._refused_at: dict[str, float] = {}
+        # Live stock (the catalogue's serving snapshot): masks per (version, snapshot etag).
+        self.stock = stock
+        self._stock_masks: dict[tuple[str, str], np.ndarray] = {}
+        if stock is not None:
+            stock.watch(lambda: self._state.models.values())
 
     # ------------------------------------------------------------------ state
     @property
@@ -181,6 +188,8 @@ class Recommender:
 
     def refresh(self) -> None:
         """Called per request: when the alias cache expired, sync (in the background when enabled)."""
+        if self.stock is not None:
+            self.stock.refresh()
         if self._clock() - self._state.checked_at < self.config.alias_ttl_seconds:
             return
         if self._sync_lock.locked():
@@ -243,6 +252,9 @@ class Recommender:
             keep = set(models) | ({last_good.version} if last_good else set())
             self._masks = {v: m for v, m in self._masks.items() if v in keep}
             self._state = ServingState(aliases, models, last_good, errors, now, alias_error)
+            if self.stock is not None:  # a new version's stock overlay, here rather than in a request
+                for m in models.values():
+                    self.stock.overlay(m.version, m.catalog.item_ids)
             self.loader.prune(keep)
             if len(models) > len(old.models.keys() & models.keys()):
                 # A load leaves long-lived objects (session, catalogue, and once searched the
@@ -279,7 +291,25 @@ class Recommender:
             if blocked:
                 mask |= np.isin(cat.category_codes, blocked)
             self._masks[model.version] = mask
+        if self.stock is not None and self.rules.exclude_out_of_stock and self.stock.snapshot is not None:
+            etag = self.stock.snapshot.etag
+            live = self._stock_masks.get((model.version, etag))
+            if live is None:  # normally prepared by the stock refresh, off the request path
+                overlay = self.stock.overlay(model.version, model.catalog.item_ids)
+                if overlay is None:
+                    return mask
+                live = mask | overlay[0]
+                self._stock_masks = {k: v for k, v in self._stock_masks.items() if k[1] == etag}
+                self._stock_masks[(model.version, etag)] = live
+            return live
         return mask
+
+    def _prices(self, model: LoadedModel) -> np.ndarray:
+        """The prices filters and answers use: the live snapshot's where it lists the item."""
+        overlay = self.stock.overlay(model.version, model.catalog.item_ids) if self.stock else None
+        if overlay is None:
+            return model.catalog.price
+        return np.where(np.isnan(overlay[1]), model.catalog.price, overlay[1])
 
     def _mask(
         self, model: LoadedModel, filters: Filters, extra_excluded: Sequence[int] = ()
@@ -294,10 +324,12 @@ class Recommender:
             codes = [cat.categories[c] for c in filters.exclude_categories if c in cat.categories]
             if codes:
                 mask |= np.isin(cat.category_codes, codes)
-        if filters.price_min is not None:
-            mask |= ~(cat.price >= filters.price_min)
-        if filters.price_max is not None:
-            mask |= ~(cat.price <= filters.price_max)
+        if filters.price_min is not None or filters.price_max is not None:
+            price = self._prices(model)
+            if filters.price_min is not None:
+                mask |= ~(price >= filters.price_min)
+            if filters.price_max is not None:
+                mask |= ~(price <= filters.price_max)
         known, unknown = cat.lookup(filters.exclude_items)
         if known:
             mask[known] = True
@@ -367,7 +399,7 @@ class Recommender:
             scores=sc,
             categories=text_list(cat.category_names[idx]),
             titles=text_list(cat.titles[idx]),
-            prices=[None if p != p else round(p, 4) for p in cat.price[idx].tolist()],
+            prices=[None if p != p else round(p, 4) for p in self._answer_prices(model, idx).tolist()],
             unknown_items=unknown,
             degraded=variant == "fallback",
             reason=reason,
@@ -387,6 +419,14 @@ class Recommender:
                 )
             )
         return rec
+
+    def _answer_prices(self, model: LoadedModel, idx: np.ndarray) -> np.ndarray:
+        overlay = self.stock.overlay(model.version, model.catalog.item_ids) if self.stock else None
+        bundle = model.catalog.price[idx]
+        if overlay is None:
+            return bundle
+        live = overlay[1][idx]
+        return np.where(np.isnan(live), bundle, live)
 
     def _check_k(self, k: int | None) -> int:
         k = self.rules.default_k if k is None else k
@@ -580,6 +620,7 @@ class Recommender:
             if state.checked_at == -float("inf")
             else round(self._clock() - state.checked_at, 1),
             "impressions_pending": self.impressions.pending() if self.impressions else 0,
+            **({"stock": self.stock.health()} if self.stock is not None else {}),
         }
 
 
