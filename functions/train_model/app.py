@@ -97,7 +97,14 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         result["batch_job_id"] = job["jobId"]
     elif decision.action == "train_here":
         # Imported here: only a package that can train carries these libraries.
-        from shelfwise.training.job import Progress, TrainConfig, load_curated, run_training, summary
+        from shelfwise.training.job import (
+            Progress,
+            TrainConfig,
+            load_catalogue,
+            load_curated,
+            run_training,
+            summary,
+        )
         from shelfwise.training.progress import emf_metric_sink, event_sink, finish_fields
 
         table = load_curated(client("s3"), cfg.curated_bucket)
@@ -113,6 +120,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 TrainConfig(model_name=cfg.model_name, search=cfg.search_level),
                 registry=registry,
                 progress=progress,
+                catalogue=load_catalogue(client("s3"), cfg.curated_bucket),
             )
         except Exception as exc:
             progress("failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})

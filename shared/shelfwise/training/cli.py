@@ -17,7 +17,15 @@ from typing import Any
 import pyarrow as pa
 
 from shelfwise.errors import ShelfwiseError
-from shelfwise.training.job import Progress, TrainConfig, evaluate_log, load_curated, run_training, summary
+from shelfwise.training.job import (
+    Progress,
+    TrainConfig,
+    evaluate_log,
+    load_catalogue,
+    load_curated,
+    run_training,
+    summary,
+)
 from shelfwise.training.search import FAMILIES
 
 
@@ -112,6 +120,12 @@ def train_main(argv: list[str]) -> int:
     src.add_argument("--curated-bucket", help="read curated Parquet from this bucket (curated/events/)")
     p.add_argument("--format", default="auto", help="source format of --events (or 'curated')")
     p.add_argument("--since", default=None, help="only curated partitions with event_date >= YYYY-MM-DD")
+    p.add_argument(
+        "--catalogue",
+        default=None,
+        help="a catalogue snapshot (Parquet) for titles, categories, prices and stock "
+        "(default with --curated-bucket: the bucket's latest snapshot)",
+    )
     p.add_argument("--out", default=None, help="bundle directory (default: a temporary directory)")
     p.add_argument("--register", action="store_true", help="register the bundle in the model registry")
     p.add_argument("--models-bucket", default=os.environ.get("MODELS_BUCKET"), help="env MODELS_BUCKET")
@@ -176,9 +190,23 @@ def _train(p: argparse.ArgumentParser, args: argparse.Namespace, progress: Progr
             gate_tolerance=args.gate_tolerance,
             actor="shelfwise-train-cli",
         )
+    catalogue = None
     if args.events:
         table = read_table(args.events, args.format)
     else:
         table = load_curated(aws.client("s3"), args.curated_bucket, since=args.since)
+        catalogue = load_catalogue(aws.client("s3"), args.curated_bucket)
+    if args.catalogue:
+        import pyarrow.parquet as pq
+
+        catalogue = pq.read_table(args.catalogue)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="shelfwise-bundle-"))
-    return run_training(table, out, _config(args), registry=registry, version=args.version, progress=progress)
+    return run_training(
+        table,
+        out,
+        _config(args),
+        registry=registry,
+        version=args.version,
+        progress=progress,
+        catalogue=catalogue,
+    )
