@@ -159,3 +159,18 @@ def build_virtualenv(recipe: Dockerfile, context: Path, target: Path, python: st
                 if words[:3] == ["python", "-m", "pip"]:
                     subprocess.run([str(venv_python), *words[1:]], cwd=cwd, env=env, check=True)
     return venv / "bin"
+
+
+def recipe_digest(recipe: Dockerfile, context: Path) -> str:
+    """SHA-256 over the recipe and every file its COPY lines take: equal digests, equal images."""
+    import hashlib
+
+    h = hashlib.sha256(recipe.path.read_bytes())
+    for src in recipe.copy_sources():
+        origin = context / src
+        files = sorted(p for p in origin.rglob("*") if p.is_file()) if origin.is_dir() else [origin]
+        for f in files:
+            if "__pycache__" in f.parts:
+                continue
+            h.update(str(f.relative_to(context)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()

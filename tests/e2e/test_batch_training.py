@@ -8,14 +8,16 @@ steps) -> it registers a version -> ModelRegistered -> the rule -> promote_model
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shelfwise_local.dockerfile import Dockerfile, build_virtualenv
+from shelfwise_local.dockerfile import Dockerfile, build_virtualenv, recipe_digest
 from shelfwise_local.runtime import LocalRuntime
 from shelfwise_local.runtime.testing import new_runtime
 
@@ -24,11 +26,18 @@ IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shelfwise-train@sha256:" +
 
 
 @pytest.fixture(scope="session")
-def image_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The image's Python environment, built once per test session (pip's cache makes it ~1 min)."""
-    return build_virtualenv(
-        Dockerfile.read(REPO / "Dockerfile"), REPO, tmp_path_factory.mktemp("image"), sys.executable
-    )
+def image_bin() -> Path:
+    """The image's Python environment, built by the recipe's own pip steps (about a minute with
+    pip's cache), once per content of the recipe and the files it copies: the moto and LocalStack
+    legs, and later runs of the same code, share it."""
+    recipe = Dockerfile.read(REPO / "Dockerfile")
+    target = Path(tempfile.gettempdir()) / f"shelfwise-image-env-{recipe_digest(recipe, REPO)[:16]}"
+    done = target / "built"
+    if not done.exists():
+        shutil.rmtree(target, ignore_errors=True)
+        build_virtualenv(recipe, REPO, target, sys.executable)
+        done.write_text(sys.executable)
+    return target / "venv" / "bin"
 
 
 @pytest.fixture
