@@ -154,7 +154,7 @@ def test_models_served_answers_from_the_recorded_lists(
     curated: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The CLI reads the same curated rows from S3 and gives what the SQL gives."""
-    from shelfwise import registry_cli
+    from shelfwise.cli import models as registry_cli
 
     with mock_aws():
         s3 = boto3.client("s3", region_name="eu-west-1")

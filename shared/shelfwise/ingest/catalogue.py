@@ -481,31 +481,3 @@ def _etag(body: bytes) -> str:
     import hashlib
 
     return '"' + hashlib.md5(body, usedforsecurity=False).hexdigest() + '"'
-
-
-def to_summary(result: CatalogueResult, source: str, name: str, seconds: float) -> Any:
-    """The ingest's usual :class:`IngestSummary` (format ``catalogue``) of a catalogue file."""
-    from shelfwise.ingest.pipeline import IngestSummary
-
-    warnings = [] if result.rows_read else ["empty catalogue file: nothing to ingest"]
-    return IngestSummary(
-        source=source,
-        object_hash=name,
-        format="catalogue",
-        rows_read=result.rows_read,
-        rows_valid=result.rows_valid,
-        rows_quarantined=result.rows_quarantined,
-        duplicates=result.duplicates,
-        reasons=dict(sorted(result.reasons.items())),
-        outputs=list(result.outputs),
-        quarantine=result.quarantine,
-        seconds=round(seconds, 3),
-        warnings=warnings,
-    )
-
-
-def ingest_catalogue_to(data: bytes, store: Store, *, source: str, name: str, uploaded: datetime) -> Any:
-    """Ingest one catalogue file into ``store`` and return its :class:`IngestSummary`."""
-    t0 = time.perf_counter()
-    result = ingest_catalogue(data, store, source_key=source, name=name, uploaded=uploaded)
-    return to_summary(result, source, name, time.perf_counter() - t0)

@@ -364,7 +364,7 @@ def ingest_file(
         summary.skipped = True
         return summary
     if fmt == "catalogue":  # a product catalogue, not events (docs/catalogue.md)
-        from shelfwise.ingest.catalogue import DirStore, ingest_catalogue_to
+        from shelfwise.ingest.catalogue import DirStore
 
         summary = ingest_catalogue_to(
             src.read_bytes(),
@@ -503,3 +503,27 @@ __all__ = [
     "read_events",
     "run_file",
 ]
+
+
+def ingest_catalogue_to(
+    data: bytes, store: Any, *, source: str, name: str, uploaded: datetime
+) -> IngestSummary:
+    """Ingest one catalogue file into ``store`` (:mod:`shelfwise.ingest.catalogue`); its summary."""
+    from shelfwise.ingest.catalogue import ingest_catalogue
+
+    t0 = time.perf_counter()
+    result = ingest_catalogue(data, store, source_key=source, name=name, uploaded=uploaded)
+    return IngestSummary(
+        source=source,
+        object_hash=name,
+        format="catalogue",
+        rows_read=result.rows_read,
+        rows_valid=result.rows_valid,
+        rows_quarantined=result.rows_quarantined,
+        duplicates=result.duplicates,
+        reasons=dict(sorted(result.reasons.items())),
+        outputs=list(result.outputs),
+        quarantine=result.quarantine,
+        seconds=round(time.perf_counter() - t0, 3),
+        warnings=[] if result.rows_read else ["empty catalogue file: nothing to ingest"],
+    )

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shelfwise.errors import InputError
-from shelfwise.ingest.catalogue import S3Store, ingest_catalogue_to, is_catalogue_key
+from shelfwise.ingest.catalogue import S3Store, is_catalogue_key
 from shelfwise.ingest.errors import SourceGoneError
 from shelfwise.ingest.pipeline import (
     CURATED_PREFIX,
@@ -26,6 +26,7 @@ from shelfwise.ingest.pipeline import (
     SUMMARY_PREFIX,
     IngestOptions,
     IngestSummary,
+    ingest_catalogue_to,
     object_hash,
     run_file,
 )

@@ -1,4 +1,4 @@
-"""``shelfwise train`` and ``shelfwise evaluate``: the job and the offline protocol from a terminal.
+"""shelfwise train and shelfwise evaluate: the training job and the offline protocol from a terminal.
 
 Progress goes to stderr for a person; the last line on stdout is one JSON object.
 """
@@ -6,17 +6,16 @@ Progress goes to stderr for a person; the last line on stdout is one JSON object
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from shelfwise.errors import ShelfwiseError
+from shelfwise.cli.common import command, emit
+from shelfwise.errors import InputError
 from shelfwise.training.job import (
     Progress,
     TrainConfig,
@@ -82,50 +81,44 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _emit(result: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(result, default=str) + "\n")
-    sys.stdout.flush()
-
-
-def evaluate_main(argv: list[str]) -> int:
-    """``shelfwise evaluate --events PATH --format FMT [--k 10]``: the offline protocol on any log."""
-    p = argparse.ArgumentParser(prog="shelfwise evaluate", description=evaluate_main.__doc__)
+def evaluate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="shelfwise evaluate", description="The offline evaluation protocol on any event log."
+    )
     p.add_argument("--events", required=True, help="event log (file) in any format the ingest reads")
     p.add_argument(
         "--format", default="auto", help="source format (auto, native, retailrocket, ..., curated)"
     )
     _common(p)
-    args = p.parse_args(argv)
-    try:
-        from shelfwise.training.data import interactions_from_table
+    return p
 
-        progress = Progress()
-        data = interactions_from_table(read_table(args.events, args.format))
-        progress("load", {"events": data.n_events, "users": data.n_users, "items": data.n_items})
-        ev = evaluate_log(data, _config(args), progress)
-    except ShelfwiseError as exc:
-        print(f"shelfwise evaluate: {exc}", file=sys.stderr)
-        return 1
+
+@command("shelfwise evaluate")
+def evaluate_main(argv: list[str]) -> int:
+    """shelfwise evaluate --events PATH --format FMT [--k 10]."""
+    args = evaluate_parser().parse_args(argv)
+    from shelfwise.training.data import interactions_from_table
+
+    progress = Progress()
+    data = interactions_from_table(read_table(args.events, args.format))
+    progress("load", {"events": data.n_events, "users": data.n_users, "items": data.n_items})
+    ev = evaluate_log(data, _config(args), progress)
     result = ev.to_json()
     result["validation"] = {f: v["params"] for f, v in ev.validation.items()}
-    _emit(result)
+    emit(result)
     return 0
 
 
-def train_main(argv: list[str]) -> int:
-    """``shelfwise train``: train, evaluate, export a bundle and optionally register it."""
-    p = argparse.ArgumentParser(prog="shelfwise train", description=train_main.__doc__)
+def train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="shelfwise train",
+        description="Train, evaluate and export a model bundle; optionally register it.",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--events", help="local event log in any format the ingest reads")
     src.add_argument("--curated-bucket", help="read curated Parquet from this bucket (curated/events/)")
     p.add_argument("--format", default="auto", help="source format of --events (or 'curated')")
     p.add_argument("--since", default=None, help="only curated partitions with event_date >= YYYY-MM-DD")
-    p.add_argument(
-        "--catalogue",
-        default=None,
-        help="a catalogue snapshot (Parquet) for titles, categories, prices and stock "
-        "(default with --curated-bucket: the bucket's latest snapshot)",
-    )
     p.add_argument("--out", default=None, help="bundle directory (default: a temporary directory)")
     p.add_argument("--register", action="store_true", help="register the bundle in the model registry")
     p.add_argument("--models-bucket", default=os.environ.get("MODELS_BUCKET"), help="env MODELS_BUCKET")
@@ -135,13 +128,25 @@ def train_main(argv: list[str]) -> int:
     p.add_argument("--float16", action="store_true", help="store ALS item factors in float16")
     p.add_argument("--gate-tolerance", type=float, default=0.02, help="relative loss allowed vs champion")
     p.add_argument(
+        "--catalogue",
+        default=None,
+        help="a catalogue snapshot (Parquet) for titles, categories, prices and stock "
+        "(default with --curated-bucket: the bucket's latest snapshot)",
+    )
+    p.add_argument(
         "--report-progress",
         action="store_true",
         help="also send every step as an EventBridge TrainingProgress event and CloudWatch metrics "
         "(what the Batch job does, so its progress reaches operators like the Lambda's)",
     )
     _common(p)
-    args = p.parse_args(argv)
+    return p
+
+
+@command("shelfwise train")
+def train_main(argv: list[str]) -> int:
+    """shelfwise train: train, evaluate, export a bundle and optionally register it."""
+    args = train_parser().parse_args(argv)
     from shelfwise import aws
 
     progress = Progress()
@@ -155,38 +160,29 @@ def train_main(argv: list[str]) -> int:
             cloudwatch_metric_sink(aws.client("cloudwatch"), runner),
         ]
     try:
-        result = _train(p, args, progress)
-    except ShelfwiseError as exc:
-        progress("failed", {"error": str(exc)[:500]})
-        print(f"shelfwise train: {exc}", file=sys.stderr)
-        return 1
+        result = _train(args, progress)
     except Exception as exc:
         progress("failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
         raise
     from shelfwise.training.progress import finish_fields
 
     progress("done", finish_fields(result))
-    _emit(summary(result))
+    emit(summary(result))
     return 0
 
 
-def _train(p: argparse.ArgumentParser, args: argparse.Namespace, progress: Progress) -> Any:
-    """The run behind ``shelfwise train``: read the events, train, register when asked."""
-    from shelfwise import aws
+def _train(args: argparse.Namespace, progress: Progress) -> Any:
+    """The run behind ``shelfwise train``: read the events (and catalogue), train, register when asked."""
+    from shelfwise import aws, wiring
 
     registry = None
     if args.register:
         if not args.models_bucket:
-            p.error("--register needs --models-bucket (or MODELS_BUCKET)")
-        from shelfwise.registry import Registry
-
-        registry = Registry(
-            aws.client("s3"),
-            aws.client("ssm"),
-            aws.client("events"),
-            args.models_bucket,
-            args.env,
-            args.model_name,
+            raise InputError("--register needs --models-bucket (or MODELS_BUCKET)")
+        registry = wiring.registry(
+            wiring.RegistrySettings(
+                models_bucket=args.models_bucket, shelfwise_env=args.env, model_name=args.model_name
+            ),
             gate_tolerance=args.gate_tolerance,
             actor="shelfwise-train-cli",
         )
