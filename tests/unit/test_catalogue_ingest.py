@@ -171,3 +171,24 @@ def test_the_local_cli_path(tmp_path: Path) -> None:
     assert summary.format == "catalogue" and summary.rows_valid == 1
     assert ingest_file(src, out, "catalogue").skipped
     assert np.asarray(load_npz(out / SERVING_KEY)["in_stock"]).tolist() == [True]
+
+
+def test_the_simulator_exports_its_catalogue_and_stock_changes_through_the_same_path(tmp_path: Path) -> None:
+    from shelfwise.simulator.catalogue_feed import catalogue_csv
+    from shelfwise.simulator.generate import simulate_to_files
+    from shelfwise.simulator.params import ShopParams
+    from shelfwise.simulator.shop import ShopModel
+
+    params = ShopParams(n_users=50, n_items=60, n_days=1)
+    simulate_to_files(params, seed=3, out_dir=tmp_path / "shop")
+    out = tmp_path / "out"
+    full = ingest_file(tmp_path / "shop" / "catalogue" / "catalogue.csv", out, "catalogue")
+    assert (full.rows_valid, full.rows_quarantined) == (60, 0)
+    catalogue = ShopModel(params, 3).catalogue
+    change = tmp_path / "change.csv"
+    change.write_bytes(
+        catalogue_csv(catalogue, datetime(2026, 12, 1, tzinfo=UTC), items=[4], in_stock=[False])
+    )
+    assert ingest_file(change, out, "catalogue").rows_valid == 1
+    rows = {r["item_id"]: r for r in _latest(out)}
+    assert len(rows) == 60 and rows["5"]["in_stock"] is False and rows["5"]["title"] == catalogue.title[4]
