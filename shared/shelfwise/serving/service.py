@@ -34,6 +34,7 @@ from shelfwise.serving.errors import ItemNotFoundError, ModelUnavailableError
 from shelfwise.serving.impressions import ImpressionSink, user_hash
 from shelfwise.serving.loader import ModelLoader
 from shelfwise.serving.model import LoadedModel
+from shelfwise.serving.new_items import NewItems
 from shelfwise.serving.stock import LiveStock
 
 POPULARITY_PREFIX = "popularity@"
@@ -146,6 +147,7 @@ class Recommender:
         # Live stock (the catalogue's serving snapshot): masks per (version, snapshot etag).
         self.stock = stock
         self._stock_masks: dict[tuple[str, str], np.ndarray] = {}
+        self._new_items: dict[str, NewItems | None] = {}  # per version: content.npz, read on first use
         if stock is not None:
             stock.watch(lambda: self._state.models.values())
 
@@ -251,6 +253,7 @@ class Recommender:
             last_good = champion or old.last_good
             keep = set(models) | ({last_good.version} if last_good else set())
             self._masks = {v: m for v, m in self._masks.items() if v in keep}
+            self._new_items = {v: n for v, n in self._new_items.items() if v in keep}
             self._state = ServingState(aliases, models, last_good, errors, now, alias_error)
             if self.stock is not None:  # a new version's stock overlay, here rather than in a request
                 for m in models.values():
@@ -385,21 +388,33 @@ class Recommender:
         version: str | None = None,
         reason: str | None = None,
         user: str | None = None,
+        new: tuple[list[str], list[float], list[str], list[str], list[float | None]] | None = None,
     ) -> Recommendation:
-        """The response, and its served-list record (with the hash of ``user``, the routing key)."""
+        """The response, and its served-list record (with the hash of ``user``, the routing key).
+
+        ``new``: new items (ids, scores, categories, titles, prices) that take the list's last places.
+        """
         cat = model.catalog
+        if new is not None and new[0]:
+            keep = max(0, min(len(indices), k - len(new[0])))
+            scores, indices = scores[:keep], indices[:keep]
         idx = np.asarray(indices, dtype=np.intp)  # one conversion for the four look-ups
         ids = text_list(cat.item_ids[idx])
         sc = scores.tolist()  # float32 -> Python floats
+        categories, titles = text_list(cat.category_names[idx]), text_list(cat.titles[idx])
+        prices = [None if p != p else round(p, 4) for p in self._answer_prices(model, idx).tolist()]
+        if new is not None and new[0]:
+            ids, sc = ids + new[0], sc + new[1]
+            categories, titles, prices = categories + new[2], titles + new[3], prices + new[4]
         rec = Recommendation(
             recommendation_id=uuid.uuid4().hex,
             model_version=version or model.version,
             variant=variant,
             item_ids=ids,
             scores=sc,
-            categories=text_list(cat.category_names[idx]),
-            titles=text_list(cat.titles[idx]),
-            prices=[None if p != p else round(p, 4) for p in self._answer_prices(model, idx).tolist()],
+            categories=categories,
+            titles=titles,
+            prices=prices,
             unknown_items=unknown,
             degraded=variant == "fallback",
             reason=reason,
@@ -427,6 +442,50 @@ class Recommender:
             return bundle
         live = overlay[1][idx]
         return np.where(np.isnan(live), bundle, live)
+
+    def _new_items_of(self, model: LoadedModel) -> NewItems | None:
+        if model.version not in self._new_items:
+            try:
+                self._new_items[model.version] = NewItems.load(
+                    model.bundle.path, model.bundle.manifest["files"]
+                )
+            except Exception as exc:  # a bad content file costs the new items, never the answer
+                logger.warning("content.npz unreadable", extra={"version": model.version, "error": str(exc)})
+                self._new_items[model.version] = None
+        return self._new_items[model.version]
+
+    def _pick_new(
+        self, model: LoadedModel, items: np.ndarray, weights: np.ndarray, filters: Filters, k: int
+    ) -> tuple[list[str], list[float], list[str], list[str], list[float | None]] | None:
+        """New items for a personal list (ServingRules.new_item_slots), or None."""
+        slots = min(self.rules.new_item_slots, k)
+        new = self._new_items_of(model) if slots else None
+        if new is None or items.size == 0:
+            return None
+        unavailable = ~new.in_stock if self.rules.exclude_out_of_stock else np.zeros(new.n_new, bool)
+        if self.stock is not None and self.rules.exclude_out_of_stock:
+            overlay = self.stock.overlay(model.version + "#new", new.ids)
+            if overlay is not None:
+                unavailable = unavailable | overlay[0]
+        cats = np.asarray(text_list(new.categories), dtype=object)
+        blocked = set(self.rules.blocked_categories) | set(filters.exclude_categories)
+        if blocked:
+            unavailable |= np.isin(cats, list(blocked))
+        if filters.categories:
+            unavailable |= ~np.isin(cats, list(filters.categories))
+        if filters.price_min is not None:
+            unavailable |= ~(new.price >= filters.price_min)
+        if filters.price_max is not None:
+            unavailable |= ~(new.price <= filters.price_max)
+        for item in filters.exclude_items:
+            pos = new.position(item)
+            if pos is not None:
+                unavailable[pos] = True
+        picked, scores = new.for_history(items, weights, unavailable, slots, self.rules.new_item_min_score)
+        if picked.size == 0:
+            return None
+        ids, categories, titles, prices = new.attributes(picked)
+        return ids, [round(float(x), 6) for x in scores.tolist()], categories, titles, prices
 
     def _check_k(self, k: int | None) -> int:
         k = self.rules.default_k if k is None else k
@@ -473,6 +532,14 @@ class Recommender:
                 user=user_id or session_id,
             )
         scores, indices = model.score(uidx, h_items, h_weights, mask, k)
+        new = None
+        if self.rules.new_item_slots:
+            bought = model.catalog.stored_purchases(uidx, self.rules.max_stored_purchases)
+            profile_items = np.concatenate([h_items, bought.astype(np.int64)])
+            profile_weights = np.concatenate(
+                [h_weights, np.full(bought.size, EVENT_WEIGHTS["purchase"], np.float32)]
+            )
+            new = self._pick_new(model, profile_items, profile_weights, filters, k)
         return self._answer(
             model,
             variant,
@@ -482,6 +549,7 @@ class Recommender:
             k=k,
             unknown=unknown,
             user=user_id or session_id,
+            new=new,
         )
 
     def similar(
@@ -494,7 +562,18 @@ class Recommender:
         cat = model.catalog
         idx = cat.index_of(item_id)
         if idx is None:
-            raise ItemNotFoundError(f"item {item_id!r} is not in the catalogue of version {model.version}")
+            new = self._new_items_of(model)
+            pos = new.position(item_id) if new is not None else None
+            if new is None or pos is None:
+                raise ItemNotFoundError(
+                    f"item {item_id!r} is not in the catalogue of version {model.version}"
+                )
+            # a new item the model cannot place: the catalogue items closest to it by content
+            mask, unknown = self._mask(model, filters)
+            indices, scores = new.similar_graph_items(pos, mask, k)
+            return self._answer(
+                model, variant, scores, indices, endpoint="similar", k=k, unknown=unknown, user=user_key
+            )
         mask, unknown = self._mask(model, filters, [idx])
         if cat.similar_indices is not None and cat.similar_scores is not None:
             nbrs = cat.similar_indices[idx].astype(np.int64)

@@ -164,3 +164,51 @@ def _summary(per_user: dict[str, np.ndarray]) -> dict[str, float]:
     out = {m: round(float(v.mean()), 4) for m, v in per_user.items() if m in ("ndcg", "hitrate", "recall")}
     out["ndcg_se"] = round(float(per_user["ndcg"].std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0, 4)
     return out
+
+
+CONTENT_FILE = "content.npz"
+MAX_NEW_ITEMS = 20_000
+
+
+def content_arrays(
+    item_ids: np.ndarray, titles: np.ndarray, categories: np.ndarray, catalogue: Any
+) -> dict[str, np.ndarray] | None:
+    """``content.npz`` for a bundle: the catalogue's items without interactions (active, newest
+    first, at most ``MAX_NEW_ITEMS``) and TF-IDF vectors of every item, graph items first.
+
+    None when the catalogue lists no item the model lacks. Serving reads it with numpy only
+    (:mod:`shelfwise.serving.new_items`).
+    """
+    from shelfwise.bundle import encode_text
+
+    if catalogue is None or catalogue.num_rows == 0:
+        return None
+    rows = catalogue.to_pylist()
+    known = set(np.asarray(item_ids).astype(str).tolist())
+    fresh = [r for r in rows if r["item_id"] not in known and r.get("active") is not False]
+    if not fresh:
+        return None
+    fresh.sort(key=lambda r: (r.get("updated_at") is None, r.get("updated_at")), reverse=True)
+    fresh = sorted(fresh[:MAX_NEW_ITEMS], key=lambda r: r["item_id"])
+    brands = [""] * len(item_ids) + [str(r.get("brand") or "") for r in fresh]
+    model = ContentModel(
+        [*np.asarray(titles).astype(str).tolist(), *[str(r["title"] or "") for r in fresh]],
+        [*np.asarray(categories).astype(str).tolist(), *[str(r["category"] or "") for r in fresh]],
+        brands,
+    )
+    x = model.vectors.tocsr()
+    x.sort_indices()
+    return {
+        "n_graph_items": np.asarray([len(item_ids)], dtype=np.int64),
+        "new_item_id": encode_text(np.asarray([r["item_id"] for r in fresh], dtype=str)),
+        "new_title": encode_text(np.asarray([str(r["title"] or "") for r in fresh], dtype=str)),
+        "new_category": encode_text(np.asarray([str(r["category"] or "") for r in fresh], dtype=str)),
+        "new_price": np.asarray(
+            [np.nan if r.get("price") is None else r["price"] for r in fresh], np.float32
+        ),
+        "new_in_stock": np.asarray([bool(r.get("in_stock", True)) for r in fresh], dtype=bool),
+        "vec_indptr": x.indptr.astype(np.int64),
+        "vec_indices": x.indices.astype(np.int32),
+        "vec_data": x.data.astype(np.float32),
+        "n_terms": np.asarray([x.shape[1]], dtype=np.int64),
+    }

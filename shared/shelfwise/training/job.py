@@ -425,6 +425,12 @@ def run_training(
     bought = data.purchases_by_user()
     meta = item_metadata(data.item_ids, data.item_info, catalogue)
     manifest["catalogue"] = meta.pop("_source")
+    from shelfwise.training.content import CONTENT_FILE, content_arrays
+
+    content = content_arrays(data.item_ids, meta["title"], meta["category"], catalogue)
+    if content is not None:  # new items, scored by content at serve time (checksummed like the rest)
+        bundle_io.savez_aligned(out / CONTENT_FILE, content)
+        manifest["catalogue"]["new_items"] = len(content["new_item_id"])
     written = bundle_io.write_bundle(
         out,
         model=graph,
