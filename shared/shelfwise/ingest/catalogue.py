@@ -271,7 +271,7 @@ def validate(row: Row, uploaded: datetime, source_key: str) -> tuple[dict[str, A
     for key, value in v.items():  # unknown columns are kept, not dropped silently
         if key not in REQUIRED and key not in OPTIONAL and value not in (None, ""):
             attrs.setdefault(key, value)
-    out = {
+    out: dict[str, Any] = {
         "item_id": item_id,
         "title": _text(v.get("title")),
         "category": _text(v.get("category")),
