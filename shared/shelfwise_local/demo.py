@@ -268,7 +268,11 @@ class Demo:
         ).start()
         self.rt.host.find("ComputeMetricsFunction").environment["MONITORING_CONFIG"] = json.dumps(overrides)
         self.log.clock = self.rt.clock.now
-        self.overrides: dict[str, Any] = {"MONITORING_CONFIG": overrides, "AliasCacheSeconds": 1, "StockCacheSeconds": 1}
+        self.overrides: dict[str, Any] = {
+            "MONITORING_CONFIG": overrides,
+            "AliasCacheSeconds": 1,
+            "StockCacheSeconds": 1,
+        }
         if self.cfg.score_psi_threshold is not None:
             for lid in ("ChallengerScoreDriftAlarm", "ChampionScoreDriftAlarm"):
                 alarm = self.rt.evaluator.alarms[self.rt.physical_name(lid)]
