@@ -185,3 +185,24 @@ def test_models_served_answers_from_the_recorded_lists(
         assert [(x["variant"], x["model_version"], x["items"]) for x in out["lists"]] == [
             ("challenger", "v2", ["c", "d"])
         ]
+
+
+def test_catalogue_as_a_days_latest_snapshot(tmp_path: Path) -> None:
+    header = "item_id,title,category,price,in_stock"
+    first, second = tmp_path / "c1.csv", tmp_path / "c2.csv"
+    first.write_text(f"{header}\na,Mug,kitchen,4,true\nb,Pan,kitchen,9,true\n")
+    second.write_text(f"{header}\nb,Pan,kitchen,8,false\n")
+    out = tmp_path / "out"
+    for f in (first, second):
+        assert ingest_file(f, out, "catalogue").rows_valid >= 1
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    snaps = out / "curated" / "catalogue" / "snapshots" / "*" / "*.parquet"
+    con.execute(
+        f"CREATE VIEW catalogue_snapshots AS SELECT * FROM read_parquet('{snaps}', hive_partitioning = true, "
+        "hive_types = {'snapshot_date': VARCHAR})"
+    )
+    pointer = json.loads((out / "curated/catalogue/latest.json").read_text())
+    day = pointer["key"].split("snapshot_date=")[1][:10]
+    got = query(con, "catalogue_latest", [day, day])
+    assert [(r["item_id"], r["price"], r["in_stock"]) for r in got] == [("a", 4.0, True), ("b", 8.0, False)]
