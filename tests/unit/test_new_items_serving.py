@@ -99,3 +99,14 @@ def test_similar_items_of_a_new_item_come_from_content(bundle_root: Path, tmp_pa
     rec = _rec(bundle_root, tmp_path)
     similar = rec.similar("mug-new", k=3)
     assert similar.item_ids and all(i.startswith("mug") for i in similar.item_ids)
+
+
+def test_similar_items_of_a_rarely_bought_item_are_filled_up_by_content(
+    bundle_root: Path, tmp_path: Path
+) -> None:
+    rec = _rec(bundle_root, tmp_path)
+    similar = rec.similar("mug0", k=7)
+    assert len(similar.item_ids) == 7 and "mug0" not in similar.item_ids
+    mugs = [i for i in similar.item_ids if i.startswith("mug")]
+    assert similar.item_ids[: len(mugs)] == mugs  # co-bought mugs first, content-filled hoses after
+    assert similar.scores == sorted(similar.scores, reverse=True)

@@ -104,10 +104,11 @@ class NewItems:
         return pos if pos < self.n_new and self.ids[pos] == key else None
 
     def similar_graph_items(
-        self, position: int, exclude: np.ndarray, k: int
+        self, position: int, exclude: np.ndarray, k: int, *, graph_item: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Graph items most similar by content to new item ``position`` (not ``exclude``d)."""
-        row = self.n_graph + position
+        """Graph items most similar by content to new item ``position`` (or to graph item
+        ``position`` with ``graph_item``), leaving out ``exclude``d ones."""
+        row = position if graph_item else self.n_graph + position
         profile = self._rows(np.array([row]), np.array([1.0], np.float32))
         scores = self._cosine(profile, 0, self.n_graph)
         scores[exclude] = -1.0

@@ -582,6 +582,14 @@ class Recommender:
             nbrs, vals = nbrs[keep], vals[keep]
             order = np.lexsort((nbrs, -vals))[:k]
             scores, indices = vals[order].astype(np.float32), nbrs[order]
+            new = self._new_items_of(model) if indices.size < k else None
+            if new is not None:  # too few neighbours (a rarely bought item): fill up by content
+                taken = mask.copy()
+                taken[indices] = True
+                more, more_scores = new.similar_graph_items(idx, taken, k - indices.size, graph_item=True)
+                # scaled below every co-occurrence neighbour (cosines are at most 1), order kept
+                scores = np.concatenate([scores, (more_scores * scores.min(initial=1.0)).astype(np.float32)])
+                indices = np.concatenate([indices, more])
         else:
             scores, indices = model.score(-1, np.array([idx], np.int64), np.array([1.0], np.float32), mask, k)
         return self._answer(

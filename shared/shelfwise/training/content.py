@@ -190,7 +190,9 @@ def content_arrays(
         return None
     fresh.sort(key=lambda r: (r.get("updated_at") is None, r.get("updated_at")), reverse=True)
     fresh = sorted(fresh[:MAX_NEW_ITEMS], key=lambda r: r["item_id"])
-    brands = [""] * len(item_ids) + [str(r.get("brand") or "") for r in fresh]
+    brand_of = {r["item_id"]: str(r.get("brand") or "") for r in rows}
+    brands = [brand_of.get(i, "") for i in np.asarray(item_ids).astype(str).tolist()]
+    brands += [str(r.get("brand") or "") for r in fresh]
     model = ContentModel(
         [*np.asarray(titles).astype(str).tolist(), *[str(r["title"] or "") for r in fresh]],
         [*np.asarray(categories).astype(str).tolist(), *[str(r["category"] or "") for r in fresh]],
