@@ -28,7 +28,7 @@ import io
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shelfwise.errors import InputError
+from shelfwise.ingest.summary import IngestSummary
 from shelfwise.serving.config import CATALOGUE_STOCK_KEY
 
 CATALOGUE_PREFIX = "raw/catalogue/"
@@ -85,20 +86,6 @@ class Row:
     line: int
     values: dict[str, Any]
     raw: str
-
-
-@dataclass
-class CatalogueResult:
-    rows_read: int = 0
-    rows_valid: int = 0
-    rows_quarantined: int = 0
-    duplicates: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-    outputs: list[str] = field(default_factory=list)
-    quarantine: str | None = None
-    snapshot_id: str | None = None
-    items: int = 0
-    in_stock: int = 0
 
 
 # ------------------------------------------------------------------ reading
@@ -343,10 +330,13 @@ def _rows_of(body: bytes) -> list[dict[str, Any]]:
 
 def ingest_catalogue(
     data: bytes, store: Store, *, source_key: str, name: str, uploaded: datetime, attempts: int = 5
-) -> CatalogueResult:
+) -> IngestSummary:
     """Validate one catalogue file and publish the next snapshot (see the module docstring)."""
-    result = CatalogueResult()
+    t0 = time.perf_counter()
+    result = IngestSummary(source=source_key, object_hash=name, format="catalogue")
     rows = read_rows(data)
+    if not rows:
+        result.warnings.append("empty catalogue file: nothing to ingest")
     result.rows_read = len(rows)
     accepted: dict[str, tuple[dict[str, Any], int]] = {}
     quarantined: list[dict[str, Any]] = []
@@ -374,7 +364,9 @@ def ingest_catalogue(
         body = "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in quarantined).encode()
         store.write_quarantine(key, gzip.compress(body, mtime=0))
         result.quarantine = key
+    result.reasons = dict(sorted(result.reasons.items()))
     if not accepted:
+        result.seconds = round(time.perf_counter() - t0, 3)
         return result
     new_rows = [r for r, _ in accepted.values()]
     now = datetime.now(UTC)
@@ -407,9 +399,7 @@ def ingest_catalogue(
             continue
         store.write(SERVING_KEY, serving_snapshot(table, snapshot_id))
         result.outputs += [snap_key, LATEST_KEY, SERVING_KEY]
-        result.snapshot_id = snapshot_id
-        result.items = table.num_rows
-        result.in_stock = int(sum(table["in_stock"].to_pylist()))
+        result.seconds = round(time.perf_counter() - t0, 3)
         return result
     raise CatalogueConflictError(f"latest.json kept moving; gave up after {attempts} attempts")
 
