@@ -15,7 +15,7 @@ REQS := pyproject.toml requirements/lock.txt
 BACKEND ?= moto
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: help setup lock demo test unit integration e2e lint format validate build bench localstack localstack-stop clean
+.PHONY: help setup lock demo test unit integration e2e lint format validate build bench train-image localstack localstack-stop clean
 
 help:
 	@echo "make demo      run the whole loop locally on the embedded AWS emulator (no AWS account)"
@@ -26,6 +26,7 @@ help:
 	@echo "make build     sam build every function and layer, print sizes against the budgets"
 	@echo "make validate  sam validate --lint and cfn-lint on template.yaml"
 	@echo "make bench     the benchmarks that print figures"
+	@echo "make train-image STACK=shelfwise-dev   build the training image, push it to the stack's ECR, print its digest"
 
 setup: $(STAMP)
 
@@ -98,6 +99,11 @@ build: setup
 
 bench: setup
 	$(BIN)/shelfwise bench ingest --rows 1000000
+
+# Needs Docker and AWS credentials; prints the digest reference for the TrainingImageUri parameter.
+STACK ?= shelfwise-dev
+train-image: setup
+	$(BIN)/python -m shelfwise_local.train_image --stack $(STACK) $(if $(REGION),--region $(REGION))
 
 clean:
 	rm -rf $(VENV) .aws-sam .pytest_cache .hypothesis .mypy_cache .ruff_cache
