@@ -301,8 +301,12 @@ class Rollout:
         if target == "challenger" and not challenger and before.get("previous"):
             # The canary may have been promoted while this alarm was on its way (or in the same
             # minute): the accused version is then the champion, and it goes, not the alarm.
-            promoted = _last_promotion_from_canary([*history, snap.last_change], champion)
-            if promoted is not None and promoted >= notice.changed_at - PROMOTION_RACE:
+            records = [*history, snap.last_change]
+            promoted = _last_promotion_from_canary(records, champion)
+            # A canary started since that promotion is what the alarm speaks of, not the champion.
+            later_canary = _last(records, {"CanaryStarted"}, None)
+            newer_canary = promoted is not None and later_canary is not None and later_canary > promoted
+            if promoted is not None and not newer_canary and promoted >= notice.changed_at - PROMOTION_RACE:
                 after = _state(self.registry.rollback(reason, scope="champion", expected=snap))
                 decision = Decision(
                     "rollback",
