@@ -80,6 +80,7 @@ def two(tmp_path: Path) -> Any:
             "promote": Rollout(promoter, s3=s3, bucket="mon", policy=POLICY),
             "rollback": Rollout(rollbacker, s3=s3, bucket="mon", policy=POLICY),
             "setup": setup,
+            "tmp": str(tmp_path),
         }
 
 
@@ -176,3 +177,20 @@ def test_a_conflict_is_an_error_for_a_direct_caller(two: Any) -> None:
 
 def test_zz_report_races() -> None:
     print(f"\n[races] forced interleavings: {len(RACES)}: {RACES}")
+
+
+def test_a_second_alarm_about_a_rolled_back_canary_leaves_the_promoted_champion_alone(two: Any) -> None:
+    """v2 promoted from the canary, then v3's canary rolled back by one alarm; a second alarm about
+    the same incident finds no canary, and must not take v2 (promoted earlier) for the accused."""
+    now = two["clock"].now
+    assert two["promote"].step(OK, 10_000, now).action == "promote"
+    two["clock"].now = now + timedelta(minutes=5)
+    two["setup"].register(bundle(Path(two["tmp"]), "v3", "v2"), "v3")
+    two["setup"].start_canary("v3", 0.1)
+    two["clock"].now = now + timedelta(minutes=15)
+    first = two["rollback"].on_alarm(notice("challenger-early-clicks", two["clock"].now), two["clock"].now)
+    assert first.action == "rollback" and "v3" in first.reason
+    second = two["rollback"].on_alarm(notice("challenger-quality", two["clock"].now), two["clock"].now)
+    assert second.action == "ignore", second.reason
+    aliases = _ssm_aliases(two)
+    assert aliases["champion"] == "v2" and aliases["challenger"] is None, aliases
