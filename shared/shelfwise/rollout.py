@@ -214,13 +214,18 @@ def _state(aliases: Any) -> dict[str, Any]:
 def _last_promotion_from_canary(
     history: Sequence[Mapping[str, Any]], champion: str | None
 ) -> datetime | None:
-    """When ``champion`` was promoted from the challenger slot (None: it was not, or is not champion)."""
+    """When ``champion`` was promoted from the challenger slot, if that promotion is the latest
+    canary change (no canary started, advanced or rolled back since); else None."""
     if not champion:
         return None
     for rec in reversed(history):
-        if rec.get("action") == "ModelPromoted" and rec.get("version") == champion:
-            was_challenger = (rec.get("before") or {}).get("challenger") == champion
-            return _time(rec["time"]) if was_challenger else None
+        action = rec.get("action")
+        if action not in {"CanaryStarted", "CanaryAdvanced", "ModelPromoted", "ModelRolledBack"}:
+            continue
+        was_challenger = (rec.get("before") or {}).get("challenger") == champion
+        if action == "ModelPromoted" and rec.get("version") == champion and was_challenger:
+            return _time(rec["time"])
+        return None
     return None
 
 
@@ -301,12 +306,8 @@ class Rollout:
         if target == "challenger" and not challenger and before.get("previous"):
             # The canary may have been promoted while this alarm was on its way (or in the same
             # minute): the accused version is then the champion, and it goes, not the alarm.
-            records = [*history, snap.last_change]
-            promoted = _last_promotion_from_canary(records, champion)
-            # A canary started since that promotion is what the alarm speaks of, not the champion.
-            later_canary = _last(records, {"CanaryStarted"}, None)
-            newer_canary = promoted is not None and later_canary is not None and later_canary > promoted
-            if promoted is not None and not newer_canary and promoted >= notice.changed_at - PROMOTION_RACE:
+            promoted = _last_promotion_from_canary([*history, snap.last_change], champion)
+            if promoted is not None and promoted >= notice.changed_at - PROMOTION_RACE:
                 after = _state(self.registry.rollback(reason, scope="champion", expected=snap))
                 decision = Decision(
                     "rollback",
