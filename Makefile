@@ -11,17 +11,19 @@ PYTHON ?= $(shell for p in python3.12 $(PYENV_312) python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TORCH_STAMP := $(VENV)/.torch-installed
 REQS := pyproject.toml requirements/dev.txt requirements/train.txt requirements/constraints.txt \
 	layers/base/requirements.txt layers/inference/requirements.txt layers/data/requirements.txt
 BACKEND ?= moto
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: help setup demo test unit integration e2e lint format validate build bench localstack localstack-stop clean
+.PHONY: help setup torch demo test unit integration e2e lint format validate build bench localstack localstack-stop clean
 
 help:
 	@echo "make demo      run the whole loop locally on the embedded AWS emulator (no AWS account)"
 	@echo "make test      lint, validate the template, unit + integration/e2e on moto and LocalStack"
 	@echo "make setup     create .venv with the pinned dependencies (done by demo and test)"
+	@echo "make torch     add PyTorch (training of the sequential model; done by test)"
 	@echo "make e2e BACKEND=moto|localstack   integration + e2e suites against one emulator"
 	@echo "make build     sam build every function and layer, print sizes against the budgets"
 	@echo "make validate  sam validate --lint and cfn-lint on template.yaml"
@@ -39,10 +41,18 @@ $(STAMP): $(REQS)
 	  $(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
+# PyTorch trains the sequential model only, so it is its own step: `make demo` stays light
+# (`shelfwise demo --challenger sequential` asks for it), `make test` installs it.
+torch: $(TORCH_STAMP)
+
+$(TORCH_STAMP): $(STAMP) requirements/torch.txt
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -r requirements/torch.txt
+	@touch $(TORCH_STAMP)
+
 demo: setup
 	$(BIN)/shelfwise demo
 
-test: setup lint validate unit
+test: setup torch lint validate unit
 	$(MAKE) --no-print-directory e2e BACKEND=moto
 	LOCALSTACK_OPTIONAL=1 bash infra/localstack/run-with.sh $(PYTEST) -p no:cacheprovider tests/integration tests/e2e
 	$(MAKE) --no-print-directory build
@@ -66,7 +76,7 @@ localstack:
 localstack-stop:
 	bash infra/localstack/stop.sh 4566
 
-unit: setup
+unit: setup torch
 	$(PYTEST) -m unit tests/unit
 
 lint: setup
