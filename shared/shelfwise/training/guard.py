@@ -7,7 +7,7 @@ current choice is replaced only when the challenger's per-user validation metric
 paired bootstrap over validation users (one-sided, ``alpha``): the gain's bootstrap lower bound
 is above zero. Every comparison is recorded with its reason, for the manifest and the report.
 
-After the test window has been scored once per family, a last safety net (:func:`test_fallback`)
+After the test window has been scored once per family, a last safety net (:func:`fallback_on_test`)
 serves popularity when the chosen family scores below it there: the platform never ships a model
 that loses to its own fallback on the held-out window. It can only move to the simplest model,
 so it never selects a complex model on the test window.
@@ -108,7 +108,7 @@ def guarded_choice(
     return chosen, record
 
 
-def test_fallback(
+def fallback_on_test(
     chosen: str, test_metrics: dict[str, dict[str, Any]], metric: str, baseline: str = "popularity"
 ) -> tuple[str, str | None]:
     """``baseline`` instead of ``chosen`` when ``chosen`` scores below it on the test window (and why)."""

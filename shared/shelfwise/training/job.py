@@ -39,7 +39,7 @@ from shelfwise.events import EVENT_WEIGHTS, SCHEMA_VERSION
 from shelfwise.registry import Registration, Registry
 from shelfwise.training.base import Recommender, item_popularity
 from shelfwise.training.data import Interactions, Split, interactions_from_table, sample_users, temporal_split
-from shelfwise.training.guard import guarded_choice, test_fallback
+from shelfwise.training.guard import fallback_on_test, guarded_choice
 from shelfwise.training.itemknn import ItemKNN, clear_similarity_cache
 from shelfwise.training.mf import ALS
 from shelfwise.training.popularity import Popularity
@@ -182,7 +182,7 @@ def evaluate_log(data: Interactions, config: TrainConfig, progress: Progress) ->
         model.fit(split.train)
         models[family] = evaluate_model(model, split, config.k, threads=config.threads)
         progress("test", {"family": family, metric: models[family][metric]})
-    served, why = test_fallback(best, models, metric)
+    served, why = fallback_on_test(best, models, metric)
     selection["test_fallback"] = why
     selection["served"] = served
     if why:
