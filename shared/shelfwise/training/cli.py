@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from shelfwise.errors import ShelfwiseError
 from shelfwise.training.job import Progress, TrainConfig, evaluate_log, load_curated, run_training, summary
-from shelfwise.training.search import FAMILIES
+from shelfwise.training.search import ALL_FAMILIES, BASELINE_FAMILIES, FAMILIES, OPTIONAL_FAMILIES
 
 
 def read_table(path: str, fmt: str) -> pa.Table:
@@ -32,8 +32,16 @@ def read_table(path: str, fmt: str) -> pa.Table:
     return read_events(path, fmt)
 
 
+def families_arg(value: str) -> tuple[str, ...]:
+    """``--families``: the named families plus the baselines (always trained and reported)."""
+    if not value:
+        return FAMILIES
+    named = [f.strip() for f in value.split(",") if f.strip()]
+    return tuple(dict.fromkeys([*BASELINE_FAMILIES, *named]))
+
+
 def _config(args: argparse.Namespace) -> TrainConfig:
-    families = tuple(args.families.split(",")) if args.families else FAMILIES
+    families = families_arg(args.families)
     return TrainConfig(
         model_name=getattr(args, "model_name", "recs"),
         k=args.k,
@@ -68,7 +76,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--search", choices=("none", "small", "full"), default="small", help="hyper-parameter grid"
     )
-    p.add_argument("--families", default="", help=f"comma-separated subset of {','.join(FAMILIES)}")
+    p.add_argument(
+        "--families",
+        default="",
+        help=f"comma-separated families of {','.join(ALL_FAMILIES)} (default: all but "
+        f"{','.join(OPTIONAL_FAMILIES)}; {' and '.join(BASELINE_FAMILIES)} are always added)",
+    )
     p.add_argument(
         "--threads", type=int, default=2, help="threads for ALS, neighbour tables and evaluation (default 2)"
     )
