@@ -16,30 +16,38 @@ import pyarrow as pa
 from shelfwise.cli.common import command, emit
 from shelfwise.errors import InputError
 from shelfwise.training.job import Progress, TrainConfig, evaluate_log, load_curated, run_training, summary
-from shelfwise.training.search import ALL_FAMILIES, BASELINE_FAMILIES, FAMILIES, OPTIONAL_FAMILIES
+from shelfwise.training.search import ALL_FAMILIES, BASELINE_FAMILIES, OPTIONAL_FAMILIES, parse_families
 
 
-def read_table(path: str, fmt: str) -> pa.Table:
-    """Events from a local file in any format the ingest understands (``curated`` = curated Parquet)."""
+def read_table(path: str, fmt: str, min_time: str | None = None) -> pa.Table:
+    """Events from a local file in any format the ingest understands (``curated`` = curated Parquet).
+
+    ``min_time`` (ISO date or time, UTC): events before it are dropped as out of range; by default
+    only those before the Unix epoch are.
+    """
     if fmt == "curated":
         import pyarrow.parquet as pq
 
         return pq.read_table(path)
     from shelfwise.ingest import read_events
 
-    return read_events(path, fmt)
+    if min_time is None:
+        return read_events(path, fmt)
+    return read_events(path, fmt, min_ts_ms=_epoch_ms(min_time))
 
 
-def families_arg(value: str) -> tuple[str, ...]:
-    """``--families``: the named families plus the baselines (always trained and reported)."""
-    if not value:
-        return FAMILIES
-    named = [f.strip() for f in value.split(",") if f.strip()]
-    return tuple(dict.fromkeys([*BASELINE_FAMILIES, *named]))
+def _epoch_ms(value: str) -> int:
+    from datetime import UTC, datetime
+
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InputError(f"--min-time must be an ISO date or time, got {value!r}") from exc
+    return int((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    families = families_arg(args.families)
+    families = parse_families(args.families)
     return TrainConfig(
         model_name=getattr(args, "model_name", "recs"),
         k=args.k,
@@ -83,6 +91,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads", type=int, default=2, help="threads for ALS, neighbour tables and evaluation (default 2)"
     )
+    p.add_argument(
+        "--min-time",
+        default=None,
+        help="drop events before this ISO date/time (UTC) as out of range (default: only before 1970)",
+    )
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
@@ -104,7 +117,7 @@ def evaluate_main(argv: list[str]) -> int:
     from shelfwise.training.data import interactions_from_table
 
     progress = Progress()
-    data = interactions_from_table(read_table(args.events, args.format))
+    data = interactions_from_table(read_table(args.events, args.format, args.min_time))
     progress("load", {"events": data.n_events, "users": data.n_users, "items": data.n_items})
     ev = evaluate_log(data, _config(args), progress)
     result = ev.to_json()
@@ -153,7 +166,7 @@ def train_main(argv: list[str]) -> int:
             actor="shelfwise-train-cli",
         )
     if args.events:
-        table = read_table(args.events, args.format)
+        table = read_table(args.events, args.format, args.min_time)
     else:
         table = load_curated(aws.client("s3"), args.curated_bucket, since=args.since)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="shelfwise-bundle-"))

@@ -106,6 +106,14 @@ COMPLEXITY: tuple[str, ...] = (
 )
 
 
+def parse_families(value: str) -> tuple[str, ...]:
+    """A ``--families`` value: the named families plus the baselines (always trained and reported)."""
+    if not value:
+        return FAMILIES
+    named = [f.strip() for f in value.split(",") if f.strip()]
+    return tuple(dict.fromkeys([*BASELINE_FAMILIES, *named]))
+
+
 def make_model(family: str, params: dict[str, Any], *, threads: int = 2) -> Recommender:
     """A fresh, unfitted model of ``family`` with ``params``."""
     if family in {"popularity", "popularity_all"}:

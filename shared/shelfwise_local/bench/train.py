@@ -101,8 +101,8 @@ def main(argv: list[str]) -> int:
     from moto import mock_aws
 
     from shelfwise.registry import Registry
-    from shelfwise.training.cli import families_arg
     from shelfwise.training.job import Progress, TrainConfig, run_training
+    from shelfwise.training.search import parse_families
 
     t0 = time.perf_counter()
     if args.path:
@@ -143,7 +143,7 @@ def main(argv: list[str]) -> int:
         result = run_training(
             table,
             Path(tmp) / "bundle",
-            TrainConfig(search=args.search, threads=args.threads, families=families_arg(args.families)),
+            TrainConfig(search=args.search, threads=args.threads, families=parse_families(args.families)),
             registry=registry,
             progress=progress,
             now=datetime.now(UTC),
