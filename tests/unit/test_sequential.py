@@ -218,3 +218,26 @@ def test_test_window_fallback_never_serves_below_popularity() -> None:
     served, why = fallback_on_test("als", metrics, "ndcg@10")
     assert served == "popularity" and why and "below popularity" in why
     assert fallback_on_test("itemknn", metrics, "ndcg@10") == ("itemknn", None)
+
+
+def test_job_with_the_sequential_family_reports_selection_and_curves(tmp_path: Any) -> None:
+    from shelfwise.training.job import Progress, TrainConfig, run_training
+
+    events: list[dict[str, Any]] = []
+    result = run_training(
+        synthetic_events(n_users=80, n_items=40),
+        tmp_path / "bundle",
+        TrainConfig(
+            search="none", families=("popularity", "itemknn", "sequential"), threads=1, parity_users=8
+        ),
+        progress=Progress(stream=None, sinks=[events.append]),
+    )
+    ev = result.manifest["evaluation"]
+    assert set(ev["models"]) == {"popularity", "itemknn", "sequential"}
+    assert ev["selection"]["served"] == result.manifest["algorithm"]
+    assert [s["challenger"] for s in ev["selection"]["steps"]] == ["itemknn", "sequential"]
+    curve = ev["curves"]["sequential"]
+    assert len(curve["loss"]) == len(curve["validation_ndcg@10"]) >= 1
+    assert any(e["stage"] == "epoch" and "validation_ndcg@10" in e for e in events)
+    report = (tmp_path / "bundle" / "report.html").read_text()
+    assert "sequential: training loss per epoch" in report and "Model selection" in report

@@ -35,6 +35,8 @@ class TrainingSchedule(BaseModel):
     min_new_events: int = 50_000
     in_process_max_bytes: int = 200_000_000
     search_level: str = "small"
+    # Comma-separated families beyond the defaults, e.g. "sequential" (needs PyTorch where it trains).
+    training_families: str = ""
 
 
 def last_trained_at(registry: Registry) -> datetime | None:
@@ -98,6 +100,7 @@ def scheduled_training(
         # Imported here: only a package that can train carries these libraries.
         from shelfwise.rollout import Rollout
         from shelfwise.training.job import Progress, TrainConfig, load_curated, run_training, summary
+        from shelfwise.training.search import FAMILIES, parse_families
 
         table = load_curated(s3, schedule.curated_bucket)
         progress = Progress(stream=None, sinks=[progress_sink(events, schedule.model_name)])
@@ -105,7 +108,13 @@ def scheduled_training(
         run = run_training(
             table,
             out,
-            TrainConfig(model_name=schedule.model_name, search=schedule.search_level),
+            TrainConfig(
+                model_name=schedule.model_name,
+                search=schedule.search_level,
+                families=parse_families(",".join([*FAMILIES, schedule.training_families]))
+                if schedule.training_families
+                else FAMILIES,
+            ),
             registry=registry,
             progress=progress,
         )
