@@ -16,6 +16,7 @@ from shelfwise.events import EVENT_WEIGHTS
 from shelfwise.training.data import Interactions, interactions_from_table, temporal_split
 from shelfwise.training.guard import fallback_on_test, guarded_choice, paired_bootstrap
 from shelfwise.training.job import check_parity
+from shelfwise.training.search import evaluate_model
 
 torch = pytest.importorskip("torch", reason="the sequential family needs PyTorch (make torch)")
 
@@ -139,7 +140,7 @@ def test_early_stopping_on_validation_keeps_best_epoch(data: Interactions) -> No
     validation = temporal_split(data, 0.8)
     m = Sequential(**{**TINY, "epochs": 6, "patience": 1}, threads=1)
     m.progress = lambda stage, fields: events.append({"stage": stage, **fields})
-    m.fit_validated(validation, 10, "ndcg@10")
+    m.fit_validated(validation, "ndcg@10", lambda fitted: evaluate_model(fitted, validation, 10)["ndcg@10"])
     curve = m.validation_curve
     assert [e["epoch"] for e in events] == list(range(1, len(curve) + 1))
     assert all("loss" in e and "validation_ndcg@10" in e for e in events)

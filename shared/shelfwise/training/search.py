@@ -219,7 +219,9 @@ def search(
             model = make_model(family, params, threads=threads)
             if hasattr(model, "fit_validated"):
                 model.progress = progress  # type: ignore[attr-defined]
-                model.fit_validated(validation, k, metric)
+                model.fit_validated(
+                    validation, metric, lambda m: float(evaluate_model(m, validation, k, threads=1)[metric])
+                )
             else:
                 model.fit(validation.train)
             ranked = rank_split(model, validation, k, threads=threads)

@@ -117,13 +117,18 @@ class Sequential:
     # ------------------------------------------------------------------ training
     def fit(self, data: Interactions) -> Sequential:
         """Train for ``epochs`` epochs on ``data`` (no early stopping: the count was chosen on validation)."""
-        return self._train(data, None, 10, "ndcg@10")
+        return self._train(data, None, "")
 
-    def fit_validated(self, validation: Split, k: int, metric: str) -> Sequential:
-        """Train on ``validation.train`` and stop early on ``validation``'s targets (``metric``)."""
-        return self._train(validation.train, validation, k, metric)
+    def fit_validated(
+        self, validation: Split, metric: str, score: Callable[[Sequential], float]
+    ) -> Sequential:
+        """Train on ``validation.train``; after each epoch ``score(self)`` (``metric`` on
+        ``validation``'s targets) decides early stopping."""
+        return self._train(validation.train, score, metric)
 
-    def _train(self, data: Interactions, validation: Split | None, k: int, metric: str) -> Sequential:
+    def _train(
+        self, data: Interactions, score: Callable[[Sequential], float] | None, metric: str
+    ) -> Sequential:
         torch = _torch()
         p = self.params
         t0 = time.perf_counter()
@@ -163,10 +168,8 @@ class Sequential:
                 count += n
             self.loss_curve.append(round(total / max(count, 1), 6))
             event: dict[str, Any] = {"family": self.algorithm, "epoch": epoch, "loss": self.loss_curve[-1]}
-            if validation is not None:
-                from shelfwise.training.search import evaluate_model
-
-                value = float(evaluate_model(self, validation, k, threads=1)[metric])
+            if score is not None:
+                value = float(score(self))
                 self.validation_curve.append(round(value, 6))
                 event[f"validation_{metric}"] = value
                 if value > best_value:
@@ -174,9 +177,9 @@ class Sequential:
                     best_state = {n: t.detach().clone() for n, t in self.net.state_dict().items()}
             if self.progress is not None:
                 self.progress("epoch", event)
-            if validation is not None and epoch - best_epoch >= p["patience"]:
+            if score is not None and epoch - best_epoch >= p["patience"]:
                 break
-        if validation is not None and best_state is not None:
+        if score is not None and best_state is not None:
             self.net.load_state_dict(best_state)
             self.params["epochs"] = best_epoch
         self.net.eval()
