@@ -301,29 +301,21 @@ class Sequential:
             return self._export
         net = self._fitted()[0]
         sd = {n: t.detach().cpu().numpy().astype(np.float32) for n, t in net.state_dict().items()}
-        blocks = []
-        for i in range(self.params["blocks"]):
-            p = f"blocks.{i}."
-            blocks.append(
-                osq.Block(
-                    ln1_g=sd[p + "ln1.weight"],
-                    ln1_b=sd[p + "ln1.bias"],
-                    wq=sd[p + "q.weight"].T.copy(),
-                    bq=sd[p + "q.bias"],
-                    wk=sd[p + "k.weight"].T.copy(),
-                    bk=sd[p + "k.bias"],
-                    wv=sd[p + "v.weight"].T.copy(),
-                    bv=sd[p + "v.bias"],
-                    wo=sd[p + "o.weight"].T.copy(),
-                    bo=sd[p + "o.bias"],
-                    ln2_g=sd[p + "ln2.weight"],
-                    ln2_b=sd[p + "ln2.bias"],
-                    w1=sd[p + "ff1.weight"].T.copy(),
-                    b1=sd[p + "ff1.bias"],
-                    w2=sd[p + "ff2.weight"].T.copy(),
-                    b2=sd[p + "ff2.bias"],
-                )
+        # Block field -> (module parameter, transposed?): nn.Linear keeps [out, in], the graph x @ W.
+        fields = {"ln1_g": ("ln1.weight", False), "ln1_b": ("ln1.bias", False)}
+        for name, module in (("q", "q"), ("k", "k"), ("v", "v"), ("o", "o"), ("1", "ff1"), ("2", "ff2")):
+            fields[f"w{name}"] = (f"{module}.weight", True)
+            fields[f"b{name}"] = (f"{module}.bias", False)
+        fields |= {"ln2_g": ("ln2.weight", False), "ln2_b": ("ln2.bias", False)}
+        blocks = [
+            osq.Block(
+                **{
+                    f: sd[f"blocks.{i}.{key}"].T.copy() if t else sd[f"blocks.{i}.{key}"]
+                    for f, (key, t) in fields.items()
+                }
             )
+            for i in range(self.params["blocks"])
+        ]
         indptr, items, types = self._stored()
         self._export = osq.SequentialModel(
             item_emb=sd["item_emb.weight"][1:],

@@ -15,6 +15,7 @@ Prints one JSON line last. Figures only: nothing here asserts on time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -189,27 +190,17 @@ def _synthetic_sequential(
         return (rng.normal(size=shape) / np.sqrt(shape[0])).astype(np.float32)
 
     zeros, ones = np.zeros(d, np.float32), np.ones(d, np.float32)
-    blocks = tuple(
-        osq.Block(
-            ones,
-            zeros,
-            w(d, d),
-            zeros,
-            w(d, d),
-            zeros,
-            w(d, d),
-            zeros,
-            w(d, d),
-            zeros,
-            ones,
-            zeros,
-            w(d, d),
-            zeros,
-            w(d, d),
-            zeros,
+
+    def block() -> osq.Block:
+        names = [f.name for f in dataclasses.fields(osq.Block)]
+        return osq.Block(
+            **{
+                n: ones if n.endswith("_g") else zeros if n[0] == "b" or n.endswith("_b") else w(d, d)
+                for n in names
+            }
         )
-        for _ in range(2)
-    )
+
+    blocks = (block(), block())
     by_cat = [np.flatnonzero(cats == c) for c in range(int(cats.max()) + 1)]
     user_items = np.concatenate(
         [rng.choice(by_cat[c], size=history) if by_cat[c].size else rng.integers(0, n, history) for c in fav]
