@@ -81,7 +81,8 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
     # PyTorch, trained only when asked for (--families): the demo and the default job stay torch-free.
     # The epoch count is not searched: each fit stops early on the validation window.
     "sequential": {
-        "none": [{"dim": 64, "blocks": 2, "max_len": 50}],
+        # "none" is the quick level: at most 8 epochs (early stopping may end sooner)
+        "none": [{"dim": 64, "blocks": 2, "max_len": 50, "epochs": 8}],
         "small": [{"dim": 64, "blocks": 2, "max_len": 50}],
         "full": [
             {"dim": d, "blocks": b, "max_len": 50, "dropout": p}

@@ -5,8 +5,8 @@ the strongest event type) become tokens of item + event type; a window of the la
 tokens, right-aligned with left padding, goes through item + type + position embeddings,
 ``blocks`` pre-layer-norm causal self-attention blocks and a final layer norm. Every position
 predicts the next item: softmax cross-entropy against the shared item embeddings plus an item
-bias, over the whole catalogue when it is small and over ``negatives`` shared uniform samples
-otherwise (sampled softmax; the positive is always in).
+bias, over the whole catalogue when it is small, else over ``negatives`` uniform items plus as
+many drawn from the batch's targets (sampled softmax with mixed negatives; the positive is in).
 
 Training is seeded (torch, numpy, the batch order), runs one intra-op thread, and reports
 each epoch (loss, and validation NDCG when a validation split is given) to ``progress``. With a
@@ -81,7 +81,7 @@ class Sequential:
         heads: int = 1,
         max_len: int = 50,
         dropout: float = 0.2,
-        lr: float = 5e-3,
+        lr: float = 1e-3,
         batch_size: int = 128,
         negatives: int = 256,
         epochs: int = 20,
@@ -228,7 +228,13 @@ class Sequential:
             logits = h @ emb.T + bias
             loss = torch.nn.functional.cross_entropy(logits, target)
         else:
-            neg = torch.from_numpy(rng.integers(0, self.n_items, n_neg))
+            # Mixed negatives: uniform items, and as many drawn from the batch's own targets (so in
+            # proportion to popularity). Uniform ones alone are mostly items nobody looks at: on a
+            # 10k-item shop the model then learned little in the epochs it gets (validation NDCG
+            # 0.02 after 4 epochs, against 0.14 after 3 with the mix).
+            uniform = torch.from_numpy(rng.integers(0, self.n_items, n_neg))
+            in_batch = target[torch.from_numpy(rng.integers(0, len(target), n_neg))]
+            neg = torch.cat([uniform, in_batch])
             pos_logit = (h * emb[target]).sum(-1, keepdim=True) + bias[target].unsqueeze(-1)
             neg_logit = h @ emb[neg].T + bias[neg]
             neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == target.unsqueeze(1), float("-inf"))
