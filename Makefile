@@ -82,6 +82,7 @@ unit: setup torch
 lint: setup
 	$(BIN)/ruff check shared functions tests
 	$(BIN)/ruff format --check shared functions tests
+	$(BIN)/mypy
 
 format: setup
 	$(BIN)/ruff format shared functions tests

@@ -82,7 +82,3 @@ def main(argv: list[str] | None = None) -> int:
         if code is None:
             raise
         return code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -8,8 +8,8 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder
 from aws_lambda_powertools.event_handler.middlewares import openapi_validation as ov
-from aws_lambda_powertools.event_handler.openapi.compat import lenient_issubclass
-from aws_lambda_powertools.event_handler.openapi.dependant import is_scalar_field
+from aws_lambda_powertools.event_handler.openapi.compat import lenient_issubclass  # type: ignore[attr-defined]
+from aws_lambda_powertools.event_handler.openapi.dependant import is_scalar_field  # type: ignore[attr-defined]
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
@@ -70,7 +70,9 @@ class RequestValidation(ov.OpenAPIRequestValidationMiddleware):
             headers = ov._normalize_multi_params(
                 event.resolved_headers_field,
                 dependant.header_params,
-                multi_value_params=ov.CaseInsensitiveDict(event.get("multiValueHeaders")),
+                multi_value_params=ov.CaseInsensitiveDict(  # type: ignore[attr-defined]
+                    event.get("multiValueHeaders")
+                ),
             )
             header_values, header_errors = ov._request_params_to_args(dependant.header_params, headers)
             values.update(header_values)
@@ -88,12 +90,12 @@ class RequestValidation(ov.OpenAPIRequestValidationMiddleware):
             values.update(body_values)
             errors += body_errors
         if errors:
-            raise RequestValidationError(ov._normalize_errors(errors))
+            raise RequestValidationError(ov._normalize_errors(errors))  # type: ignore[attr-defined]
         app.context["_route_args"] = values
         return next_middleware(app)
 
 
-class LeanResponseBuilder(ResponseBuilder):  # type: ignore[type-arg]
+class LeanResponseBuilder(ResponseBuilder):
     """Powertools' response builder, reading the request's headers only when compression may apply.
 
     Powertools looks up ``Accept-Encoding`` (building a case-insensitive copy of all request

@@ -54,7 +54,7 @@ class EMFProvider(emf.AmazonCloudWatchEMFProvider):
         metric: dict[str, Any] = self.metric_set.get(name, defaultdict(list))
         metric["Unit"] = unit
         metric["StorageResolution"] = resolution
-        metric["Value"].append(float(value))  # type: ignore[arg-type]
+        metric["Value"].append(float(value))
         if emf.logger.isEnabledFor(logging.DEBUG):
             emf.logger.debug("Adding metric: %s with %s", name, metric)
         self.metric_set[name] = metric
