@@ -242,3 +242,11 @@ def test_job_with_the_sequential_family_reports_selection_and_curves(tmp_path: A
     assert any(e["stage"] == "epoch" and "validation_ndcg@10" in e for e in events)
     report = (tmp_path / "bundle" / "report.html").read_text()
     assert "sequential: training loss per epoch" in report and "Model selection" in report
+
+
+def test_families_named_on_the_command_line_keep_the_baselines() -> None:
+    from shelfwise.training.search import FAMILIES, parse_families
+
+    assert parse_families("") == FAMILIES and "sequential" not in FAMILIES
+    assert parse_families("sequential") == ("popularity", "itemknn", "sequential")
+    assert parse_families("als, sequential,als") == ("popularity", "itemknn", "als", "sequential")
