@@ -341,9 +341,6 @@ class Sequential:
     def to_onnx(self) -> onnx.ModelProto:
         return osq.build_sequential_model(self.export_arrays(), meta={"shelfwise.algorithm": self.algorithm})
 
-    def similar(self, m: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - the job uses ItemKNN
-        raise NotImplementedError
-
     def describe(self) -> dict[str, Any]:
         return {
             "loss_curve": self.loss_curve,
