@@ -35,6 +35,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from shelfwise.cli.common import plain
+
 REPO = Path(__file__).resolve().parents[2]
 WINDOW_S = 300
 # The serving day's weekday (Monday = 0): the latest Saturday (see Demo._shop_params).
@@ -794,7 +796,7 @@ def expectations_met(result: dict[str, Any], cfg: DemoConfig) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="shelfwise demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="shelfwise demo", description=plain(__doc__.splitlines()[0]))
     p.add_argument("--fast", action="store_true", help="the smaller run the e2e test uses")
     p.add_argument(
         "--backend",
