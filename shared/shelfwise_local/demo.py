@@ -504,8 +504,9 @@ class Demo:
             f"item {top} sold out (raw/catalogue/stock-out.csv): user {user}'s list {before[:3]}... "
             f"-> {after[:3]}...; left the list without retraining: {left}"
         )
-        self.rt.advance(1)
-        self.upload_catalogue(catalogue_csv(catalogue, self.now(), [index], [True]), "restock.csv")
+        # a later state of the item (the clock is not moved: windows stay aligned with the schedules)
+        later = self.now() + timedelta(seconds=1)
+        self.upload_catalogue(catalogue_csv(catalogue, later, [index], [True]), "restock.csv")
         self._sync_stock()
         back = top in self._user_list(user)
         self.log(f"item {top} restocked: back in the list: {back}")
