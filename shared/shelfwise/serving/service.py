@@ -27,11 +27,13 @@ import numpy as np
 from shelfwise.bundle import text_list
 from shelfwise.errors import InputError
 from shelfwise.events import EVENT_WEIGHTS
+from shelfwise.exploration import ExplorationPolicy, deterministic, explore
 from shelfwise.observability import logger, metrics
 from shelfwise.registry import Aliases
+from shelfwise.served_lists import user_ref
 from shelfwise.serving.config import ServingConfig, served_at
 from shelfwise.serving.errors import ItemNotFoundError, ModelUnavailableError
-from shelfwise.serving.impressions import ImpressionSink
+from shelfwise.serving.impressions import ImpressionSink, ListLogging
 from shelfwise.serving.loader import ModelLoader
 from shelfwise.serving.model import LoadedModel
 
@@ -141,6 +143,13 @@ class Recommender:
         self._state = ServingState(Aliases(), {}, None, {}, checked_at=-float("inf"))
         self._masks: dict[str, np.ndarray] = {}
         self._refused_at: dict[str, float] = {}
+        ex = self.rules.exploration
+        self.exploration = (
+            None
+            if ex is None
+            else ExplorationPolicy(share=ex.share, epsilon=ex.epsilon, pool=ex.pool, seed=ex.seed)
+        )
+        self._explore_rng = np.random.default_rng(None if ex is None else ex.seed)
 
     # ------------------------------------------------------------------ state
     @property
@@ -352,6 +361,8 @@ class Recommender:
         unknown: int,
         version: str | None = None,
         reason: str | None = None,
+        logging: ListLogging | None = None,
+        user_id: str | None = None,
     ) -> Recommendation:
         cat = model.catalog
         idx = np.asarray(indices, dtype=np.intp)  # one conversion for the four look-ups
@@ -371,10 +382,30 @@ class Recommender:
             reason=reason,
         )
         if self.impressions is not None and ids:
+            if logging is None and self.exploration is not None:
+                logging = self._logged_as_ranked(len(ids), user_id)
             self.impressions.record(
-                (rec.recommendation_id, variant, rec.model_version, endpoint, k, served_at(), ids, sc)
+                (rec.recommendation_id, variant, rec.model_version, endpoint, k, served_at(), ids, sc),
+                logging,
             )
         return rec
+
+    def _logged_as_ranked(self, n: int, user_id: str | None) -> ListLogging:
+        """Propensity 1 at every slot: a list served as ranked (exploration configured)."""
+        d = deterministic(n)
+        policy = {"policy": "ranked"}
+        return ListLogging(d.propensities, d.spread, 1.0, policy, user_ref(user_id))
+
+    def _explore(
+        self, model: LoadedModel, scores: np.ndarray, indices: np.ndarray, k: int, user_id: str | None
+    ) -> tuple[np.ndarray, np.ndarray, ListLogging]:
+        """Apply the exploration policy to the model's ranked top-(k + pool) candidates."""
+        policy = self.exploration
+        assert policy is not None
+        ex = explore(int(indices.size), k, policy, self._explore_rng)
+        params = {**policy.params(), "pool": ex.pool}
+        logging = ListLogging(ex.propensities, ex.spread, ex.list_propensity, params, user_ref(user_id))
+        return scores[ex.order], indices[ex.order], logging
 
     def _check_k(self, k: int | None) -> int:
         k = self.rules.default_k if k is None else k
@@ -392,8 +423,12 @@ class Recommender:
         k: int | None = None,
         filters: Filters = Filters(),
         endpoint: str = "recommendations",
+        explore: bool = True,
     ) -> Recommendation:
-        """Top-k for a known user (stored representation) or from a session history (fold-in)."""
+        """Top-k for a known user (stored representation) or from a session history (fold-in).
+
+        With exploration configured, the model's list may be explored (``shelfwise.exploration``)
+        unless the request says ``explore=False``; popularity fallbacks are never explored."""
         k = self._check_k(k)
         self.refresh()
         user_key = user_id or session_id or uuid.uuid4().hex
@@ -418,9 +453,19 @@ class Recommender:
                 unknown=unknown,
                 version=POPULARITY_PREFIX + model.version,
                 reason="no known user or usable history",
+                user_id=user_id,
+            )
+        policy = self.exploration
+        if explore and policy is not None and policy.share > 0 and policy.epsilon > 0:
+            scores, indices = model.score(uidx, h_items, h_weights, mask, k + policy.pool)
+            scores, indices, logging = self._explore(model, scores, indices, k, user_id)
+            return self._answer(
+                model, variant, scores, indices, endpoint=endpoint, k=k, unknown=unknown, logging=logging
             )
         scores, indices = model.score(uidx, h_items, h_weights, mask, k)
-        return self._answer(model, variant, scores, indices, endpoint=endpoint, k=k, unknown=unknown)
+        return self._answer(
+            model, variant, scores, indices, endpoint=endpoint, k=k, unknown=unknown, user_id=user_id
+        )
 
     def similar(
         self, item_id: str, *, k: int | None = None, filters: Filters = Filters(), user_key: str | None = None

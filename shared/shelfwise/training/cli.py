@@ -80,7 +80,13 @@ def _emit(result: dict[str, Any]) -> None:
 
 
 def evaluate_main(argv: list[str]) -> int:
-    """``shelfwise evaluate --events PATH --format FMT [--k 10]``: the offline protocol on any log."""
+    """``shelfwise evaluate --events PATH --format FMT [--k 10]``: the offline protocol on any log.
+
+    With ``--off-policy --candidate BUNDLE``: off-policy estimates on a served-list log instead."""
+    if "--off-policy" in argv:
+        from shelfwise.offpolicy_cli import main as off_policy_main
+
+        return off_policy_main(argv)
     p = argparse.ArgumentParser(prog="shelfwise evaluate", description=evaluate_main.__doc__)
     p.add_argument("--events", required=True, help="event log (file) in any format the ingest reads")
     p.add_argument(
