@@ -14,8 +14,7 @@ from shelfwise.ingest import ingest_file, read_events
 from shelfwise.offpolicy import evaluate
 from shelfwise.offpolicy_log import bundle_scorer, candidate_lists, logged_lists
 from shelfwise.serving import ImpressionSink, ServingRules
-from shelfwise.serving.config import ExplorationRules
-from shelfwise.serving.config import REQUEST_TIME
+from shelfwise.serving.config import REQUEST_TIME, ExplorationRules
 from shelfwise.serving.model import LoadedModel
 from shelfwise.training.cli import evaluate_main
 
@@ -106,8 +105,10 @@ def test_the_logging_model_evaluated_off_policy_is_close_to_its_logged_figures(
 
 
 def test_the_cli_prints_every_estimate(
-    served_log: Path, remote: Path, capsys: pytest.CaptureFixture[str]
-) -> None:  # noqa: F811
+    served_log: Path,
+    remote: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     curated = served_log / "lake" / "curated" / "events"
     code = evaluate_main(
         ["--off-policy", "--events", str(curated), "--candidate", str(remote / "v2"), "--min-lists", "100"]
