@@ -456,3 +456,46 @@ def codes(*columns: Sequence[Any] | np.ndarray) -> tuple[list[np.ndarray], np.nd
         out.append(inverse[start : start + a.size].reshape(a.shape).astype(np.int64))
         start += a.size
     return out, vocab
+
+
+@dataclass
+class ExplorationCost:
+    """What exploration costs: the logged clicks per list against the policy's own ranked lists."""
+
+    n_lists: int
+    explored_slots: float  # share of logged slots that showed a pool item
+    logged: float  # clicks (or conversions) per list as served
+    ranked: float  # the same lists as ranked, estimated from the slots exploration kept
+    cost: float  # 1 - logged / ranked: the relative loss
+    lower: float
+    upper: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def exploration_cost(
+    logged: LoggedLists, reward: str = "clicks", confidence: float = 0.95
+) -> ExplorationCost | None:
+    """The relative CTR cost of exploration, from the explored log alone (None without lists).
+
+    The lists the policy would have served without exploring put the model's own item at every
+    slot; each kept slot is that item, shown with probability ``propensity``, so
+    ``sum(clicks / propensity)`` over kept slots is an unbiased estimate (IPS) of the ranked
+    list's clicks, with no assumption about the click model. Interval: delta method on the ratio.
+    """
+    n = logged.n
+    if n == 0:
+        return None
+    valid = logged.items >= 0
+    r = logged.clicks if reward == "clicks" else logged.conversions
+    a = (r * valid).sum(axis=1)
+    kept = valid & ~logged.spread
+    b = np.where(kept, r / logged.propensity, 0.0).sum(axis=1)
+    mb = float(b.mean())
+    explored = float((logged.spread & valid).sum() / max(int(valid.sum()), 1))
+    if mb <= 0:
+        return ExplorationCost(n, explored, float(a.mean()), mb, math.nan, math.nan, math.nan)
+    ratio = float(a.mean()) / mb
+    half = _z(confidence) * math.sqrt(float(((a - ratio * b) ** 2).mean()) / n) / mb
+    return ExplorationCost(n, explored, float(a.mean()), mb, 1 - ratio, 1 - ratio - half, 1 - ratio + half)

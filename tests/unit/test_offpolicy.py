@@ -207,3 +207,35 @@ def test_exploration_is_reproducible_with_a_seed() -> None:
     policy = ExplorationPolicy(share=1.0, epsilon=0.5, pool=5)
     a = [explore(15, 10, policy, np.random.default_rng(5)).order.tolist() for _ in range(3)]
     assert a[0] == a[1] == a[2]
+
+
+def test_exploration_cost_golden_numbers() -> None:
+    """Two lists: kept slots (propensity 0.8) clicked once in each list, one swapped slot clicked.
+    Logged clicks per list: (1 + 2) / 2 = 1.5; as ranked: (1/0.8 + 1/0.8) / 2 = 1.25; cost = 1 - 1.5/1.25."""
+    from shelfwise.offpolicy import exploration_cost
+
+    logged = LoggedLists(
+        [[0, 1], [2, 3]],
+        [[0.8, 0.8], [0.8, 0.05]],
+        [[False, False], [False, True]],
+        [[1, 0], [1, 1]],
+        [[0, 0], [0, 0]],
+        [0.64, 0.04],
+    )
+    c = exploration_cost(logged)
+    assert c is not None
+    assert (c.logged, c.ranked) == (pytest.approx(1.5), pytest.approx(1.25))
+    assert c.cost == pytest.approx(1 - 1.5 / 1.25)
+    assert c.explored_slots == pytest.approx(0.25)
+
+
+def test_exploration_cost_on_a_synthetic_log_holds_the_true_cost() -> None:
+    from shelfwise.offpolicy import exploration_cost
+
+    policy = ExplorationPolicy(share=1.0, epsilon=0.05, pool=10)
+    log = synthesize(100_000, policy=policy, seed=4)
+    ranked = synthesize(100_000, policy=ExplorationPolicy(share=0.0), seed=4)  # same lists, no swaps
+    true_cost = 1 - log.logged.clicks.sum() / ranked.logged.clicks.sum()
+    c = exploration_cost(log.logged)
+    assert c is not None and c.lower - 0.01 <= true_cost <= c.upper + 0.01
+    assert 0 < c.cost < 0.05

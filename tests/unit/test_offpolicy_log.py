@@ -143,3 +143,16 @@ def test_a_log_without_impressions_is_a_clear_error(
     )
     assert code == 1
     assert "no impressions" in capsys.readouterr().err
+
+
+def test_exploration_cost_is_published_per_variant_for_the_window(served_log: Path) -> None:
+    from shelfwise.monitoring.exploration import exploration_metrics
+
+    table = read_events(served_log / "lake" / "curated" / "events")
+    got = exploration_metrics(table, T0, T0 + timedelta(hours=4), 1800, min_lists=50)
+    by_name = {d.name: d for d in got}
+    assert set(by_name) == {"ExplorationCtrCost", "ExploredSlotShare"}
+    assert by_name["ExplorationCtrCost"].dimensions == {"Variant": "champion"}
+    assert 0 < by_name["ExploredSlotShare"].value < 0.3
+    # too few lists: nothing published
+    assert exploration_metrics(table, T0, T0 + timedelta(hours=4), 1800, min_lists=10_000) == []
