@@ -32,7 +32,7 @@ class ExplorationPolicy:
 
     share: float = 0.0
     epsilon: float = 0.1
-    pool: int = 10
+    pool: int = 30
     seed: int | None = None
 
     @property

@@ -63,7 +63,10 @@ class OpeConfig:
 
     clip: float = 100.0
     min_lists: int = 1000
+    # IPS and SNIPS cannot extrapolate past what the log covers; DR carries the rest on its direct
+    # model, so it is refused only below its own (lower) threshold.
     min_coverage: float = 0.8
+    min_coverage_dr: float = 0.3
     min_ess: float = 200.0
     confidence: float = 0.95
     # Pseudo-exposures the direct model's per-item rate is shrunk with.
@@ -185,7 +188,7 @@ def _z(confidence: float) -> float:
 
 def direct_model(
     logged: LoggedLists, theta: np.ndarray, n_items: int, reward: np.ndarray, strength: float
-) -> np.ndarray:
+) -> tuple[np.ndarray, float]:
     """Per-item rate gamma-hat (examination-debiased), shrunk towards the pool items' rate."""
     valid = logged.items >= 0
     items = logged.items[valid]
@@ -197,7 +200,68 @@ def direct_model(
     base = exam[pool].sum() if pool.any() else 0.0
     prior = (r[pool].sum() / base) if base > 0 else (hits.sum() / max(exposures.sum(), 1e-12))
     prior = float(min(max(prior, 0.0), 1.0))
-    return np.clip((hits + strength * prior) / (exposures + strength), 0.0, 1.0)
+    return np.clip((hits + strength * prior) / (exposures + strength), 0.0, 1.0), prior
+
+
+@dataclass
+class DirectModel:
+    """A caller's direct model: gamma-hat per target slot (n, K_e) and per logged slot (n, K), per metric."""
+
+    target: dict[str, np.ndarray]
+    logged: dict[str, np.ndarray]
+
+
+def rank_direct_model(
+    logged: LoggedLists,
+    ranks_logged: np.ndarray,
+    ranks_target: np.ndarray,
+    theta: np.ndarray | None = None,
+    max_rank: int = 200,
+) -> DirectModel:
+    """A direct model from the logging model's own ranking: gamma-hat by the rank the logging
+    model gives the item for that shopper (a context-aware model the log can fit).
+
+    ``ranks_*``: the logging model's rank of each logged / target item for that list's shopper
+    (``max_rank`` or more when beyond its top ``max_rank``). Rates come from the logged slots by rank
+    (examination-debiased); ranks never shown (beyond the exploration pool) are extrapolated with a
+    least-squares fit of log rate on log(rank + 1) over the shown ranks, weighted by exposure.
+    """
+    k = logged.items.shape[1]
+    th = (
+        default_examination(max(k, ranks_target.shape[1]))
+        if theta is None
+        else np.asarray(theta, dtype=np.float64)
+    )
+    valid = logged.items >= 0
+    rl = np.minimum(np.asarray(ranks_logged, dtype=np.int64), max_rank)
+    rt = np.minimum(np.asarray(ranks_target, dtype=np.int64), max_rank)
+    exam = np.broadcast_to(th[:k], logged.items.shape)[valid]
+    ranks = rl[valid]
+    exposures = np.bincount(ranks, weights=exam, minlength=max_rank + 1)
+    out_t: dict[str, np.ndarray] = {}
+    out_l: dict[str, np.ndarray] = {}
+    for m, reward in (("ctr", logged.clicks), ("conversion", logged.conversions)):
+        hits = np.bincount(ranks, weights=reward[valid], minlength=max_rank + 1)
+        seen = (exposures > 0) & (np.arange(max_rank + 1) < max_rank)
+        rate = np.zeros(max_rank + 1)
+        rate[seen] = hits[seen] / exposures[seen]
+        fit = seen & (hits > 0)
+        if fit.sum() >= 2:
+            x = np.log(np.flatnonzero(fit) + 1.0)
+            y = np.log(rate[fit])
+            wts = exposures[fit]
+            b, a = np.polyfit(x, y, 1, w=np.sqrt(wts))
+            curve = np.exp(a + b * np.log(np.arange(max_rank + 1) + 1.0))
+        else:
+            mean = hits.sum() / max(exposures.sum(), 1e-12)
+            curve = np.full(max_rank + 1, mean)
+        # shown ranks keep their own rate, shrunk towards the curve by their exposure
+        strength = 20.0
+        table = np.where(seen, (hits + strength * curve) / (exposures + strength), curve)
+        table = np.clip(table, 0.0, 1.0)
+        out_t[m] = table[rt]
+        out_l[m] = table[rl]
+    return DirectModel(out_t, out_l)
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
@@ -212,6 +276,7 @@ def evaluate(
     theta: np.ndarray | None = None,
     config: OpeConfig | None = None,
     n_items: int | None = None,
+    direct: DirectModel | None = None,
 ) -> OpeReport:
     """Every estimator, at both levels, for CTR and conversion, of the candidate's lists ``target``.
 
@@ -234,10 +299,11 @@ def evaluate(
     lengths = valid.sum(axis=1)
     t_valid = target >= 0
     t_len = t_valid.sum(axis=1).astype(np.float64)
-    gammas = {
+    models = {
         "ctr": direct_model(logged, th, n_items, logged.clicks, cfg.prior_strength),
         "conversion": direct_model(logged, th, n_items, logged.conversions, cfg.prior_strength),
     }
+    gammas = {m: g for m, (g, _) in models.items()}
     rewards = {"ctr": logged.clicks, "conversion": logged.conversions}
 
     # Per-list sums, filled chunk by chunk.
@@ -268,8 +334,13 @@ def evaluate(
             r = rewards[m][sl]
             g = gammas[m]
             ips[m][sl] = (w * r).sum(axis=1)
-            dm_target = (theta_e[sl] * g[np.where(t_valid[sl], target[sl], 0)]).sum(axis=1)
-            dm_logged = exam_q * g[np.where(v, items, 0)]
+            if direct is not None:
+                g_t, g_l = direct.target[m][sl], direct.logged[m][sl]
+            else:
+                g_t = g[np.where(t_valid[sl], target[sl], 0)]
+                g_l = g[np.where(v, items, 0)]
+            dm_target = (theta_e[sl] * np.where(t_valid[sl], g_t, 0.0)).sum(axis=1)
+            dm_logged = exam_q * g_l
             dr[m][sl] = dm_target + (w * (r - dm_logged)).sum(axis=1)
         # List level: the candidate's list is the logged list (same items, same order, same length).
         same_len = lengths[sl] == t_len[sl]
@@ -288,16 +359,20 @@ def evaluate(
     clipped_share = slot_clipped / max(slot_nonzero, 1)
     mean_len = float(t_len.mean()) if n else 0.0
 
-    pos_reason = None
-    if n < cfg.min_lists:
-        pos_reason = f"sample size: {n} logged lists, at least {cfg.min_lists} needed"
-    elif coverage < cfg.min_coverage:
-        pos_reason = (
-            f"support: the logging policy covers {coverage:.1%} of the candidate's examined slots "
-            f"(at least {cfg.min_coverage:.0%} needed); its lists hold items the log never showed"
-        )
-    elif ess_pos < cfg.min_ess:
-        pos_reason = f"support: effective sample size {ess_pos:.0f} < {cfg.min_ess:.0f}"
+    def refusal(min_cov: float) -> str | None:
+        if n < cfg.min_lists:
+            return f"sample size: {n} logged lists, at least {cfg.min_lists} needed"
+        if coverage < min_cov:
+            return (
+                f"support: the logging policy covers {coverage:.1%} of the candidate's examined slots "
+                f"(at least {min_cov:.0%} needed); its lists hold items the log never showed"
+            )
+        if ess_pos < cfg.min_ess:
+            return f"support: effective sample size {ess_pos:.0f} < {cfg.min_ess:.0f}"
+        return None
+
+    pos_reason = refusal(cfg.min_coverage)
+    dr_reason = refusal(cfg.min_coverage_dr)
 
     report = OpeReport(
         n_lists=n,
@@ -368,7 +443,7 @@ def evaluate(
             float(dr[m].var()),
             ess_pos,
             clipped_share,
-            pos_reason,
+            dr_reason,
             mean_len,
         )
 
@@ -392,11 +467,11 @@ def evaluate(
         r_list = (rewards[m] * valid).max(axis=1)
         g = gammas[m]
         safe_t = np.where(t_valid, target, 0)
-        q_target = 1.0 - np.prod(np.where(t_valid, 1.0 - theta_e * g[safe_t], 1.0), axis=1)
+        g_t_all = direct.target[m] if direct is not None else g[safe_t]
+        g_l_all = direct.logged[m] if direct is not None else g[np.where(valid, logged.items, 0)]
+        q_target = 1.0 - np.prod(np.where(t_valid, 1.0 - theta_e * g_t_all, 1.0), axis=1)
         exam_all = np.where(valid, th[None, :k_log], 0.0)
-        q_logged = 1.0 - np.prod(
-            np.where(valid, 1.0 - exam_all * g[np.where(valid, logged.items, 0)], 1.0), axis=1
-        )
+        q_logged = 1.0 - np.prod(np.where(valid, 1.0 - exam_all * g_l_all, 1.0), axis=1)
         v_ips = wl * r_list
         add(
             "ips",

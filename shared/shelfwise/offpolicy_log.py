@@ -218,7 +218,7 @@ def bundle_scorer(model: LoadedModel, exclude_out_of_stock: bool = True) -> Scor
 
 
 def candidate_lists(data: LoggedData, scorer: Scorer) -> tuple[LoggedData, np.ndarray, int]:
-    """(the lists the candidate can be scored on, its lists as item codes, the vocabulary size).
+    """(the lists the candidate can be scored on, its lists as item codes, the number of codes).
 
     A list counts when it has a user reference the candidate knows; the candidate ranks as many
     items as the logged list showed."""
@@ -240,4 +240,33 @@ def candidate_lists(data: LoggedData, scorer: Scorer) -> tuple[LoggedData, np.nd
             if code is None:
                 code = code_of[item] = len(code_of)
             target[row, p] = code
-    return data.subset(keep), target[keep], len(code_of)
+    sub = data.subset(keep)
+    sub.item_ids = np.asarray(list(code_of), dtype=object)  # codes the candidate added included
+    return sub, target[keep], len(code_of)
+
+
+def logging_ranks(
+    data: LoggedData, target: np.ndarray, logging_model: Scorer, max_rank: int = 200
+) -> tuple[np.ndarray, np.ndarray]:
+    """The logging model's rank of every logged and every target item, per list's shopper
+    (``max_rank`` beyond its top ``max_rank``): what :func:`shelfwise.offpolicy.rank_direct_model` fits."""
+    vocab = data.item_ids
+    n, width = data.lists.items.shape
+    ranks_l = np.full((n, width), max_rank, dtype=np.int64)
+    ranks_t = np.full(target.shape, max_rank, dtype=np.int64)
+    cache: dict[str, dict[str, int]] = {}
+    for row in range(n):
+        ref = data.user_refs[row]
+        if ref is None:
+            continue
+        table = cache.get(ref)
+        if table is None:
+            top = logging_model(str(ref), max_rank) or []
+            table = cache[ref] = {item: r for r, item in enumerate(top)}
+        for q, code in enumerate(data.lists.items[row].tolist()):
+            if code >= 0:
+                ranks_l[row, q] = table.get(str(vocab[code]), max_rank)
+        for p, code in enumerate(target[row].tolist()):
+            if code >= 0 and code < vocab.size:
+                ranks_t[row, p] = table.get(str(vocab[code]), max_rank)
+    return ranks_l, ranks_t

@@ -156,3 +156,20 @@ def test_exploration_cost_is_published_per_variant_for_the_window(served_log: Pa
     assert 0 < by_name["ExploredSlotShare"].value < 0.3
     # too few lists: nothing published
     assert exploration_metrics(table, T0, T0 + timedelta(hours=4), 1800, min_lists=10_000) == []
+
+
+def test_the_gate_passes_the_champion_s_own_model_and_refuses_one_the_log_does_not_cover(
+    served_log: Path,
+    remote: Path,  # noqa: F811
+) -> None:
+    from shelfwise.offpolicy import OpeConfig
+    from shelfwise.offpolicy_gate import off_policy_check
+
+    data = logged_lists(read_events(served_log / "lake" / "curated" / "events"))
+    champion = bundle_scorer(LoadedModel.from_directory(remote / "v1", "v1"))
+    check = off_policy_check(data, champion, 0.05, OpeConfig(min_lists=100, min_ess=50))
+    same = check(remote / "v1")
+    assert same.applied and same.passed and same.details["coverage"] > 0.9
+    other = check(remote / "v2")  # other factors: its lists are items the log never showed
+    assert other.applied and not other.passed
+    assert "do not cover the candidate" in other.reasons[0]

@@ -22,7 +22,7 @@ class ExplorationRules(BaseModel):
 
     share: float = Field(default=0.0, ge=0.0, le=1.0)
     epsilon: float = Field(default=0.1, ge=0.0, le=1.0)
-    pool: int = Field(default=10, ge=1, le=100)
+    pool: int = Field(default=30, ge=1, le=100)
     # Seeds the policy's random numbers (tests, reproducible simulations); None in production.
     seed: int | None = None
 
