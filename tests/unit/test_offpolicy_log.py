@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from test_serving import Aliased, _recommender, remote  # noqa: F401  (fixture)
 
+from shelfwise.cli.train import evaluate_main
 from shelfwise.ingest import ingest_file, read_events
 from shelfwise.offpolicy import evaluate
 from shelfwise.offpolicy_log import bundle_scorer, candidate_lists, logged_lists
 from shelfwise.serving import ImpressionSink, ServingRules
 from shelfwise.serving.config import REQUEST_TIME, ExplorationRules
 from shelfwise.serving.model import LoadedModel
-from shelfwise.training.cli import evaluate_main
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -111,7 +111,17 @@ def test_the_cli_prints_every_estimate(
 ) -> None:
     curated = served_log / "lake" / "curated" / "events"
     code = evaluate_main(
-        ["--off-policy", "--events", str(curated), "--candidate", str(remote / "v2"), "--min-lists", "100"]
+        [
+            "--off-policy",
+            "--events",
+            str(curated),
+            "--candidate",
+            str(remote / "v2"),
+            "--logging-model",
+            str(remote / "v1"),
+            "--min-lists",
+            "100",
+        ]
     )
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -141,7 +151,7 @@ def test_a_log_without_impressions_is_a_clear_error(
             str(tmp_path),
         ]
     )
-    assert code == 1
+    assert code == 2  # bad input
     assert "no impressions" in capsys.readouterr().err
 
 
