@@ -92,3 +92,14 @@ def emit(result: Any) -> None:
     """The command's result: one JSON object, the last line on stdout."""
     sys.stdout.write(json.dumps(result, default=str) + "\n")
     sys.stdout.flush()
+
+
+def read_table(path: str, fmt: str) -> Any:
+    """Events from a local file in any format the ingest understands (``curated`` = curated Parquet)."""
+    if fmt == "curated":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path)
+    from shelfwise.ingest import read_events
+
+    return read_events(path, fmt)

@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
         help="position bias: 1/log2(p+2), or estimated from the explored slots (falls back to the default)",
     )
     args = p.parse_args(argv)
-    from shelfwise.cli.train import read_table
+    from shelfwise.cli.common import read_table
     from shelfwise.serving.model import LoadedModel
 
     cfg = OpeConfig(

@@ -11,23 +11,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pyarrow as pa
-
-from shelfwise.cli.common import command, emit
+from shelfwise.cli.common import command, emit, read_table
 from shelfwise.errors import InputError
 from shelfwise.training.job import Progress, TrainConfig, evaluate_log, load_curated, run_training, summary
 from shelfwise.training.search import FAMILIES
-
-
-def read_table(path: str, fmt: str) -> pa.Table:
-    """Events from a local file in any format the ingest understands (``curated`` = curated Parquet)."""
-    if fmt == "curated":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path)
-    from shelfwise.ingest import read_events
-
-    return read_events(path, fmt)
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
