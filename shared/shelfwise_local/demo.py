@@ -38,6 +38,15 @@ REPO = Path(__file__).resolve().parents[2]
 WINDOW_S = 300
 # The serving day's weekday (Monday = 0): the latest Saturday (see Demo._shop_params).
 SERVING_WEEKDAY = 5
+# Serving explores 5% of slots (swaps from the model's next 30 items) and logs propensities, so the
+# registry's gate can estimate a new version off-policy before it sees traffic (docs/offpolicy.md).
+DEMO_SERVING_RULES: dict[str, Any] = {
+    "exclude_out_of_stock": True,
+    "exclude_purchased": True,
+    "exploration": {"share": 1.0, "epsilon": 0.05, "pool": 30},
+}
+# The demo's champion serves a few thousand lists before v3 arrives; the platform default is 1,000.
+DEMO_OPE_MIN_LISTS = 300
 BROKEN_NOTE = "demo: v2 with its item scores shuffled (a broken export that passes the offline gate)"
 
 
@@ -261,7 +270,7 @@ class Demo:
             # Serving caches the registry aliases for AliasCacheSeconds of wall time (30 s in the
             # template); one wall second is about a platform minute here, so 1 s keeps "an alias
             # change is live within a minute or so" true on the demo's compressed clock.
-            parameters={"AliasCacheSeconds": "1"},
+            parameters={"AliasCacheSeconds": "1", "ServingRules": json.dumps(DEMO_SERVING_RULES)},
             quiet=True,
             defer_metrics=True,
         ).start()
@@ -496,14 +505,29 @@ class Demo:
         registry = self._registry()
         version = f"{self.v2}-broken"
         bundle = build_broken_bundle(registry, self.v2, version, self.out_dir / "v3", c.seed)
-        reg = registry.register(bundle, version)
-        offer = Rollout(registry).offer(version, gate_passed=reg.offered_for_canary, now=self.now())
+        reg = registry.register(bundle, version, off_policy=self._off_policy_check(registry))
+        ope = reg.gate.off_policy or {}
+        self.result["v3_off_policy"] = ope
+        self.stages["v3_refused_offline"] = bool(ope.get("applied")) and not ope.get("passed")
         self.v3 = version
-        self.log(
-            f"v3 {version} (shuffled item scores) registered, offline gate passed: {reg.gate.passed}; {offer.reason}"
-        )
-        self.stages["v3_canary_started"] = offer.action == "start"
-        if offer.action != "start":
+        if self.stages["v3_refused_offline"]:
+            self.result["v3_offline_exposure"] = 0.0
+            self.log(
+                f"v3 {version} (shuffled item scores) refused by the gate's off-policy half before any traffic "
+                f"(0% exposure): {'; '.join(ope.get('reasons') or [])[:300]}"
+            )
+            # To show the alarms still act when the gate is bypassed: canary it anyway (forced).
+            registry.start_canary(version, Rollout(registry).policy.stages[0], force=True)
+            self.log("v3 canaried anyway (forced, without the gate) to show the alarms roll it back")
+            started = self.aliases().challenger == version
+        else:
+            offer = Rollout(registry).offer(version, gate_passed=reg.offered_for_canary, now=self.now())
+            started = offer.action == "start"
+            self.log(
+                f"v3 {version} (shuffled item scores) registered, offline gate passed: {reg.gate.passed}; {offer.reason}"
+            )
+        self.stages["v3_canary_started"] = started
+        if not started:
             return
         start = self.rt.clock.now()
         self.broken_start = start
@@ -541,6 +565,26 @@ class Demo:
                 f"{served.count(version)} of {len(served)} requests ({self.result['exposed_share']:.1%})"
             )
         self.broken_end = self.rt.clock.now()
+
+    def _off_policy_check(self, registry: Any) -> Any:
+        """The gate's off-policy half on what the champion served so far (curated impressions)."""
+        from shelfwise.monitoring.data import COLUMNS, S3EventSource
+        from shelfwise.offpolicy import OpeConfig
+        from shelfwise.offpolicy_gate import off_policy_check
+        from shelfwise.offpolicy_log import bundle_scorer, logged_lists
+        from shelfwise.serving.model import LoadedModel
+
+        source = S3EventSource(self.rt.s3, self.rt.physical_name("CuratedBucket"), (*COLUMNS, "properties"))
+        now = datetime.fromtimestamp(self.rt.clock.now(), UTC)
+        events = source.read(now - timedelta(days=2), now)
+        data = logged_lists(events)
+        champion_lists = data.subset(data.model_versions == self.v2)
+        champion_dir = registry.download(self.v2, self.out_dir / "ope-champion")
+        champion = bundle_scorer(LoadedModel.from_directory(champion_dir, self.v2))
+        self.log(f"off-policy gate: {champion_lists.lists.n} lists served by {self.v2} in the curated log")
+        return off_policy_check(
+            champion_lists, champion, registry.gate_tolerance, OpeConfig(min_lists=DEMO_OPE_MIN_LISTS)
+        )
 
     def _rollback_time(self, version: str) -> float | None:
         for rec in self._registry().history():
