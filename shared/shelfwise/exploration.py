@@ -82,8 +82,18 @@ def deterministic(n: int) -> Explored:
     return Explored(np.arange(n), [1.0] * n, [False] * n, 1.0, False, 0)
 
 
-def explore(n_candidates: int, k: int, policy: ExplorationPolicy, rng: np.random.Generator) -> Explored:
-    """Choose the served order among ``n_candidates`` ranked candidates (top-k first, then the pool)."""
+def explore(
+    n_candidates: int,
+    k: int,
+    policy: ExplorationPolicy,
+    rng: np.random.Generator,
+    explored: bool | None = None,
+) -> Explored:
+    """Choose the served order among ``n_candidates`` ranked candidates (top-k first, then the pool).
+
+    ``explored``: the list's coin, when the caller drew it first (``rng.random() < share``) to
+    fetch the pool only for explored lists; ``n_candidates`` is then what the pool would have held.
+    """
     n = min(k, n_candidates)
     m = max(0, min(policy.pool, n_candidates - n))
     if n == 0 or m == 0 or policy.share <= 0 or policy.epsilon <= 0:
@@ -91,7 +101,8 @@ def explore(n_candidates: int, k: int, policy: ExplorationPolicy, rng: np.random
     q, p_set = _swap_law(n, m, policy.epsilon)
     keep = 1.0 - policy.share * q
     swap_p = policy.share * q / m
-    explored = bool(rng.random() < policy.share)
+    if explored is None:
+        explored = bool(rng.random() < policy.share)
     order = np.arange(n)
     swapped = np.zeros(0, dtype=np.int64)
     if explored:

@@ -45,8 +45,10 @@ DEMO_SERVING_RULES: dict[str, Any] = {
     "exclude_purchased": True,
     "exploration": {"share": 1.0, "epsilon": 0.05, "pool": 30},
 }
-# The demo's champion serves a few thousand lists before v3 arrives; the platform default is 1,000.
-DEMO_OPE_MIN_LISTS = 300
+# The demo's champion serves a few hundred known-user lists before v3 arrives (the fast run ~500);
+# the platform defaults are 1,000 lists and an effective sample size of 200.
+DEMO_OPE_MIN_LISTS = 150
+DEMO_OPE_MIN_ESS = 100.0
 BROKEN_NOTE = "demo: v2 with its item scores shuffled (a broken export that passes the offline gate)"
 
 
@@ -521,6 +523,7 @@ class Demo:
             self.log("v3 canaried anyway (forced, without the gate) to show the alarms roll it back")
             started = self.aliases().challenger == version
         else:
+            self.log(f"off-policy gate on v3: {json.dumps(ope)[:400]}")
             offer = Rollout(registry).offer(version, gate_passed=reg.offered_for_canary, now=self.now())
             started = offer.action == "start"
             self.log(
@@ -583,7 +586,10 @@ class Demo:
         champion = bundle_scorer(LoadedModel.from_directory(champion_dir, self.v2))
         self.log(f"off-policy gate: {champion_lists.lists.n} lists served by {self.v2} in the curated log")
         return off_policy_check(
-            champion_lists, champion, registry.gate_tolerance, OpeConfig(min_lists=DEMO_OPE_MIN_LISTS)
+            champion_lists,
+            champion,
+            registry.gate_tolerance,
+            OpeConfig(min_lists=DEMO_OPE_MIN_LISTS, min_ess=DEMO_OPE_MIN_ESS),
         )
 
     def _rollback_time(self, version: str) -> float | None:
@@ -720,6 +726,7 @@ class Demo:
             "v1_champion",
             "v2_canary_started",
             "v2_promoted",
+            "v3_refused_offline",
             "v3_canary_started",
             "v3_rolled_back",
             "taste_drift_detected",
@@ -731,6 +738,10 @@ class Demo:
             "broken_model_rolled_back": self.stages.get("v3_rolled_back", False),
             "detection_windows": self.result.get("detection_windows"),
             "exposed_share": self.result.get("exposed_share"),
+            # the gate's off-policy half on the broken model, before any traffic
+            "broken_model_refused_offline": self.stages.get("v3_refused_offline", False),
+            "broken_model_offline_exposure": self.result.get("v3_offline_exposure"),
+            "broken_model_off_policy": self.result.get("v3_off_policy"),
             "false_alarms": len(false),
             "false_alarm_list": false,
             "startup_alarms": startup,

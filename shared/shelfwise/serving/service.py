@@ -397,12 +397,19 @@ class Recommender:
         return ListLogging(d.propensities, d.spread, 1.0, policy, user_ref(user_id))
 
     def _explore(
-        self, model: LoadedModel, scores: np.ndarray, indices: np.ndarray, k: int, user_id: str | None
+        self,
+        scores: np.ndarray,
+        indices: np.ndarray,
+        k: int,
+        user_id: str | None,
+        explored: bool,
+        n_candidates: int,
     ) -> tuple[np.ndarray, np.ndarray, ListLogging]:
-        """Apply the exploration policy to the model's ranked top-(k + pool) candidates."""
+        """Apply the exploration policy to the model's ranked candidates (top-k, then the pool
+        when the list is explored); propensities are those of the policy, whatever the coin said."""
         policy = self.exploration
         assert policy is not None
-        ex = explore(int(indices.size), k, policy, self._explore_rng)
+        ex = explore(n_candidates, k, policy, self._explore_rng, explored)
         params = {**policy.params(), "pool": ex.pool}
         logging = ListLogging(ex.propensities, ex.spread, ex.list_propensity, params, user_ref(user_id))
         return scores[ex.order], indices[ex.order], logging
@@ -457,8 +464,15 @@ class Recommender:
             )
         policy = self.exploration
         if explore and policy is not None and policy.share > 0 and policy.epsilon > 0:
-            scores, indices = model.score(uidx, h_items, h_weights, mask, k + policy.pool)
-            scores, indices, logging = self._explore(model, scores, indices, k, user_id)
+            # The list's coin first: only an explored list needs the pool from the graph.
+            explored = bool(self._explore_rng.random() < policy.share)
+            if explored:
+                scores, indices = model.score(uidx, h_items, h_weights, mask, k + policy.pool)
+                n_candidates = int(indices.size)
+            else:
+                scores, indices = model.score(uidx, h_items, h_weights, mask, k)
+                n_candidates = min(k + policy.pool, model.catalog.n_items - int(np.count_nonzero(mask)))
+            scores, indices, logging = self._explore(scores, indices, k, user_id, explored, n_candidates)
             return self._answer(
                 model, variant, scores, indices, endpoint=endpoint, k=k, unknown=unknown, logging=logging
             )
