@@ -23,6 +23,7 @@ from shelfwise.offpolicy import LoggedLists
 from shelfwise.served_lists import user_ref
 
 if TYPE_CHECKING:
+    from shelfwise.serving.config import ServingRules
     from shelfwise.serving.model import LoadedModel
 
 CLICK_SECONDS = 30 * 60
@@ -191,17 +192,35 @@ class Scorer(Protocol):
     def __call__(self, user_ref: str, k: int, /) -> list[str] | None: ...
 
 
-def bundle_scorer(model: LoadedModel, exclude_out_of_stock: bool = True) -> Scorer:
-    """A loaded bundle as a candidate: known users' top-k, as serving ranks them (no exploration).
+def bundle_scorer(model: LoadedModel, rules: ServingRules | None = None) -> Scorer:
+    """A loaded bundle as a candidate: known users' top-k as serving ranks them for
+    ``GET /v1/users/{id}/recommendations`` under ``rules`` (default: the default serving rules:
+    out of stock and the user's stored purchases excluded), without exploration.
 
     Users are matched by their served-list reference (``user_ref`` of each id in the bundle)."""
+    from shelfwise.serving.config import ServingRules
+
+    rules = rules or ServingRules()
     cat = model.catalog
     users = [] if cat.users is None else cat.users.tolist()
     by_ref = {user_ref(u.decode() if isinstance(u, bytes) else str(u)): i for i, u in enumerate(users)}
-    mask = ~cat.in_stock if exclude_out_of_stock else np.zeros(cat.n_items, dtype=bool)
-    mask = np.ascontiguousarray(mask, dtype=bool)
+    base = ~cat.in_stock if rules.exclude_out_of_stock else np.zeros(cat.n_items, dtype=bool)
+    base = np.ascontiguousarray(base, dtype=bool)
+    blocked = [cat.categories[c] for c in rules.blocked_categories if c in cat.categories]
+    if blocked:
+        base |= np.isin(cat.category_codes, blocked)
     no_items, no_weights = np.zeros(0, np.int64), np.zeros(0, np.float32)
     cache: dict[tuple[int, int], list[str]] = {}
+
+    def mask_for(uidx: int) -> np.ndarray:
+        if not rules.exclude_purchased:
+            return base
+        bought = cat.stored_purchases(uidx, rules.max_stored_purchases)
+        if not len(bought):
+            return base
+        mask = base.copy()
+        mask[np.asarray(bought, dtype=np.int64)] = True
+        return mask
 
     def score(ref: str, k: int, /) -> list[str] | None:
         uidx = by_ref.get(ref)
@@ -209,7 +228,7 @@ def bundle_scorer(model: LoadedModel, exclude_out_of_stock: bool = True) -> Scor
             return None
         got = cache.get((uidx, k))
         if got is None:
-            _, idx = model.score(uidx, no_items, no_weights, mask, k)
+            _, idx = model.score(uidx, no_items, no_weights, mask_for(uidx), k)
             got = text_list(cat.item_ids[np.asarray(idx, dtype=np.intp)])
             cache[(uidx, k)] = got
         return got
