@@ -99,7 +99,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--share", type=float, default=1.0, help="share of lists explored")
     p.add_argument("--epsilon", type=float, default=0.05, help="share of an explored list's slots swapped")
-    p.add_argument("--pool", type=int, default=10)
+    p.add_argument("--pool", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.lists < 1 or args.k < 1:
@@ -113,9 +113,15 @@ def main(argv: list[str]) -> int:
     t0 = time.perf_counter()
     baseline = float(log.logged.clicks.sum(axis=1).mean())
     baseline_s = time.perf_counter() - t0
+    import tracemalloc
+
+    rss_before = peak_rss_mb()
+    tracemalloc.start()  # numpy reports its buffers to tracemalloc: the estimators' own peak
     t0 = time.perf_counter()
     report = evaluate(log.logged, log.target, config=OpeConfig(), n_items=log.n_items)
     ope_s = time.perf_counter() - t0
+    ope_peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
     rows = {}
     for e in report.estimates:
         truth = (
@@ -149,6 +155,11 @@ def main(argv: list[str]) -> int:
             "logged_clicks_per_list": round(baseline, 5),
             "coverage": round(report.coverage, 4),
             "estimates": rows,
+            "ope_peak_allocated_mb": round(ope_peak_mb, 1),
+            "log_arrays_mb": round(
+                sum(a.nbytes for a in vars(log.logged).values() if isinstance(a, np.ndarray)) / 2**20, 1
+            ),
+            "peak_rss_before_ope_mb": rss_before,
             "peak_rss_mb": peak_rss_mb(),
         }
     )
