@@ -131,8 +131,12 @@ class Recommender:
         *,
         background: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        pseudonymise: Callable[[str], str] | None = None,
     ) -> None:
         self.config = config
+        # With a pseudonymisation key, user ids are hashed as the ingest hashed them for training,
+        # so the bundle's user index (built from curated data) finds them.
+        self._pseudonymise = pseudonymise
         self.rules = config.rules
         self.loader = loader
         self._read_aliases = read_aliases
@@ -438,6 +442,8 @@ class Recommender:
         unless the request says ``explore=False``; popularity fallbacks are never explored."""
         k = self._check_k(k)
         self.refresh()
+        if user_id is not None and self._pseudonymise is not None:
+            user_id = self._pseudonymise(user_id)
         user_key = user_id or session_id or uuid.uuid4().hex
         model, variant = self._route(user_key)
         uidx = model.catalog.user_index(user_id)
@@ -527,6 +533,8 @@ class Recommender:
                 endpoint="search",
             )
         self.refresh()
+        if user_id is not None and self._pseudonymise is not None:
+            user_id = self._pseudonymise(user_id)
         user_key = user_id or session_id or uuid.uuid4().hex
         model, variant = self._route(user_key)
         cat = model.catalog
