@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from shelfwise.offpolicy import OpeConfig, OpeReport, evaluate, rank_direct_model
-from shelfwise.offpolicy_log import LoggedData, Scorer, bundle_scorer, candidate_lists, logging_ranks
+from shelfwise.offpolicy_log import (
+    LoggedData,
+    Scorer,
+    bundle_scorer,
+    candidate_lists,
+    logged_lists,
+    logging_ranks,
+)
 
 ESTIMATOR = ("dr", "position", "ctr")
 
@@ -105,3 +112,34 @@ def off_policy_check(
         return off_policy_verdict(c_report, ch_report, tolerance, on_unsupported)
 
     return check
+
+
+def registry_off_policy_check(
+    events: Any,
+    registry: Any,
+    work_dir: str | Path,
+    config: OpeConfig | None = None,
+    on_unsupported: str = "refuse",
+) -> Callable[[Path], OffPolicyVerdict] | None:
+    """The off-policy check for a registration, from curated events and the registry's champion.
+
+    None (the metric gate alone decides) when there is no champion, the events hold no lists the
+    champion served, or none of them explored: without exploration the log covers only what the
+    champion itself shows, so every different candidate would look unsupported.
+    """
+    from shelfwise.errors import InputError
+    from shelfwise.serving.model import LoadedModel
+
+    champion = registry.aliases().champion
+    if champion is None:
+        return None
+    try:
+        data = logged_lists(events)
+    except InputError:
+        return None
+    served = data.subset(data.model_versions == champion)
+    if served.lists.n == 0 or not served.lists.spread.any():
+        return None
+    bundle = registry.download(champion, Path(work_dir) / f"ope-{champion}")
+    scorer = bundle_scorer(LoadedModel.from_directory(bundle, champion))
+    return off_policy_check(served, scorer, registry.gate_tolerance, config, on_unsupported)

@@ -183,3 +183,42 @@ def test_the_gate_passes_the_champion_s_own_model_and_refuses_one_the_log_does_n
     other = check(remote / "v2")  # other factors: its lists are items the log never showed
     assert other.applied and not other.passed
     assert "do not cover the candidate" in other.reasons[0]
+
+
+def test_the_registry_check_uses_the_champion_s_explored_lists(
+    served_log: Path,
+    remote: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    import boto3
+    import pyarrow as pa
+    from moto import mock_aws
+
+    from shelfwise.offpolicy import OpeConfig
+    from shelfwise.offpolicy_gate import registry_off_policy_check
+    from shelfwise.registry import Registry
+
+    table = read_events(served_log / "lake" / "curated" / "events")
+    cfg = OpeConfig(min_lists=100, min_ess=50)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-1")
+        s3.create_bucket(Bucket="ope-models", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        reg = Registry(
+            s3,
+            boto3.client("ssm", "eu-west-1"),
+            boto3.client("events", "eu-west-1"),
+            "ope-models",
+            "t",
+            "recs",
+        )
+        assert registry_off_policy_check(table, reg, tmp_path, cfg) is None  # no champion yet
+        reg.register(remote / "v1", "v1")
+        reg.promote("v1", force=True)
+        check = registry_off_policy_check(table, reg, tmp_path, cfg)
+        assert check is not None
+        assert check(remote / "v1").passed and not check(remote / "v2").passed
+        # without exploration the log vouches for nothing else: the check is not built
+        plain = table.set_column(
+            table.schema.get_field_index("properties"), "properties", pa.nulls(table.num_rows, pa.string())
+        )
+        assert registry_off_policy_check(plain, reg, tmp_path, cfg) is None

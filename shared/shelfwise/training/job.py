@@ -339,8 +339,11 @@ def run_training(
     version: str | None = None,
     progress: Progress | None = None,
     now: datetime | None = None,
+    off_policy: Callable[[Path], Any] | None = None,
 ) -> TrainResult:
-    """The whole job on an in-memory curated table; returns the bundle and the registration."""
+    """The whole job on an in-memory curated table; returns the bundle and the registration.
+
+    ``off_policy``: the registry gate's off-policy half (``shelfwise.offpolicy_gate``)."""
     progress = progress or Progress()
     started = now or datetime.now(UTC)
     data = interactions_from_table(table)
@@ -438,7 +441,7 @@ def run_training(
     progress("bundle", {"dir": str(out), "version": version, "files": len(written["files"])})
     registration = None
     if registry is not None:
-        registration = registry.register(out, version)
+        registration = registry.register(out, version, off_policy=off_policy)
         progress(
             "register",
             {

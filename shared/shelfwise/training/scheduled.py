@@ -96,18 +96,28 @@ def scheduled_training(
         result["batch_job_id"] = job["jobId"]
     elif decision.action == "train_here":
         # Imported here: only a package that can train carries these libraries.
+        from shelfwise.offpolicy_gate import registry_off_policy_check
         from shelfwise.rollout import Rollout
         from shelfwise.training.job import Progress, TrainConfig, load_curated, run_training, summary
 
         table = load_curated(s3, schedule.curated_bucket)
         progress = Progress(stream=None, sinks=[progress_sink(events, schedule.model_name)])
         out = tempfile.mkdtemp(prefix="bundle-", dir=work_dir)
+        # The gate's off-policy half, when the champion's served lists explored (else None).
+        try:
+            off_policy = registry_off_policy_check(
+                table, registry, tempfile.mkdtemp(prefix="ope-", dir=work_dir)
+            )
+        except Exception as exc:  # the metric gate still decides; say why the other half is missing
+            logger.warning("off-policy gate unavailable", extra={"error": str(exc)})
+            off_policy = None
         run = run_training(
             table,
             out,
             TrainConfig(model_name=schedule.model_name, search=schedule.search_level),
             registry=registry,
             progress=progress,
+            off_policy=off_policy,
         )
         result["training"] = summary(run)
         if run.registration is not None:
