@@ -110,7 +110,9 @@ def explore(
         if swapped.size > m:
             swapped = np.sort(rng.choice(swapped, m, replace=False))
         if swapped.size:
-            order[swapped] = n + rng.choice(m, swapped.size, replace=False)
+            # an ordered uniform sample without replacement (argsort of uniform keys: a few us,
+            # where Generator.choice(replace=False) costs ~17 us on this path)
+            order[swapped] = n + np.argsort(rng.random(m))[: swapped.size]
     s = int(swapped.size)
     if s == 0:
         list_p = (1.0 - policy.share) + policy.share * p_set[0]

@@ -146,14 +146,32 @@ def _plain(text: str) -> bool:
     return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
+_PROP_FORMATS: dict[int, str] = {}  # n -> "%.9g,%.9g,..." (n times)
+_POLICY_JSON: dict[tuple[tuple[str, Any], ...], str] = {}  # a policy's JSON, rendered once
+
+
 def _logging_tail(logging: ListLogging) -> str:
     """The line's off-policy keys, as the JSON text that goes before its closing brace."""
-    props = ",".join(f"{p:.9g}" for p in logging.propensities)
-    spread = ",".join("true" if s else "false" for s in logging.spread)
+    n = len(logging.propensities)
+    fmt = _PROP_FORMATS.get(n)
+    if fmt is None:
+        fmt = _PROP_FORMATS.setdefault(n, ",".join(["%.9g"] * n))
+    props = fmt % tuple(logging.propensities) if n else ""
+    spread = ",".join(["true" if s else "false" for s in logging.spread])
     ref = "null" if logging.user_ref is None else json.dumps(logging.user_ref)
+    key = tuple(sorted(logging.policy.items()))
+    try:
+        policy = _POLICY_JSON.get(key)
+    except TypeError:  # an unhashable value: render it each time
+        policy = None
+        key = ()
+    if policy is None:
+        policy = json.dumps(dict(logging.policy), separators=(",", ":"), sort_keys=True)
+        if key and len(_POLICY_JSON) < 64:
+            _POLICY_JSON[key] = policy
     return (
         f',"propensities":[{props}],"spread":[{spread}],"list_propensity":{logging.list_propensity:.9g},'
-        f'"policy":{json.dumps(dict(logging.policy), separators=(",", ":"), sort_keys=True)},"user_ref":{ref}'
+        f'"policy":{policy},"user_ref":{ref}'
     )
 
 
