@@ -1,7 +1,7 @@
 """Logged lists for off-policy evaluation, read from curated events (impressions + feedback).
 
 Impression rows carry, in their ``properties``, what serving logged for off-policy evaluation
-(``propensity``, ``spread``, ``list_propensity``, ``user_ref``; docs/contracts.md, "Served
+(``propensity``, ``spread``, ``list_propensity``; the shopper: ``user_hash``; docs/contracts.md, "Served
 lists"); rows without them were served as ranked (probability 1). Clicks and purchases join an
 impression by ``recommendation_id`` and ``item_id`` within the monitoring's attribution windows
 (click 30 min, purchase 24 h). Everything is Arrow compute and numpy: the properties are read with
@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from shelfwise.bundle import text_list
 from shelfwise.errors import InputError
 from shelfwise.offpolicy import LoggedLists
-from shelfwise.served_lists import user_ref
+from shelfwise.served_lists import user_hash
 
 if TYPE_CHECKING:
     from shelfwise.serving.config import ServingRules
@@ -40,7 +40,7 @@ class LoggedData:
     recommendation_ids: np.ndarray
     variants: np.ndarray
     model_versions: np.ndarray
-    user_refs: np.ndarray  # object array, None for anonymous lists
+    user_refs: np.ndarray  # object array: the lines' user hash (of the routing key), None when absent
     explored_share: float
 
     def subset(self, keep: np.ndarray) -> LoggedData:
@@ -114,9 +114,15 @@ def logged_lists(events: pa.Table) -> LoggedData:
         prop = pc.cast(_extract(props, "propensity", _NUM), pa.float64())
         lprop = pc.cast(_extract(props, "list_propensity", _NUM), pa.float64())
         spread = pc.equal(_extract(props, "spread", "true|false"), "true")
-        ref = pc.utf8_slice_codeunits(_extract(props, "user_ref", '"[^"]*"'), 1, -1)
+        ref = pc.utf8_slice_codeunits(_extract(props, "user_hash", '"[^"]*"'), 1, -1)
         propensity = np.asarray(pc.fill_null(prop, 1.0).to_numpy(zero_copy_only=False), dtype=np.float64)
-        list_p_row = np.asarray(pc.fill_null(lprop, 1.0).to_numpy(zero_copy_only=False), dtype=np.float64)
+        # no logging keys: served as ranked (1); keys with a null list propensity: unknown (NaN)
+        list_p_row = np.asarray(
+            pc.if_else(pc.is_null(prop), 1.0, pc.fill_null(lprop, float("nan"))).to_numpy(
+                zero_copy_only=False
+            ),
+            dtype=np.float64,
+        )
         spread_row = np.asarray(pc.fill_null(spread, False).to_numpy(zero_copy_only=False), dtype=bool)
         ref_row = np.asarray(ref.to_numpy(zero_copy_only=False), dtype=object)
     else:
@@ -197,13 +203,13 @@ def bundle_scorer(model: LoadedModel, rules: ServingRules | None = None) -> Scor
     ``GET /v1/users/{id}/recommendations`` under ``rules`` (default: the default serving rules:
     out of stock and the user's stored purchases excluded), without exploration.
 
-    Users are matched by their served-list reference (``user_ref`` of each id in the bundle)."""
+    Users are matched by the served-list line's ``user`` (``user_hash`` of each id in the bundle)."""
     from shelfwise.serving.config import ServingRules
 
     rules = rules or ServingRules()
     cat = model.catalog
     users = [] if cat.users is None else cat.users.tolist()
-    by_ref = {user_ref(u.decode() if isinstance(u, bytes) else str(u)): i for i, u in enumerate(users)}
+    by_ref = {user_hash(u.decode() if isinstance(u, bytes) else str(u)): i for i, u in enumerate(users)}
     base = ~cat.in_stock if rules.exclude_out_of_stock else np.zeros(cat.n_items, dtype=bool)
     base = np.ascontiguousarray(base, dtype=bool)
     blocked = [cat.categories[c] for c in rules.blocked_categories if c in cat.categories]

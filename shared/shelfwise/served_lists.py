@@ -27,7 +27,22 @@ FILTER_PATTERN = '{ $.shelfwise = "served_list" }'
 MAX_SERVED_ITEMS = 500
 
 # (recommendation_id, variant, model_version, endpoint, k, epoch seconds, item ids, scores)
-Served = tuple[str, str, str, str, int, float, Sequence[str], Sequence[float]]
+Served = (
+    tuple[str, str, str, str, int, float, Sequence[str], Sequence[float]]
+    | tuple[str, str, str, str, int, float, Sequence[str], Sequence[float], str | None]
+)
+# A served list may end with the hash of its routing key (user id, else session id): user_hash.
+_USER_HASH_CHARS = frozenset("0123456789abcdef")
+
+
+def user_hash(user_key: str) -> str:
+    """The pseudonymous key a served list records for its user (hex BLAKE2b-128 of the id).
+
+    "What was user U served at T" is answered by hashing U the same way; the logs, raw files and
+    curated rows never hold the id itself. (Pseudonymous, not anonymous: whoever knows an id can
+    find that user's lists, which is the point.)
+    """
+    return hashlib.blake2b(user_key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -38,27 +53,14 @@ class ListLogging:
     ``p`` there (1 for a list served as ranked); ``spread[p]``: that item's probability is the same
     at every position of the list (an item swapped in from the exploration pool), else it belongs
     to its position only; ``list_propensity``: the probability of the whole list; ``policy``: the
-    policy's name and parameters; ``user_ref``: a pseudonymous reference to the user
-    (``user_ref(user_id)``), so a candidate can be scored for the same shopper; None for anonymous
-    sessions.
+    policy's name and parameters. (Which shopper: the line's ``user``, ``user_hash`` of the
+    routing key, so a candidate can be scored for the same shopper.)
     """
 
     propensities: Sequence[float]
     spread: Sequence[bool]
-    list_propensity: float
+    list_propensity: float | None  # None: not known (written null; the list level is refused)
     policy: Mapping[str, Any]
-    user_ref: str | None = None
-
-
-def user_ref(user_id: str | None) -> str | None:
-    """A pseudonymous user reference for served-list lines: 16 hex digits of BLAKE2b of the id.
-
-    The lines go to CloudWatch Logs, so they carry no raw id; whoever holds the id (the training
-    job, an analyst answering "who served user U") computes the same reference.
-    """
-    if user_id is None:
-        return None
-    return hashlib.blake2b(user_id.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 def _stamp(ts: float) -> str:
@@ -73,9 +75,12 @@ def impression_rows(served: Served, logging: ListLogging | None = None) -> list[
     a served-list line (``served_list_rows``) must give exactly these rows. With ``logging``, each
     row's properties also carry its propensity (``_logging_props``).
     """
-    rec_id, variant, version, endpoint, k, ts, items, scores = served
+    rec_id, variant, version, endpoint, k, ts, items, scores, *rest = served
+    user = rest[0] if rest else None
     stamp = _stamp(ts)
-    props = {"endpoint": endpoint, "k": k, "schema_version": SCHEMA_VERSION}
+    props: dict[str, Any] = {"endpoint": endpoint, "k": k, "schema_version": SCHEMA_VERSION}
+    if user is not None:
+        props["user_hash"] = user
     return [
         _row(
             derive_event_id("impression", rec_id, pos),
@@ -102,11 +107,9 @@ def _logging_props(logging: ListLogging, pos: int) -> dict[str, Any]:
     props: dict[str, Any] = {
         "propensity": _g9(logging.propensities[pos]),
         "spread": bool(logging.spread[pos]),
-        "list_propensity": _g9(logging.list_propensity),
+        "list_propensity": None if logging.list_propensity is None else _g9(logging.list_propensity),
         "policy": dict(logging.policy),
     }
-    if logging.user_ref is not None:
-        props["user_ref"] = logging.user_ref
     return props
 
 
@@ -158,7 +161,7 @@ def _logging_tail(logging: ListLogging) -> str:
         fmt = _PROP_FORMATS.setdefault(n, ",".join(["%.9g"] * n))
     props = fmt % tuple(logging.propensities) if n else ""
     spread = ",".join(["true" if s else "false" for s in logging.spread])
-    ref = "null" if logging.user_ref is None else json.dumps(logging.user_ref)
+    list_p = "null" if logging.list_propensity is None else f"{logging.list_propensity:.9g}"
     key = tuple(sorted(logging.policy.items()))
     try:
         policy = _POLICY_JSON.get(key)
@@ -169,10 +172,7 @@ def _logging_tail(logging: ListLogging) -> str:
         policy = json.dumps(dict(logging.policy), separators=(",", ":"), sort_keys=True)
         if key and len(_POLICY_JSON) < 64:
             _POLICY_JSON[key] = policy
-    return (
-        f',"propensities":[{props}],"spread":[{spread}],"list_propensity":{logging.list_propensity:.9g},'
-        f'"policy":{policy},"user_ref":{ref}'
-    )
+    return f',"propensities":[{props}],"spread":[{spread}],"list_propensity":{list_p},"policy":{policy}'
 
 
 def served_list_line(served: Served, logging: ListLogging | None = None) -> str:
@@ -185,7 +185,8 @@ def served_list_line(served: Served, logging: ListLogging | None = None) -> str:
     score is written as ``null``, as the line must stay valid JSON or the subscription filter
     would not match it and the whole list would be lost.
     """
-    rec_id, variant, version, endpoint, k, ts, items, scores = served
+    rec_id, variant, version, endpoint, k, ts, items, scores, *rest = served
+    user = rest[0] if rest else None
     n = len(items)
     if logging is not None and len(logging.propensities) != n:
         raise ValueError(f"{len(logging.propensities)} propensities for {n} items")
@@ -195,7 +196,7 @@ def served_list_line(served: Served, logging: ListLogging | None = None) -> str:
         and n == len(scores)
         and type(k) is int
         and math.isfinite(sum(scores))
-        and _plain("".join(items) + rec_id + variant + version + endpoint)
+        and _plain("".join(items) + rec_id + variant + version + endpoint + (user or ""))
     ):
         fmt = _SCORE_FORMATS.get(n)
         if fmt is None:
@@ -205,7 +206,8 @@ def served_list_line(served: Served, logging: ListLogging | None = None) -> str:
             f'{{"{MARKER_KEY}":"{SERVED_LIST}","schema_version":{SCHEMA_VERSION},'
             f'"recommendation_id":"{rec_id}","variant":"{variant}","model_version":"{version}",'
             f'"endpoint":"{endpoint}","k":{k},"timestamp":"{_stamp(ts)}",'
-            f'"items":["{ids}"],"scores":[{fmt % tuple(scores)}]{tail}}}\n'
+            + (f'"user":"{user}",' if user is not None else "")
+            + f'"items":["{ids}"],"scores":[{fmt % tuple(scores)}]{tail}}}\n'
         )
     doc = {
         MARKER_KEY: SERVED_LIST,
@@ -216,6 +218,7 @@ def served_list_line(served: Served, logging: ListLogging | None = None) -> str:
         "endpoint": endpoint,
         "k": k,
         "timestamp": _stamp(ts),
+        **({"user": user} if user is not None else {}),
         "items": list(items),
         "scores": [round(float(s), 6) if math.isfinite(s) else None for s in scores],
     }
@@ -275,7 +278,12 @@ def served_list_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         raise ServedListError("item ids must be strings")
     if not all(s is None or (isinstance(s, int | float) and not isinstance(s, bool)) for s in scores):
         raise ServedListError("scores must be numbers")
-    props = {"endpoint": endpoint, "k": k, "schema_version": schema_version}
+    props: dict[str, Any] = {"endpoint": endpoint, "k": k, "schema_version": schema_version}
+    user = doc.get("user")
+    if user is not None:
+        if not isinstance(user, str) or len(user) != 32 or not _USER_HASH_CHARS.issuperset(user):
+            raise ServedListError("user must be a user hash (32 lower-case hex characters)")
+        props["user_hash"] = user
     logging = _read_logging(doc, len(items))
     prefix = hashlib.blake2b(digest_size=12)
     prefix.update(b"impression\x1e" + rec_id.encode("utf-8", "surrogatepass") + b"\x1e")
@@ -296,21 +304,18 @@ def _read_logging(doc: dict[str, Any], n: int) -> ListLogging | None:
     """The line's off-policy keys (all or none), checked: propensities in (0, 1], one per item."""
     if "propensities" not in doc:
         return None
-    props, spread, list_p, policy, ref = (
+    props, spread, list_p, policy = (
         doc.get("propensities"),
         doc.get("spread"),
         doc.get("list_propensity"),
         doc.get("policy"),
-        doc.get("user_ref"),
     )
     if not isinstance(props, list) or len(props) != n or not all(_number(p) and 0 < p <= 1 for p in props):
         raise ServedListError(f"propensities must be {n} numbers in (0, 1]")
     if not isinstance(spread, list) or len(spread) != n or not all(isinstance(x, bool) for x in spread):
         raise ServedListError(f"spread must be {n} booleans")
-    if not _number(list_p) or not 0 < float(list_p) <= 1:  # type: ignore[arg-type]
-        raise ServedListError("list_propensity must be a number in (0, 1]")
+    if list_p is not None and (not _number(list_p) or not 0 < float(list_p) <= 1):
+        raise ServedListError("list_propensity must be a number in (0, 1] or null")
     if not isinstance(policy, dict):
         raise ServedListError("policy must be an object")
-    if ref is not None and not isinstance(ref, str):
-        raise ServedListError("user_ref must be a string or null")
-    return ListLogging(props, spread, float(list_p), policy, ref)  # type: ignore[arg-type]
+    return ListLogging(props, spread, None if list_p is None else float(list_p), policy)

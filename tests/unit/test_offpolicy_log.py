@@ -73,7 +73,7 @@ def test_the_curated_log_gives_back_the_lists_propensities_and_feedback(served_l
         assert data.lists.propensity[row].tolist() == pytest.approx(doc["propensities"])
         assert data.lists.spread[row].tolist() == doc["spread"]
         assert data.lists.list_propensity[row] == pytest.approx(doc["list_propensity"])
-        assert data.user_refs[row] == doc["user_ref"]
+        assert data.user_refs[row] == doc["user"]
         expected_clicks = [1.0 if p < 2 and it[-1] in "02468" else 0.0 for p, it in enumerate(doc["items"])]
         assert data.lists.clicks[row].tolist() == expected_clicks
         expected_conv = [1.0 if p < 2 and it[-1] == "0" else 0.0 for p, it in enumerate(doc["items"])]

@@ -18,7 +18,7 @@ from shelfwise.served_lists import (
     impression_rows,
     served_list_line,
     served_list_rows,
-    user_ref,
+    user_hash,
 )
 from shelfwise.serving import Filters, ImpressionSink, ServingRules
 from shelfwise.serving.config import ExplorationRules
@@ -49,13 +49,13 @@ def test_explored_lists_log_exact_propensities_and_curate_them(remote: Path, tmp
     assert all(a.item_ids[p] == top[p] for p in range(10) if p not in swapped)
     assert doc["spread"] == [p in swapped for p in range(10)]
     assert doc["policy"] == {"policy": "slot_swap", "share": 1.0, "epsilon": 0.5, "pool": 5}
-    assert doc["user_ref"] == user_ref("user-000001") and "user-000001" not in out.getvalue()
+    assert doc["user"] == user_hash("user-000001") and "user-000001" not in out.getvalue()
     keep = [p for p in doc["propensities"] if p > 0.1]
     assert len(set(keep)) == 1 and len(keep) == 10 - len(swapped)
     rows = served_list_rows(doc)
     props = [json.loads(json.dumps(r["properties"])) for r in rows]
     assert [p["propensity"] for p in props] == pytest.approx(doc["propensities"])
-    assert all(p["user_ref"] == doc["user_ref"] for p in props)
+    assert all(p["user_hash"] == doc["user"] for p in props)
 
 
 def test_same_seed_same_lists(remote: Path, tmp_path: Path) -> None:  # noqa: F811
@@ -100,15 +100,16 @@ def test_no_exploration_config_leaves_the_line_unchanged(remote: Path, tmp_path:
     items=st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=6),
     props=st.lists(st.floats(min_value=1e-9, max_value=1.0), min_size=6, max_size=6),
     spread=st.lists(st.booleans(), min_size=6, max_size=6),
-    list_p=st.floats(min_value=1e-12, max_value=1.0),
-    ref=st.one_of(st.none(), st.text(max_size=20)),
+    list_p=st.one_of(st.none(), st.floats(min_value=1e-12, max_value=1.0)),
+    user=st.one_of(st.none(), st.text(max_size=20)),
 )
 def test_a_line_with_propensities_expands_to_exactly_the_impression_rows(
-    items: list[str], props: list[float], spread: list[bool], list_p: float, ref: str | None
+    items: list[str], props: list[float], spread: list[bool], list_p: float | None, user: str | None
 ) -> None:
     n = len(items)
-    served = ("r", "champion", "v1", "recommendations", n, 1.8e9, items, [0.5] * n)
-    logging = ListLogging(props[:n], spread[:n], list_p, {"policy": "slot_swap", "share": 0.05}, ref)
+    hashed = None if user is None else user_hash(user)
+    served = ("r", "champion", "v1", "recommendations", n, 1.8e9, items, [0.5] * n, hashed)
+    logging = ListLogging(props[:n], spread[:n], list_p, {"policy": "slot_swap", "share": 0.05})
     line = served_list_line(served, logging)
     assert served_list_rows(json.loads(line)) == impression_rows(served, logging)
 
@@ -121,11 +122,11 @@ def test_a_line_with_propensities_expands_to_exactly_the_impression_rows(
         ({"spread": [1, 0]}, "spread must be 2 booleans"),
         ({"list_propensity": 2}, "list_propensity"),
         ({"policy": "x"}, "policy must be an object"),
-        ({"user_ref": 5}, "user_ref"),
+        ({"list_propensity": "x"}, "list_propensity"),
     ],
 )
 def test_broken_propensities_are_refused_whole(change: dict[str, Any], message: str) -> None:
-    logging = ListLogging([0.9, 0.1], [False, True], 0.05, {"policy": "slot_swap"}, "ab")
+    logging = ListLogging([0.9, 0.1], [False, True], 0.05, {"policy": "slot_swap"})
     doc = json.loads(
         served_list_line(("r", "champion", "v1", "search", 2, 0.0, ["a", "b"], [0.9, 0.5]), logging)
     )

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from shelfwise.ingest.schema import CURATED_SCHEMA, EVENT_TYPE_VALUES, EVENT_WEI
 from shelfwise.ingest.sessions import SESSION_GAP_MS, Sessioniser
 from shelfwise.ingest.sinks import CollectSink, PartitionWriter, QuarantineWriter, csv_text, raw_text
 from shelfwise.ingest.source import Source, open_source, prefetch
+from shelfwise.ingest.summary import IngestSummary
 from shelfwise.ingest.validate import normalise_types, validate
 from shelfwise.pseudonym import scrub, scrub_text
 
@@ -40,37 +41,6 @@ DAY_MS = 86_400_000
 CURATED_PREFIX = "curated/events"
 SUMMARY_PREFIX = "curated/_summaries"
 QUARANTINE_PREFIX = "quarantine"
-
-
-@dataclass
-class IngestSummary:
-    """What happened to one raw object. Invariant: valid + quarantined + duplicates = rows read."""
-
-    source: str
-    object_hash: str
-    format: str | None = None
-    rows_read: int = 0
-    rows_valid: int = 0
-    rows_quarantined: int = 0
-    duplicates: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-    outputs: list[str] = field(default_factory=list)
-    quarantine: str | None = None
-    summary: str | None = None
-    event_dates: list[str] = field(default_factory=list)
-    sessions_derived: int = 0
-    event_ids_derived: int = 0
-    seconds: float = 0.0
-    skipped: bool = False
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> IngestSummary:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -404,6 +374,20 @@ def ingest_file(
         summary = IngestSummary.from_dict(json.loads(summary_path.read_text()))
         summary.skipped = True
         return summary
+    if fmt == "catalogue":  # a product catalogue, not events (docs/catalogue.md)
+        from shelfwise.ingest.catalogue import DirStore
+
+        summary = ingest_catalogue_to(
+            src.read_bytes(),
+            DirStore(out),
+            source=key,
+            name=name,
+            uploaded=datetime.fromtimestamp(stat.st_mtime, UTC),
+        )
+        summary_path.parent.mkdir(parents=True, exist_ok=True)
+        summary.summary = str(summary_path)
+        summary_path.write_text(json.dumps(summary.to_dict(), indent=1, sort_keys=True))
+        return summary
     options = IngestOptions(fmt=fmt, pseudonymisation_key=pseudonymisation_key, block_bytes=block_bytes)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".ingest-", dir=out) as tmp:
@@ -530,3 +514,12 @@ __all__ = [
     "read_events",
     "run_file",
 ]
+
+
+def ingest_catalogue_to(
+    data: bytes, store: Any, *, source: str, name: str, uploaded: datetime
+) -> IngestSummary:
+    """Ingest one catalogue file into ``store`` (:mod:`shelfwise.ingest.catalogue`); its summary."""
+    from shelfwise.ingest.catalogue import ingest_catalogue
+
+    return ingest_catalogue(data, store, source_key=source, name=name, uploaded=uploaded)

@@ -36,6 +36,7 @@ from shelfwise.served_lists import (
     is_served_list,
     served_list_line,
     served_list_rows,
+    user_hash,
 )
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "is_served_list",
     "served_list_line",
     "served_list_rows",
+    "user_hash",
 ]
 
 

@@ -30,12 +30,13 @@ from shelfwise.events import EVENT_WEIGHTS
 from shelfwise.exploration import ExplorationPolicy, deterministic, explore
 from shelfwise.observability import logger, metrics
 from shelfwise.registry import Aliases
-from shelfwise.served_lists import user_ref
 from shelfwise.serving.config import ServingConfig, served_at
 from shelfwise.serving.errors import ItemNotFoundError, ModelUnavailableError
-from shelfwise.serving.impressions import ImpressionSink, ListLogging
+from shelfwise.serving.impressions import ImpressionSink, ListLogging, user_hash
 from shelfwise.serving.loader import ModelLoader
 from shelfwise.serving.model import LoadedModel
+from shelfwise.serving.new_items import NewItems
+from shelfwise.serving.stock import LiveStock
 
 POPULARITY_PREFIX = "popularity@"
 # A refused version is tried again after this long (a transient S3 error should not pin the fallback).
@@ -131,6 +132,7 @@ class Recommender:
         *,
         background: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        stock: LiveStock | None = None,
         pseudonymise: Callable[[str], str] | None = None,
     ) -> None:
         self.config = config
@@ -154,6 +156,12 @@ class Recommender:
             else ExplorationPolicy(share=ex.share, epsilon=ex.epsilon, pool=ex.pool, seed=ex.seed)
         )
         self._explore_rng = np.random.default_rng(None if ex is None else ex.seed)
+        # Live stock (the catalogue's serving snapshot): masks per (version, snapshot etag).
+        self.stock = stock
+        self._stock_masks: dict[tuple[str, str], np.ndarray] = {}
+        self._new_items: dict[str, NewItems | None] = {}  # per version: content.npz, read on first use
+        if stock is not None:
+            stock.watch(lambda: self._state.models.values())
 
     # ------------------------------------------------------------------ state
     @property
@@ -194,6 +202,8 @@ class Recommender:
 
     def refresh(self) -> None:
         """Called per request: when the alias cache expired, sync (in the background when enabled)."""
+        if self.stock is not None:
+            self.stock.refresh()
         if self._clock() - self._state.checked_at < self.config.alias_ttl_seconds:
             return
         if self._sync_lock.locked():
@@ -255,7 +265,11 @@ class Recommender:
             last_good = champion or old.last_good
             keep = set(models) | ({last_good.version} if last_good else set())
             self._masks = {v: m for v, m in self._masks.items() if v in keep}
+            self._new_items = {v: n for v, n in self._new_items.items() if v in keep}
             self._state = ServingState(aliases, models, last_good, errors, now, alias_error)
+            if self.stock is not None:  # a new version's stock overlay, here rather than in a request
+                for m in models.values():
+                    self.stock.overlay(m.version, m.catalog.item_ids)
             self.loader.prune(keep)
             if len(models) > len(old.models.keys() & models.keys()):
                 # A load leaves long-lived objects (session, catalogue, and once searched the
@@ -292,7 +306,25 @@ class Recommender:
             if blocked:
                 mask |= np.isin(cat.category_codes, blocked)
             self._masks[model.version] = mask
+        if self.stock is not None and self.rules.exclude_out_of_stock and self.stock.snapshot is not None:
+            etag = self.stock.snapshot.etag
+            live = self._stock_masks.get((model.version, etag))
+            if live is None:  # normally prepared by the stock refresh, off the request path
+                overlay = self.stock.overlay(model.version, model.catalog.item_ids)
+                if overlay is None:
+                    return mask
+                live = mask | overlay[0]
+                self._stock_masks = {k: v for k, v in self._stock_masks.items() if k[1] == etag}
+                self._stock_masks[(model.version, etag)] = live
+            return live
         return mask
+
+    def _prices(self, model: LoadedModel) -> np.ndarray:
+        """The prices filters and answers use: the live snapshot's where it lists the item."""
+        overlay = self.stock.overlay(model.version, model.catalog.item_ids) if self.stock else None
+        if overlay is None:
+            return model.catalog.price
+        return np.where(np.isnan(overlay[1]), model.catalog.price, overlay[1])
 
     def _mask(
         self, model: LoadedModel, filters: Filters, extra_excluded: Sequence[int] = ()
@@ -307,10 +339,12 @@ class Recommender:
             codes = [cat.categories[c] for c in filters.exclude_categories if c in cat.categories]
             if codes:
                 mask |= np.isin(cat.category_codes, codes)
-        if filters.price_min is not None:
-            mask |= ~(cat.price >= filters.price_min)
-        if filters.price_max is not None:
-            mask |= ~(cat.price <= filters.price_max)
+        if filters.price_min is not None or filters.price_max is not None:
+            price = self._prices(model)
+            if filters.price_min is not None:
+                mask |= ~(price >= filters.price_min)
+            if filters.price_max is not None:
+                mask |= ~(price <= filters.price_max)
         known, unknown = cat.lookup(filters.exclude_items)
         if known:
             mask[known] = True
@@ -365,47 +399,70 @@ class Recommender:
         unknown: int,
         version: str | None = None,
         reason: str | None = None,
+        user: str | None = None,
+        new: tuple[list[str], list[float], list[str], list[str], list[float | None]] | None = None,
         logging: ListLogging | None = None,
-        user_id: str | None = None,
     ) -> Recommendation:
+        """The response, and its served-list record (with the hash of ``user``, the routing key).
+
+        ``new``: new items (ids, scores, categories, titles, prices) that take the list's last places.
+        """
         cat = model.catalog
+        if new is not None and new[0]:
+            keep = max(0, min(len(indices), k - len(new[0])))
+            scores, indices = scores[:keep], indices[:keep]
         idx = np.asarray(indices, dtype=np.intp)  # one conversion for the four look-ups
         ids = text_list(cat.item_ids[idx])
         sc = scores.tolist()  # float32 -> Python floats
+        categories, titles = text_list(cat.category_names[idx]), text_list(cat.titles[idx])
+        prices = [None if p != p else round(p, 4) for p in self._answer_prices(model, idx).tolist()]
+        if new is not None and new[0]:
+            ids, sc = ids + new[0], sc + new[1]
+            categories, titles, prices = categories + new[2], titles + new[3], prices + new[4]
         rec = Recommendation(
             recommendation_id=uuid.uuid4().hex,
             model_version=version or model.version,
             variant=variant,
             item_ids=ids,
             scores=sc,
-            categories=text_list(cat.category_names[idx]),
-            titles=text_list(cat.titles[idx]),
-            prices=[None if p != p else round(p, 4) for p in cat.price[idx].tolist()],
+            categories=categories,
+            titles=titles,
+            prices=prices,
             unknown_items=unknown,
             degraded=variant == "fallback",
             reason=reason,
         )
         if self.impressions is not None and ids:
             if logging is None and self.exploration is not None:
-                logging = self._logged_as_ranked(len(ids), user_id)
+                logging = self._logged_as_ranked(len(ids))
+            elif logging is not None and len(logging.propensities) != len(ids):
+                logging = _with_new_items(logging, len(new[0]) if new else 0, len(ids))
             self.impressions.record(
-                (rec.recommendation_id, variant, rec.model_version, endpoint, k, served_at(), ids, sc),
+                (
+                    rec.recommendation_id,
+                    variant,
+                    rec.model_version,
+                    endpoint,
+                    k,
+                    served_at(),
+                    ids,
+                    sc,
+                    None if user is None else user_hash(user),
+                ),
                 logging,
             )
         return rec
 
-    def _logged_as_ranked(self, n: int, user_id: str | None) -> ListLogging:
+    def _logged_as_ranked(self, n: int) -> ListLogging:
         """Propensity 1 at every slot: a list served as ranked (exploration configured)."""
         d = deterministic(n)
-        policy = {"policy": "ranked"}
-        return ListLogging(d.propensities, d.spread, 1.0, policy, user_ref(user_id))
+        return ListLogging(d.propensities, d.spread, 1.0, {"policy": "ranked"})
 
     def _explore(
         self,
         scores: np.ndarray,
         indices: np.ndarray,
         k: int,
-        user_id: str | None,
         explored: bool,
         n_candidates: int,
     ) -> tuple[np.ndarray, np.ndarray, ListLogging]:
@@ -415,8 +472,60 @@ class Recommender:
         assert policy is not None
         ex = explore(n_candidates, k, policy, self._explore_rng, explored)
         params = {**policy.params(), "pool": ex.pool}
-        logging = ListLogging(ex.propensities, ex.spread, ex.list_propensity, params, user_ref(user_id))
+        logging = ListLogging(ex.propensities, ex.spread, ex.list_propensity, params)
         return scores[ex.order], indices[ex.order], logging
+
+    def _answer_prices(self, model: LoadedModel, idx: np.ndarray) -> np.ndarray:
+        overlay = self.stock.overlay(model.version, model.catalog.item_ids) if self.stock else None
+        bundle = model.catalog.price[idx]
+        if overlay is None:
+            return bundle
+        live = overlay[1][idx]
+        return np.where(np.isnan(live), bundle, live)
+
+    def _new_items_of(self, model: LoadedModel) -> NewItems | None:
+        if model.version not in self._new_items:
+            try:
+                self._new_items[model.version] = NewItems.load(
+                    model.bundle.path, model.bundle.manifest["files"]
+                )
+            except Exception as exc:  # a bad content file costs the new items, never the answer
+                logger.warning("content.npz unreadable", extra={"version": model.version, "error": str(exc)})
+                self._new_items[model.version] = None
+        return self._new_items[model.version]
+
+    def _pick_new(
+        self, model: LoadedModel, items: np.ndarray, weights: np.ndarray, filters: Filters, k: int
+    ) -> tuple[list[str], list[float], list[str], list[str], list[float | None]] | None:
+        """New items for a personal list (ServingRules.new_item_slots), or None."""
+        slots = min(self.rules.new_item_slots, k)
+        new = self._new_items_of(model) if slots else None
+        if new is None or items.size == 0:
+            return None
+        unavailable = ~new.in_stock if self.rules.exclude_out_of_stock else np.zeros(new.n_new, bool)
+        if self.stock is not None and self.rules.exclude_out_of_stock:
+            overlay = self.stock.overlay(model.version + "#new", new.ids)
+            if overlay is not None:
+                unavailable = unavailable | overlay[0]
+        cats = np.asarray(text_list(new.categories), dtype=object)
+        blocked = set(self.rules.blocked_categories) | set(filters.exclude_categories)
+        if blocked:
+            unavailable |= np.isin(cats, list(blocked))
+        if filters.categories:
+            unavailable |= ~np.isin(cats, list(filters.categories))
+        if filters.price_min is not None:
+            unavailable |= ~(new.price >= filters.price_min)
+        if filters.price_max is not None:
+            unavailable |= ~(new.price <= filters.price_max)
+        for item in filters.exclude_items:
+            pos = new.position(item)
+            if pos is not None:
+                unavailable[pos] = True
+        picked, scores = new.for_history(items, weights, unavailable, slots, self.rules.new_item_min_score)
+        if picked.size == 0:
+            return None
+        ids, categories, titles, prices = new.attributes(picked)
+        return ids, [round(float(x), 6) for x in scores.tolist()], categories, titles, prices
 
     def _check_k(self, k: int | None) -> int:
         k = self.rules.default_k if k is None else k
@@ -466,9 +575,10 @@ class Recommender:
                 unknown=unknown,
                 version=POPULARITY_PREFIX + model.version,
                 reason="no known user or usable history",
-                user_id=user_id,
+                user=user_id or session_id,
             )
         policy = self.exploration
+        logging = None
         if explore and policy is not None and policy.share > 0 and policy.epsilon > 0:
             # The list's coin first: only an explored list needs the pool from the graph.
             explored = bool(self._explore_rng.random() < policy.share)
@@ -478,13 +588,28 @@ class Recommender:
             else:
                 scores, indices = model.score(uidx, h_items, h_weights, mask, k)
                 n_candidates = min(k + policy.pool, model.catalog.n_items - int(np.count_nonzero(mask)))
-            scores, indices, logging = self._explore(scores, indices, k, user_id, explored, n_candidates)
-            return self._answer(
-                model, variant, scores, indices, endpoint=endpoint, k=k, unknown=unknown, logging=logging
+            scores, indices, logging = self._explore(scores, indices, k, explored, n_candidates)
+        else:
+            scores, indices = model.score(uidx, h_items, h_weights, mask, k)
+        new = None
+        if self.rules.new_item_slots:
+            bought = model.catalog.stored_purchases(uidx, self.rules.max_stored_purchases)
+            profile_items = np.concatenate([h_items, bought.astype(np.int64)])
+            profile_weights = np.concatenate(
+                [h_weights, np.full(bought.size, EVENT_WEIGHTS["purchase"], np.float32)]
             )
-        scores, indices = model.score(uidx, h_items, h_weights, mask, k)
+            new = self._pick_new(model, profile_items, profile_weights, filters, k)
         return self._answer(
-            model, variant, scores, indices, endpoint=endpoint, k=k, unknown=unknown, user_id=user_id
+            model,
+            variant,
+            scores,
+            indices,
+            endpoint=endpoint,
+            k=k,
+            unknown=unknown,
+            user=user_id or session_id,
+            new=new,
+            logging=logging,
         )
 
     def similar(
@@ -497,7 +622,18 @@ class Recommender:
         cat = model.catalog
         idx = cat.index_of(item_id)
         if idx is None:
-            raise ItemNotFoundError(f"item {item_id!r} is not in the catalogue of version {model.version}")
+            new = self._new_items_of(model)
+            pos = new.position(item_id) if new is not None else None
+            if new is None or pos is None:
+                raise ItemNotFoundError(
+                    f"item {item_id!r} is not in the catalogue of version {model.version}"
+                )
+            # a new item the model cannot place: the catalogue items closest to it by content
+            mask, unknown = self._mask(model, filters)
+            indices, scores = new.similar_graph_items(pos, mask, k)
+            return self._answer(
+                model, variant, scores, indices, endpoint="similar", k=k, unknown=unknown, user=user_key
+            )
         mask, unknown = self._mask(model, filters, [idx])
         if cat.similar_indices is not None and cat.similar_scores is not None:
             nbrs = cat.similar_indices[idx].astype(np.int64)
@@ -506,9 +642,19 @@ class Recommender:
             nbrs, vals = nbrs[keep], vals[keep]
             order = np.lexsort((nbrs, -vals))[:k]
             scores, indices = vals[order].astype(np.float32), nbrs[order]
+            new = self._new_items_of(model) if indices.size < k else None
+            if new is not None:  # too few neighbours (a rarely bought item): fill up by content
+                taken = mask.copy()
+                taken[indices] = True
+                more, more_scores = new.similar_graph_items(idx, taken, k - indices.size, graph_item=True)
+                # scaled below every co-occurrence neighbour (cosines are at most 1), order kept
+                scores = np.concatenate([scores, (more_scores * scores.min(initial=1.0)).astype(np.float32)])
+                indices = np.concatenate([indices, more])
         else:
             scores, indices = model.score(-1, np.array([idx], np.int64), np.array([1.0], np.float32), mask, k)
-        return self._answer(model, variant, scores, indices, endpoint="similar", k=k, unknown=unknown)
+        return self._answer(
+            model, variant, scores, indices, endpoint="similar", k=k, unknown=unknown, user=user_key
+        )
 
     def search(
         self,
@@ -566,6 +712,7 @@ class Recommender:
                 endpoint="search",
                 k=k,
                 unknown=unknown,
+                user=user_id or session_id,
             )
         personal = np.zeros(cat.n_items, np.float32)
         version = None
@@ -589,6 +736,7 @@ class Recommender:
             k=k,
             unknown=unknown,
             version=version,
+            user=user_id or session_id,
         )
 
     def health(self) -> dict[str, Any]:
@@ -621,9 +769,24 @@ class Recommender:
             if state.checked_at == -float("inf")
             else round(self._clock() - state.checked_at, 1),
             "impressions_pending": self.impressions.pending() if self.impressions else 0,
+            **({"stock": self.stock.health()} if self.stock is not None else {}),
         }
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
     lo, hi = float(x.min()), float(x.max())
     return np.zeros_like(x) if hi - lo <= 1e-12 else (x - lo) / (hi - lo)
+
+
+def _with_new_items(logging: ListLogging, n_new: int, n: int) -> ListLogging:
+    """An explored list whose last places went to new items (``ServingRules.new_item_slots``): the
+    model's slots keep their propensities (a position's marginal does not depend on later ones),
+    the new items were placed deterministically (1); the whole list's probability is no longer
+    known (null: the list level is refused for it)."""
+    kept = n - n_new
+    return ListLogging(
+        [*logging.propensities[:kept], *([1.0] * n_new)],
+        [*logging.spread[:kept], *([False] * n_new)],
+        None,
+        logging.policy,
+    )

@@ -25,7 +25,7 @@ import numpy as np
 from shelfwise.exploration import ExplorationPolicy, explore
 from shelfwise.offpolicy import LoggedLists, OpeConfig, evaluate, exploration_cost, rank_direct_model
 from shelfwise.offpolicy_gate import off_policy_verdict
-from shelfwise.served_lists import ListLogging, served_list_line, served_list_rows, user_ref
+from shelfwise.served_lists import ListLogging, served_list_line, served_list_rows
 from shelfwise.simulator import Shop, ShopParams, oracle_factors
 from shelfwise_local.bench._common import emit, peak_rss_mb
 
@@ -98,9 +98,7 @@ def main(argv: list[str]) -> int:
             ex = explore(len(cands), k, policy, rng)
             served = cands[ex.order]
             ids = [str(i + 1) for i in served]
-            logging = ListLogging(
-                ex.propensities, ex.spread, ex.list_propensity, policy.params(), user_ref(ctx.user_id)
-            )
+            logging = ListLogging(ex.propensities, ex.spread, ex.list_propensity, policy.params())
             line = served_list_line(
                 (
                     ctx.request_id,
