@@ -599,10 +599,16 @@ class Demo:
                 f"v3 {version} (shuffled item scores) refused by the gate's off-policy half before any traffic "
                 f"(0% exposure): {'; '.join(ope.get('reasons') or [])[:300]}"
             )
-            # To show the alarms still act when the gate is bypassed: canary it anyway (forced).
-            registry.start_canary(version, Rollout(registry).policy.stages[0], force=True)
-            self.log("v3 canaried anyway (forced, without the gate) to show the alarms roll it back")
-            started = self.aliases().challenger == version
+            # To show the alarms still act without this gate: the same bundle registered again as
+            # another version with the metric gate only, and offered like any version.
+            version = f"{version}-nogate"
+            again = registry.register(bundle, version)
+            offer = Rollout(registry).offer(version, gate_passed=again.offered_for_canary, now=self.now())
+            self.v3 = version
+            started = offer.action == "start"
+            self.log(
+                f"the same broken bundle registered as {version} without the off-policy gate: {offer.reason}"
+            )
         else:
             self.log(f"off-policy gate on v3: {json.dumps(ope)[:400]}")
             offer = Rollout(registry).offer(version, gate_passed=reg.offered_for_canary, now=self.now())
