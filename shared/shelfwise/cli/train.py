@@ -23,11 +23,11 @@ from shelfwise.training.job import (
     run_training,
     summary,
 )
-from shelfwise.training.search import FAMILIES
+from shelfwise.training.search import ALL_FAMILIES, BASELINE_FAMILIES, OPTIONAL_FAMILIES, parse_families
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    families = tuple(args.families.split(",")) if args.families else FAMILIES
+    families = parse_families(args.families)
     return TrainConfig(
         model_name=getattr(args, "model_name", "recs"),
         k=args.k,
@@ -62,9 +62,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--search", choices=("none", "small", "full"), default="small", help="hyper-parameter grid"
     )
-    p.add_argument("--families", default="", help=f"comma-separated subset of {','.join(FAMILIES)}")
+    p.add_argument(
+        "--families",
+        default="",
+        help=f"comma-separated families of {','.join(ALL_FAMILIES)} (default: all but "
+        f"{','.join(OPTIONAL_FAMILIES)}; {' and '.join(BASELINE_FAMILIES)} are always added)",
+    )
     p.add_argument(
         "--threads", type=int, default=2, help="threads for ALS, neighbour tables and evaluation (default 2)"
+    )
+    p.add_argument(
+        "--min-time",
+        default=None,
+        help="drop events before this ISO date/time (UTC) as out of range (default: only before 1970)",
     )
 
 
@@ -94,7 +104,7 @@ def evaluate_main(argv: list[str]) -> int:
     from shelfwise.training.data import interactions_from_table
 
     progress = Progress()
-    data = interactions_from_table(read_table(args.events, args.format))
+    data = interactions_from_table(read_table(args.events, args.format, args.min_time))
     progress("load", {"events": data.n_events, "users": data.n_users, "items": data.n_items})
     ev = evaluate_log(data, _config(args), progress)
     result = ev.to_json()
@@ -182,7 +192,7 @@ def _train(args: argparse.Namespace, progress: Progress) -> Any:
         )
     catalogue = None
     if args.events:
-        table = read_table(args.events, args.format)
+        table = read_table(args.events, args.format, args.min_time)
     else:
         table = load_curated(aws.client("s3"), args.curated_bucket, since=args.since)
         catalogue = load_catalogue(aws.client("s3"), args.curated_bucket)
