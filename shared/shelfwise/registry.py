@@ -24,6 +24,7 @@ against AWS, moto or LocalStack.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import json
 import re
@@ -128,6 +129,8 @@ class GateResult:
     champion: float | None = None
     champion_version: str | None = None
     tolerance: float = 0.0
+    # The off-policy half (shelfwise.offpolicy_gate), when the registration ran one.
+    off_policy: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -298,7 +301,12 @@ class Registry:
 
     # ------------------------------------------------------------------ register
     def register(
-        self, bundle_dir: str | Path, version: str, *, promote_if_first: bool = True
+        self,
+        bundle_dir: str | Path,
+        version: str,
+        *,
+        promote_if_first: bool = True,
+        off_policy: Callable[[Path], Any] | None = None,
     ) -> Registration:
         """Upload a verified local bundle as an immutable ``version`` and run the offline gate.
 
@@ -306,6 +314,10 @@ class Registry:
         accepted), ``registration.json`` (the gate outcome) next, ``manifest.json`` last as the
         commit marker. When no champion exists yet and the gate passes, the version becomes
         champion (``promote_if_first``), so a fresh stack serves something.
+
+        ``off_policy``: the gate's off-policy half (``shelfwise.offpolicy_gate.off_policy_check``),
+        called with the bundle directory when a champion exists; a candidate it finds worse online
+        is registered but not offered for canary.
         """
         if not _VERSION_RE.match(version):
             raise InputError(f"invalid version {version!r}: letters, digits, '.', '_', '-' (max 80)")
@@ -320,6 +332,14 @@ class Registry:
         snap = self.snapshot()
         before = snap.aliases
         gate = evaluate_gate(manifest, before.champion, self.gate_tolerance)
+        if off_policy is not None and before.champion is not None:
+            verdict = off_policy(bundle)
+            gate = dataclasses.replace(
+                gate,
+                passed=gate.passed and verdict.passed,
+                reasons=[*gate.reasons, *verdict.reasons] if not verdict.passed else gate.reasons,
+                off_policy=verdict.to_json(),
+            )
         now = self._now()
         uploads = sorted(p for p in bundle.iterdir() if p.is_file() and p.name != MANIFEST)
         for path in uploads:

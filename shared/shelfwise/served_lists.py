@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,16 +45,35 @@ def user_hash(user_key: str) -> str:
     return hashlib.blake2b(user_key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
+@dataclass(frozen=True)
+class ListLogging:
+    """What off-policy evaluation needs of a served list, written when serving explores.
+
+    ``propensities[p]``: the probability that the serving policy put the item shown at position
+    ``p`` there (1 for a list served as ranked); ``spread[p]``: that item's probability is the same
+    at every position of the list (an item swapped in from the exploration pool), else it belongs
+    to its position only; ``list_propensity``: the probability of the whole list; ``policy``: the
+    policy's name and parameters. (Which shopper: the line's ``user``, ``user_hash`` of the
+    routing key, so a candidate can be scored for the same shopper.)
+    """
+
+    propensities: Sequence[float]
+    spread: Sequence[bool]
+    list_propensity: float | None  # None: not known (written null; the list level is refused)
+    policy: Mapping[str, Any]
+
+
 def _stamp(ts: float) -> str:
     """ISO 8601 UTC with milliseconds and a ``Z``: the impression rows' timestamp spelling."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def impression_rows(served: Served) -> list[dict[str, Any]]:
+def impression_rows(served: Served, logging: ListLogging | None = None) -> list[dict[str, Any]]:
     """The native-schema impression rows of one served list, one per item, positions 0-based.
 
     The reference definition of what a served list becomes in ``raw/``: the ingest's expansion of
-    a served-list line (``served_list_rows``) must give exactly these rows.
+    a served-list line (``served_list_rows``) must give exactly these rows. With ``logging``, each
+    row's properties also carry its propensity (``_logging_props``).
     """
     rec_id, variant, version, endpoint, k, ts, items, scores, *rest = served
     user = rest[0] if rest else None
@@ -71,10 +91,26 @@ def impression_rows(served: Served) -> list[dict[str, Any]]:
             score,
             variant,
             version,
-            props,
+            props if logging is None else {**props, **_logging_props(logging, pos)},
         )
         for pos, (item, score) in enumerate(zip(items, scores, strict=True))
     ]
+
+
+def _g9(value: float) -> float:
+    """A probability as the line writes it (9 significant digits), so both sides agree exactly."""
+    return float(f"{value:.9g}")
+
+
+def _logging_props(logging: ListLogging, pos: int) -> dict[str, Any]:
+    """The impression row's properties for off-policy evaluation (position ``pos`` of its list)."""
+    props: dict[str, Any] = {
+        "propensity": _g9(logging.propensities[pos]),
+        "spread": bool(logging.spread[pos]),
+        "list_propensity": None if logging.list_propensity is None else _g9(logging.list_propensity),
+        "policy": dict(logging.policy),
+    }
+    return props
 
 
 def _row(
@@ -113,7 +149,33 @@ def _plain(text: str) -> bool:
     return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
-def served_list_line(served: Served) -> str:
+_PROP_FORMATS: dict[int, str] = {}  # n -> "%.9g,%.9g,..." (n times)
+_POLICY_JSON: dict[tuple[tuple[str, Any], ...], str] = {}  # a policy's JSON, rendered once
+
+
+def _logging_tail(logging: ListLogging) -> str:
+    """The line's off-policy keys, as the JSON text that goes before its closing brace."""
+    n = len(logging.propensities)
+    fmt = _PROP_FORMATS.get(n)
+    if fmt is None:
+        fmt = _PROP_FORMATS.setdefault(n, ",".join(["%.9g"] * n))
+    props = fmt % tuple(logging.propensities) if n else ""
+    spread = ",".join(["true" if s else "false" for s in logging.spread])
+    list_p = "null" if logging.list_propensity is None else f"{logging.list_propensity:.9g}"
+    key = tuple(sorted(logging.policy.items()))
+    try:
+        policy = _POLICY_JSON.get(key)
+    except TypeError:  # an unhashable value: render it each time
+        policy = None
+        key = ()
+    if policy is None:
+        policy = json.dumps(dict(logging.policy), separators=(",", ":"), sort_keys=True)
+        if key and len(_POLICY_JSON) < 64:
+            _POLICY_JSON[key] = policy
+    return f',"propensities":[{props}],"spread":[{spread}],"list_propensity":{list_p},"policy":{policy}'
+
+
+def served_list_line(served: Served, logging: ListLogging | None = None) -> str:
     """The served-list log line (compact JSON, newline-terminated) of one served list.
 
     Scores have 6 decimals, as the impression rows carry them (``"%.6f"`` parses back to exactly
@@ -126,6 +188,9 @@ def served_list_line(served: Served) -> str:
     rec_id, variant, version, endpoint, k, ts, items, scores, *rest = served
     user = rest[0] if rest else None
     n = len(items)
+    if logging is not None and len(logging.propensities) != n:
+        raise ValueError(f"{len(logging.propensities)} propensities for {n} items")
+    tail = "" if logging is None else _logging_tail(logging)
     if (
         n
         and n == len(scores)
@@ -142,7 +207,7 @@ def served_list_line(served: Served) -> str:
             f'"recommendation_id":"{rec_id}","variant":"{variant}","model_version":"{version}",'
             f'"endpoint":"{endpoint}","k":{k},"timestamp":"{_stamp(ts)}",'
             + (f'"user":"{user}",' if user is not None else "")
-            + f'"items":["{ids}"],"scores":[{fmt % tuple(scores)}]}}\n'
+            + f'"items":["{ids}"],"scores":[{fmt % tuple(scores)}]{tail}}}\n'
         )
     doc = {
         MARKER_KEY: SERVED_LIST,
@@ -157,7 +222,8 @@ def served_list_line(served: Served) -> str:
         "items": list(items),
         "scores": [round(float(s), 6) if math.isfinite(s) else None for s in scores],
     }
-    return json.dumps(doc, separators=(",", ":")) + "\n"
+    text = json.dumps(doc, separators=(",", ":"))
+    return text[:-1] + tail + "}\n"
 
 
 # ---------------------------------------------------------------- the ingest side
@@ -218,11 +284,38 @@ def served_list_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(user, str) or len(user) != 32 or not _USER_HASH_CHARS.issuperset(user):
             raise ServedListError("user must be a user hash (32 lower-case hex characters)")
         props["user_hash"] = user
+    logging = _read_logging(doc, len(items))
     prefix = hashlib.blake2b(digest_size=12)
     prefix.update(b"impression\x1e" + rec_id.encode("utf-8", "surrogatepass") + b"\x1e")
     rows = []
     for pos, (item, score) in enumerate(zip(items, scores, strict=True)):
         h = prefix.copy()
         h.update(b"%d\x1e" % pos)
-        rows.append(_row(h.hexdigest(), rec_id, item, stamp, pos, score, variant, version, props))
+        row_props = props if logging is None else {**props, **_logging_props(logging, pos)}
+        rows.append(_row(h.hexdigest(), rec_id, item, stamp, pos, score, variant, version, row_props))
     return rows
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _read_logging(doc: dict[str, Any], n: int) -> ListLogging | None:
+    """The line's off-policy keys (all or none), checked: propensities in (0, 1], one per item."""
+    if "propensities" not in doc:
+        return None
+    props, spread, list_p, policy = (
+        doc.get("propensities"),
+        doc.get("spread"),
+        doc.get("list_propensity"),
+        doc.get("policy"),
+    )
+    if not isinstance(props, list) or len(props) != n or not all(_number(p) and 0 < p <= 1 for p in props):
+        raise ServedListError(f"propensities must be {n} numbers in (0, 1]")
+    if not isinstance(spread, list) or len(spread) != n or not all(isinstance(x, bool) for x in spread):
+        raise ServedListError(f"spread must be {n} booleans")
+    if list_p is not None and (not _number(list_p) or not 0 < float(list_p) <= 1):
+        raise ServedListError("list_propensity must be a number in (0, 1] or null")
+    if not isinstance(policy, dict):
+        raise ServedListError("policy must be an object")
+    return ListLogging(props, spread, None if list_p is None else float(list_p), policy)

@@ -41,6 +41,17 @@ REPO = Path(__file__).resolve().parents[2]
 WINDOW_S = 300
 # The serving day's weekday (Monday = 0): the latest Saturday (see Demo._shop_params).
 SERVING_WEEKDAY = 5
+# Serving explores 5% of slots (swaps from the model's next 30 items) and logs propensities, so the
+# registry's gate can estimate a new version off-policy before it sees traffic (docs/offpolicy.md).
+DEMO_SERVING_RULES: dict[str, Any] = {
+    "exclude_out_of_stock": True,
+    "exclude_purchased": True,
+    "exploration": {"share": 1.0, "epsilon": 0.05, "pool": 30},
+}
+# The demo's champion serves a few hundred known-user lists before v3 arrives (the fast run ~500);
+# the platform defaults are 1,000 lists and an effective sample size of 200.
+DEMO_OPE_MIN_LISTS = 150
+DEMO_OPE_MIN_ESS = 100.0
 BROKEN_NOTE = "demo: v2 with its item scores shuffled (a broken export that passes the offline gate)"
 
 
@@ -268,7 +279,12 @@ class Demo:
             # template); one wall second is about a platform minute here, so 1 s keeps "an alias
             # change is live within a minute or so" true on the demo's compressed clock.
             # The local HTTP API has no IAM/JWT authorizers: the demo runs the API explicitly open.
-            parameters={"AliasCacheSeconds": "1", "StockCacheSeconds": "1", **LOCAL_API_PARAMETERS},
+            parameters={
+                "AliasCacheSeconds": "1",
+                "StockCacheSeconds": "1",
+                **LOCAL_API_PARAMETERS,
+                "ServingRules": json.dumps(DEMO_SERVING_RULES),
+            },
             quiet=True,
             defer_metrics=True,
         ).start()
@@ -579,14 +595,36 @@ class Demo:
         registry = self._registry()
         version = f"{self.v2}-broken"
         bundle = build_broken_bundle(registry, self.v2, version, self.out_dir / "v3", c.seed)
-        reg = registry.register(bundle, version)
-        offer = Rollout(registry).offer(version, gate_passed=reg.offered_for_canary, now=self.now())
+        reg = registry.register(bundle, version, off_policy=self._off_policy_check(registry))
+        ope = reg.gate.off_policy or {}
+        self.result["v3_off_policy"] = ope
+        self.stages["v3_refused_offline"] = bool(ope.get("applied")) and not ope.get("passed")
         self.v3 = version
-        self.log(
-            f"v3 {version} (shuffled item scores) registered, offline gate passed: {reg.gate.passed}; {offer.reason}"
-        )
-        self.stages["v3_canary_started"] = offer.action == "start"
-        if offer.action != "start":
+        if self.stages["v3_refused_offline"]:
+            self.result["v3_offline_exposure"] = 0.0
+            self.log(
+                f"v3 {version} (shuffled item scores) refused by the gate's off-policy half before any traffic "
+                f"(0% exposure): {'; '.join(ope.get('reasons') or [])[:300]}"
+            )
+            # To show the alarms still act without this gate: the same bundle registered again as
+            # another version with the metric gate only, and offered like any version.
+            version = f"{version}-nogate"
+            again = registry.register(bundle, version)
+            offer = Rollout(registry).offer(version, gate_passed=again.offered_for_canary, now=self.now())
+            self.v3 = version
+            started = offer.action == "start"
+            self.log(
+                f"the same broken bundle registered as {version} without the off-policy gate: {offer.reason}"
+            )
+        else:
+            self.log(f"off-policy gate on v3: {json.dumps(ope)[:400]}")
+            offer = Rollout(registry).offer(version, gate_passed=reg.offered_for_canary, now=self.now())
+            started = offer.action == "start"
+            self.log(
+                f"v3 {version} (shuffled item scores) registered, offline gate passed: {reg.gate.passed}; {offer.reason}"
+            )
+        self.stages["v3_canary_started"] = started
+        if not started:
             return
         start = self.rt.clock.now()
         self.broken_start = start
@@ -624,6 +662,29 @@ class Demo:
                 f"{served.count(version)} of {len(served)} requests ({self.result['exposed_share']:.1%})"
             )
         self.broken_end = self.rt.clock.now()
+
+    def _off_policy_check(self, registry: Any) -> Any:
+        """The gate's off-policy half on what the champion served so far (curated impressions)."""
+        from shelfwise.monitoring.data import COLUMNS, S3EventSource
+        from shelfwise.offpolicy import OpeConfig
+        from shelfwise.offpolicy_gate import off_policy_check
+        from shelfwise.offpolicy_log import bundle_scorer, logged_lists
+        from shelfwise.serving.model import LoadedModel
+
+        source = S3EventSource(self.rt.s3, self.rt.physical_name("CuratedBucket"), (*COLUMNS, "properties"))
+        now = datetime.fromtimestamp(self.rt.clock.now(), UTC)
+        events = source.read(now - timedelta(days=2), now)
+        data = logged_lists(events)
+        champion_lists = data.subset(data.model_versions == self.v2)
+        champion_dir = registry.download(self.v2, self.out_dir / "ope-champion")
+        champion = bundle_scorer(LoadedModel.from_directory(champion_dir, self.v2))
+        self.log(f"off-policy gate: {champion_lists.lists.n} lists served by {self.v2} in the curated log")
+        return off_policy_check(
+            champion_lists,
+            champion,
+            registry.gate_tolerance,
+            OpeConfig(min_lists=DEMO_OPE_MIN_LISTS, min_ess=DEMO_OPE_MIN_ESS),
+        )
 
     def _rollback_time(self, version: str) -> float | None:
         for rec in self._registry().history():
@@ -761,6 +822,7 @@ class Demo:
             "stock_out_left_lists",
             "v2_canary_started",
             "v2_promoted",
+            "v3_refused_offline",
             "v3_canary_started",
             "v3_rolled_back",
             "taste_drift_detected",
@@ -772,6 +834,10 @@ class Demo:
             "broken_model_rolled_back": self.stages.get("v3_rolled_back", False),
             "detection_windows": self.result.get("detection_windows"),
             "exposed_share": self.result.get("exposed_share"),
+            # the gate's off-policy half on the broken model, before any traffic
+            "broken_model_refused_offline": self.stages.get("v3_refused_offline", False),
+            "broken_model_offline_exposure": self.result.get("v3_offline_exposure"),
+            "broken_model_off_policy": self.result.get("v3_off_policy"),
             "false_alarms": len(false),
             "false_alarm_list": false,
             "startup_alarms": startup,

@@ -347,3 +347,38 @@ def test_models_cli_list_show_canary_promote_rollback_served(
     out, err = capsys.readouterr()
     assert json.loads(out.strip().splitlines()[-1])["exit_code"] == 2
     assert err.count("\n") == 1 and "v9" in err
+
+
+def test_the_off_policy_half_of_the_gate_keeps_a_candidate_worse_online_from_the_canary(
+    registry: Registry, tmp_path: Path
+) -> None:
+    from shelfwise.offpolicy_gate import OffPolicyVerdict
+
+    calls: list[Path] = []
+
+    def worse(bundle: Path) -> OffPolicyVerdict:
+        calls.append(bundle)
+        return OffPolicyVerdict(
+            True, False, ["off-policy: estimated 0.1 clicks per list against 0.5"], {"lists": 9}
+        )
+
+    first = registry.register(make_bundle(tmp_path, "a"), "v1", off_policy=worse)
+    assert first.became_champion and calls == []  # nothing to compare with yet
+    same_window = {"version": "v1", "metrics": {"ndcg@10": 0.2}}
+    refused = registry.register(make_bundle(tmp_path, "b", champion=same_window), "v2", off_policy=worse)
+    assert not refused.offered_for_canary and calls == [tmp_path / "b"]
+    assert refused.gate.reasons == ["off-policy: estimated 0.1 clicks per list against 0.5"]
+    assert registry.registration("v2")["gate"]["off_policy"]["lists"] == 9
+    with pytest.raises(GateError, match="off-policy"):
+        registry.start_canary("v2", 0.1)
+    fine = registry.register(
+        make_bundle(tmp_path, "c", champion=same_window),
+        "v3",
+        off_policy=lambda b: OffPolicyVerdict(True, True, [], {"lists": 9}),
+    )
+    assert fine.offered_for_canary and fine.gate.off_policy == {
+        "applied": True,
+        "passed": True,
+        "reasons": [],
+        "lists": 9,
+    }

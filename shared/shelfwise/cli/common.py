@@ -99,3 +99,30 @@ def emit(result: Any) -> None:
     """The command's result: one JSON object, the last line on stdout."""
     sys.stdout.write(json.dumps(result, default=str) + "\n")
     sys.stdout.flush()
+
+
+def read_table(path: str, fmt: str, min_time: str | None = None) -> Any:
+    """Events from a local file in any format the ingest understands (``curated`` = curated Parquet).
+
+    ``min_time`` (ISO date or time, UTC): events before it are dropped as out of range; by default
+    only those before the Unix epoch are.
+    """
+    if fmt == "curated":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path)
+    from shelfwise.ingest import read_events
+
+    if min_time is None:
+        return read_events(path, fmt)
+    return read_events(path, fmt, min_ts_ms=_epoch_ms(min_time))
+
+
+def _epoch_ms(value: str) -> int:
+    from datetime import UTC, datetime
+
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InputError(f"--min-time must be an ISO date or time, got {value!r}") from exc
+    return int((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp() * 1000)

@@ -12,9 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
-from shelfwise.cli.common import command, emit
+from shelfwise.cli.common import command, emit, read_table
 from shelfwise.errors import InputError
 from shelfwise.training.job import (
     Progress,
@@ -26,33 +24,6 @@ from shelfwise.training.job import (
     summary,
 )
 from shelfwise.training.search import ALL_FAMILIES, BASELINE_FAMILIES, OPTIONAL_FAMILIES, parse_families
-
-
-def read_table(path: str, fmt: str, min_time: str | None = None) -> pa.Table:
-    """Events from a local file in any format the ingest understands (``curated`` = curated Parquet).
-
-    ``min_time`` (ISO date or time, UTC): events before it are dropped as out of range; by default
-    only those before the Unix epoch are.
-    """
-    if fmt == "curated":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path)
-    from shelfwise.ingest import read_events
-
-    if min_time is None:
-        return read_events(path, fmt)
-    return read_events(path, fmt, min_ts_ms=_epoch_ms(min_time))
-
-
-def _epoch_ms(value: str) -> int:
-    from datetime import UTC, datetime
-
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InputError(f"--min-time must be an ISO date or time, got {value!r}") from exc
-    return int((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
@@ -121,7 +92,14 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 @command("shelfwise evaluate")
 def evaluate_main(argv: list[str]) -> int:
-    """shelfwise evaluate --events PATH --format FMT [--k 10]."""
+    """shelfwise evaluate --events PATH --format FMT [--k 10].
+
+    With ``--off-policy --candidate BUNDLE``: off-policy estimates on a served-list log instead
+    (``shelfwise.cli.offpolicy``)."""
+    if "--off-policy" in argv:
+        from shelfwise.cli.offpolicy import main as off_policy_main
+
+        return off_policy_main(argv)
     args = evaluate_parser().parse_args(argv)
     from shelfwise.training.data import interactions_from_table
 

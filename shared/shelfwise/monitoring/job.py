@@ -24,6 +24,7 @@ from shelfwise.monitoring import drift
 from shelfwise.monitoring.comparison import guarded_compare
 from shelfwise.monitoring.config import MonitoringConfig
 from shelfwise.monitoring.data import EventSource
+from shelfwise.monitoring.exploration import exploration_metrics
 from shelfwise.monitoring.publish import MetricDatum
 from shelfwise.monitoring.quality import VariantQuality, compute_quality, mature_families, rate_metrics
 
@@ -269,6 +270,10 @@ class MonitoringJob:
                 ).items():
                     result.data.append(self._d(name, value, m_start, q.variant))
 
+        # Exploration as a monitored variant: its click cost in the matured window.
+        result.data += exploration_metrics(
+            events, m_start, m_end, cfg.attribution.click, cfg.min_lists_for_rates
+        )
         champ = self._champion_drift(early, start, deployment, start)
         if champ is not None:
             result.data.append(champ)

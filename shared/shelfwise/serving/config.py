@@ -13,6 +13,20 @@ MAX_CANDIDATES = 500
 MAX_BODY_BYTES = 256 * 1024
 
 
+class ExplorationRules(BaseModel):
+    """Exploration budget (``shelfwise.exploration``): ``share`` of model lists explored, in which
+    each slot is swapped with probability ``epsilon`` for one of the model's next ``pool`` items.
+    Present (even at share 0), every served list logs its propensities and a user reference."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    share: float = Field(default=0.0, ge=0.0, le=1.0)
+    epsilon: float = Field(default=0.1, ge=0.0, le=1.0)
+    pool: int = Field(default=30, ge=1, le=100)
+    # Seeds the policy's random numbers (tests, reproducible simulations); None in production.
+    seed: int | None = None
+
+
 class ServingRules(BaseModel):
     """Business rules applied to every answer; a shop changes them in the template, not the code."""
 
@@ -32,6 +46,8 @@ class ServingRules(BaseModel):
     search_pool: int = Field(default=1000, ge=1, le=100_000)
     # Known-user recommendations: how many stored items of a user count as "already bought".
     max_stored_purchases: int = Field(default=500, ge=0)
+    # Exploration with logged propensities (off-policy evaluation); None: lists served as ranked.
+    exploration: ExplorationRules | None = None
     # New items (in the catalogue, no interactions yet; bundles trained with a catalogue): up to
     # this many places at the end of a personal list go to the new items closest by content to
     # the user's history, when their cosine is at least new_item_min_score. 0 = off.

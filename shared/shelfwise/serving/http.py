@@ -86,6 +86,7 @@ class RecommendRequest(QuietRepr, StrictModel):
     history: list[HistoryItem] = Field(default_factory=list, max_length=MAX_HISTORY)
     k: int = Field(default=20, ge=1, le=MAX_K)
     filters: FilterSpec = Field(default_factory=FilterSpec)
+    explore: bool = Field(default=True, description="false: never an exploratory list for this request")
 
 
 class SearchRequest(QuietRepr, StrictModel):
@@ -231,11 +232,14 @@ def recommendations_router(service: Callable[[], Recommender]) -> Router:
         exclude: Annotated[str | None, Query(max_length=MAX_LIST_PARAM, description="item ids")] = None,
         price_min: Annotated[float | None, Query(ge=0, le=1e9)] = None,
         price_max: Annotated[float | None, Query(ge=0, le=1e9)] = None,
+        explore: Annotated[bool, Query(description="false: never an exploratory list")] = True,
     ):  # returns Response: no annotation, so Powertools does not re-validate the body
         filters = Filters(
             csv_values(category), csv_values(exclude_category), csv_values(exclude), price_min, price_max
         )
-        rec = service().recommend(user_id=user_id, k=k, filters=filters, endpoint="user_recommendations")
+        rec = service().recommend(
+            user_id=user_id, k=k, filters=filters, endpoint="user_recommendations", explore=explore
+        )
         observe(rec, "user_recommendations")
         return ok(recommendation_json(rec))
 
@@ -255,6 +259,7 @@ def recommendations_router(service: Callable[[], Recommender]) -> Router:
             k=body.k,
             filters=body.filters.to_filters(),
             endpoint="recommendations",
+            explore=body.explore,
         )
         observe(rec, "recommendations")
         return ok(recommendation_json(rec))

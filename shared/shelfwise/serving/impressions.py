@@ -29,6 +29,7 @@ from shelfwise.served_lists import (
     MARKER_KEY,
     MAX_SERVED_ITEMS,
     SERVED_LIST,
+    ListLogging,
     Served,
     ServedListError,
     impression_rows,
@@ -44,6 +45,7 @@ __all__ = [
     "MAX_SERVED_ITEMS",
     "SERVED_LIST",
     "ImpressionSink",
+    "ListLogging",
     "Served",
     "ServedListError",
     "impression_rows",
@@ -68,10 +70,12 @@ class ImpressionSink:
         self.recorded = 0
         self.dropped = 0
 
-    def record(self, served: Served) -> None:
-        """Write the served list's line; never raises into the request (a failure is logged)."""
+    def record(self, served: Served, logging: ListLogging | None = None) -> None:
+        """Write the served list's line; never raises into the request (a failure is logged).
+
+        ``logging``: the list's propensities and policy, when serving explores."""
         try:
-            line = served_list_line(served)
+            line = served_list_line(served, logging)
             (self._stream or sys.stdout).write(line)
         except Exception as exc:
             self.dropped += 1

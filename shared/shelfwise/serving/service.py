@@ -27,11 +27,12 @@ import numpy as np
 from shelfwise.bundle import text_list
 from shelfwise.errors import InputError
 from shelfwise.events import EVENT_WEIGHTS
+from shelfwise.exploration import ExplorationPolicy, deterministic, explore
 from shelfwise.observability import logger, metrics
 from shelfwise.registry import Aliases
 from shelfwise.serving.config import ServingConfig, served_at
 from shelfwise.serving.errors import ItemNotFoundError, ModelUnavailableError
-from shelfwise.serving.impressions import ImpressionSink, user_hash
+from shelfwise.serving.impressions import ImpressionSink, ListLogging, user_hash
 from shelfwise.serving.loader import ModelLoader
 from shelfwise.serving.model import LoadedModel
 from shelfwise.serving.new_items import NewItems
@@ -148,6 +149,13 @@ class Recommender:
         self._state = ServingState(Aliases(), {}, None, {}, checked_at=-float("inf"))
         self._masks: dict[str, np.ndarray] = {}
         self._refused_at: dict[str, float] = {}
+        ex = self.rules.exploration
+        self.exploration = (
+            None
+            if ex is None
+            else ExplorationPolicy(share=ex.share, epsilon=ex.epsilon, pool=ex.pool, seed=ex.seed)
+        )
+        self._explore_rng = np.random.default_rng(None if ex is None else ex.seed)
         # Live stock (the catalogue's serving snapshot): masks per (version, snapshot etag).
         self.stock = stock
         self._stock_masks: dict[tuple[str, str], np.ndarray] = {}
@@ -393,6 +401,7 @@ class Recommender:
         reason: str | None = None,
         user: str | None = None,
         new: tuple[list[str], list[float], list[str], list[str], list[float | None]] | None = None,
+        logging: ListLogging | None = None,
     ) -> Recommendation:
         """The response, and its served-list record (with the hash of ``user``, the routing key).
 
@@ -424,6 +433,10 @@ class Recommender:
             reason=reason,
         )
         if self.impressions is not None and ids:
+            if logging is None and self.exploration is not None:
+                logging = self._logged_as_ranked(len(ids))
+            elif logging is not None and len(logging.propensities) != len(ids):
+                logging = _with_new_items(logging, len(new[0]) if new else 0, len(ids))
             self.impressions.record(
                 (
                     rec.recommendation_id,
@@ -435,9 +448,32 @@ class Recommender:
                     ids,
                     sc,
                     None if user is None else user_hash(user),
-                )
+                ),
+                logging,
             )
         return rec
+
+    def _logged_as_ranked(self, n: int) -> ListLogging:
+        """Propensity 1 at every slot: a list served as ranked (exploration configured)."""
+        d = deterministic(n)
+        return ListLogging(d.propensities, d.spread, 1.0, {"policy": "ranked"})
+
+    def _explore(
+        self,
+        scores: np.ndarray,
+        indices: np.ndarray,
+        k: int,
+        explored: bool,
+        n_candidates: int,
+    ) -> tuple[np.ndarray, np.ndarray, ListLogging]:
+        """Apply the exploration policy to the model's ranked candidates (top-k, then the pool
+        when the list is explored); propensities are those of the policy, whatever the coin said."""
+        policy = self.exploration
+        assert policy is not None
+        ex = explore(n_candidates, k, policy, self._explore_rng, explored)
+        params = {**policy.params(), "pool": ex.pool}
+        logging = ListLogging(ex.propensities, ex.spread, ex.list_propensity, params)
+        return scores[ex.order], indices[ex.order], logging
 
     def _answer_prices(self, model: LoadedModel, idx: np.ndarray) -> np.ndarray:
         overlay = self.stock.overlay(model.version, model.catalog.item_ids) if self.stock else None
@@ -507,8 +543,12 @@ class Recommender:
         k: int | None = None,
         filters: Filters = Filters(),
         endpoint: str = "recommendations",
+        explore: bool = True,
     ) -> Recommendation:
-        """Top-k for a known user (stored representation) or from a session history (fold-in)."""
+        """Top-k for a known user (stored representation) or from a session history (fold-in).
+
+        With exploration configured, the model's list may be explored (``shelfwise.exploration``)
+        unless the request says ``explore=False``; popularity fallbacks are never explored."""
         k = self._check_k(k)
         self.refresh()
         if user_id is not None and self._pseudonymise is not None:
@@ -537,7 +577,20 @@ class Recommender:
                 reason="no known user or usable history",
                 user=user_id or session_id,
             )
-        scores, indices = model.score(uidx, h_items, h_weights, mask, k)
+        policy = self.exploration
+        logging = None
+        if explore and policy is not None and policy.share > 0 and policy.epsilon > 0:
+            # The list's coin first: only an explored list needs the pool from the graph.
+            explored = bool(self._explore_rng.random() < policy.share)
+            if explored:
+                scores, indices = model.score(uidx, h_items, h_weights, mask, k + policy.pool)
+                n_candidates = int(indices.size)
+            else:
+                scores, indices = model.score(uidx, h_items, h_weights, mask, k)
+                n_candidates = min(k + policy.pool, model.catalog.n_items - int(np.count_nonzero(mask)))
+            scores, indices, logging = self._explore(scores, indices, k, explored, n_candidates)
+        else:
+            scores, indices = model.score(uidx, h_items, h_weights, mask, k)
         new = None
         if self.rules.new_item_slots:
             bought = model.catalog.stored_purchases(uidx, self.rules.max_stored_purchases)
@@ -556,6 +609,7 @@ class Recommender:
             unknown=unknown,
             user=user_id or session_id,
             new=new,
+            logging=logging,
         )
 
     def similar(
@@ -722,3 +776,17 @@ class Recommender:
 def _minmax(x: np.ndarray) -> np.ndarray:
     lo, hi = float(x.min()), float(x.max())
     return np.zeros_like(x) if hi - lo <= 1e-12 else (x - lo) / (hi - lo)
+
+
+def _with_new_items(logging: ListLogging, n_new: int, n: int) -> ListLogging:
+    """An explored list whose last places went to new items (``ServingRules.new_item_slots``): the
+    model's slots keep their propensities (a position's marginal does not depend on later ones),
+    the new items were placed deterministically (1); the whole list's probability is no longer
+    known (null: the list level is refused for it)."""
+    kept = n - n_new
+    return ListLogging(
+        [*logging.propensities[:kept], *([1.0] * n_new)],
+        [*logging.spread[:kept], *([False] * n_new)],
+        None,
+        logging.policy,
+    )

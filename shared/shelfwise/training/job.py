@@ -383,11 +383,13 @@ def run_training(
     progress: Progress | None = None,
     now: datetime | None = None,
     catalogue: pa.Table | None = None,
+    off_policy: Callable[[Path], Any] | None = None,
 ) -> TrainResult:
     """The whole job on an in-memory curated table; returns the bundle and the registration.
 
     ``catalogue`` (a catalogue snapshot, :func:`load_catalogue`) gives the bundle's titles,
     categories, prices and stock; events' own fields only where it lacks an item.
+    ``off_policy``: the registry gate's off-policy half (``shelfwise.offpolicy_gate``).
     """
     progress = progress or Progress()
     started = now or datetime.now(UTC)
@@ -491,7 +493,7 @@ def run_training(
     progress("bundle", {"dir": str(out), "version": version, "files": len(written["files"])})
     registration = None
     if registry is not None:
-        registration = registry.register(out, version)
+        registration = registry.register(out, version, off_policy=off_policy)
         progress(
             "register",
             {

@@ -84,6 +84,7 @@ def scheduled_training(
         result["batch_job_id"] = job["jobId"]
     elif decision.action == "train_here":
         # Imported here: only a package that can train carries these libraries.
+        from shelfwise.offpolicy_gate import registry_off_policy_check
         from shelfwise.training.job import (
             Progress,
             TrainConfig,
@@ -100,6 +101,14 @@ def scheduled_training(
             stream=None, sinks=[event_sink(events, schedule.model_name, "lambda"), emf_metric_sink(metrics)]
         )
         out = tempfile.mkdtemp(prefix="bundle-", dir=work_dir)
+        # The gate's off-policy half, when the champion's served lists explored (else None).
+        try:
+            off_policy = registry_off_policy_check(
+                table, registry, tempfile.mkdtemp(prefix="ope-", dir=work_dir)
+            )
+        except Exception as exc:  # the metric gate still decides; say why the other half is missing
+            logger.warning("off-policy gate unavailable", extra={"error": str(exc)})
+            off_policy = None
         try:
             run = run_training(
                 table,
@@ -114,6 +123,7 @@ def scheduled_training(
                 registry=registry,
                 progress=progress,
                 catalogue=load_catalogue(s3, schedule.curated_bucket),
+                off_policy=off_policy,
             )
         except Exception as exc:
             progress("failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})

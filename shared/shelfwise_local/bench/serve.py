@@ -733,6 +733,11 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
 
+        # 2b. exploration on vs off (5% of slots swapped from the next 30 items), alternating
+        # blocks of the same requests so both see the same load
+        exploration_ab = _exploration_ab(app, events, ctx)
+        print(f"exploration A/B {exploration_ab}", file=sys.stderr)
+
         # 3. the same requests through the local runtime's HTTP API (loopback socket, payload 2.0)
         with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
             http_ms = _http(app, events[: args.http_requests or max(args.requests // 5, 100)])
@@ -779,6 +784,7 @@ def main(argv: list[str]) -> int:
             for route, v in sorted(route_cpu.items())
         },
         "handler_rps": round(handler_rps, 1),
+        "exploration_ab": exploration_ab,
         "handler_over_kernel_p50": round(statistics.median(handler_ms) / statistics.median(kernel), 2),
         "http_p50_ms": _pct(http_ms, 50),
         "http_p99_ms": _pct(http_ms, 99),
@@ -806,6 +812,40 @@ def main(argv: list[str]) -> int:
     }
     emit(result)
     return 0
+
+
+def _exploration_ab(app: Any, events: list[dict[str, Any]], ctx: Any, block: int = 250) -> dict[str, Any]:
+    """Handler wall and CPU time with exploration on and off, in alternating blocks of requests."""
+    import contextlib
+
+    from shelfwise.exploration import ExplorationPolicy
+
+    rec = app.recommender
+    saved = rec.exploration
+    policy = ExplorationPolicy(share=1.0, epsilon=0.05, pool=30)
+    wall: dict[str, list[float]] = {"on": [], "off": []}
+    cpu: dict[str, list[float]] = {"on": [], "off": []}
+    try:
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            for b, start in enumerate(range(0, len(events), block)):
+                for arm in ("on", "off") if b % 2 == 0 else ("off", "on"):
+                    rec.exploration = policy if arm == "on" else None
+                    for ev in events[start : start + block]:
+                        t, c = time.perf_counter(), time.thread_time()
+                        app.lambda_handler(ev, ctx)
+                        wall[arm].append((time.perf_counter() - t) * 1000)
+                        cpu[arm].append((time.thread_time() - c) * 1000)
+    finally:
+        rec.exploration = saved
+    out: dict[str, Any] = {"policy": policy.params(), "requests_per_arm": len(wall["on"])}
+    for arm in ("on", "off"):
+        out[f"{arm}_p50_ms"] = _pct(wall[arm], 50)
+        out[f"{arm}_p99_ms"] = _pct(wall[arm], 99)
+        out[f"{arm}_cpu_p50_ms"] = _pct(cpu[arm], 50)
+        out[f"{arm}_cpu_p99_ms"] = _pct(cpu[arm], 99)
+    out["p99_delta_ms"] = round(out["on_p99_ms"] - out["off_p99_ms"], 3)
+    out["cpu_p99_delta_ms"] = round(out["on_cpu_p99_ms"] - out["off_cpu_p99_ms"], 3)
+    return out
 
 
 def _http(app: Any, events: list[dict[str, Any]]) -> list[float]:

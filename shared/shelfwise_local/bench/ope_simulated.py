@@ -1,0 +1,251 @@
+"""`shelfwise bench ope_simulated`: off-policy estimates checked against the shop simulator's truth.
+
+The champion (true factors + noise) serves the logging days with serving's slot-swap exploration
+(:mod:`shelfwise.exploration`); each list becomes a served-list line (propensities, policy, user
+reference) read back through the contract's reader, and the simulated shoppers answer it
+(``Shop.respond``). Then each candidate (good: less noise; slightly worse: more noise; broken: the
+champion with its item scores shuffled) is estimated off-policy on that log, and measured in a
+simulated canary on the next day (the same shoppers' true click probabilities, and the clicks they
+actually make). Reported per candidate and estimator: the estimate, its interval, the online truth,
+the relative bias, whether the interval covers the truth, and the gate's verdict. Known-user
+requests only (a candidate is scored for the user the log references; anonymous sessions would
+need the request history in the log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from shelfwise.exploration import ExplorationPolicy, explore
+from shelfwise.offpolicy import LoggedLists, OpeConfig, evaluate, exploration_cost, rank_direct_model
+from shelfwise.offpolicy_gate import off_policy_verdict
+from shelfwise.served_lists import ListLogging, served_list_line, served_list_rows
+from shelfwise.simulator import Shop, ShopParams, oracle_factors
+from shelfwise_local.bench._common import emit, peak_rss_mb
+
+Ranker = Callable[[int, int], np.ndarray]  # (user index, n) -> top-n item indices
+
+
+def factor_ranker(u: np.ndarray, v: np.ndarray, bias: np.ndarray, perm: np.ndarray | None = None) -> Ranker:
+    def rank(user: int, n: int) -> np.ndarray:
+        scores = v @ u[user] + bias
+        if perm is not None:  # a broken export: every item gets another item's score
+            scores = scores[perm]
+        top = np.argpartition(-scores, n)[:n]
+        return top[np.argsort(-scores[top], kind="stable")]
+
+    return rank
+
+
+def expected_clicks(shop: Shop, ctx: object, items: np.ndarray) -> float:
+    """The shopper's true expected clicks on a list (what ``Shop.respond`` draws from)."""
+    p = shop.params
+    f = shop.model.user_state(np.array([ctx.true_user]), ctx.ts_ms)[2]  # type: ignore[attr-defined]
+    aff = shop.model.affinity(np.repeat(f, len(items), axis=0), items)
+    exam = 1.0 / np.log2(np.arange(len(items)) + 2.0)
+    return float((exam / (1.0 + np.exp(-(p.click_base + p.funnel_slope * aff)))).sum())
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="shelfwise bench ope_simulated", description=__doc__)
+    ap.add_argument("--users", type=int, default=20_000)
+    ap.add_argument("--items", type=int, default=2_000)
+    ap.add_argument("--log-days", type=int, default=3)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--share", type=float, default=1.0, help="share of lists explored")
+    ap.add_argument("--epsilon", type=float, default=0.05, help="share of an explored list's slots swapped")
+    ap.add_argument("--pool", type=int, default=10)
+    ap.add_argument("--tolerance", type=float, default=0.05)
+    ap.add_argument("--min-coverage", type=float, default=OpeConfig.min_coverage)
+    ap.add_argument("--champion-noise", type=float, default=0.8)
+    ap.add_argument("--good-noise", type=float, default=0.4)
+    ap.add_argument("--worse-noise", type=float, default=1.1)
+    ap.add_argument("--seed", type=int, default=21)
+    args = ap.parse_args(argv)
+    t_start = time.perf_counter()
+    shop = Shop(
+        ShopParams(
+            n_users=args.users, n_items=args.items, n_days=args.log_days + 1, sessions_per_user_day=0.5
+        ),
+        seed=args.seed,
+    )
+    k, policy = args.k, ExplorationPolicy(share=args.share, epsilon=args.epsilon, pool=args.pool)
+    rng = np.random.default_rng(args.seed)
+    champ_u, champ_v, bias = oracle_factors(shop, noise=args.champion_noise, seed=1)
+    rankers: dict[str, Ranker] = {
+        "champion": factor_ranker(champ_u, champ_v, bias),
+        "good": factor_ranker(*oracle_factors(shop, noise=args.good_noise, seed=2)),
+        "slightly_worse": factor_ranker(*oracle_factors(shop, noise=args.worse_noise, seed=3)),
+        "broken": factor_ranker(
+            champ_u, champ_v, bias, perm=np.random.default_rng(4).permutation(args.items)
+        ),
+    }
+    # ---- logging days: the champion explores; lines through the contract; shoppers respond
+    rows: list[tuple[list[int], list[float], list[bool], float, list[int], int]] = []
+    ranked_truth: list[tuple[float, float]] = []
+    for day in range(args.log_days):
+        for ctx in shop.traffic(day):
+            if ctx.user_id is None:
+                continue
+            user = int(ctx.user_id) - 1
+            cands = rankers["champion"](user, k + policy.pool)
+            ex = explore(len(cands), k, policy, rng)
+            served = cands[ex.order]
+            ids = [str(i + 1) for i in served]
+            logging = ListLogging(ex.propensities, ex.spread, ex.list_propensity, policy.params())
+            line = served_list_line(
+                (
+                    ctx.request_id,
+                    "champion",
+                    "v1",
+                    "recommendations",
+                    k,
+                    ctx.ts_ms / 1000,
+                    ids,
+                    [0.0] * len(ids),
+                ),
+                logging,
+            )
+            imp = served_list_rows(json.loads(line))
+            events = shop.respond({"recommendation_id": ctx.request_id, "items": ids}, ctx)
+            clicked = {e["position"] for e in events if e["event_type"] == "click"}
+            bought = {e["position"] for e in events if e["event_type"] == "purchase"}
+            props = [r["properties"] for r in imp]
+            rows.append(
+                (
+                    [int(r["item_id"]) - 1 for r in imp],
+                    [p["propensity"] for p in props],
+                    [p["spread"] for p in props],
+                    props[0]["list_propensity"],
+                    [1 if p in clicked else 0 for p in range(len(ids))]
+                    + [1 if p in bought else 0 for p in range(len(ids))],
+                    user,
+                )
+            )
+            ranked_truth.append((expected_clicks(shop, ctx, cands[:k]), expected_clicks(shop, ctx, served)))
+    n = len(rows)
+    width = max(len(r[0]) for r in rows)
+
+    def pad(values: list[list[float]], fill: float) -> np.ndarray:
+        out = np.full((n, width), fill, dtype=np.float64)
+        for i, v in enumerate(values):
+            out[i, : len(v)] = v
+        return out
+
+    items = pad([r[0] for r in rows], -1).astype(np.int64)
+    lens = [len(r[0]) for r in rows]
+    logged = LoggedLists(
+        items,
+        pad([r[1] for r in rows], 1.0),
+        pad([[float(s) for s in r[2]] for r in rows], 0.0).astype(bool),
+        pad([r[4][: lens[i]] for i, r in enumerate(rows)], 0.0),
+        pad([r[4][lens[i] :] for i, r in enumerate(rows)], 0.0),
+        np.array([r[3] for r in rows]),
+    )
+    users = np.array([r[5] for r in rows])
+    t_log = time.perf_counter() - t_start
+    print(f"logged {n} lists over {args.log_days} days in {t_log:.1f} s", file=sys.stderr)
+    cost = exploration_cost(logged)
+    # ---- estimates for each ranker (as the deterministic policy it would serve)
+    cfg = OpeConfig(min_coverage=args.min_coverage)
+    max_rank = 200
+    champion_rank: dict[int, np.ndarray] = {}
+
+    def ranks_of(u: int, ids: np.ndarray) -> np.ndarray:
+        table = champion_rank.get(u)
+        if table is None:
+            table = np.full(args.items, max_rank, dtype=np.int16)
+            table[rankers["champion"](u, max_rank)] = np.arange(max_rank)
+            champion_rank[u] = table
+        return table[np.maximum(ids, 0)]
+
+    ranks_logged = np.stack([ranks_of(u, items[i]) for i, u in enumerate(users.tolist())])
+    reports = {}
+    reports_item_dm = {}
+    for name, rank in rankers.items():
+        per_user: dict[int, np.ndarray] = {}
+        target = np.full((n, k), -1, dtype=np.int64)
+        for i, u in enumerate(users.tolist()):
+            if u not in per_user:
+                per_user[u] = rank(u, k)
+            target[i] = per_user[u]
+        ranks_target = np.stack([ranks_of(u, target[i]) for i, u in enumerate(users.tolist())])
+        direct = rank_direct_model(logged, ranks_logged, ranks_target, max_rank=max_rank)
+        reports[name] = evaluate(logged, target, config=cfg, n_items=args.items, direct=direct)
+        reports_item_dm[name] = evaluate(logged, target, config=cfg, n_items=args.items)
+    # ---- simulated canary on the next day: each ranker serves the known-user traffic
+    canary_day = args.log_days
+    online: dict[str, dict[str, float]] = {}
+    contexts = [c for c in shop.traffic(canary_day) if c.user_id is not None]
+    for name, rank in rankers.items():
+        expected = measured = 0.0
+        for ctx in contexts:
+            top = rank(int(ctx.user_id) - 1, k)  # type: ignore[arg-type]
+            expected += expected_clicks(shop, ctx, top)
+            events = shop.respond([str(i + 1) for i in top], ctx)
+            measured += sum(1 for e in events if e["event_type"] == "click")
+        online[name] = {"expected": expected / len(contexts), "measured": measured / len(contexts)}
+    result: dict[str, object] = {
+        "logged_lists": n,
+        "canary_lists": len(contexts),
+        "policy": policy.params(),
+        "budget": policy.budget,
+        "exploration_cost": cost.to_json() if cost else None,
+        # the truth: 1 - expected clicks as served / expected clicks of the same lists as ranked
+        "exploration_cost_true": round(
+            1 - sum(s for _, s in ranked_truth) / sum(r for r, _ in ranked_truth), 6
+        ),
+    }
+    table = {}
+    champ_dr = reports["champion"].get("dr")
+    for name in rankers:
+        truth = online[name]["expected"]
+        entry: dict[str, object] = {
+            "online_expected_clicks_per_list": round(truth, 5),
+            "online_measured_clicks_per_list": round(online[name]["measured"], 5),
+            "coverage": round(reports[name].coverage, 4),
+        }
+        for est in ("ips", "snips", "dr"):
+            e = reports[name].get(est)
+            if e.value is None:
+                entry[est] = {"refused": e.refused}
+                continue
+            entry[est] = {
+                "value": round(e.value, 5),
+                "interval": [round(e.lower or 0, 5), round(e.upper or 0, 5)],
+                "relative_bias": round(e.value / truth - 1, 4),
+                "covers_truth": bool((e.lower or 0) <= truth <= (e.upper or 0)),
+                "ess": round(e.ess, 1),
+            }
+        e_item = reports_item_dm[name].get("dr")
+        entry["dr_item_direct_model"] = (
+            None
+            if e_item.value is None
+            else {
+                "value": round(e_item.value, 5),
+                "relative_bias": round(e_item.value / truth - 1, 4),
+                "covers_truth": bool((e_item.lower or 0) <= truth <= (e_item.upper or 0)),
+            }
+        )
+        if name != "champion":
+            verdict = off_policy_verdict(reports[name], reports["champion"], args.tolerance)
+            entry["gate"] = {"passed": verdict.passed, "applied": verdict.applied, "reasons": verdict.reasons}
+        table[name] = entry
+        print(
+            f"{name:15s} truth {truth:.4f} "
+            + " ".join(f"{est} {entry[est]}" for est in ("dr",))
+            + (f" gate {entry.get('gate')}" if name != "champion" else ""),
+            file=sys.stderr,
+        )
+    result["candidates"] = table
+    result["champion_dr"] = None if champ_dr.value is None else round(champ_dr.value, 5)
+    result["seconds"] = round(time.perf_counter() - t_start, 1)
+    result["peak_rss_mb"] = peak_rss_mb()
+    emit(result)
+    return 0
