@@ -50,6 +50,9 @@ from shelfwise.onnx_export import (
 # the graph scores the allowed items directly: the index would open pages of mostly excluded items.
 MAX_EXCLUDED_SHARE = 0.5
 SAMPLE_POSITIONS = 4096
+# Up to this many allowed items the fallback scores each from its stored row; more, it ranks all
+# items by their 8-bit codes first (a gather per value costs more than one pass over the codes).
+EXACT_ROWS_MAX = 4096
 # The page ranking's radius weight (1 = the bound); measured recall sets the probe count instead.
 DEFAULT_ALPHA = 0.3
 SCORING = "ann-pages"
@@ -111,8 +114,10 @@ def build_factor_ann_model(
         numpy_helper.from_array(np.array([-1], np.int64), "axes_minus1"),
         numpy_helper.from_array(np.array([-1, 1], np.int64), "col_shape"),
         numpy_helper.from_array(np.array(page, np.int64), "page_size"),
-        numpy_helper.from_array(np.array(d * page, np.int64), "page_stride"),
-        numpy_helper.from_array((np.arange(d, dtype=np.int64) * page)[None, :], "dim_offsets"),
+        numpy_helper.from_array(np.arange(d, dtype=np.int64).reshape(1, d, 1), "dims_col"),
+        numpy_helper.from_array(np.zeros((1, d, 1), np.int64), "zeros_d"),
+        numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "col3_shape"),
+        numpy_helper.from_array(np.array([EXACT_ROWS_MAX], np.int64), "exact_rows_max"),
         numpy_helper.from_array(np.array([probe], f), "probe_f"),
         numpy_helper.from_array(np.array([n_pages], np.int64), "n_pages"),
         numpy_helper.from_array(np.array(1, f), "one_f"),
@@ -127,13 +132,20 @@ def build_factor_ann_model(
     def rows_at(pos: str, p: str) -> list[onnx.NodeProto]:
         """Nodes giving ``{p}_rows`` [m, d] float32: the stored rows at storage positions ``pos`` [m]."""
         return [
+            # (page, dimension, offset) of every value: GatherND reads the page-major codes in
+            # place (a flat view of them would be constant-folded into a second 64 MB copy)
             helper.make_node("Div", [pos, "page_size"], [f"{p}_page"]),
             helper.make_node("Mod", [pos, "page_size"], [f"{p}_off"]),
-            helper.make_node("Mul", [f"{p}_page", "page_stride"], [f"{p}_base0"]),
-            helper.make_node("Add", [f"{p}_base0", f"{p}_off"], [f"{p}_base1"]),
-            helper.make_node("Reshape", [f"{p}_base1", "col_shape"], [f"{p}_base"]),
-            helper.make_node("Add", [f"{p}_base", "dim_offsets"], [f"{p}_q1_idx"]),
-            helper.make_node("Gather", ["q1_flat", f"{p}_q1_idx"], [f"{p}_q1"], axis=0),
+            helper.make_node("Reshape", [f"{p}_page", "col3_shape"], [f"{p}_page3"]),
+            helper.make_node("Reshape", [f"{p}_off", "col3_shape"], [f"{p}_off3"]),
+            helper.make_node("Add", [f"{p}_page3", "zeros_d"], [f"{p}_page_idx"]),
+            helper.make_node("Add", [f"{p}_off3", "zeros_d"], [f"{p}_off_idx"]),
+            helper.make_node("Mul", [f"{p}_page3", "zero_i64"], [f"{p}_zeros"]),
+            helper.make_node("Add", [f"{p}_zeros", "dims_col"], [f"{p}_dim_idx"]),
+            helper.make_node(
+                "Concat", [f"{p}_page_idx", f"{p}_dim_idx", f"{p}_off_idx"], [f"{p}_q1_idx"], axis=-1
+            ),
+            helper.make_node("GatherND", ["q1_pages", f"{p}_q1_idx"], [f"{p}_q1"]),
             helper.make_node("Cast", [f"{p}_q1"], [f"{p}_q1f"], to=TensorProto.FLOAT),
             helper.make_node("Sub", [f"{p}_q1f", "code_zero_f"], [f"{p}_q1c"]),
             helper.make_node("Mul", [f"{p}_q1c", "s1"], [f"{p}_hi"]),
@@ -161,35 +173,71 @@ def build_factor_ann_model(
             helper.make_node("Pad", [indices, f"{p}_pads"], [out[1]]),
         ]
 
+    def outputs(p: str) -> list[onnx.ValueInfoProto]:
+        return [
+            helper.make_tensor_value_info(f"{p}_out_s", TensorProto.FLOAT, ["k"]),
+            helper.make_tensor_value_info(f"{p}_out_i", TensorProto.INT64, ["k"]),
+        ]
+
     def exact_branch(p: str) -> onnx.GraphProto:
-        """Every allowed item scored from the stored rows (the fallback of filtered requests)."""
+        """Every allowed item (the fallback of filtered requests): up to EXACT_ROWS_MAX of them
+        scored from the stored rows; more, ranked by the 8-bit codes of all pages (one batched
+        GEMM over every item, no gather per value) and the best C re-scored, like the int8 graph."""
+        few = [
+            helper.make_node("Gather", ["item_position", f"{p}_allowed"], [f"{p}_f_pos32"], axis=0),
+            helper.make_node("Cast", [f"{p}_f_pos32"], [f"{p}_f_pos"], to=TensorProto.INT64),
+            *rows_at(f"{p}_f_pos", f"{p}_f"),
+            helper.make_node("MatMul", [f"{p}_f_rows", "user_col"], [f"{p}_f_col"]),
+            helper.make_node("Reshape", [f"{p}_f_col", "flat"], [f"{p}_f_scores"]),
+            helper.make_node("Min", ["k", f"{p}_n"], [f"{p}_f_k"]),
+            helper.make_node("TopK", [f"{p}_f_scores", f"{p}_f_k"], [f"{p}_f_s", f"{p}_f_r"], axis=-1),
+            helper.make_node("Gather", [f"{p}_allowed", f"{p}_f_r"], [f"{p}_f_i"], axis=0),
+            *pad_to_k(f"{p}_f_s", f"{p}_f_i", f"{p}_f_k", f"{p}_f", (f"{p}_f_out_s", f"{p}_f_out_i")),
+        ]
+        many = [
+            helper.make_node(
+                "MatMulIntegerToFloat",
+                ["uq", "q1_pages", "uq_scale", "s1", "uq_zero", "code_zero"],
+                [f"{p}_m_all3"],
+                domain=CONTRIB_DOMAIN,
+            ),
+            helper.make_node("Reshape", [f"{p}_m_all3", "flat"], [f"{p}_m_all"]),
+            helper.make_node("Gather", ["item_position", f"{p}_allowed"], [f"{p}_m_pos32"], axis=0),
+            helper.make_node("Cast", [f"{p}_m_pos32"], [f"{p}_m_pos_all"], to=TensorProto.INT64),
+            helper.make_node("Gather", [f"{p}_m_all", f"{p}_m_pos_all"], [f"{p}_m_keys"], axis=0),
+            helper.make_node("Mul", ["k", "cand_factor"], [f"{p}_m_kt"]),
+            helper.make_node("Add", ["k", "cand_extra"], [f"{p}_m_kp"]),
+            helper.make_node("Max", [f"{p}_m_kt", f"{p}_m_kp"], [f"{p}_m_cw"]),
+            helper.make_node("Min", [f"{p}_m_cw", f"{p}_n"], [f"{p}_m_c"]),
+            helper.make_node("TopK", [f"{p}_m_keys", f"{p}_m_c"], [f"_{p}_m_top", f"{p}_m_slot"], axis=-1),
+            helper.make_node("Gather", [f"{p}_m_pos_all", f"{p}_m_slot"], [f"{p}_m_pos"], axis=0),
+            helper.make_node("Gather", [f"{p}_allowed", f"{p}_m_slot"], [f"{p}_m_items"], axis=0),
+            *rows_at(f"{p}_m_pos", f"{p}_m"),
+            helper.make_node("MatMul", [f"{p}_m_rows", "user_col"], [f"{p}_m_col"]),
+            helper.make_node("Reshape", [f"{p}_m_col", "flat"], [f"{p}_m_scores"]),
+            helper.make_node("Min", ["k", f"{p}_m_c"], [f"{p}_m_k"]),
+            helper.make_node("TopK", [f"{p}_m_scores", f"{p}_m_k"], [f"{p}_m_s", f"{p}_m_r"], axis=-1),
+            helper.make_node("Gather", [f"{p}_m_items", f"{p}_m_r"], [f"{p}_m_i"], axis=0),
+            *pad_to_k(f"{p}_m_s", f"{p}_m_i", f"{p}_m_k", f"{p}_m", (f"{p}_m_out_s", f"{p}_m_out_i")),
+        ]
         nodes = [
             helper.make_node("Not", ["exclude_mask"], [f"{p}_allowed_mask"]),
             helper.make_node("NonZero", [f"{p}_allowed_mask"], [f"{p}_allowed_2d"]),
             helper.make_node("Reshape", [f"{p}_allowed_2d", "flat"], [f"{p}_allowed"]),
-            helper.make_node("Gather", ["item_position", f"{p}_allowed"], [f"{p}_pos32"], axis=0),
-            helper.make_node("Cast", [f"{p}_pos32"], [f"{p}_pos"], to=TensorProto.INT64),
-            *rows_at(f"{p}_pos", p),
-            helper.make_node("MatMul", [f"{p}_rows", "user_col"], [f"{p}_col"]),
-            helper.make_node("Reshape", [f"{p}_col", "flat"], [f"{p}_scores"]),
             helper.make_node("Shape", [f"{p}_allowed"], [f"{p}_n"]),
-            helper.make_node("Min", ["k", f"{p}_n"], [f"{p}_k"]),
-            helper.make_node("TopK", [f"{p}_scores", f"{p}_k"], [f"{p}_s", f"{p}_r"], axis=-1, largest=1),
-            helper.make_node("Gather", [f"{p}_allowed", f"{p}_r"], [f"{p}_i"], axis=0),
-            *pad_to_k(f"{p}_s", f"{p}_i", f"{p}_k", p, (f"{p}_out_s", f"{p}_out_i")),
+            helper.make_node("LessOrEqual", [f"{p}_n", "exact_rows_max"], [f"{p}_few_1d"]),
+            helper.make_node("Squeeze", [f"{p}_few_1d"], [f"{p}_few"]),
+            helper.make_node(
+                "If",
+                [f"{p}_few"],
+                [f"{p}_out_s", f"{p}_out_i"],
+                then_branch=helper.make_graph(few, f"{p}_few_allowed", [], outputs(f"{p}_f")),
+                else_branch=helper.make_graph(many, f"{p}_many_allowed", [], outputs(f"{p}_m")),
+            ),
         ]
-        return helper.make_graph(
-            nodes,
-            f"{p}_all_allowed",
-            [],
-            [
-                helper.make_tensor_value_info(f"{p}_out_s", TensorProto.FLOAT, ["k"]),
-                helper.make_tensor_value_info(f"{p}_out_i", TensorProto.INT64, ["k"]),
-            ],
-        )
+        return helper.make_graph(nodes, f"{p}_all_allowed", [], outputs(p))
 
-    nodes = [helper.make_node("Reshape", ["q1_pages", "flat"], ["q1_flat"])]
-    nodes += _user_condition()
+    nodes = _user_condition()
     then_graph = helper.make_graph(
         [helper.make_node("Gather", ["user_factors", "user_index"], ["user_vec_known"], axis=0)],
         "known_user",
@@ -212,6 +260,10 @@ def build_factor_ann_model(
     nodes += [
         helper.make_node("If", ["is_known"], ["user_vec"], then_branch=then_graph, else_branch=else_graph),
         helper.make_node("Transpose", ["user_vec"], ["user_col"], perm=[1, 0]),
+        helper.make_node("ReduceL2", ["user_vec", "axes_last"], ["user_norm"], keepdims=1),
+        helper.make_node("Max", ["user_norm", "tiny"], ["user_norm_safe"]),
+        helper.make_node("Div", ["user_vec", "user_norm_safe"], ["user_unit"]),
+        helper.make_node("DynamicQuantizeLinear", ["user_unit"], ["uq", "uq_scale", "uq_zero"]),
         # how much the mask excludes, estimated at fixed positions
         helper.make_node(
             "Slice",
@@ -224,10 +276,6 @@ def build_factor_ann_model(
     ]
     # the index's answer (steps 2-4), then the fallback when it is short
     ann_nodes = [
-        helper.make_node("ReduceL2", ["user_vec", "axes_last"], ["user_norm"], keepdims=1),
-        helper.make_node("Max", ["user_norm", "tiny"], ["user_norm_safe"]),
-        helper.make_node("Div", ["user_vec", "user_norm_safe"], ["user_unit"]),
-        helper.make_node("DynamicQuantizeLinear", ["user_unit"], ["uq", "uq_scale", "uq_zero"]),
         helper.make_node(
             "MatMulIntegerToFloat",
             ["uq", "page_codes_t", "uq_scale", "page_scale", "uq_zero", "code_zero", "page_bias"],
@@ -433,7 +481,7 @@ def graph_recall(
             hist = rng.integers(0, n, size=0 if user >= 0 else 5)
             w = np.ones(hist.size, np.float32)
             vec = probe_users[user] if user >= 0 else (w @ model.item_factors[hist]) @ model.projection
-            mask: np.ndarray = rng.random(n) < share if share else np.zeros(n, bool)
+            mask = np.asarray(rng.random(n) < share) if share else np.zeros(n, bool)
             s, idx = session.run(
                 None,
                 feeds(n, user_index=user, history_items=hist, history_weights=w, exclude_mask=mask, k=k),

@@ -123,3 +123,24 @@ def test_export_chooses_by_size_and_recall(model: ox.FactorModel) -> None:
     # small catalogues never try the index
     _, record = ox.export_factor_model(model, check_users=10)
     assert "ann" not in record
+
+
+def test_many_allowed_fallback_ranks_all_codes(
+    model: ox.FactorModel, index: ann.PageIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above EXACT_ROWS_MAX allowed items the fallback ranks every item's codes, then re-scores."""
+    monkeypatch.setattr(oa, "EXACT_ROWS_MAX", 100)
+    graph = oa.build_factor_ann_model(model, index, probe=40)
+    sess = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    rows = oa.stored_rows(model, index)
+    rng = np.random.default_rng(11)
+    for share, k in ((0.6, 20), (0.95, 200), (0.99, 500)):
+        mask = rng.random(N) < share
+        scores, indices = _run(sess, user_index=5, exclude_mask=mask, k=k)
+        served = indices[np.isfinite(scores)]
+        assert not mask[served].any() and served.size == min(k, int((~mask).sum()))
+        ref_scores, ref_indices = ox._topk(rows @ model.user_factors[5], mask, k)
+        assert (
+            len(set(served.tolist()) & set(ref_indices[np.isfinite(ref_scores)].tolist()))
+            >= 0.99 * served.size
+        )

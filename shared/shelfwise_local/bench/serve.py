@@ -439,14 +439,17 @@ resp = mod.lambda_handler(first, Ctx())
 t2 = time.perf_counter()
 other = mod.lambda_handler(other_route, Ctx())  # what the first request of another route adds
 t3 = time.perf_counter()
-import resource
-rss_first = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def hwm_mb():  # this process's peak RSS (VmHWM: ru_maxrss would include the parent's, kept across exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+rss_first = hwm_mb()
 if len(sys.argv) > 4:  # then a replay of the bench's request mix: the function's steady-state RSS
     for ev in json.load(open(sys.argv[4])):
         mod.lambda_handler(ev, Ctx())
 m = next(iter(mod.recommender.state.models.values()), None)
 print(json.dumps({"rss_after_first_mb": rss_first,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"init_s": t1 - t0, "first_answer_s": t2 - t0, "first_request_s": t2 - t1,
+                  "rss_mb": hwm_mb(),"init_s": t1 - t0, "first_answer_s": t2 - t0, "first_request_s": t2 - t1,
                   "first_other_route_s": t3 - t2,
                   "bundle_fetch_s": m and m.fetch_seconds, "bundle_load_s": m and m.load_seconds,
                   "status": resp["statusCode"], "other_status": other["statusCode"]}))
@@ -775,7 +778,8 @@ def _recall(record: dict[str, Any]) -> dict[str, Any] | None:
     probe = info.get("probe")
     out: dict[str, Any] = {"graph": record["graph"], "probe": probe, "pages": info.get("pages")}
     if probe is not None:
-        out.update({f"sweep_{k}": v.get(str(probe)) for k, v in info["sweep"].items()})
+        sweep = info["sweep"].get(str(info.get("alpha")), {})
+        out.update(alpha=info.get("alpha"), **{f"sweep_{k}": v.get(str(probe)) for k, v in sweep.items()})
     out.update(info.get("check") or {})
     if "rejected" in info:
         out["rejected"] = info["rejected"]
