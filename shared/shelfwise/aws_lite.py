@@ -51,7 +51,7 @@ class ClientError(Exception):
 
     def __init__(self, code: str, message: str, operation: str, status: int) -> None:
         super().__init__(f"An error occurred ({code}) when calling the {operation} operation: {message}")
-        self.response = {
+        self.response: dict[str, Any] = {
             "Error": {"Code": code, "Message": message},
             "ResponseMetadata": {"HTTPStatusCode": status},
         }
@@ -365,6 +365,9 @@ class LiteS3(_Client):
     """S3 GetObject, streaming."""
 
     service = "s3"
+    # GetObject with ChecksumMode returns the stored checksums without hashing the body itself
+    # (botocore would); callers that compare checksums themselves ask for them (bundle_files).
+    passes_checksums_through = True
 
     def _url(self, bucket: str, key: str) -> str:
         path = quote(key, safe="/-_.~")

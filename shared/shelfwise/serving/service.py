@@ -32,7 +32,8 @@ from shelfwise.registry import Aliases
 from shelfwise.serving.config import ServingConfig, served_at
 from shelfwise.serving.errors import ItemNotFoundError, ModelUnavailableError
 from shelfwise.serving.impressions import ImpressionSink
-from shelfwise.serving.model import LoadedModel, ModelLoader
+from shelfwise.serving.loader import ModelLoader
+from shelfwise.serving.model import LoadedModel
 
 POPULARITY_PREFIX = "popularity@"
 # A refused version is tried again after this long (a transient S3 error should not pin the fallback).
