@@ -65,7 +65,7 @@ class PageIndex:
         """``û · c + alpha r`` for every page (the float version of the graph's ranking)."""
         u = np.asarray(user_vec, np.float32).reshape(-1)
         norm = float(np.linalg.norm(u))
-        return self.centroids @ (u / norm if norm > 0 else u) + np.float32(alpha) * self.radius  # type: ignore[no-any-return]
+        return self.centroids @ (u / norm if norm > 0 else u) + np.float32(alpha) * self.radius
 
 
 def _group_sums(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -184,4 +184,4 @@ def dequantise_two_level(q1: np.ndarray, s1: float, q2: np.ndarray, s2: float) -
     nibbles[:, 0::2] = q2 & 15
     nibbles[:, 1::2] = q2 >> 4
     a = (q1.astype(np.float32) - np.float32(128)) * np.float32(s1)
-    return a + (nibbles[:, :d].astype(np.float32) - np.float32(8)) * np.float32(s2)  # type: ignore[no-any-return]
+    return a + (nibbles[:, :d].astype(np.float32) - np.float32(8)) * np.float32(s2)

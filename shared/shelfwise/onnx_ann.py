@@ -33,10 +33,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from shelfwise import ann
+from shelfwise import onnx_export as ox
 from shelfwise.onnx_export import (
     CANDIDATE_EXTRA,
     CANDIDATE_FACTOR,
     CONTRIB_DOMAIN,
+    MAX_CANDIDATE_DIM,
     META_SCORING,
     NEG_INF,
     FactorModel,
@@ -56,6 +58,45 @@ EXACT_ROWS_MAX = 4096
 # The page ranking's radius weight (1 = the bound); measured recall sets the probe count instead.
 DEFAULT_ALPHA = 0.3
 SCORING = "ann-pages"
+# Above this many bytes of float32 factors + 8-bit codes (N x d x 5: 100k x 64 is 32 MB), a
+# request scanning every item costs more than the latency target and the bundle more than a
+# function's /tmp and memory comfortably hold: the exporter tries the page index instead.
+ANN_MIN_BYTES = 128 * 2**20
+ANN_TARGET_RECALL = 0.97
+
+
+def export_factor_model(
+    model: FactorModel,
+    *,
+    ann_min_bytes: int | None = ANN_MIN_BYTES,
+    ann_target_recall: float = ANN_TARGET_RECALL,
+    ann_options: dict[str, Any] | None = None,
+    **scan: Any,
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The served factor graph and the manifest record of which one it is and why.
+
+    Catalogues whose float32 factors and codes would exceed ``ann_min_bytes`` get the page-index
+    graph when its measured recall@20 reaches ``ann_target_recall`` (:func:`export_ann`;
+    ``ann_options`` are its options, ``record["ann"]`` its sweep and check either way). Otherwise
+    :func:`shelfwise.onnx_export.export_factor_model` with ``scan`` (the int8 candidate graph or
+    the exact one).
+    """
+    n, d = model.item_factors.shape
+    ann_record = None
+    if ann_min_bytes is not None and n * d * 5 > ann_min_bytes and d <= MAX_CANDIDATE_DIM:
+        graph, ann_record = export_ann(
+            model,
+            target_recall=ann_target_recall,
+            seed=int(scan.get("seed", 0)),
+            meta=scan.get("meta"),
+            **(ann_options or {}),
+        )
+        if graph is not None:
+            return graph, {"graph": SCORING, "candidate_check": None, "ann": ann_record}
+    graph, record = ox.export_factor_model(model, **scan)
+    if ann_record is not None:
+        record["ann"] = ann_record
+    return graph, record
 
 
 def build_factor_ann_model(
@@ -173,7 +214,7 @@ def build_factor_ann_model(
             helper.make_node("Pad", [indices, f"{p}_pads"], [out[1]]),
         ]
 
-    def outputs(p: str) -> list[onnx.ValueInfoProto]:
+    def branch_outputs(p: str) -> list[onnx.ValueInfoProto]:
         return [
             helper.make_tensor_value_info(f"{p}_out_s", TensorProto.FLOAT, ["k"]),
             helper.make_tensor_value_info(f"{p}_out_i", TensorProto.INT64, ["k"]),
@@ -231,11 +272,11 @@ def build_factor_ann_model(
                 "If",
                 [f"{p}_few"],
                 [f"{p}_out_s", f"{p}_out_i"],
-                then_branch=helper.make_graph(few, f"{p}_few_allowed", [], outputs(f"{p}_f")),
-                else_branch=helper.make_graph(many, f"{p}_many_allowed", [], outputs(f"{p}_m")),
+                then_branch=helper.make_graph(few, f"{p}_few_allowed", [], branch_outputs(f"{p}_f")),
+                else_branch=helper.make_graph(many, f"{p}_many_allowed", [], branch_outputs(f"{p}_m")),
             ),
         ]
-        return helper.make_graph(nodes, f"{p}_all_allowed", [], outputs(p))
+        return helper.make_graph(nodes, f"{p}_all_allowed", [], branch_outputs(p))
 
     nodes = _user_condition()
     then_graph = helper.make_graph(

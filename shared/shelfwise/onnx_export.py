@@ -591,13 +591,6 @@ def candidate_check(
     }
 
 
-# Above this many bytes of float32 factors + 8-bit codes (N x d x 5: 100k x 64 is 32 MB), a
-# request scanning every item costs more than the latency target and the bundle more than a
-# function's /tmp and memory comfortably hold: the exporter tries the page index instead.
-ANN_MIN_BYTES = 128 * 2**20
-ANN_TARGET_RECALL = 0.97
-
-
 def export_factor_model(
     model: FactorModel,
     *,
@@ -607,34 +600,14 @@ def export_factor_model(
     seed: int = 0,
     float16: bool = False,
     meta: dict[str, str] | None = None,
-    ann_min_bytes: int | None = ANN_MIN_BYTES,
-    ann_target_recall: float = ANN_TARGET_RECALL,
-    ann_options: dict[str, Any] | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """The served factor graph and a manifest record of which one it is and why.
 
-    Catalogues whose float32 factors and 8-bit codes would exceed ``ann_min_bytes`` get the page
-    index graph (:mod:`shelfwise.onnx_ann`) when its measured recall@20 reaches
-    ``ann_target_recall`` (``record["ann"]`` holds the sweep and the check either way;
-    ``ann_options`` go to :func:`shelfwise.onnx_ann.export_ann`). Otherwise
-    the int8 candidate graph (:func:`build_factor_candidate_model`) is used only when
+    The int8 candidate graph (:func:`build_factor_candidate_model`) is used only when
     :func:`candidate_check` finds it answers every sampled request like the exact scoring;
     otherwise (or with ``int8_candidates=False``) the exact graph is exported.
     """
     record: dict[str, Any] = {"graph": "exact", "candidate_check": None}
-    n, d = model.item_factors.shape
-    if ann_min_bytes is not None and n * d * 5 > ann_min_bytes and d <= MAX_CANDIDATE_DIM:
-        # too large to scan per request (and to ship as float32 + codes): the page index, kept
-        # only when its measured recall reaches the target (onnx_ann.export_ann)
-        from shelfwise import onnx_ann
-
-        graph, ann_record = onnx_ann.export_ann(
-            model, target_recall=ann_target_recall, seed=seed, meta=meta, **(ann_options or {})
-        )
-        record["ann"] = ann_record
-        if graph is not None:
-            record["graph"] = onnx_ann.SCORING
-            return graph, record
     if int8_candidates and model.item_factors.shape[1] > MAX_CANDIDATE_DIM:
         record["candidate_skipped"] = f"more than {MAX_CANDIDATE_DIM} dimensions"
     elif int8_candidates:

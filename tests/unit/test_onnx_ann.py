@@ -110,18 +110,18 @@ def test_recall_and_check(model: ox.FactorModel, index: ann.PageIndex) -> None:
 
 def test_export_chooses_by_size_and_recall(model: ox.FactorModel) -> None:
     options = {"max_probe_share": 0.6, "page": 32, "check_users": 20}
-    graph, record = ox.export_factor_model(model, ann_min_bytes=1, check_users=10, ann_options=options)
+    graph, record = oa.export_factor_model(model, ann_min_bytes=1, check_users=10, ann_options=options)
     assert record["graph"] == oa.SCORING, record
     info = record["ann"]
     assert info["check"]["recall_validation_users"] >= 0.97
     assert {p.key: p.value for p in graph.metadata_props}[ox.META_SCORING] == oa.SCORING
     # an unreachable target: the exporter keeps the scan graphs and says why
-    _, record = ox.export_factor_model(
+    _, record = oa.export_factor_model(
         model, ann_min_bytes=1, ann_target_recall=1.01, check_users=10, ann_options=options
     )
     assert record["graph"] in ("int8-candidates", "exact") and "rejected" in record["ann"]
     # small catalogues never try the index
-    _, record = ox.export_factor_model(model, check_users=10)
+    _, record = oa.export_factor_model(model, check_users=10)
     assert "ann" not in record
 
 

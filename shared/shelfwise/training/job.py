@@ -358,9 +358,9 @@ def run_training(
     half = float16_check(final, data, config) if (config.float16 and isinstance(final, ALS)) else None
     onnx_graph = None  # factor models: int8 candidate graph only if it answers like the exact one
     if isinstance(final, ALS):
-        from shelfwise import onnx_export as ox
+        from shelfwise import onnx_ann
 
-        graph_model, onnx_graph = ox.export_factor_model(
+        graph_model, onnx_graph = onnx_ann.export_factor_model(
             final.export_arrays(),
             check_ks=(config.k, 500),
             seed=config.seed,

@@ -121,7 +121,6 @@ def build_synthetic_bundle(
     graph (default): they read its ``item_factors_t`` back to score with the numpy reference.
     """
     from shelfwise import bundle as bd
-    from shelfwise import onnx_export as ox
 
     rng, cats, model = synthetic_factors(n_items, dim, n_users, n_categories, seed)
     items = model.item_factors
@@ -142,7 +141,9 @@ def build_synthetic_bundle(
     purchased = rng.integers(0, n_items, size=int(indptr[-1]))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    graph, graph_record = ox.export_factor_model(
+    from shelfwise import onnx_ann
+
+    graph, graph_record = onnx_ann.export_factor_model(
         model,
         int8_candidates=int8_candidates,
         check_ks=(20, 500),
