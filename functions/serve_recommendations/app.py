@@ -12,7 +12,7 @@ import gc
 # cyclic collections during it are wasted work. Re-enabled, with everything frozen, at the end.
 gc.disable()
 
-from typing import Any  # noqa: E402
+from typing import Any, Literal  # noqa: E402
 
 from pydantic import Field, Json  # noqa: E402
 
@@ -30,6 +30,13 @@ class Settings(wiring.RegistrySettings):
     alias_ttl_seconds: float = Field(default=30.0, ge=0)
     model_cache_dir: str = "/tmp/shelfwise/models"
     serving_rules: Json[ServingRules] = ServingRules()
+    # The template's ApiAuth: anything but NONE (the explicitly open API) needs an authenticated client.
+    api_auth: Literal["NONE", "AWS_IAM", "JWT"] = "AWS_IAM"
+    # Empty: user ids are looked up as they arrive.
+    pseudonymisation_key_parameter: str = ""
+    # Per-client quota (requests per minute) over the usage table; no table: none.
+    client_usage_table: str = ""
+    client_requests_per_minute: int = Field(default=6000, ge=1)
 
 
 settings = load_settings(Settings)
@@ -44,8 +51,15 @@ loader = ModelLoader(_s3, settings.models_bucket, settings.model_name, settings.
 # Runtime, the service and the HTTP layer import (the load below waits for this download).
 prefetch = loader.prefetch(registry.aliases)
 
+from shelfwise.pseudonym import Pseudonymiser, read_key  # noqa: E402
 from shelfwise.serving.impressions import ImpressionSink  # noqa: E402
 from shelfwise.serving.service import Recommender  # noqa: E402
+
+pseudonymiser = (
+    Pseudonymiser(read_key(light_client("ssm"), settings.pseudonymisation_key_parameter))
+    if settings.pseudonymisation_key_parameter
+    else None
+)
 
 config = ServingConfig(
     model_name=settings.model_name,
@@ -58,6 +72,7 @@ recommender = Recommender(
     loader,
     registry.aliases,
     ImpressionSink(),  # one served-list line per list on stdout (the subscription ships it)
+    pseudonymise=pseudonymiser.one if pseudonymiser else None,
 )
 # The load starts now (the prefetch's aliases, then its bundle); the HTTP layer below is
 # imported and built meanwhile.
@@ -67,13 +82,22 @@ from aws_lambda_powertools.logging import correlation_paths  # noqa: E402
 from aws_lambda_powertools.utilities.typing import LambdaContext  # noqa: E402
 
 from shelfwise.observability import logger, metrics, tracer  # noqa: E402
-from shelfwise.serving.api import build_resolver, serve  # noqa: E402
+from shelfwise.serving.api import Access, build_resolver, serve  # noqa: E402
+from shelfwise.serving.config import served_at  # noqa: E402
 from shelfwise.serving.http import recommendations_router  # noqa: E402
+from shelfwise.serving.quota import ClientQuota  # noqa: E402
 
 # Metrics keep exactly the Variant/Endpoint dimensions of the contract, so no Powertools service
 # name is configured (it would add a "service" dimension); logs still say which function wrote them.
 logger.append_keys(service="serve_recommendations")
-app = build_resolver(recommendations_router(lambda: recommender))
+quota = (
+    ClientQuota(
+        light_client("dynamodb"), settings.client_usage_table, settings.client_requests_per_minute, served_at
+    )
+    if settings.client_usage_table
+    else None
+)
+app = build_resolver(recommendations_router(lambda: recommender), access=Access(settings.api_auth, quota))
 models_loaded()
 gc.freeze()
 gc.enable()

@@ -39,7 +39,8 @@ def client(service: str) -> Any:
 
 @functools.cache
 def light_client(service: str) -> Any:
-    """A client for the read-only calls serving makes (``s3`` GetObject, ``ssm`` GetParameters).
+    """A client for the calls serving makes (``s3`` GetObject, ``ssm`` GetParameters, ``dynamodb``
+    UpdateItem of the client quota).
 
     :mod:`shelfwise.aws_lite`'s SDK-free client when the environment has credentials and a region
     (always so in Lambda), else the boto3 client (profiles, SSO, container credentials).

@@ -248,6 +248,7 @@ class Demo:
 
     def _start_runtime(self, t0: float) -> None:
         from shelfwise_local.runtime import Clock, LocalRuntime
+        from shelfwise_local.runtime.httpapi import LOCAL_API_PARAMETERS
 
         overrides = {
             "champion_baseline_lists": self.cfg.champion_baseline_lists,
@@ -261,7 +262,8 @@ class Demo:
             # Serving caches the registry aliases for AliasCacheSeconds of wall time (30 s in the
             # template); one wall second is about a platform minute here, so 1 s keeps "an alias
             # change is live within a minute or so" true on the demo's compressed clock.
-            parameters={"AliasCacheSeconds": "1"},
+            # The local HTTP API has no IAM/JWT authorizers: the demo runs the API explicitly open.
+            parameters={"AliasCacheSeconds": "1", **LOCAL_API_PARAMETERS},
             quiet=True,
             defer_metrics=True,
         ).start()

@@ -34,6 +34,7 @@ from shelfwise.ingest.sessions import SESSION_GAP_MS, Sessioniser
 from shelfwise.ingest.sinks import CollectSink, PartitionWriter, QuarantineWriter, csv_text, raw_text
 from shelfwise.ingest.source import Source, open_source, prefetch
 from shelfwise.ingest.validate import normalise_types, validate
+from shelfwise.pseudonym import scrub, scrub_text
 
 DAY_MS = 86_400_000
 CURATED_PREFIX = "curated/events"
@@ -145,6 +146,18 @@ class Pipeline:
         )
         codes = v.codes
         bad_idx = np.flatnonzero(codes)
+        if len(bad_idx) and self.pseudonymise is not None:
+            # No raw text with a key: the native fields of each bad row, pseudonymised.
+            self.reason_counts += np.bincount(codes[bad_idx], minlength=len(REASONS))
+            take = pa.array(bad_idx)
+            columns = {
+                k: (a.take(take).to_pylist() if len(a) == n else [None] * len(bad_idx))
+                for k, a in native.items()
+            }
+            for j, i in enumerate(bad_idx.tolist()):
+                row = {k: vals[j] for k, vals in columns.items() if vals[j] is not None}
+                self.quarantine.write_row(int(chunk.lines[i]), REASONS[codes[i]], row)
+            bad_idx = bad_idx[:0]
         if len(bad_idx):
             self.reason_counts += np.bincount(codes[bad_idx], minlength=len(REASONS))
             bad_rows = chunk.batch.take(pa.array(bad_idx))
@@ -182,6 +195,8 @@ class Pipeline:
         if user is not None and self.pseudonymise is not None:
             user = self.pseudonymise(user)
             cols["user_id"] = user
+        if self.pseudonymise is not None:
+            _scrub_text_columns(cols, self.pseudonymise)
 
         # Event ids: from the source, else derived from the event's content (so a repeated line is
         # a duplicate, and the same event in two objects gets the same id).
@@ -274,6 +289,30 @@ class Pipeline:
         return pc.coalesce(cols["event_id"], derived), len(idx)
 
 
+def _scrub_text_columns(cols: dict[str, pa.Array], pseudonymiser: Pseudonymiser) -> None:
+    """Free text (properties, query) with e-mail addresses and phone numbers pseudonymised.
+
+    Per value in Python, but only over the rows of a batch that hold text at all, and only when
+    a pseudonymisation key is configured.
+    """
+    props = cols.get("properties")
+    if props is not None and props.null_count < len(props):
+
+        def one(text: str) -> str:
+            try:
+                value = json.loads(text)
+            except ValueError:
+                return scrub_text(text, pseudonymiser)
+            return json.dumps(scrub(value, pseudonymiser), ensure_ascii=False, separators=(",", ":"))
+
+        cols["properties"] = pa.array([None if v is None else one(v) for v in props.to_pylist()], pa.string())
+    query = cols.get("query")
+    if query is not None and query.null_count < len(query):
+        cols["query"] = pa.array(
+            [None if v is None else scrub_text(v, pseudonymiser) for v in query.to_pylist()], pa.string()
+        )
+
+
 # ---------------------------------------------------------------- entry points
 @dataclass
 class RunResult:
@@ -306,7 +345,9 @@ def run_file(
     curated_root = work_dir / "curated"
     writer = PartitionWriter(curated_root, name)
     qpath = work_dir / "quarantine.jsonl.gz"
-    quarantine = QuarantineWriter(qpath)
+    quarantine = QuarantineWriter(
+        qpath, Pseudonymiser(options.pseudonymisation_key) if options.pseudonymisation_key else None
+    )
     max_ts_ms = int(reference_time.timestamp() * 1000) + MAX_FUTURE_SECONDS * 1000
     try:
         Pipeline(source, source_key, options, writer, quarantine, max_ts_ms, summary).run()

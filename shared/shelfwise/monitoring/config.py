@@ -192,7 +192,7 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         evaluation_periods=3,
         treat_missing_data="notBreaching",
         target="champion",
-        guard="metric math errors / (requests + 40): 40 pseudo-requests, so a quiet minute cannot reach 5%",
+        guard="metric math IF(requests >= 50, errors / requests, 0): a minute with fewer than 50 requests cannot alarm; Errors counts 5xx and crashes only (never a 4xx, never a dependency outage)",
         period=60,
     ),
     AlarmSpec(
@@ -232,8 +232,9 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
     ),
 )
 
-# Metric math of the error-rate alarm (serving's EMF Requests and Errors, summed per minute).
-ERROR_RATE_PSEUDO_REQUESTS = 40
+# Metric math of the error-rate alarm (serving's EMF Requests and Errors, summed per minute): a
+# minute with fewer requests than this cannot alarm, whatever its ratio.
+ERROR_RATE_MIN_REQUESTS = 50
 
 # The alarms whose state must be OK for the promoter to advance a canary stage.
 PROMOTION_GATE_SUFFIXES: tuple[str, ...] = (

@@ -129,8 +129,12 @@ class Recommender:
         *,
         background: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        pseudonymise: Callable[[str], str] | None = None,
     ) -> None:
         self.config = config
+        # With a pseudonymisation key, user ids are hashed as the ingest hashed them for training,
+        # so the bundle's user index (built from curated data) finds them.
+        self._pseudonymise = pseudonymise
         self.rules = config.rules
         self.loader = loader
         self._read_aliases = read_aliases
@@ -396,6 +400,8 @@ class Recommender:
         """Top-k for a known user (stored representation) or from a session history (fold-in)."""
         k = self._check_k(k)
         self.refresh()
+        if user_id is not None and self._pseudonymise is not None:
+            user_id = self._pseudonymise(user_id)
         user_key = user_id or session_id or uuid.uuid4().hex
         model, variant = self._route(user_key)
         uidx = model.catalog.user_index(user_id)
@@ -468,6 +474,8 @@ class Recommender:
                 endpoint="search",
             )
         self.refresh()
+        if user_id is not None and self._pseudonymise is not None:
+            user_id = self._pseudonymise(user_id)
         user_key = user_id or session_id or uuid.uuid4().hex
         model, variant = self._route(user_key)
         cat = model.catalog

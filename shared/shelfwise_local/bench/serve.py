@@ -197,10 +197,25 @@ def build_synthetic_bundle(
     return directory
 
 
+# The IAM principal API Gateway reports for a SigV4-signed call (the template's default ApiAuth).
+SHOP_CLIENT = "arn:aws:iam::123456789012:role/shop-backend"
+
+
+def iam_authorizer(user_arn: str) -> dict[str, Any]:
+    """``requestContext.authorizer`` of a call API Gateway's IAM authorization accepted."""
+    return {"iam": {"accountId": "123456789012", "userArn": user_arn, "userId": "AROAEXAMPLE:shop"}}
+
+
 def apigw_event(
-    method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None
+    method: str,
+    path: str,
+    *,
+    query: dict[str, str] | None = None,
+    body: Any = None,
+    caller: str | None = SHOP_CLIENT,
 ) -> dict[str, Any]:
-    """A payload format 2.0 event as API Gateway HTTP APIs send it."""
+    """A payload format 2.0 event as API Gateway HTTP APIs send it (``caller``: the IAM principal
+    its authorizer accepted; None for an anonymous call)."""
     raw_query = "&".join(f"{k}={v}" for k, v in (query or {}).items())
     event: dict[str, Any] = {
         "version": "2.0",
@@ -221,6 +236,8 @@ def apigw_event(
         },
         "isBase64Encoded": False,
     }
+    if caller is not None:
+        event["requestContext"]["authorizer"] = iam_authorizer(caller)
     if query:
         event["queryStringParameters"] = query
     if body is not None:
@@ -796,6 +813,9 @@ def _http(app: Any, events: list[dict[str, Any]]) -> list[float]:
     from shelfwise_local.runtime.httpapi import LocalHttpApi, Route
 
     def invoke(function: str, event: dict[str, Any]) -> Invocation:
+        # What API Gateway delivers once its IAM authorizer accepted the call (the local HTTP API
+        # has no authorizer of its own).
+        event["requestContext"]["authorizer"] = iam_authorizer(SHOP_CLIENT)
         started = time.monotonic()
         payload = app.lambda_handler(event, _Ctx())
         return Invocation(
