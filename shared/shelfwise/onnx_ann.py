@@ -153,7 +153,6 @@ def build_factor_ann_model(
         numpy_helper.from_array(np.array([0], np.int64), "axes_first"),
         numpy_helper.from_array(np.array([1], np.int64), "axes_last"),
         numpy_helper.from_array(np.array([-1], np.int64), "axes_minus1"),
-        numpy_helper.from_array(np.array([-1, 1], np.int64), "col_shape"),
         numpy_helper.from_array(np.array(page, np.int64), "page_size"),
         numpy_helper.from_array(np.arange(d, dtype=np.int64).reshape(1, d, 1), "dims_col"),
         numpy_helper.from_array(np.zeros((1, d, 1), np.int64), "zeros_d"),
