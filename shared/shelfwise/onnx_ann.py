@@ -379,34 +379,23 @@ def build_factor_ann_model(
     ]
     keep_graph = helper.make_graph(
         [
-            helper.make_node("Identity", ["ann_scores"], ["keep_s"]),
-            helper.make_node("Identity", ["ann_indices"], ["keep_i"]),
+            helper.make_node("Identity", ["ann_scores"], ["keep_out_s"]),
+            helper.make_node("Identity", ["ann_indices"], ["keep_out_i"]),
         ],
         "index_answer",
         [],
-        [
-            helper.make_tensor_value_info("keep_s", TensorProto.FLOAT, ["k"]),
-            helper.make_tensor_value_info("keep_i", TensorProto.INT64, ["k"]),
-        ],
+        branch_outputs("keep"),
     )
     ann_nodes.append(
         helper.make_node(
             "If",
             ["short"],
-            ["index_s", "index_i"],
+            ["index_out_s", "index_out_i"],
             then_branch=exact_branch("short"),
             else_branch=keep_graph,
         )
     )
-    ann_graph = helper.make_graph(
-        ann_nodes,
-        "index",
-        [],
-        [
-            helper.make_tensor_value_info("index_s", TensorProto.FLOAT, ["k"]),
-            helper.make_tensor_value_info("index_i", TensorProto.INT64, ["k"]),
-        ],
-    )
+    ann_graph = helper.make_graph(ann_nodes, "index", [], branch_outputs("index"))
     nodes.append(
         helper.make_node(
             "If",
