@@ -18,7 +18,7 @@ from pydantic import Field, Json  # noqa: E402
 
 from shelfwise import aws_lite, wiring  # noqa: E402
 from shelfwise.aws import light_client  # noqa: E402
-from shelfwise.serving.config import ServingConfig, ServingRules  # noqa: E402
+from shelfwise.serving.config import CATALOGUE_STOCK_KEY, ServingConfig, ServingRules  # noqa: E402
 from shelfwise.serving.loader import ModelLoader  # noqa: E402
 from shelfwise.settings import load_settings  # noqa: E402
 
@@ -30,6 +30,9 @@ class Settings(wiring.RegistrySettings):
     alias_ttl_seconds: float = Field(default=30.0, ge=0)
     model_cache_dir: str = "/tmp/shelfwise/models"
     serving_rules: Json[ServingRules] = ServingRules()
+    # The catalogue's live stock snapshot (empty: filters use the bundle's stock only).
+    catalogue_bucket: str = ""
+    stock_ttl_seconds: float = Field(default=30.0, ge=0)
     # The template's ApiAuth: anything but NONE (the explicitly open API) needs an authenticated client.
     api_auth: Literal["NONE", "AWS_IAM", "JWT"] = "AWS_IAM"
     # Empty: user ids are looked up as they arrive.
@@ -54,6 +57,7 @@ prefetch = loader.prefetch(registry.aliases)
 from shelfwise.pseudonym import Pseudonymiser, read_key  # noqa: E402
 from shelfwise.serving.impressions import ImpressionSink  # noqa: E402
 from shelfwise.serving.service import Recommender  # noqa: E402
+from shelfwise.serving.stock import LiveStock, s3_fetch  # noqa: E402  (numpy: after the prefetch)
 
 pseudonymiser = (
     Pseudonymiser(read_key(light_client("ssm"), settings.pseudonymisation_key_parameter))
@@ -67,11 +71,17 @@ config = ServingConfig(
     alias_ttl_seconds=settings.alias_ttl_seconds,
     rules=settings.serving_rules,
 )
+stock = (
+    LiveStock(s3_fetch(_s3, settings.catalogue_bucket, CATALOGUE_STOCK_KEY), settings.stock_ttl_seconds)
+    if settings.catalogue_bucket
+    else None
+)
 recommender = Recommender(
     config,
     loader,
     registry.aliases,
     ImpressionSink(),  # one served-list line per list on stdout (the subscription ships it)
+    stock=stock,
     pseudonymise=pseudonymiser.one if pseudonymiser else None,
 )
 # The load starts now (the prefetch's aliases, then its bundle); the HTTP layer below is

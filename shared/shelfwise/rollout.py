@@ -48,6 +48,7 @@ class RegistryPort(Protocol):
     def promote(self, version: str | None = None, *, expected: Any = None) -> Any: ...
     def rollback(self, reason: str, scope: str = "auto", *, expected: Any = None) -> Any: ...
     def history(self) -> list[dict[str, Any]]: ...
+    def registration(self, version: str) -> dict[str, Any]: ...
 
 
 # A rollback that lost a race with another alias change decides again this many times.
@@ -213,13 +214,18 @@ def _state(aliases: Any) -> dict[str, Any]:
 def _last_promotion_from_canary(
     history: Sequence[Mapping[str, Any]], champion: str | None
 ) -> datetime | None:
-    """When ``champion`` was promoted from the challenger slot (None: it was not, or is not champion)."""
+    """When ``champion`` was promoted from the challenger slot, if that promotion is the latest
+    canary change (no canary started, advanced or rolled back since); else None."""
     if not champion:
         return None
     for rec in reversed(history):
-        if rec.get("action") == "ModelPromoted" and rec.get("version") == champion:
-            was_challenger = (rec.get("before") or {}).get("challenger") == champion
-            return _time(rec["time"]) if was_challenger else None
+        action = rec.get("action")
+        if action not in {"CanaryStarted", "CanaryAdvanced", "ModelPromoted", "ModelRolledBack"}:
+            continue
+        was_challenger = (rec.get("before") or {}).get("challenger") == champion
+        if action == "ModelPromoted" and rec.get("version") == champion and was_challenger:
+            return _time(rec["time"])
+        return None
     return None
 
 
@@ -403,6 +409,8 @@ class Rollout:
             return self._record(Decision("hold", f"{version} did not pass the offline gate", **base))
         if aliases.get("champion") in {None, version}:
             return Decision("idle", f"{version} is the champion; nothing to canary", **base)
+        if aliases.get("challenger") == version:
+            return Decision("idle", f"{version} is already in canary", **base)
         if aliases.get("challenger"):
             return self._record(
                 Decision("hold", f"canary of {aliases['challenger']} still running; {version} waits", **base)
@@ -565,3 +573,18 @@ def handle_alarm_event(rollout: Rollout, event: Mapping[str, Any], clock: list[d
         clock[0] = notice.changed_at
         decisions.append(rollout.on_alarm(notice, notice.changed_at))
     return decisions
+
+
+def offer_registered(rollout: Rollout, event: Mapping[str, Any], now: datetime) -> Decision:
+    """The promote_model function's answer to a ``ModelRegistered`` event: offer the version for canary.
+
+    Whoever registered it (the train_model Lambda, the Batch job, an operator's ``shelfwise train
+    --register``), the version meets the same gate and canary. The gate's outcome is read from the
+    registry's ``registration.json``, not trusted from the event; a repeated delivery is a no-op.
+    """
+    detail = event.get("detail")
+    version = detail.get("version") if isinstance(detail, Mapping) else None
+    if not isinstance(version, str) or not version:
+        raise InputError("a ModelRegistered event needs detail.version")
+    registration = rollout.registry.registration(version)
+    return rollout.offer(version, gate_passed=bool(registration.get("offered_for_canary")), now=now)

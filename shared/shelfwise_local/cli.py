@@ -16,9 +16,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from shelfwise.cli.common import plain
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="shelfwise local", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="shelfwise local", description=plain(__doc__.splitlines()[0]))
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
@@ -28,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
             default="moto",
             help="moto (embedded, default), localstack (SHELFWISE_LOCALSTACK_ENDPOINT or :4566) or an endpoint URL",
         )
-        sp.add_argument("--stack-name", default="shelfwise-local")
+        sp.add_argument(
+            "--stack-name", default="shelfwise-local", help="prefix of the created resources' names"
+        )
         sp.add_argument(
             "--param", action="append", default=[], metavar="KEY=VALUE", help="template parameter override"
         )

@@ -1,5 +1,5 @@
 """Faults the platform must survive, injected into the real code paths of template.yaml's functions
-running in the local runtime on the emulator over HTTP (issue 8, docs/hardening.md).
+running in the local runtime on the emulator over HTTP (docs/hardening.md).
 
 Faults go in on the wire side of botocore: a ``before-send`` hook on the handler's own client
 (``shelfwise.aws.client``, the one every handler builds; serving's SDK-free ``shelfwise.aws_lite``

@@ -1,5 +1,5 @@
 """Hostile input to every parser: hypothesis-generated rows for each source format, JSON Lines,
-the Event model, plus oversized and malicious values (issue 8, docs/hardening.md).
+the Event model, plus oversized and malicious values (docs/hardening.md).
 
 The properties: a parser never crashes (only the ingest's typed ``InputError`` subclasses are
 allowed, for a file it refuses as a whole), and every row read is accounted for exactly once

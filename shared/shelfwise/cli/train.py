@@ -10,28 +10,53 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
 from shelfwise.cli.common import command, emit
 from shelfwise.errors import InputError
-from shelfwise.training.job import Progress, TrainConfig, evaluate_log, load_curated, run_training, summary
-from shelfwise.training.search import FAMILIES
+from shelfwise.training.job import (
+    Progress,
+    TrainConfig,
+    evaluate_log,
+    load_catalogue,
+    load_curated,
+    run_training,
+    summary,
+)
+from shelfwise.training.search import ALL_FAMILIES, BASELINE_FAMILIES, OPTIONAL_FAMILIES, parse_families
 
 
-def read_table(path: str, fmt: str) -> pa.Table:
-    """Events from a local file in any format the ingest understands (``curated`` = curated Parquet)."""
+def read_table(path: str, fmt: str, min_time: str | None = None) -> pa.Table:
+    """Events from a local file in any format the ingest understands (``curated`` = curated Parquet).
+
+    ``min_time`` (ISO date or time, UTC): events before it are dropped as out of range; by default
+    only those before the Unix epoch are.
+    """
     if fmt == "curated":
         import pyarrow.parquet as pq
 
         return pq.read_table(path)
     from shelfwise.ingest import read_events
 
-    return read_events(path, fmt)
+    if min_time is None:
+        return read_events(path, fmt)
+    return read_events(path, fmt, min_ts_ms=_epoch_ms(min_time))
+
+
+def _epoch_ms(value: str) -> int:
+    from datetime import UTC, datetime
+
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InputError(f"--min-time must be an ISO date or time, got {value!r}") from exc
+    return int((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    families = tuple(args.families.split(",")) if args.families else FAMILIES
+    families = parse_families(args.families)
     return TrainConfig(
         model_name=getattr(args, "model_name", "recs"),
         k=args.k,
@@ -66,9 +91,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--search", choices=("none", "small", "full"), default="small", help="hyper-parameter grid"
     )
-    p.add_argument("--families", default="", help=f"comma-separated subset of {','.join(FAMILIES)}")
+    p.add_argument(
+        "--families",
+        default="",
+        help=f"comma-separated families of {','.join(ALL_FAMILIES)} (default: all but "
+        f"{','.join(OPTIONAL_FAMILIES)}; {' and '.join(BASELINE_FAMILIES)} are always added)",
+    )
     p.add_argument(
         "--threads", type=int, default=2, help="threads for ALS, neighbour tables and evaluation (default 2)"
+    )
+    p.add_argument(
+        "--min-time",
+        default=None,
+        help="drop events before this ISO date/time (UTC) as out of range (default: only before 1970)",
     )
 
 
@@ -91,7 +126,7 @@ def evaluate_main(argv: list[str]) -> int:
     from shelfwise.training.data import interactions_from_table
 
     progress = Progress()
-    data = interactions_from_table(read_table(args.events, args.format))
+    data = interactions_from_table(read_table(args.events, args.format, args.min_time))
     progress("load", {"events": data.n_events, "users": data.n_users, "items": data.n_items})
     ev = evaluate_log(data, _config(args), progress)
     result = ev.to_json()
@@ -118,6 +153,18 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", default=None, help="version id (default v<UTC time>-<data hash>)")
     p.add_argument("--float16", action="store_true", help="store ALS item factors in float16")
     p.add_argument("--gate-tolerance", type=float, default=0.02, help="relative loss allowed vs champion")
+    p.add_argument(
+        "--catalogue",
+        default=None,
+        help="a catalogue snapshot (Parquet) for titles, categories, prices and stock "
+        "(default with --curated-bucket: the bucket's latest snapshot)",
+    )
+    p.add_argument(
+        "--report-progress",
+        action="store_true",
+        help="also send every step as an EventBridge TrainingProgress event and CloudWatch metrics "
+        "(what the Batch job does, so its progress reaches operators like the Lambda's)",
+    )
     _common(p)
     return p
 
@@ -126,6 +173,32 @@ def train_parser() -> argparse.ArgumentParser:
 def train_main(argv: list[str]) -> int:
     """shelfwise train: train, evaluate, export a bundle and optionally register it."""
     args = train_parser().parse_args(argv)
+    from shelfwise import aws
+
+    progress = Progress()
+    if args.report_progress:
+        from shelfwise.training.progress import cloudwatch_metric_sink, event_sink
+
+        # AWS Batch sets AWS_BATCH_JOB_ID in every job's container.
+        runner = "batch" if os.environ.get("AWS_BATCH_JOB_ID") else "cli"
+        progress.sinks += [
+            event_sink(aws.client("events"), args.model_name, runner),
+            cloudwatch_metric_sink(aws.client("cloudwatch"), runner),
+        ]
+    try:
+        result = _train(args, progress)
+    except Exception as exc:
+        progress("failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
+        raise
+    from shelfwise.training.progress import finish_fields
+
+    progress("done", finish_fields(result))
+    emit(summary(result))
+    return 0
+
+
+def _train(args: argparse.Namespace, progress: Progress) -> Any:
+    """The run behind ``shelfwise train``: read the events (and catalogue), train, register when asked."""
     from shelfwise import aws, wiring
 
     registry = None
@@ -139,11 +212,23 @@ def train_main(argv: list[str]) -> int:
             gate_tolerance=args.gate_tolerance,
             actor="shelfwise-train-cli",
         )
+    catalogue = None
     if args.events:
-        table = read_table(args.events, args.format)
+        table = read_table(args.events, args.format, args.min_time)
     else:
         table = load_curated(aws.client("s3"), args.curated_bucket, since=args.since)
+        catalogue = load_catalogue(aws.client("s3"), args.curated_bucket)
+    if args.catalogue:
+        import pyarrow.parquet as pq
+
+        catalogue = pq.read_table(args.catalogue)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="shelfwise-bundle-"))
-    result = run_training(table, out, _config(args), registry=registry, version=args.version)
-    emit(summary(result))
-    return 0
+    return run_training(
+        table,
+        out,
+        _config(args),
+        registry=registry,
+        version=args.version,
+        progress=progress,
+        catalogue=catalogue,
+    )

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,44 +33,14 @@ from shelfwise.ingest.schema import CURATED_SCHEMA, EVENT_TYPE_VALUES, EVENT_WEI
 from shelfwise.ingest.sessions import SESSION_GAP_MS, Sessioniser
 from shelfwise.ingest.sinks import CollectSink, PartitionWriter, QuarantineWriter, csv_text, raw_text
 from shelfwise.ingest.source import Source, open_source, prefetch
-from shelfwise.ingest.validate import normalise_types, validate
+from shelfwise.ingest.summary import IngestSummary
+from shelfwise.ingest.validate import MIN_TS_MS, normalise_types, validate
 from shelfwise.pseudonym import scrub, scrub_text
 
 DAY_MS = 86_400_000
 CURATED_PREFIX = "curated/events"
 SUMMARY_PREFIX = "curated/_summaries"
 QUARANTINE_PREFIX = "quarantine"
-
-
-@dataclass
-class IngestSummary:
-    """What happened to one raw object. Invariant: valid + quarantined + duplicates = rows read."""
-
-    source: str
-    object_hash: str
-    format: str | None = None
-    rows_read: int = 0
-    rows_valid: int = 0
-    rows_quarantined: int = 0
-    duplicates: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-    outputs: list[str] = field(default_factory=list)
-    quarantine: str | None = None
-    summary: str | None = None
-    event_dates: list[str] = field(default_factory=list)
-    sessions_derived: int = 0
-    event_ids_derived: int = 0
-    seconds: float = 0.0
-    skipped: bool = False
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> IngestSummary:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -81,6 +51,8 @@ class IngestOptions:
     pseudonymisation_key: bytes | None = None
     session_gap_ms: int = SESSION_GAP_MS
     block_bytes: int = readers.BLOCK_BYTES
+    # Events before this (epoch ms) are quarantined as out of range; default the Unix epoch.
+    min_ts_ms: int = MIN_TS_MS
 
 
 def object_hash(*parts: object) -> str:
@@ -142,7 +114,12 @@ class Pipeline:
             batch, pre_codes = normalise_types(batch, self.source.column_types, n)
         native = self.adapter.to_native(batch)
         v = validate(
-            native, n, max_ts_ms=self.max_ts_ms, epoch_unit=self.adapter.epoch_unit, pre_codes=pre_codes
+            native,
+            n,
+            max_ts_ms=self.max_ts_ms,
+            min_ts_ms=self.options.min_ts_ms,
+            epoch_unit=self.adapter.epoch_unit,
+            pre_codes=pre_codes,
         )
         codes = v.codes
         bad_idx = np.flatnonzero(codes)
@@ -404,6 +381,20 @@ def ingest_file(
         summary = IngestSummary.from_dict(json.loads(summary_path.read_text()))
         summary.skipped = True
         return summary
+    if fmt == "catalogue":  # a product catalogue, not events (docs/catalogue.md)
+        from shelfwise.ingest.catalogue import DirStore
+
+        summary = ingest_catalogue_to(
+            src.read_bytes(),
+            DirStore(out),
+            source=key,
+            name=name,
+            uploaded=datetime.fromtimestamp(stat.st_mtime, UTC),
+        )
+        summary_path.parent.mkdir(parents=True, exist_ok=True)
+        summary.summary = str(summary_path)
+        summary_path.write_text(json.dumps(summary.to_dict(), indent=1, sort_keys=True))
+        return summary
     options = IngestOptions(fmt=fmt, pseudonymisation_key=pseudonymisation_key, block_bytes=block_bytes)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".ingest-", dir=out) as tmp:
@@ -452,8 +443,11 @@ def read_events(
     *,
     pseudonymisation_key: bytes | None = None,
     reference_time: datetime | None = None,
+    min_ts_ms: int = MIN_TS_MS,
 ) -> pa.Table:
     """The valid rows of any supported log (file or directory, raw or curated), as a curated table.
+
+    ``min_ts_ms``: events before it (epoch ms) are dropped as out of range (default the Unix epoch).
 
     Raw files run through the same pipeline as the ingest (nothing is written); curated Parquet
     is read as is. Across files of a directory, repeated ``event_id``s are dropped (first kept).
@@ -477,14 +471,16 @@ def read_events(
         from shelfwise.ingest.errors import SourceGoneError
 
         raise SourceGoneError(f"no such file or directory: {root}")
-    tables = [_read_one(p, fmt, pseudonymisation_key, reference_time) for p in files]
+    tables = [_read_one(p, fmt, pseudonymisation_key, reference_time, min_ts_ms) for p in files]
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     if len(tables) > 1 and table.num_rows:
         table = _drop_repeated_ids(table)
     return table
 
 
-def _read_one(path: Path, fmt: str, key: bytes | None, reference_time: datetime | None) -> pa.Table:
+def _read_one(
+    path: Path, fmt: str, key: bytes | None, reference_time: datetime | None, min_ts_ms: int = MIN_TS_MS
+) -> pa.Table:
     if path.suffix == ".parquet" or readers.peek(path)[0] == "parquet":
         columns = readers.parquet_columns(path)
         if _is_curated(columns):
@@ -498,7 +494,7 @@ def _read_one(path: Path, fmt: str, key: bytes | None, reference_time: datetime 
     summary = IngestSummary(source=str(path), object_hash="")
     ref = reference_time or datetime.fromtimestamp(path.stat().st_mtime, UTC)
     max_ts_ms = int(ref.timestamp() * 1000) + MAX_FUTURE_SECONDS * 1000
-    options = IngestOptions(fmt=fmt, pseudonymisation_key=key)
+    options = IngestOptions(fmt=fmt, pseudonymisation_key=key, min_ts_ms=min_ts_ms)
     Pipeline(source, str(path), options, sink, QuarantineWriter(None), max_ts_ms, summary).run()
     _check_invariant(summary)
     return pa.Table.from_batches(sink.batches, CURATED_SCHEMA)
@@ -530,3 +526,12 @@ __all__ = [
     "read_events",
     "run_file",
 ]
+
+
+def ingest_catalogue_to(
+    data: bytes, store: Any, *, source: str, name: str, uploaded: datetime
+) -> IngestSummary:
+    """Ingest one catalogue file into ``store`` (:mod:`shelfwise.ingest.catalogue`); its summary."""
+    from shelfwise.ingest.catalogue import ingest_catalogue
+
+    return ingest_catalogue(data, store, source_key=source, name=name, uploaded=uploaded)

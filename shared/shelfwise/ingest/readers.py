@@ -133,7 +133,7 @@ def _file_blocks(path: Path, block_bytes: int) -> Iterator[pa.Buffer]:
         while offset < size:
             f.seek(offset)
             # Never more than the line limit + 1 at once: a last line that runs to the end of the
-            # object is held to the limit too (it used to be read whole, whatever its size).
+            # object is held to the limit too, whatever the object's size.
             buf = f.read_buffer(min(want, size - offset, max(block_bytes, MAX_LINE_BYTES + 1)))
             if offset + buf.size < size:
                 cut = _last_newline(buf)

@@ -195,6 +195,8 @@ class HealthResponse(BaseModel):
     alias_error: str | None
     aliases_age_seconds: float | None
     impressions_pending: int
+    # the catalogue's live stock snapshot (when the function reads one): id, items, age, last error
+    stock: dict[str, Any] | None = None
 
 
 def observe(rec: Recommendation, endpoint: str) -> None:

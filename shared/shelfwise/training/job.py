@@ -39,10 +39,19 @@ from shelfwise.events import EVENT_WEIGHTS, SCHEMA_VERSION
 from shelfwise.registry import Registration, Registry
 from shelfwise.training.base import Recommender, item_popularity
 from shelfwise.training.data import Interactions, Split, interactions_from_table, sample_users, temporal_split
+from shelfwise.training.guard import fallback_on_test, guarded_choice
 from shelfwise.training.itemknn import ItemKNN, clear_similarity_cache
 from shelfwise.training.mf import ALS
 from shelfwise.training.popularity import Popularity
-from shelfwise.training.search import BASELINE_FAMILIES, FAMILIES, evaluate_model, make_model, search
+from shelfwise.training.search import (
+    ALL_FAMILIES,
+    BASELINE_FAMILIES,
+    COMPLEXITY,
+    FAMILIES,
+    evaluate_model,
+    make_model,
+    search,
+)
 
 ProgressSink = Callable[[dict[str, Any]], None]
 
@@ -117,9 +126,16 @@ class EvaluationResult:
     best_params: dict[str, Any]
     trials: int
     split: Split = field(repr=False)
+    selection: dict[str, Any] = field(default_factory=dict)
+    curves: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "models": self.models, "best": self.best}
+        return {
+            "protocol": self.protocol,
+            "models": self.models,
+            "best": self.best,
+            "selection": self.selection,
+        }
 
 
 @dataclass
@@ -157,12 +173,21 @@ def evaluate_log(data: Interactions, config: TrainConfig, progress: Progress) ->
         threads=config.threads,
         progress=progress,
     )
+    best, selection = guarded_choice(config.families, found.per_user, COMPLEXITY, seed=config.seed)
+    progress("select", {"family": best, "steps": len(selection["steps"])})
     models: dict[str, dict[str, Any]] = {}
     for family in config.families:
-        model = make_model(family, found.best_params[family], threads=config.threads).fit(split.train)
+        model = make_model(family, found.best_params[family], threads=config.threads)
+        model.progress = progress  # type: ignore[attr-defined]
+        model.fit(split.train)
         models[family] = evaluate_model(model, split, config.k, threads=config.threads)
         progress("test", {"family": family, metric: models[family][metric]})
-    best = max(config.families, key=lambda f: found.best_metrics[f][metric])
+    served, why = fallback_on_test(best, models, metric)
+    selection["test_fallback"] = why
+    selection["served"] = served
+    if why:
+        progress("select", {"family": served, "test_fallback": why})
+    best = served
     protocol = {
         **split.info,
         "k": config.k,
@@ -170,7 +195,9 @@ def evaluate_log(data: Interactions, config: TrainConfig, progress: Progress) ->
         "validation_cut": validation.info["cut"],
         "validation_users": len(validation.users),
         "search": config.search,
-        "selection": "best family and hyper-parameters chosen on the validation window only",
+        "selection": "hyper-parameters per family chosen on the validation window; the family by the "
+        "guarded rule (a more complex family only on a significant validation gain; popularity when the "
+        "choice scores below it on the test window)",
         "targets_rule": "items touched after the cut and never before it, within the training catalogue",
         "ranking": "full training catalogue, the user's training items excluded",
         "cold_user_rule": "fewer than 5 distinct training items",
@@ -179,7 +206,15 @@ def evaluate_log(data: Interactions, config: TrainConfig, progress: Progress) ->
         f: {"params": found.best_params[f], "metrics": found.best_metrics[f]} for f in config.families
     }
     return EvaluationResult(
-        protocol, models, validation_out, best, found.best_params[best], len(found.trials), split
+        protocol,
+        models,
+        validation_out,
+        best,
+        found.best_params[best],
+        len(found.trials),
+        split,
+        selection,
+        found.curves,
     )
 
 
@@ -194,7 +229,7 @@ def champion_comparison(
         return None
     manifest = registry.manifest(champion)
     family, params = manifest.get("algorithm"), manifest.get("hyperparameters")
-    if family not in FAMILIES or not isinstance(params, dict):
+    if family not in ALL_FAMILIES or not isinstance(params, dict):
         progress("champion", {"version": champion, "skipped": f"unknown recipe {family!r}"})
         return None
     model = make_model(str(family), params, threads=config.threads).fit(split.train)
@@ -217,9 +252,10 @@ def check_parity(
     n_users: int,
     seed: int,
 ) -> dict[str, Any]:
-    """ONNX Runtime vs the numpy reference (and vs the scores evaluation used) on sample requests.
+    """ONNX Runtime vs the training-side reference (and vs the scores evaluation used) on sample requests.
 
-    Known users by index and the same users' histories as fold-in requests; scores must agree
+    Known users by index, the same users' histories as fold-in requests, and known users with
+    request events; scores must agree
     within 1e-4 and top-k must be identical apart from ties.
     """
     import onnxruntime as ort
@@ -238,7 +274,14 @@ def check_parity(
         exclude = np.zeros(data.n_items, dtype=bool)
         exclude[items[: len(items) // 2]] = True
         weights = np.full(len(items), EVENT_WEIGHTS["purchase"], dtype=np.float32)
-        for user_index, h, w in ((int(u), items[:0], weights[:0]), (-1, items, weights)):
+        # known user alone, anonymous history, and known user plus the request's own events
+        # (only sequence models read both; the others ignore a known user's request history)
+        requests = (
+            (int(u), items[:0], weights[:0]),
+            (-1, items, weights),
+            (int(u), items[-3:], weights[-3:]),
+        )
+        for user_index, h, w in requests:
             feeds = {
                 "user_index": np.array([user_index], np.int64),
                 "history_items": h,
@@ -339,8 +382,13 @@ def run_training(
     version: str | None = None,
     progress: Progress | None = None,
     now: datetime | None = None,
+    catalogue: pa.Table | None = None,
 ) -> TrainResult:
-    """The whole job on an in-memory curated table; returns the bundle and the registration."""
+    """The whole job on an in-memory curated table; returns the bundle and the registration.
+
+    ``catalogue`` (a catalogue snapshot, :func:`load_catalogue`) gives the bundle's titles,
+    categories, prices and stock; events' own fields only where it lacks an item.
+    """
     progress = progress or Progress()
     started = now or datetime.now(UTC)
     data = interactions_from_table(table)
@@ -351,6 +399,7 @@ def run_training(
     clear_similarity_cache()  # the windows' tables are done with; the final fit is on all data
 
     final = make_model(ev.best, ev.best_params, threads=config.threads)
+    final.progress = progress  # type: ignore[attr-defined]
     if hasattr(final, "track_loss"):
         final.track_loss = True
     final.fit(data)
@@ -412,6 +461,8 @@ def run_training(
             "models": ev.models,
             "validation": ev.validation,
             "best": ev.best,
+            "selection": ev.selection,
+            "curves": ev.curves,
             "trials": ev.trials,
             "champion": champion,
         },
@@ -428,21 +479,23 @@ def run_training(
     from shelfwise.report_html import render_report
 
     (out / "report.html").write_text(render_report(manifest))
-    hist = data.history_matrix()
+    bought = data.purchases_by_user()
+    meta = item_metadata(data.item_ids, data.item_info, catalogue)
+    manifest["catalogue"] = meta.pop("_source")
+    from shelfwise.training.content import CONTENT_FILE, content_arrays
+
+    content = content_arrays(data.item_ids, meta["title"], meta["category"], catalogue)
+    if content is not None:  # new items, scored by content at serve time (checksummed like the rest)
+        bundle_io.savez_aligned(out / CONTENT_FILE, content)
+        manifest["catalogue"]["new_items"] = len(content["new_item_id"])
     written = bundle_io.write_bundle(
         out,
         model=graph,
-        items={
-            "item_id": data.item_ids,
-            "category": data.item_info["category"],
-            "title": data.item_info["title"],
-            "price": data.item_info["price"],
-            "popularity": recent,
-        },
+        items={"item_id": data.item_ids, **meta, "popularity": recent},
         manifest=manifest,
         users=data.user_ids,
         similar=None if similar_model is None else similar_model.similar(config.similar_items),
-        purchased=(hist.indptr, hist.indices),
+        purchased=bought,
     )
     if registry is None:  # else Registry.register verifies the same way before uploading
         bundle_io.verify_bundle(out)
@@ -460,6 +513,60 @@ def run_training(
             },
         )
     return TrainResult(version, out, written, registration)
+
+
+def item_metadata(
+    item_ids: np.ndarray, from_events: dict[str, np.ndarray], catalogue: pa.Table | None
+) -> dict[str, Any]:
+    """Title, category, price and stock per item: the catalogue's where it lists the item, else the
+    events' (stock then unknown: in stock). ``_source`` says how many came from each."""
+    n = len(item_ids)
+    out: dict[str, Any] = {
+        "category": np.asarray(from_events["category"], dtype=object).copy(),
+        "title": np.asarray(from_events["title"], dtype=object).copy(),
+        "price": np.asarray(from_events["price"], dtype=np.float32).copy(),
+        "in_stock": np.ones(n, dtype=bool),
+    }
+    listed = 0
+    if catalogue is not None and catalogue.num_rows:
+        cat_ids = np.asarray(catalogue["item_id"].to_pylist(), dtype=str)
+        order = np.argsort(cat_ids)
+        sorted_ids = cat_ids[order]
+        pos = np.minimum(np.searchsorted(sorted_ids, item_ids.astype(str)), len(sorted_ids) - 1)
+        hit = sorted_ids[pos] == item_ids.astype(str)
+        rows = order[pos[hit]]
+        listed = int(hit.sum())
+
+        def column(name: str) -> list[Any]:
+            return (
+                catalogue[name].to_pylist() if name in catalogue.column_names else [None] * catalogue.num_rows
+            )
+
+        titles, cats, prices = column("title"), column("category"), column("price")
+        stock, active = column("in_stock"), column("active")
+        where = np.flatnonzero(hit)
+        for i, r in zip(where.tolist(), rows.tolist(), strict=True):
+            out["title"][i] = titles[r] or out["title"][i]
+            out["category"][i] = cats[r] or out["category"][i]
+            if prices[r] is not None:
+                out["price"][i] = prices[r]
+            out["in_stock"][i] = bool(stock[r] if stock[r] is not None else True) and active[r] is not False
+    out["category"] = out["category"].astype(str)
+    out["title"] = out["title"].astype(str)
+    out["_source"] = {"items": n, "from_catalogue": listed, "from_events": n - listed}
+    return out
+
+
+def load_catalogue(s3: Any, bucket: str) -> pa.Table | None:
+    """The latest catalogue snapshot in the curated bucket (None before any catalogue was ingested)."""
+    from shelfwise.ingest.catalogue import LATEST_KEY
+
+    try:
+        pointer = json.loads(s3.get_object(Bucket=bucket, Key=LATEST_KEY)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        return None
+    body = s3.get_object(Bucket=bucket, Key=pointer["key"])["Body"].read()
+    return pq.read_table(io.BytesIO(body))
 
 
 def load_curated(s3: Any, bucket: str, prefix: str = "curated/events/", since: str | None = None) -> pa.Table:

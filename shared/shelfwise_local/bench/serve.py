@@ -15,6 +15,7 @@ Prints one JSON line last. Figures only: nothing here asserts on time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from shelfwise.cli.common import plain
 from shelfwise_local.bench._common import emit, peak_rss_mb
 
 REPO = Path(__file__).resolve().parents[3]
@@ -81,8 +83,8 @@ _NOUNS = [
 
 def synthetic_factors(
     n_items: int, dim: int, n_users: int, n_categories: int = 20, seed: int = 0
-) -> tuple[np.random.Generator, np.ndarray, Any]:
-    """(rng, item categories, FactorModel) of the synthetic catalogue: items of a category share
+) -> tuple[np.random.Generator, np.ndarray, np.ndarray, Any]:
+    """(rng, item categories, users' favourite categories, FactorModel) of the synthetic catalogue: items of a category share
     a centroid; users lean towards one category. Deterministic in ``seed``."""
     from shelfwise import onnx_export as ox
 
@@ -92,7 +94,7 @@ def synthetic_factors(
     items = (centroids[cats] + 0.5 * rng.normal(size=(n_items, dim))).astype(np.float32) / np.sqrt(dim)
     fav = rng.integers(0, n_categories, size=n_users)
     users = (centroids[fav] + 0.3 * rng.normal(size=(n_users, dim))).astype(np.float32)
-    return rng, cats, ox.FactorModel.create(items, users, ox.als_projection(items, 1.0))
+    return rng, cats, fav, ox.FactorModel.create(items, users, ox.als_projection(items, 1.0))
 
 
 def build_synthetic_bundle(
@@ -109,12 +111,15 @@ def build_synthetic_bundle(
     int8_candidates: bool = False,
     ann: bool = True,
     save_items: Path | None = None,
+    model_kind: str = "als",
+    history: int = 50,
 ) -> Path:
     """A consistent factor-model bundle: clustered item factors, users, titles, prices, neighbours.
 
     Items of a category share a centroid, so similar items and fold-in results are meaningful
     enough for tests and demos (a user who viewed hats gets hats). The graph comes from
-    :func:`shelfwise.onnx_export.export_factor_model`; with ``int8_candidates`` (what
+    :func:`shelfwise.onnx_ann.export_factor_model` (the page index above 128 MiB of factors,
+    with its recall check); with ``int8_candidates`` (what
     ``bench serve`` exports unless ``--exact-graph``) the int8 candidate graph when its check on
     200 sampled users (k = 20 and 500, with and without masks) passes, else the exact one. The
     manifest's ``onnx_graph`` says which, with the check's result. Test fixtures keep the exact
@@ -122,7 +127,7 @@ def build_synthetic_bundle(
     """
     from shelfwise import bundle as bd
 
-    rng, cats, model = synthetic_factors(n_items, dim, n_users, n_categories, seed)
+    rng, cats, fav, model = synthetic_factors(n_items, dim, n_users, n_categories, seed)
     items = model.item_factors
     if save_items is not None:
         np.save(save_items, items)
@@ -143,14 +148,17 @@ def build_synthetic_bundle(
     directory.mkdir(parents=True, exist_ok=True)
     from shelfwise import onnx_ann
 
-    graph, graph_record = onnx_ann.export_factor_model(
-        model,
-        int8_candidates=int8_candidates,
-        check_ks=(20, 500),
-        check_users=200,
-        float16=float16,
-        **({} if ann else {"ann_min_bytes": None}),
-    )
+    graph: Any = None
+    graph_record: dict[str, Any] = {"graph": "sequential", "candidate_check": None}
+    if model_kind != "sequential":
+        graph, graph_record = onnx_ann.export_factor_model(
+            model,
+            int8_candidates=int8_candidates,
+            check_ks=(20, 500),
+            check_users=200,
+            float16=float16,
+            **({} if ann else {"ann_min_bytes": None}),
+        )
     m = min(neighbours, n_items - 1)
     if graph_record["graph"] == "ann-pages":
         # a neighbour table of 20 per item is 160 MB at 1M items: large catalogues answer
@@ -171,6 +179,8 @@ def build_synthetic_bundle(
         sim_val = np.sort(rng.random((n_items, m)), axis=1)[:, ::-1]
     if graph_record["graph"] != "ann-pages":
         similar = (sim_idx, sim_val)
+    if model_kind == "sequential":
+        graph = _synthetic_sequential(items, cats, fav, history, rng)
     bd.write_bundle(
         directory,
         model=graph,
@@ -183,7 +193,7 @@ def build_synthetic_bundle(
             "in_stock": rng.random(n_items) > 0.05,
         },
         manifest={
-            "algorithm": "als",
+            "algorithm": model_kind,
             "version": version,
             "synthetic": True,
             "dim": dim,
@@ -195,6 +205,50 @@ def build_synthetic_bundle(
         parquet=False,
     )
     return directory
+
+
+def _synthetic_sequential(
+    items: np.ndarray, cats: np.ndarray, fav: np.ndarray, history: int, rng: np.random.Generator
+) -> Any:
+    """A sequential graph of the serving cost of a trained one: 2 blocks, random weights, the item
+    matrix as its embeddings, and ``history`` stored events per user from their favourite category."""
+    from shelfwise import onnx_sequential as osq
+
+    n, d = items.shape
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.normal(size=shape) / np.sqrt(shape[0])).astype(np.float32)
+
+    zeros, ones = np.zeros(d, np.float32), np.ones(d, np.float32)
+
+    def block() -> osq.Block:
+        names = [f.name for f in dataclasses.fields(osq.Block)]
+        return osq.Block(
+            **{
+                n: ones if n.endswith("_g") else zeros if n[0] == "b" or n.endswith("_b") else w(d, d)
+                for n in names
+            }
+        )
+
+    blocks = (block(), block())
+    by_cat = [np.flatnonzero(cats == c) for c in range(int(cats.max()) + 1)]
+    user_items = np.concatenate(
+        [rng.choice(by_cat[c], size=history) if by_cat[c].size else rng.integers(0, n, history) for c in fav]
+    ).astype(np.int32)
+    arrays = osq.SequentialModel(
+        item_emb=items,
+        item_bias=np.zeros(n, np.float32),
+        type_emb=w(osq.N_TYPES, d),
+        pos_emb=w(50, d),
+        blocks=blocks,
+        ln_g=ones,
+        ln_b=zeros,
+        heads=1,
+        user_indptr=np.arange(0, (len(fav) + 1) * history, history, dtype=np.int64),
+        user_items=user_items,
+        user_types=rng.integers(1, osq.N_TYPES, user_items.size).astype(np.int8),
+    )
+    return osq.build_sequential_model(arrays, meta={"shelfwise.algorithm": "sequential"})
 
 
 # The IAM principal API Gateway reports for a SigV4-signed call (the template's default ApiAuth).
@@ -366,8 +420,8 @@ def _kernel_after_eviction(bundle_dir: Path, n_items: int) -> float:
     return round(float(out.stdout.strip().splitlines()[-1]), 3)
 
 
-def _events(n: int, n_items: int, n_users: int, seed: int = 2) -> list[dict[str, Any]]:
-    """A request mix: known users, session histories, cold users, similar items, search."""
+def _events(n: int, n_items: int, n_users: int, seed: int = 2, history: int = 5) -> list[dict[str, Any]]:
+    """A request mix: known users, session histories of ``history`` events, cold users, similar items."""
     rng = np.random.default_rng(seed)
     out = []
     for r in range(n):
@@ -379,7 +433,9 @@ def _events(n: int, n_items: int, n_users: int, seed: int = 2) -> list[dict[str,
             hist = [
                 {"item_id": f"sku-{int(i):07d}", "event_type": t}
                 for i, t in zip(
-                    rng.integers(0, n_items, 5), rng.choice(["view", "click", "add_to_cart"], 5), strict=True
+                    rng.integers(0, n_items, history),
+                    rng.choice(["view", "click", "add_to_cart"], history),
+                    strict=True,
                 )
             ]
             out.append(
@@ -586,18 +642,30 @@ def _start_moto() -> tuple[subprocess.Popen[bytes], str]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="shelfwise bench serve", description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=100_000)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--requests", type=int, default=10_000)
+    parser = argparse.ArgumentParser(prog="shelfwise bench serve", description=plain(__doc__.splitlines()[0]))
+    parser.add_argument("--items", type=int, default=100_000, help="catalogue size (default 100k)")
+    parser.add_argument("--dim", type=int, default=64, help="factor dimension (default 64)")
+    parser.add_argument("--users", type=int, default=10_000, help="known users (default 10k)")
+    parser.add_argument("--requests", type=int, default=10_000, help="requests per phase (default 10k)")
     parser.add_argument("--http-requests", type=int, default=None, help="default: requests / 5")
-    parser.add_argument("--cold-runs", type=int, default=3)
+    parser.add_argument(
+        "--cold-runs", type=int, default=3, help="cold starts measured, best kept (default 3)"
+    )
     parser.add_argument("--float16", action="store_true", help="store the item matrix in half precision")
     parser.add_argument(
         "--exact-graph", action="store_true", help="export the exact graph (no int8 candidate stage)"
     )
+    parser.add_argument(
+        "--model",
+        choices=("als", "sequential"),
+        default="als",
+        help="served graph: ALS factors, or the sequential model (2 blocks, 50 stored events per user)",
+    )
+    parser.add_argument(
+        "--history", type=int, default=None, help="events per session request (default 5; 50 for sequential)"
+    )
     args = parser.parse_args(argv)
+    history = args.history or (50 if args.model == "sequential" else 5)
 
     import boto3
 
@@ -611,6 +679,7 @@ def main(argv: list[str]) -> int:
         float16=args.float16,
         int8_candidates=not args.exact_graph,
         save_items=work / KERNEL_ITEMS,
+        model_kind=args.model,
     )
     export_s = time.perf_counter() - t
     graph_record = json.loads((bundle_dir / "manifest.json").read_text())["onnx_graph"]
@@ -684,7 +753,7 @@ def main(argv: list[str]) -> int:
         sys.modules["serve_app_bench"] = app
         spec.loader.exec_module(app)
         ctx = _Ctx()
-        events = _events(args.requests, args.items, args.users)
+        events = _events(args.requests, args.items, args.users, history=history)
         handler_ms: list[float] = []
         handler_cpu: list[float] = []
         route_cpu: dict[str, list[float]] = {}
@@ -721,6 +790,8 @@ def main(argv: list[str]) -> int:
         "items": args.items,
         "dim": args.dim,
         "requests": args.requests,
+        "model": args.model,
+        "session_history_events": history,
         "float16": args.float16,
         "bundle_mb": round(bundle_mb, 1),
         "statuses": statuses,
@@ -734,7 +805,7 @@ def main(argv: list[str]) -> int:
         "kernel_matrix_gb_per_s": round(
             args.items * args.dim * 4 / 1e9 / (statistics.median(kernel) / 1000), 1
         ),
-        # the bundle's model.onnx alone, one thread, alternating with the kernel (issue 5's figure)
+        # the bundle's model.onnx alone, one thread, alternating with the kernel (the serving target's figure)
         "served_graph": graph_record["graph"],
         "served_graph_check": graph_record["candidate_check"],
         "served_graph_p50_ms": _pct(served, 50),
