@@ -480,10 +480,10 @@ CLASS_CASES: list[tuple[str, str, str, bytes | None, dict[str, str], int]] = [
     ("unknown route", "GET", "/v1/nothing/here", None, JSON, 404),
     # the API refuses what the ingest would quarantine
     (
-        "timestamp 1999",
+        "timestamp before 1970",
         "POST",
         "/v1/events",
-        json.dumps({"events": [_event(timestamp="1999-12-31T00:00:00Z")]}).encode(),
+        json.dumps({"events": [_event(timestamp="1969-12-31T00:00:00Z")]}).encode(),
         JSON,
         422,
     ),
