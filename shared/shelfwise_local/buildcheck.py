@@ -26,6 +26,59 @@ MB = 1024 * 1024
 SERVING_BUDGET_MB = 150
 DEFAULT_BUDGET_MB = 250
 
+# The serving function's memory and /tmp follow from the largest bundle it serves (the function's
+# Metadata BundleMaxMB in the template, or a real bundle given with --bundle). A bundle is memory-mapped, so in the
+# worst case every page of it is resident, and it is held up to VERSIONS times: champion,
+# challenger and a new version loaded beside them before the swap (docs/serving.md); /tmp holds
+# the same versions, the new one first in a staging directory. SERVING_BASE_MB is the process
+# without its bundle (interpreter, numpy, ONNX Runtime, Pydantic, Powertools, session arenas):
+# `shelfwise bench serve` reports `function_rss_mb` (about 230 MB at 100k items, a 56 MB bundle).
+SERVING_BASE_MB = 256
+BUNDLE_VERSIONS = 3
+TMP_HEADROOM_MB = 64
+LAMBDA_MAX_MEMORY_MB = 10240
+LAMBDA_MAX_TMP_MB = 10240
+LAMBDA_DEFAULT_TMP_MB = 512
+
+
+def serving_requirements(bundle_mb: float) -> dict[str, int]:
+    """Memory and ephemeral storage (MB) a serving function needs for bundles of ``bundle_mb``."""
+    return {
+        "memory_mb": int(SERVING_BASE_MB + BUNDLE_VERSIONS * bundle_mb + 0.999),
+        "ephemeral_mb": int(BUNDLE_VERSIONS * bundle_mb + TMP_HEADROOM_MB + 0.999),
+    }
+
+
+def check_serving_sizing(props: dict[str, Any], bundle_mb: float) -> dict[str, Any]:
+    """The serving function's configured MemorySize / EphemeralStorage against
+    :func:`serving_requirements`; ``ok`` is false when a bundle of ``bundle_mb`` would not fit
+    (or could not fit any Lambda function)."""
+    need = serving_requirements(bundle_mb)
+    memory = int(props.get("MemorySize", 128))
+    tmp = int((props.get("EphemeralStorage") or {}).get("Size", LAMBDA_DEFAULT_TMP_MB))
+    problems = []
+    if need["memory_mb"] > LAMBDA_MAX_MEMORY_MB or need["ephemeral_mb"] > LAMBDA_MAX_TMP_MB:
+        problems.append("no Lambda function holds it: split the catalogue into shards (docs/serving.md)")
+    if memory < need["memory_mb"]:
+        problems.append(f"MemorySize {memory} < {need['memory_mb']} MB")
+    if tmp < need["ephemeral_mb"]:
+        problems.append(f"EphemeralStorage {tmp} < {need['ephemeral_mb']} MB")
+    return {
+        "bundle_mb": round(bundle_mb, 1),
+        "memory_mb": memory,
+        "ephemeral_mb": tmp,
+        "needs": need,
+        "ok": not problems,
+        **({"problems": problems} if problems else {}),
+    }
+
+
+def bundle_size_mb(directory: Path) -> float:
+    """Bytes of a bundle directory as serving downloads it (``items.parquet`` is not fetched)."""
+    return (
+        sum(p.stat().st_size for p in directory.iterdir() if p.is_file() and p.name != "items.parquet") / MB
+    )
+
 
 class _Loader(yaml.SafeLoader):
     """Reads CloudFormation short-form tags (!Ref, !Sub ...) as plain values."""
@@ -165,6 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shelfwise_local.buildcheck", description=__doc__)
     parser.add_argument("--build-dir", default=".aws-sam/build", type=Path)
     parser.add_argument("--python", default=None, help="python3.12 to measure cold starts with")
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="a bundle directory: check the serving function's memory and /tmp against its size "
+        "(default: the function's Metadata BundleMaxMB in the template)",
+    )
     args = parser.parse_args(argv)
     template = yaml.load((args.build_dir / "template.yaml").read_text(), Loader=_Loader)
     resources: dict[str, Any] = template["Resources"]
@@ -214,7 +274,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.python
             else None
         )
-        ok = size <= budget * MB and not isinstance(cold, str)
+        sizing = None
+        if "InferenceLayer" in layers:
+            bundle_mb = (
+                bundle_size_mb(args.bundle)
+                if args.bundle is not None
+                else float((res.get("Metadata") or {}).get("BundleMaxMB", 0))
+            )
+            sizing = check_serving_sizing(props, bundle_mb)
+        ok = size <= budget * MB and not isinstance(cold, str) and (sizing is None or sizing["ok"])
         failed |= not ok
         rows.append(
             {
@@ -222,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                 "size_mb": round(size / MB, 1),
                 "budget_mb": budget,
                 "cold_import_s": round(cold, 3) if isinstance(cold, float) else cold,
+                **({"bundle_sizing": sizing} if sizing else {}),
                 "ok": ok,
             }
         )

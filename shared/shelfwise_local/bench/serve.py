@@ -81,6 +81,22 @@ _NOUNS = [
 ]
 
 
+def synthetic_factors(
+    n_items: int, dim: int, n_users: int, n_categories: int = 20, seed: int = 0
+) -> tuple[np.random.Generator, np.ndarray, np.ndarray, Any]:
+    """(rng, item categories, users' favourite categories, FactorModel) of the synthetic catalogue: items of a category share
+    a centroid; users lean towards one category. Deterministic in ``seed``."""
+    from shelfwise import onnx_export as ox
+
+    rng = np.random.default_rng(seed)
+    cats = rng.integers(0, n_categories, size=n_items)
+    centroids = rng.normal(size=(n_categories, dim)).astype(np.float32)
+    items = (centroids[cats] + 0.5 * rng.normal(size=(n_items, dim))).astype(np.float32) / np.sqrt(dim)
+    fav = rng.integers(0, n_categories, size=n_users)
+    users = (centroids[fav] + 0.3 * rng.normal(size=(n_users, dim))).astype(np.float32)
+    return rng, cats, fav, ox.FactorModel.create(items, users, ox.als_projection(items, 1.0))
+
+
 def build_synthetic_bundle(
     directory: str | Path,
     *,
@@ -93,6 +109,8 @@ def build_synthetic_bundle(
     neighbours: int = 20,
     float16: bool = False,
     int8_candidates: bool = False,
+    ann: bool = True,
+    save_items: Path | None = None,
     model_kind: str = "als",
     history: int = 50,
 ) -> Path:
@@ -100,22 +118,19 @@ def build_synthetic_bundle(
 
     Items of a category share a centroid, so similar items and fold-in results are meaningful
     enough for tests and demos (a user who viewed hats gets hats). The graph comes from
-    :func:`shelfwise.onnx_export.export_factor_model`; with ``int8_candidates`` (what
+    :func:`shelfwise.onnx_ann.export_factor_model` (the page index above 128 MiB of factors,
+    with its recall check); with ``int8_candidates`` (what
     ``bench serve`` exports unless ``--exact-graph``) the int8 candidate graph when its check on
     200 sampled users (k = 20 and 500, with and without masks) passes, else the exact one. The
     manifest's ``onnx_graph`` says which, with the check's result. Test fixtures keep the exact
     graph (default): they read its ``item_factors_t`` back to score with the numpy reference.
     """
     from shelfwise import bundle as bd
-    from shelfwise import onnx_export as ox
 
-    rng = np.random.default_rng(seed)
-    cats = rng.integers(0, n_categories, size=n_items)
-    centroids = rng.normal(size=(n_categories, dim)).astype(np.float32)
-    items = (centroids[cats] + 0.5 * rng.normal(size=(n_items, dim))).astype(np.float32) / np.sqrt(dim)
-    fav = rng.integers(0, n_categories, size=n_users)
-    users = (centroids[fav] + 0.3 * rng.normal(size=(n_users, dim))).astype(np.float32)
-    model = ox.FactorModel.create(items, users, ox.als_projection(items, 1.0))
+    rng, cats, fav, model = synthetic_factors(n_items, dim, n_users, n_categories, seed)
+    items = model.item_factors
+    if save_items is not None:
+        np.save(save_items, items)
     category_names = np.array([f"{_NOUNS[c % len(_NOUNS)]}s-{c}" for c in range(n_categories)])
     titles = np.array(
         [
@@ -129,8 +144,27 @@ def build_synthetic_bundle(
     counts = rng.integers(0, 4, size=n_users)
     indptr = np.concatenate([[0], np.cumsum(counts)])
     purchased = rng.integers(0, n_items, size=int(indptr[-1]))
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    from shelfwise import onnx_ann
+
+    graph: Any = None
+    graph_record: dict[str, Any] = {"graph": "sequential", "candidate_check": None}
+    if model_kind != "sequential":
+        graph, graph_record = onnx_ann.export_factor_model(
+            model,
+            int8_candidates=int8_candidates,
+            check_ks=(20, 500),
+            check_users=200,
+            float16=float16,
+            **({} if ann else {"ann_min_bytes": None}),
+        )
     m = min(neighbours, n_items - 1)
-    if n_items <= 5000:
+    if graph_record["graph"] == "ann-pages":
+        # a neighbour table of 20 per item is 160 MB at 1M items: large catalogues answer
+        # similar items from the model (the fold-in of the item, through the index)
+        similar = None
+    elif n_items <= 5000:
         unit = items / np.linalg.norm(items, axis=1, keepdims=True)
         sims = unit @ unit.T
         np.fill_diagonal(sims, -np.inf)
@@ -143,15 +177,10 @@ def build_synthetic_bundle(
         picks = rng.random((n_items, m))
         sim_idx = order[starts[cats][:, None] + (picks * sizes[cats][:, None]).astype(np.int64)]
         sim_val = np.sort(rng.random((n_items, m)), axis=1)[:, ::-1]
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    if graph_record["graph"] != "ann-pages":
+        similar = (sim_idx, sim_val)
     if model_kind == "sequential":
         graph = _synthetic_sequential(items, cats, fav, history, rng)
-        graph_record: dict[str, Any] = {"graph": "sequential", "candidate_check": None}
-    else:
-        graph, graph_record = ox.export_factor_model(
-            model, int8_candidates=int8_candidates, check_ks=(20, 500), check_users=200, float16=float16
-        )
     bd.write_bundle(
         directory,
         model=graph,
@@ -171,7 +200,7 @@ def build_synthetic_bundle(
             "onnx_graph": graph_record,
         },
         users=user_ids,
-        similar=(sim_idx, sim_val),
+        similar=similar,
         purchased=(indptr, purchased),
         parquet=False,
     )
@@ -280,6 +309,9 @@ class _Ctx:
         return 30_000
 
 
+KERNEL_ITEMS = "kernel_items.npy"  # beside the bundle: the float32 factors, for the bare kernel
+
+
 def _pct(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 3)
 
@@ -302,16 +334,9 @@ def _kernel(
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    model = onnx.load(str(bundle_dir / "model.onnx"))
-    # the exact graph stores the matrix transposed (item_factors_t), the candidate graph row-major
-    arrays = {t.name: t for t in model.graph.initializer if t.name.startswith("item_factors")}
-    transposed = [name for name in ("item_factors_t", "item_factors_t_f16") if name in arrays]
-    if transposed:
-        item_t = numpy_helper.to_array(arrays[transposed[0]])
-    else:
-        row_major = [name for name in ("item_factors", "item_factors_f16") if name in arrays]
-        item_t = numpy_helper.to_array(arrays[row_major[0]]).T
-    item_t = np.ascontiguousarray(item_t, dtype=np.float32)
+    model = onnx.load(str(bundle_dir / "model.onnx"), load_external_data=False)
+    # the float32 item matrix the bundle was exported from (the ANN graph stores none)
+    item_t = np.ascontiguousarray(np.load(bundle_dir.parent / KERNEL_ITEMS).T, dtype=np.float32)
     n_users = int({p.key: p.value for p in model.metadata_props}.get("shelfwise.n_users", "0"))
     dim = item_t.shape[0]
     graph = helper.make_graph(
@@ -488,8 +513,17 @@ resp = mod.lambda_handler(first, Ctx())
 t2 = time.perf_counter()
 other = mod.lambda_handler(other_route, Ctx())  # what the first request of another route adds
 t3 = time.perf_counter()
+def hwm_mb():  # this process's peak RSS (VmHWM: ru_maxrss would include the parent's, kept across exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+rss_first = hwm_mb()
+if len(sys.argv) > 4:  # then a replay of the bench's request mix: the function's steady-state RSS
+    for ev in json.load(open(sys.argv[4])):
+        mod.lambda_handler(ev, Ctx())
 m = next(iter(mod.recommender.state.models.values()), None)
-print(json.dumps({"init_s": t1 - t0, "first_answer_s": t2 - t0, "first_request_s": t2 - t1,
+print(json.dumps({"rss_after_first_mb": rss_first,
+                  "rss_mb": hwm_mb(),"init_s": t1 - t0, "first_answer_s": t2 - t0, "first_request_s": t2 - t1,
                   "first_other_route_s": t3 - t2,
                   "bundle_fetch_s": m and m.fetch_seconds, "bundle_load_s": m and m.load_seconds,
                   "status": resp["statusCode"], "other_status": other["statusCode"]}))
@@ -519,7 +553,9 @@ def _one_core() -> set[int]:
     return {max(os.sched_getaffinity(0))}
 
 
-def _cold_start(cache: Path, paths: list[Path], cpus: set[int] | None = None) -> dict[str, Any]:
+def _cold_start(
+    cache: Path, paths: list[Path], cpus: set[int] | None = None, replay: Path | None = None
+) -> dict[str, Any]:
     """A fresh interpreter: import the handler (init: clients, aliases, download, load), answer once.
 
     ``-I -S``: no site-packages, only ``paths`` (:func:`lambda_paths`), as in Lambda. ``cpus``
@@ -544,6 +580,7 @@ def _cold_start(cache: Path, paths: list[Path], cpus: set[int] | None = None) ->
             str(SERVE_APP),
             json.dumps([event, other]),
             ":".join(map(str, paths)),
+            *([str(replay)] if replay else []),
         ],
         env={**os.environ, "MODEL_CACHE_DIR": str(cache)},
         capture_output=True,
@@ -641,8 +678,10 @@ def main(argv: list[str]) -> int:
         n_users=args.users,
         float16=args.float16,
         int8_candidates=not args.exact_graph,
+        save_items=work / KERNEL_ITEMS,
         model_kind=args.model,
     )
+    export_s = time.perf_counter() - t
     graph_record = json.loads((bundle_dir / "manifest.json").read_text())["onnx_graph"]
     bundle_mb = sum(p.stat().st_size for p in bundle_dir.iterdir()) / 2**20
     print(
@@ -696,7 +735,11 @@ def main(argv: list[str]) -> int:
         cold_one_core = [
             _cold_start(work / f"cold-cache-1core-{i}", paths, _one_core()) for i in range(args.cold_runs)
         ]
-        cached = _cold_start(work / "cold-cache-0", paths)
+        # an environment re-initialised on the same host (bundle cached), which then answers
+        # the request mix: the function's own peak RSS, against its configured memory
+        replay = work / "replay.json"
+        replay.write_text(json.dumps(_events(min(args.requests, 2000), args.items, args.users, seed=3)))
+        cached = _cold_start(work / "cold-cache-0", paths, replay=replay)
         print(f"cold start {[round(c['first_answer_s'], 3) for c in cold]} s", file=sys.stderr)
 
         # 2. the handler in-process (EMF lines go to /dev/null as Lambda's stdout would take them)
@@ -809,6 +852,13 @@ def main(argv: list[str]) -> int:
         "reference_import_boto3_s": round(boto3_import, 3),
         "package_mb": _package_mb(),
         "rss_mb": peak_rss_mb(),
+        # the function's process (bundle cached, init, then the request mix): what Lambda's memory holds
+        "function_rss_mb": round(cached["rss_mb"], 1),
+        "function_rss_after_first_request_mb": round(cached["rss_after_first_mb"], 1),
+        "function_memory_mb": _Ctx.memory_limit_in_mb,
+        "recall": _recall(graph_record),
+        "index_build_s": (graph_record.get("ann") or {}).get("index_build_s"),
+        "export_s": round(export_s, 1),
     }
     emit(result)
     return 0
@@ -845,6 +895,23 @@ def _exploration_ab(app: Any, events: list[dict[str, Any]], ctx: Any, block: int
         out[f"{arm}_cpu_p99_ms"] = _pct(cpu[arm], 99)
     out["p99_delta_ms"] = round(out["on_p99_ms"] - out["off_p99_ms"], 3)
     out["cpu_p99_delta_ms"] = round(out["on_cpu_p99_ms"] - out["off_cpu_p99_ms"], 3)
+    return out
+
+
+def _recall(record: dict[str, Any]) -> dict[str, Any] | None:
+    """Recall@20 of the exported ANN graph: the sweep's figure at the chosen probe count (validation
+    users, random queries; the index's pages alone) and the graph's own check in onnxruntime."""
+    info = record.get("ann")
+    if not info:
+        return None
+    probe = info.get("probe")
+    out: dict[str, Any] = {"graph": record["graph"], "probe": probe, "pages": info.get("pages")}
+    if probe is not None:
+        sweep = info["sweep"].get(str(info.get("alpha")), {})
+        out.update(alpha=info.get("alpha"), **{f"sweep_{k}": v.get(str(probe)) for k, v in sweep.items()})
+    out.update(info.get("check") or {})
+    if "rejected" in info:
+        out["rejected"] = info["rejected"]
     return out
 
 
