@@ -12,7 +12,7 @@ import gc
 # cyclic collections during it are wasted work. Re-enabled, with everything frozen, at the end.
 gc.disable()
 
-from typing import Any  # noqa: E402
+from typing import Any, Literal  # noqa: E402
 
 from pydantic import BaseModel, Field, Json  # noqa: E402
 
@@ -33,6 +33,7 @@ class Settings(BaseModel):
     alias_ttl_seconds: float = Field(default=30.0, ge=0)
     model_cache_dir: str = "/tmp/shelfwise/models"
     serving_rules: Json[ServingRules] = ServingRules()
+    canary_mode: Literal["split", "interleave"] = "split"
 
 
 settings = load_settings(Settings)
@@ -57,6 +58,7 @@ config = ServingConfig(
     cache_dir=settings.model_cache_dir,
     alias_ttl_seconds=settings.alias_ttl_seconds,
     rules=settings.serving_rules,
+    canary_mode=settings.canary_mode,
 )
 recommender = Recommender(
     config,

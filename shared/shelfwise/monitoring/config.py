@@ -67,6 +67,14 @@ class MonitoringConfig:
     quality_margin: float = 0.02
     early_margin: float = 0.3
     histogram_epsilon: float = 1e-4
+    # Interleaved canary: decisive lists (one model's items got more clicks) needed before its
+    # comparison is published, and before its early-click comparison is.
+    min_decisive_lists: int = 30
+    min_early_decisive_lists: int = 10
+    # Promotion evidence: non-inferiority of the challenger, on matured windows only, at this
+    # one-sided anytime-valid confidence (1 - alpha) and relative margin.
+    noninferiority_margin: float = 0.03
+    noninferiority_alpha: float = 0.05
 
     @property
     def window(self) -> timedelta:

@@ -36,8 +36,16 @@ FILTER_PATTERN = '{ $.shelfwise = "served_list" }'
 # A served list never has more items than `k` allows (the API caps k at 500).
 MAX_SERVED_ITEMS = 500
 
-# (recommendation_id, variant, model_version, endpoint, k, epoch seconds, item ids, scores)
-Served = tuple[str, str, str, str, int, float, Sequence[str], Sequence[float]]
+# (recommendation_id, variant, model_version, endpoint, k, epoch seconds, item ids, scores), and for
+# an interleaved list (variant ``interleaved``) a ninth element: each item's contributing version.
+Served = (
+    tuple[str, str, str, str, int, float, Sequence[str], Sequence[float]]
+    | tuple[str, str, str, str, int, float, Sequence[str], Sequence[float], Sequence[str]]
+)
+
+
+def _sources(served: Served) -> Sequence[str] | None:
+    return served[8] if len(served) > 8 else None  # type: ignore[misc]
 
 
 def _stamp(ts: float) -> str:
@@ -51,9 +59,10 @@ def impression_rows(served: Served) -> list[dict[str, Any]]:
     The reference definition of what a served list becomes in ``raw/``: the ingest's expansion of
     a served-list line (``served_list_rows``) must give exactly these rows.
     """
-    rec_id, variant, version, endpoint, k, ts, items, scores = served
+    rec_id, variant, version, endpoint, k, ts, items, scores = served[:8]
     stamp = _stamp(ts)
     props = {"endpoint": endpoint, "k": k, "schema_version": SCHEMA_VERSION}
+    sources = _sources(served)
     return [
         _row(
             derive_event_id("impression", rec_id, pos),
@@ -63,7 +72,7 @@ def impression_rows(served: Served) -> list[dict[str, Any]]:
             pos,
             score,
             variant,
-            version,
+            version if sources is None else sources[pos],
             props,
         )
         for pos, (item, score) in enumerate(zip(items, scores, strict=True))
@@ -116,10 +125,12 @@ def served_list_line(served: Served) -> str:
     score is written as ``null``, as the line must stay valid JSON or the subscription filter
     would not match it and the whole list would be lost.
     """
-    rec_id, variant, version, endpoint, k, ts, items, scores = served
+    rec_id, variant, version, endpoint, k, ts, items, scores = served[:8]
+    sources = _sources(served)
     n = len(items)
     if (
-        n
+        sources is None
+        and n
         and n == len(scores)
         and type(k) is int
         and math.isfinite(sum(scores))
@@ -147,6 +158,8 @@ def served_list_line(served: Served) -> str:
         "items": list(items),
         "scores": [round(float(s), 6) if math.isfinite(s) else None for s in scores],
     }
+    if sources is not None:
+        doc["sources"] = list(sources)
     return json.dumps(doc, separators=(",", ":")) + "\n"
 
 
@@ -234,6 +247,13 @@ def served_list_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         raise ServedListError("item ids must be strings")
     if not all(s is None or (isinstance(s, int | float) and not isinstance(s, bool)) for s in scores):
         raise ServedListError("scores must be numbers")
+    sources = doc.get("sources")
+    if sources is not None and (
+        not isinstance(sources, list)
+        or len(sources) != len(items)
+        or not all(isinstance(v, str) for v in sources)
+    ):
+        raise ServedListError("sources must be one model version (a string) per item")
     props = {"endpoint": endpoint, "k": k, "schema_version": schema_version}
     prefix = hashlib.blake2b(digest_size=12)
     prefix.update(b"impression\x1e" + rec_id.encode("utf-8", "surrogatepass") + b"\x1e")
@@ -241,5 +261,6 @@ def served_list_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     for pos, (item, score) in enumerate(zip(items, scores, strict=True)):
         h = prefix.copy()
         h.update(b"%d\x1e" % pos)
-        rows.append(_row(h.hexdigest(), rec_id, item, stamp, pos, score, variant, version, props))
+        source = version if sources is None else sources[pos]
+        rows.append(_row(h.hexdigest(), rec_id, item, stamp, pos, score, variant, source, props))
     return rows

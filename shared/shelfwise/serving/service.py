@@ -32,6 +32,7 @@ from shelfwise.registry import Aliases
 from shelfwise.serving.config import ServingConfig, served_at
 from shelfwise.serving.errors import ItemNotFoundError, ModelUnavailableError
 from shelfwise.serving.impressions import ImpressionSink
+from shelfwise.serving.interleave import team_draft
 from shelfwise.serving.model import LoadedModel, ModelLoader
 
 POPULARITY_PREFIX = "popularity@"
@@ -91,6 +92,8 @@ class Recommendation:
     unknown_items: int = 0
     degraded: bool = False
     reason: str | None = None
+    # Interleaved lists only: each item's contributing model version (the credit monitoring uses).
+    sources: list[str] | None = None
 
     @property
     def items(self) -> list[RankedItem]:
@@ -392,34 +395,123 @@ class Recommender:
         filters: Filters = Filters(),
         endpoint: str = "recommendations",
     ) -> Recommendation:
-        """Top-k for a known user (stored representation) or from a session history (fold-in)."""
+        """Top-k for a known user (stored representation) or from a session history (fold-in).
+
+        With ``canary_mode = "interleave"``, a request routed to the challenger gets one list
+        team-drafted from the champion's and the challenger's rankings (variant ``interleaved``).
+        """
         k = self._check_k(k)
         self.refresh()
         user_key = user_id or session_id or uuid.uuid4().hex
         model, variant = self._route(user_key)
+        ranked = self._rank(model, user_id, history, filters, k)
+        if ranked is None:
+            return self._popularity_answer(model, user_id, history, filters, k, endpoint)
+        scores, indices, unknown = ranked
+        if variant == "challenger" and self.config.canary_mode == "interleave":
+            champion = self._state.models.get(self._state.aliases.champion or "")
+            other = self._rank(champion, user_id, history, filters, k) if champion is not None else None
+            if champion is not None and other is not None:
+                return self._interleaved_answer(
+                    (champion, other[0], other[1]), (model, scores, indices), endpoint, k, unknown
+                )
+        return self._answer(model, variant, scores, indices, endpoint=endpoint, k=k, unknown=unknown)
+
+    def _rank(
+        self,
+        model: LoadedModel,
+        user_id: str | None,
+        history: Sequence[HistoryEvent],
+        filters: Filters,
+        k: int,
+    ) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """``model``'s top-k (scores, indices, unknown ids) for the user; None when it has no signal."""
         uidx = model.catalog.user_index(user_id)
         h_items, h_weights, excluded, unknown = self._history(model, history)
+        if uidx < 0 and h_items.size == 0:
+            return None
         if uidx >= 0 and self.rules.exclude_purchased:
             excluded = (
                 excluded + model.catalog.stored_purchases(uidx, self.rules.max_stored_purchases).tolist()
             )
         mask, unknown_excl = self._mask(model, filters, excluded)
-        unknown += unknown_excl
-        if uidx < 0 and h_items.size == 0:
-            scores, indices = self._popularity(model, mask, k)
-            return self._answer(
-                model,
-                "fallback",
-                scores,
-                indices,
-                endpoint=endpoint,
-                k=k,
-                unknown=unknown,
-                version=POPULARITY_PREFIX + model.version,
-                reason="no known user or usable history",
-            )
         scores, indices = model.score(uidx, h_items, h_weights, mask, k)
-        return self._answer(model, variant, scores, indices, endpoint=endpoint, k=k, unknown=unknown)
+        return scores, indices, unknown + unknown_excl
+
+    def _popularity_answer(
+        self,
+        model: LoadedModel,
+        user_id: str | None,
+        history: Sequence[HistoryEvent],
+        filters: Filters,
+        k: int,
+        endpoint: str,
+    ) -> Recommendation:
+        """No known user and no usable history: the popularity fallback (variant ``fallback``)."""
+        uidx = model.catalog.user_index(user_id)
+        _, _, excluded, unknown = self._history(model, history)
+        if uidx >= 0 and self.rules.exclude_purchased:
+            excluded = (
+                excluded + model.catalog.stored_purchases(uidx, self.rules.max_stored_purchases).tolist()
+            )
+        mask, unknown_excl = self._mask(model, filters, excluded)
+        scores, indices = self._popularity(model, mask, k)
+        return self._answer(
+            model,
+            "fallback",
+            scores,
+            indices,
+            endpoint=endpoint,
+            k=k,
+            unknown=unknown + unknown_excl,
+            version=POPULARITY_PREFIX + model.version,
+            reason="no known user or usable history",
+        )
+
+    def _interleaved_answer(
+        self,
+        champion: tuple[LoadedModel, np.ndarray, np.ndarray],
+        challenger: tuple[LoadedModel, np.ndarray, np.ndarray],
+        endpoint: str,
+        k: int,
+        unknown: int,
+    ) -> Recommendation:
+        """Team-draft of the two rankings; each item keeps its team's score, metadata and version."""
+        sides = []
+        for model, scores, indices in (champion, challenger):
+            idx = np.asarray(indices, dtype=np.intp)
+            sides.append((model, text_list(model.catalog.item_ids[idx]), scores.tolist(), idx))
+        rec_id = uuid.uuid4().hex
+        merged = team_draft(sides[0][1], sides[1][1], k, rec_id)
+        ids, sc, cats, titles, prices, sources = [], [], [], [], [], []
+        for team, rank in zip(merged.teams, merged.ranks, strict=True):
+            model, team_ids, team_scores, idx = sides[team]
+            i = int(idx[rank])
+            cat = model.catalog
+            ids.append(team_ids[rank])
+            sc.append(team_scores[rank])
+            cats.append(text_list(cat.category_names[i : i + 1])[0])
+            titles.append(text_list(cat.titles[i : i + 1])[0])
+            price = float(cat.price[i])
+            prices.append(None if price != price else round(price, 4))
+            sources.append(model.version)
+        rec = Recommendation(
+            recommendation_id=rec_id,
+            model_version=challenger[0].version,
+            variant="interleaved",
+            item_ids=ids,
+            scores=sc,
+            categories=cats,
+            titles=titles,
+            prices=prices,
+            unknown_items=unknown,
+            sources=sources,
+        )
+        if self.impressions is not None and ids:
+            self.impressions.record(
+                (rec_id, rec.variant, rec.model_version, endpoint, k, served_at(), ids, sc, sources)
+            )
+        return rec
 
     def similar(
         self, item_id: str, *, k: int | None = None, filters: Filters = Filters(), user_key: str | None = None
