@@ -665,7 +665,7 @@ class MonitoringJob:
         ev["mature_windows"] = len(windows)
         w_c, w_b, lists = _ilv_sum(state, "ilv_click", deployment, since)
         bound: RatioBound | None = None
-        if lists:
+        if _ilv_sum(state, "ilv_early", deployment, since)[2]:
             ev.update(design="interleaved", lists=lists, wins_challenger=w_c, wins_champion=w_b)
             if w_c + w_b > 0:
                 bound = compare_preference(
