@@ -57,7 +57,7 @@ class MonitoringConfig:
     # Anytime-valid one-sided confidence sequence (half-normal mixture): the chance of a false alarm
     # over all looks of one canary, and the mixing scale on the log-ratio (about the size of effect
     # we care about: log(0.8) = -0.22). One-sided 0.05 is what the earlier two-sided 0.1 held.
-    alpha: float = 0.05
+    alpha: float = 0.02
     tau: float = 0.2
     # Early clicks only need to catch gross failures (a broken model loses most clicks): stricter
     # alpha, wider margin, and a mixing scale tuned to large effects so ~100 lists per variant do.
@@ -71,9 +71,14 @@ class MonitoringConfig:
     # comparison is published, and before its early-click comparison is.
     min_decisive_lists: int = 30
     min_early_decisive_lists: int = 10
+    # The interleaved preference moves about twice as far as the CTR ratio (in the bench's click
+    # model a 20% CTR drop is a 36% drop in win odds), so its mixing scale is twice the split's.
+    interleaved_tau: float = 0.4
     # Promotion evidence: non-inferiority of the challenger, on matured windows only, at this
-    # one-sided anytime-valid confidence (1 - alpha) and relative margin.
+    # one-sided anytime-valid confidence (1 - alpha) and relative margin (on the CTR ratio for a
+    # split canary, on the win odds for an interleaved one: twice as far, as above).
     noninferiority_margin: float = 0.03
+    interleaved_noninferiority_margin: float = 0.06
     noninferiority_alpha: float = 0.05
 
     @property

@@ -606,7 +606,7 @@ class MonitoringJob:
                     w_c,
                     w_b,
                     alpha=alpha,
-                    tau=tau,
+                    tau=cfg.interleaved_tau if kind == "click" else tau,
                     min_decisive=cfg.min_decisive_lists if kind == "click" else cfg.min_early_decisive_lists,
                     margin=margin,
                 )
@@ -647,7 +647,6 @@ class MonitoringJob:
             "as_of": now.isoformat(),
             "challenger": deployment.challenger,
             "champion": deployment.champion,
-            "margin": cfg.noninferiority_margin,
             "confidence": 1.0 - cfg.noninferiority_alpha,
             "estimate": None,
             "lower": None,
@@ -666,11 +665,12 @@ class MonitoringJob:
         w_c, w_b, lists = _ilv_sum(state, "ilv_click", deployment, since)
         bound: RatioBound | None = None
         if _ilv_sum(state, "ilv_early", deployment, since)[2]:
-            ev.update(design="interleaved", lists=lists, wins_challenger=w_c, wins_champion=w_b)
+            margin = cfg.interleaved_noninferiority_margin
+            ev.update(
+                design="interleaved", lists=lists, wins_challenger=w_c, wins_champion=w_b, margin=margin
+            )
             if w_c + w_b > 0:
-                bound = compare_preference(
-                    w_c, w_b, cfg.noninferiority_alpha, cfg.tau, cfg.noninferiority_margin
-                )
+                bound = compare_preference(w_c, w_b, cfg.noninferiority_alpha, cfg.interleaved_tau, margin)
         else:
             n_c, x_c = _sum(state, "click", _key("challenger", deployment.challenger), since)
             n_b, x_b = _sum(state, "click", _key("champion", deployment.champion), since)
