@@ -104,6 +104,8 @@ class AlarmSpec:
     # What the rollback function does when this alarm enters ALARM.
     target: Target = "none"
     guard: str = ""
+    # What happens besides the notification when it accuses no model (e.g. a retrain).
+    action: str = ""
 
 
 # Default alarms. Every model alarm is driven by a metric the job only publishes once its minimum
@@ -170,6 +172,7 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         treat_missing_data="notBreaching",
         target="none",
         guard="published only with >= 500 served scores; reference = the champion bundle's manifest",
+        action="retrain (TrainModelFunction) + notify",
     ),
     AlarmSpec(
         suffix="champion-ctr-drift",
@@ -182,6 +185,7 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         treat_missing_data="notBreaching",
         target="none",
         guard="published once a 10,000-list baseline is frozen and the last hour of matured windows holds >= 100 lists",
+        action="retrain (TrainModelFunction) + notify",
     ),
     AlarmSpec(
         suffix="input-drift",
@@ -193,6 +197,7 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         treat_missing_data="notBreaching",
         target="none",
         guard="published only once a 5,000-event baseline is frozen and the last hour holds >= 500 behaviour events",
+        action="retrain (TrainModelFunction) + notify",
     ),
     AlarmSpec(
         suffix="error-rate",
