@@ -365,6 +365,9 @@ class LiteS3(_Client):
     """S3 GetObject, streaming."""
 
     service = "s3"
+    # GetObject with ChecksumMode returns the stored checksums without hashing the body itself
+    # (botocore would); callers that compare checksums themselves ask for them (bundle_files).
+    passes_checksums_through = True
 
     def _url(self, bucket: str, key: str) -> str:
         path = quote(key, safe="/-_.~")

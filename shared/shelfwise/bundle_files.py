@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from shelfwise.aws_lite import LiteS3
 from shelfwise.errors import ConflictError, InputError, NotFoundError
 
 MODEL_FILE = "model.onnx"
@@ -296,10 +295,15 @@ def sha256_base64(hex_digest: str) -> str:
 def _get(s3: Any, bucket: str, key: str, *, checksum: bool = False) -> Any:
     """GetObject's answer (its ``Body`` streams); BundleMissingError when the object is not there.
 
-    ``checksum`` asks S3 for the object's stored checksums, from the SDK-free client only:
-    botocore would hash the whole body again to check them itself.
+    ``checksum`` asks S3 for the object's stored checksums from a client that passes them through
+    unverified (``passes_checksums_through``, the SDK-free one): botocore would hash the whole body
+    again to check them itself.
     """
-    extra = {"ChecksumMode": "ENABLED"} if checksum and isinstance(s3, LiteS3) else {}
+    extra = (
+        {"ChecksumMode": "ENABLED"}
+        if checksum and getattr(s3, "passes_checksums_through", False) is True
+        else {}
+    )
     try:
         return s3.get_object(Bucket=bucket, Key=key, **extra)
     except s3.exceptions.ClientError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shelfwise.serving.impressions import FILTER_PATTERN
+from shelfwise.served_lists import FILTER_PATTERN
 from shelfwise_local.runtime.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 
 from shelfwise.ingest import ingest_file, read_events
 from shelfwise.ingest.readers import read_jsonl_chunks
-from shelfwise.serving.impressions import Served, impression_rows, served_list_line
+from shelfwise.served_lists import Served, impression_rows, served_list_line
 
 T0 = 1_709_287_200.0  # 2024-03-01T10:00:00Z
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shelfwise.serving.impressions import FILTER_PATTERN, served_list_line
+from shelfwise.served_lists import FILTER_PATTERN, served_list_line
 from shelfwise_local.runtime.logfilters import UnsupportedPatternError, compile_pattern
 
 EVENT = json.dumps(

@@ -20,6 +20,7 @@ from shelfwise import onnx_export as ox
 from shelfwise.bundle import Bundle
 from shelfwise.bundle import read_bundle as _read_bundle
 from shelfwise.registry import Aliases, challenger_share
+from shelfwise.served_lists import ServedListError, impression_rows, served_list_line, served_list_rows
 from shelfwise.serving import (
     Filters,
     HistoryEvent,
@@ -31,7 +32,6 @@ from shelfwise.serving import (
     ServingConfig,
     ServingRules,
 )
-from shelfwise.serving.impressions import ServedListError, impression_rows, served_list_line, served_list_rows
 from shelfwise_local.bench.serve import build_synthetic_bundle
 
 N, D, USERS = 300, 8, 40

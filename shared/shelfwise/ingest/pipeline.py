@@ -7,19 +7,11 @@ flat in the file size except the 8 bytes per distinct ``event_id`` that exact de
 
 from __future__ import annotations
 
-import contextlib
-import gzip
 import hashlib
-import itertools
 import json
 import os
-import queue
 import tempfile
-import threading
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,27 +22,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shelfwise.events import MAX_FUTURE_SECONDS, PARTITION_COLUMN, SCHEMA_VERSION
+from shelfwise.events import MAX_FUTURE_SECONDS, SCHEMA_VERSION
 from shelfwise.ingest import readers
+from shelfwise.ingest.dedup import SeenIds
 from shelfwise.ingest.errors import CorruptInputError, UnknownFormatError
-from shelfwise.ingest.formats import ADAPTERS, Adapter, adapter_for, headerless_adapter, json_literals
-from shelfwise.ingest.hashing import Pseudonymiser, hash64, hash128_hex
+from shelfwise.ingest.formats import ADAPTERS
+from shelfwise.ingest.hashing import Pseudonymiser, hash128_hex
 from shelfwise.ingest.readers import RawChunk
-from shelfwise.ingest.schema import (
-    CURATED_SCHEMA,
-    DICTIONARY_COLUMNS,
-    EVENT_TYPE_VALUES,
-    EVENT_WEIGHT_BY_INDEX,
-    REASONS,
-)
-from shelfwise.ingest.validate import _number, _utf8, validate
+from shelfwise.ingest.schema import CURATED_SCHEMA, EVENT_TYPE_VALUES, EVENT_WEIGHT_BY_INDEX, REASONS
+from shelfwise.ingest.sessions import SESSION_GAP_MS, Sessioniser
+from shelfwise.ingest.sinks import CollectSink, PartitionWriter, QuarantineWriter, csv_text, raw_text
+from shelfwise.ingest.source import Source, open_source, prefetch
+from shelfwise.ingest.validate import normalise_types, validate
 
-SESSION_GAP_MS = 30 * 60 * 1000
 DAY_MS = 86_400_000
-ROW_GROUP_ROWS = 262_144
-MAX_BUFFERED_ROWS = 524_288
-MAX_OPEN_WRITERS = 128
-MAX_RAW_CHARS = 65_536
 CURATED_PREFIX = "curated/events"
 SUMMARY_PREFIX = "curated/_summaries"
 QUARANTINE_PREFIX = "quarantine"
@@ -106,473 +91,6 @@ def object_hash(*parts: object) -> str:
     return h.hexdigest()
 
 
-# ---------------------------------------------------------------- source opening
-@dataclass
-class Source:
-    adapter: Adapter
-    kind: str
-    chunks: Iterator[RawChunk]
-    delimiter: str = ","
-    column_types: dict[str, pa.DataType] = field(default_factory=dict)
-
-
-def open_source(path: Path, fmt: str = "auto", block_bytes: int = readers.BLOCK_BYTES) -> Source | None:
-    """Detect the container and format of a local file and return its chunk iterator (None if empty)."""
-    kind, head = readers.peek(path)
-    if kind == "empty":
-        return None
-    if kind == "parquet":
-        return Source(
-            adapter_for(readers.parquet_columns(path), fmt), kind, readers.read_parquet_chunks(path)
-        )
-    if kind == "jsonl":
-        if fmt not in ("auto", "native"):
-            raise UnknownFormatError(f"JSON Lines are read as the native format, not {fmt!r}")
-        return Source(ADAPTERS["native"], kind, readers.read_jsonl_chunks(path))
-    nl = head.find(b"\n")
-    first_line = head if nl < 0 else head[:nl]
-    try:
-        candidates = readers.header_fields(first_line)
-    except UnicodeDecodeError as exc:
-        raise UnknownFormatError("the first line (header) is not UTF-8 text") from exc
-    except Exception as exc:  # csv.Error on a broken header line
-        raise UnknownFormatError(f"the first line cannot be parsed as a CSV header: {exc}") from exc
-    adapter: Adapter | None = None
-    delimiter = ","
-    has_header = True
-    names: list[str] = []
-    errors: list[str] = []
-    for delim, fields_ in candidates.items():
-        if len(fields_) < 2:
-            continue
-        try:
-            adapter = adapter_for(fields_, fmt)
-        except UnknownFormatError as exc:
-            errors.append(str(exc))
-            continue
-        delimiter, names = delim, fields_
-        break
-    if adapter is None:
-        headerless = headerless_adapter(candidates[","])
-        if headerless is not None and fmt in ("auto", headerless.name):
-            adapter, names, has_header = headerless, list(headerless.headerless_names), False
-    if adapter is None:
-        raise UnknownFormatError(
-            errors[0] if errors else f"cannot detect a format from the header {first_line[:200]!r}"
-        )
-    if len(set(names)) != len(names):
-        raise UnknownFormatError(f"the header repeats a column name: {names}")
-    types = {n: adapter.csv_types.get(adapter.aliases.get(n, n), pa.string()) for n in names}
-    chunks = readers.read_csv_chunks(
-        path,
-        delimiter=delimiter,
-        column_names=names,
-        column_types=types,
-        has_header=has_header,
-        block_bytes=block_bytes,
-    )
-    return Source(adapter, kind, chunks, delimiter, types)
-
-
-# ---------------------------------------------------------------- dedup
-class SeenIds:
-    """Dedup of event ids within one object by 64-bit id hashes, in sorted runs.
-
-    Each batch's hashes are sorted once; that gives the in-batch duplicates (the earliest row of
-    an id wins) and cache-friendly binary searches into the sorted runs of earlier batches, which
-    are merged like an LSM tree. Memory: 8 bytes per distinct id. A 64-bit
-    collision (odds about n^2 / 2^65: 3e-8 for 1M ids in one object, 7e-7 for 5M) would drop one
-    row as a duplicate.
-    """
-
-    # Runs stop merging at 2M ids (16 MB), so a merge never copies the whole set at once.
-    MAX_RUN = 1 << 21
-
-    def __init__(self) -> None:
-        self._runs: list[np.ndarray] = []
-
-    def first_seen(self, ids: pa.Array, consider: np.ndarray | None = None) -> np.ndarray:
-        """True for rows whose id has not been seen before (in this batch or earlier ones).
-
-        With ``consider``, only those rows take part (the others are False and not remembered).
-        """
-        h = hash64(ids)
-        if consider is not None and not consider.all():
-            rows = np.flatnonzero(consider)
-            keep = np.zeros(len(h), bool)
-            keep[rows[self._first(h[rows])]] = True
-            return keep
-        return self._first(h)
-
-    def _first(self, h: np.ndarray) -> np.ndarray:
-        if len(h) == 0:
-            return np.zeros(0, bool)
-        order = np.argsort(h)
-        hs = h[order]
-        starts = np.flatnonzero(np.concatenate(([True], hs[1:] != hs[:-1])))
-        uniq = hs[starts]
-        first_row = np.minimum.reduceat(order, starts)  # the earliest row of each distinct id wins
-        fresh = np.ones(len(uniq), bool)
-        for run in self._runs:
-            pos = np.searchsorted(run, uniq)
-            pos[pos == len(run)] = len(run) - 1
-            fresh &= run[pos] != uniq
-        new = uniq[fresh]
-        if len(new):
-            self._runs.append(new)
-            while (
-                len(self._runs) > 1
-                and len(self._runs[-2]) <= 2 * len(self._runs[-1])
-                and len(self._runs[-2]) + len(self._runs[-1]) <= self.MAX_RUN
-            ):
-                last = self._runs.pop()
-                merged = np.concatenate([self._runs.pop(), last])
-                merged.sort(kind="stable")  # timsort: a linear merge of two sorted runs
-                self._runs.append(merged)
-        keep = np.zeros(len(h), bool)
-        keep[first_row[fresh]] = True
-        return keep
-
-
-# ---------------------------------------------------------------- sessions
-class Sessioniser:
-    """Session ids from a 30-minute inactivity gap per user, for rows whose source has none.
-
-    Streaming: each batch is sorted by (user, time) together with the carried state of users
-    seen within the last gap (their last time and session start), so a session may span batches.
-    State is pruned to users active within one gap of the newest event, which keeps it small for
-    time-ordered logs. The id is ``<user_id>~<session start ms>``: deterministic per object.
-    """
-
-    def __init__(self, gap_ms: int = SESSION_GAP_MS) -> None:
-        self.gap = gap_ms
-        self.users = pa.array([], pa.string())
-        self.last = np.zeros(0, np.int64)
-        self.start = np.zeros(0, np.int64)
-        self.newest = np.iinfo(np.int64).min
-
-    def assign(self, users: pa.Array, ts: np.ndarray) -> pa.Array:
-        s = len(self.users)
-        combined = pa.concat_arrays([self.users, users]) if s else users
-        codes = np.asarray(pc.dictionary_encode(combined).indices.to_numpy(zero_copy_only=False), np.int64)
-        all_ts = np.concatenate([self.last, ts])
-        src_start = np.concatenate([self.start, ts])
-        not_state = np.concatenate([np.zeros(s, np.int8), np.ones(len(ts), np.int8)])
-        order = np.lexsort((not_state, all_ts, codes))
-        c, t = codes[order], all_ts[order]
-        new = np.ones(len(order), bool)
-        new[1:] = (c[1:] != c[:-1]) | (t[1:] - t[:-1] > self.gap)
-        anchor = np.maximum.accumulate(np.where(new, np.arange(len(order)), 0))
-        start_sorted = src_start[order][anchor]
-        start = np.empty_like(start_sorted)
-        start[order] = start_sorted
-        starts = start[s:]
-        last = np.ones(len(order), bool)
-        last[:-1] = c[1:] != c[:-1]
-        self.newest = max(self.newest, int(ts.max()))
-        keep = last & (t >= self.newest - self.gap)
-        self.users = combined.take(pa.array(order[keep]))
-        self.last = t[keep]
-        self.start = start_sorted[keep]
-        return pc.binary_join_element_wise(users, pc.cast(pa.array(starts), pa.string()), "~")
-
-
-# ---------------------------------------------------------------- sinks
-class PartitionWriter:
-    """Curated rows to ``event_date=YYYY-MM-DD/<hash>.parquet`` under a directory, in row groups.
-
-    Rows are buffered per date until a row group is full (memory is capped across dates), and the
-    Parquet encoding runs on one background thread (pyarrow releases the GIL), so it overlaps
-    with parsing and validation of the next block; at most a few row groups are in flight.
-    """
-
-    MAX_PENDING = 2
-
-    def __init__(self, root: Path, name: str) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
-        self._pending: deque[Future[None]] = deque()
-        self.root = root
-        self.name = name
-        self._buffers: dict[int, list[pa.RecordBatch]] = {}
-        self._counts: dict[int, int] = {}
-        self._writers: OrderedDict[int, pq.ParquetWriter] = OrderedDict()
-        self._parts: dict[int, int] = {}
-        self.files: dict[str, int] = {}
-        self._buffered = 0
-
-    def add(self, batch: pa.RecordBatch, days: np.ndarray) -> None:
-        if batch.num_rows == 0:
-            return
-        if days[0] == days[-1] and np.all(days == days[0]):
-            present = {int(days[0])}
-            self._buffer(int(days[0]), batch)
-        else:
-            if np.all(days[1:] >= days[:-1]):
-                sorted_days = days
-            else:
-                order = np.argsort(days, kind="stable")
-                sorted_days = days[order]
-                batch = batch.take(pa.array(order))
-            cuts = np.flatnonzero(np.diff(sorted_days)) + 1
-            bounds = [0, *cuts.tolist(), len(sorted_days)]
-            present = {int(sorted_days[a]) for a in bounds[:-1]}
-            for a, b in itertools.pairwise(bounds):
-                self._buffer(int(sorted_days[a]), batch.slice(a, b - a))
-        # Logs are mostly in time order: a date absent from this batch is most likely complete,
-        # so write it out now (one row group per date, and memory holds only the current dates).
-        for day in [d for d in self._counts if d not in present]:
-            self._flush(day)
-
-    def _buffer(self, day: int, batch: pa.RecordBatch) -> None:
-        self._buffers.setdefault(day, []).append(batch)
-        self._counts[day] = self._counts.get(day, 0) + batch.num_rows
-        self._buffered += batch.num_rows
-        if self._counts[day] >= ROW_GROUP_ROWS:
-            self._flush(day)
-        elif self._buffered > MAX_BUFFERED_ROWS:
-            self._flush(max(self._counts, key=self._counts.__getitem__))
-
-    def _flush(self, day: int) -> None:
-        batches = self._buffers.pop(day, [])
-        rows = self._counts.pop(day, 0)
-        self._buffered -= rows
-        if not rows:
-            return
-        writer = self._writer(day)
-        table = pa.Table.from_batches(batches, CURATED_SCHEMA)
-        self._submit(lambda: writer.write_table(table, row_group_size=ROW_GROUP_ROWS))
-
-    def _submit(self, work: Callable[[], None]) -> None:
-        while len(self._pending) >= self.MAX_PENDING:
-            self._pending.popleft().result()
-        self._pending.append(self._pool.submit(work))
-
-    def _drain(self) -> None:
-        while self._pending:
-            self._pending.popleft().result()
-
-    def _writer(self, day: int) -> pq.ParquetWriter:
-        writer = self._writers.get(day)
-        if writer is not None:
-            self._writers.move_to_end(day)
-            return writer
-        if len(self._writers) >= MAX_OPEN_WRITERS:
-            _, oldest = self._writers.popitem(last=False)
-            self._submit(oldest.close)
-        part = self._parts.get(day, -1) + 1
-        self._parts[day] = part
-        date = (datetime(1970, 1, 1, tzinfo=UTC).date().fromordinal(719163 + day)).isoformat()
-        rel = f"{PARTITION_COLUMN}={date}/{self.name}{'' if part == 0 else f'-{part}'}.parquet"
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        writer = pq.ParquetWriter(
-            str(path),
-            CURATED_SCHEMA,
-            compression="zstd",
-            use_dictionary=DICTIONARY_COLUMNS,
-            write_statistics=["timestamp", "event_type", "user_id", "item_id"],
-        )
-        self._writers[day] = writer
-        self.files[rel] = 0
-        return writer
-
-    def close(self) -> list[str]:
-        for day in list(self._buffers):
-            self._flush(day)
-        for writer in self._writers.values():
-            self._submit(writer.close)
-        self._writers.clear()
-        self._drain()
-        self._pool.shutdown()
-        return sorted(self.files)
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            self._drain()
-        self._pool.shutdown()
-        for writer in self._writers.values():
-            with contextlib.suppress(Exception):
-                writer.close()
-        self._writers.clear()
-
-
-class CollectSink:
-    """Keeps curated batches in memory (``read_events``)."""
-
-    def __init__(self) -> None:
-        self.batches: list[pa.RecordBatch] = []
-
-    def add(self, batch: pa.RecordBatch, days: np.ndarray) -> None:
-        if batch.num_rows:
-            self.batches.append(batch)
-
-
-class QuarantineWriter:
-    """Bad rows as gzip JSON Lines: ``{"line", "reason", "raw"}`` (raw cut at 64 KiB)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._file: gzip.GzipFile | None = None
-        self.rows = 0
-
-    def write(self, line: int | None, reason: str, raw: str) -> None:
-        self.rows += 1
-        if self.path is None:
-            return
-        record: dict[str, Any] = {"line": line, "reason": reason, "raw": raw[:MAX_RAW_CHARS]}
-        if len(raw) > MAX_RAW_CHARS:
-            record["raw_truncated_from"] = len(raw)
-        self._open().write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-
-    def write_many(self, lines: np.ndarray, codes: np.ndarray, raw: pa.Array) -> None:
-        """Many bad rows at once, rendered to JSON with pyarrow kernels (no per-row Python)."""
-        if raw.null_count:
-            raw = raw.fill_null("")
-        long_rows = np.flatnonzero(
-            np.asarray(pc.utf8_length(raw).to_numpy(zero_copy_only=False)) > MAX_RAW_CHARS
-        )
-        if len(long_rows):  # rare: cut one by one, and say how long they were
-            values = raw.to_pylist()
-            for i in long_rows.tolist():
-                self.write(int(lines[i]), REASONS[codes[i]], values[i])
-            keep = np.ones(len(raw), bool)
-            keep[long_rows] = False
-            lines, codes, raw = lines[keep], codes[keep], raw.filter(pa.array(keep))
-        if len(raw) == 0:
-            return
-        self.rows += len(raw)
-        if self.path is None:
-            return
-        reasons = pc.take(pa.array(REASONS, pa.string()), pa.array(codes))
-        text = pc.binary_join_element_wise(
-            '{"line": ',
-            pc.cast(pa.array(lines), pa.string()),
-            ', "reason": "',
-            reasons,
-            '", "raw": ',
-            json_literals(raw),
-            "}\n",
-            "",
-        )
-        blob = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(text)], pa.int32()), text), "")
-        self._open().write(blob[0].as_py().encode("utf-8"))
-
-    def _open(self) -> gzip.GzipFile:
-        if self._file is None:
-            assert self.path is not None
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = gzip.GzipFile(str(self.path), "wb", mtime=0)
-        return self._file
-
-    def close(self) -> bool:
-        if self._file is not None:
-            self._file.close()
-            return True
-        return False
-
-
-# ---------------------------------------------------------------- the run
-_DONE = object()
-
-
-def prefetch(chunks: Iterator[RawChunk], depth: int = 2) -> Iterator[RawChunk]:
-    """Read and parse the next blocks on a background thread while this one is processed."""
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in chunks:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(_DONE)
-        except BaseException as exc:  # handed to the consumer, raised there
-            q.put(exc)
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None and stop.is_set():
-                close()
-
-    thread = threading.Thread(target=produce, name="ingest-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
-def _raw_text(values: dict[str, Any], kind: str, delimiter: str) -> str:
-    def text(v: Any) -> str:
-        if v is None:
-            return ""
-        if isinstance(v, bytes):
-            return v.decode("utf-8", "backslashreplace")
-        return str(v)
-
-    if kind == "csv":
-        return delimiter.join(text(v) for v in values.values())
-    return json.dumps(
-        {k: text(v) if isinstance(v, bytes) else v for k, v in values.items()},
-        default=str,
-        ensure_ascii=False,
-    )
-
-
-def _csv_text(batch: pa.RecordBatch, delimiter: str) -> pa.Array | None:
-    """CSV rows re-joined as text (None if a column holds raw bytes: those go the slow way)."""
-    cols = []
-    for arr in batch.columns:
-        if pa.types.is_binary(arr.type):
-            return None
-        cols.append(arr if pa.types.is_string(arr.type) else pc.cast(arr, pa.string()))
-    if len(cols) == 1:
-        return cols[0].fill_null("")
-    return pc.binary_join_element_wise(*cols, delimiter, null_handling="replace", null_replacement="")
-
-
-def _normalise_types(
-    batch: pa.RecordBatch, types: dict[str, pa.DataType], n: int
-) -> tuple[pa.RecordBatch, np.ndarray | None]:
-    """Bring a block that fell back to raw bytes to the types of the fast path, flagging bad values."""
-    if all(f.type == types.get(f.name, f.type) for f in batch.schema):
-        return batch, None
-    from shelfwise.ingest.schema import REASON_CODE
-
-    codes = np.zeros(n, np.int8)
-    arrays = []
-    for f, arr in zip(batch.schema, batch.columns, strict=True):
-        target = types.get(f.name, pa.string())
-        if pa.types.is_binary(arr.type):
-            arr, bad = _utf8(arr)
-            if bad is not None:
-                codes[(codes == 0) & bad] = REASON_CODE["invalid_utf8"]
-        if target != pa.string() and arr.type == pa.string():
-            pattern = (
-                r"^\s*[+-]?\d+\s*$"
-                if pa.types.is_integer(target)
-                else r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
-            )
-            arr, bad = _number(arr, target, pattern)
-            if bad is not None:
-                m = np.asarray(bad.fill_null(False).to_numpy(zero_copy_only=False), bool)
-                codes[(codes == 0) & m] = REASON_CODE["wrong_type"]
-        arrays.append(arr)
-    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names), codes
-
-
 class Pipeline:
     """Runs one source object through validation, cleaning and features into a sink."""
 
@@ -620,7 +138,7 @@ class Pipeline:
         s.rows_read += n
         pre_codes = None
         if self.source.kind == "csv":
-            batch, pre_codes = _normalise_types(batch, self.source.column_types, n)
+            batch, pre_codes = normalise_types(batch, self.source.column_types, n)
         native = self.adapter.to_native(batch)
         v = validate(
             native, n, max_ts_ms=self.max_ts_ms, epoch_unit=self.adapter.epoch_unit, pre_codes=pre_codes
@@ -630,7 +148,7 @@ class Pipeline:
         if len(bad_idx):
             self.reason_counts += np.bincount(codes[bad_idx], minlength=len(REASONS))
             bad_rows = chunk.batch.take(pa.array(bad_idx))
-            raw = _csv_text(bad_rows, self.source.delimiter) if self.source.kind == "csv" else None
+            raw = csv_text(bad_rows, self.source.delimiter) if self.source.kind == "csv" else None
             if raw is not None:
                 self.quarantine.write_many(chunk.lines[bad_idx], codes[bad_idx], raw)
                 bad_idx = bad_idx[:0]
@@ -639,7 +157,7 @@ class Pipeline:
                 self.quarantine.write(
                     int(chunk.lines[i]),
                     REASONS[codes[i]],
-                    _raw_text(row, self.source.kind, self.source.delimiter),
+                    raw_text(row, self.source.kind, self.source.delimiter),
                 )
         valid = codes == 0
         if not valid.any():

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from shelfwise.events import NATIVE_COLUMNS
 from shelfwise.ingest.errors import CorruptInputError
-from shelfwise.serving.impressions import ServedListError, is_served_list, served_list_rows
+from shelfwise.served_lists import ServedListError, is_served_list, served_list_rows
 
 BLOCK_BYTES = 8 << 20
 # A single line may be this long (a 10 MB line is fine); longer is a corrupt file, not a row.

@@ -328,3 +328,31 @@ def validate(
         cols[name] = value
 
     return Validated(columns=cols, codes=codes.codes, event_type_index=et_index, ts_ms=ts_np)
+
+
+def normalise_types(
+    batch: pa.RecordBatch, types: dict[str, pa.DataType], n: int
+) -> tuple[pa.RecordBatch, np.ndarray | None]:
+    """Bring a block that fell back to raw bytes to the types of the fast path, flagging bad values."""
+    if all(f.type == types.get(f.name, f.type) for f in batch.schema):
+        return batch, None
+    codes = np.zeros(n, np.int8)
+    arrays = []
+    for f, arr in zip(batch.schema, batch.columns, strict=True):
+        target = types.get(f.name, pa.string())
+        if pa.types.is_binary(arr.type):
+            arr, bad = _utf8(arr)
+            if bad is not None:
+                codes[(codes == 0) & bad] = REASON_CODE["invalid_utf8"]
+        if target != pa.string() and arr.type == pa.string():
+            pattern = (
+                r"^\s*[+-]?\d+\s*$"
+                if pa.types.is_integer(target)
+                else r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+            )
+            arr, bad = _number(arr, target, pattern)
+            if bad is not None:
+                m = np.asarray(bad.fill_null(False).to_numpy(zero_copy_only=False), bool)
+                codes[(codes == 0) & m] = REASON_CODE["wrong_type"]
+        arrays.append(arr)
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names), codes

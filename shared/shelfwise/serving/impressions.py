@@ -6,7 +6,7 @@ is the function's log group; the template's subscription filter ``{ $.shelfwise 
 hands those lines, and only those, to a Firehose stream that decompresses them, extracts the
 messages and writes them, one per line, under ``raw/impressions/`` of the raw bucket. The ingest
 expands each line into the native ``impression`` rows (``served_list_rows``): one per item, the
-same rows ``impression_rows`` defines, so monitoring and training see what they always saw.
+same rows ``impression_rows`` defines (the contract: :mod:`shelfwise.served_lists`).
 
 Why a log line rather than an in-process buffer shipped by a thread: Lambda freezes the
 environment between invocations, so a shipper thread only runs while a request is being handled
@@ -18,149 +18,38 @@ wants one of user_id/session_id), the join key monitoring uses.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TextIO
 
-from shelfwise.events import SCHEMA_VERSION, derive_event_id
 from shelfwise.observability import logger
 
-# The marker key and value of a served-list line (the subscription filter matches on them).
-MARKER_KEY = "shelfwise"
-SERVED_LIST = "served_list"
-FILTER_PATTERN = '{ $.shelfwise = "served_list" }'
-# A served list never has more items than `k` allows (the API caps k at 500).
-MAX_SERVED_ITEMS = 500
-
-# (recommendation_id, variant, model_version, endpoint, k, epoch seconds, item ids, scores), and for
-# an interleaved list (variant ``interleaved``) a ninth element: each item's contributing version.
-Served = (
-    tuple[str, str, str, str, int, float, Sequence[str], Sequence[float]]
-    | tuple[str, str, str, str, int, float, Sequence[str], Sequence[float], Sequence[str]]
+# The contract lives in shelfwise.served_lists (ingest reads it too); re-exported for callers here.
+from shelfwise.served_lists import (
+    FILTER_PATTERN,
+    MARKER_KEY,
+    MAX_SERVED_ITEMS,
+    SERVED_LIST,
+    Served,
+    ServedListError,
+    impression_rows,
+    is_served_list,
+    served_list_line,
+    served_list_rows,
 )
 
-
-def _sources(served: Served) -> Sequence[str] | None:
-    return served[8] if len(served) > 8 else None  # type: ignore[misc]
-
-
-def _stamp(ts: float) -> str:
-    """ISO 8601 UTC with milliseconds and a ``Z``: the impression rows' timestamp spelling."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def impression_rows(served: Served) -> list[dict[str, Any]]:
-    """The native-schema impression rows of one served list, one per item, positions 0-based.
-
-    The reference definition of what a served list becomes in ``raw/``: the ingest's expansion of
-    a served-list line (``served_list_rows``) must give exactly these rows.
-    """
-    rec_id, variant, version, endpoint, k, ts, items, scores = served[:8]
-    stamp = _stamp(ts)
-    props = {"endpoint": endpoint, "k": k, "schema_version": SCHEMA_VERSION}
-    sources = _sources(served)
-    return [
-        _row(
-            derive_event_id("impression", rec_id, pos),
-            rec_id,
-            item,
-            stamp,
-            pos,
-            score,
-            variant,
-            version if sources is None else sources[pos],
-            props,
-        )
-        for pos, (item, score) in enumerate(zip(items, scores, strict=True))
-    ]
-
-
-def _row(
-    event_id: str,
-    rec_id: str,
-    item: str,
-    stamp: str,
-    pos: int,
-    score: float | None,
-    variant: str,
-    version: str,
-    props: dict[str, Any],
-) -> dict[str, Any]:
-    """One impression row in the native schema (both ``impression_rows`` and the ingest's
-    ``served_list_rows`` build theirs here)."""
-    return {
-        "event_id": event_id,
-        "event_type": "impression",
-        "session_id": rec_id,
-        "item_id": item,
-        "timestamp": stamp,
-        "recommendation_id": rec_id,
-        "position": pos,
-        "score": None if score is None else round(float(score), 6),
-        "variant": variant,
-        "model_version": version,
-        "properties": props,
-    }
-
-
-_SCORE_FORMATS: dict[int, str] = {}  # n -> "%.6f,%.6f,..." (n times): one format op per list
-
-
-def _plain(text: str) -> bool:
-    """Whether ``text`` is its own JSON string body (printable ASCII, no quote or backslash)."""
-    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
-
-
-def served_list_line(served: Served) -> str:
-    """The served-list log line (compact JSON, newline-terminated) of one served list.
-
-    Scores have 6 decimals, as the impression rows carry them (``"%.6f"`` parses back to exactly
-    ``round(score, 6)``). Hand-assembled, because it runs on every request: the usual ids and
-    scores cost about a third of ``json.dumps`` (whose float formatting dominates). Anything
-    unusual (ids needing escapes, a non-finite score, no items) takes ``json.dumps``; a non-finite
-    score is written as ``null``, as the line must stay valid JSON or the subscription filter
-    would not match it and the whole list would be lost.
-    """
-    rec_id, variant, version, endpoint, k, ts, items, scores = served[:8]
-    sources = _sources(served)
-    n = len(items)
-    if (
-        sources is None
-        and n
-        and n == len(scores)
-        and type(k) is int
-        and math.isfinite(sum(scores))
-        and _plain("".join(items) + rec_id + variant + version + endpoint)
-    ):
-        fmt = _SCORE_FORMATS.get(n)
-        if fmt is None:
-            fmt = _SCORE_FORMATS.setdefault(n, ",".join(["%.6f"] * n))
-        ids = '","'.join(items)
-        return (
-            f'{{"{MARKER_KEY}":"{SERVED_LIST}","schema_version":{SCHEMA_VERSION},'
-            f'"recommendation_id":"{rec_id}","variant":"{variant}","model_version":"{version}",'
-            f'"endpoint":"{endpoint}","k":{k},"timestamp":"{_stamp(ts)}",'
-            f'"items":["{ids}"],"scores":[{fmt % tuple(scores)}]}}\n'
-        )
-    doc = {
-        MARKER_KEY: SERVED_LIST,
-        "schema_version": SCHEMA_VERSION,
-        "recommendation_id": rec_id,
-        "variant": variant,
-        "model_version": version,
-        "endpoint": endpoint,
-        "k": k,
-        "timestamp": _stamp(ts),
-        "items": list(items),
-        "scores": [round(float(s), 6) if math.isfinite(s) else None for s in scores],
-    }
-    if sources is not None:
-        doc["sources"] = list(sources)
-    return json.dumps(doc, separators=(",", ":")) + "\n"
+__all__ = [
+    "FILTER_PATTERN",
+    "MARKER_KEY",
+    "MAX_SERVED_ITEMS",
+    "SERVED_LIST",
+    "ImpressionSink",
+    "Served",
+    "ServedListError",
+    "impression_rows",
+    "is_served_list",
+    "served_list_line",
+    "served_list_rows",
+]
 
 
 class ImpressionSink:
@@ -191,76 +80,3 @@ class ImpressionSink:
     def pending(self) -> int:
         """Served lists held in the process: none (each is written when it is served)."""
         return 0
-
-
-# ---------------------------------------------------------------- the ingest side
-
-
-class ServedListError(ValueError):
-    """A served-list line that breaks its contract (the message says how); quarantined whole."""
-
-
-def is_served_list(doc: Any) -> bool:
-    """Whether a parsed JSON line is a served-list line (rather than a native event)."""
-    return isinstance(doc, dict) and doc.get(MARKER_KEY) == SERVED_LIST
-
-
-def _str_field(doc: dict[str, Any], name: str) -> str:
-    value = doc.get(name)
-    if not isinstance(value, str):
-        raise ServedListError(f"{name} must be a string, got {type(value).__name__}")
-    return value
-
-
-def _int_field(doc: dict[str, Any], name: str) -> int:
-    value = doc.get(name)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ServedListError(f"{name} must be an integer, got {type(value).__name__}")
-    return value
-
-
-def served_list_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The native impression rows of a parsed served-list line: ``impression_rows`` of its list.
-
-    Checks the line's structure (types, items and scores of equal length, 1 to 500 items) and
-    raises ``ServedListError`` when it is broken, so the whole line is quarantined rather than
-    half-expanded. Values (timestamp range, id lengths) are left to the ingest's row validation,
-    like every other row. Unknown keys are ignored. Event ids are
-    ``derive_event_id("impression", recommendation_id, position)``, with the hash of the common
-    prefix computed once per list.
-    """
-    rec_id = _str_field(doc, "recommendation_id")
-    variant = _str_field(doc, "variant")
-    version = _str_field(doc, "model_version")
-    endpoint = _str_field(doc, "endpoint")
-    stamp = _str_field(doc, "timestamp")
-    k = _int_field(doc, "k")
-    schema_version = _int_field(doc, "schema_version")
-    items, scores = doc.get("items"), doc.get("scores")
-    if not isinstance(items, list) or not isinstance(scores, list):
-        raise ServedListError("items and scores must be lists")
-    if len(items) != len(scores):
-        raise ServedListError(f"{len(items)} items but {len(scores)} scores")
-    if not 1 <= len(items) <= MAX_SERVED_ITEMS:
-        raise ServedListError(f"a served list has 1 to {MAX_SERVED_ITEMS} items, not {len(items)}")
-    if not all(isinstance(i, str) for i in items):
-        raise ServedListError("item ids must be strings")
-    if not all(s is None or (isinstance(s, int | float) and not isinstance(s, bool)) for s in scores):
-        raise ServedListError("scores must be numbers")
-    sources = doc.get("sources")
-    if sources is not None and (
-        not isinstance(sources, list)
-        or len(sources) != len(items)
-        or not all(isinstance(v, str) for v in sources)
-    ):
-        raise ServedListError("sources must be one model version (a string) per item")
-    props = {"endpoint": endpoint, "k": k, "schema_version": schema_version}
-    prefix = hashlib.blake2b(digest_size=12)
-    prefix.update(b"impression\x1e" + rec_id.encode("utf-8", "surrogatepass") + b"\x1e")
-    rows = []
-    for pos, (item, score) in enumerate(zip(items, scores, strict=True)):
-        h = prefix.copy()
-        h.update(b"%d\x1e" % pos)
-        source = version if sources is None else sources[pos]
-        rows.append(_row(h.hexdigest(), rec_id, item, stamp, pos, score, variant, source, props))
-    return rows

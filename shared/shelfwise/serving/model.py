@@ -18,7 +18,6 @@ from shelfwise.bundle import (
 )
 from shelfwise.serving.catalog import Catalog
 from shelfwise.serving.errors import ModelLoadError
-from shelfwise.serving.loader import ModelLoader  # noqa: F401 (re-exported: its historical home)
 
 
 def session_options(intra_op_threads: int = 1) -> Any:

@@ -33,7 +33,8 @@ from shelfwise.serving.config import ServingConfig, served_at
 from shelfwise.serving.errors import ItemNotFoundError, ModelUnavailableError
 from shelfwise.serving.impressions import ImpressionSink
 from shelfwise.serving.interleave import team_draft
-from shelfwise.serving.model import LoadedModel, ModelLoader
+from shelfwise.serving.loader import ModelLoader
+from shelfwise.serving.model import LoadedModel
 
 POPULARITY_PREFIX = "popularity@"
 # A refused version is tried again after this long (a transient S3 error should not pin the fallback).

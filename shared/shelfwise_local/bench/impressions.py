@@ -29,14 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shelfwise.serving.impressions import (
-    MARKER_KEY,
-    SERVED_LIST,
-    ImpressionSink,
-    Served,
-    impression_rows,
-    served_list_line,
-)
+from shelfwise.served_lists import MARKER_KEY, SERVED_LIST, Served, impression_rows, served_list_line
+from shelfwise.serving.impressions import ImpressionSink
 
 
 def _served(n: int, k: int) -> list[Served]:
