@@ -59,11 +59,15 @@ class DemoConfig:
     # lookback (default 12 windows): sized to the demo's shop through MONITORING_CONFIG.
     champion_baseline_lists: int = 1000
     champion_lookback_windows: int = 6
+    # Promotion evidence (MonitoringConfig.interleaved_noninferiority_margin, default 0.06): a
+    # couple of platform hours at this traffic can show the challenger's win odds non-inferior only
+    # within a wide margin (docs/demo.md); production canaries run for days at the default.
+    noninferiority_margin: float = 0.4
     # Share of users whose tastes change. At 30% the ItemKNN champion loses ~15% of its list CTR,
     # which the demo's traffic cannot resolve in 30 windows; 50% is a clear, detectable drift.
     drift_share: float = 0.5
     taste_drift: bool = True  # the e2e test's --fast run stops after the rollback
-    max_canary_windows: int = 40
+    max_canary_windows: int = 50
     max_broken_windows: int = 6
     max_drift_windows: int = 30
 
@@ -232,6 +236,7 @@ class Demo:
         overrides = {
             "champion_baseline_lists": self.cfg.champion_baseline_lists,
             "champion_lookback_windows": self.cfg.champion_lookback_windows,
+            "interleaved_noninferiority_margin": self.cfg.noninferiority_margin,
         }
         self.rt = LocalRuntime(
             REPO / "template.yaml",
@@ -453,9 +458,12 @@ class Demo:
             if a.state == "ALARM"
         )
         served = ", ".join(f"{v}: {n}" for v, n in sorted(got.by_version.items()))
+        steps = self.rt.invocations_of("PromoteModelFunction")
+        step = steps[-1].payload if steps and isinstance(steps[-1].payload, dict) else {}
         self.log(
             f"  window: {got.total} requests ({served})"
             + (f"; in ALARM: {', '.join(alarms)}" if alarms else "")
+            + (f"; promotion: {step['action']}: {step['reason']}" if step.get("reason") else "")
         )
         for rec in self._registry().history():
             if rec.get("action") == "ModelRolledBack" and rec["time"] not in self._seen_rollbacks:

@@ -35,6 +35,17 @@ class AttributionWindows:
 
 
 @dataclass(frozen=True)
+class BotRules:
+    """Thresholds of the bot-like-actor rules (shelfwise.bots says what each means)."""
+
+    max_events_per_hour: float = 600.0
+    min_events: int = 30
+    max_median_gap_s: float = 3.0
+    max_gap_cv: float = 0.25
+    max_item_entropy_bits: float = 1.0
+
+
+@dataclass(frozen=True)
 class MonitoringConfig:
     """Everything a monitoring pass needs besides clients and data."""
 
@@ -80,6 +91,10 @@ class MonitoringConfig:
     noninferiority_margin: float = 0.03
     interleaved_noninferiority_margin: float = 0.06
     noninferiority_alpha: float = 0.05
+    # Bot-like actors (shelfwise.bots) leave the metrics; their share is published from this many
+    # behaviour events in the window.
+    bots: BotRules = field(default_factory=BotRules)
+    min_events_for_bot_share: int = 200
 
     @property
     def window(self) -> timedelta:
@@ -198,6 +213,18 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         target="none",
         guard="published only once a 5,000-event baseline is frozen and the last hour holds >= 500 behaviour events",
         action="retrain (TrainModelFunction) + notify",
+    ),
+    AlarmSpec(
+        suffix="bot-surge",
+        metric="BotShare",
+        threshold=0.2,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=2,
+        evaluation_periods=3,
+        treat_missing_data="notBreaching",
+        target="none",
+        guard="published only with >= 200 behaviour events in the window; bots are already excluded from every metric",
+        action="notify (bots already excluded from metrics and training data)",
     ),
     AlarmSpec(
         suffix="error-rate",

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shelfwise import bots
 from shelfwise.errors import InputError
 from shelfwise.monitoring import drift
 from shelfwise.monitoring.comparison import (
@@ -187,6 +188,13 @@ def _sum(state: dict[str, Any], kind: str, key: str, since: str | None = None) -
     return n, x
 
 
+def _between(events: pa.Table, start: datetime, end: datetime) -> pa.Table:
+    ts = events["timestamp"]
+    lo = pa.scalar(start, pa.timestamp("ms", tz="UTC"))
+    hi = pa.scalar(end, pa.timestamp("ms", tz="UTC"))
+    return events.filter(pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)))
+
+
 def _ilv_entry(counts: InterleavingCounts, early: bool = False) -> dict[str, Any]:
     return {"lists": counts.lists, "wins": dict(counts.early_wins if early else counts.wins)}
 
@@ -270,6 +278,14 @@ class MonitoringJob:
         events = self.source.read(min(start, m_start, lookback), now)
         result = PassResult(kind="fast", window_start=start)
         state = sync_state(self.state_store.load(), deployment, now)
+        # Bot-like actors over the whole read (about an hour): their events leave every metric below.
+        found = bots.detect(events, cfg.bots)
+        in_window = _between(events, start, end)
+        n_behaviour = bots.behaviour_events(in_window)
+        if n_behaviour >= cfg.min_events_for_bot_share:
+            n_bot = in_window.num_rows - bots.exclude(in_window, found).num_rows
+            result.data.append(self._d("BotShare", min(1.0, n_bot / n_behaviour), start))
+        events = bots.exclude(events, found)
 
         # Label-free: what was served in [start, end) and what users did.
         early = compute_quality(events, start, end, cfg.attribution, as_of=now)
@@ -338,6 +354,7 @@ class MonitoringJob:
             "matured_window_start": m_start.isoformat(),
             "newest_event": newest.isoformat() if newest else None,
             "events": events.num_rows,
+            "bots": found.to_dict(),
             "variants": {f"{q.variant}/{q.model_version}": q.to_dict() for q in early.values()},
             "matured": {f"{q.variant}/{q.model_version}": q.to_dict() for q in matured.values()},
             "stage_impressions": stage_impressions(state, window_seconds=cfg.window_seconds),

@@ -32,6 +32,7 @@ import onnx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shelfwise import bots
 from shelfwise import bundle as bundle_io
 from shelfwise.errors import InputError
 from shelfwise.evaluation import popularity_percentile
@@ -343,6 +344,10 @@ def run_training(
     """The whole job on an in-memory curated table; returns the bundle and the registration."""
     progress = progress or Progress()
     started = now or datetime.now(UTC)
+    # Bot-like actors (shelfwise.bots: rate, regularity, repetition) are not shoppers to learn from.
+    found = bots.detect(table)
+    table = bots.exclude(table, found)
+    progress("bots", found.to_dict())
     data = interactions_from_table(table)
     data_hash = data.data_hash()
     progress("load", {"events": data.n_events, "users": data.n_users, "items": data.n_items})
@@ -395,6 +400,7 @@ def run_training(
             "items": data.n_items,
         },
         "data_hash": data_hash,
+        "excluded_bots": found.to_dict(),
         "evaluation": {
             "protocol": ev.protocol,
             "primary_metric": config.primary_metric,
