@@ -620,6 +620,23 @@ class Demo:
         )
         self.report_path.write_text(html)
         self.log(f"HTML report: {self.report_path}")
+        # What promotion decided on, and how far the champion's served scores sat from the reference.
+        promotes = [d for d in read_decisions(s3, mon) if d.get("action") in ("promote", "advance")]
+        self.result["promotion_evidence"] = [
+            {"action": d["action"], "at": d["at"], "evidence": (d.get("detail") or {}).get("evidence")}
+            for d in promotes
+        ]
+        psi = sorted(
+            r["value"]
+            for r in read_history(s3, mon)
+            if r["name"] == "ScorePSI" and (r.get("dimensions") or {}).get("Variant") == "champion"
+        )
+        if psi:
+            self.result["champion_score_psi"] = {
+                "windows": len(psi),
+                "p50": round(float(np.quantile(psi, 0.5)), 4),
+                "p95": round(float(np.quantile(psi, 0.95)), 4),
+            }
 
     def _expected(self, stage: str) -> bool:
         return stage != "taste_drift_detected" or self.cfg.taste_drift
@@ -672,6 +689,8 @@ class Demo:
             "false_alarm_list": false,
             "startup_alarms": startup,
             "taste_drift_detected": self.result.get("taste_drift_detected", False),
+            "promotion_evidence": self.result.get("promotion_evidence"),
+            "champion_score_psi": self.result.get("champion_score_psi"),
             "taste_drift_detection_minutes": self.result.get("taste_drift_detection_minutes"),
             "requests": self.requests,
             "http_errors": self.errors,
