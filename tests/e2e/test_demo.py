@@ -33,14 +33,15 @@ def test_the_whole_loop_runs_end_to_end(tmp_path: Path) -> None:
     result = demo.run()
     assert expectations_met(result, cfg) == [], json.dumps(result, indent=1)
     assert result["good_model_promoted"] and result["broken_model_rolled_back"]
-    assert result["detection_windows"] == 1
-    assert 0 < result["exposed_share"] <= 0.05  # half of the 10% interleaved canary's items
+    assert 1 <= result["detection_windows"] <= 2
+    assert 0 < result["exposed_share"] <= 0.13  # the 10% canary, honoured (hash routing noise)
     # Every stage advanced on evidence: non-inferiority shown on matured windows, with its sizes.
     steps = result["promotion_evidence"]
     assert [s["action"] for s in steps] == ["advance", "advance", "promote"]
     for s in steps:
         ev = s["evidence"]
-        assert ev["design"] == "interleaved" and ev["lower"] >= 1 - ev["margin"]
+        assert ev["design"] == {"split": "split", "interleave": "interleaved"}[cfg.canary_mode]
+        assert ev["lower"] >= 1 - ev["margin"]
         assert ev["mature_windows"] >= 6 and ev["n_challenger"] >= 50
     assert result["false_alarms"] == 0
     assert "taste_drift_detected" not in result["stages"]  # not part of the fast run

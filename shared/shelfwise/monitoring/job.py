@@ -176,7 +176,7 @@ def sync_state(state: dict[str, Any], deployment: Deployment, now: datetime) -> 
     return state
 
 
-def _sum(state: dict[str, Any], kind: str, key: str, since: str | None = None) -> tuple[int, int]:
+def _sum(state: Mapping[str, Any], kind: str, key: str, since: str | None = None) -> tuple[int, int]:
     n = x = 0
     for wstart, entry in state["windows"].items():
         if since is not None and wstart < since:

@@ -406,6 +406,6 @@ def _credit(rows: pa.Table, target: dict[str, int]) -> None:
             best[rid] = (n, version)
         elif n == cur[0]:
             best[rid] = (n, None)  # a tie carries no preference
-    for _n, version in best.values():
-        if version is not None:
-            target[version] = target.get(version, 0) + 1
+    for _n, winner in best.values():
+        if winner is not None:
+            target[winner] = target.get(winner, 0) + 1

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shelfwise.monitoring.comparison import (
+    RatioBound,
     compare_preference,
     compare_rates,
     guarded_compare,
@@ -288,6 +289,32 @@ def run(
     return firing
 
 
+def quality_bound(
+    cfg: MonitoringConfig, interleaved: bool, x_c: int, n_c: int, x_b: int, n_b: int
+) -> RatioBound | None:
+    """The quality alarm's bound as the job computes it: wins (interleaved; ``n_*`` unused) or list CTRs."""
+    if interleaved:
+        return guarded_preference(
+            x_c,
+            x_b,
+            alpha=cfg.alpha,
+            tau=cfg.interleaved_tau,
+            min_decisive=cfg.min_decisive_lists,
+            margin=cfg.quality_margin,
+        )
+    return guarded_compare(
+        x_c,
+        n_c,
+        x_b,
+        n_b,
+        alpha=cfg.alpha,
+        tau=cfg.tau,
+        min_lists=cfg.min_lists_for_comparison,
+        min_champion_successes=cfg.min_clicks_for_comparison,
+        margin=cfg.quality_margin,
+    )
+
+
 def power(
     lists: int,
     rates: dict[str, float],
@@ -327,27 +354,14 @@ def power(
         points: list[float | None] = []
         hit = None
         for w in range(windows):
-            if interleaved:
-                b = guarded_preference(
-                    int(x_c[w]),
-                    int(x_b[w]),
-                    alpha=cfg.alpha,
-                    tau=cfg.interleaved_tau,
-                    min_decisive=cfg.min_decisive_lists,
-                    margin=cfg.quality_margin,
-                )
-            else:
-                b = guarded_compare(
-                    int(x_c[w]),
-                    int(cn_c[w]),
-                    int(x_b[w]),
-                    int(cn_b[w]),
-                    alpha=cfg.alpha,
-                    tau=cfg.tau,
-                    min_lists=cfg.min_lists_for_comparison,
-                    min_champion_successes=cfg.min_clicks_for_comparison,
-                    margin=cfg.quality_margin,
-                )
+            b = quality_bound(
+                cfg,
+                interleaved,
+                int(x_c[w]),
+                0 if interleaved else int(cn_c[w]),
+                int(x_b[w]),
+                0 if interleaved else int(cn_b[w]),
+            )
             points.append(None if b is None else b.drop_lcb)
             if alarm_state(spec, points) == "ALARM":
                 hit = w + 1
@@ -403,27 +417,7 @@ def promotion(
                     )
                 )
             tot = np.sum(counts, axis=0)
-            if interleaved:
-                b = guarded_preference(
-                    int(tot[0]),
-                    int(tot[2]),
-                    alpha=cfg.alpha,
-                    tau=cfg.interleaved_tau,
-                    min_decisive=cfg.min_decisive_lists,
-                    margin=cfg.quality_margin,
-                )
-            else:
-                b = guarded_compare(
-                    int(tot[0]),
-                    int(tot[1]),
-                    int(tot[2]),
-                    int(tot[3]),
-                    alpha=cfg.alpha,
-                    tau=cfg.tau,
-                    min_lists=cfg.min_lists_for_comparison,
-                    min_champion_successes=cfg.min_clicks_for_comparison,
-                    margin=cfg.quality_margin,
-                )
+            b = quality_bound(cfg, interleaved, int(tot[0]), int(tot[1]), int(tot[2]), int(tot[3]))
             points.append(None if b is None else b.drop_lcb)
             if alarm_state(quality, points) == "ALARM":
                 ended += 1
