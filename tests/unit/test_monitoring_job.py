@@ -461,3 +461,17 @@ def test_an_interleaved_canary_is_judged_on_its_wins_and_leaves_evidence() -> No
     ev = result.summary["evidence"]
     assert ev["mature_windows"] >= 5 and ev["wins_challenger"] + ev["wins_champion"] > 50
     assert ev["lower"] < 1.0 < ev["upper"] and 0.6 < ev["estimate"] < 1.6
+
+
+def test_a_split_canary_leaves_non_inferiority_evidence_on_matured_windows() -> None:
+    table = traffic(T0, 80, 100, 0.3, {"champion": 0.3, "challenger": 0.3}, VERSIONS, seed=5)
+    job = MonitoringJob(TableSource(table), Manifests(), MemoryStateStore(), MonitoringConfig())
+    first = job.fast_pass(T0 + timedelta(minutes=5, seconds=30), DEPLOY)
+    assert first.summary["evidence"]["estimate"] is None  # nothing matured yet: promotion holds
+    for i in range(1, 14):
+        result = job.fast_pass(T0 + timedelta(minutes=5 * (i + 1), seconds=30), DEPLOY)
+    ev = result.summary["evidence"]
+    cfg = MonitoringConfig()
+    assert ev["design"] == "split" and ev["margin"] == cfg.noninferiority_margin
+    assert ev["mature_windows"] >= 6 and ev["lists_challenger"] == ev["n_challenger"] > 500
+    assert ev["lower"] < ev["estimate"] < ev["upper"] and 0.8 < ev["estimate"] < 1.25

@@ -693,6 +693,7 @@ class MonitoringJob:
             n_b, x_b = _sum(state, "click", _key("champion", deployment.champion), since)
             ev.update(
                 design="split",
+                margin=cfg.noninferiority_margin,
                 lists_challenger=n_c,
                 lists_champion=n_b,
                 clicked_challenger=x_c,
