@@ -54,6 +54,10 @@ class MonitoringConfig:
     # Minimum samples before a statistic is published at all (missing data = no evidence).
     min_lists_for_rates: int = 50
     min_lists_for_comparison: int = 100
+    # Early clicks judge gross failures only (30% margin, alpha 0.005): the variance taken at the
+    # decision boundary keeps the bound honest on fewer lists, and a 10% canary of a small shop
+    # reaches 30 lists in one or two windows where 100 took four.
+    min_lists_for_early_comparison: int = 30
     min_clicks_for_comparison: int = 20
     min_scores_for_drift: int = 500
     min_events_for_input_drift: int = 500
@@ -150,7 +154,7 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         evaluation_periods=1,
         treat_missing_data="notBreaching",
         target="challenger",
-        guard="published only with >= 100 lists per variant and >= 20 early champion clicks",
+        guard="published only with >= 30 lists per variant and >= 20 early champion clicks",
     ),
     AlarmSpec(
         suffix="challenger-score-drift",

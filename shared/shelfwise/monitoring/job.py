@@ -643,7 +643,9 @@ class MonitoringJob:
                     n_b,
                     alpha=alpha,
                     tau=tau,
-                    min_lists=cfg.min_lists_for_comparison,
+                    min_lists=cfg.min_lists_for_comparison
+                    if kind == "click"
+                    else cfg.min_lists_for_early_comparison,
                     min_champion_successes=cfg.min_clicks_for_comparison,
                     margin=margin,
                 )
