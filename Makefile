@@ -72,6 +72,7 @@ unit: setup
 lint: setup
 	$(BIN)/ruff check shared functions tests
 	$(BIN)/ruff format --check shared functions tests
+	$(BIN)/mypy
 
 format: setup
 	$(BIN)/ruff format shared functions tests

@@ -14,7 +14,7 @@ from shelfwise.settings import load_settings
 
 
 class Settings(BaseModel):
-    """Environment of this function (template.yaml, section "serving (issue 6)")."""
+    """Environment of this function (template.yaml)."""
 
     events_stream: str = Field(min_length=1)
 

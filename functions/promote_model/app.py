@@ -2,54 +2,39 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-from pydantic import BaseModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from shelfwise import wiring
 from shelfwise.aws import client
 from shelfwise.events import event_time
 from shelfwise.observability import logger, metrics, tracer
-from shelfwise.registry import Registry
-from shelfwise.rollout import Rollout, promote_step
+from shelfwise.rollout import promote_step
 from shelfwise.settings import load_settings
 
 
-class Settings(BaseModel):
-    models_bucket: str
+class Settings(wiring.RegistrySettings):
+    """Environment of this function (template.yaml)."""
+
     monitoring_bucket: str
-    model_name: str
-    shelfwise_env: str
     gate_alarm_names: str
 
 
-@functools.cache
-def settings() -> Settings:
-    return load_settings(Settings)
+settings = load_settings(Settings)
 
 
 @logger.inject_lambda_context(correlation_id_path="id")
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    cfg = settings()
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     now = event_time(event)
-    registry = Registry(
-        client("s3"),
-        client("ssm"),
-        client("events"),
-        cfg.models_bucket,
-        cfg.shelfwise_env,
-        cfg.model_name,
-        actor="promote_model",
-        clock=lambda: now,
-    )
-    rollout = Rollout(registry, s3=client("s3"), bucket=cfg.monitoring_bucket)
+    registry = wiring.registry(settings, actor="promote_model", clock=lambda: now)
     decision = promote_step(
-        rollout,
+        wiring.rollout(registry, monitoring_bucket=settings.monitoring_bucket),
         cloudwatch=client("cloudwatch"),
-        alarm_names=[n for n in cfg.gate_alarm_names.split(",") if n],
-        model_name=cfg.model_name,
+        alarm_names=[n for n in settings.gate_alarm_names.split(",") if n],
+        model_name=settings.model_name,
         now=now,
     )
     logger.info("promotion step", extra={"action": decision.action, "reason": decision.reason})

@@ -6,54 +6,38 @@ Subscribed to the SNS topic the alarms' AlarmActions target; also accepts the Ev
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shelfwise.aws import client
+from shelfwise import wiring
 from shelfwise.observability import logger, metrics, tracer
-from shelfwise.registry import Registry
-from shelfwise.rollout import Rollout, handle_alarm_event
+from shelfwise.rollout import handle_alarm_event
 from shelfwise.settings import load_settings
 
 
-class Settings(BaseModel):
-    models_bucket: str
+class Settings(wiring.RegistrySettings):
+    """Environment of this function (template.yaml)."""
+
     monitoring_bucket: str
-    model_name: str
-    shelfwise_env: str
     notifications_topic_arn: str
 
 
-@functools.cache
-def settings() -> Settings:
-    return load_settings(Settings)
+settings = load_settings(Settings)
 
 
 @logger.inject_lambda_context(correlation_id_path="id")
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    cfg = settings()
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # The decision's time: handle_alarm_event sets it from the alarm's state-change time.
     clock_now: list[datetime] = [datetime.now(UTC)]
-    registry = Registry(
-        client("s3"),
-        client("ssm"),
-        client("events"),
-        cfg.models_bucket,
-        cfg.shelfwise_env,
-        cfg.model_name,
-        actor="rollback_model",
-        clock=lambda: clock_now[0],
-    )
-    rollout = Rollout(
+    registry = wiring.registry(settings, actor="rollback_model", clock=lambda: clock_now[0])
+    rollout = wiring.rollout(
         registry,
-        s3=client("s3"),
-        bucket=cfg.monitoring_bucket,
-        sns=client("sns"),
-        topic_arn=cfg.notifications_topic_arn,
+        monitoring_bucket=settings.monitoring_bucket,
+        notifications_topic_arn=settings.notifications_topic_arn,
     )
     decisions = handle_alarm_event(rollout, event, clock_now)
     for d in decisions:

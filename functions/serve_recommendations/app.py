@@ -14,22 +14,19 @@ gc.disable()
 
 from typing import Any, Literal  # noqa: E402
 
-from pydantic import BaseModel, Field, Json  # noqa: E402
+from pydantic import Field, Json  # noqa: E402
 
-from shelfwise import aws_lite  # noqa: E402
+from shelfwise import aws_lite, wiring  # noqa: E402
 from shelfwise.aws import light_client  # noqa: E402
-from shelfwise.registry import Registry  # noqa: E402
 from shelfwise.serving.config import ServingConfig, ServingRules  # noqa: E402
 from shelfwise.serving.loader import ModelLoader  # noqa: E402
 from shelfwise.settings import load_settings  # noqa: E402
 
 
-class Settings(BaseModel):
-    """Environment of this function (template.yaml, section "serving (issue 6)")."""
+class Settings(wiring.RegistrySettings):
+    """Environment of this function (template.yaml)."""
 
     models_bucket: str = Field(min_length=3)
-    model_name: str = Field(min_length=1)
-    shelfwise_env: str = Field(min_length=1)
     alias_ttl_seconds: float = Field(default=30.0, ge=0)
     model_cache_dir: str = "/tmp/shelfwise/models"
     serving_rules: Json[ServingRules] = ServingRules()
@@ -42,9 +39,7 @@ settings = load_settings(Settings)
 # boto3 (about 0.5 s of imports and client set-up) off the cold start; see shelfwise.aws_lite.
 _s3 = light_client("s3")
 # Read-only use of the registry: only aliases() is called, which needs SSM alone.
-registry = Registry(
-    _s3, light_client("ssm"), None, settings.models_bucket, settings.shelfwise_env, settings.model_name
-)
+registry = wiring.registry(settings, read_only=True)
 loader = ModelLoader(_s3, settings.models_bucket, settings.model_name, settings.model_cache_dir)
 # Nothing heavy is imported yet: the aliases' bundles download from here on, while numpy, ONNX
 # Runtime, the service and the HTTP layer import (the load below waits for this download).

@@ -51,7 +51,7 @@ class ClientError(Exception):
 
     def __init__(self, code: str, message: str, operation: str, status: int) -> None:
         super().__init__(f"An error occurred ({code}) when calling the {operation} operation: {message}")
-        self.response = {
+        self.response: dict[str, Any] = {
             "Error": {"Code": code, "Message": message},
             "ResponseMetadata": {"HTTPStatusCode": status},
         }

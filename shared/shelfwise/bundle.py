@@ -198,7 +198,7 @@ def text_list(values: np.ndarray) -> list[str]:
     """Python strings of a text column, stored UTF-8 ("S") or as numpy str ("U")."""
     if values.dtype.kind == "S":
         return [v.decode("utf-8") for v in values.tolist()]
-    return values.tolist()  # type: ignore[no-any-return]
+    return values.tolist()
 
 
 def item_lookups(items: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -452,8 +452,8 @@ def build_factor_candidate_model(
     inits = [
         numpy_helper.from_array(model.projection, "projection"),
         numpy_helper.from_array(codes_t, "item_codes_t"),
-        numpy_helper.from_array(_KEY_SCALE, "user_key_scale"),
-        numpy_helper.from_array(-_KEY_SCALE, "code_key_scale"),
+        numpy_helper.from_array(np.asarray(_KEY_SCALE), "user_key_scale"),
+        numpy_helper.from_array(np.asarray(-_KEY_SCALE), "code_key_scale"),
         numpy_helper.from_array(np.array(128, np.uint8), "code_zero"),
         numpy_helper.from_array(model.user_factors if u else np.zeros((1, d), np.float32), "user_factors"),
         numpy_helper.from_array(np.array([0], np.int64), "axes_first"),

@@ -396,7 +396,8 @@ def test_request_validation_is_powertools_validation(serve: ModuleType, lambda_c
     """RequestValidation (cached parameter kinds) answers every request as Powertools' own does."""
     from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 
-    from shelfwise.serving.api import RequestValidation, build_resolver, install_error_handlers
+    from shelfwise.powertools_internals.http import RequestValidation
+    from shelfwise.serving.api import build_resolver, install_error_handlers
     from shelfwise.serving.http import recommendations_router
 
     ours = build_resolver(recommendations_router(lambda: serve.recommender))

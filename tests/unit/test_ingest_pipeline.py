@@ -230,7 +230,12 @@ def test_cli_prints_one_json_summary(tmp_path: Path, capsys: pytest.CaptureFixtu
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"rows_read", "rows_valid", "rows_quarantined", "duplicates", "reasons", "outputs"} <= set(summary)
     assert summary["rows_valid"] == 1
-    assert cli(["ingest", str(_write(tmp_path / "x.csv", "a,b\n1,2\n")), "--out", str(tmp_path / "o")]) == 1
+    # An undetectable format is bad input: exit 2, one line on stderr, a JSON error on stdout.
+    assert cli(["ingest", str(_write(tmp_path / "x.csv", "a,b\n1,2\n")), "--out", str(tmp_path / "o")]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["error"] == "UnknownFormatError"
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert cli(["ingest", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")]) == 2
 
 
 # Row kinds for the property test, each with the reason it must be filed under.

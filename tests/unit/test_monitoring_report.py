@@ -9,8 +9,9 @@ from pathlib import Path
 import boto3
 from moto import mock_aws
 
+from shelfwise.cli.report import main
 from shelfwise.monitoring.publish import MetricDatum, write_history
-from shelfwise.monitoring.report import main, markers_from, render_report, series_from_records, svg_chart
+from shelfwise.monitoring.report import markers_from, render_report, series_from_records, svg_chart
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

@@ -13,7 +13,8 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import Ama
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shelfwise.observability import NAMESPACE, EMFProvider, metrics
+from shelfwise.observability import NAMESPACE, metrics
+from shelfwise.powertools_internals.metrics import EMFProvider
 
 names = st.sampled_from(["Requests", "Errors", "LatencyMs", " Padded ", "", "x" * 256])
 units = st.sampled_from([MetricUnit.Count, MetricUnit.Milliseconds, "Count", "Seconds", "Bogus"])

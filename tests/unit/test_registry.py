@@ -318,7 +318,7 @@ def test_champion_rollback_during_canary_restores_previous(registry: Registry, t
 def test_models_cli_list_show_canary_promote_rollback_served(
     registry: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from shelfwise import registry_cli
+    from shelfwise.cli import models as registry_cli
 
     registry.register(make_bundle(tmp_path, "a"), "v1")
     registry.register(
@@ -340,4 +340,8 @@ def test_models_cli_list_show_canary_promote_rollback_served(
     served = run("served", "--user", "u1", "--at", "2030-01-01T00:00:00Z")
     assert served == {"version": "v1", "variant": "champion", "since": registry.history()[-1]["time"]}
     assert [r["action"] for r in run("history")][-1] == "ModelRolledBack"
-    assert registry_cli.main([*base, "show", "v9"]) == 1
+    # A version that does not exist is bad input: exit 2, one line on stderr, a JSON error object.
+    assert registry_cli.main([*base, "show", "v9"]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["exit_code"] == 2
+    assert err.count("\n") == 1 and "v9" in err

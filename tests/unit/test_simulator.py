@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shelfwise.cli.simulate import main
 from shelfwise.events import EVENT_TYPES, NATIVE_COLUMNS, Event
 from shelfwise.simulator import GROUND_TRUTH_FILE, Incident, ShopParams, SimulatorError, simulate_to_files
-from shelfwise.simulator.cli import main
 from shelfwise.simulator.export import iso_timestamps
 from shelfwise.simulator.shop import ShopModel
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from shelfwise.cli.simulate import main
 from shelfwise.simulator import Incident, ShopParams, simulate_to_files
-from shelfwise.simulator.cli import main
 
 ingest = pytest.importorskip("shelfwise.ingest")
 

@@ -18,10 +18,10 @@ import pytest
 from moto import mock_aws
 
 from shelfwise import bundle as bundle_io
+from shelfwise.cli import train as training_cli
 from shelfwise.errors import InputError
 from shelfwise.events import EVENT_WEIGHTS
 from shelfwise.registry import Registry
-from shelfwise.training import cli as training_cli
 from shelfwise.training.data import interactions_from_table, temporal_split
 from shelfwise.training.itemknn import ItemKNN, top_neighbours
 from shelfwise.training.job import Progress, TrainConfig, check_parity, run_training

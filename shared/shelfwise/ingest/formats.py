@@ -172,7 +172,7 @@ def _native(batch: pa.RecordBatch) -> Columns:
         props = out.get("properties")
         if props is not None and pa.types.is_binary(props.type):
             props = None if props.null_count == len(props) else props
-        out["properties"] = merge_properties(props, extra)  # type: ignore[assignment]
+        out["properties"] = merge_properties(props, extra)
     return out
 
 
@@ -195,13 +195,13 @@ NATIVE = Adapter(
 def _retailrocket(batch: pa.RecordBatch) -> Columns:
     tx = _col(batch, "transactionid")
     out: Columns = {
-        "timestamp": _col(batch, "timestamp"),  # type: ignore[dict-item]
-        "user_id": _as_string(_col(batch, "visitorid")),  # type: ignore[arg-type]
+        "timestamp": _col(batch, "timestamp"),
+        "user_id": _as_string(_col(batch, "visitorid")),
         "event_type": map_values(
-            _col(batch, "event"),  # type: ignore[arg-type]
+            _col(batch, "event"),
             {"view": "view", "addtocart": "add_to_cart", "transaction": "purchase"},
         ),
-        "item_id": _as_string(_col(batch, "itemid")),  # type: ignore[arg-type]
+        "item_id": _as_string(_col(batch, "itemid")),
     }
     if tx is not None:
         props = json_object([("transaction_id", _as_string(tx))], batch.num_rows)
@@ -228,14 +228,14 @@ RETAILROCKET = Adapter(
 # ---------------------------------------------------------------- Taobao UserBehavior
 def _taobao(batch: pa.RecordBatch) -> Columns:
     return {
-        "user_id": _as_string(_col(batch, "user")),  # type: ignore[arg-type]
-        "item_id": _as_string(_col(batch, "item")),  # type: ignore[arg-type]
-        "category": _as_string(_col(batch, "category")),  # type: ignore[arg-type]
+        "user_id": _as_string(_col(batch, "user")),
+        "item_id": _as_string(_col(batch, "item")),
+        "category": _as_string(_col(batch, "category")),
         "event_type": map_values(
-            _col(batch, "behavior"),  # type: ignore[arg-type]
+            _col(batch, "behavior"),
             {"pv": "view", "cart": "add_to_cart", "fav": "add_to_wishlist", "buy": "purchase"},
         ),
-        "timestamp": _col(batch, "ts"),  # type: ignore[dict-item]
+        "timestamp": _col(batch, "ts"),
     }
 
 
@@ -264,12 +264,12 @@ TAOBAO = Adapter(
 
 # ---------------------------------------------------------------- UCI Online Retail II
 def _online_retail(batch: pa.RecordBatch) -> Columns:
-    invoice = _as_string(_col(batch, "Invoice"))  # type: ignore[arg-type]
+    invoice = _as_string(_col(batch, "Invoice"))
     qty_raw = _col(batch, "Quantity")
     out: Columns = {
-        "item_id": _as_string(_col(batch, "StockCode")),  # type: ignore[arg-type]
-        "timestamp": _col(batch, "InvoiceDate"),  # type: ignore[dict-item]
-        "price": _col(batch, "Price"),  # type: ignore[dict-item]
+        "item_id": _as_string(_col(batch, "StockCode")),
+        "timestamp": _col(batch, "InvoiceDate"),
+        "price": _col(batch, "Price"),
     }
     customer = _col(batch, "Customer ID")
     if customer is not None:
@@ -288,7 +288,7 @@ def _online_retail(batch: pa.RecordBatch) -> Columns:
         out["quantity"] = pc.abs(qty)
         is_return = pc.or_(cancelled, negative)
     else:
-        out["quantity"] = qty_raw  # type: ignore[assignment]
+        out["quantity"] = qty_raw
         is_return = cancelled
     out["event_type"] = pc.if_else(is_return, "return", "purchase")
     extras = [
@@ -322,13 +322,13 @@ ONLINE_RETAIL = Adapter(
 def _movielens(batch: pa.RecordBatch) -> Columns:
     rating = _col(batch, "rating")
     out: Columns = {
-        "user_id": _as_string(_col(batch, "userId")),  # type: ignore[arg-type]
-        "item_id": _as_string(_col(batch, "movieId")),  # type: ignore[arg-type]
-        "timestamp": _col(batch, "timestamp"),  # type: ignore[dict-item]
-        "event_type": pa.repeat(pa.scalar("rating"), batch.num_rows),  # type: ignore[dict-item]
+        "user_id": _as_string(_col(batch, "userId")),
+        "item_id": _as_string(_col(batch, "movieId")),
+        "timestamp": _col(batch, "timestamp"),
+        "event_type": pa.repeat(pa.scalar("rating"), batch.num_rows),
     }
     if rating is not None:
-        out["properties"] = json_object([("rating", rating)], batch.num_rows)  # type: ignore[assignment]
+        out["properties"] = json_object([("rating", rating)], batch.num_rows)
     return out
 
 

@@ -7,6 +7,8 @@ docs/monitoring.md.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
@@ -336,3 +338,30 @@ def alarm_state(spec: AlarmSpec, points: list[float | None]) -> str:
     if hits >= spec.datapoints_to_alarm or (len(present) < spec.datapoints_to_alarm and hits == len(present)):
         return "ALARM"
     return "OK"
+
+
+def config_with_overrides(raw: str) -> MonitoringConfig:
+    """MonitoringConfig with the overrides of ``raw``, a JSON object of its numeric fields.
+
+    Empty means the documented defaults; e.g. a small shop's ``{"champion_baseline_lists": 3000}``.
+    Anything else (not JSON, not an object, an unknown or non-numeric field) is an ``InputError``
+    naming ``MONITORING_CONFIG``, the variable the function reads it from.
+    """
+    from shelfwise.errors import InputError
+
+    if not raw.strip():
+        return MonitoringConfig()
+    try:
+        overrides = json.loads(raw)
+    except ValueError as exc:
+        raise InputError(f"MONITORING_CONFIG is not JSON: {exc}") from exc
+    base = MonitoringConfig()
+    if not isinstance(overrides, dict):
+        raise InputError("MONITORING_CONFIG must be a JSON object of MonitoringConfig fields")
+    for key, value in overrides.items():
+        current = getattr(base, key, None)
+        if key.startswith("_") or not isinstance(current, int | float) or isinstance(value, bool):
+            raise InputError(f"MONITORING_CONFIG: {key!r} is not a numeric MonitoringConfig field")
+        if not isinstance(value, int | float):
+            raise InputError(f"MONITORING_CONFIG: {key} must be a number, got {value!r}")
+    return dataclasses.replace(base, **overrides)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,48 +242,30 @@ def render_template(text: str, alarms: tuple[AlarmSpec, ...] = DEFAULT_ALARMS) -
     return head + TEMPLATE_MARK + block + ("\n" if not tail.startswith("\n") else "") + tail
 
 
-def write_all(root: Path, alarms: tuple[AlarmSpec, ...] = DEFAULT_ALARMS) -> list[str]:
-    """Rewrite the three generated places under the repository ``root``; returns what changed."""
-    changed = []
-    targets = (
+def _targets(root: Path, alarms: tuple[AlarmSpec, ...]) -> list[tuple[Path, Callable[[str], str]]]:
+    return [
         (root / "infra" / "dashboard.json", lambda _t: dashboard_text(alarms)),
         (root / "template.yaml", lambda t: render_template(t, alarms)),
         (root / "docs" / "monitoring.md", lambda t: render_docs(t, alarms)),
-    )
-    for path, render in targets:
+    ]
+
+
+def stale(root: Path, alarms: tuple[AlarmSpec, ...] = DEFAULT_ALARMS) -> list[str]:
+    """The generated places under the repository ``root`` that differ from ``alarms``."""
+    return [
+        str(p.relative_to(root))
+        for p, render in _targets(root, alarms)
+        if render(p.read_text()) != p.read_text()
+    ]
+
+
+def write_all(root: Path, alarms: tuple[AlarmSpec, ...] = DEFAULT_ALARMS) -> list[str]:
+    """Rewrite the three generated places under the repository ``root``; returns what changed."""
+    changed = []
+    for path, render in _targets(root, alarms):
         old = path.read_text()
         new = render(old)
         if new != old:
             path.write_text(new)
             changed.append(str(path.relative_to(root)))
     return changed
-
-
-def main(argv: list[str]) -> int:
-    """``shelfwise alarms [--write | --check] [--root DIR]``: the generated places, from DEFAULT_ALARMS."""
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(prog="shelfwise alarms", description=main.__doc__)
-    p.add_argument("--root", type=Path, default=Path.cwd(), help="repository root (default: .)")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="rewrite dashboard.json, template.yaml, docs")
-    mode.add_argument("--check", action="store_true", help="exit 1 when any of them is out of date")
-    args = p.parse_args(argv)
-    if not (args.write or args.check):
-        sys.stdout.write(alarm_table())
-        return 0
-    if args.write:
-        print(json.dumps({"written": write_all(args.root)}))
-        return 0
-    stale = [
-        name
-        for name, path, render in (
-            ("infra/dashboard.json", args.root / "infra" / "dashboard.json", lambda _t: dashboard_text()),
-            ("template.yaml", args.root / "template.yaml", render_template),
-            ("docs/monitoring.md", args.root / "docs" / "monitoring.md", render_docs),
-        )
-        if render(path.read_text()) != path.read_text()
-    ]
-    print(json.dumps({"stale": stale}))
-    return 1 if stale else 0

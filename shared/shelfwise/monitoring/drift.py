@@ -50,7 +50,10 @@ def js_divergence(
     if len(pp) != len(qq):
         raise InputError("both distributions need the same bins")
     m = 0.5 * (pp + qq)
-    kl = lambda x, y: float(np.sum(x * np.log2(x / y)))  # noqa: E731
+
+    def kl(x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.sum(x * np.log2(x / y)))
+
     return max(0.0, min(1.0, 0.5 * kl(pp, m) + 0.5 * kl(qq, m)))
 
 

@@ -844,3 +844,12 @@ def run_pass(
             "values": result.values(),
         }
     return summary
+
+
+def scheduled_passes(event: Mapping[str, Any], now: datetime) -> tuple[str, ...]:
+    """Which passes a scheduled invocation runs: the fast pass every tick, plus the deep pass on the
+    first tick of each hour; an explicit ``{"pass": "deep"}`` (or ``"fast+deep"``) runs just that."""
+    explicit = event.get("pass") or (event.get("detail") or {}).get("pass")
+    if explicit:
+        return tuple(str(explicit).split("+"))
+    return ("fast", "deep") if now.minute < 5 else ("fast",)

@@ -1,24 +1,20 @@
-"""`shelfwise report`: an HTML report with inline SVG plots of the monitoring history.
+"""The monitoring report: one HTML page with inline SVG plots of the monitoring history.
 
 Quality per variant over time, the challenger comparisons, drift, traffic, business and pipeline
 health, with alarms, canary starts, promotions and rollbacks marked on the timeline. Plain SVG
 written here (no matplotlib): the report is one self-contained file anyone can open.
 
-The demo can call :func:`render_report` directly with in-memory records; the command reads them
-from the monitoring bucket (metric history, rollout decisions), the models bucket (registry audit)
-and, when asked, CloudWatch alarm history.
+:func:`render_report` takes the records in memory; ``shelfwise report`` (``shelfwise.cli.report``)
+reads them from the monitoring bucket (metric history, rollout decisions), the registry's audit
+trail and, when asked, the CloudWatch alarm history; the demo passes its own.
 """
 
 from __future__ import annotations
 
-import argparse
 import html
-import json
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from shelfwise.monitoring.config import DEFAULT_ALARMS, alarm
@@ -85,7 +81,8 @@ CHARTS: tuple[Chart, ...] = (
 )
 
 
-def _t(value: Any) -> datetime:
+def parse_time(value: Any) -> datetime:
+    """A datetime, or an ISO 8601 string (``Z`` allowed), as an aware UTC time."""
     t = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
@@ -98,7 +95,7 @@ def series_from_records(records: Iterable[Mapping[str, Any]]) -> dict[str, list[
             continue
         variant = (r.get("dimensions") or {}).get("Variant")
         key = r["name"] + (f"/{variant}" if variant else "")
-        points.setdefault(key, {})[_t(r["timestamp"])] = float(r["value"])
+        points.setdefault(key, {})[parse_time(r["timestamp"])] = float(r["value"])
     return {k: sorted(v.items()) for k, v in points.items()}
 
 
@@ -110,11 +107,11 @@ def markers_from(
     for rec in audit:
         action = str(rec.get("action", ""))
         if action in EVENT_COLORS and "time" in rec:
-            out.append(Marker(_t(rec["time"]), f"{action} {rec.get('version', '')}", action))
+            out.append(Marker(parse_time(rec["time"]), f"{action} {rec.get('version', '')}", action))
     for ch in alarm_changes:
         if ch.get("NewState") == "ALARM" or ch.get("new_state") == "ALARM":
             at = ch.get("Timestamp") or ch.get("timestamp")
-            out.append(Marker(_t(at), str(ch.get("AlarmName") or ch.get("alarm_name")), "ALARM"))
+            out.append(Marker(parse_time(at), str(ch.get("AlarmName") or ch.get("alarm_name")), "ALARM"))
     return sorted(out, key=lambda m: m.at)
 
 
@@ -248,73 +245,3 @@ td,th{{border:1px solid #ddd;padding:3px 6px;text-align:left}} svg{{display:bloc
 <h2>Alarms (defaults)</h2><table><tr><th>alarm</th><th>metric</th><th>threshold</th><th>datapoints</th><th>missing data</th><th>rollback target</th></tr>{alarm_rows}</table>
 </body></html>
 """
-
-
-def main(argv: list[str]) -> int:
-    """`shelfwise report --monitoring-bucket B [--models-bucket M --model-name recs] --out report.html`."""
-    p = argparse.ArgumentParser(
-        prog="shelfwise report", description="HTML monitoring report with inline SVG plots"
-    )
-    p.add_argument("--monitoring-bucket", help="bucket with monitoring/history and monitoring/decisions")
-    p.add_argument("--history-file", type=Path, help="JSON Lines of metric records instead of the bucket")
-    p.add_argument("--models-bucket", help="registry bucket, for canary/promotion/rollback markers")
-    p.add_argument("--model-name", default="recs")
-    p.add_argument(
-        "--alarm-prefix", help="also mark CloudWatch alarm transitions of alarms with this name prefix"
-    )
-    p.add_argument("--since", help="ISO time; only history from then on")
-    p.add_argument("--out", type=Path, default=Path("report.html"))
-    args = p.parse_args(argv)
-    if not args.monitoring_bucket and not args.history_file:
-        p.error("give --monitoring-bucket or --history-file")
-    from shelfwise.aws import client
-    from shelfwise.monitoring.publish import read_history
-    from shelfwise.rollout import read_decisions
-
-    since = _t(args.since) if args.since else None
-    records: list[dict[str, Any]] = []
-    decisions: list[dict[str, Any]] = []
-    if args.history_file:
-        records = [json.loads(line) for line in args.history_file.read_text().splitlines() if line.strip()]
-    if args.monitoring_bucket:
-        s3 = client("s3")
-        records += read_history(s3, args.monitoring_bucket, since)
-        decisions = read_decisions(s3, args.monitoring_bucket)
-    audit: list[dict[str, Any]] = []
-    if args.models_bucket:
-        s3 = client("s3")
-        for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket=args.models_bucket, Prefix=f"audit/{args.model_name}/"
-        ):
-            for obj in page.get("Contents", []):
-                audit.append(
-                    json.loads(s3.get_object(Bucket=args.models_bucket, Key=obj["Key"])["Body"].read())
-                )
-    changes: list[dict[str, Any]] = []
-    if args.alarm_prefix:
-        cw = client("cloudwatch")
-        for page in cw.get_paginator("describe_alarm_history").paginate(
-            AlarmNamePrefix=args.alarm_prefix, HistoryItemType="StateUpdate"
-        ):
-            for item in page.get("AlarmHistoryItems", []):
-                data = json.loads(item.get("HistoryData") or "{}")
-                changes.append(
-                    {
-                        "AlarmName": item["AlarmName"],
-                        "Timestamp": item["Timestamp"],
-                        "NewState": (data.get("newState") or {}).get("stateValue"),
-                    }
-                )
-    page = render_report(records, audit=audit, decisions=decisions, alarm_changes=changes)
-    args.out.write_text(page)
-    print(f"report: wrote {args.out}", file=sys.stderr)
-    print(
-        json.dumps(
-            {
-                "report": str(args.out),
-                "metric_records": len(records),
-                "markers": len(markers_from(audit, changes)),
-            }
-        )
-    )
-    return 0

@@ -9,16 +9,12 @@ from __future__ import annotations
 import functools
 import json
 import time
-import weakref
 from datetime import datetime
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder, Router
+from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFoundError
-from aws_lambda_powertools.event_handler.middlewares import openapi_validation as ov
-from aws_lambda_powertools.event_handler.openapi.compat import lenient_issubclass
-from aws_lambda_powertools.event_handler.openapi.dependant import is_scalar_field
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -26,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from shelfwise.errors import InputError, NotFoundError, ShelfwiseError
 from shelfwise.events import MAX_ID_LENGTH
 from shelfwise.observability import logger, metrics
+from shelfwise.powertools_internals.http import use_lean_validation_and_responses
 from shelfwise.serving.config import MAX_BODY_BYTES, REQUEST_TIME
 from shelfwise.serving.errors import DeliveryError, ModelUnavailableError
 
@@ -213,102 +210,6 @@ def limit_body(app: APIGatewayHttpResolver, next_middleware: Any) -> Response:
     return next_middleware(app)
 
 
-class RequestValidation(ov.OpenAPIRequestValidationMiddleware):
-    """Powertools' request validation, with each route's parameter kinds worked out once.
-
-    Powertools (3.37) decides on every request, for each query parameter, whether it is a scalar
-    or a model (``is_scalar_field`` walks its type annotation: about a tenth of a millisecond for
-    the user route's six parameters), and builds the header and cookie maps even for routes that
-    declare none. This handler is Powertools' ``handler`` with those decisions cached per route
-    and the empty steps skipped; the values and errors come from the same Powertools functions,
-    so requests are validated and rejected exactly as before (``tests/unit/test_api.py``
-    compares the two on valid and invalid requests).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        # route.dependant -> its query parameters with their kind ("scalar", "model" or None); weak,
-        # because the resolver makes a new route (and dependant) for every unmatched request
-        self._query_kinds: weakref.WeakKeyDictionary[Any, list[tuple[Any, str | None]]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def _kinds(self, dependant: Any) -> list[tuple[Any, str | None]]:
-        kinds = self._query_kinds.get(dependant)
-        if kinds is None:
-            kinds = [
-                (
-                    param,
-                    "scalar"
-                    if is_scalar_field(param)
-                    else "model"
-                    if lenient_issubclass(param.field_info.annotation, BaseModel)
-                    else None,
-                )
-                for param in dependant.query_params
-            ]
-            self._query_kinds[dependant] = kinds
-        return kinds
-
-    def handler(self, app: Any, next_middleware: Any) -> Response:
-        dependant = app.context["_route"].dependant
-        event = app.current_event
-        values, errors = ov._request_params_to_args(dependant.path_params, app.context["_route_args"])
-        if dependant.query_params:
-            query = event.resolved_query_string_parameters
-            multi = ov._get_multi_value_query_params(event)
-            for param, kind in self._kinds(dependant):  # = ov._normalize_multi_params
-                if kind == "scalar":
-                    ov._process_scalar_param(query, param, multi)
-                elif kind == "model":
-                    ov._process_model_param(query, param, multi)
-            query_values, query_errors = ov._request_params_to_args(dependant.query_params, query)
-            values.update(query_values)
-            errors += query_errors
-        if dependant.header_params:
-            headers = ov._normalize_multi_params(
-                event.resolved_headers_field,
-                dependant.header_params,
-                multi_value_params=ov.CaseInsensitiveDict(event.get("multiValueHeaders")),
-            )
-            header_values, header_errors = ov._request_params_to_args(dependant.header_params, headers)
-            values.update(header_values)
-            errors += header_errors
-        if dependant.cookie_params:
-            cookie_values, cookie_errors = ov._request_params_to_args(
-                dependant.cookie_params, event.resolved_cookies_field
-            )
-            values.update(cookie_values)
-            errors += cookie_errors
-        if dependant.body_params:
-            body_values, body_errors = ov._request_body_to_args(
-                required_params=dependant.body_params, received_body=self._get_body(app)
-            )
-            values.update(body_values)
-            errors += body_errors
-        if errors:
-            raise RequestValidationError(ov._normalize_errors(errors))
-        app.context["_route_args"] = values
-        return next_middleware(app)
-
-
-class LeanResponseBuilder(ResponseBuilder):  # type: ignore[type-arg]
-    """Powertools' response builder, reading the request's headers only when compression may apply.
-
-    Powertools looks up ``Accept-Encoding`` (building a case-insensitive copy of all request
-    headers) before it checks whether the route or the response enabled compression at all; none
-    of these routes does, so the answer is the same without the headers.
-    """
-
-    @staticmethod
-    def _has_compression_enabled(
-        route_compression: bool, response_compression: bool | None, event: Any
-    ) -> bool:
-        if not route_compression and not response_compression:
-            return False
-        return ResponseBuilder._has_compression_enabled(route_compression, response_compression, event)
-
-
 def serve(app: APIGatewayHttpResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Resolve one request and record ``Requests``, ``Errors`` (5xx or a crash) and ``LatencyMs``.
 
@@ -350,13 +251,11 @@ def csv_values(value: str | None) -> tuple[str, ...]:
 def build_resolver(*routers: Router) -> APIGatewayHttpResolver:
     """A validating HTTP API resolver with the error mapping and the given routers.
 
-    Validation is Powertools' with :class:`RequestValidation` in place of its request step (the
-    resolver builds each route's middleware stack on the route's first request, from this slot),
-    and responses are built by :class:`LeanResponseBuilder`.
+    Validation is Powertools' with its per-route work cached, and responses are built without
+    reading headers no route needs (:mod:`shelfwise.powertools_internals`).
     """
     app = APIGatewayHttpResolver(enable_validation=True)
-    app._request_validation_middleware = RequestValidation()
-    app._response_builder_class = LeanResponseBuilder
+    use_lean_validation_and_responses(app)
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)

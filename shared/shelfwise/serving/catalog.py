@@ -219,7 +219,10 @@ class Catalog:
         # an id longer than every catalogue id cannot match: leave it out of the array, whose
         # width (and so size) is the longest id given
         # (numpy drops trailing NULs: such an id would match the id without them)
-        fits = [len(i) <= width and not i.endswith(b"\0" if isinstance(i, bytes) else "\0") for i in keys]
+        fits = [
+            len(i) <= width and not (i.endswith(b"\0") if isinstance(i, bytes) else i.endswith("\0"))
+            for i in keys
+        ]
         out = np.full(len(fits), -1, np.int64)
         query = [i for i, ok in zip(keys, fits, strict=True) if ok]
         if not query or not self.n_items:

@@ -110,7 +110,7 @@ class ItemKNN:
     def export_arrays(self) -> ox.NeighbourModel:
         cached = getattr(self, "_export", None)
         if cached is not None:
-            return cached  # type: ignore[no-any-return]
+            return cached
         _, hist, prior = self._fitted()
         assert self.indices is not None and self.similarities is not None
         self._export = ox.NeighbourModel.create(

@@ -429,7 +429,7 @@ def run_training(
 
     final = make_model(ev.best, ev.best_params, threads=config.threads)
     if hasattr(final, "track_loss"):
-        final.track_loss = True  # type: ignore[attr-defined]
+        final.track_loss = True
     final.fit(data)
     progress("fit", {"family": ev.best, "params": ev.best_params})
     half = float16_check(final, data, config) if (config.float16 and isinstance(final, ALS)) else None

@@ -100,7 +100,7 @@ class ALS:
     def export_arrays(self) -> ox.FactorModel:
         cached = getattr(self, "_export", None)
         if cached is not None:
-            return cached  # type: ignore[no-any-return]
+            return cached
         uf, itf = self._fitted()
         self._export = ox.FactorModel.create(itf, uf, ox.als_projection(itf, self.params["regularization"]))
         return self._export

@@ -1,4 +1,4 @@
-"""``shelfwise train`` and ``shelfwise evaluate``: the job and the offline protocol from a terminal.
+"""shelfwise train and shelfwise evaluate: the training job and the offline protocol from a terminal.
 
 Progress goes to stderr for a person; the last line on stdout is one JSON object.
 """
@@ -6,17 +6,15 @@ Progress goes to stderr for a person; the last line on stdout is one JSON object
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 
-from shelfwise.errors import ShelfwiseError
+from shelfwise.cli.common import command, emit
+from shelfwise.errors import InputError
 from shelfwise.training.job import Progress, TrainConfig, evaluate_log, load_curated, run_training, summary
 from shelfwise.training.search import FAMILIES
 
@@ -74,39 +72,39 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _emit(result: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(result, default=str) + "\n")
-    sys.stdout.flush()
-
-
-def evaluate_main(argv: list[str]) -> int:
-    """``shelfwise evaluate --events PATH --format FMT [--k 10]``: the offline protocol on any log."""
-    p = argparse.ArgumentParser(prog="shelfwise evaluate", description=evaluate_main.__doc__)
+def evaluate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="shelfwise evaluate", description="The offline evaluation protocol on any event log."
+    )
     p.add_argument("--events", required=True, help="event log (file) in any format the ingest reads")
     p.add_argument(
         "--format", default="auto", help="source format (auto, native, retailrocket, ..., curated)"
     )
     _common(p)
-    args = p.parse_args(argv)
-    try:
-        from shelfwise.training.data import interactions_from_table
+    return p
 
-        progress = Progress()
-        data = interactions_from_table(read_table(args.events, args.format))
-        progress("load", {"events": data.n_events, "users": data.n_users, "items": data.n_items})
-        ev = evaluate_log(data, _config(args), progress)
-    except ShelfwiseError as exc:
-        print(f"shelfwise evaluate: {exc}", file=sys.stderr)
-        return 1
+
+@command("shelfwise evaluate")
+def evaluate_main(argv: list[str]) -> int:
+    """shelfwise evaluate --events PATH --format FMT [--k 10]."""
+    args = evaluate_parser().parse_args(argv)
+    from shelfwise.training.data import interactions_from_table
+
+    progress = Progress()
+    data = interactions_from_table(read_table(args.events, args.format))
+    progress("load", {"events": data.n_events, "users": data.n_users, "items": data.n_items})
+    ev = evaluate_log(data, _config(args), progress)
     result = ev.to_json()
     result["validation"] = {f: v["params"] for f, v in ev.validation.items()}
-    _emit(result)
+    emit(result)
     return 0
 
 
-def train_main(argv: list[str]) -> int:
-    """``shelfwise train``: train, evaluate, export a bundle and optionally register it."""
-    p = argparse.ArgumentParser(prog="shelfwise train", description=train_main.__doc__)
+def train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="shelfwise train",
+        description="Train, evaluate and export a model bundle; optionally register it.",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--events", help="local event log in any format the ingest reads")
     src.add_argument("--curated-bucket", help="read curated Parquet from this bucket (curated/events/)")
@@ -121,34 +119,31 @@ def train_main(argv: list[str]) -> int:
     p.add_argument("--float16", action="store_true", help="store ALS item factors in float16")
     p.add_argument("--gate-tolerance", type=float, default=0.02, help="relative loss allowed vs champion")
     _common(p)
-    args = p.parse_args(argv)
-    try:
-        from shelfwise import aws
+    return p
 
-        registry = None
-        if args.register:
-            if not args.models_bucket:
-                p.error("--register needs --models-bucket (or MODELS_BUCKET)")
-            from shelfwise.registry import Registry
 
-            registry = Registry(
-                aws.client("s3"),
-                aws.client("ssm"),
-                aws.client("events"),
-                args.models_bucket,
-                args.env,
-                args.model_name,
-                gate_tolerance=args.gate_tolerance,
-                actor="shelfwise-train-cli",
-            )
-        if args.events:
-            table = read_table(args.events, args.format)
-        else:
-            table = load_curated(aws.client("s3"), args.curated_bucket, since=args.since)
-        out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="shelfwise-bundle-"))
-        result = run_training(table, out, _config(args), registry=registry, version=args.version)
-    except ShelfwiseError as exc:
-        print(f"shelfwise train: {exc}", file=sys.stderr)
-        return 1
-    _emit(summary(result))
+@command("shelfwise train")
+def train_main(argv: list[str]) -> int:
+    """shelfwise train: train, evaluate, export a bundle and optionally register it."""
+    args = train_parser().parse_args(argv)
+    from shelfwise import aws, wiring
+
+    registry = None
+    if args.register:
+        if not args.models_bucket:
+            raise InputError("--register needs --models-bucket (or MODELS_BUCKET)")
+        registry = wiring.registry(
+            wiring.RegistrySettings(
+                models_bucket=args.models_bucket, shelfwise_env=args.env, model_name=args.model_name
+            ),
+            gate_tolerance=args.gate_tolerance,
+            actor="shelfwise-train-cli",
+        )
+    if args.events:
+        table = read_table(args.events, args.format)
+    else:
+        table = load_curated(aws.client("s3"), args.curated_bucket, since=args.since)
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="shelfwise-bundle-"))
+    result = run_training(table, out, _config(args), registry=registry, version=args.version)
+    emit(summary(result))
     return 0

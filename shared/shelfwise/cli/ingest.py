@@ -1,4 +1,4 @@
-"""``shelfwise ingest PATH --format auto --out DIR``: the ingest on local files, one JSON summary.
+"""shelfwise ingest PATH --format auto --out DIR: the ingest on local files, one JSON summary.
 
 PATH is a file or a directory (every file under it, in name order). The output directory is laid
 out like the buckets: ``curated/events/event_date=.../``, ``quarantine/``, ``curated/_summaries/``.
@@ -7,18 +7,20 @@ out like the buckets: ``curated/events/event_date=.../``, ``quarantine/``, ``cur
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-from shelfwise.errors import ShelfwiseError
+from shelfwise.cli.common import command, emit
+from shelfwise.errors import InputError
 from shelfwise.ingest.formats import FORMAT_NAMES
 from shelfwise.ingest.pipeline import IngestSummary, ingest_file
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="shelfwise ingest", description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="shelfwise ingest", description="Ingest raw event files into curated Parquet, locally."
+    )
     p.add_argument("path", help="a raw file (CSV, JSON Lines, Parquet; gzip or not) or a directory of them")
     p.add_argument("--format", default="auto", choices=FORMAT_NAMES, help="source format (default: detect)")
     p.add_argument("--out", required=True, help="output directory (bucket-shaped layout)")
@@ -51,17 +53,14 @@ def _combine(summaries: list[IngestSummary]) -> dict[str, object]:
     }
 
 
+@command("shelfwise ingest")
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     key = None
     if args.pseudonymisation_key_env:
         value = os.environ.get(args.pseudonymisation_key_env)
         if not value:
-            print(
-                f"shelfwise ingest: environment variable {args.pseudonymisation_key_env} is empty",
-                file=sys.stderr,
-            )
-            return 2
+            raise InputError(f"environment variable {args.pseudonymisation_key_env} is empty")
         key = value.encode("utf-8")
     root = Path(args.path)
     files = (
@@ -70,23 +69,17 @@ def main(argv: list[str]) -> int:
         else [root]
     )
     summaries: list[IngestSummary] = []
-    try:
-        for f in files:
-            s = ingest_file(f, args.out, args.format, pseudonymisation_key=key, force=args.force)
-            print(
-                f"ingest: {f}: {s.rows_read} read, {s.rows_valid} valid, {s.rows_quarantined} quarantined, "
-                f"{s.duplicates} duplicates{' (already done)' if s.skipped else ''}",
-                file=sys.stderr,
-            )
-            for w in s.warnings:
-                print(f"ingest: {f}: warning: {w}", file=sys.stderr)
-            summaries.append(s)
-    except ShelfwiseError as exc:
-        print(f"shelfwise ingest: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
-        return 1
+    for f in files:
+        s = ingest_file(f, args.out, args.format, pseudonymisation_key=key, force=args.force)
+        print(
+            f"ingest: {f}: {s.rows_read} read, {s.rows_valid} valid, {s.rows_quarantined} quarantined, "
+            f"{s.duplicates} duplicates{' (already done)' if s.skipped else ''}",
+            file=sys.stderr,
+        )
+        for w in s.warnings:
+            print(f"ingest: {f}: warning: {w}", file=sys.stderr)
+        summaries.append(s)
     if not summaries:
-        print(f"shelfwise ingest: no files under {root}", file=sys.stderr)
-        return 1
-    print(json.dumps(_combine(summaries), sort_keys=False))
+        raise InputError(f"no files under {root}")
+    emit(_combine(summaries))
     return 0

@@ -1,0 +1,5 @@
+"""``python -m shelfwise.cli``: the ``shelfwise`` command."""
+
+from shelfwise.cli import main
+
+raise SystemExit(main())
