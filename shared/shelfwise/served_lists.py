@@ -34,7 +34,7 @@ Served = (
 
 
 def _sources(served: Served) -> Sequence[str] | None:
-    return served[8] if len(served) > 8 else None  # type: ignore[misc]
+    return served[8] if len(served) > 8 else None
 
 
 def _stamp(ts: float) -> str:
