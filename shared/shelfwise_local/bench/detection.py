@@ -397,7 +397,8 @@ def promotion(
     times = []
     for _ in range(runs):
         stage, age = 0, 0
-        counts: list[tuple[int, int, int, int]] = []  # per window: (x_c, n_c, x_b, n_b)
+        # Cumulative (x_c, n_c, x_b, n_b) after each window.
+        cum: list[np.ndarray] = [np.zeros(4, dtype=np.int64)]
         points: list[float | None] = []
         for w in range(max_windows):
             weight = policy.stages[stage]
@@ -405,31 +406,28 @@ def promotion(
             if interleaved:
                 p = [rates["challenger_wins"], rates["champion_wins"]]
                 x_c, x_b, _ = rng.multinomial(n_c, [*p, 1 - sum(p)])
-                counts.append((int(x_c), 0, int(x_b), 0))
+                step = np.array([x_c, 0, x_b, 0], dtype=np.int64)
             else:
                 n_b = lists - n_c
-                counts.append(
-                    (
-                        int(rng.binomial(n_c, rates["challenger"])),
-                        n_c,
-                        int(rng.binomial(n_b, rates["champion"])),
-                        n_b,
-                    )
+                step = np.array(
+                    [rng.binomial(n_c, rates["challenger"]), n_c, rng.binomial(n_b, rates["champion"]), n_b],
+                    dtype=np.int64,
                 )
-            tot = np.sum(counts, axis=0)
+            cum.append(cum[-1] + step)
+            tot = cum[-1]
             b = quality_bound(cfg, interleaved, int(tot[0]), int(tot[1]), int(tot[2]), int(tot[3]))
             points.append(None if b is None else b.drop_lcb)
             if alarm_state(quality, points) == "ALARM":
                 ended += 1
                 break
             age += 1
-            mature = counts[: max(0, len(counts) - 6)]
+            matured = max(0, w + 1 - 6)  # a window's clicks mature 6 windows after it ends
             if age * 5 >= 60 * policy.max_stage_hours:
                 ended += 1
                 break
-            if age < stage_windows or len(mature) < policy.min_mature_windows:
+            if age < stage_windows or matured < policy.min_mature_windows:
                 continue
-            m = np.sum(mature, axis=0)
+            m = cum[matured]
             margin = cfg.interleaved_noninferiority_margin if interleaved else cfg.noninferiority_margin
             if interleaved:
                 if m[0] + m[2] < policy.min_evidence_lists:
@@ -479,7 +477,7 @@ def main(argv: list[str]) -> int:
         help="lists per window for the power table (comma-separated)",
     )
     p.add_argument("--power-runs", type=int, default=400, help="Monte Carlo canaries per traffic level")
-    p.add_argument("--promotion-runs", type=int, default=200, help="Monte Carlo canaries of the promotion")
+    p.add_argument("--promotion-runs", type=int, default=100, help="Monte Carlo canaries of the promotion")
     args = p.parse_args(argv)
     t = time.perf_counter()
     n = args.lists_per_window
