@@ -138,3 +138,19 @@ def test_a_changed_threshold_shows_in_every_generated_place() -> None:
     )
     assert "> 0.123" in alarm_table(changed) and '"value": 0.123' in dashboard_text(changed)
     assert dashboard_text(changed) != (ROOT / "infra" / "dashboard.json").read_text()
+
+
+def test_drift_alarms_on_the_champion_and_inputs_trigger_a_retrain_not_a_rollback() -> None:
+    res = resources()
+    rule = res["TrainModelFunction"]["Properties"]["Events"]["DriftAlarm"]
+    assert rule["Type"] == "EventBridgeRule"
+    pattern = rule["Properties"]["Pattern"]
+    assert pattern["detail-type"] == ["CloudWatch Alarm State Change"]
+    assert pattern["detail"]["state"] == {"value": ["ALARM"]}
+    names = {
+        res[r["Ref"]]["Properties"]["AlarmName"]["Sub"].replace("${AWS::StackName}-", "")
+        for r in pattern["detail"]["alarmName"]
+    }
+    retrain = {a.suffix for a in DEFAULT_ALARMS if a.action.startswith("retrain")}
+    assert names == retrain == {"input-drift", "champion-ctr-drift", "champion-score-drift"}
+    assert all(alarm(s).target == "none" for s in retrain)  # none of them rolls a model back
