@@ -11,21 +11,22 @@ PYTHON ?= $(shell for p in python3.12 $(PYENV_312) python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-REQS := pyproject.toml requirements/dev.txt requirements/train.txt requirements/constraints.txt \
-	layers/base/requirements.txt layers/inference/requirements.txt layers/data/requirements.txt
+REQS := pyproject.toml requirements/lock.txt
 BACKEND ?= moto
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: help setup demo test unit integration e2e lint format validate build bench localstack localstack-stop clean
+.PHONY: help setup lock demo test unit integration e2e lint format validate build bench train-image localstack localstack-stop clean
 
 help:
 	@echo "make demo      run the whole loop locally on the embedded AWS emulator (no AWS account)"
 	@echo "make test      lint, validate the template, unit + integration/e2e on moto and LocalStack"
 	@echo "make setup     create .venv with the pinned dependencies (done by demo and test)"
+	@echo "make lock      re-resolve pyproject.toml's dependencies into requirements/lock.txt and derive the rest"
 	@echo "make e2e BACKEND=moto|localstack   integration + e2e suites against one emulator"
 	@echo "make build     sam build every function and layer, print sizes against the budgets"
 	@echo "make validate  sam validate --lint and cfn-lint on template.yaml"
 	@echo "make bench     the benchmarks that print figures"
+	@echo "make train-image STACK=shelfwise-dev   build the training image, push it to the stack's ECR, print its digest"
 
 setup: $(STAMP)
 
@@ -34,10 +35,18 @@ $(STAMP): $(REQS)
 	@echo "setup: using $(PYTHON) ($$($(PYTHON) --version))"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/lock.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . || \
 	  $(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
+
+# Resolve pyproject.toml's dependencies into requirements/lock.txt (with hashes; versions already
+# locked stay unless pyproject.toml needs others; `make lock UPGRADE=1` takes the newest allowed),
+# then derive constraints.txt, train.txt, dev.txt and the layers' requirements from it.
+lock: setup
+	$(BIN)/pip-compile --quiet --all-extras --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) -o requirements/lock.txt pyproject.toml
+	$(BIN)/python requirements/derive.py
 
 demo: setup
 	$(BIN)/shelfwise demo
@@ -73,6 +82,7 @@ lint: setup
 	$(BIN)/ruff check shared functions tests
 	$(BIN)/ruff format --check shared functions tests
 	$(BIN)/mypy
+	$(BIN)/python requirements/derive.py --check
 
 format: setup
 	$(BIN)/ruff format shared functions tests
@@ -89,6 +99,11 @@ build: setup
 
 bench: setup
 	$(BIN)/shelfwise bench ingest --rows 1000000
+
+# Needs Docker and AWS credentials; prints the digest reference for the TrainingImageUri parameter.
+STACK ?= shelfwise-dev
+train-image: setup
+	$(BIN)/python -m shelfwise_local.train_image --stack $(STACK) $(if $(REGION),--region $(REGION))
 
 clean:
 	rm -rf $(VENV) .aws-sam .pytest_cache .hypothesis .mypy_cache .ruff_cache

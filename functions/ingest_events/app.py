@@ -8,10 +8,10 @@ receives, moves it to the DLQ. Logs carry counts and object names, never rows or
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -23,6 +23,7 @@ from shelfwise.errors import ShelfwiseError
 from shelfwise.ingest import IngestSummary, ingest_object
 from shelfwise.ingest.s3 import parse_notification
 from shelfwise.observability import logger, metrics, tracer
+from shelfwise.pseudonym import read_key
 from shelfwise.settings import load_settings
 
 
@@ -40,12 +41,20 @@ s3 = client("s3")
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
+_key_cache: dict[str, tuple[float, bytes]] = {}
+
+
 def _pseudonymisation_key() -> bytes | None:
+    """The key, re-read every 5 minutes (a rotated key is picked up), with the same SSM client
+    factory as every other call (so it honours the endpoint settings, like serving and collection)."""
     name = settings.pseudonymisation_key_parameter
     if not name:
         return None
-    value = parameters.get_parameter(name, decrypt=True, max_age=300)
-    return str(value).encode("utf-8")
+    cached = _key_cache.get(name)
+    if cached is None or time.monotonic() - cached[0] > 300:
+        cached = (time.monotonic(), read_key(client("ssm"), name))
+        _key_cache[name] = cached
+    return cached[1]
 
 
 def _emit(summary: IngestSummary) -> None:

@@ -1,4 +1,8 @@
-"""Scheduled staged promotion: advance the challenger 10% -> 50% -> 100% -> champion while it is healthy."""
+"""Staged promotion: start the canary of a registered version, advance it 10% -> 50% -> 100% -> champion.
+
+Two triggers: the registry's ``ModelRegistered`` event (EventBridge rule) offers the new version
+for canary; the 5-minute schedule takes one promotion step while the challenger is healthy.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from shelfwise import wiring
 from shelfwise.aws import client
 from shelfwise.events import event_time
 from shelfwise.observability import logger, metrics, tracer
-from shelfwise.rollout import promote_step
+from shelfwise.rollout import offer_registered, promote_step
 from shelfwise.settings import load_settings
 
 
@@ -30,8 +34,13 @@ settings = load_settings(Settings)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     now = event_time(event)
     registry = wiring.registry(settings, actor="promote_model", clock=lambda: now)
+    rollout = wiring.rollout(registry, monitoring_bucket=settings.monitoring_bucket)
+    if event.get("detail-type") == "ModelRegistered":
+        offer = offer_registered(rollout, event, now)
+        logger.info("canary offer", extra={"action": offer.action, "reason": offer.reason})
+        return offer.to_json()
     decision = promote_step(
-        wiring.rollout(registry, monitoring_bucket=settings.monitoring_bucket),
+        rollout,
         cloudwatch=client("cloudwatch"),
         alarm_names=[n for n in settings.gate_alarm_names.split(",") if n],
         model_name=settings.model_name,

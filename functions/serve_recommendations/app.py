@@ -18,7 +18,7 @@ from pydantic import Field, Json  # noqa: E402
 
 from shelfwise import aws_lite, wiring  # noqa: E402
 from shelfwise.aws import light_client  # noqa: E402
-from shelfwise.serving.config import ServingConfig, ServingRules  # noqa: E402
+from shelfwise.serving.config import CATALOGUE_STOCK_KEY, ServingConfig, ServingRules  # noqa: E402
 from shelfwise.serving.loader import ModelLoader  # noqa: E402
 from shelfwise.settings import load_settings  # noqa: E402
 
@@ -31,6 +31,16 @@ class Settings(wiring.RegistrySettings):
     model_cache_dir: str = "/tmp/shelfwise/models"
     serving_rules: Json[ServingRules] = ServingRules()
     canary_mode: Literal["split", "interleave"] = "split"
+    # The catalogue's live stock snapshot (empty: filters use the bundle's stock only).
+    catalogue_bucket: str = ""
+    stock_ttl_seconds: float = Field(default=30.0, ge=0)
+    # The template's ApiAuth: anything but NONE (the explicitly open API) needs an authenticated client.
+    api_auth: Literal["NONE", "AWS_IAM", "JWT"] = "AWS_IAM"
+    # Empty: user ids are looked up as they arrive.
+    pseudonymisation_key_parameter: str = ""
+    # Per-client quota (requests per minute) over the usage table; no table: none.
+    client_usage_table: str = ""
+    client_requests_per_minute: int = Field(default=6000, ge=1)
 
 
 settings = load_settings(Settings)
@@ -45,8 +55,16 @@ loader = ModelLoader(_s3, settings.models_bucket, settings.model_name, settings.
 # Runtime, the service and the HTTP layer import (the load below waits for this download).
 prefetch = loader.prefetch(registry.aliases)
 
+from shelfwise.pseudonym import Pseudonymiser, read_key  # noqa: E402
 from shelfwise.serving.impressions import ImpressionSink  # noqa: E402
 from shelfwise.serving.service import Recommender  # noqa: E402
+from shelfwise.serving.stock import LiveStock, s3_fetch  # noqa: E402  (numpy: after the prefetch)
+
+pseudonymiser = (
+    Pseudonymiser(read_key(light_client("ssm"), settings.pseudonymisation_key_parameter))
+    if settings.pseudonymisation_key_parameter
+    else None
+)
 
 config = ServingConfig(
     model_name=settings.model_name,
@@ -55,11 +73,18 @@ config = ServingConfig(
     rules=settings.serving_rules,
     canary_mode=settings.canary_mode,
 )
+stock = (
+    LiveStock(s3_fetch(_s3, settings.catalogue_bucket, CATALOGUE_STOCK_KEY), settings.stock_ttl_seconds)
+    if settings.catalogue_bucket
+    else None
+)
 recommender = Recommender(
     config,
     loader,
     registry.aliases,
     ImpressionSink(),  # one served-list line per list on stdout (the subscription ships it)
+    stock=stock,
+    pseudonymise=pseudonymiser.one if pseudonymiser else None,
 )
 # The load starts now (the prefetch's aliases, then its bundle); the HTTP layer below is
 # imported and built meanwhile.
@@ -69,13 +94,22 @@ from aws_lambda_powertools.logging import correlation_paths  # noqa: E402
 from aws_lambda_powertools.utilities.typing import LambdaContext  # noqa: E402
 
 from shelfwise.observability import logger, metrics, tracer  # noqa: E402
-from shelfwise.serving.api import build_resolver, serve  # noqa: E402
+from shelfwise.serving.api import Access, build_resolver, serve  # noqa: E402
+from shelfwise.serving.config import served_at  # noqa: E402
 from shelfwise.serving.http import recommendations_router  # noqa: E402
+from shelfwise.serving.quota import ClientQuota  # noqa: E402
 
 # Metrics keep exactly the Variant/Endpoint dimensions of the contract, so no Powertools service
 # name is configured (it would add a "service" dimension); logs still say which function wrote them.
 logger.append_keys(service="serve_recommendations")
-app = build_resolver(recommendations_router(lambda: recommender))
+quota = (
+    ClientQuota(
+        light_client("dynamodb"), settings.client_usage_table, settings.client_requests_per_minute, served_at
+    )
+    if settings.client_usage_table
+    else None
+)
+app = build_resolver(recommendations_router(lambda: recommender), access=Access(settings.api_auth, quota))
 models_loaded()
 gc.freeze()
 gc.enable()

@@ -15,12 +15,36 @@ import functools
 import os
 from typing import Any
 
+from shelfwise.errors import ConfigurationError
+
 
 @functools.cache
 def _session() -> Any:
     import boto3
 
     return boto3.session.Session()
+
+
+# What the platform needs of the SDK beyond the basics: S3 conditional writes (the registry and the
+# rollout commit with PutObject IfNoneMatch/IfMatch). In Lambda the SDK is the runtime's own copy,
+# whose version AWS chooses; a copy too old for these is refused at cold start, naming what to do.
+REQUIRED_MEMBERS = {"s3": {"PutObject": ("IfNoneMatch", "IfMatch"), "GetObject": ("IfMatch",)}}
+
+
+def check_sdk(service: str, boto_client: Any) -> None:
+    """ConfigurationError if ``boto_client``'s service model lacks a parameter the platform uses."""
+    model = boto_client.meta.service_model
+    for operation, members in REQUIRED_MEMBERS.get(service, {}).items():
+        have = model.operation_model(operation).input_shape.members
+        missing = [m for m in members if m not in have]
+        if missing:
+            import botocore
+
+            raise ConfigurationError(
+                f"botocore {botocore.__version__} has no {service} {operation} {', '.join(missing)}: "
+                "the platform needs S3 conditional writes; use a newer AWS SDK (bundle boto3 and "
+                "botocore in the base layer, see docs/dependencies.md)"
+            )
 
 
 @functools.cache
@@ -34,12 +58,15 @@ def client(service: str) -> Any:
         read_timeout=20,
         tcp_keepalive=True,
     )
-    return _session().client(service, config=config)
+    made = _session().client(service, config=config)
+    check_sdk(service, made)
+    return made
 
 
 @functools.cache
 def light_client(service: str) -> Any:
-    """A client for the read-only calls serving makes (``s3`` GetObject, ``ssm`` GetParameters).
+    """A client for the calls serving makes (``s3`` GetObject, ``ssm`` GetParameters, ``dynamodb``
+    UpdateItem of the client quota).
 
     :mod:`shelfwise.aws_lite`'s SDK-free client when the environment has credentials and a region
     (always so in Lambda), else the boto3 client (profiles, SSO, container credentials).

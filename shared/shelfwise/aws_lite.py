@@ -418,4 +418,22 @@ class LiteSSM(_Client):
             conn.close()
 
 
-CLIENTS: dict[str, type[_Client]] = {"s3": LiteS3, "ssm": LiteSSM}
+class LiteDynamoDB(_Client):
+    """DynamoDB UpdateItem (JSON 1.0 protocol): the per-client quota's one call."""
+
+    service = "dynamodb"
+
+    def update_item(self, **kwargs: Any) -> dict[str, Any]:
+        body = json.dumps(kwargs).encode("utf-8")
+        headers = {
+            "Content-Type": "application/x-amz-json-1.0",
+            "X-Amz-Target": "DynamoDB_20120810.UpdateItem",
+        }
+        conn, response = self._send("POST", self.base + "/", headers, body, "UpdateItem")
+        try:
+            return json.loads(response.read() or b"{}")
+        finally:
+            conn.close()
+
+
+CLIENTS: dict[str, type[_Client]] = {"s3": LiteS3, "ssm": LiteSSM, "dynamodb": LiteDynamoDB}

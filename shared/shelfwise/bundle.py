@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -356,7 +356,7 @@ NPZ_ALIGN = 64
 _ZIP_PADDING_ID = 0xD935  # the extra-field id Android's zipalign uses for padding
 
 
-def savez_aligned(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
+def savez_aligned(path: str | Path | BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:
     """``np.savez`` (uncompressed ``.npz``, same format), with each array's data 64-byte aligned.
 
     Readers memory-map the members (:func:`_load_npz`); ``np.savez`` puts them at whatever offset

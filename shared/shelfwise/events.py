@@ -8,7 +8,8 @@ and is built from the names here.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -82,13 +83,27 @@ DERIVED_COLUMNS: tuple[str, ...] = (
 
 PARTITION_COLUMN = "event_date"
 
-# Limits that keep one hostile value from hurting everyone downstream.
+# Limits that keep one hostile value from hurting everyone downstream. The API refuses (422) and
+# the ingest quarantines by the same numbers, so an event the API accepted is an event training
+# uses: these constants are the one place both read them from.
 MAX_ID_LENGTH = 256
 MAX_QUERY_LENGTH = 1024
+# Free-form properties: their compact JSON text (properties_json) in UTF-8 bytes.
 MAX_PROPERTIES_BYTES = 16 * 1024
 # Accepted timestamp range: the web shop era up to a day into the future (clock skew).
 MIN_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_FUTURE_SECONDS = 24 * 3600
+# Largest price and quantity of one event (a price of 1e308 is a bug or an attack, not a sale).
+MAX_PRICE = 1e9
+MAX_QUANTITY = 1e6
+MAX_POSITION = 10_000
+
+
+def properties_json(value: Any) -> str | None:
+    """The text free-form properties are stored as (curated ``properties``), compact UTF-8 JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def derive_event_id(*parts: object) -> str:
@@ -112,11 +127,11 @@ class Event(BaseModel):
     session_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LENGTH)
     item_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LENGTH)
     timestamp: datetime
-    price: float | None = Field(default=None, ge=0, le=1e9)
-    quantity: float | None = Field(default=None, ge=0, le=1e6)
+    price: float | None = Field(default=None, ge=0, le=MAX_PRICE)
+    quantity: float | None = Field(default=None, ge=0, le=MAX_QUANTITY)
     query: str | None = Field(default=None, max_length=MAX_QUERY_LENGTH)
     recommendation_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LENGTH)
-    position: int | None = Field(default=None, ge=0, le=10_000)
+    position: int | None = Field(default=None, ge=0, le=MAX_POSITION)
     category: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
     properties: dict[str, Any] | None = None
 
@@ -128,6 +143,17 @@ class Event(BaseModel):
             raise ValueError(f"item_id is required for event_type {self.event_type!r}")
         if self.timestamp.tzinfo is None:
             self.timestamp = self.timestamp.replace(tzinfo=UTC)
+        # The ingest's bounds (timestamp_out_of_range, oversize_field), checked here too.
+        latest = datetime.now(UTC) + timedelta(seconds=MAX_FUTURE_SECONDS)
+        if not MIN_TIMESTAMP <= self.timestamp <= latest:
+            raise ValueError(f"timestamp must be between {MIN_TIMESTAMP:%Y-%m-%d} and a day from now (UTC)")
+        if self.properties:
+            try:
+                size = len((properties_json(self.properties) or "").encode("utf-8"))
+            except (ValueError, UnicodeEncodeError) as exc:
+                raise ValueError(f"properties cannot be stored: {exc}") from exc
+            if size > MAX_PROPERTIES_BYTES:
+                raise ValueError(f"properties are {size} bytes of JSON; the limit is {MAX_PROPERTIES_BYTES}")
         return self
 
 

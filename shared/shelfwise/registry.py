@@ -7,6 +7,11 @@ Layout (docs/contracts.md):
   visible version, and a second registration of the same version fails loudly.
 - SSM ``String`` parameters ``/shelfwise/<env>/models/<model_name>/{champion,challenger,previous,
   canary_weight}`` are what serving reads (a version, or ``none``; a weight in ``[0, 1]``).
+- Every alias change is a conditional write: ``models/<model_name>/_aliases.json`` holds the state
+  the last change decided on and its generation, and a change claims the next generation with
+  ``IfMatch`` on the ETag of the state it read (``IfNoneMatch='*'`` for the first), before it
+  writes SSM. A change decided on a state that someone else changed since (a promotion that read
+  the aliases before a rollback) fails with :class:`AliasConflictError` instead of undoing it.
 - Each change emits an EventBridge event (source ``shelfwise.registry``) and writes
   ``s3://<models>/audit/<model_name>/<iso-time>-<action>.json`` holding the alias state before and
   after, which is how :meth:`Registry.version_for` answers "which version served user U at time T"
@@ -50,6 +55,14 @@ class BundleIntegrityError(InputError):
     """A bundle's files do not match the checksums its manifest records."""
 
 
+class AliasConflictError(ConflictError):
+    """The aliases changed between the read a change was decided on and its write; re-read, re-decide."""
+
+
+ALIAS_STATE = "_aliases.json"
+_PRECONDITION_FAILED = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
+
+
 def challenger_share(user_key: str) -> float:
     """The user's sticky position in ``[0, 1)``; the challenger serves it when below the canary weight."""
     digest = hashlib.blake2b(user_key.encode("utf-8"), digest_size=8).hexdigest()
@@ -89,6 +102,19 @@ class Aliases:
         if self.champion:
             return self.champion, "champion"
         return None, "fallback"
+
+
+@dataclass(frozen=True)
+class AliasSnapshot:
+    """Aliases as read for a change, with the token the change's conditional write checks."""
+
+    aliases: Aliases
+    # ETag of the state object read (None: there was none yet); generation counts changes.
+    etag: str | None
+    generation: int
+    # The change that produced this state: action, version, time, aliases before. Known as soon
+    # as the change is claimed, before its audit record exists.
+    last_change: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -228,7 +254,8 @@ def evaluate_gate(
 
 
 class Registry:
-    """The one registry API (docs/contracts.md). Not safe against two operators racing on aliases."""
+    """The one registry API (docs/contracts.md). Alias changes are conditional (see the module doc):
+    of two changes decided on the same state, the second fails with AliasConflictError."""
 
     def __init__(
         self,
@@ -265,6 +292,10 @@ class Registry:
     def audit_prefix(self) -> str:
         return f"audit/{self.model_name}/"
 
+    @property
+    def alias_state_key(self) -> str:
+        return f"models/{self.model_name}/{ALIAS_STATE}"
+
     # ------------------------------------------------------------------ register
     def register(
         self, bundle_dir: str | Path, version: str, *, promote_if_first: bool = True
@@ -286,7 +317,8 @@ class Registry:
             raise ConflictError(
                 f"model {self.model_name} version {version} already exists; versions are immutable"
             )
-        before = self.aliases()
+        snap = self.snapshot()
+        before = snap.aliases
         gate = evaluate_gate(manifest, before.champion, self.gate_tolerance)
         now = self._now()
         uploads = sorted(p for p in bundle.iterdir() if p.is_file() and p.name != MANIFEST)
@@ -309,7 +341,7 @@ class Registry:
         )
         if became_champion:
             after = Aliases(champion=version)
-            self._write_aliases(before, after)
+            self._change(snap, after, "ModelPromoted", version)
             self._record("ModelPromoted", version, before, after, {"reason": "first registered version"})
         return registration
 
@@ -346,6 +378,33 @@ class Registry:
             previous=version("previous"),
             canary_weight=float(values.get("canary_weight", "0") or 0),
         )
+
+    def snapshot(self) -> AliasSnapshot:
+        """The aliases a change decides on, with the token its conditional write checks.
+
+        The state object holds what the last change decided; it is the truth for changes (SSM may
+        lag it by the writes of a change in flight). Before any change it does not exist, and the
+        aliases come from SSM (the template's initial values).
+        """
+        try:
+            obj = self.s3.get_object(Bucket=self.bucket, Key=self.alias_state_key)
+        except self.s3.exceptions.ClientError as exc:
+            if _code(exc) not in {"404", "NoSuchKey", "NotFound"}:
+                raise
+            return AliasSnapshot(self.aliases(), None, 0)
+        state = json.loads(obj["Body"].read())
+        snap = AliasSnapshot(
+            Aliases.from_json(state["aliases"]),
+            obj["ETag"],
+            int(state["generation"]),
+            state.get("change") or {},
+        )
+        live = self.aliases()
+        if live != snap.aliases:
+            # A change claimed this state but its SSM writes did not all land (it failed half-way,
+            # or is still writing): complete it, so what serves is what was decided.
+            self._write_aliases(live, snap.aliases)
+        return snap
 
     def exists(self, version: str) -> bool:
         return self._exists(self.version_prefix(version) + MANIFEST)
@@ -400,26 +459,34 @@ class Registry:
         return dest
 
     # ------------------------------------------------------------------ alias changes
-    def start_canary(self, version: str, weight: float = 0.1, *, force: bool = False) -> Aliases:
-        """Make ``version`` the challenger with ``weight`` of traffic (it must have passed the gate)."""
+    def start_canary(
+        self, version: str, weight: float = 0.1, *, force: bool = False, expected: AliasSnapshot | None = None
+    ) -> Aliases:
+        """Make ``version`` the challenger with ``weight`` of traffic (it must have passed the gate).
+
+        ``expected``: the snapshot the caller decided on (every change method takes it); without
+        it the change is conditional on the method's own read.
+        """
         _check_weight(weight, allow_zero=False)
-        before = self.aliases()
+        snap = expected or self.snapshot()
+        before = snap.aliases
         self._require_offerable(version, force)
         if version == before.champion:
             raise ConflictError(f"{version} is already the champion")
         after = Aliases(before.champion, version, before.previous, weight)
-        self._write_aliases(before, after)
+        self._change(snap, after, "CanaryStarted", version)
         self._record("CanaryStarted", version, before, after, {"weight": weight, "forced": force})
         return after
 
-    def set_canary_weight(self, weight: float) -> Aliases:
+    def set_canary_weight(self, weight: float, *, expected: AliasSnapshot | None = None) -> Aliases:
         """Move the challenger's share of traffic (0 pauses the canary, 1 sends everyone)."""
         _check_weight(weight, allow_zero=True)
-        before = self.aliases()
+        snap = expected or self.snapshot()
+        before = snap.aliases
         if before.challenger is None:
             raise ConflictError("there is no challenger to set a canary weight for")
         after = Aliases(before.champion, before.challenger, before.previous, weight)
-        self._write_aliases(before, after)
+        self._change(snap, after, "CanaryAdvanced", before.challenger)
         self._record(
             "CanaryAdvanced",
             before.challenger,
@@ -429,9 +496,12 @@ class Registry:
         )
         return after
 
-    def promote(self, version: str | None = None, *, force: bool = False) -> Aliases:
+    def promote(
+        self, version: str | None = None, *, force: bool = False, expected: AliasSnapshot | None = None
+    ) -> Aliases:
         """Make the challenger (or an explicit gated ``version``) champion; the old champion becomes previous."""
-        before = self.aliases()
+        snap = expected or self.snapshot()
+        before = snap.aliases
         target = version or before.challenger
         if target is None:
             raise ConflictError("there is no challenger to promote; name a version")
@@ -441,11 +511,11 @@ class Registry:
         challenger = None if target == before.challenger else before.challenger
         weight = 0.0 if challenger is None else before.canary_weight
         after = Aliases(target, challenger, before.champion, weight)
-        self._write_aliases(before, after)
+        self._change(snap, after, "ModelPromoted", target)
         self._record("ModelPromoted", target, before, after, {"previous": before.champion, "forced": force})
         return after
 
-    def rollback(self, reason: str, scope: str = "auto") -> Aliases:
+    def rollback(self, reason: str, scope: str = "auto", *, expected: AliasSnapshot | None = None) -> Aliases:
         """Undo the last risky change: stop a running canary, else put ``previous`` back as champion.
 
         ``scope`` ``canary`` or ``champion`` forces one of the two (an alarm on the champion while
@@ -455,7 +525,8 @@ class Registry:
             raise InputError("a rollback needs a reason")
         if scope not in {"auto", "canary", "champion"}:
             raise InputError("rollback scope must be auto, canary or champion")
-        before = self.aliases()
+        snap = expected or self.snapshot()
+        before = snap.aliases
         rolled: str | None
         if scope == "canary" and before.challenger is None:
             raise ConflictError("no canary is running")
@@ -470,7 +541,7 @@ class Registry:
             rolled, restored, scope = before.champion, before.previous, "champion"
         else:
             raise ConflictError("nothing to roll back: no challenger and no previous champion")
-        self._write_aliases(before, after)
+        self._change(snap, after, "ModelRolledBack", rolled or NONE)
         self._record(
             "ModelRolledBack",
             rolled or NONE,
@@ -485,6 +556,34 @@ class Registry:
         if not reg.get("offered_for_canary") and not force:
             reasons = "; ".join((reg.get("gate") or {}).get("reasons") or ["gate not passed"])
             raise GateError(f"version {version} did not pass the offline gate: {reasons}")
+
+    def _change(self, snap: AliasSnapshot, after: Aliases, action: str, version: str) -> None:
+        """Claim the next generation of the alias state (conditional on ``snap``), then write SSM.
+
+        After its SSM writes a change reads the state object again: when a later change claimed
+        meanwhile, its writes may have interleaved with ours, so SSM is set to that latest state
+        (each change does the same, so SSM ends at the state of the last claim).
+        """
+        change = {
+            "action": action,
+            "version": version,
+            "time": self._now().isoformat(),
+            "actor": self.actor,
+            "before": snap.aliases.to_json(),
+        }
+        body = _dumps({"aliases": after.to_json(), "generation": snap.generation + 1, "change": change})
+        condition = {"IfMatch": snap.etag} if snap.etag else {"IfNoneMatch": "*"}
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=self.alias_state_key, Body=body, **condition)
+        except self.s3.exceptions.ClientError as exc:
+            if _code(exc) in _PRECONDITION_FAILED:
+                raise AliasConflictError(
+                    f"the aliases of {self.model_name} changed since they were read (generation "
+                    f"{snap.generation}); nothing was written: re-read and decide again"
+                ) from exc
+            raise
+        self._write_aliases(self.aliases(), after)
+        self.snapshot()  # a later claim meanwhile: its state is written over ours
 
     def _write_aliases(self, before: Aliases, after: Aliases) -> None:
         # Order matters because serving may read between writes: the weight drops first when it

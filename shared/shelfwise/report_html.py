@@ -1,4 +1,4 @@
-"""The training report: one self-contained HTML page with inline SVG plots (no matplotlib, no JS).
+"""The training report: one self-contained HTML page with inline SVG plots (:mod:`shelfwise.svg`).
 
 Plots: the test-window metric comparison of every family (the baselines next to the candidates),
 the loss curve of the final fit when the algorithm has one, and the score histogram that drift
@@ -12,101 +12,13 @@ import html
 import json
 from typing import Any
 
-PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948")
+from shelfwise import svg
+
 COMPARED = ("ndcg@{k}", "recall@{k}", "map@{k}", "hitrate@{k}", "mrr")
 
 
 def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
-
-
-def bar_chart(groups: list[str], series: dict[str, list[float]], title: str, width: int = 720) -> str:
-    """Grouped bars: one group per metric, one bar per series (model), values labelled."""
-    height, pad_l, pad_b, pad_t = 280, 48, 40, 30
-    names = list(series)
-    top = max([v for vals in series.values() for v in vals] + [1e-9]) * 1.15
-    inner_w, inner_h = width - pad_l - 10, height - pad_t - pad_b
-    gw = inner_w / max(len(groups), 1)
-    bw = gw * 0.8 / max(len(names), 1)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">']
-    parts.append(f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">{_e(title)}</text>')
-    parts.append(
-        f'<line x1="{pad_l}" y1="{pad_t + inner_h}" x2="{width - 10}" y2="{pad_t + inner_h}" stroke="#333"/>'
-    )
-    for gi, g in enumerate(groups):
-        x0 = pad_l + gi * gw + gw * 0.1
-        for si, name in enumerate(names):
-            v = series[name][gi]
-            h = inner_h * v / top
-            x = x0 + si * bw
-            y = pad_t + inner_h - h
-            color = PALETTE[si % len(PALETTE)]
-            parts.append(
-                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bw * 0.9:.1f}" height="{h:.1f}" fill="{color}">'
-                f"<title>{_e(name)} {_e(g)} = {v:.4f}</title></rect>"
-            )
-            parts.append(
-                f'<text x="{x + bw * 0.45:.1f}" y="{y - 3:.1f}" text-anchor="middle" font-size="9">{v:.3f}</text>'
-            )
-        parts.append(
-            f'<text x="{pad_l + gi * gw + gw / 2:.1f}" y="{height - pad_b + 16}" text-anchor="middle" '
-            f'font-size="12">{_e(g)}</text>'
-        )
-    for si, name in enumerate(names):
-        lx = pad_l + si * 130
-        parts.append(
-            f'<rect x="{lx}" y="{height - 14}" width="10" height="10" fill="{PALETTE[si % len(PALETTE)]}"/>'
-            f'<text x="{lx + 14}" y="{height - 5}" font-size="11">{_e(name)}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def line_chart(values: list[float], title: str, xlabel: str, width: int = 480) -> str:
-    """A polyline of ``values`` against their index (e.g. training loss per iteration)."""
-    height, pad = 220, 40
-    if not values:
-        return f"<p>{_e(title)}: not recorded for this algorithm.</p>"
-    lo, hi = min(values), max(values)
-    span = hi - lo or 1.0
-    n = len(values)
-    pts = [
-        (pad + (width - 2 * pad) * (i / max(n - 1, 1)), height - pad - (height - 2 * pad) * ((v - lo) / span))
-        for i, v in enumerate(values)
-    ]
-    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">'
-        f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="14">{_e(title)}</text>'
-        f'<polyline points="{path}" fill="none" stroke="{PALETTE[0]}" stroke-width="2"/>'
-        f'<text x="{pad}" y="{height - 10}" font-size="11">{_e(xlabel)} 1..{n}</text>'
-        f'<text x="4" y="{pad}" font-size="10">{hi:.4g}</text>'
-        f'<text x="4" y="{height - pad}" font-size="10">{lo:.4g}</text>'
-        "</svg>"
-    )
-
-
-def histogram_chart(bins: list[float], counts: list[int], title: str, width: int = 480) -> str:
-    """Bars of a histogram given its edges and counts."""
-    height, pad = 220, 40
-    if not counts:
-        return f"<p>{_e(title)}: empty.</p>"
-    top = max(counts) or 1
-    bw = (width - 2 * pad) / len(counts)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">']
-    parts.append(f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="14">{_e(title)}</text>')
-    for i, c in enumerate(counts):
-        h = (height - 2 * pad) * c / top
-        parts.append(
-            f'<rect x="{pad + i * bw:.1f}" y="{height - pad - h:.1f}" width="{bw * 0.95:.1f}" height="{h:.1f}" '
-            f'fill="{PALETTE[2]}"><title>[{bins[i]:.4g}, {bins[i + 1]:.4g}): {c}</title></rect>'
-        )
-    parts.append(f'<text x="{pad}" y="{height - 10}" font-size="10">{bins[0]:.4g}</text>')
-    parts.append(
-        f'<text x="{width - pad}" y="{height - 10}" font-size="10" text-anchor="end">{bins[-1]:.4g}</text>'
-    )
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 def metrics_table(models: dict[str, dict[str, Any]], best: str | None) -> str:
@@ -146,12 +58,13 @@ def render_report(manifest: dict[str, Any]) -> str:
         "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1000px}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
         "text-align:right}th:first-child{text-align:left}pre{background:#f6f6f6;padding:1em;overflow:auto}"
+        "svg{display:block;width:100%;height:auto;margin:1em 0}"
         "</style></head><body>",
         f"<h1>{_e(manifest.get('model_name'))} {_e(manifest.get('version'))}</h1>",
         f"<p>Algorithm <b>{_e(manifest.get('algorithm'))}</b> with "
         f"<code>{_e(json.dumps(manifest.get('hyperparameters'), sort_keys=True))}</code>, chosen on the "
         "validation window. Test-window metrics below; every candidate next to the baselines.</p>",
-        bar_chart(groups, series, f"Test window, top-{k}"),
+        svg.bar_chart(groups, series, f"Test window, top-{k}"),
         metrics_table(models, ev.get("best")),
         "<h2>Warm and cold users</h2>",
         metrics_table({k2: v for k2, v in segments.items() if v}, None),
@@ -163,8 +76,16 @@ def render_report(manifest: dict[str, Any]) -> str:
             else "<p>No champion to compare with.</p>"
         ),
         "<h2>Convergence and scores</h2>",
-        line_chart(loss, "Training loss of the final fit", "iteration"),
-        histogram_chart(
+        (
+            svg.line_chart(
+                "Training loss of the final fit",
+                {"loss": [(float(i + 1), float(v)) for i, v in enumerate(loss)]},
+                x_unit="it.",
+            )
+            if loss
+            else "<p>Training loss of the final fit: not recorded for this algorithm.</p>"
+        ),
+        svg.histogram(
             hist.get("bins", []), hist.get("counts", []), f"Top-{k} score histogram (drift baseline)"
         ),
         "<h2>Protocol</h2>",

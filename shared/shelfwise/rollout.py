@@ -12,6 +12,12 @@ gating alarms OK and the stage old and busy enough; then champion := challenger 
 the old champion (the registry's ``promote``). Missing or insufficient evidence holds the stage; a
 stage held longer than ``max_stage_hours`` ends the canary, with the reason.
 
+Every change is made on the registry snapshot the decision read (``expected=``), so it is written
+only if nobody changed the aliases since: a promotion decided before a rollback fails rather than
+undoing it, and a rollback that loses such a race decides again on the new state. An alarm
+notification is marked handled only once its decision is carried out, so a retried delivery of a
+rollback that failed half-way completes it.
+
 Every decision, including "hold" and "ignored", is returned and written as an audit record;
 alias changes are announced by the registry (EventBridge) and rollbacks also on SNS.
 """
@@ -29,6 +35,7 @@ from botocore.exceptions import ClientError
 
 from shelfwise.errors import InputError
 from shelfwise.monitoring.config import DEFAULT_ALARMS, PROMOTION_GATE_SUFFIXES, AlarmSpec
+from shelfwise.registry import AliasConflictError
 
 DECISIONS_PREFIX = "monitoring/decisions/"
 Action = Literal["rollback", "advance", "promote", "hold", "ignore", "idle", "start"]
@@ -38,11 +45,20 @@ class RegistryPort(Protocol):
     """What rollout needs from ``shelfwise.registry.Registry``."""
 
     def aliases(self) -> Any: ...
-    def set_canary_weight(self, weight: float) -> Any: ...
-    def start_canary(self, version: str, weight: float = 0.1) -> Any: ...
-    def promote(self, version: str | None = None) -> Any: ...
-    def rollback(self, reason: str, scope: str = "auto") -> Any: ...
+    def snapshot(self) -> Any: ...
+    def set_canary_weight(self, weight: float, *, expected: Any = None) -> Any: ...
+    def start_canary(self, version: str, weight: float = 0.1, *, expected: Any = None) -> Any: ...
+    def promote(self, version: str | None = None, *, expected: Any = None) -> Any: ...
+    def rollback(self, reason: str, scope: str = "auto", *, expected: Any = None) -> Any: ...
     def history(self) -> list[dict[str, Any]]: ...
+    def registration(self, version: str) -> dict[str, Any]: ...
+
+
+# A rollback that lost a race with another alias change decides again this many times.
+ROLLBACK_ATTEMPTS = 5
+# A challenger alarm that arrives after its challenger was promoted (the promotion raced the
+# alarm) accuses the new champion when the promotion is at most this old.
+PROMOTION_RACE = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -204,6 +220,19 @@ def _state(aliases: Any) -> dict[str, Any]:
     return dict(aliases)
 
 
+def _last_promotion_from_canary(
+    history: Sequence[Mapping[str, Any]], champion: str | None
+) -> datetime | None:
+    """When ``champion`` was promoted from the challenger slot (None: it was not, or is not champion)."""
+    if not champion:
+        return None
+    for rec in reversed(history):
+        if rec.get("action") == "ModelPromoted" and rec.get("version") == champion:
+            was_challenger = (rec.get("before") or {}).get("challenger") == champion
+            return _time(rec["time"]) if was_challenger else None
+    return None
+
+
 def _last(history: Sequence[Mapping[str, Any]], actions: set[str], version: str | None) -> datetime | None:
     for rec in reversed(history):
         if rec.get("action") in actions and (version is None or rec.get("version") == version):
@@ -231,8 +260,38 @@ class Rollout:
 
     # ------------------------------------------------------------------ rollback
     def on_alarm(self, notice: AlarmNotice, now: datetime) -> Decision:
-        """React to one alarm state change (idempotent: a repeated delivery is a no-op)."""
-        before = _state(self.registry.aliases())
+        """React to one alarm state change (idempotent: a repeated delivery is a no-op).
+
+        The notification is marked handled only after the decision was carried out and
+        recorded; a failure before that leaves it unmarked, so Lambda's retry decides again.
+        """
+        if notice.state == "ALARM" and alarm_target(notice, self.alarms) != "none" and self._handled(notice):
+            before = _state(self.registry.aliases())
+            return self._record(
+                Decision(
+                    "ignore",
+                    "duplicate delivery of an alarm already handled",
+                    at=now.isoformat(),
+                    before=before,
+                    after=before,
+                    alarm=notice.name,
+                    target=alarm_target(notice, self.alarms),
+                )
+            )
+        for attempt in range(ROLLBACK_ATTEMPTS):
+            try:
+                decision = self._decide_alarm(notice, now)
+                break
+            except AliasConflictError:
+                if attempt == ROLLBACK_ATTEMPTS - 1:
+                    raise
+        if notice.state == "ALARM" and decision.target not in (None, "none"):
+            self._mark_handled(notice)
+        return decision
+
+    def _decide_alarm(self, notice: AlarmNotice, now: datetime) -> Decision:
+        snap = self.registry.snapshot()
+        before = _state(snap.aliases)
         base: dict[str, Any] = {
             "at": now.isoformat(),
             "before": before,
@@ -245,18 +304,29 @@ class Rollout:
         base["target"] = target
         if target == "none":
             return self._record(Decision("ignore", "alarm does not concern a model version", **base))
-        if not self._first_delivery(notice):
-            return self._record(Decision("ignore", "duplicate delivery of an alarm already handled", **base))
         history = self.registry.history()
         challenger, champion = before.get("challenger"), before.get("champion")
         reason = f"{notice.name} in ALARM: {notice.reason}"[:500]
+        if target == "challenger" and not challenger and before.get("previous"):
+            # The canary may have been promoted while this alarm was on its way (or in the same
+            # minute): the accused version is then the champion, and it goes, not the alarm.
+            promoted = _last_promotion_from_canary([*history, snap.last_change], champion)
+            if promoted is not None and promoted >= notice.changed_at - PROMOTION_RACE:
+                after = _state(self.registry.rollback(reason, scope="champion", expected=snap))
+                decision = Decision(
+                    "rollback",
+                    f"champion {champion}, promoted from the canary this alarm accuses, replaced by "
+                    f"previous {before['previous']}",
+                    **{**base, "after": after},
+                )
+                return self._announce(self._record(decision))
         if target == "challenger":
             if not challenger:
                 return self._record(Decision("ignore", "no canary is running (already rolled back?)", **base))
             started = _last(history, {"CanaryStarted"}, challenger)
             if started and notice.changed_at < started:
                 return self._record(Decision("ignore", "alarm predates the current canary", **base))
-            after = _state(self.registry.rollback(reason, scope="canary"))
+            after = _state(self.registry.rollback(reason, scope="canary", expected=snap))
             decision = Decision("rollback", f"canary of {challenger} stopped", **{**base, "after": after})
             return self._announce(self._record(decision))
         # Champion alarm. A recently promoted champion is the prime suspect: restore previous (the
@@ -268,7 +338,7 @@ class Rollout:
             and notice.changed_at - promoted <= timedelta(hours=self.policy.champion_rollback_grace_hours)
         )
         if recent and before.get("previous"):
-            after = _state(self.registry.rollback(reason, scope="champion"))
+            after = _state(self.registry.rollback(reason, scope="champion", expected=snap))
             decision = Decision(
                 "rollback",
                 f"champion {champion} replaced by previous {before['previous']}",
@@ -277,7 +347,7 @@ class Rollout:
             return self._announce(self._record(decision))
         if challenger:
             # An established champion rarely breaks by itself; the canary is the most recent change.
-            after = _state(self.registry.rollback(reason, scope="canary"))
+            after = _state(self.registry.rollback(reason, scope="canary", expected=snap))
             decision = Decision(
                 "rollback", f"canary of {challenger} stopped (champion alarm)", **{**base, "after": after}
             )
@@ -289,19 +359,34 @@ class Rollout:
         )
         return self._record(Decision("hold", why, **base))
 
-    def _first_delivery(self, notice: AlarmNotice) -> bool:
-        """Claim the alarm transition with a conditional write; False when someone already did."""
+    def _claim_key(self, notice: AlarmNotice) -> str:
+        return f"{DECISIONS_PREFIX}claims/{notice.dedupe_key}.json"
+
+    def _handled(self, notice: AlarmNotice) -> bool:
+        """Whether this alarm transition was already acted on (its claim exists)."""
         if self.s3 is None or not self.bucket:
-            return True
-        key = f"{DECISIONS_PREFIX}claims/{notice.dedupe_key}.json"
+            return False
         try:
-            self.s3.put_object(Bucket=self.bucket, Key=key, Body=b"{}", IfNoneMatch="*")
+            self.s3.head_object(Bucket=self.bucket, Key=self._claim_key(notice))
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+            if str(exc.response.get("Error", {}).get("Code", "")) in {"404", "NoSuchKey", "NotFound"}:
                 return False
             raise
         return True
+
+    def _mark_handled(self, notice: AlarmNotice) -> None:
+        """Record that the transition was acted on (after the action: a failure leaves it open)."""
+        if self.s3 is None or not self.bucket:
+            return
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=self._claim_key(notice), Body=b"{}", IfNoneMatch="*")
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) not in {
+                "PreconditionFailed",
+                "412",
+                "ConditionalRequestConflict",
+            }:
+                raise
 
     def _announce(self, decision: Decision) -> Decision:
         if self.sns is not None and self.topic_arn:
@@ -321,18 +406,24 @@ class Rollout:
         no other canary runs: one challenger at a time keeps the comparison clean. Otherwise the
         version waits in the registry and the decision says why.
         """
-        aliases = _state(self.registry.aliases())
+        snap = self.registry.snapshot()
+        aliases = _state(snap.aliases)
         base: dict[str, Any] = {"at": now.isoformat(), "before": aliases, "after": aliases, "target": version}
         if not gate_passed:
             return self._record(Decision("hold", f"{version} did not pass the offline gate", **base))
         if aliases.get("champion") in {None, version}:
             return Decision("idle", f"{version} is the champion; nothing to canary", **base)
+        if aliases.get("challenger") == version:
+            return Decision("idle", f"{version} is already in canary", **base)
         if aliases.get("challenger"):
             return self._record(
                 Decision("hold", f"canary of {aliases['challenger']} still running; {version} waits", **base)
             )
         weight = self.policy.stages[0]
-        after = _state(self.registry.start_canary(version, weight))
+        try:
+            after = _state(self.registry.start_canary(version, weight, expected=snap))
+        except AliasConflictError as exc:
+            return self._record(Decision("hold", f"{version} waits: {exc}", **base))
         return self._record(
             Decision("start", f"{version} canary started at {weight:g}", **{**base, "after": after})
         )
@@ -352,7 +443,8 @@ class Rollout:
         stage began (from the monitoring state); ``evidence`` is the monitor's non-inferiority
         evidence (``MonitoringJob.evidence``): without it a stage never advances.
         """
-        aliases = _state(self.registry.aliases())
+        snap = self.registry.snapshot()
+        aliases = _state(snap.aliases)
         base: dict[str, Any] = {"at": now.isoformat(), "before": aliases, "after": aliases}
         challenger, weight = aliases.get("challenger"), float(aliases.get("canary_weight") or 0.0)
         if not challenger:
@@ -407,14 +499,21 @@ class Rollout:
         if gap:
             return self._record(Decision("hold", gap, detail=detail, **base))
         nxt = self.policy.next_stage(weight)
+        try:
+            if nxt is None:
+                after = _state(self.registry.promote(challenger, expected=snap))
+            else:
+                after = _state(self.registry.set_canary_weight(nxt, expected=snap))
+        except AliasConflictError as exc:
+            # A rollback (or an operator) changed the aliases since this step read them: its
+            # change stands; the next step decides on the new state.
+            return self._record(Decision("hold", str(exc), detail=detail, **base))
         if nxt is None:
-            after = _state(self.registry.promote(challenger))
             return self._record(
                 Decision(
                     "promote", f"{challenger} promoted to champion", detail=detail, **{**base, "after": after}
                 )
             )
-        after = _state(self.registry.set_canary_weight(nxt))
         return self._record(
             Decision(
                 "advance",
@@ -524,3 +623,18 @@ def handle_alarm_event(rollout: Rollout, event: Mapping[str, Any], clock: list[d
         clock[0] = notice.changed_at
         decisions.append(rollout.on_alarm(notice, notice.changed_at))
     return decisions
+
+
+def offer_registered(rollout: Rollout, event: Mapping[str, Any], now: datetime) -> Decision:
+    """The promote_model function's answer to a ``ModelRegistered`` event: offer the version for canary.
+
+    Whoever registered it (the train_model Lambda, the Batch job, an operator's ``shelfwise train
+    --register``), the version meets the same gate and canary. The gate's outcome is read from the
+    registry's ``registration.json``, not trusted from the event; a repeated delivery is a no-op.
+    """
+    detail = event.get("detail")
+    version = detail.get("version") if isinstance(detail, Mapping) else None
+    if not isinstance(version, str) or not version:
+        raise InputError("a ModelRegistered event needs detail.version")
+    registration = rollout.registry.registration(version)
+    return rollout.offer(version, gate_passed=bool(registration.get("offered_for_canary")), now=now)

@@ -26,15 +26,24 @@ FILTER_PATTERN = '{ $.shelfwise = "served_list" }'
 MAX_SERVED_ITEMS = 500
 
 # (recommendation_id, variant, model_version, endpoint, k, epoch seconds, item ids, scores)
-# An interleaved list (variant ``interleaved``) has a ninth element: each item's contributing version.
 Served = (
     tuple[str, str, str, str, int, float, Sequence[str], Sequence[float]]
-    | tuple[str, str, str, str, int, float, Sequence[str], Sequence[float], Sequence[str]]
+    | tuple[str, str, str, str, int, float, Sequence[str], Sequence[float], str | None]
+    | tuple[str, str, str, str, int, float, Sequence[str], Sequence[float], str | None, Sequence[str]]
 )
+# An interleaved list (variant ``interleaved``) ends with each item's contributing model version.
+# A served list may end with the hash of its routing key (user id, else session id): user_hash.
+_USER_HASH_CHARS = frozenset("0123456789abcdef")
 
 
-def _sources(served: Served) -> Sequence[str] | None:
-    return served[8] if len(served) > 8 else None
+def user_hash(user_key: str) -> str:
+    """The pseudonymous key a served list records for its user (hex BLAKE2b-128 of the id).
+
+    "What was user U served at T" is answered by hashing U the same way; the logs, raw files and
+    curated rows never hold the id itself. (Pseudonymous, not anonymous: whoever knows an id can
+    find that user's lists, which is the point.)
+    """
+    return hashlib.blake2b(user_key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def _stamp(ts: float) -> str:
@@ -48,10 +57,13 @@ def impression_rows(served: Served) -> list[dict[str, Any]]:
     The reference definition of what a served list becomes in ``raw/``: the ingest's expansion of
     a served-list line (``served_list_rows``) must give exactly these rows.
     """
-    rec_id, variant, version, endpoint, k, ts, items, scores = served[:8]
-    sources = _sources(served)
+    rec_id, variant, version, endpoint, k, ts, items, scores, *rest = served
+    user = rest[0] if rest else None
+    sources = rest[1] if len(rest) > 1 else None
     stamp = _stamp(ts)
-    props = {"endpoint": endpoint, "k": k, "schema_version": SCHEMA_VERSION}
+    props: dict[str, Any] = {"endpoint": endpoint, "k": k, "schema_version": SCHEMA_VERSION}
+    if user is not None:
+        props["user_hash"] = user
     return [
         _row(
             derive_event_id("impression", rec_id, pos),
@@ -114,8 +126,9 @@ def served_list_line(served: Served) -> str:
     score is written as ``null``, as the line must stay valid JSON or the subscription filter
     would not match it and the whole list would be lost.
     """
-    rec_id, variant, version, endpoint, k, ts, items, scores = served[:8]
-    sources = _sources(served)
+    rec_id, variant, version, endpoint, k, ts, items, scores, *rest = served
+    user = rest[0] if rest else None
+    sources = rest[1] if len(rest) > 1 else None
     n = len(items)
     if (
         sources is None
@@ -123,7 +136,7 @@ def served_list_line(served: Served) -> str:
         and n == len(scores)
         and type(k) is int
         and math.isfinite(sum(scores))
-        and _plain("".join(items) + rec_id + variant + version + endpoint)
+        and _plain("".join(items) + rec_id + variant + version + endpoint + (user or ""))
     ):
         fmt = _SCORE_FORMATS.get(n)
         if fmt is None:
@@ -133,7 +146,8 @@ def served_list_line(served: Served) -> str:
             f'{{"{MARKER_KEY}":"{SERVED_LIST}","schema_version":{SCHEMA_VERSION},'
             f'"recommendation_id":"{rec_id}","variant":"{variant}","model_version":"{version}",'
             f'"endpoint":"{endpoint}","k":{k},"timestamp":"{_stamp(ts)}",'
-            f'"items":["{ids}"],"scores":[{fmt % tuple(scores)}]}}\n'
+            + (f'"user":"{user}",' if user is not None else "")
+            + f'"items":["{ids}"],"scores":[{fmt % tuple(scores)}]}}\n'
         )
     doc = {
         MARKER_KEY: SERVED_LIST,
@@ -144,6 +158,7 @@ def served_list_line(served: Served) -> str:
         "endpoint": endpoint,
         "k": k,
         "timestamp": _stamp(ts),
+        **({"user": user} if user is not None else {}),
         "items": list(items),
         "scores": [round(float(s), 6) if math.isfinite(s) else None for s in scores],
     }
@@ -211,7 +226,12 @@ def served_list_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         or not all(isinstance(v, str) for v in sources)
     ):
         raise ServedListError("sources must be one model version (a string) per item")
-    props = {"endpoint": endpoint, "k": k, "schema_version": schema_version}
+    props: dict[str, Any] = {"endpoint": endpoint, "k": k, "schema_version": schema_version}
+    user = doc.get("user")
+    if user is not None:
+        if not isinstance(user, str) or len(user) != 32 or not _USER_HASH_CHARS.issuperset(user):
+            raise ServedListError("user must be a user hash (32 lower-case hex characters)")
+        props["user_hash"] = user
     prefix = hashlib.blake2b(digest_size=12)
     prefix.update(b"impression\x1e" + rec_id.encode("utf-8", "surrogatepass") + b"\x1e")
     rows = []

@@ -16,9 +16,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from shelfwise.cli.common import plain
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="shelfwise local", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="shelfwise local", description=plain(__doc__.splitlines()[0]))
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
@@ -28,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
             default="moto",
             help="moto (embedded, default), localstack (SHELFWISE_LOCALSTACK_ENDPOINT or :4566) or an endpoint URL",
         )
-        sp.add_argument("--stack-name", default="shelfwise-local")
+        sp.add_argument(
+            "--stack-name", default="shelfwise-local", help="prefix of the created resources' names"
+        )
         sp.add_argument(
             "--param", action="append", default=[], metavar="KEY=VALUE", help="template parameter override"
         )
@@ -81,11 +85,14 @@ def main(argv: list[str]) -> int:
         print(json.dumps(result, default=str))
         return code
 
+    from shelfwise_local.runtime.httpapi import with_local_api_parameters
+
+    params = with_local_api_parameters(args.template, _params(args.param))
     rt = LocalRuntime(
         args.template,
         backend=args.backend,
         stack_name=args.stack_name,
-        parameters=_params(args.param),
+        parameters=params,
         clock=Clock(follow_wall=True),
         api_port=args.port,
     )
@@ -96,6 +103,13 @@ def main(argv: list[str]) -> int:
         api = next(iter(info["api_urls"].values()), None)
         print(f"shelfwise local: emulator ({info['emulator']}) at {rt.endpoint_url}", file=sys.stderr)
         print(f"shelfwise local: HTTP API at {api or '(no HttpApi routes in the template)'}", file=sys.stderr)
+        if params.get("ApiAuth") == "NONE":
+            print(
+                "shelfwise local: WARNING: the API runs OPEN (ApiAuth=NONE): anyone who can reach "
+                "this port may call every route, POST /v1/events included. Deployed stacks default to "
+                "ApiAuth=AWS_IAM; pass --param ApiAuth=AWS_IAM to see that behaviour locally.",
+                file=sys.stderr,
+            )
         if info["warnings"]:  # each was logged as it happened; the count is the reminder
             print(
                 f"shelfwise local: {len(info['warnings'])} resource(s) not emulated (see above)",

@@ -3,7 +3,8 @@
 template.yaml runs in the local runtime (embedded moto by default, or LocalStack) with one clock
 that the demo drives and the simulated shop follows:
 
-    shop exports -> RawBucket raw/ -> ingest -> train v1 (champion)
+    shop exports + catalogue -> RawBucket raw/ -> ingest -> train v1 (champion)
+    -> an item sells out (raw/catalogue/) -> it leaves the served lists, no retraining
     -> traffic through the HTTP API (feedback -> Firehose -> raw -> ingest; impressions as
        served-list log lines -> subscription filter -> Firehose -> raw -> ingest),
        ComputeMetrics and PromoteModel every 5 minutes
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+
+from shelfwise.cli.common import plain
 
 REPO = Path(__file__).resolve().parents[2]
 WINDOW_S = 300
@@ -239,6 +242,7 @@ class Demo:
 
     def _start_runtime(self, t0: float) -> None:
         from shelfwise_local.runtime import Clock, LocalRuntime
+        from shelfwise_local.runtime.httpapi import LOCAL_API_PARAMETERS
 
         overrides = {
             "champion_baseline_lists": self.cfg.champion_baseline_lists,
@@ -254,13 +258,23 @@ class Demo:
             # Serving caches the registry aliases for AliasCacheSeconds of wall time (30 s in the
             # template); one wall second is about a platform minute here, so 1 s keeps "an alias
             # change is live within a minute or so" true on the demo's compressed clock.
-            parameters={"AliasCacheSeconds": "1", "CanaryMode": self.cfg.canary_mode},
+            # The local HTTP API has no IAM/JWT authorizers: the demo runs the API explicitly open.
+            parameters={
+                "AliasCacheSeconds": "1",
+                "StockCacheSeconds": "1",
+                "CanaryMode": self.cfg.canary_mode,
+                **LOCAL_API_PARAMETERS,
+            },
             quiet=True,
             defer_metrics=True,
         ).start()
         self.rt.host.find("ComputeMetricsFunction").environment["MONITORING_CONFIG"] = json.dumps(overrides)
         self.log.clock = self.rt.clock.now
-        self.overrides: dict[str, Any] = {"MONITORING_CONFIG": overrides, "AliasCacheSeconds": 1}
+        self.overrides: dict[str, Any] = {
+            "MONITORING_CONFIG": overrides,
+            "AliasCacheSeconds": 1,
+            "StockCacheSeconds": 1,
+        }
         self.parameters = {"CanaryMode": self.cfg.canary_mode}
         fn = self.rt.host.find("PromoteModelFunction").environment
         self.env, self.model_name = fn["SHELFWISE_ENV"], fn["MODEL_NAME"]
@@ -395,6 +409,19 @@ class Demo:
         payload = self.rt.invoke("TrainModelFunction", {"mode": "train", "time": self.now().isoformat()})
         tr = payload.get("training") or {}
         reg = tr.get("registration") or {}
+        # The registry's ModelRegistered event reaches promote_model (the template's rule), which
+        # offers the version for canary: deliver it, and show what it decided.
+        self.rt.pump()
+        offers = [
+            i.payload
+            for i in self.rt.invocations_of("PromoteModelFunction")
+            if isinstance(i.event, dict)
+            and i.event.get("detail-type") == "ModelRegistered"
+            and (i.event.get("detail") or {}).get("version") == tr.get("version")
+            and i.ok
+        ]
+        if offers:
+            payload["canary"] = offers[-1]
         self.log(
             f"{label}: trained {tr.get('version')} ({tr.get('algorithm')}) in {time.perf_counter() - t:.0f}s; "
             f"gate {'passed' if (reg.get('gate') or {}).get('passed') else 'FAILED'}"
@@ -411,11 +438,65 @@ class Demo:
         hist = self.files[: self.cfg.v1_days]
         self.upload(hist)
         self.log(f"ingested {len(hist)} exports through RawBucket -> SQS -> IngestEventsFunction")
+        catalogue = self.out_dir / "shop" / "catalogue" / "catalogue.csv"
+        self.upload_catalogue(catalogue.read_bytes(), "catalogue.csv")
+        self.log(
+            "ingested the shop's catalogue through raw/catalogue/ (titles, prices, stock for the bundles)"
+        )
         p = self.train("v1")
         self.v1 = p["training"]["version"]
         ok = self.aliases().champion == self.v1
         self.stages["v1_champion"] = ok
         self.log(f"v1 {self.v1} is champion: {ok}")
+
+    def upload_catalogue(self, body: bytes, name: str) -> None:
+        """A catalogue file (the shop's export, or a stock change) through raw/catalogue/."""
+        self.rt.put_object("RawBucket", f"raw/catalogue/{name}", body)
+        bad = [i for i in self.rt.invocations_of("IngestEventsFunction") if not i.ok]
+        if bad:
+            raise RuntimeError(f"catalogue ingest failed: {bad[-1].error}")
+
+    def _sync_stock(self) -> None:
+        """Let serving re-read the catalogue's stock snapshot now (its cache is StockCacheSeconds of
+        *wall* time; as for aliases, a synchronous read keeps the run deterministic)."""
+        module = self._serve_module()
+        if module is not None and module.recommender.stock is not None:
+            module.recommender.stock.sync()
+
+    def _user_list(self, user: str) -> list[str]:
+        import urllib.request
+
+        url = f"{self.rt.api_url}/v1/users/{user}/recommendations?k={self.cfg.k}"
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            return [str(i["item_id"]) for i in json.loads(resp.read())["items"]]
+
+    def run_stock(self) -> None:
+        """An item sells out: a stock change goes through raw/catalogue/ and the item leaves the
+        served lists at serving's next stock refresh, with no retraining; then it is restocked."""
+        from shelfwise.simulator.catalogue_feed import catalogue_csv
+
+        catalogue = self.shop.catalogue
+        user = next(ctx.user_id for ctx in self._contexts() if ctx.user_id)
+        before = self._user_list(user)
+        if not before:
+            self.stages["stock_out_left_lists"] = False
+            return
+        top = before[0]
+        index = int(np.flatnonzero(catalogue.item_id == top)[0])
+        self.upload_catalogue(catalogue_csv(catalogue, self.now(), [index], [False]), "stock-out.csv")
+        self._sync_stock()
+        after = self._user_list(user)
+        left = top not in after
+        self.stages["stock_out_left_lists"] = left
+        self.log(
+            f"item {top} sold out (raw/catalogue/stock-out.csv): user {user}'s list {before[:3]}... "
+            f"-> {after[:3]}...; left the list without retraining: {left}"
+        )
+        self.rt.advance(1)
+        self.upload_catalogue(catalogue_csv(catalogue, self.now(), [index], [True]), "restock.csv")
+        self._sync_stock()
+        back = top in self._user_list(user)
+        self.log(f"item {top} restocked: back in the list: {back}")
 
     def run_stable(self, windows: int, n: int, label: str) -> None:
         # Stable from the first monitoring pass on: before it, data-freshness has no datapoint and
@@ -657,6 +738,7 @@ class Demo:
             self.setup()
             self.run_v1()
             if self.stages["v1_champion"]:
+                self.run_stock()
                 self.run_stable(self.cfg.stable_windows, self.cfg.requests, "stable traffic on v1")
                 self.run_v2()
             if self.stages.get("v2_promoted"):
@@ -680,6 +762,7 @@ class Demo:
             function_s[inv.function] = function_s.get(inv.function, 0.0) + inv.duration_ms / 1000
         expected = (
             "v1_champion",
+            "stock_out_left_lists",
             "v2_canary_started",
             "v2_promoted",
             "v3_canary_started",
@@ -734,7 +817,7 @@ def expectations_met(result: dict[str, Any], cfg: DemoConfig) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="shelfwise demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="shelfwise demo", description=plain(__doc__.splitlines()[0]))
     p.add_argument("--fast", action="store_true", help="the smaller run the e2e test uses")
     p.add_argument(
         "--backend",

@@ -13,6 +13,7 @@ import pytest
 
 from shelfwise_local.runtime import LocalRuntime
 from shelfwise_local.runtime.emulator import EmulatorError
+from shelfwise_local.runtime.httpapi import LOCAL_API_PARAMETERS
 from shelfwise_local.runtime.testing import backend_from_env, check_backend, new_runtime
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def stack() -> Iterator[LocalRuntime]:
     """The product's template.yaml, running on the selected emulator."""
-    runtime = new_runtime(TEMPLATE)
+    runtime = new_runtime(TEMPLATE, parameters=LOCAL_API_PARAMETERS)
     try:
         yield runtime
     finally:

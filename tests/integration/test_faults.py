@@ -1,5 +1,5 @@
 """Faults the platform must survive, injected into the real code paths of template.yaml's functions
-running in the local runtime on the emulator over HTTP (issue 8, docs/hardening.md).
+running in the local runtime on the emulator over HTTP (docs/hardening.md).
 
 Faults go in on the wire side of botocore: a ``before-send`` hook on the handler's own client
 (``shelfwise.aws.client``, the one every handler builds; serving's SDK-free ``shelfwise.aws_lite``
@@ -32,8 +32,9 @@ from botocore.retries.standard import ExponentialBackoff
 from shelfwise import aws_lite
 from shelfwise.aws import client
 from shelfwise.registry import Registry
-from shelfwise_local.bench.serve import build_synthetic_bundle
+from shelfwise_local.bench.serve import apigw_event, build_synthetic_bundle
 from shelfwise_local.runtime import LocalRuntime
+from shelfwise_local.runtime.httpapi import LOCAL_API_PARAMETERS
 from shelfwise_local.runtime.testing import new_runtime
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
@@ -253,7 +254,7 @@ def _queue(rt: LocalRuntime, lid: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalRuntime]:
-    rt = new_runtime(TEMPLATE)
+    rt = new_runtime(TEMPLATE, parameters=LOCAL_API_PARAMETERS)
     try:
         rt.pump()  # the s3:TestEvent the notification configuration sends
         yield rt
@@ -389,7 +390,7 @@ def test_failures_leave_the_message_for_redelivery_and_nothing_half_written(
 
 @pytest.fixture(scope="module")
 def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    rt = new_runtime(TEMPLATE)
+    rt = new_runtime(TEMPLATE, parameters=LOCAL_API_PARAMETERS)
     try:
         env = rt.host.env_for(rt.host.find("ServeRecommendationsFunction"))
         registry = Registry(
@@ -409,6 +410,15 @@ def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         yield {"rt": rt, "registry": registry, "root": root, "env": env}
     finally:
         rt.close()
+
+
+def _health(rt: LocalRuntime) -> dict[str, Any]:
+    """``/v1/health`` as an authenticated client sees it (versions, aliases, refusals): the call
+    API Gateway delivers after its IAM authorizer accepted it, straight to the function (the
+    local HTTP API has no authorizers, so over it the API runs open and health shows status only)."""
+    out = rt.invoke("ServeRecommendationsFunction", apigw_event("GET", "/v1/health"))
+    assert out["statusCode"] == 200, out
+    return json.loads(out["body"])
 
 
 def _get(url: str, timeout: float = 60) -> tuple[int, dict[str, Any]]:
@@ -455,7 +465,7 @@ def test_registry_throttled_or_unreachable_keeps_the_last_known_aliases(
             with fault(ssm, "GetParameters", fail=10**9, error=error) as ssm_down:
                 rec.sync()
                 status, body = _get(url)
-                _, health = _get(f"{rt.api_url}/v1/health")
+                health = _health(rt)
             attempts = aws_lite.MAX_ATTEMPTS if lite else MAX_ATTEMPTS
             assert ssm_down.calls == attempts, error  # bounded retries, then keep what we have
             assert (status, body["model_version"], body["variant"]) == (200, "v1", "champion"), body
@@ -501,7 +511,7 @@ def test_corrupt_truncated_and_mismatched_bundles_are_refused_and_serving_contin
             _set_alias(registry, "champion", version)
             rec.sync()
             status, body = _get(url)
-            _, health = _get(f"{rt.api_url}/v1/health")
+            health = _health(rt)
             assert status == 200, body
             assert (body["model_version"], body["variant"]) == ("v1", "fallback"), (version, body)
             assert version in health["refused"] and health["last_good"] == "v1", health
@@ -574,7 +584,7 @@ def test_training_killed_halfway_leaves_no_visible_version(tmp_path: Path) -> No
     from shelfwise.simulator.generate import simulate_to_files
     from shelfwise.simulator.params import ShopParams
 
-    rt = new_runtime(TEMPLATE)
+    rt = new_runtime(TEMPLATE, parameters=LOCAL_API_PARAMETERS)
     try:
         rt.pump()
         simulate_to_files(ShopParams(n_users=300, n_items=80, n_days=3), seed=3, out_dir=tmp_path)

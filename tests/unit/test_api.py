@@ -320,12 +320,71 @@ def test_bad_events_are_422_naming_the_field(collect: ModuleType, lambda_context
     assert_problem(*call(collect, ev, lambda_context), 422, "body.events")
 
 
-def test_undeliverable_events_are_503(
-    aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch, lambda_context: Any
+def _emf_sums(out: str) -> dict[str, float]:
+    sums: dict[str, float] = {}
+    for line in out.splitlines():
+        if line.startswith('{"_aws"'):
+            doc = json.loads(line)
+            for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+                sums[m["Name"]] = sums.get(m["Name"], 0) + sum(doc[m["Name"]])
+    return sums
+
+
+def test_undeliverable_events_are_503_counted_as_a_dependency_outage_not_an_error(
+    aws: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    lambda_context: Any,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("EVENTS_STREAM", "no-such-stream")
     collect = load_app("collect_events")
+    capsys.readouterr()
     assert_problem(*call(collect, event("apigw_post_events"), lambda_context), 503)
+    sums = _emf_sums(capsys.readouterr().out)
+    assert sums["Requests"] == 1 and sums["Errors"] == 0 and sums["DependencyErrors"] == 1, sums
+
+
+def test_client_errors_never_count_as_errors(
+    serve: ModuleType, collect: ModuleType, lambda_context: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    bad = [
+        (serve, apigw_event("GET", "/v1/users/u1/recommendations", query={"k": "0"})),
+        (serve, apigw_event("DELETE", "/v1/health")),
+        (serve, apigw_event("GET", "/v1/users/u1/recommendations", caller=None)),
+        (collect, apigw_event("POST", "/v1/events", body={"events": [{"event_type": "fly"}]})),
+    ]
+    for module, ev in bad:
+        status = call(module, ev, lambda_context)[0]
+        assert 400 <= status < 500, (ev["rawPath"], status)
+    sums = _emf_sums(capsys.readouterr().out)
+    assert sums["Requests"] == len(bad) and sums["Errors"] == 0 and sums["DependencyErrors"] == 0, sums
+
+
+def test_collected_user_ids_and_personal_properties_are_pseudonymised_with_a_key(
+    aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch, lambda_context: Any
+) -> None:
+    from shelfwise.pseudonym import Pseudonymiser
+
+    aws["ssm"].put_parameter(Name="/shop/key", Value="k3y", Type="SecureString", Overwrite=True)
+    monkeypatch.setenv("PSEUDONYMISATION_KEY_PARAMETER", "/shop/key")
+    collect = load_app("collect_events")
+    ev = {"event_type": "click", "user_id": "alice", "item_id": "i1", "timestamp": "2026-12-01T10:00:00Z"}
+    ev["properties"] = {"email": "alice@example.com", "note": "call +33 1 23 45 67 89", "size": "M"}
+    status, _, body = call(collect, apigw_event("POST", "/v1/events", body={"events": [ev]}), lambda_context)
+    assert status == 200, body
+    objects = aws["s3"].list_objects_v2(Bucket="raw", Prefix="raw/events/")["Contents"]
+    text = "\n".join(
+        aws["s3"].get_object(Bucket="raw", Key=o["Key"])["Body"].read().decode() for o in objects
+    )
+    row = next(json.loads(line) for line in text.splitlines() if body["event_ids"][0] in line)
+    hasher = Pseudonymiser(b"k3y")
+    assert row["user_id"] == hasher.one("alice")
+    assert row["properties"] == {
+        "email": hasher.one("alice@example.com"),
+        "note": f"call {hasher.one('+33 1 23 45 67 89')}",
+        "size": "M",
+    }
 
 
 def test_collect_events_imports_no_inference_or_data_packages() -> None:
@@ -397,10 +456,11 @@ def test_request_validation_is_powertools_validation(serve: ModuleType, lambda_c
     from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 
     from shelfwise.powertools_internals.http import RequestValidation
-    from shelfwise.serving.api import build_resolver, install_error_handlers
+    from shelfwise.serving.api import Access, build_resolver, install_error_handlers
     from shelfwise.serving.http import recommendations_router
 
-    ours = build_resolver(recommendations_router(lambda: serve.recommender))
+    # resolve() directly, without serve()'s caller: the open API, so the access check lets it in
+    ours = build_resolver(recommendations_router(lambda: serve.recommender), access=Access("NONE"))
     stock = APIGatewayHttpResolver(enable_validation=True)
     install_error_handlers(stock)
     stock.include_router(recommendations_router(lambda: serve.recommender))

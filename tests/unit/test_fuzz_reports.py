@@ -1,4 +1,4 @@
-"""Hostile values that end up in reports (issue 8, docs/hardening.md).
+"""Hostile values that end up in reports (docs/hardening.md).
 
 Names, versions, categories, reasons and alarm names can come from outside (source files, an
 operator, a template). Rendered into the training report (``shelfwise.report_html``) or the

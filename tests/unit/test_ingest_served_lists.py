@@ -32,7 +32,7 @@ def _served(n: int, k: int = 5) -> list[Served]:
 
 
 def _previous_format(served: list[Served]) -> str:
-    """What serving used to ship to raw/events/: one native JSON row per impression."""
+    """The row-per-impression alternative: one native JSON row per impression in raw/events/."""
     return "".join(json.dumps(row) + "\n" for s in served for row in impression_rows(s))
 
 

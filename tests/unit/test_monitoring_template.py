@@ -109,6 +109,8 @@ def test_every_metric_alarm_draws_its_threshold_on_the_axis_of_its_metric() -> N
 
     widgets = [w["properties"] for w in dashboard()["widgets"] if w["type"] == "metric"]
     for spec in DEFAULT_ALARMS:
+        if spec.namespace != "Shelfwise":  # AWS/SQS queue depths: on the alarm widget only
+            continue
         drawn = []
         for props in widgets:
             for m in props["metrics"]:

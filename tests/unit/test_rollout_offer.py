@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -47,3 +48,32 @@ def test_event_time_reads_schedule_time_and_rejects_garbage() -> None:
     assert event_time({}).tzinfo is not None
     with pytest.raises(InputError, match="ISO 8601"):
         event_time({"time": "yesterday"})
+
+
+def test_the_model_registered_event_offers_the_version_with_the_registry_gate(
+    env: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Whoever registered it, the version's own registration record decides, not the event."""
+    from shelfwise.rollout import offer_registered
+
+    reg, rollout, clock = env["reg"], env["rollout"], env["clock"]
+    event = {"detail-type": "ModelRegistered", "detail": {"model_name": "recs", "version": "v2"}}
+    d = offer_registered(rollout, event, clock.now)
+    assert d.action == "start" and reg.aliases().challenger == "v2"
+    # a repeated delivery (EventBridge is at-least-once) changes nothing
+    again = offer_registered(rollout, event, clock.now)
+    assert again.action == "idle" and reg.aliases().canary_weight == 0.1
+    # an event claiming a gate pass for a version the registry gated out does not start it
+    clock.now = T0 + timedelta(minutes=9)
+    failed = bundle(tmp_path, "v3", "v1")
+    manifest = json.loads((failed / "manifest.json").read_text())
+    manifest["evaluation"]["champion"] = None  # no same-window comparison: the gate fails closed
+    (failed / "manifest.json").write_text(json.dumps(manifest))
+    reg.rollback("stop v2", scope="canary")
+    reg.register(failed, "v3")
+    forged = {"detail": {"version": "v3", "gate": {"passed": True}}}
+    assert offer_registered(rollout, forged, clock.now).action == "hold"
+    assert reg.aliases().challenger is None
+    with pytest.raises(InputError, match=r"detail\.version"):
+        offer_registered(rollout, {"detail": {}}, clock.now)

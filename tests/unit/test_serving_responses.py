@@ -81,7 +81,7 @@ def test_responses_are_compressed_only_when_a_route_asks() -> None:
 
     from aws_lambda_powertools.event_handler.api_gateway import Router
 
-    from shelfwise.serving.api import build_resolver
+    from shelfwise.serving.api import Access, build_resolver
     from shelfwise_local.bench.serve import apigw_event
 
     router = Router()
@@ -94,7 +94,7 @@ def test_responses_are_compressed_only_when_a_route_asks() -> None:
     def zipped() -> dict[str, str]:
         return {"hello": "world"}
 
-    app = build_resolver(router)
+    app = build_resolver(router, access=Access("NONE"))  # resolve() without serve()'s caller
     for path, compressed in (("/plain", False), ("/zipped", True)):
         ev = apigw_event("GET", path)
         ev["headers"]["accept-encoding"] = "gzip, deflate"

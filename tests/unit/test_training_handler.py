@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -112,3 +113,51 @@ def test_large_data_goes_to_batch(s3: Any, monkeypatch: pytest.MonkeyPatch, lamb
     out = app.lambda_handler({"id": "e4", "mode": "train"}, lambda_context)
     assert out["decision"]["action"] == "submit_batch" and out["batch_job_id"] == "job-1"
     assert submitted[0]["jobQueue"] == "queue" and submitted[0]["jobDefinition"] == "jobdef"
+
+
+def test_batch_without_a_training_image_says_what_to_do(
+    s3: Any, monkeypatch: pytest.MonkeyPatch, lambda_context: Any
+) -> None:
+    _put_curated(s3)
+    app = _load(monkeypatch, IN_PROCESS_MAX_BYTES="10", TRAINING_JOB_DEFINITION="")
+    out = app.lambda_handler({"id": "e5", "mode": "train"}, lambda_context)
+    assert out["decision"]["action"] == "submit_batch" and "batch_job_id" not in out
+    assert "make train-image" in out["error"] and "TrainingImageUri" in out["error"]
+
+
+def test_progress_events_and_metrics_are_the_same_for_every_runner() -> None:
+    """The Lambda (EMF) and the Batch job (PutMetricData) publish the same names for the same steps."""
+    from shelfwise.training.progress import cloudwatch_metric_sink, emf_metric_sink, event_sink
+
+    sent: list[dict[str, Any]] = []
+    put: list[dict[str, Any]] = []
+    emf: list[tuple[str, float]] = []
+
+    class Events:
+        def put_events(self, Entries: list[dict[str, Any]]) -> None:
+            sent.extend(Entries)
+
+    class CloudWatch:
+        def put_metric_data(self, Namespace: str, MetricData: list[dict[str, Any]]) -> None:
+            assert Namespace == "Shelfwise"
+            put.extend(MetricData)
+
+    class Metrics:
+        def add_metric(self, name: str, unit: str, value: float) -> None:
+            emf.append((name, value))
+
+    steps = [
+        {"stage": "load", "elapsed_s": 1.0, "events": 10},
+        {"stage": "search", "elapsed_s": 1.5, "trial": 1},
+        {"stage": "register", "elapsed_s": 3.0, "version": "v1"},
+        {"stage": "done", "elapsed_s": 3.1, "version": "v1"},
+    ]
+    sinks = [event_sink(Events(), "recs", "batch"), cloudwatch_metric_sink(CloudWatch(), "batch")]
+    for step in steps:
+        for sink in [*sinks, emf_metric_sink(Metrics())]:
+            sink(step)
+    assert [json.loads(e["Detail"])["stage"] for e in sent] == ["load", "register", "done"]
+    assert all(e["Source"] == "shelfwise.training" and e["DetailType"] == "TrainingProgress" for e in sent)
+    assert json.loads(sent[0]["Detail"])["runner"] == "batch"
+    assert [(m["MetricName"], m["Value"]) for m in put] == emf
+    assert emf == [("TrainingStageSeconds", 1.0), ("TrainingStageSeconds", 3.0), ("TrainingRuns", 1.0)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -86,6 +87,12 @@ def command(prog: str, *, json_output: bool = True) -> Callable[[Main], Main]:
         return run
 
     return wrap
+
+
+def plain(text: str | None) -> str:
+    """Help text without reStructuredText markup (``code``, :func:`name`), as a terminal shows it."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text or "")
+    return text.replace("``", "")
 
 
 def emit(result: Any) -> None:

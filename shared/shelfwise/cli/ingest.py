@@ -22,7 +22,12 @@ def parser() -> argparse.ArgumentParser:
         prog="shelfwise ingest", description="Ingest raw event files into curated Parquet, locally."
     )
     p.add_argument("path", help="a raw file (CSV, JSON Lines, Parquet; gzip or not) or a directory of them")
-    p.add_argument("--format", default="auto", choices=FORMAT_NAMES, help="source format (default: detect)")
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=(*FORMAT_NAMES, "catalogue"),
+        help="source format (default: detect); catalogue: a product catalogue file (docs/catalogue.md)",
+    )
     p.add_argument("--out", required=True, help="output directory (bucket-shaped layout)")
     p.add_argument(
         "--pseudonymisation-key-env",

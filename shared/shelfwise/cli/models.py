@@ -7,9 +7,11 @@
     shelfwise models canary VERSION --weight 0.1
     shelfwise models weight 0.5
     shelfwise models history
-    shelfwise models served --user USER --at 2026-11-28T12:00:00Z
+    shelfwise models served --user USER --at 2026-11-28T12:00:00Z [--curated-bucket B]
 
 The endpoint comes from boto3's own AWS_ENDPOINT_URL; the bucket from --bucket or MODELS_BUCKET.
+``served`` answers from the recorded served lists in the curated bucket (--curated-bucket or
+CURATED_BUCKET): what was actually served, fallbacks included, not a replay of the routing rule.
 The last line on stdout is JSON; a readable summary goes to stderr.
 """
 
@@ -65,9 +67,14 @@ def parser() -> argparse.ArgumentParser:
     weight = sub.add_parser("weight", help="set the challenger's traffic share")
     weight.add_argument("weight", type=float, help="traffic share, 0 to 1")
     sub.add_parser("history", help="the audit trail")
-    served = sub.add_parser("served", help="which version served a user at a time")
-    served.add_argument("--user", required=True, help="the user id")
+    served = sub.add_parser("served", help="what a user was served up to a time (recorded served lists)")
+    served.add_argument("--user", required=True, help="user id (or session id of an anonymous shopper)")
     served.add_argument("--at", required=True, help="ISO time with zone, e.g. 2026-11-28T12:00:00Z")
+    served.add_argument(
+        "--curated-bucket", default=os.environ.get("CURATED_BUCKET"), help="env CURATED_BUCKET"
+    )
+    served.add_argument("--days", type=int, default=2, help="days of lists to search back (default 2)")
+    served.add_argument("--limit", type=int, default=10, help="at most this many lists (default 10)")
     return p
 
 
@@ -121,8 +128,23 @@ def main(argv: list[str]) -> int:
         for r in result:
             print(f"{r['time']} {r['action']:<16} {r['version']} by {r['actor']}", file=sys.stderr)
     else:  # served
+        from shelfwise import aws
+        from shelfwise.served_query import served_to
+
+        if not args.curated_bucket:
+            raise InputError("served: --curated-bucket (or CURATED_BUCKET) is required")
         at = datetime.fromisoformat(args.at.replace("Z", "+00:00"))
-        served = reg.version_for(args.user, at)
-        result = {"version": served.version, "variant": served.variant, "since": served.since}
+        lists = served_to(
+            aws.client("s3"), args.curated_bucket, args.user, at, days=args.days, limit=args.limit
+        )
+        result = {"user": args.user, "at": at.isoformat(), "lists": lists}
+        for rec in lists:
+            print(
+                f"{rec['served_at']} {rec['variant']:<10} {rec['model_version']} {rec['endpoint']} "
+                f"{' '.join(rec['items'][:10])}",
+                file=sys.stderr,
+            )
+        if not lists:
+            print(f"no served list recorded for that user up to {at.isoformat()}", file=sys.stderr)
     emit(result)
     return 0

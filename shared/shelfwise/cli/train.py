@@ -10,12 +10,21 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
 from shelfwise.cli.common import command, emit
 from shelfwise.errors import InputError
-from shelfwise.training.job import Progress, TrainConfig, evaluate_log, load_curated, run_training, summary
+from shelfwise.training.job import (
+    Progress,
+    TrainConfig,
+    evaluate_log,
+    load_catalogue,
+    load_curated,
+    run_training,
+    summary,
+)
 from shelfwise.training.search import FAMILIES
 
 
@@ -118,6 +127,18 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", default=None, help="version id (default v<UTC time>-<data hash>)")
     p.add_argument("--float16", action="store_true", help="store ALS item factors in float16")
     p.add_argument("--gate-tolerance", type=float, default=0.02, help="relative loss allowed vs champion")
+    p.add_argument(
+        "--catalogue",
+        default=None,
+        help="a catalogue snapshot (Parquet) for titles, categories, prices and stock "
+        "(default with --curated-bucket: the bucket's latest snapshot)",
+    )
+    p.add_argument(
+        "--report-progress",
+        action="store_true",
+        help="also send every step as an EventBridge TrainingProgress event and CloudWatch metrics "
+        "(what the Batch job does, so its progress reaches operators like the Lambda's)",
+    )
     _common(p)
     return p
 
@@ -126,6 +147,32 @@ def train_parser() -> argparse.ArgumentParser:
 def train_main(argv: list[str]) -> int:
     """shelfwise train: train, evaluate, export a bundle and optionally register it."""
     args = train_parser().parse_args(argv)
+    from shelfwise import aws
+
+    progress = Progress()
+    if args.report_progress:
+        from shelfwise.training.progress import cloudwatch_metric_sink, event_sink
+
+        # AWS Batch sets AWS_BATCH_JOB_ID in every job's container.
+        runner = "batch" if os.environ.get("AWS_BATCH_JOB_ID") else "cli"
+        progress.sinks += [
+            event_sink(aws.client("events"), args.model_name, runner),
+            cloudwatch_metric_sink(aws.client("cloudwatch"), runner),
+        ]
+    try:
+        result = _train(args, progress)
+    except Exception as exc:
+        progress("failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
+        raise
+    from shelfwise.training.progress import finish_fields
+
+    progress("done", finish_fields(result))
+    emit(summary(result))
+    return 0
+
+
+def _train(args: argparse.Namespace, progress: Progress) -> Any:
+    """The run behind ``shelfwise train``: read the events (and catalogue), train, register when asked."""
     from shelfwise import aws, wiring
 
     registry = None
@@ -139,11 +186,23 @@ def train_main(argv: list[str]) -> int:
             gate_tolerance=args.gate_tolerance,
             actor="shelfwise-train-cli",
         )
+    catalogue = None
     if args.events:
         table = read_table(args.events, args.format)
     else:
         table = load_curated(aws.client("s3"), args.curated_bucket, since=args.since)
+        catalogue = load_catalogue(aws.client("s3"), args.curated_bucket)
+    if args.catalogue:
+        import pyarrow.parquet as pq
+
+        catalogue = pq.read_table(args.catalogue)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="shelfwise-bundle-"))
-    result = run_training(table, out, _config(args), registry=registry, version=args.version)
-    emit(summary(result))
-    return 0
+    return run_training(
+        table,
+        out,
+        _config(args),
+        registry=registry,
+        version=args.version,
+        progress=progress,
+        catalogue=catalogue,
+    )

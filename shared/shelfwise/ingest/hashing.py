@@ -12,11 +12,12 @@ Not cryptographic: pseudonymisation uses keyed BLAKE2b instead (see ``Pseudonymi
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+import shelfwise.pseudonym
 
 _C1 = np.uint64(0xFF51AFD7ED558CCD)
 _C2 = np.uint64(0xC4CEB9FE1A85EC53)
@@ -169,32 +170,14 @@ def hash128_hex(columns: list[pa.Array]) -> pa.Array:
     return hex_strings(*hash_rows(columns, (SEED_A, SEED_B)))
 
 
-class Pseudonymiser:
-    """Keyed BLAKE2b of user ids, so raw personal ids never reach curated data.
+class Pseudonymiser(shelfwise.pseudonym.Pseudonymiser):
+    """Keyed BLAKE2b of user ids (:mod:`shelfwise.pseudonym`), so raw personal ids never reach
+    curated data; here also over whole string arrays.
 
     Deterministic for a given key (the same user gets the same pseudonym in every object, so
     models still join a user's history) and irreversible without the key. Each distinct id is
     hashed once per batch; a bounded cache spans batches.
     """
-
-    PREFIX = "p_"
-
-    def __init__(self, key: bytes, cache_size: int = 500_000) -> None:
-        if not key:
-            raise ValueError("pseudonymisation key must not be empty")
-        self._key = hashlib.blake2b(key, digest_size=32).digest()
-        self._cache: OrderedDict[str, str] = OrderedDict()
-        self._cache_size = cache_size
-
-    def one(self, value: str) -> str:
-        out = self._cache.get(value)
-        if out is None:
-            digest = hashlib.blake2b(value.encode("utf-8"), key=self._key, digest_size=16).hexdigest()
-            out = self.PREFIX + digest
-            self._cache[value] = out
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return out
 
     def __call__(self, arr: pa.Array) -> pa.Array:
         """Pseudonymise a string array (nulls stay null), hashing each distinct value once."""

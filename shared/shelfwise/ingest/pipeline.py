@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,43 +33,14 @@ from shelfwise.ingest.schema import CURATED_SCHEMA, EVENT_TYPE_VALUES, EVENT_WEI
 from shelfwise.ingest.sessions import SESSION_GAP_MS, Sessioniser
 from shelfwise.ingest.sinks import CollectSink, PartitionWriter, QuarantineWriter, csv_text, raw_text
 from shelfwise.ingest.source import Source, open_source, prefetch
+from shelfwise.ingest.summary import IngestSummary
 from shelfwise.ingest.validate import normalise_types, validate
+from shelfwise.pseudonym import scrub, scrub_text
 
 DAY_MS = 86_400_000
 CURATED_PREFIX = "curated/events"
 SUMMARY_PREFIX = "curated/_summaries"
 QUARANTINE_PREFIX = "quarantine"
-
-
-@dataclass
-class IngestSummary:
-    """What happened to one raw object. Invariant: valid + quarantined + duplicates = rows read."""
-
-    source: str
-    object_hash: str
-    format: str | None = None
-    rows_read: int = 0
-    rows_valid: int = 0
-    rows_quarantined: int = 0
-    duplicates: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-    outputs: list[str] = field(default_factory=list)
-    quarantine: str | None = None
-    summary: str | None = None
-    event_dates: list[str] = field(default_factory=list)
-    sessions_derived: int = 0
-    event_ids_derived: int = 0
-    seconds: float = 0.0
-    skipped: bool = False
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> IngestSummary:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -145,6 +116,18 @@ class Pipeline:
         )
         codes = v.codes
         bad_idx = np.flatnonzero(codes)
+        if len(bad_idx) and self.pseudonymise is not None:
+            # No raw text with a key: the native fields of each bad row, pseudonymised.
+            self.reason_counts += np.bincount(codes[bad_idx], minlength=len(REASONS))
+            take = pa.array(bad_idx)
+            columns = {
+                k: (a.take(take).to_pylist() if len(a) == n else [None] * len(bad_idx))
+                for k, a in native.items()
+            }
+            for j, i in enumerate(bad_idx.tolist()):
+                row = {k: vals[j] for k, vals in columns.items() if vals[j] is not None}
+                self.quarantine.write_row(int(chunk.lines[i]), REASONS[codes[i]], row)
+            bad_idx = bad_idx[:0]
         if len(bad_idx):
             self.reason_counts += np.bincount(codes[bad_idx], minlength=len(REASONS))
             bad_rows = chunk.batch.take(pa.array(bad_idx))
@@ -182,6 +165,8 @@ class Pipeline:
         if user is not None and self.pseudonymise is not None:
             user = self.pseudonymise(user)
             cols["user_id"] = user
+        if self.pseudonymise is not None:
+            _scrub_text_columns(cols, self.pseudonymise)
 
         # Event ids: from the source, else derived from the event's content (so a repeated line is
         # a duplicate, and the same event in two objects gets the same id).
@@ -274,6 +259,30 @@ class Pipeline:
         return pc.coalesce(cols["event_id"], derived), len(idx)
 
 
+def _scrub_text_columns(cols: dict[str, pa.Array], pseudonymiser: Pseudonymiser) -> None:
+    """Free text (properties, query) with e-mail addresses and phone numbers pseudonymised.
+
+    Per value in Python, but only over the rows of a batch that hold text at all, and only when
+    a pseudonymisation key is configured.
+    """
+    props = cols.get("properties")
+    if props is not None and props.null_count < len(props):
+
+        def one(text: str) -> str:
+            try:
+                value = json.loads(text)
+            except ValueError:
+                return scrub_text(text, pseudonymiser)
+            return json.dumps(scrub(value, pseudonymiser), ensure_ascii=False, separators=(",", ":"))
+
+        cols["properties"] = pa.array([None if v is None else one(v) for v in props.to_pylist()], pa.string())
+    query = cols.get("query")
+    if query is not None and query.null_count < len(query):
+        cols["query"] = pa.array(
+            [None if v is None else scrub_text(v, pseudonymiser) for v in query.to_pylist()], pa.string()
+        )
+
+
 # ---------------------------------------------------------------- entry points
 @dataclass
 class RunResult:
@@ -306,7 +315,9 @@ def run_file(
     curated_root = work_dir / "curated"
     writer = PartitionWriter(curated_root, name)
     qpath = work_dir / "quarantine.jsonl.gz"
-    quarantine = QuarantineWriter(qpath)
+    quarantine = QuarantineWriter(
+        qpath, Pseudonymiser(options.pseudonymisation_key) if options.pseudonymisation_key else None
+    )
     max_ts_ms = int(reference_time.timestamp() * 1000) + MAX_FUTURE_SECONDS * 1000
     try:
         Pipeline(source, source_key, options, writer, quarantine, max_ts_ms, summary).run()
@@ -362,6 +373,20 @@ def ingest_file(
     if summary_path.exists() and not force:
         summary = IngestSummary.from_dict(json.loads(summary_path.read_text()))
         summary.skipped = True
+        return summary
+    if fmt == "catalogue":  # a product catalogue, not events (docs/catalogue.md)
+        from shelfwise.ingest.catalogue import DirStore
+
+        summary = ingest_catalogue_to(
+            src.read_bytes(),
+            DirStore(out),
+            source=key,
+            name=name,
+            uploaded=datetime.fromtimestamp(stat.st_mtime, UTC),
+        )
+        summary_path.parent.mkdir(parents=True, exist_ok=True)
+        summary.summary = str(summary_path)
+        summary_path.write_text(json.dumps(summary.to_dict(), indent=1, sort_keys=True))
         return summary
     options = IngestOptions(fmt=fmt, pseudonymisation_key=pseudonymisation_key, block_bytes=block_bytes)
     out.mkdir(parents=True, exist_ok=True)
@@ -489,3 +514,12 @@ __all__ = [
     "read_events",
     "run_file",
 ]
+
+
+def ingest_catalogue_to(
+    data: bytes, store: Any, *, source: str, name: str, uploaded: datetime
+) -> IngestSummary:
+    """Ingest one catalogue file into ``store`` (:mod:`shelfwise.ingest.catalogue`); its summary."""
+    from shelfwise.ingest.catalogue import ingest_catalogue
+
+    return ingest_catalogue(data, store, source_key=source, name=name, uploaded=uploaded)

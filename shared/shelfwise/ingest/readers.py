@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from shelfwise.events import NATIVE_COLUMNS
+from shelfwise.events import NATIVE_COLUMNS, properties_json
 from shelfwise.ingest.errors import CorruptInputError
 from shelfwise.served_lists import ServedListError, is_served_list, served_list_rows
 
@@ -133,7 +133,7 @@ def _file_blocks(path: Path, block_bytes: int) -> Iterator[pa.Buffer]:
         while offset < size:
             f.seek(offset)
             # Never more than the line limit + 1 at once: a last line that runs to the end of the
-            # object is held to the limit too (it used to be read whole, whatever its size).
+            # object is held to the limit too, whatever the object's size.
             buf = f.read_buffer(min(want, size - offset, max(block_bytes, MAX_LINE_BYTES + 1)))
             if offset + buf.size < size:
                 cut = _last_newline(buf)
@@ -264,6 +264,14 @@ def _json_value(value: object) -> str | None:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def _has_structure(obj: dict[str, object], known: set[str]) -> bool:
+    """An array or object where a native scalar belongs (an id, a price): a wrong type, as the API says.
+
+    Stringified it would become an id like ``["a","b"]`` that no one ever sent.
+    """
+    return any(isinstance(v, list | dict) for k, v in obj.items() if k in known and k != "properties")
+
+
 def read_jsonl_chunks(path: Path, batch_lines: int = JSONL_BATCH_LINES) -> Iterator[RawChunk]:
     """JSON Lines of native events (the ``/events`` API's format), parsed line by line.
 
@@ -325,6 +333,9 @@ def read_jsonl_chunks(path: Path, batch_lines: int = JSONL_BATCH_LINES) -> Itera
                     yield _jsonl_chunk(rows, lines, malformed)
                     rows, lines, malformed = [], [], []
                 continue
+            if _has_structure(obj, known):
+                malformed.append(Malformed(line_no, "wrong_type", text.rstrip("\r\n")))
+                continue
             row: dict[str, object] = {
                 k: _json_value(v) for k, v in obj.items() if k in known and k != "properties"
             }
@@ -334,7 +345,11 @@ def read_jsonl_chunks(path: Path, batch_lines: int = JSONL_BATCH_LINES) -> Itera
                 merged = dict(props) if isinstance(props, dict) else ({"properties": props} if props else {})
                 merged.update(extras)
                 props = merged
-            row["properties"] = _json_value(props) if props not in (None, {}) else None
+            try:
+                row["properties"] = properties_json(props) if props not in (None, {}) else None
+            except ValueError:  # NaN or Infinity inside: not JSON any reader downstream accepts
+                malformed.append(Malformed(line_no, "wrong_type", text.rstrip("\r\n")))
+                continue
             rows.append(row)
             lines.append(line_no)
             if len(rows) + len(malformed) >= batch_lines:

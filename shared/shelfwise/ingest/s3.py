@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shelfwise.errors import InputError
+from shelfwise.ingest.catalogue import S3Store, is_catalogue_key
 from shelfwise.ingest.errors import SourceGoneError
 from shelfwise.ingest.pipeline import (
     CURATED_PREFIX,
@@ -25,6 +26,7 @@ from shelfwise.ingest.pipeline import (
     SUMMARY_PREFIX,
     IngestOptions,
     IngestSummary,
+    ingest_catalogue_to,
     object_hash,
     run_file,
 )
@@ -177,23 +179,28 @@ def ingest_object(
                     f"s3://{bucket}/{key} (version {identity}) is gone or changed before it was read"
                 ) from exc
             raise
-        result = run_file(
-            local,
-            Path(tmp) / "work",
-            source_key=f"s3://{bucket}/{key}",
-            name=name,
-            options=IngestOptions(fmt=fmt, pseudonymisation_key=pseudonymisation_key),
-            reference_time=response["LastModified"],
-        )
-        summary = result.summary
-        for rel, path in result.curated_files:
-            out_key = f"{CURATED_PREFIX}/{rel}"
-            s3.upload_file(str(path), curated_bucket, out_key)
-            summary.outputs.append(f"s3://{curated_bucket}/{out_key}")
-        if result.quarantine_file is not None:
-            q_key = f"{QUARANTINE_PREFIX}/{name}.jsonl.gz"
-            s3.upload_file(str(result.quarantine_file), quarantine_bucket, q_key)
-            summary.quarantine = f"s3://{quarantine_bucket}/{q_key}"
+        if fmt == "catalogue" or is_catalogue_key(key):  # a product catalogue (docs/catalogue.md)
+            summary = ingest_catalogue_to(
+                local.read_bytes(),
+                S3Store(s3, curated_bucket, quarantine_bucket),
+                source=f"s3://{bucket}/{key}",
+                name=name,
+                uploaded=response["LastModified"],
+            )
+        else:
+            summary = _run_events(
+                s3,
+                local,
+                Path(tmp),
+                bucket,
+                key,
+                name,
+                curated_bucket,
+                quarantine_bucket,
+                fmt,
+                pseudonymisation_key,
+                response["LastModified"],
+            )
         summary.summary = f"s3://{curated_bucket}/{summary_key}"
         s3.put_object(
             Bucket=curated_bucket,
@@ -201,4 +208,38 @@ def ingest_object(
             Body=json.dumps(summary.to_dict(), indent=1, sort_keys=True).encode("utf-8"),
             ContentType="application/json",
         )
+    return summary
+
+
+def _run_events(
+    s3: Any,
+    local: Path,
+    tmp: Path,
+    bucket: str,
+    key: str,
+    name: str,
+    curated_bucket: str,
+    quarantine_bucket: str,
+    fmt: str,
+    pseudonymisation_key: bytes | None,
+    uploaded: Any,
+) -> IngestSummary:
+    """An events object: the pipeline into a work directory, then its files to the buckets."""
+    result = run_file(
+        local,
+        tmp / "work",
+        source_key=f"s3://{bucket}/{key}",
+        name=name,
+        options=IngestOptions(fmt=fmt, pseudonymisation_key=pseudonymisation_key),
+        reference_time=uploaded,
+    )
+    summary = result.summary
+    for rel, path in result.curated_files:
+        out_key = f"{CURATED_PREFIX}/{rel}"
+        s3.upload_file(str(path), curated_bucket, out_key)
+        summary.outputs.append(f"s3://{curated_bucket}/{out_key}")
+    if result.quarantine_file is not None:
+        q_key = f"{QUARANTINE_PREFIX}/{name}.jsonl.gz"
+        s3.upload_file(str(result.quarantine_file), quarantine_bucket, q_key)
+        summary.quarantine = f"s3://{quarantine_bucket}/{q_key}"
     return summary

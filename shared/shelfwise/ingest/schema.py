@@ -84,5 +84,6 @@ REASONS: tuple[str, ...] = (
     "invalid_position",
     "oversize_field",
     "malformed_served_list",  # a served-list line that breaks its contract (filed whole)
+    "number_out_of_range",  # price or quantity above the API's bounds (shelfwise.events)
 )
 REASON_CODE = {name: code for code, name in enumerate(REASONS) if name}

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from shelfwise.events import PARTITION_COLUMN
 from shelfwise.ingest.formats import json_literals
 from shelfwise.ingest.schema import CURATED_SCHEMA, DICTIONARY_COLUMNS, REASONS
+from shelfwise.pseudonym import Pseudonymiser, scrub
 
 ROW_GROUP_ROWS = 262_144
 MAX_BUFFERED_ROWS = 524_288
@@ -160,10 +161,18 @@ class CollectSink:
 
 
 class QuarantineWriter:
-    """Bad rows as gzip JSON Lines: ``{"line", "reason", "raw"}`` (raw cut at 64 KiB)."""
+    """Bad rows as gzip JSON Lines: ``{"line", "reason", "raw"}`` (raw cut at 64 KiB).
 
-    def __init__(self, path: Path | None) -> None:
+    With a pseudonymiser (a key is configured) no raw text is written, because a bad row's user
+    id cannot be told apart in it: a row the adapter could split is kept as ``row`` (its native
+    fields, the user id pseudonymised, e-mail addresses and phone numbers in any text replaced by
+    their pseudonyms, :meth:`write_row`); a line that could not be parsed keeps only a keyed
+    digest and its length (``raw_digest``, ``raw_length``), enough to recognise it again.
+    """
+
+    def __init__(self, path: Path | None, pseudonymiser: Pseudonymiser | None = None) -> None:
         self.path = path
+        self.pseudonymiser = pseudonymiser
         self._file: gzip.GzipFile | None = None
         self.rows = 0
 
@@ -171,10 +180,33 @@ class QuarantineWriter:
         self.rows += 1
         if self.path is None:
             return
-        record: dict[str, Any] = {"line": line, "reason": reason, "raw": raw[:MAX_RAW_CHARS]}
-        if len(raw) > MAX_RAW_CHARS:
-            record["raw_truncated_from"] = len(raw)
+        record: dict[str, Any] = {"line": line, "reason": reason}
+        if self.pseudonymiser is not None:
+            record["raw_digest"] = self.pseudonymiser.one(raw)
+            record["raw_length"] = len(raw)
+        else:
+            record["raw"] = raw[:MAX_RAW_CHARS]
+            if len(raw) > MAX_RAW_CHARS:
+                record["raw_truncated_from"] = len(raw)
         self._open().write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    def write_row(self, line: int | None, reason: str, row: dict[str, Any]) -> None:
+        """One bad row as its native fields, pseudonymised (only with a pseudonymiser)."""
+        assert self.pseudonymiser is not None
+        self.rows += 1
+        if self.path is None:
+            return
+        clean: dict[str, Any] = {}
+        for k, v in row.items():
+            if isinstance(v, bytes):
+                v = v.decode("utf-8", "replace")
+            if isinstance(v, str) and len(v) > MAX_RAW_CHARS:
+                v = v[:MAX_RAW_CHARS]
+            clean[k] = v
+        if isinstance(clean.get("user_id"), str) and clean["user_id"]:
+            clean["user_id"] = self.pseudonymiser.one(clean["user_id"])
+        record = {"line": line, "reason": reason, "row": scrub(clean, self.pseudonymiser)}
+        self._open().write((json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8"))
 
     def write_many(self, lines: np.ndarray, codes: np.ndarray, raw: pa.Array) -> None:
         """Many bad rows at once, rendered to JSON with pyarrow kernels (no per-row Python)."""

@@ -17,14 +17,18 @@ import pyarrow.compute as pc
 
 from shelfwise.events import (
     MAX_ID_LENGTH,
+    MAX_POSITION,
+    MAX_PRICE,
     MAX_PROPERTIES_BYTES,
+    MAX_QUANTITY,
     MAX_QUERY_LENGTH,
     MIN_TIMESTAMP,
 )
 from shelfwise.ingest.schema import EVENT_TYPE_VALUES, REASON_CODE, TIMESTAMP_TYPE
 
 MIN_TS_MS = int(MIN_TIMESTAMP.timestamp() * 1000)
-MAX_POSITION = 10_000
+# The API's bounds (shelfwise.events), so a file that did not come through the API is held to them.
+_MAX_VALUE = {"price": MAX_PRICE, "quantity": MAX_QUANTITY}
 _NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 _INTEGER = r"^\s*[+-]?\d+\s*$"
 _EPOCH = re.compile(r"^\s*\d{9,13}(\.\d+)?\s*$")
@@ -325,6 +329,9 @@ def validate(
             neg = pc.less(value, 0)
             if pc.any(neg).as_py():
                 codes.flag(f"negative_{name}", neg)
+            too_big = pc.greater(value, _MAX_VALUE[name])
+            if pc.any(too_big).as_py():
+                codes.flag("number_out_of_range", too_big)
         cols[name] = value
 
     return Validated(columns=cols, codes=codes.codes, event_type_index=et_index, ts_ms=ts_np)

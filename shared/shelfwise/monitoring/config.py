@@ -127,6 +127,7 @@ class AlarmSpec:
     guard: str = ""
     # What happens besides the notification when it accuses no model (e.g. a retrain).
     action: str = ""
+    namespace: str = NAMESPACE
 
 
 # Default alarms. Every model alarm is driven by a metric the job only publishes once its minimum
@@ -241,7 +242,45 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         evaluation_periods=3,
         treat_missing_data="notBreaching",
         target="champion",
-        guard="metric math errors / (requests + 40): 40 pseudo-requests, so a quiet minute cannot reach 5%",
+        guard="metric math IF(requests >= 50, errors / requests, 0): a minute with fewer than 50 requests cannot alarm; Errors counts 5xx and crashes only (never a 4xx, never a dependency outage)",
+        period=60,
+    ),
+    AlarmSpec(
+        suffix="events-delivery",
+        metric="DependencyErrors",
+        statistic="Sum",
+        threshold=5.0,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=2,
+        evaluation_periods=3,
+        treat_missing_data="notBreaching",
+        target="none",
+        guard="POST /v1/events answered 503 because the delivery stream took none of a batch: a dependency outage, kept out of Errors",
+        period=60,
+    ),
+    AlarmSpec(
+        suffix="ingest-dlq",
+        metric="ApproximateNumberOfMessagesVisible",
+        threshold=0.0,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=1,
+        evaluation_periods=1,
+        treat_missing_data="notBreaching",
+        target="none",
+        guard="the ingest DLQ holds a message",
+        namespace="AWS/SQS",
+    ),
+    AlarmSpec(
+        suffix="rollback-dlq",
+        metric="ApproximateNumberOfMessagesVisible",
+        threshold=0.0,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=1,
+        evaluation_periods=1,
+        treat_missing_data="notBreaching",
+        target="none",
+        guard="the rollback function's DLQ holds an alarm it could not act on",
+        namespace="AWS/SQS",
         period=60,
     ),
     AlarmSpec(
@@ -281,8 +320,9 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
     ),
 )
 
-# Metric math of the error-rate alarm (serving's EMF Requests and Errors, summed per minute).
-ERROR_RATE_PSEUDO_REQUESTS = 40
+# Metric math of the error-rate alarm (serving's EMF Requests and Errors, summed per minute): a
+# minute with fewer requests than this cannot alarm, whatever its ratio.
+ERROR_RATE_MIN_REQUESTS = 50
 
 # The alarms whose state must be OK for the promoter to advance a canary stage.
 PROMOTION_GATE_SUFFIXES: tuple[str, ...] = (

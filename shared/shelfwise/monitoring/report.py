@@ -1,8 +1,8 @@
 """The monitoring report: one HTML page with inline SVG plots of the monitoring history.
 
 Quality per variant over time, the challenger comparisons, drift, traffic, business and pipeline
-health, with alarms, canary starts, promotions and rollbacks marked on the timeline. Plain SVG
-written here (no matplotlib): the report is one self-contained file anyone can open.
+health, with alarms, canary starts, promotions and rollbacks marked on the timeline. Inline SVG
+(:mod:`shelfwise.svg`, no matplotlib): the report is one self-contained file anyone can open.
 
 :func:`render_report` takes the records in memory; ``shelfwise report`` (``shelfwise.cli.report``)
 reads them from the monitoring bucket (metric history, rollout decisions), the registry's audit
@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from shelfwise import svg
 from shelfwise.monitoring.config import DEFAULT_ALARMS, alarm
 
-COLORS = {"champion": "#1f77b4", "challenger": "#ff7f0e", "fallback": "#7f7f7f", "": "#2ca02c"}
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+# Each variant's usual colour (taken when the chart has no other series in it).
+COLORS = {"champion": "#4e79a7", "challenger": "#f28e2b", "fallback": "#bab0ac"}
 EVENT_COLORS = {
     "ModelRolledBack": "#d62728",
     "ModelPromoted": "#2ca02c",
@@ -44,11 +45,12 @@ class Chart:
     title: str
     metrics: tuple[str, ...]
     thresholds: tuple[tuple[str, float], ...] = ()
+    unit: str = ""  # of the y axis: "%" shows fractions as percentages
 
 
 CHARTS: tuple[Chart, ...] = (
-    Chart("List CTR per variant (mature click windows)", ("ListCTR",)),
-    Chart("CTR per variant (clicked impressions / impressions)", ("CTR",)),
+    Chart("List CTR per variant (mature click windows)", ("ListCTR",), unit="%"),
+    Chart("CTR per variant (clicked impressions / impressions)", ("CTR",), unit="%"),
     Chart(
         "Challenger vs champion: lower bound of the relative CTR drop",
         ("CtrDropLCB", "EarlyCtrDropLCB"),
@@ -56,6 +58,7 @@ CHARTS: tuple[Chart, ...] = (
             ("quality alarm", alarm("challenger-quality").threshold),
             ("early-click alarm", alarm("challenger-early-clicks").threshold),
         ),
+        unit="%",
     ),
     Chart(
         "Served-score PSI vs the bundle reference",
@@ -70,10 +73,10 @@ CHARTS: tuple[Chart, ...] = (
             ("champion CTR drift alarm", alarm("champion-ctr-drift").threshold),
         ),
     ),
-    Chart("Impressions per variant per window", ("Impressions",)),
+    Chart("Impressions per variant per window", ("Impressions",), unit="impr."),
     Chart("Fallback share and Gini of exposure", ("FallbackShare", "Gini")),
-    Chart("Conversion rate per variant (hourly, 24 h attribution)", ("ConversionRate",)),
-    Chart("Revenue per 1,000 impressions (hourly)", ("RevenuePerMille",)),
+    Chart("Conversion rate per variant (hourly, 24 h attribution)", ("ConversionRate",), unit="%"),
+    Chart("Revenue per 1,000 impressions (hourly)", ("RevenuePerMille",), unit="/1k impr."),
     Chart(
         "Pipeline health: minutes since newest data, quarantine rate",
         ("MinutesSinceNewestPartition", "QuarantineRate"),
@@ -120,66 +123,34 @@ def svg_chart(
     series: Mapping[str, Sequence[tuple[datetime, float]]],
     markers: Sequence[Marker] = (),
     thresholds: Sequence[tuple[str, float]] = (),
+    *,
+    unit: str = "",
     width: int = 900,
     height: int = 260,
 ) -> str:
-    """One line chart as inline SVG: a line per series, dashed thresholds, vertical markers."""
-    left, right, top, bottom = 60, 170, 28, 36
-    pw, ph = width - left - right, height - top - bottom
-    pts = [p for s in series.values() for p in s]
-    if not pts:
-        return f'<svg width="{width}" height="40"><text x="8" y="24" font-size="13">{html.escape(title)}: no data</text></svg>'
-    t_lo = min(min(p[0] for p in pts), *(m.at for m in markers)) if markers else min(p[0] for p in pts)
-    t_hi = max(max(p[0] for p in pts), *(m.at for m in markers)) if markers else max(p[0] for p in pts)
-    values = [p[1] for p in pts] + [v for _, v in thresholds]
-    v_lo, v_hi = min(0.0, min(values)), max(values)
-    if v_hi <= v_lo:
-        v_hi = v_lo + 1.0
-    span_t = max((t_hi - t_lo).total_seconds(), 1.0)
-
-    def x(t: datetime) -> float:
-        return left + pw * (t - t_lo).total_seconds() / span_t
-
-    def y(v: float) -> float:
-        return top + ph * (1.0 - (v - v_lo) / (v_hi - v_lo))
-
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
-        f'<text x="{left}" y="16" font-size="13" font-weight="bold">{html.escape(title)}</text>',
-        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#ccc"/>',
-    ]
-    for i in range(5):
-        v = v_lo + (v_hi - v_lo) * i / 4
-        parts.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
-        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>')
-    for i in range(4):
-        t = t_lo + (t_hi - t_lo) * i / 3
-        parts.append(f'<text x="{x(t):.1f}" y="{height - 18}" text-anchor="middle">{t:%m-%d %H:%M}</text>')
-    for m in markers:
-        c = EVENT_COLORS.get(m.kind, "#999")
-        parts.append(
-            f'<line x1="{x(m.at):.1f}" x2="{x(m.at):.1f}" y1="{top}" y2="{top + ph}" stroke="{c}" stroke-width="1.5" '
-            f'stroke-opacity="0.8"><title>{html.escape(m.label)} at {m.at:%Y-%m-%d %H:%M}</title></line>'
-        )
-    for label, v in thresholds:
-        parts.append(
-            f'<line x1="{left}" x2="{left + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#d62728" stroke-dasharray="5,4"/>'
-            f'<text x="{left + pw - 4}" y="{y(v) - 4:.1f}" text-anchor="end" fill="#d62728">{html.escape(label)}</text>'
-        )
-    for i, (name, s) in enumerate(sorted(series.items())):
-        variant = name.split("/", 1)[1] if "/" in name else ""
-        color = (
-            COLORS.get(variant, PALETTE[i % len(PALETTE)]) if len(series) <= 3 else PALETTE[i % len(PALETTE)]
-        )
-        path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in s)
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{path}"/>')
-        if len(s) == 1:
-            parts.append(f'<circle cx="{x(s[0][0]):.1f}" cy="{y(s[0][1]):.1f}" r="3" fill="{color}"/>')
-        ly = top + 12 + 16 * i
-        parts.append(f'<rect x="{left + pw + 10}" y="{ly - 8}" width="12" height="3" fill="{color}"/>')
-        parts.append(f'<text x="{left + pw + 26}" y="{ly - 3}">{html.escape(name)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    """One time chart as inline SVG: a line per series (champion and challenger in their usual
+    colours), dashed thresholds, a vertical line per marker; gaps in the history stay gaps."""
+    preferred = {
+        name: COLORS[name.split("/", 1)[1]]
+        for name in series
+        if "/" in name and name.split("/", 1)[1] in COLORS
+    }
+    return svg.line_chart(
+        title,
+        {name: [(svg.epoch(t), v) for t, v in points] for name, points in series.items()},
+        unit=unit,
+        time_axis=True,
+        markers=[
+            svg.VerticalMarker(
+                svg.epoch(m.at), f"{m.label} at {m.at:%Y-%m-%d %H:%M}", EVENT_COLORS.get(m.kind, "#999")
+            )
+            for m in markers
+        ],
+        thresholds=thresholds,
+        preferred_colors=preferred,
+        width=width,
+        height=height,
+    )
 
 
 def evidence_text(ev: Mapping[str, Any] | None) -> str:
@@ -211,7 +182,7 @@ def render_report(
     for chart in CHARTS:
         chosen = {k: v for k, v in series.items() if k.split("/", 1)[0] in chart.metrics}
         if chosen:
-            charts.append(svg_chart(chart.title, chosen, markers, chart.thresholds))
+            charts.append(svg_chart(chart.title, chosen, markers, chart.thresholds, unit=chart.unit))
     rows = []
     for m in markers:
         rows.append(
@@ -237,7 +208,7 @@ def render_report(
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:24px;max-width:1000px}} table{{border-collapse:collapse;font-size:12px}}
-td,th{{border:1px solid #ddd;padding:3px 6px;text-align:left}} svg{{display:block;margin:14px 0}}</style></head>
+td,th{{border:1px solid #ddd;padding:3px 6px;text-align:left}} svg{{display:block;width:100%;height:auto;margin:14px 0}}</style></head>
 <body><h1>{html.escape(title)}</h1>
 <p>{len(series)} metric series, {sum(len(s) for s in series.values())} datapoints; markers: {legend}</p>
 {"".join(charts) or "<p>No metric history yet.</p>"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -24,10 +25,19 @@ class RequestValidation(ov.OpenAPIRequestValidationMiddleware):
     and the empty steps skipped; the values and errors come from the same Powertools functions,
     so requests are validated and rejected exactly as before (``tests/unit/test_api.py``
     compares the two on valid and invalid requests).
+
+    Two hooks: ``before(event)`` runs first on every matched route (an access check that must
+    come before any validation error), and ``read_body(event)`` replaces Powertools' body
+    decoding for routes with a body.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        before: Callable[[Any], None] | None = None,
+        read_body: Callable[[Any], Any] | None = None,
+    ) -> None:
         super().__init__()
+        self._before, self._read_body = before, read_body
         # route.dependant -> its query parameters with their kind ("scalar", "model" or None); weak,
         # because the resolver makes a new route (and dependant) for every unmatched request
         self._query_kinds: weakref.WeakKeyDictionary[Any, list[tuple[Any, str | None]]] = (
@@ -51,7 +61,14 @@ class RequestValidation(ov.OpenAPIRequestValidationMiddleware):
             self._query_kinds[dependant] = kinds
         return kinds
 
+    def _get_body(self, app: Any) -> Any:
+        if self._read_body is not None:
+            return self._read_body(app.current_event)
+        return super()._get_body(app)
+
     def handler(self, app: Any, next_middleware: Any) -> Response:
+        if self._before is not None:
+            self._before(app.current_event)
         dependant = app.context["_route"].dependant
         event = app.current_event
         values, errors = ov._request_params_to_args(dependant.path_params, app.context["_route_args"])
@@ -112,9 +129,14 @@ class LeanResponseBuilder(ResponseBuilder):
         return ResponseBuilder._has_compression_enabled(route_compression, response_compression, event)
 
 
-def use_lean_validation_and_responses(app: APIGatewayHttpResolver) -> None:
-    """Put :class:`RequestValidation` in the resolver's request-validation slot (the resolver
-    builds each route's middleware stack from it on the route's first request) and build
-    responses with :class:`LeanResponseBuilder`."""
-    app._request_validation_middleware = RequestValidation()
+def use_lean_validation_and_responses(
+    app: APIGatewayHttpResolver,
+    *,
+    before: Callable[[Any], None] | None = None,
+    read_body: Callable[[Any], Any] | None = None,
+) -> None:
+    """Put :class:`RequestValidation` (with its hooks) in the resolver's request-validation slot
+    (the resolver builds each route's middleware stack from it on the route's first request) and
+    build responses with :class:`LeanResponseBuilder`."""
+    app._request_validation_middleware = RequestValidation(before, read_body)
     app._response_builder_class = LeanResponseBuilder

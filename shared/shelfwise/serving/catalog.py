@@ -247,11 +247,12 @@ class Catalog:
         return idx[known].tolist(), np.flatnonzero(~known).tolist()
 
     def stored_purchases(self, user_index: int, limit: int) -> np.ndarray:
-        """Items the bundle records as bought by a known user (empty when not recorded)."""
+        """The ``limit`` most recent items the bundle records as bought by a known user (stored most
+        recent first; empty when not recorded)."""
         if user_index < 0 or self.purchased_indptr is None or self.purchased_items is None:
             return np.zeros(0, np.int64)
         lo, hi = self.purchased_indptr[user_index], self.purchased_indptr[user_index + 1]
-        return self.purchased_items[lo:hi][-limit:] if limit else np.zeros(0, np.int64)
+        return self.purchased_items[lo:hi][:limit] if limit else np.zeros(0, np.int64)
 
     def lexical(self) -> LexicalIndex:
         """The search index, built on first use (thread-safe)."""

@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from shelfwise.events import Event, derive_event_id
 from shelfwise.observability import logger, metrics
-from shelfwise.serving.api import StrictModel, limit_body, no_bool_numbers, responses
+from shelfwise.pseudonym import Pseudonymiser, scrub
+from shelfwise.serving.api import StrictModel, no_bool_numbers, responses
 from shelfwise.serving.errors import DeliveryError
 
 MAX_BATCH_RECORDS = 500
@@ -32,13 +33,23 @@ class CollectResult:
     failed: list[str] = field(default_factory=list)
 
 
-def event_row(event: Event) -> dict[str, Any]:
-    """The native-schema JSON object of one event, with its event_id filled in."""
+def event_row(event: Event, pseudonymiser: Pseudonymiser | None = None) -> dict[str, Any]:
+    """The native-schema JSON object of one event, with its event_id filled in.
+
+    With a pseudonymiser (a key is configured), the user id is its pseudonym and obvious personal
+    data in ``properties`` (e-mail addresses, phone numbers) is replaced by its pseudonym, before
+    the event leaves this function: raw/ then holds no raw user id from the API.
+    """
     row = event.model_dump(mode="json", exclude_none=True)
+    if pseudonymiser is not None:
+        if "user_id" in row:
+            row["user_id"] = pseudonymiser.one(row["user_id"])
+        if "properties" in row:
+            row["properties"] = scrub(row["properties"], pseudonymiser)
     if "event_id" not in row:
         row["event_id"] = derive_event_id(
             event.event_type,
-            event.user_id,
+            row.get("user_id"),
             event.session_id,
             event.item_id,
             row["timestamp"],
@@ -52,11 +63,12 @@ def event_row(event: Event) -> dict[str, Any]:
 class EventCollector:
     """Sends event batches to one Firehose delivery stream, retrying failed records once."""
 
-    def __init__(self, firehose: Any, stream_name: str) -> None:
+    def __init__(self, firehose: Any, stream_name: str, pseudonymiser: Pseudonymiser | None = None) -> None:
         self.firehose, self.stream_name = firehose, stream_name
+        self.pseudonymiser = pseudonymiser
 
     def collect(self, events: Sequence[Event]) -> CollectResult:
-        rows = [event_row(e) for e in events]
+        rows = [event_row(e, self.pseudonymiser) for e in events]
         ids = [r["event_id"] for r in rows]
         failed: list[str] = []
         for start in range(0, len(rows), MAX_BATCH_RECORDS):
@@ -121,7 +133,6 @@ def events_router(collector: Callable[[], EventCollector]) -> Router:
         summary="Feedback events (clicks, carts, purchases) echoing recommendation_id",
         responses=responses(EventsResponse, "Events accepted for delivery"),
         tags=["events"],
-        middlewares=[limit_body],
     )
     def collect(body: Annotated[EventsRequest, Body()]) -> EventsResponse:
         result = collector().collect(body.events)

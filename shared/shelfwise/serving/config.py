@@ -33,6 +33,15 @@ class ServingRules(BaseModel):
     search_pool: int = Field(default=1000, ge=1, le=100_000)
     # Known-user recommendations: how many stored items of a user count as "already bought".
     max_stored_purchases: int = Field(default=500, ge=0)
+    # New items (in the catalogue, no interactions yet; bundles trained with a catalogue): up to
+    # this many places at the end of a personal list go to the new items closest by content to
+    # the user's history, when their cosine is at least new_item_min_score. 0 = off.
+    new_item_slots: int = Field(default=0, ge=0, le=50)
+    new_item_min_score: float = Field(default=0.1, ge=0.0, le=1.0)
+
+
+# The catalogue ingest's small snapshot for serving (docs/catalogue.md): stock, active flag, price.
+CATALOGUE_STOCK_KEY = "curated/catalogue/serving/stock.npz"
 
 
 class ServingConfig(BaseModel):

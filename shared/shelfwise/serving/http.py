@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from shelfwise.errors import ConfigurationError
 from shelfwise.events import MAX_ID_LENGTH, MAX_QUERY_LENGTH, EventType
 from shelfwise.observability import metrics
-from shelfwise.serving.api import LAZY, Id, StrictModel, build_resolver, csv_values, limit_body, ok, responses
+from shelfwise.serving.api import CALLER, LAZY, Id, StrictModel, build_resolver, csv_values, ok, responses
 from shelfwise.serving.config import MAX_CANDIDATES, MAX_HISTORY, MAX_K
 from shelfwise.serving.service import (
     Filters,
@@ -178,7 +178,17 @@ class ModelStatus(BaseModel):
     created_at: str | None = None
 
 
+class PublicHealth(BaseModel):
+    """What ``/v1/health`` tells a caller the API did not authenticate: whether it can serve."""
+
+    model_config = LAZY
+
+    status: Literal["ok", "degraded", "unavailable"]
+
+
 class HealthResponse(BaseModel):
+    """What ``/v1/health`` tells an authenticated API client: versions, aliases, refusals."""
+
     model_config = LAZY
 
     status: Literal["ok", "degraded", "unavailable"]
@@ -191,6 +201,8 @@ class HealthResponse(BaseModel):
     alias_error: str | None
     aliases_age_seconds: float | None
     impressions_pending: int
+    # the catalogue's live stock snapshot (when the function reads one): id, items, age, last error
+    stock: dict[str, Any] | None = None
 
 
 def observe(rec: Recommendation, endpoint: str) -> None:
@@ -238,7 +250,6 @@ def recommendations_router(service: Callable[[], Recommender]) -> Router:
         summary="Top-K from a session history (anonymous or new users)",
         responses=responses(RecommendationResponse, "Ranked items for the session"),
         tags=["recommendations"],
-        middlewares=[limit_body],
     )
     def session_recommendations(
         body: Annotated[RecommendRequest, Body()],
@@ -277,7 +288,6 @@ def recommendations_router(service: Callable[[], Recommender]) -> Router:
         summary="Personalised lexical search, or re-ranking of a candidate list",
         responses=responses(RecommendationResponse, "Matching items, best first"),
         tags=["search"],
-        middlewares=[limit_body],
     )
     def search(
         body: Annotated[SearchRequest, Body()],
@@ -294,9 +304,16 @@ def recommendations_router(service: Callable[[], Recommender]) -> Router:
         observe(rec, "search")
         return ok(recommendation_json(rec))
 
-    @router.get("/v1/health", summary="Loaded versions, aliases, fallback state", tags=["operations"])
-    def health() -> HealthResponse:
-        return HealthResponse.model_validate(service().health())
+    @router.get(
+        "/v1/health",
+        summary="Serving status; loaded versions, aliases and fallback state for authenticated clients",
+        tags=["operations"],
+    )
+    def health() -> HealthResponse | PublicHealth:
+        report = service().health()
+        if CALLER.get() is None:  # versions and aliases are for the shop's own clients only
+            return PublicHealth(status=report["status"])
+        return HealthResponse.model_validate(report)
 
     @router.get("/v1/openapi.json", summary="This OpenAPI document", tags=["operations"])
     def openapi() -> dict[str, Any]:

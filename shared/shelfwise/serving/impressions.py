@@ -35,6 +35,7 @@ from shelfwise.served_lists import (
     is_served_list,
     served_list_line,
     served_list_rows,
+    user_hash,
 )
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "is_served_list",
     "served_list_line",
     "served_list_rows",
+    "user_hash",
 ]
 
 

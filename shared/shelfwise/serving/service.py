@@ -31,10 +31,12 @@ from shelfwise.observability import logger, metrics
 from shelfwise.registry import Aliases
 from shelfwise.serving.config import ServingConfig, served_at
 from shelfwise.serving.errors import ItemNotFoundError, ModelUnavailableError
-from shelfwise.serving.impressions import ImpressionSink
+from shelfwise.serving.impressions import ImpressionSink, user_hash
 from shelfwise.serving.interleave import team_draft
 from shelfwise.serving.loader import ModelLoader
 from shelfwise.serving.model import LoadedModel
+from shelfwise.serving.new_items import NewItems
+from shelfwise.serving.stock import LiveStock
 
 POPULARITY_PREFIX = "popularity@"
 # A refused version is tried again after this long (a transient S3 error should not pin the fallback).
@@ -132,8 +134,13 @@ class Recommender:
         *,
         background: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        stock: LiveStock | None = None,
+        pseudonymise: Callable[[str], str] | None = None,
     ) -> None:
         self.config = config
+        # With a pseudonymisation key, user ids are hashed as the ingest hashed them for training,
+        # so the bundle's user index (built from curated data) finds them.
+        self._pseudonymise = pseudonymise
         self.rules = config.rules
         self.loader = loader
         self._read_aliases = read_aliases
@@ -144,6 +151,12 @@ class Recommender:
         self._state = ServingState(Aliases(), {}, None, {}, checked_at=-float("inf"))
         self._masks: dict[str, np.ndarray] = {}
         self._refused_at: dict[str, float] = {}
+        # Live stock (the catalogue's serving snapshot): masks per (version, snapshot etag).
+        self.stock = stock
+        self._stock_masks: dict[tuple[str, str], np.ndarray] = {}
+        self._new_items: dict[str, NewItems | None] = {}  # per version: content.npz, read on first use
+        if stock is not None:
+            stock.watch(lambda: self._state.models.values())
 
     # ------------------------------------------------------------------ state
     @property
@@ -184,6 +197,8 @@ class Recommender:
 
     def refresh(self) -> None:
         """Called per request: when the alias cache expired, sync (in the background when enabled)."""
+        if self.stock is not None:
+            self.stock.refresh()
         if self._clock() - self._state.checked_at < self.config.alias_ttl_seconds:
             return
         if self._sync_lock.locked():
@@ -245,7 +260,11 @@ class Recommender:
             last_good = champion or old.last_good
             keep = set(models) | ({last_good.version} if last_good else set())
             self._masks = {v: m for v, m in self._masks.items() if v in keep}
+            self._new_items = {v: n for v, n in self._new_items.items() if v in keep}
             self._state = ServingState(aliases, models, last_good, errors, now, alias_error)
+            if self.stock is not None:  # a new version's stock overlay, here rather than in a request
+                for m in models.values():
+                    self.stock.overlay(m.version, m.catalog.item_ids)
             self.loader.prune(keep)
             if len(models) > len(old.models.keys() & models.keys()):
                 # A load leaves long-lived objects (session, catalogue, and once searched the
@@ -282,7 +301,25 @@ class Recommender:
             if blocked:
                 mask |= np.isin(cat.category_codes, blocked)
             self._masks[model.version] = mask
+        if self.stock is not None and self.rules.exclude_out_of_stock and self.stock.snapshot is not None:
+            etag = self.stock.snapshot.etag
+            live = self._stock_masks.get((model.version, etag))
+            if live is None:  # normally prepared by the stock refresh, off the request path
+                overlay = self.stock.overlay(model.version, model.catalog.item_ids)
+                if overlay is None:
+                    return mask
+                live = mask | overlay[0]
+                self._stock_masks = {k: v for k, v in self._stock_masks.items() if k[1] == etag}
+                self._stock_masks[(model.version, etag)] = live
+            return live
         return mask
+
+    def _prices(self, model: LoadedModel) -> np.ndarray:
+        """The prices filters and answers use: the live snapshot's where it lists the item."""
+        overlay = self.stock.overlay(model.version, model.catalog.item_ids) if self.stock else None
+        if overlay is None:
+            return model.catalog.price
+        return np.where(np.isnan(overlay[1]), model.catalog.price, overlay[1])
 
     def _mask(
         self, model: LoadedModel, filters: Filters, extra_excluded: Sequence[int] = ()
@@ -297,10 +334,12 @@ class Recommender:
             codes = [cat.categories[c] for c in filters.exclude_categories if c in cat.categories]
             if codes:
                 mask |= np.isin(cat.category_codes, codes)
-        if filters.price_min is not None:
-            mask |= ~(cat.price >= filters.price_min)
-        if filters.price_max is not None:
-            mask |= ~(cat.price <= filters.price_max)
+        if filters.price_min is not None or filters.price_max is not None:
+            price = self._prices(model)
+            if filters.price_min is not None:
+                mask |= ~(price >= filters.price_min)
+            if filters.price_max is not None:
+                mask |= ~(price <= filters.price_max)
         known, unknown = cat.lookup(filters.exclude_items)
         if known:
             mask[known] = True
@@ -355,29 +394,105 @@ class Recommender:
         unknown: int,
         version: str | None = None,
         reason: str | None = None,
+        user: str | None = None,
+        new: tuple[list[str], list[float], list[str], list[str], list[float | None]] | None = None,
     ) -> Recommendation:
+        """The response, and its served-list record (with the hash of ``user``, the routing key).
+
+        ``new``: new items (ids, scores, categories, titles, prices) that take the list's last places.
+        """
         cat = model.catalog
+        if new is not None and new[0]:
+            keep = max(0, min(len(indices), k - len(new[0])))
+            scores, indices = scores[:keep], indices[:keep]
         idx = np.asarray(indices, dtype=np.intp)  # one conversion for the four look-ups
         ids = text_list(cat.item_ids[idx])
         sc = scores.tolist()  # float32 -> Python floats
+        categories, titles = text_list(cat.category_names[idx]), text_list(cat.titles[idx])
+        prices = [None if p != p else round(p, 4) for p in self._answer_prices(model, idx).tolist()]
+        if new is not None and new[0]:
+            ids, sc = ids + new[0], sc + new[1]
+            categories, titles, prices = categories + new[2], titles + new[3], prices + new[4]
         rec = Recommendation(
             recommendation_id=uuid.uuid4().hex,
             model_version=version or model.version,
             variant=variant,
             item_ids=ids,
             scores=sc,
-            categories=text_list(cat.category_names[idx]),
-            titles=text_list(cat.titles[idx]),
-            prices=[None if p != p else round(p, 4) for p in cat.price[idx].tolist()],
+            categories=categories,
+            titles=titles,
+            prices=prices,
             unknown_items=unknown,
             degraded=variant == "fallback",
             reason=reason,
         )
         if self.impressions is not None and ids:
             self.impressions.record(
-                (rec.recommendation_id, variant, rec.model_version, endpoint, k, served_at(), ids, sc)
+                (
+                    rec.recommendation_id,
+                    variant,
+                    rec.model_version,
+                    endpoint,
+                    k,
+                    served_at(),
+                    ids,
+                    sc,
+                    None if user is None else user_hash(user),
+                )
             )
         return rec
+
+    def _answer_prices(self, model: LoadedModel, idx: np.ndarray) -> np.ndarray:
+        overlay = self.stock.overlay(model.version, model.catalog.item_ids) if self.stock else None
+        bundle = model.catalog.price[idx]
+        if overlay is None:
+            return bundle
+        live = overlay[1][idx]
+        return np.where(np.isnan(live), bundle, live)
+
+    def _new_items_of(self, model: LoadedModel) -> NewItems | None:
+        if model.version not in self._new_items:
+            try:
+                self._new_items[model.version] = NewItems.load(
+                    model.bundle.path, model.bundle.manifest["files"]
+                )
+            except Exception as exc:  # a bad content file costs the new items, never the answer
+                logger.warning("content.npz unreadable", extra={"version": model.version, "error": str(exc)})
+                self._new_items[model.version] = None
+        return self._new_items[model.version]
+
+    def _pick_new(
+        self, model: LoadedModel, items: np.ndarray, weights: np.ndarray, filters: Filters, k: int
+    ) -> tuple[list[str], list[float], list[str], list[str], list[float | None]] | None:
+        """New items for a personal list (ServingRules.new_item_slots), or None."""
+        slots = min(self.rules.new_item_slots, k)
+        new = self._new_items_of(model) if slots else None
+        if new is None or items.size == 0:
+            return None
+        unavailable = ~new.in_stock if self.rules.exclude_out_of_stock else np.zeros(new.n_new, bool)
+        if self.stock is not None and self.rules.exclude_out_of_stock:
+            overlay = self.stock.overlay(model.version + "#new", new.ids)
+            if overlay is not None:
+                unavailable = unavailable | overlay[0]
+        cats = np.asarray(text_list(new.categories), dtype=object)
+        blocked = set(self.rules.blocked_categories) | set(filters.exclude_categories)
+        if blocked:
+            unavailable |= np.isin(cats, list(blocked))
+        if filters.categories:
+            unavailable |= ~np.isin(cats, list(filters.categories))
+        if filters.price_min is not None:
+            unavailable |= ~(new.price >= filters.price_min)
+        if filters.price_max is not None:
+            unavailable |= ~(new.price <= filters.price_max)
+        for item in filters.exclude_items:
+            pos = new.position(item)
+            if pos is not None:
+                unavailable[pos] = True
+        picked, scores = new.for_history(items, weights, unavailable, slots, self.rules.new_item_min_score)
+        if picked.size == 0:
+            return None
+        ids, categories, titles, prices = new.attributes(picked)
+        return ids, [round(float(x), 6) for x in scores.tolist()], categories, titles, prices
 
     def _check_k(self, k: int | None) -> int:
         k = self.rules.default_k if k is None else k
@@ -403,20 +518,64 @@ class Recommender:
         """
         k = self._check_k(k)
         self.refresh()
+        if user_id is not None and self._pseudonymise is not None:
+            user_id = self._pseudonymise(user_id)
         user_key = user_id or session_id or uuid.uuid4().hex
         model, variant = self._route(user_key)
-        ranked = self._rank(model, user_id, history, filters, k)
-        if ranked is None:
-            return self._popularity_answer(model, user_id, history, filters, k, endpoint)
-        scores, indices, unknown = ranked
+        uidx = model.catalog.user_index(user_id)
+        h_items, h_weights, excluded, unknown = self._history(model, history)
+        if uidx >= 0 and self.rules.exclude_purchased:
+            excluded = (
+                excluded + model.catalog.stored_purchases(uidx, self.rules.max_stored_purchases).tolist()
+            )
+        mask, unknown_excl = self._mask(model, filters, excluded)
+        unknown += unknown_excl
+        if uidx < 0 and h_items.size == 0:
+            scores, indices = self._popularity(model, mask, k)
+            return self._answer(
+                model,
+                "fallback",
+                scores,
+                indices,
+                endpoint=endpoint,
+                k=k,
+                unknown=unknown,
+                version=POPULARITY_PREFIX + model.version,
+                reason="no known user or usable history",
+                user=user_id or session_id,
+            )
+        scores, indices = model.score(uidx, h_items, h_weights, mask, k)
         if variant == "challenger" and self.config.canary_mode == "interleave":
             champion = self._state.models.get(self._state.aliases.champion or "")
             other = self._rank(champion, user_id, history, filters, k) if champion is not None else None
             if champion is not None and other is not None:
                 return self._interleaved_answer(
-                    (champion, other[0], other[1]), (model, scores, indices), endpoint, k, unknown
+                    (champion, other[0], other[1]),
+                    (model, scores, indices),
+                    endpoint,
+                    k,
+                    unknown,
+                    user_id or session_id,
                 )
-        return self._answer(model, variant, scores, indices, endpoint=endpoint, k=k, unknown=unknown)
+        new = None
+        if self.rules.new_item_slots:
+            bought = model.catalog.stored_purchases(uidx, self.rules.max_stored_purchases)
+            profile_items = np.concatenate([h_items, bought.astype(np.int64)])
+            profile_weights = np.concatenate(
+                [h_weights, np.full(bought.size, EVENT_WEIGHTS["purchase"], np.float32)]
+            )
+            new = self._pick_new(model, profile_items, profile_weights, filters, k)
+        return self._answer(
+            model,
+            variant,
+            scores,
+            indices,
+            endpoint=endpoint,
+            k=k,
+            unknown=unknown,
+            user=user_id or session_id,
+            new=new,
+        )
 
     def _rank(
         self,
@@ -439,36 +598,6 @@ class Recommender:
         scores, indices = model.score(uidx, h_items, h_weights, mask, k)
         return scores, indices, unknown + unknown_excl
 
-    def _popularity_answer(
-        self,
-        model: LoadedModel,
-        user_id: str | None,
-        history: Sequence[HistoryEvent],
-        filters: Filters,
-        k: int,
-        endpoint: str,
-    ) -> Recommendation:
-        """No known user and no usable history: the popularity fallback (variant ``fallback``)."""
-        uidx = model.catalog.user_index(user_id)
-        _, _, excluded, unknown = self._history(model, history)
-        if uidx >= 0 and self.rules.exclude_purchased:
-            excluded = (
-                excluded + model.catalog.stored_purchases(uidx, self.rules.max_stored_purchases).tolist()
-            )
-        mask, unknown_excl = self._mask(model, filters, excluded)
-        scores, indices = self._popularity(model, mask, k)
-        return self._answer(
-            model,
-            "fallback",
-            scores,
-            indices,
-            endpoint=endpoint,
-            k=k,
-            unknown=unknown + unknown_excl,
-            version=POPULARITY_PREFIX + model.version,
-            reason="no known user or usable history",
-        )
-
     def _interleaved_answer(
         self,
         champion: tuple[LoadedModel, np.ndarray, np.ndarray],
@@ -476,6 +605,7 @@ class Recommender:
         endpoint: str,
         k: int,
         unknown: int,
+        user: str | None = None,
     ) -> Recommendation:
         """Team-draft of the two rankings; each item keeps its team's score, metadata and version."""
         sides = []
@@ -510,7 +640,18 @@ class Recommender:
         )
         if self.impressions is not None and ids:
             self.impressions.record(
-                (rec_id, rec.variant, rec.model_version, endpoint, k, served_at(), ids, sc, sources)
+                (
+                    rec_id,
+                    rec.variant,
+                    rec.model_version,
+                    endpoint,
+                    k,
+                    served_at(),
+                    ids,
+                    sc,
+                    None if user is None else user_hash(user),
+                    sources,
+                )
             )
         return rec
 
@@ -524,7 +665,18 @@ class Recommender:
         cat = model.catalog
         idx = cat.index_of(item_id)
         if idx is None:
-            raise ItemNotFoundError(f"item {item_id!r} is not in the catalogue of version {model.version}")
+            new = self._new_items_of(model)
+            pos = new.position(item_id) if new is not None else None
+            if new is None or pos is None:
+                raise ItemNotFoundError(
+                    f"item {item_id!r} is not in the catalogue of version {model.version}"
+                )
+            # a new item the model cannot place: the catalogue items closest to it by content
+            mask, unknown = self._mask(model, filters)
+            indices, scores = new.similar_graph_items(pos, mask, k)
+            return self._answer(
+                model, variant, scores, indices, endpoint="similar", k=k, unknown=unknown, user=user_key
+            )
         mask, unknown = self._mask(model, filters, [idx])
         if cat.similar_indices is not None and cat.similar_scores is not None:
             nbrs = cat.similar_indices[idx].astype(np.int64)
@@ -533,9 +685,19 @@ class Recommender:
             nbrs, vals = nbrs[keep], vals[keep]
             order = np.lexsort((nbrs, -vals))[:k]
             scores, indices = vals[order].astype(np.float32), nbrs[order]
+            new = self._new_items_of(model) if indices.size < k else None
+            if new is not None:  # too few neighbours (a rarely bought item): fill up by content
+                taken = mask.copy()
+                taken[indices] = True
+                more, more_scores = new.similar_graph_items(idx, taken, k - indices.size, graph_item=True)
+                # scaled below every co-occurrence neighbour (cosines are at most 1), order kept
+                scores = np.concatenate([scores, (more_scores * scores.min(initial=1.0)).astype(np.float32)])
+                indices = np.concatenate([indices, more])
         else:
             scores, indices = model.score(-1, np.array([idx], np.int64), np.array([1.0], np.float32), mask, k)
-        return self._answer(model, variant, scores, indices, endpoint="similar", k=k, unknown=unknown)
+        return self._answer(
+            model, variant, scores, indices, endpoint="similar", k=k, unknown=unknown, user=user_key
+        )
 
     def search(
         self,
@@ -560,6 +722,8 @@ class Recommender:
                 endpoint="search",
             )
         self.refresh()
+        if user_id is not None and self._pseudonymise is not None:
+            user_id = self._pseudonymise(user_id)
         user_key = user_id or session_id or uuid.uuid4().hex
         model, variant = self._route(user_key)
         cat = model.catalog
@@ -591,6 +755,7 @@ class Recommender:
                 endpoint="search",
                 k=k,
                 unknown=unknown,
+                user=user_id or session_id,
             )
         personal = np.zeros(cat.n_items, np.float32)
         version = None
@@ -614,6 +779,7 @@ class Recommender:
             k=k,
             unknown=unknown,
             version=version,
+            user=user_id or session_id,
         )
 
     def health(self) -> dict[str, Any]:
@@ -646,6 +812,7 @@ class Recommender:
             if state.checked_at == -float("inf")
             else round(self._clock() - state.checked_at, 1),
             "impressions_pending": self.impressions.pending() if self.impressions else 0,
+            **({"stock": self.stock.health()} if self.stock is not None else {}),
         }
 
 

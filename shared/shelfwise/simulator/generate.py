@@ -163,7 +163,14 @@ def _worker_context() -> Any:
 def _write_catalogue(model: ShopModel, out: Path) -> None:
     import pyarrow.parquet as pq
 
+    from shelfwise.simulator.catalogue_feed import catalogue_csv
+
     pq.write_table(model.catalogue.to_table(), out / CATALOGUE_FILE)
+    # The same catalogue as the shop would export it (docs/catalogue.md), for raw/catalogue/.
+    start = model.params.start
+    at = datetime(start.year, start.month, start.day, tzinfo=UTC)
+    (out / "catalogue").mkdir(exist_ok=True)
+    (out / "catalogue" / "catalogue.csv").write_bytes(catalogue_csv(model.catalogue, at))
 
 
 def simulate_to_files(

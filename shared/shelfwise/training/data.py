@@ -51,6 +51,8 @@ class Interactions:
     weight: np.ndarray  # [E] float32
     ts: np.ndarray  # [E] int64, ms since epoch
     item_info: dict[str, np.ndarray]  # category (U), title (U), price (f4) per item
+    # [E] bool: the event is a purchase (what "already bought" means); None when unknown
+    purchase: np.ndarray | None = None
 
     @property
     def n_users(self) -> int:
@@ -105,7 +107,28 @@ class Interactions:
             weight=self.weight[mask],
             ts=self.ts[mask],
             item_info={k: v[items] for k, v in self.item_info.items()},
+            purchase=None if self.purchase is None else self.purchase[mask],
         )
+
+    def purchases_by_user(self) -> tuple[np.ndarray, np.ndarray]:
+        """CSR (indptr [U+1], item indices) of what each user bought, most recent first, each item once.
+
+        Serving's "already bought" filter reads it (``users.npz``); views, clicks and carts are not
+        purchases. Empty rows when the source had no event types.
+        """
+        if self.purchase is None or not self.purchase.any():
+            return np.zeros(self.n_users + 1, np.int64), np.zeros(0, np.int64)
+        users, items, ts = self.user[self.purchase], self.item[self.purchase], self.ts[self.purchase]
+        order = np.lexsort((-ts, users))  # by user, newest first
+        users, items = users[order], items[order]
+        pair = users.astype(np.int64) * self.n_items + items
+        _, first = np.unique(pair, return_index=True)  # the newest purchase of each (user, item)
+        keep = np.zeros(len(pair), dtype=bool)
+        keep[first] = True
+        users, items = users[keep], items[keep]
+        indptr = np.zeros(self.n_users + 1, np.int64)
+        np.add.at(indptr, users.astype(np.int64) + 1, 1)
+        return np.cumsum(indptr), items.astype(np.int64)
 
     def time_quantile(self, q: float) -> int:
         """The time (ms) by which a fraction ``q`` of the events had happened."""
@@ -144,6 +167,7 @@ def interactions_from_table(table: pa.Table) -> Interactions:
     item_ids, item = _encode(pc.cast(t["item_id"], pa.string()))
     _, session = _encode(pc.binary_join_element_wise(user_col, pc.cast(session_col, pa.string()), "\x1f"))
     info = _item_info(t, item, len(item_ids), order)
+    purchase = pc.equal(pc.cast(t["event_type"], pa.string()), "purchase").to_numpy(zero_copy_only=False)
     return Interactions(
         user_ids=user_ids,
         item_ids=item_ids,
@@ -153,6 +177,7 @@ def interactions_from_table(table: pa.Table) -> Interactions:
         weight=pc.cast(t["weight"], pa.float32()).to_numpy(zero_copy_only=False)[order],
         ts=ts[order],
         item_info=info,
+        purchase=np.asarray(purchase, dtype=bool)[order],
     )
 
 

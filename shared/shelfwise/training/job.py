@@ -412,8 +412,13 @@ def run_training(
     version: str | None = None,
     progress: Progress | None = None,
     now: datetime | None = None,
+    catalogue: pa.Table | None = None,
 ) -> TrainResult:
-    """The whole job on an in-memory curated table; returns the bundle and the registration."""
+    """The whole job on an in-memory curated table; returns the bundle and the registration.
+
+    ``catalogue`` (a catalogue snapshot, :func:`load_catalogue`) gives the bundle's titles,
+    categories, prices and stock; events' own fields only where it lacks an item.
+    """
     progress = progress or Progress()
     started = now or datetime.now(UTC)
     # Bot-like actors (shelfwise.bots: rate, regularity, repetition) are not shoppers to learn from.
@@ -497,21 +502,23 @@ def run_training(
     from shelfwise.report_html import render_report
 
     (out / "report.html").write_text(render_report(manifest))
-    hist = data.history_matrix()
+    bought = data.purchases_by_user()
+    meta = item_metadata(data.item_ids, data.item_info, catalogue)
+    manifest["catalogue"] = meta.pop("_source")
+    from shelfwise.training.content import CONTENT_FILE, content_arrays
+
+    content = content_arrays(data.item_ids, meta["title"], meta["category"], catalogue)
+    if content is not None:  # new items, scored by content at serve time (checksummed like the rest)
+        bundle_io.savez_aligned(out / CONTENT_FILE, content)
+        manifest["catalogue"]["new_items"] = len(content["new_item_id"])
     written = bundle_io.write_bundle(
         out,
         model=graph,
-        items={
-            "item_id": data.item_ids,
-            "category": data.item_info["category"],
-            "title": data.item_info["title"],
-            "price": data.item_info["price"],
-            "popularity": recent,
-        },
+        items={"item_id": data.item_ids, **meta, "popularity": recent},
         manifest=manifest,
         users=data.user_ids,
         similar=similar_model.similar(config.similar_items),
-        purchased=(hist.indptr, hist.indices),
+        purchased=bought,
     )
     if registry is None:  # else Registry.register verifies the same way before uploading
         bundle_io.verify_bundle(out)
@@ -529,6 +536,60 @@ def run_training(
             },
         )
     return TrainResult(version, out, written, registration)
+
+
+def item_metadata(
+    item_ids: np.ndarray, from_events: dict[str, np.ndarray], catalogue: pa.Table | None
+) -> dict[str, Any]:
+    """Title, category, price and stock per item: the catalogue's where it lists the item, else the
+    events' (stock then unknown: in stock). ``_source`` says how many came from each."""
+    n = len(item_ids)
+    out: dict[str, Any] = {
+        "category": np.asarray(from_events["category"], dtype=object).copy(),
+        "title": np.asarray(from_events["title"], dtype=object).copy(),
+        "price": np.asarray(from_events["price"], dtype=np.float32).copy(),
+        "in_stock": np.ones(n, dtype=bool),
+    }
+    listed = 0
+    if catalogue is not None and catalogue.num_rows:
+        cat_ids = np.asarray(catalogue["item_id"].to_pylist(), dtype=str)
+        order = np.argsort(cat_ids)
+        sorted_ids = cat_ids[order]
+        pos = np.minimum(np.searchsorted(sorted_ids, item_ids.astype(str)), len(sorted_ids) - 1)
+        hit = sorted_ids[pos] == item_ids.astype(str)
+        rows = order[pos[hit]]
+        listed = int(hit.sum())
+
+        def column(name: str) -> list[Any]:
+            return (
+                catalogue[name].to_pylist() if name in catalogue.column_names else [None] * catalogue.num_rows
+            )
+
+        titles, cats, prices = column("title"), column("category"), column("price")
+        stock, active = column("in_stock"), column("active")
+        where = np.flatnonzero(hit)
+        for i, r in zip(where.tolist(), rows.tolist(), strict=True):
+            out["title"][i] = titles[r] or out["title"][i]
+            out["category"][i] = cats[r] or out["category"][i]
+            if prices[r] is not None:
+                out["price"][i] = prices[r]
+            out["in_stock"][i] = bool(stock[r] if stock[r] is not None else True) and active[r] is not False
+    out["category"] = out["category"].astype(str)
+    out["title"] = out["title"].astype(str)
+    out["_source"] = {"items": n, "from_catalogue": listed, "from_events": n - listed}
+    return out
+
+
+def load_catalogue(s3: Any, bucket: str) -> pa.Table | None:
+    """The latest catalogue snapshot in the curated bucket (None before any catalogue was ingested)."""
+    from shelfwise.ingest.catalogue import LATEST_KEY
+
+    try:
+        pointer = json.loads(s3.get_object(Bucket=bucket, Key=LATEST_KEY)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        return None
+    body = s3.get_object(Bucket=bucket, Key=pointer["key"])["Body"].read()
+    return pq.read_table(io.BytesIO(body))
 
 
 def load_curated(s3: Any, bucket: str, prefix: str = "curated/events/", since: str | None = None) -> pa.Table:

@@ -1,15 +1,15 @@
 """The scheduled training run (the ``train_model`` function's one domain call).
 
 Decide whether there is enough new data (:mod:`shelfwise.training.trigger`), then either submit
-the AWS Batch job, or train here, report progress as EventBridge events and EMF metrics, and offer
-the registered version for a canary.
+the AWS Batch job, or train here and report progress as EventBridge events and EMF metrics
+(:mod:`shelfwise.training.progress`, the same the Batch job sends). Neither runner starts the
+canary: the registry's ``ModelRegistered`` event does, through the rule to promote_model
+(:func:`shelfwise.rollout.offer_registered`), whoever registered the version.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +21,6 @@ from shelfwise.training.trigger import decide, training_available
 if TYPE_CHECKING:
     from shelfwise.registry import Registry
 
-# Stages announced on EventBridge (every stage's duration also goes out as a metric).
-ANNOUNCED_STAGES = frozenset({"load", "test", "fit", "bundle", "register"})
-
 
 class TrainingSchedule(BaseModel):
     """Where the scheduled run reads, where it submits, and its thresholds."""
@@ -31,7 +28,8 @@ class TrainingSchedule(BaseModel):
     curated_bucket: str
     model_name: str
     training_job_queue: str
-    training_job_definition: str
+    # empty while the stack has no TrainingImageUri (no job definition yet)
+    training_job_definition: str = ""
     min_new_events: int = 50_000
     in_process_max_bytes: int = 200_000_000
     search_level: str = "small"
@@ -43,25 +41,6 @@ def last_trained_at(registry: Registry) -> datetime | None:
     if not versions or not versions[-1].get("registered_at"):
         return None
     return datetime.fromisoformat(versions[-1]["registered_at"])
-
-
-def progress_sink(events: Any, model_name: str) -> Callable[[dict[str, Any]], None]:
-    """A training progress sink: stage events to EventBridge (``shelfwise.training``), durations as metrics."""
-
-    def sink(event: dict[str, Any]) -> None:
-        if event["stage"] in ANNOUNCED_STAGES:
-            events.put_events(
-                Entries=[
-                    {
-                        "Source": "shelfwise.training",
-                        "DetailType": "TrainingProgress",
-                        "Detail": json.dumps({"model_name": model_name, **event}, default=str),
-                    }
-                ]
-            )
-        metrics.add_metric(name="TrainingStageSeconds", unit="Seconds", value=float(event["elapsed_s"]))
-
-    return sink
 
 
 def scheduled_training(
@@ -87,7 +66,14 @@ def scheduled_training(
     )
     logger.info("training decision", extra=decision.to_json())
     result: dict[str, Any] = {"decision": decision.to_json()}
-    if decision.action == "submit_batch":
+    if decision.action == "submit_batch" and not schedule.training_job_definition:
+        result["error"] = (
+            "training must run on AWS Batch but the stack has no training image: run `make train-image` "
+            "and deploy with TrainingImageUri set (docs/training.md)"
+        )
+        logger.error("no training job definition", extra={"reason": decision.reason})
+        metrics.add_metric(name="TrainingNotConfigured", unit="Count", value=1)
+    elif decision.action == "submit_batch":
         job = batch.submit_job(
             jobName=f"shelfwise-train-{schedule.model_name}-{datetime.now(UTC):%Y%m%dT%H%M%S}",
             jobQueue=schedule.training_job_queue,
@@ -96,26 +82,35 @@ def scheduled_training(
         result["batch_job_id"] = job["jobId"]
     elif decision.action == "train_here":
         # Imported here: only a package that can train carries these libraries.
-        from shelfwise.rollout import Rollout
-        from shelfwise.training.job import Progress, TrainConfig, load_curated, run_training, summary
+        from shelfwise.training.job import (
+            Progress,
+            TrainConfig,
+            load_catalogue,
+            load_curated,
+            run_training,
+            summary,
+        )
+        from shelfwise.training.progress import emf_metric_sink, event_sink, finish_fields
 
         table = load_curated(s3, schedule.curated_bucket)
-        progress = Progress(stream=None, sinks=[progress_sink(events, schedule.model_name)])
-        out = tempfile.mkdtemp(prefix="bundle-", dir=work_dir)
-        run = run_training(
-            table,
-            out,
-            TrainConfig(model_name=schedule.model_name, search=schedule.search_level),
-            registry=registry,
-            progress=progress,
+        progress = Progress(
+            stream=None, sinks=[event_sink(events, schedule.model_name, "lambda"), emf_metric_sink(metrics)]
         )
-        result["training"] = summary(run)
-        if run.registration is not None:
-            offer = Rollout(registry).offer(
-                run.registration.version, gate_passed=run.registration.offered_for_canary, now=now
+        out = tempfile.mkdtemp(prefix="bundle-", dir=work_dir)
+        try:
+            run = run_training(
+                table,
+                out,
+                TrainConfig(model_name=schedule.model_name, search=schedule.search_level),
+                registry=registry,
+                progress=progress,
+                catalogue=load_catalogue(s3, schedule.curated_bucket),
             )
-            result["canary"] = offer.to_json()
-        metrics.add_metric(name="TrainingRuns", unit="Count", value=1)
+        except Exception as exc:
+            progress("failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
+            raise
+        progress("done", finish_fields(run))
+        result["training"] = summary(run)
     return result
 
 

@@ -19,7 +19,8 @@ def _names() -> list[str]:
 def main(argv: list[str]) -> int:
     names = _names()
     if not argv or argv[0] in {"-h", "--help"}:
-        print(f"usage: shelfwise bench {{{','.join(names)}}} [ARGS]", file=sys.stderr)
+        usage = f"usage: shelfwise bench {{{','.join(names)}}} [ARGS]\n\nRun `shelfwise bench NAME --help` for a benchmark's options."
+        print(usage, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     if argv[0] not in names:
         print(f"shelfwise bench: unknown benchmark {argv[0]!r}; known: {', '.join(names)}", file=sys.stderr)

@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shelfwise.cli.common import plain
 from shelfwise.monitoring.comparison import (
     RatioBound,
     compare_preference,
@@ -462,14 +463,14 @@ def promotion(
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="shelfwise bench detection", description=__doc__)
+    p = argparse.ArgumentParser(prog="shelfwise bench detection", description=plain(__doc__))
     p.add_argument("--lists-per-window", type=int, default=1000, help="served lists (requests) per 5 minutes")
     p.add_argument("--ctr", type=float, default=0.15, help="champion list CTR")
     p.add_argument("--hours", type=float, default=48.0, help="length of the stable run")
     p.add_argument(
         "--taste-drop", type=float, default=0.2, help="relative CTR the champion loses to taste drift"
     )
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="random seed")
     p.add_argument(
         "--power-lists",
         type=lambda v: [int(x) for x in v.split(",")],

@@ -21,6 +21,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from shelfwise.cli.common import plain
 from shelfwise_local.bench._common import emit, peak_rss_mb
 from shelfwise_local.runtime.emulator import Emulator, free_port
 
@@ -136,9 +137,9 @@ def _localstack(calls: int, endpoint: str | None) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="shelfwise bench emulators", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="shelfwise bench emulators", description=plain(__doc__.splitlines()[0]))
     p.add_argument("--calls", type=int, default=200, help="timed calls per operation (default 200)")
-    p.add_argument("--skip-localstack", action="store_true")
+    p.add_argument("--skip-localstack", action="store_true", help="measure moto only")
     p.add_argument("--localstack-endpoint", help="measure a running LocalStack instead of starting one")
     args = p.parse_args(argv)
 

@@ -10,8 +10,8 @@ measures, per list of ``k`` items:
 2. The same requests through ``Recommender.recommend`` (a synthetic factor bundle, one ONNX
    thread), alternating blocks of 250 with the sink and without it: the latency the impression
    path adds to a request, p50 and p99 (``--ab-requests 0`` skips it).
-3. The ingest of N served-list lines against the same impressions as one JSON row each (what
-   serving used to ship), through ``ingest_file``: seconds and rows per second.
+3. The ingest of N served-list lines against the same impressions as one JSON row each (the
+   row-per-impression alternative), through ``ingest_file``: seconds and rows per second.
 
 Prints figures to stderr and one JSON line last.
 """
@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shelfwise.cli.common import plain
 from shelfwise.served_lists import MARKER_KEY, SERVED_LIST, Served, impression_rows, served_list_line
 from shelfwise.serving.impressions import ImpressionSink
 
@@ -207,7 +208,7 @@ def _recommend_ab(requests: int, items: int, dim: int, k: int, work: Path) -> di
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="shelfwise bench impressions", description=__doc__)
+    p = argparse.ArgumentParser(prog="shelfwise bench impressions", description=plain(__doc__))
     p.add_argument("--lists", type=int, default=20_000, help="served lists to record")
     p.add_argument("--k", type=int, default=20, help="items per served list")
     p.add_argument(

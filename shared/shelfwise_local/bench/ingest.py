@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from shelfwise.cli.common import plain
 from shelfwise_local.bench._common import emit, peak_rss_mb
 
 TYPES = np.array(
@@ -101,8 +102,8 @@ def baseline(path: Path, out: Path) -> float:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="shelfwise bench ingest", description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=1_000_000)
+    p = argparse.ArgumentParser(prog="shelfwise bench ingest", description=plain(__doc__.splitlines()[0]))
+    p.add_argument("--rows", type=int, default=1_000_000, help="rows of the generated CSV (default 1M)")
     p.add_argument("--no-session-ids", action="store_true", help="logged-in users' rows lack session_id")
     p.add_argument("--days", type=int, default=1, help="days the events span (1: a daily export)")
     p.add_argument(

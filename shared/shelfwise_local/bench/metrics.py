@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shelfwise.cli.common import plain
 from shelfwise.monitoring.config import MonitoringConfig
 from shelfwise.monitoring.data import LocalEventSource
 from shelfwise.monitoring.job import Deployment, MemoryStateStore, MonitoringJob
@@ -139,9 +140,11 @@ class _Manifests:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="shelfwise bench metrics", description=__doc__)
-    p.add_argument("--impressions", type=int, default=1_000_000)
-    p.add_argument("--seed", type=int, default=0)
+    p = argparse.ArgumentParser(prog="shelfwise bench metrics", description=plain(__doc__))
+    p.add_argument(
+        "--impressions", type=int, default=1_000_000, help="impressions in the window (default 1M)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--no-baseline", action="store_true", help="skip the pure-Python baseline")
     args = p.parse_args(argv)
     if args.impressions < K:

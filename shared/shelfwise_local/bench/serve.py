@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from shelfwise.cli.common import plain
 from shelfwise_local.bench._common import emit, peak_rss_mb
 
 REPO = Path(__file__).resolve().parents[3]
@@ -170,10 +171,25 @@ def build_synthetic_bundle(
     return directory
 
 
+# The IAM principal API Gateway reports for a SigV4-signed call (the template's default ApiAuth).
+SHOP_CLIENT = "arn:aws:iam::123456789012:role/shop-backend"
+
+
+def iam_authorizer(user_arn: str) -> dict[str, Any]:
+    """``requestContext.authorizer`` of a call API Gateway's IAM authorization accepted."""
+    return {"iam": {"accountId": "123456789012", "userArn": user_arn, "userId": "AROAEXAMPLE:shop"}}
+
+
 def apigw_event(
-    method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None
+    method: str,
+    path: str,
+    *,
+    query: dict[str, str] | None = None,
+    body: Any = None,
+    caller: str | None = SHOP_CLIENT,
 ) -> dict[str, Any]:
-    """A payload format 2.0 event as API Gateway HTTP APIs send it."""
+    """A payload format 2.0 event as API Gateway HTTP APIs send it (``caller``: the IAM principal
+    its authorizer accepted; None for an anonymous call)."""
     raw_query = "&".join(f"{k}={v}" for k, v in (query or {}).items())
     event: dict[str, Any] = {
         "version": "2.0",
@@ -194,6 +210,8 @@ def apigw_event(
         },
         "isBase64Encoded": False,
     }
+    if caller is not None:
+        event["requestContext"]["authorizer"] = iam_authorizer(caller)
     if query:
         event["queryStringParameters"] = query
     if body is not None:
@@ -534,13 +552,15 @@ def _start_moto() -> tuple[subprocess.Popen[bytes], str]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="shelfwise bench serve", description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=100_000)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--requests", type=int, default=10_000)
+    parser = argparse.ArgumentParser(prog="shelfwise bench serve", description=plain(__doc__.splitlines()[0]))
+    parser.add_argument("--items", type=int, default=100_000, help="catalogue size (default 100k)")
+    parser.add_argument("--dim", type=int, default=64, help="factor dimension (default 64)")
+    parser.add_argument("--users", type=int, default=10_000, help="known users (default 10k)")
+    parser.add_argument("--requests", type=int, default=10_000, help="requests per phase (default 10k)")
     parser.add_argument("--http-requests", type=int, default=None, help="default: requests / 5")
-    parser.add_argument("--cold-runs", type=int, default=3)
+    parser.add_argument(
+        "--cold-runs", type=int, default=3, help="cold starts measured, best kept (default 3)"
+    )
     parser.add_argument("--float16", action="store_true", help="store the item matrix in half precision")
     parser.add_argument(
         "--exact-graph", action="store_true", help="export the exact graph (no int8 candidate stage)"
@@ -676,7 +696,7 @@ def main(argv: list[str]) -> int:
         "kernel_matrix_gb_per_s": round(
             args.items * args.dim * 4 / 1e9 / (statistics.median(kernel) / 1000), 1
         ),
-        # the bundle's model.onnx alone, one thread, alternating with the kernel (issue 5's figure)
+        # the bundle's model.onnx alone, one thread, alternating with the kernel (the serving target's figure)
         "served_graph": graph_record["graph"],
         "served_graph_check": graph_record["candidate_check"],
         "served_graph_p50_ms": _pct(served, 50),
@@ -731,6 +751,9 @@ def _http(app: Any, events: list[dict[str, Any]]) -> list[float]:
     from shelfwise_local.runtime.httpapi import LocalHttpApi, Route
 
     def invoke(function: str, event: dict[str, Any]) -> Invocation:
+        # What API Gateway delivers once its IAM authorizer accepted the call (the local HTTP API
+        # has no authorizer of its own).
+        event["requestContext"]["authorizer"] = iam_authorizer(SHOP_CLIENT)
         started = time.monotonic()
         payload = app.lambda_handler(event, _Ctx())
         return Invocation(

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pyarrow.csv as pacsv
 
+from shelfwise.cli.common import plain
 from shelfwise.simulator.export import Exporter
 from shelfwise.simulator.generate import SimulationResult, simulate_to_files
 from shelfwise.simulator.params import ShopParams
@@ -61,8 +62,8 @@ def _worker_figures(result: SimulationResult) -> tuple[float, float]:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="shelfwise bench simulate", description=__doc__.split("\n")[0])
-    ap.add_argument("--events", type=int, default=10_000_000)
+    ap = argparse.ArgumentParser(prog="shelfwise bench simulate", description=plain(__doc__.split("\n")[0]))
+    ap.add_argument("--events", type=int, default=10_000_000, help="events to simulate (default 10M)")
     ap.add_argument("--users", type=int, default=200_000)
     ap.add_argument("--items", type=int, default=50_000)
     ap.add_argument("--format", default="native", choices=["native", "jsonl", "taobao", "retailrocket"])

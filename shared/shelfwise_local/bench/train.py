@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from shelfwise.cli.common import plain
 from shelfwise_local.bench._common import emit, peak_rss_mb
 
 EVENT_TYPES = np.array(["view", "click", "add_to_cart", "purchase"])
@@ -84,7 +85,7 @@ def _bare_als(table: pa.Table, params: dict[str, Any], threads: int) -> float:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="shelfwise bench train", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="shelfwise bench train", description=plain(__doc__.split("\n")[0]))
     ap.add_argument("--events", type=int, default=1_000_000, help="synthetic events (default 1M)")
     ap.add_argument("--path", default=None, help="use this event log instead of synthetic data")
     ap.add_argument("--format", default="auto", help="format of --path")

@@ -98,13 +98,22 @@ def percentile(values: list[float], p: float) -> float:
 # --------------------------------------------------------------------------- metric math
 
 _BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_CMP = {
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+}
 
 
 def eval_expression(expression: str, values: dict[str, float | None]) -> float | None:
     """Arithmetic metric math over ids (``m1 / m2 * 100``); ``None`` when an operand is missing.
 
-    Only + - * / unary minus, numbers and ids: what threshold alarms on ratios need. Anything
-    else (functions such as FILL or METRICS) is rejected rather than guessed.
+    + - * / unary minus, numbers, ids, comparisons (1 or 0, as CloudWatch gives them) and
+    ``IF(condition, a, b)``: what threshold alarms on guarded ratios need. Anything else
+    (functions such as FILL or METRICS) is rejected rather than guessed.
     """
     tree = ast.parse(expression, mode="eval")
 
@@ -127,6 +136,22 @@ def eval_expression(expression: str, values: dict[str, float | None]) -> float |
             if isinstance(node.op, ast.Div) and b == 0:
                 return None
             return _BIN[type(node.op)](a, b)
+        if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _CMP:
+            a, b = ev(node.left), ev(node.comparators[0])
+            if a is None or b is None:
+                return None
+            return float(_CMP[type(node.ops[0])](a, b))
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "IF"
+            and len(node.args) == 3
+            and not node.keywords
+        ):
+            cond = ev(node.args[0])
+            if cond is None:
+                return None
+            return ev(node.args[1]) if cond != 0 else ev(node.args[2])
         raise AlarmConfigError(f"metric math: unsupported expression {expression!r}")
 
     return ev(tree)

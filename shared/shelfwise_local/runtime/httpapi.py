@@ -22,6 +22,25 @@ from urllib.parse import parse_qsl, urlsplit
 
 from shelfwise_local.runtime.functions import Invocation
 
+# The local runtime serves the API on loopback without API Gateway's IAM and JWT authorizers, so
+# it runs the template with its API explicitly open: the functions then let anonymous calls in
+# (Access("NONE")) and /v1/health shows its status only. Pass ApiAuth=AWS_IAM to see the deployed
+# default instead: every /v1 route but openapi.json answers 401 to the unsigned local calls.
+LOCAL_API_PARAMETERS = {"ApiAuth": "NONE"}
+
+
+def with_local_api_parameters(template_path: Any, given: dict[str, Any] | None) -> dict[str, Any]:
+    """``given`` plus LOCAL_API_PARAMETERS for a template that declares them and ``given`` does not set."""
+    from shelfwise_local.runtime.template import load_template
+
+    declared = load_template(template_path).get("Parameters") or {}
+    out = dict(given or {})
+    for key, value in LOCAL_API_PARAMETERS.items():
+        if key in declared:
+            out.setdefault(key, value)
+    return out
+
+
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-www-form-urlencoded", "+json")
 
 
@@ -117,6 +136,13 @@ class LocalHttpApi:
             query.setdefault(k, []).append(v)
         ctype = headers.get("content-type", "")
         is_text = not body or any(t in ctype for t in _TEXT_TYPES)
+        if is_text and body and headers.get("content-encoding"):
+            is_text = False  # a compressed body is bytes, whatever its content type says
+        if is_text and body:
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError:
+                is_text = False  # API Gateway passes bytes it cannot read as text base64-encoded
         now = self.now()
         event: dict[str, Any] = {
             "version": "2.0",
@@ -222,6 +248,13 @@ class LocalHttpApi:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = _serve
+
+            def __getattr__(self, name: str) -> Any:
+                # Any other method token (QUERY, PROPFIND...) reaches an ANY route like the rest,
+                # instead of http.server's 501 page.
+                if name.startswith("do_") and name[3:].isalpha():
+                    return self._serve
+                raise AttributeError(name)
 
         return Handler

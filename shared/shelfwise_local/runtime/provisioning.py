@@ -473,6 +473,12 @@ class Provisioning(RuntimeBase):
 
     def _create_aws_dynamodb_table(self, lid: str, props: dict[str, Any]) -> Resource:
         name = props.get("TableName") or physical_id(self.stack_name, lid)
+        if self.emulator is not None and self.emulator.kind == "localstack":
+            # LocalStack's DynamoDB needs DynamoDB Local, which its host mode cannot fetch: the
+            # table is known by name only, and code that uses it sees the service unavailable.
+            self._warn(f"{lid}: DynamoDB is not available on LocalStack in host mode; known by name only")
+            arn = f"arn:aws:dynamodb:{self.region}:{self.account_id}:table/{name}"
+            return Resource(lid, "AWS::DynamoDB::Table", name, {"Arn": arn, "StreamArn": ""}, emulated=False)
         keys = (
             "AttributeDefinitions",
             "KeySchema",

@@ -33,6 +33,7 @@ from shelfwise_local.runtime.base import (
     RuleSchedule,
     RuntimeBase,
 )
+from shelfwise_local.runtime.batch import BatchJobs, LocalBatch
 from shelfwise_local.runtime.clock import Clock
 from shelfwise_local.runtime.delivery import Delivery
 from shelfwise_local.runtime.emulator import Emulator
@@ -46,12 +47,13 @@ from shelfwise_local.runtime.template import TemplateError
 __all__ = ["LocalRuntime", "Resource", "running", "unquote_key"]
 
 
-class LocalRuntime(Provisioning, Delivery, MetricsAndAlarms, LogSubscriptions, RuntimeBase):
+class LocalRuntime(Provisioning, Delivery, MetricsAndAlarms, LogSubscriptions, BatchJobs, RuntimeBase):
     """The template's stack, running locally. Use as a context manager (``start``/``close``).
 
     Composed of parts named by what they do (see ``base``): ``Provisioning`` creates the template's
     resources, ``Delivery`` moves events to functions, ``MetricsAndAlarms`` publishes EMF metrics and
-    evaluates alarms, ``LogSubscriptions`` sends log lines to Firehose.
+    evaluates alarms, ``LogSubscriptions`` sends log lines to Firehose, ``BatchJobs`` runs Batch jobs
+    as local processes.
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class LocalRuntime(Provisioning, Delivery, MetricsAndAlarms, LogSubscriptions, R
         settle: float | None = None,
         api_port: int = 0,
         defer_metrics: bool = False,
+        batch_bin_dirs: list[str] | None = None,
     ) -> None:
         self.template_path = Path(template_path).resolve()
         self.backend = backend
@@ -117,6 +120,9 @@ class LocalRuntime(Provisioning, Delivery, MetricsAndAlarms, LogSubscriptions, R
         self._datapoint_cache: dict[tuple[Any, ...], tuple[float, float, int, list[float | None]]] = {}
         self._metric_index = 0  # how far the emulator's metric store has been scanned
         self._metric_versions: dict[tuple[str, str], int] = {}  # (namespace, name) -> puts seen
+        # Batch jobs run with executables from these directories first (default: this Python's).
+        self.batch_bin_dirs = batch_bin_dirs
+        self.batch: LocalBatch | None = None
 
     # --- lifecycle
     def __enter__(self) -> LocalRuntime:
@@ -131,6 +137,7 @@ class LocalRuntime(Provisioning, Delivery, MetricsAndAlarms, LogSubscriptions, R
             self._start_emulator()
             self._set_process_env()
             self.account_id = self.client("sts").get_caller_identity()["Account"]
+            self._start_batch()
             self._create_stack()
             for api in self.apis.values():
                 api.start()
@@ -152,6 +159,8 @@ class LocalRuntime(Provisioning, Delivery, MetricsAndAlarms, LogSubscriptions, R
         with contextlib.suppress(Exception):
             self.flush_subscriptions()
         self.host.unload()
+        with contextlib.suppress(Exception):
+            self._stop_batch()
         if self.emulator is not None:
             self.emulator.stop()
         for k, v in self._saved_env.items():
@@ -202,6 +211,8 @@ class LocalRuntime(Provisioning, Delivery, MetricsAndAlarms, LogSubscriptions, R
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "false",
             "POWERTOOLS_DEV": "false",
+            # batch:* calls go to the runtime's own Batch (boto3 honours the per-service endpoint)
+            **({"AWS_ENDPOINT_URL_BATCH": self.batch.url} if self.batch is not None else {}),
         }
 
     # --- convenience API
