@@ -14,7 +14,7 @@ import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from shelfwise.events import SCHEMA_VERSION, derive_event_id
 
@@ -58,8 +58,8 @@ def impression_rows(served: Served) -> list[dict[str, Any]]:
     a served-list line (``served_list_rows``) must give exactly these rows.
     """
     rec_id, variant, version, endpoint, k, ts, items, scores, *rest = served
-    user = rest[0] if rest else None
-    sources = rest[1] if len(rest) > 1 else None
+    user = cast("str | None", rest[0]) if rest else None
+    sources = cast("Sequence[str]", rest[1]) if len(rest) > 1 else None
     stamp = _stamp(ts)
     props: dict[str, Any] = {"endpoint": endpoint, "k": k, "schema_version": SCHEMA_VERSION}
     if user is not None:
@@ -127,8 +127,8 @@ def served_list_line(served: Served) -> str:
     would not match it and the whole list would be lost.
     """
     rec_id, variant, version, endpoint, k, ts, items, scores, *rest = served
-    user = rest[0] if rest else None
-    sources = rest[1] if len(rest) > 1 else None
+    user = cast("str | None", rest[0]) if rest else None
+    sources = cast("Sequence[str]", rest[1]) if len(rest) > 1 else None
     n = len(items)
     if (
         sources is None
