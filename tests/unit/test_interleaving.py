@@ -58,6 +58,7 @@ def test_an_interleaved_line_carries_each_items_source_to_the_rows() -> None:
         1_800_000_000.0,
         ["x", "y", "z"],
         [0.9, 0.5, 0.4],
+        None,
         ["v1", "v2", "v1"],
     )
     doc = json.loads(served_list_line(served))
