@@ -426,21 +426,26 @@ class Recommender:
             degraded=variant == "fallback",
             reason=reason,
         )
-        if self.impressions is not None and ids:
-            self.impressions.record(
-                (
-                    rec.recommendation_id,
-                    variant,
-                    rec.model_version,
-                    endpoint,
-                    k,
-                    served_at(),
-                    ids,
-                    sc,
-                    None if user is None else user_hash(user),
-                )
-            )
+        self._log_served(rec, endpoint, k, user)
         return rec
+
+    def _log_served(self, rec: Recommendation, endpoint: str, k: int, user: str | None) -> None:
+        """The served-list record of ``rec`` (with the hash of ``user``, the routing key; and each
+        item's contributing version when interleaved)."""
+        if self.impressions is None or not rec.item_ids:
+            return
+        served = (
+            rec.recommendation_id,
+            rec.variant,
+            rec.model_version,
+            endpoint,
+            k,
+            served_at(),
+            rec.item_ids,
+            rec.scores,
+            None if user is None else user_hash(user),
+        )
+        self.impressions.record(served if rec.sources is None else (*served, rec.sources))
 
     def _answer_prices(self, model: LoadedModel, idx: np.ndarray) -> np.ndarray:
         overlay = self.stock.overlay(model.version, model.catalog.item_ids) if self.stock else None
@@ -638,21 +643,7 @@ class Recommender:
             unknown_items=unknown,
             sources=sources,
         )
-        if self.impressions is not None and ids:
-            self.impressions.record(
-                (
-                    rec_id,
-                    rec.variant,
-                    rec.model_version,
-                    endpoint,
-                    k,
-                    served_at(),
-                    ids,
-                    sc,
-                    None if user is None else user_hash(user),
-                    sources,
-                )
-            )
+        self._log_served(rec, endpoint, k, user)
         return rec
 
     def similar(
