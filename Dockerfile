@@ -14,12 +14,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /opt/shelfwise
 
-# Dependencies first (their layer is reused while only the code changes): the same pinned files
-# `make setup` and the entrypoint test install from.
+# Dependencies first (their layer is reused while only the code changes): the pinned files derived
+# from pyproject.toml and the lock (`make lock`), which the entrypoint test installs from too.
 COPY requirements/train.txt requirements/constraints.txt requirements/
-COPY layers/base/requirements.txt layers/base/requirements.txt
-COPY layers/data/requirements.txt layers/data/requirements.txt
-COPY layers/inference/requirements.txt layers/inference/requirements.txt
 RUN python -m pip install -c requirements/constraints.txt -r requirements/train.txt
 
 # The package itself: the domain code only (shared/shelfwise), never the local runtime.

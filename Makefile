@@ -11,16 +11,18 @@ PYTHON ?= $(shell for p in python3.12 $(PYENV_312) python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TORCH_STAMP := $(VENV)/.torch-installed
 REQS := pyproject.toml requirements/lock.txt
 BACKEND ?= moto
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: help setup lock demo test unit integration e2e lint format validate build bench train-image localstack localstack-stop clean
+.PHONY: help setup torch lock demo test unit integration e2e lint format validate build bench train-image localstack localstack-stop clean
 
 help:
 	@echo "make demo      run the whole loop locally on the embedded AWS emulator (no AWS account)"
 	@echo "make test      lint, validate the template, unit + integration/e2e on moto and LocalStack"
 	@echo "make setup     create .venv with the pinned dependencies (done by demo and test)"
+	@echo "make torch     add PyTorch from requirements/torch-lock.txt (the sequential model; done by test)"
 	@echo "make lock      re-resolve pyproject.toml's dependencies into requirements/lock.txt and derive the rest"
 	@echo "make e2e BACKEND=moto|localstack   integration + e2e suites against one emulator"
 	@echo "make build     sam build every function and layer, print sizes against the budgets"
@@ -47,11 +49,21 @@ lock: setup
 	$(BIN)/pip-compile --quiet --all-extras --generate-hashes --allow-unsafe --strip-extras \
 	  --no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) -o requirements/lock.txt pyproject.toml
 	$(BIN)/python requirements/derive.py
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	  --no-emit-find-links -c requirements/constraints.txt -o requirements/torch-lock.txt requirements/torch.txt
+
+# PyTorch trains the sequential model only, so it is its own step with its own lock: `make demo`
+# stays light (`shelfwise demo --families sequential` needs it), `make test` installs it.
+torch: $(TORCH_STAMP)
+
+$(TORCH_STAMP): $(STAMP) requirements/torch-lock.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/torch-lock.txt
+	@touch $(TORCH_STAMP)
 
 demo: setup
 	$(BIN)/shelfwise demo
 
-test: setup lint validate unit
+test: setup torch lint validate unit
 	$(MAKE) --no-print-directory e2e BACKEND=moto
 	LOCALSTACK_OPTIONAL=1 bash infra/localstack/run-with.sh $(PYTEST) -p no:cacheprovider tests/integration tests/e2e
 	$(MAKE) --no-print-directory build
@@ -75,7 +87,7 @@ localstack:
 localstack-stop:
 	bash infra/localstack/stop.sh 4566
 
-unit: setup
+unit: setup torch
 	$(PYTEST) -m unit tests/unit
 
 lint: setup

@@ -311,6 +311,7 @@ def _error(status: int, data: bytes, operation: str) -> ClientError:
 class _Client:
     service = ""
     exceptions = _Exceptions
+    attempts = MAX_ATTEMPTS
 
     def __init__(self) -> None:
         reg = region()
@@ -328,7 +329,7 @@ class _Client:
         exponential backoff from 50 ms); other errors raise :class:`ClientError` at once.
         """
         last: Exception | None = None
-        for attempt in range(MAX_ATTEMPTS):
+        for attempt in range(self.attempts):
             if attempt:
                 time.sleep(random.uniform(0, 0.05 * 2**attempt))
             credentials = Credentials.from_environment()  # read each time: they can be rotated
@@ -419,9 +420,14 @@ class LiteSSM(_Client):
 
 
 class LiteDynamoDB(_Client):
-    """DynamoDB UpdateItem (JSON 1.0 protocol): the per-client quota's one call."""
+    """DynamoDB UpdateItem (JSON 1.0 protocol): the per-client quota's one call.
+
+    One attempt: the call sits on the request path, and the quota lets a request through when
+    the table does not answer, so retrying would only make the request wait.
+    """
 
     service = "dynamodb"
+    attempts = 1
 
     def update_item(self, **kwargs: Any) -> dict[str, Any]:
         body = json.dumps(kwargs).encode("utf-8")

@@ -90,8 +90,10 @@ MAX_ID_LENGTH = 256
 MAX_QUERY_LENGTH = 1024
 # Free-form properties: their compact JSON text (properties_json) in UTF-8 bytes.
 MAX_PROPERTIES_BYTES = 16 * 1024
-# Accepted timestamp range: the web shop era up to a day into the future (clock skew).
-MIN_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
+# Accepted timestamp range by default: anything from the Unix epoch (public logs go back to the
+# 1990s: MovieLens 100K is from 1997-98) up to a day into the future (clock skew). Only the
+# impossible is refused; a deployment that knows better sets its own floor (IngestOptions.min_ts_ms).
+MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_FUTURE_SECONDS = 24 * 3600
 # Largest price and quantity of one event (a price of 1e308 is a bug or an attack, not a sale).
 MAX_PRICE = 1e9

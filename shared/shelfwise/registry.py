@@ -635,8 +635,11 @@ class Registry:
             "after": after.to_json(),
             **detail,
         }
-        key = f"{self.audit_prefix}{_stamp(now)}-{action}.json"
-        self._put_immutable(key, _dumps(record))
+        body = _dumps(record)
+        # Keys sort by time; the content digest keeps two writers of the same instant (two
+        # functions on one clock tick) apart, while a retry of the same record stays idempotent.
+        key = f"{self.audit_prefix}{_stamp(now)}-{action}-{hashlib.sha256(body).hexdigest()[:12]}.json"
+        self._put_immutable(key, body)
         event_detail = {"model_name": self.model_name, "env": self.env, **record}
         resp = self.events.put_events(
             Entries=[

@@ -36,6 +36,42 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else _e(v)
 
 
+def _selection(selection: dict[str, Any]) -> str:
+    """The guarded selection: each comparison, its bootstrap figures and why it went that way."""
+    if not selection:
+        return "<p>No selection record.</p>"
+    rows = "".join(
+        f"<tr><td>{_e(s.get('challenger'))} vs {_e(s.get('against'))}</td><td>{_fmt(s.get('gain'))}</td>"
+        f"<td>{_fmt(s.get('p_value'))}</td><td>{_e(s.get('reason'))}</td></tr>"
+        for s in selection.get("steps", [])
+    )
+    fallback = selection.get("test_fallback")
+    return (
+        f"<p>{_e(selection.get('method'))}. Served: <b>{_e(selection.get('served'))}</b>"
+        + (f" ({_e(fallback)})" if fallback else "")
+        + ".</p>"
+        + (
+            "<table><tr><th>comparison</th><th>validation gain</th><th>p</th><th>decision</th></tr>"
+            + rows
+            + "</table>"
+            if rows
+            else ""
+        )
+    )
+
+
+def _curves(curves: dict[str, dict[str, Any]]) -> list[str]:
+    """Per-epoch training loss and validation metric of the families that train in epochs."""
+    out = []
+    for family, c in curves.items():
+        for key, values in c.items():
+            if isinstance(values, list) and values:
+                label = "training loss" if key == "loss" else key.replace("_", " ")
+                points = [(float(i + 1), float(v)) for i, v in enumerate(values)]
+                out.append(svg.line_chart(f"{family}: {label} per epoch", {label: points}, x_unit="ep."))
+    return out
+
+
 def render_report(manifest: dict[str, Any]) -> str:
     """The report page for one bundle's manifest."""
     ev = manifest.get("evaluation", {})
@@ -75,6 +111,8 @@ def render_report(manifest: dict[str, Any]) -> str:
             if champion
             else "<p>No champion to compare with.</p>"
         ),
+        "<h2>Model selection</h2>",
+        _selection(ev.get("selection") or {}),
         "<h2>Convergence and scores</h2>",
         (
             svg.line_chart(
@@ -85,6 +123,7 @@ def render_report(manifest: dict[str, Any]) -> str:
             if loss
             else "<p>Training loss of the final fit: not recorded for this algorithm.</p>"
         ),
+        *_curves(ev.get("curves") or {}),
         svg.histogram(
             hist.get("bins", []), hist.get("counts", []), f"Top-{k} score histogram (drift baseline)"
         ),

@@ -223,13 +223,18 @@ def _state(aliases: Any) -> dict[str, Any]:
 def _last_promotion_from_canary(
     history: Sequence[Mapping[str, Any]], champion: str | None
 ) -> datetime | None:
-    """When ``champion`` was promoted from the challenger slot (None: it was not, or is not champion)."""
+    """When ``champion`` was promoted from the challenger slot, if that promotion is the latest
+    canary change (no canary started, advanced or rolled back since); else None."""
     if not champion:
         return None
     for rec in reversed(history):
-        if rec.get("action") == "ModelPromoted" and rec.get("version") == champion:
-            was_challenger = (rec.get("before") or {}).get("challenger") == champion
-            return _time(rec["time"]) if was_challenger else None
+        action = rec.get("action")
+        if action not in {"CanaryStarted", "CanaryAdvanced", "ModelPromoted", "ModelRolledBack"}:
+            continue
+        was_challenger = (rec.get("before") or {}).get("challenger") == champion
+        if action == "ModelPromoted" and rec.get("version") == champion and was_challenger:
+            return _time(rec["time"])
+        return None
     return None
 
 

@@ -80,6 +80,8 @@ class DemoConfig:
     # click rate (docs/demo.md).
     detection_windows_max: int = 8
     max_drift_windows: int = 30
+    # Families trained beside the defaults, e.g. "sequential" (needs `make torch`).
+    extra_families: str = ""
 
     @classmethod
     def fast(cls) -> DemoConfig:
@@ -278,6 +280,10 @@ class Demo:
         self.parameters = {"CanaryMode": self.cfg.canary_mode}
         fn = self.rt.host.find("PromoteModelFunction").environment
         self.env, self.model_name = fn["SHELFWISE_ENV"], fn["MODEL_NAME"]
+        if self.cfg.extra_families:
+            # e.g. the sequential model: trained with the others, served only if the guard picks it
+            self.rt.host.find("TrainModelFunction").environment["TRAINING_FAMILIES"] = self.cfg.extra_families
+            self.overrides["TRAINING_FAMILIES"] = self.cfg.extra_families
 
     def _registry(self) -> Any:
         from shelfwise.registry import Registry
@@ -492,8 +498,9 @@ class Demo:
             f"item {top} sold out (raw/catalogue/stock-out.csv): user {user}'s list {before[:3]}... "
             f"-> {after[:3]}...; left the list without retraining: {left}"
         )
-        self.rt.advance(1)
-        self.upload_catalogue(catalogue_csv(catalogue, self.now(), [index], [True]), "restock.csv")
+        # a later state of the item (the clock is not moved: windows stay aligned with the schedules)
+        later = self.now() + timedelta(seconds=1)
+        self.upload_catalogue(catalogue_csv(catalogue, later, [index], [True]), "restock.csv")
         self._sync_stock()
         back = top in self._user_list(user)
         self.log(f"item {top} restocked: back in the list: {back}")
@@ -830,8 +837,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--serving-day", type=date.fromisoformat, help="the shop's serving day (default today)")
     p.add_argument("--canary-mode", choices=("split", "interleave"), help="template parameter CanaryMode")
     p.add_argument("--quiet", action="store_true", help="no timeline on stderr")
+    p.add_argument(
+        "--families",
+        default="",
+        help="families trained beside the defaults, e.g. 'sequential' (the challenger if the guard picks it)",
+    )
     args = p.parse_args(argv)
     cfg = DemoConfig.fast() if args.fast else DemoConfig()
+    if args.families:
+        cfg = dataclasses.replace(cfg, extra_families=args.families)
     if args.seed is not None:
         cfg = dataclasses.replace(cfg, seed=args.seed)
     if args.serving_day is not None:

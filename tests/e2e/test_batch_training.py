@@ -67,6 +67,9 @@ def _train_event(rt: LocalRuntime) -> dict[str, Any]:
     return dict(json.loads(daily.targets[0]["Input"]))
 
 
+# The first run of a session builds the image's environment (a minute or two on a loaded machine)
+# inside the fixture; pytest-timeout counts set-up too.
+@pytest.mark.timeout(1800)
 def test_a_batch_trained_version_is_offered_and_canaried(batch_stack: LocalRuntime, tmp_path: Path) -> None:
     from shelfwise.simulator.generate import simulate_to_files
     from shelfwise.simulator.params import ShopParams

@@ -275,7 +275,7 @@ def test_out_of_range_numbers_are_bad_rows_not_crashes(tmp_path: Path, fmt: str,
             "wrong_type",
         ),
         (
-            '{"event_type":"view","user_id":"u","item_id":"i","timestamp":"1999-12-31T23:59:59Z"}',
+            '{"event_type":"view","user_id":"u","item_id":"i","timestamp":"1969-12-31T23:59:59Z"}',
             "timestamp_out_of_range",
         ),
         (

@@ -45,7 +45,7 @@ def test_every_row_is_accounted_for_with_its_reason_and_line(tmp_path: Path) -> 
         + "e3,view,,,i1,2024-03-01T10:00:00Z,,\n"  # 4 no user, no session
         + "e4,purchase,u1,,,2024-03-01T10:00:00Z,,\n"  # 5 no item
         + "e5,view,u1,,i1,yesterday,,\n"  # 6 bad timestamp
-        + "e6,view,u1,,i1,1999-12-31T23:59:59Z,,\n"  # 7 out of range
+        + "e6,view,u1,,i1,1969-12-31T23:59:59Z,,\n"  # 7 out of range (before the Unix epoch)
         + "e7,view,u1,,i1,2024-03-01T10:00:00Z,-3,\n"  # 8 negative price
         + "e8,view,u1,,i1,2024-03-01T10:00:00Z,abc,\n"  # 9 wrong type
         + "e1,view,u1,,i1,2024-03-01T10:00:00Z,1.5,1\n"  # 10 duplicate of e1

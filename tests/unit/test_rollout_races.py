@@ -80,6 +80,7 @@ def two(tmp_path: Path) -> Any:
             "promote": Rollout(promoter, s3=s3, bucket="mon", policy=POLICY),
             "rollback": Rollout(rollbacker, s3=s3, bucket="mon", policy=POLICY),
             "setup": setup,
+            "tmp": tmp_path,
         }
 
 
@@ -172,6 +173,40 @@ def test_a_conflict_is_an_error_for_a_direct_caller(two: Any) -> None:
     with pytest.raises(AliasConflictError):
         two["promoter"].promote("v2", expected=snap)
     assert _ssm_aliases(two)["champion"] == "v1"
+
+
+def test_two_alarms_on_one_broken_canary_leave_the_promoted_champion_in_place(two: Any) -> None:
+    """v2 promoted from its canary, then v3 canaried and accused by two alarms on one clock tick,
+    each delivered to its own function: the first stops v3's canary, the second finds no canary
+    and must not take the recently promoted v2 for the accused version."""
+    clock = two["clock"]
+    assert two["promote"].step(OK, 10_000, clock.now).action == "promote"
+    clock.now += timedelta(minutes=5)
+    two["setup"].register(bundle(two["tmp"], "v3", "v2"), "v3")
+    two["setup"].start_canary("v3", 0.1)
+    clock.now += timedelta(minutes=10)
+    now = clock.now
+    first = two["rollback"].on_alarm(notice("challenger-quality", now), now)
+    other = Rollout(
+        Registry(
+            two["s3"],
+            two["ssm"],
+            boto3.client("events", region_name="eu-west-1"),
+            "models",
+            "dev",
+            "recs",
+            clock=clock,
+            actor="rollback_model",
+        ),
+        s3=two["s3"],
+        bucket="mon",
+        policy=POLICY,
+    )
+    second = other.on_alarm(notice("challenger-early-clicks", now), now)
+    assert first.action == "rollback" and "v3" in first.reason
+    assert second.action == "ignore", second.reason
+    aliases = _ssm_aliases(two)
+    assert aliases["champion"] == "v2" and aliases["challenger"] is None
 
 
 def test_zz_report_races() -> None:

@@ -162,7 +162,7 @@ def test_onnx_matches_numpy_reference(table: pa.Table, model: Any) -> None:
     graph = model.to_onnx()
     parity = check_parity(model, graph, data, k=10, n_users=20, seed=1)
     assert parity["ok"], parity
-    assert parity["requests"] == 40
+    assert parity["requests"] == 60  # known user, fold-in, known user + request events
     # And directly: a fold-in request from an anonymous session, with an exclusion mask.
     sess = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
     hist = np.array([3, 5, 5, 9], np.int64)

@@ -25,22 +25,38 @@ from shelfwise.training.job import (
     run_training,
     summary,
 )
-from shelfwise.training.search import FAMILIES
+from shelfwise.training.search import ALL_FAMILIES, BASELINE_FAMILIES, OPTIONAL_FAMILIES, parse_families
 
 
-def read_table(path: str, fmt: str) -> pa.Table:
-    """Events from a local file in any format the ingest understands (``curated`` = curated Parquet)."""
+def read_table(path: str, fmt: str, min_time: str | None = None) -> pa.Table:
+    """Events from a local file in any format the ingest understands (``curated`` = curated Parquet).
+
+    ``min_time`` (ISO date or time, UTC): events before it are dropped as out of range; by default
+    only those before the Unix epoch are.
+    """
     if fmt == "curated":
         import pyarrow.parquet as pq
 
         return pq.read_table(path)
     from shelfwise.ingest import read_events
 
-    return read_events(path, fmt)
+    if min_time is None:
+        return read_events(path, fmt)
+    return read_events(path, fmt, min_ts_ms=_epoch_ms(min_time))
+
+
+def _epoch_ms(value: str) -> int:
+    from datetime import UTC, datetime
+
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InputError(f"--min-time must be an ISO date or time, got {value!r}") from exc
+    return int((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    families = tuple(args.families.split(",")) if args.families else FAMILIES
+    families = parse_families(args.families)
     return TrainConfig(
         model_name=getattr(args, "model_name", "recs"),
         k=args.k,
@@ -75,9 +91,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--search", choices=("none", "small", "full"), default="small", help="hyper-parameter grid"
     )
-    p.add_argument("--families", default="", help=f"comma-separated subset of {','.join(FAMILIES)}")
+    p.add_argument(
+        "--families",
+        default="",
+        help=f"comma-separated families of {','.join(ALL_FAMILIES)} (default: all but "
+        f"{','.join(OPTIONAL_FAMILIES)}; {' and '.join(BASELINE_FAMILIES)} are always added)",
+    )
     p.add_argument(
         "--threads", type=int, default=2, help="threads for ALS, neighbour tables and evaluation (default 2)"
+    )
+    p.add_argument(
+        "--min-time",
+        default=None,
+        help="drop events before this ISO date/time (UTC) as out of range (default: only before 1970)",
     )
 
 
@@ -100,7 +126,7 @@ def evaluate_main(argv: list[str]) -> int:
     from shelfwise.training.data import interactions_from_table
 
     progress = Progress()
-    data = interactions_from_table(read_table(args.events, args.format))
+    data = interactions_from_table(read_table(args.events, args.format, args.min_time))
     progress("load", {"events": data.n_events, "users": data.n_users, "items": data.n_items})
     ev = evaluate_log(data, _config(args), progress)
     result = ev.to_json()
@@ -188,7 +214,7 @@ def _train(args: argparse.Namespace, progress: Progress) -> Any:
         )
     catalogue = None
     if args.events:
-        table = read_table(args.events, args.format)
+        table = read_table(args.events, args.format, args.min_time)
     else:
         table = load_curated(aws.client("s3"), args.curated_bucket, since=args.since)
         catalogue = load_catalogue(aws.client("s3"), args.curated_bucket)

@@ -378,3 +378,34 @@ def headerless_adapter(first_fields: list[str]) -> Adapter | None:
     if all(v.isdigit() for v in (user, item, cat, ts)) and behavior in {"pv", "cart", "fav", "buy"}:
         return TAOBAO
     return None
+
+
+# MovieLens' classic files have no header: u.data (100K) is ``user<TAB>item<TAB>rating<TAB>epoch``,
+# ratings.dat (1M, 10M) is ``user::item::rating::epoch``. A ``::`` line is read with ``:`` as the
+# delimiter, so every other field is the empty string between the two colons (ignored).
+MOVIELENS_FIELDS = ("userId", "movieId", "rating", "timestamp")
+MOVIELENS_DAT_FIELDS = ("userId", "_sep1", "movieId", "_sep2", "rating", "_sep3", "timestamp")
+
+
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def headerless_source(first_line: str) -> tuple[Adapter, str, list[str]] | None:
+    """(adapter, delimiter, column names) of a known headerless file from its first line, or None."""
+    line = first_line.rstrip("\r\n")
+    taobao = headerless_adapter(line.split(","))
+    if taobao is not None:
+        return taobao, ",", list(taobao.headerless_names)
+    for delimiter, sep in (("\t", "\t"), (":", "::")):
+        fields = line.split(sep)
+        if len(fields) != 4:
+            continue
+        if all(f.strip().isdigit() for f in (fields[0], fields[1], fields[3])) and _is_number(fields[2]):
+            names = MOVIELENS_FIELDS if sep == "\t" else MOVIELENS_DAT_FIELDS
+            return MOVIELENS, delimiter, list(names)
+    return None

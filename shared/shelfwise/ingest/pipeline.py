@@ -34,7 +34,7 @@ from shelfwise.ingest.sessions import SESSION_GAP_MS, Sessioniser
 from shelfwise.ingest.sinks import CollectSink, PartitionWriter, QuarantineWriter, csv_text, raw_text
 from shelfwise.ingest.source import Source, open_source, prefetch
 from shelfwise.ingest.summary import IngestSummary
-from shelfwise.ingest.validate import normalise_types, validate
+from shelfwise.ingest.validate import MIN_TS_MS, normalise_types, validate
 from shelfwise.pseudonym import scrub, scrub_text
 
 DAY_MS = 86_400_000
@@ -51,6 +51,8 @@ class IngestOptions:
     pseudonymisation_key: bytes | None = None
     session_gap_ms: int = SESSION_GAP_MS
     block_bytes: int = readers.BLOCK_BYTES
+    # Events before this (epoch ms) are quarantined as out of range; default the Unix epoch.
+    min_ts_ms: int = MIN_TS_MS
 
 
 def object_hash(*parts: object) -> str:
@@ -112,7 +114,12 @@ class Pipeline:
             batch, pre_codes = normalise_types(batch, self.source.column_types, n)
         native = self.adapter.to_native(batch)
         v = validate(
-            native, n, max_ts_ms=self.max_ts_ms, epoch_unit=self.adapter.epoch_unit, pre_codes=pre_codes
+            native,
+            n,
+            max_ts_ms=self.max_ts_ms,
+            min_ts_ms=self.options.min_ts_ms,
+            epoch_unit=self.adapter.epoch_unit,
+            pre_codes=pre_codes,
         )
         codes = v.codes
         bad_idx = np.flatnonzero(codes)
@@ -436,8 +443,11 @@ def read_events(
     *,
     pseudonymisation_key: bytes | None = None,
     reference_time: datetime | None = None,
+    min_ts_ms: int = MIN_TS_MS,
 ) -> pa.Table:
     """The valid rows of any supported log (file or directory, raw or curated), as a curated table.
+
+    ``min_ts_ms``: events before it (epoch ms) are dropped as out of range (default the Unix epoch).
 
     Raw files run through the same pipeline as the ingest (nothing is written); curated Parquet
     is read as is. Across files of a directory, repeated ``event_id``s are dropped (first kept).
@@ -461,14 +471,16 @@ def read_events(
         from shelfwise.ingest.errors import SourceGoneError
 
         raise SourceGoneError(f"no such file or directory: {root}")
-    tables = [_read_one(p, fmt, pseudonymisation_key, reference_time) for p in files]
+    tables = [_read_one(p, fmt, pseudonymisation_key, reference_time, min_ts_ms) for p in files]
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     if len(tables) > 1 and table.num_rows:
         table = _drop_repeated_ids(table)
     return table
 
 
-def _read_one(path: Path, fmt: str, key: bytes | None, reference_time: datetime | None) -> pa.Table:
+def _read_one(
+    path: Path, fmt: str, key: bytes | None, reference_time: datetime | None, min_ts_ms: int = MIN_TS_MS
+) -> pa.Table:
     if path.suffix == ".parquet" or readers.peek(path)[0] == "parquet":
         columns = readers.parquet_columns(path)
         if _is_curated(columns):
@@ -482,7 +494,7 @@ def _read_one(path: Path, fmt: str, key: bytes | None, reference_time: datetime 
     summary = IngestSummary(source=str(path), object_hash="")
     ref = reference_time or datetime.fromtimestamp(path.stat().st_mtime, UTC)
     max_ts_ms = int(ref.timestamp() * 1000) + MAX_FUTURE_SECONDS * 1000
-    options = IngestOptions(fmt=fmt, pseudonymisation_key=key)
+    options = IngestOptions(fmt=fmt, pseudonymisation_key=key, min_ts_ms=min_ts_ms)
     Pipeline(source, str(path), options, sink, QuarantineWriter(None), max_ts_ms, summary).run()
     _check_invariant(summary)
     return pa.Table.from_batches(sink.batches, CURATED_SCHEMA)

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from shelfwise.ingest import readers
 from shelfwise.ingest.errors import UnknownFormatError
-from shelfwise.ingest.formats import ADAPTERS, Adapter, adapter_for, headerless_adapter
+from shelfwise.ingest.formats import ADAPTERS, Adapter, adapter_for, headerless_source
 from shelfwise.ingest.readers import RawChunk
 
 
@@ -63,9 +63,10 @@ def open_source(path: Path, fmt: str = "auto", block_bytes: int = readers.BLOCK_
         delimiter, names = delim, fields_
         break
     if adapter is None:
-        headerless = headerless_adapter(candidates[","])
-        if headerless is not None and fmt in ("auto", headerless.name):
-            adapter, names, has_header = headerless, list(headerless.headerless_names), False
+        headerless = headerless_source(first_line.decode("utf-8", errors="replace"))
+        if headerless is not None and fmt in ("auto", headerless[0].name):
+            adapter, delimiter, names = headerless
+            has_header = False
     if adapter is None:
         raise UnknownFormatError(
             errors[0] if errors else f"cannot detect a format from the header {first_line[:200]!r}"

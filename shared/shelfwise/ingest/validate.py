@@ -183,10 +183,14 @@ def timestamps_ms(arr: pa.Array, epoch_unit: str | None) -> pa.Array:
         return pc.cast(pc.cast(arr, pa.timestamp("ms")), pa.int64())
     if pa.types.is_integer(t) or pa.types.is_floating(t):
         x = pc.cast(arr, pa.float64(), safe=False)  # epochs beyond 2**53 are nonsense, not a crash
-        unit = epoch_unit
-        if unit is None:
-            unit = "ms" if (pc.max(x).as_py() or 0) > 1e11 else "s"
-        scale = 1000.0 if unit == "s" else 1.0
+        if epoch_unit is None:
+            # Undeclared unit: decided per value, so a file mixing seconds and milliseconds cannot
+            # turn its seconds into January 1970. Above 1e11 is milliseconds (1e11 s is the year
+            # 5138; 1e11 ms is March 1973); a millisecond epoch before 1973 reads as seconds and
+            # lands in the far future, where the range check refuses it.
+            scale_arr = pc.if_else(pc.greater(pc.abs(x), 1e11), 1.0, 1000.0)
+            return pc.cast(pc.multiply(x, scale_arr), pa.int64(), safe=False)
+        scale = 1000.0 if epoch_unit == "s" else 1.0
         return pc.cast(pc.multiply(x, scale), pa.int64(), safe=False)
     if t != pa.string():
         arr = pc.cast(arr, pa.string())
@@ -207,6 +211,7 @@ def validate(
     n: int,
     *,
     max_ts_ms: int,
+    min_ts_ms: int = MIN_TS_MS,
     epoch_unit: str | None = None,
     pre_codes: np.ndarray | None = None,
 ) -> Validated:
@@ -265,7 +270,7 @@ def validate(
             codes.flag("missing_timestamp", pc.is_null(raw_ts))
             codes.flag("bad_timestamp", pc.and_(pc.is_valid(raw_ts), pc.is_null(ts)))
     ts_np = np.asarray(ts.fill_null(0).to_numpy(zero_copy_only=False), np.int64)
-    out_of_range = (ts_np < MIN_TS_MS) | (ts_np > max_ts_ms)
+    out_of_range = (ts_np < min_ts_ms) | (ts_np > max_ts_ms)
     if ts.null_count:
         out_of_range &= np.asarray(ts.is_valid().to_numpy(zero_copy_only=False), bool)
     codes.flag("timestamp_out_of_range", out_of_range)

@@ -41,10 +41,19 @@ from shelfwise.events import EVENT_WEIGHTS, SCHEMA_VERSION
 from shelfwise.registry import Registration, Registry
 from shelfwise.training.base import Recommender, item_popularity
 from shelfwise.training.data import Interactions, Split, interactions_from_table, sample_users, temporal_split
+from shelfwise.training.guard import fallback_on_test, guarded_choice
 from shelfwise.training.itemknn import ItemKNN, clear_similarity_cache
 from shelfwise.training.mf import ALS
 from shelfwise.training.popularity import Popularity
-from shelfwise.training.search import BASELINE_FAMILIES, FAMILIES, evaluate_model, make_model, search
+from shelfwise.training.search import (
+    ALL_FAMILIES,
+    BASELINE_FAMILIES,
+    COMPLEXITY,
+    FAMILIES,
+    evaluate_model,
+    make_model,
+    search,
+)
 
 ProgressSink = Callable[[dict[str, Any]], None]
 
@@ -119,9 +128,16 @@ class EvaluationResult:
     best_params: dict[str, Any]
     trials: int
     split: Split = field(repr=False)
+    selection: dict[str, Any] = field(default_factory=dict)
+    curves: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "models": self.models, "best": self.best}
+        return {
+            "protocol": self.protocol,
+            "models": self.models,
+            "best": self.best,
+            "selection": self.selection,
+        }
 
 
 @dataclass
@@ -159,12 +175,21 @@ def evaluate_log(data: Interactions, config: TrainConfig, progress: Progress) ->
         threads=config.threads,
         progress=progress,
     )
+    best, selection = guarded_choice(config.families, found.per_user, COMPLEXITY, seed=config.seed)
+    progress("select", {"family": best, "steps": len(selection["steps"])})
     models: dict[str, dict[str, Any]] = {}
     for family in config.families:
-        model = make_model(family, found.best_params[family], threads=config.threads).fit(split.train)
+        model = make_model(family, found.best_params[family], threads=config.threads)
+        model.progress = progress  # type: ignore[attr-defined]
+        model.fit(split.train)
         models[family] = evaluate_model(model, split, config.k, threads=config.threads)
         progress("test", {"family": family, metric: models[family][metric]})
-    best = max(config.families, key=lambda f: found.best_metrics[f][metric])
+    served, why = fallback_on_test(best, models, metric)
+    selection["test_fallback"] = why
+    selection["served"] = served
+    if why:
+        progress("select", {"family": served, "test_fallback": why})
+    best = served
     protocol = {
         **split.info,
         "k": config.k,
@@ -172,7 +197,9 @@ def evaluate_log(data: Interactions, config: TrainConfig, progress: Progress) ->
         "validation_cut": validation.info["cut"],
         "validation_users": len(validation.users),
         "search": config.search,
-        "selection": "best family and hyper-parameters chosen on the validation window only",
+        "selection": "hyper-parameters per family chosen on the validation window; the family by the "
+        "guarded rule (a more complex family only on a significant validation gain; popularity when the "
+        "choice scores below it on the test window)",
         "targets_rule": "items touched after the cut and never before it, within the training catalogue",
         "ranking": "full training catalogue, the user's training items excluded",
         "cold_user_rule": "fewer than 5 distinct training items",
@@ -181,7 +208,15 @@ def evaluate_log(data: Interactions, config: TrainConfig, progress: Progress) ->
         f: {"params": found.best_params[f], "metrics": found.best_metrics[f]} for f in config.families
     }
     return EvaluationResult(
-        protocol, models, validation_out, best, found.best_params[best], len(found.trials), split
+        protocol,
+        models,
+        validation_out,
+        best,
+        found.best_params[best],
+        len(found.trials),
+        split,
+        selection,
+        found.curves,
     )
 
 
@@ -196,7 +231,7 @@ def champion_comparison(
         return None
     manifest = registry.manifest(champion)
     family, params = manifest.get("algorithm"), manifest.get("hyperparameters")
-    if family not in FAMILIES or not isinstance(params, dict):
+    if family not in ALL_FAMILIES or not isinstance(params, dict):
         progress("champion", {"version": champion, "skipped": f"unknown recipe {family!r}"})
         return None
     model = make_model(str(family), params, threads=config.threads).fit(split.train)
@@ -219,9 +254,10 @@ def check_parity(
     n_users: int,
     seed: int,
 ) -> dict[str, Any]:
-    """ONNX Runtime vs the numpy reference (and vs the scores evaluation used) on sample requests.
+    """ONNX Runtime vs the training-side reference (and vs the scores evaluation used) on sample requests.
 
-    Known users by index and the same users' histories as fold-in requests; scores must agree
+    Known users by index, the same users' histories as fold-in requests, and known users with
+    request events; scores must agree
     within 1e-4 and top-k must be identical apart from ties.
     """
     import onnxruntime as ort
@@ -240,7 +276,14 @@ def check_parity(
         exclude = np.zeros(data.n_items, dtype=bool)
         exclude[items[: len(items) // 2]] = True
         weights = np.full(len(items), EVENT_WEIGHTS["purchase"], dtype=np.float32)
-        for user_index, h, w in ((int(u), items[:0], weights[:0]), (-1, items, weights)):
+        # known user alone, anonymous history, and known user plus the request's own events
+        # (only sequence models read both; the others ignore a known user's request history)
+        requests = (
+            (int(u), items[:0], weights[:0]),
+            (-1, items, weights),
+            (int(u), items[-3:], weights[-3:]),
+        )
+        for user_index, h, w in requests:
             feeds = {
                 "user_index": np.array([user_index], np.int64),
                 "history_items": h,
@@ -433,6 +476,7 @@ def run_training(
     clear_similarity_cache()  # the windows' tables are done with; the final fit is on all data
 
     final = make_model(ev.best, ev.best_params, threads=config.threads)
+    final.progress = progress  # type: ignore[attr-defined]
     if hasattr(final, "track_loss"):
         final.track_loss = True
     final.fit(data)
@@ -484,6 +528,8 @@ def run_training(
             "models": ev.models,
             "validation": ev.validation,
             "best": ev.best,
+            "selection": ev.selection,
+            "curves": ev.curves,
             "trials": ev.trials,
             "champion": champion,
         },

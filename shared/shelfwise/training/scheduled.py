@@ -33,6 +33,8 @@ class TrainingSchedule(BaseModel):
     min_new_events: int = 50_000
     in_process_max_bytes: int = 200_000_000
     search_level: str = "small"
+    # Comma-separated families beyond the defaults, e.g. "sequential" (needs PyTorch where it trains).
+    training_families: str = ""
 
 
 def last_trained_at(registry: Registry) -> datetime | None:
@@ -91,6 +93,7 @@ def scheduled_training(
             summary,
         )
         from shelfwise.training.progress import emf_metric_sink, event_sink, finish_fields
+        from shelfwise.training.search import FAMILIES, parse_families
 
         table = load_curated(s3, schedule.curated_bucket)
         progress = Progress(
@@ -101,7 +104,13 @@ def scheduled_training(
             run = run_training(
                 table,
                 out,
-                TrainConfig(model_name=schedule.model_name, search=schedule.search_level),
+                TrainConfig(
+                    model_name=schedule.model_name,
+                    search=schedule.search_level,
+                    families=parse_families(",".join([*FAMILIES, schedule.training_families]))
+                    if schedule.training_families
+                    else FAMILIES,
+                ),
                 registry=registry,
                 progress=progress,
                 catalogue=load_catalogue(s3, schedule.curated_bucket),

@@ -16,12 +16,13 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from shelfwise.errors import InputError
-from shelfwise.evaluation import evaluate_ranking, rank_global, rank_users
+from shelfwise.evaluation import evaluate_ranking, hits_matrix, metrics_from_hits, rank_global, rank_users
 from shelfwise.training.base import Recommender, item_popularity
 from shelfwise.training.data import Split
 from shelfwise.training.itemknn import ItemKNN
 from shelfwise.training.mf import ALS
 from shelfwise.training.popularity import Popularity
+from shelfwise.training.sequential import Sequential
 
 BASELINE_FAMILIES = ("popularity", "itemknn")
 
@@ -77,8 +78,41 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
             for h in (None, 30)
         ],
     },
+    # PyTorch, trained only when asked for (--families): the demo and the default job stay torch-free.
+    # The epoch count is not searched: each fit stops early on the validation window.
+    "sequential": {
+        # "none" is the quick level: at most 8 epochs (early stopping may end sooner)
+        "none": [{"dim": 64, "blocks": 2, "max_len": 50, "epochs": 8}],
+        "small": [{"dim": 64, "blocks": 2, "max_len": 50}],
+        "full": [
+            {"dim": d, "blocks": b, "max_len": 50, "dropout": p}
+            for d in (64, 128)
+            for b in (1, 2)
+            for p in (0.2, 0.5)
+        ],
+    },
 }
-FAMILIES: tuple[str, ...] = tuple(GRIDS)
+# Trained unless the caller names families; the optional ones must be asked for.
+OPTIONAL_FAMILIES: tuple[str, ...] = ("sequential",)
+FAMILIES: tuple[str, ...] = tuple(f for f in GRIDS if f not in OPTIONAL_FAMILIES)
+ALL_FAMILIES: tuple[str, ...] = tuple(GRIDS)
+# Simplest first: model selection moves to a more complex family only on a significant gain.
+COMPLEXITY: tuple[str, ...] = (
+    "popularity",
+    "popularity_all",
+    "itemknn",
+    "itemknn_recent",
+    "als",
+    "sequential",
+)
+
+
+def parse_families(value: str) -> tuple[str, ...]:
+    """A ``--families`` value: the named families plus the baselines (always trained and reported)."""
+    if not value:
+        return FAMILIES
+    named = [f.strip() for f in value.split(",") if f.strip()]
+    return tuple(dict.fromkeys([*BASELINE_FAMILIES, *named]))
 
 
 def make_model(family: str, params: dict[str, Any], *, threads: int = 2) -> Recommender:
@@ -93,11 +127,13 @@ def make_model(family: str, params: dict[str, Any], *, threads: int = 2) -> Reco
         return knn
     if family == "als":
         return ALS(**params, threads=threads)
-    raise InputError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+    if family == "sequential":
+        return Sequential(**params, threads=threads)
+    raise InputError(f"unknown model family {family!r}; known: {', '.join(ALL_FAMILIES)}")
 
 
-def evaluate_model(model: Recommender, split: Split, k: int, *, threads: int = 1) -> dict[str, Any]:
-    """Fit-free: rank every test user of ``split`` with a model fitted on ``split.train``.
+def rank_split(model: Recommender, split: Split, k: int, *, threads: int = 1) -> np.ndarray:
+    """Top-``k`` item indices [users, k] of every test user of ``split`` (training items excluded).
 
     ``threads`` score-and-rank batches of users run concurrently, each with a single-threaded
     BLAS (one GEMM per batch is small; nested BLAS threads would only contend for the cores).
@@ -107,12 +143,27 @@ def evaluate_model(model: Recommender, split: Split, k: int, *, threads: int = 1
     family = str(getattr(model, "algorithm", ""))
     global_scores = getattr(model, "scores", None) if family.startswith("popularity") else None
     if global_scores is not None:
-        ranked = rank_global(global_scores, split.users, seen, k)
-    else:
-        with threadpool_limits(1 if threads > 1 else None, "blas"):
-            ranked = rank_users(model.score_users, split.users, seen, train.n_items, k, threads=threads)
-    sizes = np.diff(seen.indptr)[split.users]
+        return rank_global(global_scores, split.users, seen, k)
+    with threadpool_limits(1 if threads > 1 else None, "blas"):
+        return rank_users(model.score_users, split.users, seen, train.n_items, k, threads=threads)
+
+
+def evaluate_model(model: Recommender, split: Split, k: int, *, threads: int = 1) -> dict[str, Any]:
+    """Fit-free: rank every test user of ``split`` with a model fitted on ``split.train``."""
+    return _metrics(rank_split(model, split, k, threads=threads), split, k)
+
+
+def _metrics(ranked: np.ndarray, split: Split, k: int) -> dict[str, Any]:
+    train = split.train
+    sizes = np.diff(train.matrix("user").indptr)[split.users]
     return evaluate_ranking(ranked, split.targets, sizes, train.n_items, item_popularity(train), k)
+
+
+def per_user_metric(ranked: np.ndarray, split: Split, metric: str) -> np.ndarray:
+    """One user's value of ``metric`` (e.g. ``ndcg@10``) per test user: the unit of the paired bootstrap."""
+    name = metric.split("@")[0]
+    n = np.array([len(t) for t in split.targets], dtype=np.int64)
+    return metrics_from_hits(hits_matrix(ranked, split.targets), n)[name]
 
 
 @dataclass
@@ -125,11 +176,18 @@ class Trial:
 
 @dataclass
 class SearchResult:
-    """Per family: the winning params on validation, and every trial for the report."""
+    """Per family: the winning params on validation, and every trial for the report.
+
+    ``per_user`` holds each winner's per-user validation values of the metric (the guard's
+    paired bootstrap compares families on the same users); ``curves`` the training curves of
+    families that have them (loss and validation metric per epoch).
+    """
 
     best_params: dict[str, dict[str, Any]]
     best_metrics: dict[str, dict[str, Any]]
     trials: list[Trial] = field(default_factory=list)
+    per_user: dict[str, np.ndarray] = field(default_factory=dict)
+    curves: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def search(
@@ -142,22 +200,36 @@ def search(
     threads: int = 2,
     progress: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> SearchResult:
-    """Grid search per family on ``validation`` (fit on its train part, score its targets)."""
+    """Grid search per family on ``validation`` (fit on its train part, score its targets).
+
+    Models with ``fit_validated`` (the sequential family) see the validation split while they
+    train, to stop early on it; the epoch count they stopped at becomes part of their params.
+    """
     if level not in {"none", "small", "full"}:
         raise InputError("search level must be none, small or full")
+    for family in families:
+        if family not in GRIDS:
+            raise InputError(f"unknown model family {family!r}; known: {', '.join(ALL_FAMILIES)}")
     result = SearchResult({}, {})
     total = sum(len(GRIDS[f][level]) for f in families)
     done = 0
     for family in families:
-        if family not in GRIDS:
-            raise InputError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
         best_value = -1.0
         for params in GRIDS[family][level]:
             t0 = time.perf_counter()
-            model = make_model(family, params, threads=threads).fit(validation.train)
-            metrics = evaluate_model(model, validation, k, threads=threads)
+            model = make_model(family, params, threads=threads)
+            if hasattr(model, "fit_validated"):
+                model.progress = progress  # type: ignore[attr-defined]
+                model.fit_validated(
+                    validation, metric, lambda m: float(evaluate_model(m, validation, k, threads=1)[metric])
+                )
+            else:
+                model.fit(validation.train)
+            ranked = rank_split(model, validation, k, threads=threads)
+            metrics = _metrics(ranked, validation, k)
             seconds = time.perf_counter() - t0
-            result.trials.append(Trial(family, params, metrics, seconds))
+            fitted_params = dict(model.params)
+            result.trials.append(Trial(family, fitted_params, metrics, seconds))
             done += 1
             if progress:
                 progress(
@@ -166,6 +238,16 @@ def search(
                 )
             if metrics[metric] > best_value:
                 best_value = metrics[metric]
-                result.best_params[family] = dict(params)
+                result.best_params[family] = (
+                    fitted_params if hasattr(model, "fit_validated") else dict(params)
+                )
                 result.best_metrics[family] = metrics
+                result.per_user[family] = per_user_metric(ranked, validation, metric)
+                details = model.describe()
+                if "validation_curve" in details:
+                    result.curves[family] = {
+                        "loss": details["loss_curve"],
+                        f"validation_{metric}": details["validation_curve"],
+                        "epochs": details.get("epochs"),
+                    }
     return result

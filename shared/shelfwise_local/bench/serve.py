@@ -15,6 +15,7 @@ Prints one JSON line last. Figures only: nothing here asserts on time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -92,6 +93,8 @@ def build_synthetic_bundle(
     neighbours: int = 20,
     float16: bool = False,
     int8_candidates: bool = False,
+    model_kind: str = "als",
+    history: int = 50,
 ) -> Path:
     """A consistent factor-model bundle: clustered item factors, users, titles, prices, neighbours.
 
@@ -142,9 +145,13 @@ def build_synthetic_bundle(
         sim_val = np.sort(rng.random((n_items, m)), axis=1)[:, ::-1]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    graph, graph_record = ox.export_factor_model(
-        model, int8_candidates=int8_candidates, check_ks=(20, 500), check_users=200, float16=float16
-    )
+    if model_kind == "sequential":
+        graph = _synthetic_sequential(items, cats, fav, history, rng)
+        graph_record: dict[str, Any] = {"graph": "sequential", "candidate_check": None}
+    else:
+        graph, graph_record = ox.export_factor_model(
+            model, int8_candidates=int8_candidates, check_ks=(20, 500), check_users=200, float16=float16
+        )
     bd.write_bundle(
         directory,
         model=graph,
@@ -157,7 +164,7 @@ def build_synthetic_bundle(
             "in_stock": rng.random(n_items) > 0.05,
         },
         manifest={
-            "algorithm": "als",
+            "algorithm": model_kind,
             "version": version,
             "synthetic": True,
             "dim": dim,
@@ -169,6 +176,50 @@ def build_synthetic_bundle(
         parquet=False,
     )
     return directory
+
+
+def _synthetic_sequential(
+    items: np.ndarray, cats: np.ndarray, fav: np.ndarray, history: int, rng: np.random.Generator
+) -> Any:
+    """A sequential graph of the serving cost of a trained one: 2 blocks, random weights, the item
+    matrix as its embeddings, and ``history`` stored events per user from their favourite category."""
+    from shelfwise import onnx_sequential as osq
+
+    n, d = items.shape
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.normal(size=shape) / np.sqrt(shape[0])).astype(np.float32)
+
+    zeros, ones = np.zeros(d, np.float32), np.ones(d, np.float32)
+
+    def block() -> osq.Block:
+        names = [f.name for f in dataclasses.fields(osq.Block)]
+        return osq.Block(
+            **{
+                n: ones if n.endswith("_g") else zeros if n[0] == "b" or n.endswith("_b") else w(d, d)
+                for n in names
+            }
+        )
+
+    blocks = (block(), block())
+    by_cat = [np.flatnonzero(cats == c) for c in range(int(cats.max()) + 1)]
+    user_items = np.concatenate(
+        [rng.choice(by_cat[c], size=history) if by_cat[c].size else rng.integers(0, n, history) for c in fav]
+    ).astype(np.int32)
+    arrays = osq.SequentialModel(
+        item_emb=items,
+        item_bias=np.zeros(n, np.float32),
+        type_emb=w(osq.N_TYPES, d),
+        pos_emb=w(50, d),
+        blocks=blocks,
+        ln_g=ones,
+        ln_b=zeros,
+        heads=1,
+        user_indptr=np.arange(0, (len(fav) + 1) * history, history, dtype=np.int64),
+        user_items=user_items,
+        user_types=rng.integers(1, osq.N_TYPES, user_items.size).astype(np.int8),
+    )
+    return osq.build_sequential_model(arrays, meta={"shelfwise.algorithm": "sequential"})
 
 
 # The IAM principal API Gateway reports for a SigV4-signed call (the template's default ApiAuth).
@@ -344,8 +395,8 @@ def _kernel_after_eviction(bundle_dir: Path, n_items: int) -> float:
     return round(float(out.stdout.strip().splitlines()[-1]), 3)
 
 
-def _events(n: int, n_items: int, n_users: int, seed: int = 2) -> list[dict[str, Any]]:
-    """A request mix: known users, session histories, cold users, similar items, search."""
+def _events(n: int, n_items: int, n_users: int, seed: int = 2, history: int = 5) -> list[dict[str, Any]]:
+    """A request mix: known users, session histories of ``history`` events, cold users, similar items."""
     rng = np.random.default_rng(seed)
     out = []
     for r in range(n):
@@ -357,7 +408,9 @@ def _events(n: int, n_items: int, n_users: int, seed: int = 2) -> list[dict[str,
             hist = [
                 {"item_id": f"sku-{int(i):07d}", "event_type": t}
                 for i, t in zip(
-                    rng.integers(0, n_items, 5), rng.choice(["view", "click", "add_to_cart"], 5), strict=True
+                    rng.integers(0, n_items, history),
+                    rng.choice(["view", "click", "add_to_cart"], history),
+                    strict=True,
                 )
             ]
             out.append(
@@ -565,7 +618,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--exact-graph", action="store_true", help="export the exact graph (no int8 candidate stage)"
     )
+    parser.add_argument(
+        "--model",
+        choices=("als", "sequential"),
+        default="als",
+        help="served graph: ALS factors, or the sequential model (2 blocks, 50 stored events per user)",
+    )
+    parser.add_argument(
+        "--history", type=int, default=None, help="events per session request (default 5; 50 for sequential)"
+    )
     args = parser.parse_args(argv)
+    history = args.history or (50 if args.model == "sequential" else 5)
 
     import boto3
 
@@ -578,6 +641,7 @@ def main(argv: list[str]) -> int:
         n_users=args.users,
         float16=args.float16,
         int8_candidates=not args.exact_graph,
+        model_kind=args.model,
     )
     graph_record = json.loads((bundle_dir / "manifest.json").read_text())["onnx_graph"]
     bundle_mb = sum(p.stat().st_size for p in bundle_dir.iterdir()) / 2**20
@@ -646,7 +710,7 @@ def main(argv: list[str]) -> int:
         sys.modules["serve_app_bench"] = app
         spec.loader.exec_module(app)
         ctx = _Ctx()
-        events = _events(args.requests, args.items, args.users)
+        events = _events(args.requests, args.items, args.users, history=history)
         handler_ms: list[float] = []
         handler_cpu: list[float] = []
         route_cpu: dict[str, list[float]] = {}
@@ -683,6 +747,8 @@ def main(argv: list[str]) -> int:
         "items": args.items,
         "dim": args.dim,
         "requests": args.requests,
+        "model": args.model,
+        "session_history_events": history,
         "float16": args.float16,
         "bundle_mb": round(bundle_mb, 1),
         "statuses": statuses,

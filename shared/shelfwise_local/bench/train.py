@@ -91,6 +91,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--format", default="auto", help="format of --path")
     ap.add_argument("--search", choices=("none", "small", "full"), default="none")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--families",
+        default="",
+        help="families to train (the baselines are always added; default: all but sequential)",
+    )
     args = ap.parse_args(argv)
 
     import boto3
@@ -98,6 +103,7 @@ def main(argv: list[str]) -> int:
 
     from shelfwise.registry import Registry
     from shelfwise.training.job import Progress, TrainConfig, run_training
+    from shelfwise.training.search import parse_families
 
     t0 = time.perf_counter()
     if args.path:
@@ -127,7 +133,7 @@ def main(argv: list[str]) -> int:
 
         def record(event: dict[str, Any]) -> None:
             name = event["stage"]
-            if name in {"search", "test"}:
+            if name in {"search", "test", "epoch"}:
                 name = f"{name}:{event.get('family')}"
             steps.append((name, float(event["elapsed_s"]), time.process_time()))
             peak_after[name] = peak_rss_mb()
@@ -138,7 +144,7 @@ def main(argv: list[str]) -> int:
         result = run_training(
             table,
             Path(tmp) / "bundle",
-            TrainConfig(search=args.search, threads=args.threads),
+            TrainConfig(search=args.search, threads=args.threads, families=parse_families(args.families)),
             registry=registry,
             progress=progress,
             now=datetime.now(UTC),
@@ -146,7 +152,8 @@ def main(argv: list[str]) -> int:
         job_s = time.perf_counter() - t1
         bundle_mb = sum(p.stat().st_size for p in (Path(tmp) / "bundle").iterdir()) / 2**20
     peak = peak_rss_mb()
-    als_params = result.manifest["evaluation"]["validation"]["als"]["params"]
+    validation = result.manifest["evaluation"]["validation"]
+    als_params = validation["als"]["params"] if "als" in validation else {"factors": 64}
     baseline_s = _bare_als(table, als_params, args.threads)
     stages: dict[str, float] = {}
     stages_cpu: dict[str, float] = {}
@@ -176,6 +183,8 @@ def main(argv: list[str]) -> int:
             "peak_rss_mb_after": peak_after,
             "bundle_mb": round(bundle_mb, 1),
             "best": result.manifest["algorithm"],
+            "selection": result.manifest["evaluation"]["selection"],
+            "curves": result.manifest["evaluation"]["curves"],
             "ndcg@10": {k: v["ndcg@10"] for k, v in result.manifest["evaluation"]["models"].items()},
             "registered": result.registration.version if result.registration else None,
             "baseline_bare_als_fit_s": round(baseline_s, 2),

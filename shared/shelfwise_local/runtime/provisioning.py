@@ -474,11 +474,14 @@ class Provisioning(RuntimeBase):
     def _create_aws_dynamodb_table(self, lid: str, props: dict[str, Any]) -> Resource:
         name = props.get("TableName") or physical_id(self.stack_name, lid)
         if self.emulator is not None and self.emulator.kind == "localstack":
-            # LocalStack's DynamoDB needs DynamoDB Local, which its host mode cannot fetch: the
-            # table is known by name only, and code that uses it sees the service unavailable.
-            self._warn(f"{lid}: DynamoDB is not available on LocalStack in host mode; known by name only")
+            # LocalStack's DynamoDB needs DynamoDB Local, which its host mode cannot fetch (each
+            # call then fails after seconds of retries): the table is not created and its Ref is
+            # empty, so a function that takes the name from its environment runs without it.
+            self._warn(
+                f"{lid}: DynamoDB is not available on LocalStack in host mode; not created (Ref empty)"
+            )
             arn = f"arn:aws:dynamodb:{self.region}:{self.account_id}:table/{name}"
-            return Resource(lid, "AWS::DynamoDB::Table", name, {"Arn": arn, "StreamArn": ""}, emulated=False)
+            return Resource(lid, "AWS::DynamoDB::Table", "", {"Arn": arn, "StreamArn": ""}, emulated=False)
         keys = (
             "AttributeDefinitions",
             "KeySchema",
