@@ -30,6 +30,7 @@ class Settings(wiring.RegistrySettings):
     alias_ttl_seconds: float = Field(default=30.0, ge=0)
     model_cache_dir: str = "/tmp/shelfwise/models"
     serving_rules: Json[ServingRules] = ServingRules()
+    canary_mode: Literal["split", "interleave"] = "split"
     # The catalogue's live stock snapshot (empty: filters use the bundle's stock only).
     catalogue_bucket: str = ""
     stock_ttl_seconds: float = Field(default=30.0, ge=0)
@@ -70,6 +71,7 @@ config = ServingConfig(
     cache_dir=settings.model_cache_dir,
     alias_ttl_seconds=settings.alias_ttl_seconds,
     rules=settings.serving_rules,
+    canary_mode=settings.canary_mode,
 )
 stock = (
     LiveStock(s3_fetch(_s3, settings.catalogue_bucket, CATALOGUE_STOCK_KEY), settings.stock_ttl_seconds)

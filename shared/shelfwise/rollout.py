@@ -5,9 +5,12 @@ challenger cleared); one that concerns the champion puts ``previous`` back, but 
 champion was promoted recently (a long-standing champion failing is an infrastructure problem that
 an old model will not fix). Duplicate or stale alarm deliveries are recognised and do nothing.
 
-Promotion: the challenger moves through the stages (10% -> 50% -> 100%) while the gating alarms are
-OK and the current stage has served enough impressions for long enough; then champion := challenger
-and previous := the old champion (the registry's ``promote``).
+Promotion on evidence: the challenger moves through the stages (10% -> 50% -> 100%) only when the
+monitor's evidence shows it not worse than the champion beyond the non-inferiority margin (the
+anytime-valid lower bound of its click ratio on matured windows), with enough matured data, the
+gating alarms OK and the stage old and busy enough; then champion := challenger and previous :=
+the old champion (the registry's ``promote``). Missing or insufficient evidence holds the stage; a
+stage held longer than ``max_stage_hours`` ends the canary, with the reason.
 
 Every change is made on the registry snapshot the decision read (``expected=``), so it is written
 only if nobody changed the aliases since: a promotion decided before a rollback fails rather than
@@ -69,6 +72,12 @@ class RolloutPolicy:
     min_stage_minutes: float = 40.0
     # A champion alarm rolls back to `previous` only this long after the promotion.
     champion_rollback_grace_hours: float = 24.0
+    # Evidence: matured evaluation windows since the canary started, and decisive interleaved lists
+    # (or lists per variant of a split), before non-inferiority can advance a stage.
+    min_mature_windows: int = 6
+    min_evidence_lists: int = 50
+    # A stage that cannot show non-inferiority within this long ends the canary.
+    max_stage_hours: float = 24.0
 
     def __post_init__(self) -> None:
         if (
@@ -425,12 +434,19 @@ class Rollout:
         )
 
     # ------------------------------------------------------------------ promotion
-    def step(self, alarm_states: Mapping[str, str], stage_impressions: int, now: datetime) -> Decision:
-        """One scheduled promotion step: advance a stage, promote, or hold, and say why.
+    def step(
+        self,
+        alarm_states: Mapping[str, str],
+        stage_impressions: int,
+        now: datetime,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """One scheduled promotion step: advance a stage, promote, hold, or end the canary, and say why.
 
         ``alarm_states`` maps the gating alarms' names to their state (OK / ALARM /
         INSUFFICIENT_DATA); ``stage_impressions`` counts challenger impressions since the current
-        stage began (from the monitoring state).
+        stage began (from the monitoring state); ``evidence`` is the monitor's non-inferiority
+        evidence (``MonitoringJob.evidence``): without it a stage never advances.
         """
         snap = self.registry.snapshot()
         aliases = _state(snap.aliases)
@@ -446,11 +462,26 @@ class Rollout:
         history = self.registry.history()
         stage_start = _last(history, {"CanaryStarted", "CanaryAdvanced"}, challenger)
         minutes = (now - stage_start).total_seconds() / 60.0 if stage_start else 0.0
-        detail = {
+        detail: dict[str, Any] = {
             "stage_minutes": round(minutes, 1),
             "stage_impressions": stage_impressions,
             "weight": weight,
+            "evidence": dict(evidence) if evidence else None,
         }
+        if minutes >= 60.0 * self.policy.max_stage_hours:
+            why = self._evidence_gap(evidence, challenger) or "not shown non-inferior"
+            reason = (
+                f"stage {weight:g} held {minutes / 60:.1f} h (> {self.policy.max_stage_hours:g} h): {why}"
+            )
+            after = _state(self.registry.rollback(reason[:500], scope="canary"))
+            return self._record(
+                Decision(
+                    "rollback",
+                    f"canary of {challenger} ended: {reason}",
+                    detail=detail,
+                    **{**base, "after": after},
+                )
+            )
         if minutes < self.policy.min_stage_minutes:
             return self._record(
                 Decision(
@@ -469,6 +500,9 @@ class Rollout:
                     **base,
                 )
             )
+        gap = self._evidence_gap(evidence, challenger)
+        if gap:
+            return self._record(Decision("hold", gap, detail=detail, **base))
         nxt = self.policy.next_stage(weight)
         try:
             if nxt is None:
@@ -493,6 +527,25 @@ class Rollout:
                 **{**base, "after": after},
             )
         )
+
+    def _evidence_gap(self, evidence: Mapping[str, Any] | None, challenger: str) -> str | None:
+        """Why the evidence does not (yet) allow the next stage; None when it shows non-inferiority."""
+        p = self.policy
+        if not evidence or evidence.get("challenger") != challenger:
+            return "no evidence from the monitor for this challenger yet"
+        windows = int(evidence.get("mature_windows") or 0)
+        if windows < p.min_mature_windows:
+            return f"insufficient evidence: {windows} < {p.min_mature_windows} matured windows"
+        n = min(int(evidence.get("n_challenger") or 0), int(evidence.get("n_champion") or 0))
+        if evidence.get("lower") is None or n < p.min_evidence_lists:
+            return f"insufficient evidence: {n} < {p.min_evidence_lists} lists to compare"
+        bound = 1.0 - float(evidence.get("margin") or 0.0)
+        if float(evidence["lower"]) < bound:
+            return (
+                f"not shown non-inferior: click ratio {float(evidence['estimate']):.3f}, lower bound "
+                f"{float(evidence['lower']):.3f} < {bound:.3f} at {float(evidence.get('confidence') or 0):.0%}"
+            )
+        return None
 
     # ------------------------------------------------------------------ audit
     def _record(self, decision: Decision) -> Decision:
@@ -552,6 +605,7 @@ def promote_step(
         raise InputError("promotion needs the monitoring bucket to read stage traffic")
     aliases = _state(rollout.registry.aliases())
     impressions = 0
+    evidence = None
     if aliases.get("challenger"):
         state = S3StateStore(rollout.s3, rollout.bucket, model_name).load()
         started = _last(
@@ -559,7 +613,8 @@ def promote_step(
         )
         if state.get("challenger") == aliases["challenger"]:
             impressions = stage_impressions(state, since=started)
-    return rollout.step(alarm_states(cloudwatch, alarm_names), impressions, now)
+            evidence = state.get("evidence")
+    return rollout.step(alarm_states(cloudwatch, alarm_names), impressions, now, evidence)
 
 
 def handle_alarm_event(rollout: Rollout, event: Mapping[str, Any], clock: list[datetime]) -> list[Decision]:

@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from shelfwise.events import SCHEMA_VERSION, derive_event_id
 
@@ -30,7 +30,9 @@ MAX_SERVED_ITEMS = 500
 Served = (
     tuple[str, str, str, str, int, float, Sequence[str], Sequence[float]]
     | tuple[str, str, str, str, int, float, Sequence[str], Sequence[float], str | None]
+    | tuple[str, str, str, str, int, float, Sequence[str], Sequence[float], str | None, Sequence[str]]
 )
+# An interleaved list (variant ``interleaved``) ends with each item's contributing model version.
 # A served list may end with the hash of its routing key (user id, else session id): user_hash.
 _USER_HASH_CHARS = frozenset("0123456789abcdef")
 
@@ -76,7 +78,8 @@ def impression_rows(served: Served, logging: ListLogging | None = None) -> list[
     row's properties also carry its propensity (``_logging_props``).
     """
     rec_id, variant, version, endpoint, k, ts, items, scores, *rest = served
-    user = rest[0] if rest else None
+    user = cast("str | None", rest[0]) if rest else None
+    sources = cast("Sequence[str]", rest[1]) if len(rest) > 1 else None
     stamp = _stamp(ts)
     props: dict[str, Any] = {"endpoint": endpoint, "k": k, "schema_version": SCHEMA_VERSION}
     if user is not None:
@@ -90,7 +93,7 @@ def impression_rows(served: Served, logging: ListLogging | None = None) -> list[
             pos,
             score,
             variant,
-            version,
+            version if sources is None else sources[pos],
             props if logging is None else {**props, **_logging_props(logging, pos)},
         )
         for pos, (item, score) in enumerate(zip(items, scores, strict=True))
@@ -186,13 +189,15 @@ def served_list_line(served: Served, logging: ListLogging | None = None) -> str:
     would not match it and the whole list would be lost.
     """
     rec_id, variant, version, endpoint, k, ts, items, scores, *rest = served
-    user = rest[0] if rest else None
+    user = cast("str | None", rest[0]) if rest else None
+    sources = cast("Sequence[str]", rest[1]) if len(rest) > 1 else None
     n = len(items)
     if logging is not None and len(logging.propensities) != n:
         raise ValueError(f"{len(logging.propensities)} propensities for {n} items")
     tail = "" if logging is None else _logging_tail(logging)
     if (
-        n
+        sources is None
+        and n
         and n == len(scores)
         and type(k) is int
         and math.isfinite(sum(scores))
@@ -222,6 +227,8 @@ def served_list_line(served: Served, logging: ListLogging | None = None) -> str:
         "items": list(items),
         "scores": [round(float(s), 6) if math.isfinite(s) else None for s in scores],
     }
+    if sources is not None:
+        doc["sources"] = list(sources)
     text = json.dumps(doc, separators=(",", ":"))
     return text[:-1] + tail + "}\n"
 
@@ -278,6 +285,13 @@ def served_list_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         raise ServedListError("item ids must be strings")
     if not all(s is None or (isinstance(s, int | float) and not isinstance(s, bool)) for s in scores):
         raise ServedListError("scores must be numbers")
+    sources = doc.get("sources")
+    if sources is not None and (
+        not isinstance(sources, list)
+        or len(sources) != len(items)
+        or not all(isinstance(v, str) for v in sources)
+    ):
+        raise ServedListError("sources must be one model version (a string) per item")
     props: dict[str, Any] = {"endpoint": endpoint, "k": k, "schema_version": schema_version}
     user = doc.get("user")
     if user is not None:
@@ -291,8 +305,9 @@ def served_list_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     for pos, (item, score) in enumerate(zip(items, scores, strict=True)):
         h = prefix.copy()
         h.update(b"%d\x1e" % pos)
+        source = version if sources is None else sources[pos]
         row_props = props if logging is None else {**props, **_logging_props(logging, pos)}
-        rows.append(_row(h.hexdigest(), rec_id, item, stamp, pos, score, variant, version, row_props))
+        rows.append(_row(h.hexdigest(), rec_id, item, stamp, pos, score, variant, source, row_props))
     return rows
 
 

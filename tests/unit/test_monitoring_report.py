@@ -49,8 +49,29 @@ def test_report_has_charts_markers_and_timeline() -> None:
         records(),
         audit=audit,
         alarm_changes=changes,
-        decisions=[{"action": "rollback", "at": "x", "reason": "r"}],
+        decisions=[
+            {"action": "rollback", "at": "x", "reason": "r"},
+            {
+                "action": "advance",
+                "at": "y",
+                "reason": "v2 advanced 0.1 -> 0.5",
+                "detail": {
+                    "evidence": {
+                        "design": "interleaved",
+                        "estimate": 1.02,
+                        "lower": 0.95,
+                        "upper": 1.1,
+                        "confidence": 0.95,
+                        "margin": 0.06,
+                        "n_challenger": 800,
+                        "n_champion": 800,
+                        "mature_windows": 9,
+                    }
+                },
+            },
+        ],
     )
+    assert "click ratio 1.020, 95% bounds [0.950, 1.100]" in page and "9 matured windows" in page
     assert page.count("<svg") == 2  # ListCTR and the comparison chart
     assert page.count("<polyline") == 3
     assert "ModelRolledBack v3" in page and "s-challenger-early-clicks" in page

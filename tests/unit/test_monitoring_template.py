@@ -90,3 +90,69 @@ def test_rollback_function_subscribes_to_the_rollback_topic() -> None:
     events = resources()["RollbackModelFunction"]["Properties"]["Events"]
     assert events["ModelAlarms"]["Type"] == "SNS"
     assert events["ModelAlarms"]["Properties"]["Topic"] == {"Ref": "RollbackTopic"}
+
+
+def test_dashboard_template_and_docs_are_generated_from_the_one_alarm_definition() -> None:
+    from shelfwise.monitoring.dashboard import dashboard_text, render_docs, render_template
+
+    assert (ROOT / "infra" / "dashboard.json").read_text() == dashboard_text(), (
+        "run `shelfwise alarms --write`"
+    )
+    template = (ROOT / "template.yaml").read_text()
+    assert render_template(template) == template, "run `shelfwise alarms --write`"
+    docs = (ROOT / "docs" / "monitoring.md").read_text()
+    assert render_docs(docs) == docs, "run `shelfwise alarms --write`"
+
+
+def test_every_metric_alarm_draws_its_threshold_on_the_axis_of_its_metric() -> None:
+    from shelfwise.monitoring.dashboard import dashboard
+
+    widgets = [w["properties"] for w in dashboard()["widgets"] if w["type"] == "metric"]
+    for spec in DEFAULT_ALARMS:
+        if spec.namespace != "Shelfwise":  # AWS/SQS queue depths: on the alarm widget only
+            continue
+        drawn = []
+        for props in widgets:
+            for m in props["metrics"]:
+                opts = m[-1]
+                named = "expression" in opts and opts["label"] == spec.metric
+                plain = spec.metric in m and (spec.variant is None or spec.variant in m)
+                if named or plain:
+                    axis = opts.get("yAxis", "left")
+                    lines = props.get("annotations", {}).get("horizontal", [])
+                    drawn += [
+                        ln
+                        for ln in lines
+                        if ln["value"] == spec.threshold
+                        and ln.get("yAxis", "left") == axis
+                        and spec.suffix in ln["label"]
+                    ]
+        assert drawn, f"{spec.suffix}: no threshold line at {spec.threshold} beside its metric"
+
+
+def test_a_changed_threshold_shows_in_every_generated_place() -> None:
+    import dataclasses
+
+    from shelfwise.monitoring.dashboard import alarm_table, dashboard_text
+
+    changed = tuple(
+        dataclasses.replace(a, threshold=0.123) if a.suffix == "input-drift" else a for a in DEFAULT_ALARMS
+    )
+    assert "> 0.123" in alarm_table(changed) and '"value": 0.123' in dashboard_text(changed)
+    assert dashboard_text(changed) != (ROOT / "infra" / "dashboard.json").read_text()
+
+
+def test_drift_alarms_on_the_champion_and_inputs_trigger_a_retrain_not_a_rollback() -> None:
+    res = resources()
+    rule = res["TrainModelFunction"]["Properties"]["Events"]["DriftAlarm"]
+    assert rule["Type"] == "EventBridgeRule"
+    pattern = rule["Properties"]["Pattern"]
+    assert pattern["detail-type"] == ["CloudWatch Alarm State Change"]
+    assert pattern["detail"]["state"] == {"value": ["ALARM"]}
+    names = {
+        res[r["Ref"]]["Properties"]["AlarmName"]["Sub"].replace("${AWS::StackName}-", "")
+        for r in pattern["detail"]["alarmName"]
+    }
+    retrain = {a.suffix for a in DEFAULT_ALARMS if a.action.startswith("retrain")}
+    assert names == retrain == {"input-drift", "champion-ctr-drift", "champion-score-drift"}
+    assert all(alarm(s).target == "none" for s in retrain)  # none of them rolls a model back

@@ -162,15 +162,55 @@ def test_staged_promotion_walks_the_stages_then_promotes(env: Any) -> None:
     assert "impressions" in rollout.step(OK, 10, clock.now).reason
     firing = {**OK, f"{STACK}-challenger-quality": "ALARM"}
     assert rollout.step(firing, 10_000, clock.now).action == "hold"
+    # Alarms quiet and traffic enough, but no evidence: hold (silence is not evidence).
+    d = rollout.step(OK, 10_000, clock.now)
+    assert d.action == "hold" and "no evidence" in d.reason
     weights = []
     for _ in range(3):
-        d = rollout.step(OK, 10_000, clock.now)
+        d = rollout.step(OK, 10_000, clock.now, evidence("v2"))
         weights.append((d.action, reg.aliases().canary_weight))
+        assert d.detail["evidence"]["lower"] == 0.99  # the decision carries its evidence
         clock.now += timedelta(minutes=policy.min_stage_minutes + 1)
     assert weights == [("advance", 0.5), ("advance", 1.0), ("promote", 0.0)]
     a = reg.aliases()
     assert (a.champion, a.previous, a.challenger) == ("v2", "v1", None)
     assert rollout.step(OK, 10_000, clock.now).action == "idle"
+
+
+def evidence(challenger: str, lower: float = 0.99, windows: int = 8, n: int = 400) -> dict[str, Any]:
+    return {
+        "challenger": challenger,
+        "design": "interleaved",
+        "estimate": lower + 0.05,
+        "lower": lower,
+        "upper": lower + 0.1,
+        "margin": 0.03,
+        "confidence": 0.95,
+        "mature_windows": windows,
+        "n_challenger": n,
+        "n_champion": n,
+    }
+
+
+def test_a_stage_advances_only_on_shown_non_inferiority_and_ends_when_held_too_long(env: Any) -> None:
+    reg, rollout, clock = env["reg"], env["rollout"], env["clock"]
+    clock.now = T0 + timedelta(minutes=10)
+    reg.start_canary("v2", 0.1)
+    clock.now += timedelta(minutes=rollout.policy.min_stage_minutes + 1)
+    few_windows = rollout.step(OK, 10_000, clock.now, evidence("v2", windows=2))
+    assert few_windows.action == "hold" and "matured windows" in few_windows.reason
+    few_lists = rollout.step(OK, 10_000, clock.now, evidence("v2", n=10))
+    assert few_lists.action == "hold" and "lists" in few_lists.reason
+    worse = rollout.step(OK, 10_000, clock.now, evidence("v2", lower=0.9))
+    assert worse.action == "hold" and "not shown non-inferior" in worse.reason
+    other = rollout.step(OK, 10_000, clock.now, evidence("v9"))
+    assert other.action == "hold" and reg.aliases().canary_weight == 0.1
+    # Held past max_stage_hours: the canary ends, with the reason in the decision and the audit.
+    clock.now += timedelta(hours=rollout.policy.max_stage_hours)
+    ended = rollout.step(OK, 10_000, clock.now, evidence("v2", lower=0.9))
+    assert ended.action == "rollback" and "not shown non-inferior" in ended.reason
+    a = reg.aliases()
+    assert (a.champion, a.challenger, a.canary_weight) == ("v1", None, 0.0)
 
 
 def test_policy_validation_and_stages() -> None:

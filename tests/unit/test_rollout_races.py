@@ -24,6 +24,19 @@ from shelfwise.rollout import Rollout, RolloutPolicy, read_decisions
 
 POLICY = RolloutPolicy(min_stage_impressions=1, min_stage_minutes=1)
 OK = {f"{STACK}-challenger-quality": "OK", f"{STACK}-error-rate": "OK"}
+# What the monitor shows for v2: non-inferior on enough matured data (promotion rests on evidence).
+EVIDENCE = {
+    "challenger": "v2",
+    "design": "split",
+    "estimate": 1.02,
+    "lower": 0.99,
+    "upper": 1.05,
+    "margin": 0.03,
+    "confidence": 0.95,
+    "mature_windows": 8,
+    "n_challenger": 5000,
+    "n_champion": 5000,
+}
 RACES: list[str] = []  # the interleavings forced in this module (counted in docs/hardening.md)
 
 
@@ -94,7 +107,7 @@ def test_a_promotion_decided_before_a_rollback_does_not_undo_it(two: Any) -> Non
     alarm = notice("challenger-quality", now)
     rolled: list[Any] = []
     two["promoter"].after_read = lambda: rolled.append(two["rollback"].on_alarm(alarm, now))
-    decision = two["promote"].step(OK, 10_000, now)
+    decision = two["promote"].step(OK, 10_000, now, EVIDENCE)
     RACES.append("promote read / rollback / promote write")
     assert rolled[0].action == "rollback"
     assert decision.action == "hold" and "changed since they were read" in decision.reason
@@ -102,7 +115,7 @@ def test_a_promotion_decided_before_a_rollback_does_not_undo_it(two: Any) -> Non
     assert aliases["champion"] == "v1" and aliases["challenger"] is None and aliases["canary_weight"] == 0
     assert two["setup"].snapshot().aliases.to_json() == aliases
     # The next step sees no canary: nothing to promote, the rollback stays in force.
-    assert two["promote"].step(OK, 10_000, now + timedelta(minutes=5)).action == "idle"
+    assert two["promote"].step(OK, 10_000, now + timedelta(minutes=5), EVIDENCE).action == "idle"
     assert _ssm_aliases(two)["champion"] == "v1"
 
 
@@ -111,7 +124,7 @@ def test_a_rollback_decided_before_a_promotion_decides_again_and_wins(two: Any) 
     state (the accused canary is now champion), and previous is restored."""
     now = two["clock"].now
     promoted: list[Any] = []
-    two["rollbacker"].after_read = lambda: promoted.append(two["promote"].step(OK, 10_000, now))
+    two["rollbacker"].after_read = lambda: promoted.append(two["promote"].step(OK, 10_000, now, EVIDENCE))
     decision = two["rollback"].on_alarm(notice("challenger-quality", now), now)
     RACES.append("rollback read / promote / rollback write")
     assert promoted[0].action == "promote"
@@ -127,7 +140,7 @@ def test_ssm_writes_of_two_changes_interleaved_end_at_the_last_claim(two: Any) -
     promoter finds the later claim and writes its state; SSM ends rolled back."""
     now = two["clock"].now
     two["promoter"].before_ssm = lambda: two["rollback"].on_alarm(notice("challenger-quality", now), now)
-    two["promote"].step(OK, 10_000, now)
+    two["promote"].step(OK, 10_000, now, EVIDENCE)
     RACES.append("promote claim / rollback claim+write / promote write")
     aliases = _ssm_aliases(two)
     # The promotion claimed first, so the rollback acted on the promoted state: v2 (champion,
@@ -180,7 +193,7 @@ def test_two_alarms_on_one_broken_canary_leave_the_promoted_champion_in_place(tw
     each delivered to its own function: the first stops v3's canary, the second finds no canary
     and must not take the recently promoted v2 for the accused version."""
     clock = two["clock"]
-    assert two["promote"].step(OK, 10_000, clock.now).action == "promote"
+    assert two["promote"].step(OK, 10_000, clock.now, EVIDENCE).action == "promote"
     clock.now += timedelta(minutes=5)
     two["setup"].register(bundle(two["tmp"], "v3", "v2"), "v3")
     two["setup"].start_canary("v3", 0.1)

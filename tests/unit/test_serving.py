@@ -91,12 +91,14 @@ def _recommender(
     background: bool = False,
     gate: threading.Event | None = None,
     impressions: ImpressionSink | None = None,
+    canary_mode: str = "split",
 ) -> Recommender:
     config = ServingConfig(
         model_name="recs",
         cache_dir=str(tmp_path / "cache"),
         alias_ttl_seconds=0,
         rules=rules or ServingRules(),
+        canary_mode=canary_mode,  # type: ignore[arg-type]
     )
     loader = ModelLoader(None, "bucket", "recs", config.cache_dir, fetch=_copy_fetch(remote, gate))
     rec = Recommender(config, loader, aliases, impressions, background=background)
@@ -304,6 +306,37 @@ def test_every_served_list_is_one_log_line_with_its_impressions(remote: Path, tm
     assert len(rows) == 7 and len({r["event_id"] for r in rows}) == 7
     assert [r["position"] for r in rows[:4]] == [0, 1, 2, 3]
     assert all(r["session_id"] == r["recommendation_id"] and "user_id" not in r for r in rows)
+
+
+def test_interleaved_canary_team_drafts_both_rankings_and_logs_each_items_source(
+    remote: Path, tmp_path: Path
+) -> None:
+    out = io.StringIO()
+    aliases = Aliased(champion="v1", challenger="v2", canary_weight=1.0)
+    rec = _recommender(remote, tmp_path, aliases, impressions=ImpressionSink(out), canary_mode="interleave")
+    champion = _recommender(remote, tmp_path / "b", Aliased(champion="v1"))
+    challenger = _recommender(remote, tmp_path / "c", Aliased(champion="v2"))
+    k = 6
+    for user in ("user-000001", "user-000002", "user-000003"):
+        got = rec.recommend(user_id=user, k=k)
+        a = [i.item_id for i in champion.recommend(user_id=user, k=k).items]
+        b = [i.item_id for i in challenger.recommend(user_id=user, k=k).items]
+        assert got.variant == "interleaved" and got.model_version == "v2"
+        assert got.sources is not None and len(got.sources) == len(got.item_ids) == k
+        assert len(set(got.item_ids)) == k
+        # Each team contributes half, and each item is its team's best not yet taken, in order.
+        assert got.sources.count("v1") == got.sources.count("v2") == k // 2
+        for team, ranking in (("v1", a), ("v2", b)):
+            picked = [i for i, s in zip(got.item_ids, got.sources, strict=True) if s == team]
+            assert [ranking.index(i) for i in picked] == sorted(ranking.index(i) for i in picked)
+    rows = [r for line in out.getvalue().splitlines() for r in served_list_rows(json.loads(line))]
+    assert {r["variant"] for r in rows} == {"interleaved"}
+    assert sorted({r["model_version"] for r in rows}) == ["v1", "v2"]
+    # Without a signal for the user, both would serve popularity: the fallback, not interleaved.
+    assert rec.recommend(session_id="anon", k=k).variant == "fallback"
+    # Split mode keeps the A/B split.
+    split = _recommender(remote, tmp_path / "d", Aliased(champion="v1", challenger="v2", canary_weight=1.0))
+    assert split.recommend(user_id="user-000001", k=k).variant == "challenger"
 
 
 def test_the_sink_writes_to_stdout_at_call_time_and_never_raises(capsys: pytest.CaptureFixture[str]) -> None:

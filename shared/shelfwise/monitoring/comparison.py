@@ -192,3 +192,59 @@ def lists_needed(base_rate: float, drop: float, share: float, margin: float, alp
         else:
             lo = mid + 1
     return lo
+
+
+def compare_preference(
+    wins_challenger: int,
+    wins_champion: int,
+    alpha: float,
+    tau: float,
+    margin: float = 0.0,
+) -> RatioBound:
+    """Interleaving: the challenger's win odds over decisive lists, with one-sided anytime-valid bounds.
+
+    In a team-drafted list both models place the same number of items in alternating positions, so
+    a click's credit is a coin flip under the null of equal models, whoever the shopper is. With
+    ``p`` the challenger's share of decisive lists, ``r = p / (1 - p)`` estimates the ratio of the
+    two rankings' click rates (it is exactly that ratio when a list gets one click and clicks follow
+    the items' attractiveness), so the bounds read like :func:`compare_rates`'s and feed the same
+    ``DropLCB`` alarm. The log-odds estimate is bounded with the same half-normal mixture, its
+    variance ``1 / (n p0 (1 - p0))`` taken at the decision boundary ``r0 = 1 - margin`` (score-test
+    construction: finite when the challenger wins nothing), 0.5 continuity correction.
+    """
+    if wins_challenger < 0 or wins_champion < 0:
+        raise ValueError("wins must be non-negative")
+    if not 0 <= margin < 1:
+        raise ValueError("margin must be in [0, 1)")
+    n = wins_challenger + wins_champion
+    if n <= 0:
+        raise ValueError("no decisive list")
+    r0 = 1.0 - margin
+    p0 = r0 / (1.0 + r0)
+    log_odds = math.log((wins_challenger + 0.5) / (wins_champion + 0.5))
+    variance = 1.0 / ((n + 1.0) * p0 * (1.0 - p0))
+    w = one_sided_halfwidth(variance, alpha, tau)
+    return RatioBound(
+        ratio=_exp(log_odds),
+        lower=_exp(log_odds - w),
+        upper=_exp(log_odds + w),
+        x_challenger=wins_challenger,
+        n_challenger=n,
+        x_champion=wins_champion,
+        n_champion=n,
+    )
+
+
+def guarded_preference(
+    wins_challenger: int,
+    wins_champion: int,
+    *,
+    alpha: float,
+    tau: float,
+    min_decisive: int,
+    margin: float = 0.0,
+) -> RatioBound | None:
+    """``compare_preference`` behind a minimum of decisive lists (None: not enough evidence yet)."""
+    if wins_challenger + wins_champion < max(min_decisive, 1):
+        return None
+    return compare_preference(wins_challenger, wins_champion, alpha, tau, margin)

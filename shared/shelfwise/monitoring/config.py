@@ -37,6 +37,17 @@ class AttributionWindows:
 
 
 @dataclass(frozen=True)
+class BotRules:
+    """Thresholds of the bot-like-actor rules (shelfwise.bots says what each means)."""
+
+    max_events_per_hour: float = 600.0
+    min_events: int = 30
+    max_median_gap_s: float = 3.0
+    max_gap_cv: float = 0.25
+    max_item_entropy_bits: float = 1.0
+
+
+@dataclass(frozen=True)
 class MonitoringConfig:
     """Everything a monitoring pass needs besides clients and data."""
 
@@ -45,6 +56,10 @@ class MonitoringConfig:
     # Minimum samples before a statistic is published at all (missing data = no evidence).
     min_lists_for_rates: int = 50
     min_lists_for_comparison: int = 100
+    # Early clicks judge gross failures only (30% margin, alpha 0.005): the variance taken at the
+    # decision boundary keeps the bound honest on fewer lists, and a 10% canary of a small shop
+    # reaches 30 lists in one or two windows where 100 took four.
+    min_lists_for_early_comparison: int = 30
     min_clicks_for_comparison: int = 20
     min_scores_for_drift: int = 500
     min_events_for_input_drift: int = 500
@@ -59,7 +74,7 @@ class MonitoringConfig:
     # Anytime-valid one-sided confidence sequence (half-normal mixture): the chance of a false alarm
     # over all looks of one canary, and the mixing scale on the log-ratio (about the size of effect
     # we care about: log(0.8) = -0.22). One-sided 0.05 is what the earlier two-sided 0.1 held.
-    alpha: float = 0.05
+    alpha: float = 0.02
     tau: float = 0.2
     # Early clicks only need to catch gross failures (a broken model loses most clicks): stricter
     # alpha, wider margin, and a mixing scale tuned to large effects so ~100 lists per variant do.
@@ -69,6 +84,23 @@ class MonitoringConfig:
     quality_margin: float = 0.02
     early_margin: float = 0.3
     histogram_epsilon: float = 1e-4
+    # Interleaved canary: decisive lists (one model's items got more clicks) needed before its
+    # comparison is published, and before its early-click comparison is.
+    min_decisive_lists: int = 30
+    min_early_decisive_lists: int = 10
+    # The interleaved preference moves about twice as far as the CTR ratio (in the bench's click
+    # model a 20% CTR drop is a 36% drop in win odds), so its mixing scale is twice the split's.
+    interleaved_tau: float = 0.4
+    # Promotion evidence: non-inferiority of the challenger, on matured windows only, at this
+    # one-sided anytime-valid confidence (1 - alpha) and relative margin (on the CTR ratio for a
+    # split canary, on the win odds for an interleaved one: twice as far, as above).
+    noninferiority_margin: float = 0.03
+    interleaved_noninferiority_margin: float = 0.06
+    noninferiority_alpha: float = 0.05
+    # Bot-like actors (shelfwise.bots) leave the metrics; their share is published from this many
+    # behaviour events in the window.
+    bots: BotRules = field(default_factory=BotRules)
+    min_events_for_bot_share: int = 200
 
     @property
     def window(self) -> timedelta:
@@ -93,6 +125,9 @@ class AlarmSpec:
     # What the rollback function does when this alarm enters ALARM.
     target: Target = "none"
     guard: str = ""
+    # What happens besides the notification when it accuses no model (e.g. a retrain).
+    action: str = ""
+    namespace: str = NAMESPACE
 
 
 # Default alarms. Every model alarm is driven by a metric the job only publishes once its minimum
@@ -122,7 +157,7 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         evaluation_periods=1,
         treat_missing_data="notBreaching",
         target="challenger",
-        guard="published only with >= 100 lists per variant and >= 20 early champion clicks",
+        guard="published only with >= 30 lists per variant and >= 20 early champion clicks",
     ),
     AlarmSpec(
         suffix="challenger-score-drift",
@@ -159,6 +194,7 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         treat_missing_data="notBreaching",
         target="none",
         guard="published only with >= 500 served scores; reference = the champion bundle's manifest",
+        action="retrain (TrainModelFunction) + notify",
     ),
     AlarmSpec(
         suffix="champion-ctr-drift",
@@ -171,6 +207,7 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         treat_missing_data="notBreaching",
         target="none",
         guard="published once a 10,000-list baseline is frozen and the last hour of matured windows holds >= 100 lists",
+        action="retrain (TrainModelFunction) + notify",
     ),
     AlarmSpec(
         suffix="input-drift",
@@ -182,6 +219,19 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         treat_missing_data="notBreaching",
         target="none",
         guard="published only once a 5,000-event baseline is frozen and the last hour holds >= 500 behaviour events",
+        action="retrain (TrainModelFunction) + notify",
+    ),
+    AlarmSpec(
+        suffix="bot-surge",
+        metric="BotShare",
+        threshold=0.2,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=2,
+        evaluation_periods=3,
+        treat_missing_data="notBreaching",
+        target="none",
+        guard="published only with >= 200 behaviour events in the window; bots are already excluded from every metric",
+        action="notify (bots already excluded from metrics and training data)",
     ),
     AlarmSpec(
         suffix="error-rate",
@@ -193,6 +243,44 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         treat_missing_data="notBreaching",
         target="champion",
         guard="metric math IF(requests >= 50, errors / requests, 0): a minute with fewer than 50 requests cannot alarm; Errors counts 5xx and crashes only (never a 4xx, never a dependency outage)",
+        period=60,
+    ),
+    AlarmSpec(
+        suffix="events-delivery",
+        metric="DependencyErrors",
+        statistic="Sum",
+        threshold=5.0,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=2,
+        evaluation_periods=3,
+        treat_missing_data="notBreaching",
+        target="none",
+        guard="POST /v1/events answered 503 because the delivery stream took none of a batch: a dependency outage, kept out of Errors",
+        period=60,
+    ),
+    AlarmSpec(
+        suffix="ingest-dlq",
+        metric="ApproximateNumberOfMessagesVisible",
+        threshold=0.0,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=1,
+        evaluation_periods=1,
+        treat_missing_data="notBreaching",
+        target="none",
+        guard="the ingest DLQ holds a message",
+        namespace="AWS/SQS",
+    ),
+    AlarmSpec(
+        suffix="rollback-dlq",
+        metric="ApproximateNumberOfMessagesVisible",
+        threshold=0.0,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=1,
+        evaluation_periods=1,
+        treat_missing_data="notBreaching",
+        target="none",
+        guard="the rollback function's DLQ holds an alarm it could not act on",
+        namespace="AWS/SQS",
         period=60,
     ),
     AlarmSpec(

@@ -19,14 +19,28 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shelfwise import bots
 from shelfwise.errors import InputError
 from shelfwise.monitoring import drift
-from shelfwise.monitoring.comparison import guarded_compare
+from shelfwise.monitoring.comparison import (
+    RatioBound,
+    compare_preference,
+    compare_rates,
+    guarded_compare,
+    guarded_preference,
+)
 from shelfwise.monitoring.config import MonitoringConfig
 from shelfwise.monitoring.data import EventSource
 from shelfwise.monitoring.exploration import exploration_metrics
 from shelfwise.monitoring.publish import MetricDatum
-from shelfwise.monitoring.quality import VariantQuality, compute_quality, mature_families, rate_metrics
+from shelfwise.monitoring.quality import (
+    InterleavingCounts,
+    VariantQuality,
+    compute_interleaving,
+    compute_quality,
+    mature_families,
+    rate_metrics,
+)
 
 BEHAVIOUR_TYPES = ("view", "click", "add_to_cart", "purchase")
 POPULARITY_BUCKETS = 10
@@ -163,7 +177,7 @@ def sync_state(state: dict[str, Any], deployment: Deployment, now: datetime) -> 
     return state
 
 
-def _sum(state: dict[str, Any], kind: str, key: str, since: str | None = None) -> tuple[int, int]:
+def _sum(state: Mapping[str, Any], kind: str, key: str, since: str | None = None) -> tuple[int, int]:
     n = x = 0
     for wstart, entry in state["windows"].items():
         if since is not None and wstart < since:
@@ -173,6 +187,33 @@ def _sum(state: dict[str, Any], kind: str, key: str, since: str | None = None) -
             n += int(pair[0])
             x += int(pair[1])
     return n, x
+
+
+def _between(events: pa.Table, start: datetime, end: datetime) -> pa.Table:
+    ts = events["timestamp"]
+    lo = pa.scalar(start, pa.timestamp("ms", tz="UTC"))
+    hi = pa.scalar(end, pa.timestamp("ms", tz="UTC"))
+    return events.filter(pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)))
+
+
+def _ilv_entry(counts: InterleavingCounts, early: bool = False) -> dict[str, Any]:
+    return {"lists": counts.lists, "wins": dict(counts.early_wins if early else counts.wins)}
+
+
+def _ilv_sum(
+    state: Mapping[str, Any], kind: str, deployment: Deployment, since: str | None
+) -> tuple[int, int, int]:
+    """(challenger wins, champion wins, interleaved lists) summed over the windows since ``since``."""
+    w_c = w_b = lists = 0
+    for wstart, entry in state.get("windows", {}).items():
+        if since is not None and wstart < since:
+            continue
+        e = entry.get(kind)
+        if e:
+            lists += int(e.get("lists", 0))
+            w_c += int(e["wins"].get(deployment.challenger or "", 0))
+            w_b += int(e["wins"].get(deployment.champion or "", 0))
+    return w_c, w_b, lists
 
 
 def canary_first_window(state: Mapping[str, Any], window_seconds: int = 300) -> datetime | None:
@@ -238,6 +279,14 @@ class MonitoringJob:
         events = self.source.read(min(start, m_start, lookback), now)
         result = PassResult(kind="fast", window_start=start)
         state = sync_state(self.state_store.load(), deployment, now)
+        # Bot-like actors over the whole read (about an hour): their events leave every metric below.
+        found = bots.detect(events, cfg.bots)
+        in_window = _between(events, start, end)
+        n_behaviour = bots.behaviour_events(in_window)
+        if n_behaviour >= cfg.min_events_for_bot_share:
+            n_bot = in_window.num_rows - bots.exclude(in_window, found).num_rows
+            result.data.append(self._d("BotShare", min(1.0, n_bot / n_behaviour), start))
+        events = bots.exclude(events, found)
 
         # Label-free: what was served in [start, end) and what users did.
         early = compute_quality(events, start, end, cfg.attribution, as_of=now)
@@ -253,6 +302,16 @@ class MonitoringJob:
             if q.variant in ("champion", "challenger", "fallback"):
                 result.data.append(self._d("Impressions", q.impressions, start, q.variant, "Count"))
                 result.data.append(self._d("Recommendations", q.lists, start, q.variant, "Count"))
+        early_ilv = compute_interleaving(events, start, end, cfg.attribution, as_of=now)
+        if early_ilv.lists:
+            result.data.append(self._d("Recommendations", early_ilv.lists, start, "interleaved", "Count"))
+            ch = deployment.challenger
+            if ch:
+                key = _key("challenger", ch)
+                entry["impressions"][key] = entry["impressions"].get(key, 0) + early_ilv.impressions.get(
+                    ch, 0
+                )
+            entry.setdefault("ilv_early", _ilv_entry(early_ilv, early=True))
         served = self._served(events, start, end)
         result.data += self._label_free(served, events, start, end, deployment)
 
@@ -262,6 +321,9 @@ class MonitoringJob:
         mentry["click"] = {
             _key(q.variant, q.model_version): [q.lists, q.clicked_lists] for q in matured.values()
         }
+        matured_ilv = compute_interleaving(events, m_start, m_end, cfg.attribution, as_of=now)
+        if matured_ilv.lists:
+            mentry["ilv_click"] = _ilv_entry(matured_ilv)
         fams = mature_families(m_end, now, cfg.attribution)
         for q in matured.values():
             if q.variant in ("champion", "challenger", "fallback"):
@@ -282,10 +344,13 @@ class MonitoringJob:
         # long before the windows mature instead of waiting 30 minutes for each.
         first = canary_first_window(state, cfg.window_seconds)
         pending: dict[tuple[str, str], VariantQuality] = {}
+        pending_ilv = InterleavingCounts()
         if deployment.challenger and first is not None and max(m_end, first) < end:
             pending = compute_quality(events, max(m_end, first), end, cfg.attribution, as_of=now)
+            pending_ilv = compute_interleaving(events, max(m_end, first), end, cfg.attribution, as_of=now)
         # Cumulative decision metrics, stamped at the evaluation window so alarms see them now.
-        result.data += self._comparisons(state, deployment, start, pending)
+        result.data += self._comparisons(state, deployment, start, pending, pending_ilv)
+        state["evidence"] = self.evidence(state, deployment, now)
         self._prune(state, now)
         self.state_store.save(state)
         newest = pc.max(events["timestamp"]).as_py() if events.num_rows else None
@@ -294,9 +359,11 @@ class MonitoringJob:
             "matured_window_start": m_start.isoformat(),
             "newest_event": newest.isoformat() if newest else None,
             "events": events.num_rows,
+            "bots": found.to_dict(),
             "variants": {f"{q.variant}/{q.model_version}": q.to_dict() for q in early.values()},
             "matured": {f"{q.variant}/{q.model_version}": q.to_dict() for q in matured.values()},
             "stage_impressions": stage_impressions(state, window_seconds=cfg.window_seconds),
+            "evidence": state["evidence"],
             "metrics": len(result.data),
         }
         return result
@@ -526,13 +593,16 @@ class MonitoringJob:
         deployment: Deployment,
         ts: datetime,
         pending: Mapping[tuple[str, str], VariantQuality] | None = None,
+        pending_ilv: InterleavingCounts | None = None,
     ) -> list[MetricDatum]:
         """The challenger-vs-champion bounds over every window since the canary started.
 
         ``CtrDropLCB``: matured windows with their full click attribution plus the ``pending``
         (not yet matured) windows with the clicks seen so far; ``EarlyCtrDropLCB``: every window's
         clicks within ``early_click`` of the impression. Only windows from the canary's first one
-        on count, for both variants, so both share the same mix of censoring.
+        on count, for both variants, so both share the same mix of censoring. When the canary is
+        interleaved, both come from the interleaved lists' wins (``compare_preference``) instead of
+        the split's list CTRs: same names, so the same alarms decide.
         """
         if not (deployment.challenger and deployment.champion):
             return []
@@ -541,33 +611,114 @@ class MonitoringJob:
         since = first.isoformat() if first is not None else None
         pend = pending or {}
         ch, cb = _key("challenger", deployment.challenger), _key("champion", deployment.champion)
+        ilv_lists = _ilv_sum(state, "ilv_early", deployment, since)[2]
+        if ilv_lists:
+            out.append(self._d("InterleavedLists", ilv_lists, ts, "challenger", "Count"))
         for kind, metric, alpha, tau, margin in (
             ("click", "Ctr", cfg.alpha, cfg.tau, cfg.quality_margin),
             ("early", "EarlyCtr", cfg.early_alpha, cfg.early_tau, cfg.early_margin),
         ):
-            n_c, x_c = _sum(state, kind, ch, since)
-            n_b, x_b = _sum(state, kind, cb, since)
-            if kind == "click":
-                for (variant, version), q in pend.items():
-                    if (variant, version) == ("challenger", deployment.challenger):
-                        n_c, x_c = n_c + q.lists, x_c + q.clicked_lists
-                    elif (variant, version) == ("champion", deployment.champion):
-                        n_b, x_b = n_b + q.lists, x_b + q.clicked_lists
-            bound = guarded_compare(
-                x_c,
-                n_c,
-                x_b,
-                n_b,
-                alpha=alpha,
-                tau=tau,
-                min_lists=cfg.min_lists_for_comparison,
-                min_champion_successes=cfg.min_clicks_for_comparison,
-                margin=margin,
-            )
+            bound: RatioBound | None
+            if ilv_lists:
+                w_c, w_b, _ = _ilv_sum(state, f"ilv_{kind}", deployment, since)
+                if kind == "click" and pending_ilv is not None:
+                    w_c += pending_ilv.wins.get(deployment.challenger, 0)
+                    w_b += pending_ilv.wins.get(deployment.champion, 0)
+                bound = guarded_preference(
+                    w_c,
+                    w_b,
+                    alpha=alpha,
+                    tau=cfg.interleaved_tau if kind == "click" else tau,
+                    min_decisive=cfg.min_decisive_lists if kind == "click" else cfg.min_early_decisive_lists,
+                    margin=margin,
+                )
+            else:
+                n_c, x_c = _sum(state, kind, ch, since)
+                n_b, x_b = _sum(state, kind, cb, since)
+                if kind == "click":
+                    for (variant, version), q in pend.items():
+                        if (variant, version) == ("challenger", deployment.challenger):
+                            n_c, x_c = n_c + q.lists, x_c + q.clicked_lists
+                        elif (variant, version) == ("champion", deployment.champion):
+                            n_b, x_b = n_b + q.lists, x_b + q.clicked_lists
+                bound = guarded_compare(
+                    x_c,
+                    n_c,
+                    x_b,
+                    n_b,
+                    alpha=alpha,
+                    tau=tau,
+                    min_lists=cfg.min_lists_for_comparison
+                    if kind == "click"
+                    else cfg.min_lists_for_early_comparison,
+                    min_champion_successes=cfg.min_clicks_for_comparison,
+                    margin=margin,
+                )
             if bound is not None:
                 out.append(self._d(f"{metric}DropLCB", max(-1.0, bound.drop_lcb), ts, "challenger"))
                 out.append(self._d(f"{metric}Ratio", bound.ratio, ts, "challenger"))
         return out
+
+    def evidence(self, state: Mapping[str, Any], deployment: Deployment, now: datetime) -> dict[str, Any]:
+        """What promotion decides on: the challenger's click ratio on *matured* windows since the
+        canary started, with its one-sided anytime-valid lower bound (non-inferiority) and sizes.
+
+        ``design`` is ``interleaved`` (wins in interleaved lists) or ``split`` (list CTRs); the
+        estimate is None while either side has no data (the promoter then holds).
+        """
+        cfg = self.cfg
+        ev: dict[str, Any] = {
+            "as_of": now.isoformat(),
+            "challenger": deployment.challenger,
+            "champion": deployment.champion,
+            "confidence": 1.0 - cfg.noninferiority_alpha,
+            "estimate": None,
+            "lower": None,
+            "upper": None,
+        }
+        if not (deployment.challenger and deployment.champion):
+            return {**ev, "design": None, "mature_windows": 0}
+        first = canary_first_window(state, cfg.window_seconds)
+        since = first.isoformat() if first is not None else None
+        windows = [
+            k
+            for k, v in state.get("windows", {}).items()
+            if (since is None or k >= since) and ("click" in v or "ilv_click" in v)
+        ]
+        ev["mature_windows"] = len(windows)
+        w_c, w_b, lists = _ilv_sum(state, "ilv_click", deployment, since)
+        bound: RatioBound | None = None
+        if _ilv_sum(state, "ilv_early", deployment, since)[2]:
+            margin = cfg.interleaved_noninferiority_margin
+            ev.update(
+                design="interleaved", lists=lists, wins_challenger=w_c, wins_champion=w_b, margin=margin
+            )
+            if w_c + w_b > 0:
+                bound = compare_preference(w_c, w_b, cfg.noninferiority_alpha, cfg.interleaved_tau, margin)
+        else:
+            n_c, x_c = _sum(state, "click", _key("challenger", deployment.challenger), since)
+            n_b, x_b = _sum(state, "click", _key("champion", deployment.champion), since)
+            ev.update(
+                design="split",
+                margin=cfg.noninferiority_margin,
+                lists_challenger=n_c,
+                lists_champion=n_b,
+                clicked_challenger=x_c,
+                clicked_champion=x_b,
+            )
+            if n_c and n_b:
+                bound = compare_rates(
+                    x_c, n_c, x_b, n_b, cfg.noninferiority_alpha, cfg.tau, cfg.noninferiority_margin
+                )
+        if bound is not None:
+            ev.update(
+                estimate=round(bound.ratio, 4),
+                lower=round(bound.lower, 4),
+                upper=round(min(bound.upper, 1e6), 4),
+                n_challenger=bound.n_challenger,
+                n_champion=bound.n_champion,
+            )
+        return ev
 
     def _prune(self, state: dict[str, Any], now: datetime) -> None:
         """Keep two days of per-window counts: enough for any canary, bounded state size."""

@@ -11,7 +11,7 @@ seconds.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -311,3 +311,101 @@ def rate_metrics(q: VariantQuality, families: tuple[str, ...], min_lists: int) -
         out["ConversionRate"] = q.conversion_rate or 0.0
         out["RevenuePerMille"] = q.revenue_per_mille or 0.0
     return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+INTERLEAVED = "interleaved"
+
+
+@dataclass
+class InterleavingCounts:
+    """Per-list credit of one window's interleaved lists between two model versions.
+
+    A list is *won* by the version whose items got more of its clicks (credited to the version that
+    contributed each item); lists without clicks, or with as many for each, are ties and carry no
+    information about which ranking is better. ``early_*`` count only clicks within the early-click
+    window, ``purchase_*`` purchases within theirs.
+    """
+
+    lists: int = 0
+    wins: dict[str, int] = field(default_factory=dict)
+    early_wins: dict[str, int] = field(default_factory=dict)
+    purchase_wins: dict[str, int] = field(default_factory=dict)
+    impressions: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def compute_interleaving(
+    events: pa.Table, start: datetime, end: datetime, windows: AttributionWindows, as_of: datetime
+) -> InterleavingCounts:
+    """Wins per contributing version over the interleaved lists served in ``[start, end)``.
+
+    Feedback is matched as in :func:`compute_quality` (same ``recommendation_id`` and ``item_id``,
+    within the attribution window of its type, client clock skew tolerated), then credited to the
+    version that contributed the item (the impression row's ``model_version``).
+    """
+    t = _prepare(events)
+    start_ms, end_ms, as_of_ms = to_ms(start), to_ms(end), to_ms(as_of)
+    et = t["event_type"]
+    imp = t.filter(
+        pc.and_(
+            pc.and_(pc.equal(et, "impression"), pc.equal(t["variant"], INTERLEAVED)),
+            pc.and_(pc.greater_equal(t["ts"], start_ms), pc.less(t["ts"], end_ms)),
+        )
+    ).select(["recommendation_id", "item_id", "model_version", "ts"])
+    out = InterleavingCounts()
+    if imp.num_rows == 0:
+        return out
+    imp = imp.set_column(2, "model_version", pc.fill_null(imp["model_version"], "unknown"))
+    out.lists = len(pc.unique(imp["recommendation_id"]))
+    per_version = imp.group_by(["model_version"], use_threads=False).aggregate([("item_id", "count")])
+    out.impressions = {str(r["model_version"]): int(r["item_id_count"]) for r in per_version.to_pylist()}
+    fb = t.filter(
+        pc.and_(
+            pc.and_(pc.is_in(et, pa.array(("click", "purchase"))), pc.is_valid(t["recommendation_id"])),
+            pc.and_(pc.greater_equal(t["ts"], start_ms - CLOCK_SKEW_MS), pc.less(t["ts"], as_of_ms)),
+        )
+    ).select(["recommendation_id", "item_id", "event_type", "ts"])
+    if fb.num_rows == 0:
+        return out
+    fb = fb.rename_columns(["recommendation_id", "item_id", "event_type", "fb_ts"])
+    touched = imp.filter(pc.is_in(imp["recommendation_id"], pc.unique(fb["recommendation_id"])))
+    joined = fb.join(touched, keys=["recommendation_id", "item_id"], join_type="inner", use_threads=False)
+    if joined.num_rows == 0:
+        return out
+    delay = pc.subtract(joined["fb_ts"], joined["ts"])
+    is_click = pc.equal(joined["event_type"], "click")
+    limit = pc.if_else(is_click, windows.click * 1000, windows.purchase * 1000)
+    joined = joined.append_column("delay", delay).filter(
+        pc.and_(pc.greater_equal(delay, -CLOCK_SKEW_MS), pc.less_equal(delay, limit))
+    )
+    is_click = pc.equal(joined["event_type"], "click")
+    early = pc.and_(is_click, pc.less_equal(joined["delay"], windows.early_click * 1000))
+    for mask, target in ((is_click, out.wins), (early, out.early_wins)):
+        _credit(joined.filter(mask), target)
+    _credit(joined.filter(pc.equal(joined["event_type"], "purchase")), out.purchase_wins)
+    return out
+
+
+def _credit(rows: pa.Table, target: dict[str, int]) -> None:
+    """Count, per version, the lists it won: more distinct credited items than any other version."""
+    if rows.num_rows == 0:
+        return
+    pairs = rows.group_by(["recommendation_id", "item_id"], use_threads=False).aggregate(
+        [("model_version", "first")]
+    )
+    per = pairs.group_by(["recommendation_id", "model_version_first"], use_threads=False).aggregate(
+        [("item_id", "count")]
+    )
+    best: dict[str, tuple[int, str | None]] = {}
+    for r in per.to_pylist():
+        rid, version, n = r["recommendation_id"], str(r["model_version_first"]), int(r["item_id_count"])
+        cur = best.get(rid)
+        if cur is None or n > cur[0]:
+            best[rid] = (n, version)
+        elif n == cur[0]:
+            best[rid] = (n, None)  # a tie carries no preference
+    for _n, winner in best.values():
+        if winner is not None:
+            target[winner] = target.get(winner, 0) + 1

@@ -153,6 +153,19 @@ def svg_chart(
     )
 
 
+def evidence_text(ev: Mapping[str, Any] | None) -> str:
+    """One line of a promotion decision's evidence: estimate, interval, sample sizes."""
+    if not ev or ev.get("estimate") is None:
+        return ""
+    upper = float(ev.get("upper") or 0.0)
+    return (
+        f" | evidence ({ev.get('design')}): click ratio {float(ev['estimate']):.3f}, "
+        f"{float(ev.get('confidence') or 0):.0%} bounds [{float(ev['lower']):.3f}, {upper:.3f}], "
+        f"non-inferiority margin {float(ev.get('margin') or 0):.0%}; "
+        f"n = {ev.get('n_challenger')} / {ev.get('n_champion')}, {ev.get('mature_windows')} matured windows"
+    )
+
+
 def render_report(
     records: Iterable[Mapping[str, Any]],
     *,
@@ -179,7 +192,8 @@ def render_report(
         if d.get("action") in {"rollback", "advance", "promote"}:
             rows.append(
                 f"<tr><td>{html.escape(str(d.get('at', '')))[:19]}</td><td>decision: {html.escape(str(d['action']))}</td>"
-                f"<td>{html.escape(str(d.get('reason', '')))} {html.escape(str(d.get('alarm') or ''))}</td></tr>"
+                f"<td>{html.escape(str(d.get('reason', '')))} {html.escape(str(d.get('alarm') or ''))}"
+                f"{html.escape(evidence_text((d.get('detail') or {}).get('evidence')))}</td></tr>"
             )
     legend = " ".join(
         f'<span style="color:{c}">&#9646; {html.escape(k)}</span>' for k, c in EVENT_COLORS.items()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from contextvars import ContextVar
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -69,6 +70,9 @@ class ServingConfig(BaseModel):
     alias_ttl_seconds: float = Field(default=30.0, ge=0.0)
     intra_op_threads: int = Field(default=1, ge=1, le=64)
     rules: ServingRules = ServingRules()
+    # How the canary's share of traffic meets the challenger: its own lists (an A/B split), or
+    # lists team-drafted from both models (interleaving; docs/monitoring.md).
+    canary_mode: Literal["split", "interleave"] = "split"
 
 
 # When the request was received (API Gateway's ``requestContext.timeEpoch``), set per request by

@@ -124,9 +124,13 @@ class RecommendationResponse(BaseModel):
 
     recommendation_id: str
     model_version: str
-    variant: Literal["champion", "challenger", "fallback"]
+    variant: Literal["champion", "challenger", "fallback", "interleaved"]
     items: list[ItemOut]
     unknown_items: int = Field(ge=0, description="ids in the request not in the catalogue (ignored)")
+    sources: list[str] | None = Field(
+        default=None,
+        description="interleaved lists only: the model version that contributed each item (in list order)",
+    )
 
     @classmethod
     def of(cls, rec: Recommendation) -> RecommendationResponse:
@@ -136,6 +140,7 @@ class RecommendationResponse(BaseModel):
             variant=rec.variant,  # type: ignore[arg-type]
             items=[ItemOut(**vars(i)) for i in rec.items],
             unknown_items=rec.unknown_items,
+            sources=rec.sources,
         )
 
 
@@ -158,6 +163,7 @@ def recommendation_json(rec: Recommendation) -> str:
             for p, (i, s, c, t, pr) in enumerate(columns)
         ],
         "unknown_items": rec.unknown_items,
+        "sources": rec.sources,
     }
     return pydantic_core.to_json(doc, inf_nan_mode="null").decode()
 

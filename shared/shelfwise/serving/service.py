@@ -33,6 +33,7 @@ from shelfwise.registry import Aliases
 from shelfwise.serving.config import ServingConfig, served_at
 from shelfwise.serving.errors import ItemNotFoundError, ModelUnavailableError
 from shelfwise.serving.impressions import ImpressionSink, ListLogging, user_hash
+from shelfwise.serving.interleave import team_draft
 from shelfwise.serving.loader import ModelLoader
 from shelfwise.serving.model import LoadedModel
 from shelfwise.serving.new_items import NewItems
@@ -95,6 +96,8 @@ class Recommendation:
     unknown_items: int = 0
     degraded: bool = False
     reason: str | None = None
+    # Interleaved lists only: each item's contributing model version (the credit monitoring uses).
+    sources: list[str] | None = None
 
     @property
     def items(self) -> list[RankedItem]:
@@ -437,21 +440,28 @@ class Recommender:
                 logging = self._logged_as_ranked(len(ids))
             elif logging is not None and len(logging.propensities) != len(ids):
                 logging = _with_new_items(logging, len(new[0]) if new else 0, len(ids))
-            self.impressions.record(
-                (
-                    rec.recommendation_id,
-                    variant,
-                    rec.model_version,
-                    endpoint,
-                    k,
-                    served_at(),
-                    ids,
-                    sc,
-                    None if user is None else user_hash(user),
-                ),
-                logging,
-            )
+        self._log_served(rec, endpoint, k, user, logging)
         return rec
+
+    def _log_served(
+        self, rec: Recommendation, endpoint: str, k: int, user: str | None, logging: ListLogging | None = None
+    ) -> None:
+        """The served-list record of ``rec`` (with the hash of ``user``, the routing key; each
+        item's contributing version when interleaved; the policy's propensities when exploring)."""
+        if self.impressions is None or not rec.item_ids:
+            return
+        served = (
+            rec.recommendation_id,
+            rec.variant,
+            rec.model_version,
+            endpoint,
+            k,
+            served_at(),
+            rec.item_ids,
+            rec.scores,
+            None if user is None else user_hash(user),
+        )
+        self.impressions.record(served if rec.sources is None else (*served, rec.sources), logging)
 
     def _logged_as_ranked(self, n: int) -> ListLogging:
         """Propensity 1 at every slot: a list served as ranked (exploration configured)."""
@@ -548,7 +558,11 @@ class Recommender:
         """Top-k for a known user (stored representation) or from a session history (fold-in).
 
         With exploration configured, the model's list may be explored (``shelfwise.exploration``)
-        unless the request says ``explore=False``; popularity fallbacks are never explored."""
+        unless the request says ``explore=False``; popularity fallbacks are never explored. With
+        ``canary_mode = "interleave"``, a request routed to the challenger gets one list
+        team-drafted from the champion's and the challenger's rankings (variant ``interleaved``,
+        never explored).
+        """
         k = self._check_k(k)
         self.refresh()
         if user_id is not None and self._pseudonymise is not None:
@@ -577,6 +591,19 @@ class Recommender:
                 reason="no known user or usable history",
                 user=user_id or session_id,
             )
+        if variant == "challenger" and self.config.canary_mode == "interleave":
+            champion = self._state.models.get(self._state.aliases.champion or "")
+            other = self._rank(champion, user_id, history, filters, k) if champion is not None else None
+            if champion is not None and other is not None:
+                scores, indices = model.score(uidx, h_items, h_weights, mask, k)
+                return self._interleaved_answer(
+                    (champion, other[0], other[1]),
+                    (model, scores, indices),
+                    endpoint,
+                    k,
+                    unknown,
+                    user_id or session_id,
+                )
         policy = self.exploration
         logging = None
         if explore and policy is not None and policy.share > 0 and policy.epsilon > 0:
@@ -611,6 +638,70 @@ class Recommender:
             new=new,
             logging=logging,
         )
+
+    def _rank(
+        self,
+        model: LoadedModel,
+        user_id: str | None,
+        history: Sequence[HistoryEvent],
+        filters: Filters,
+        k: int,
+    ) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """``model``'s top-k (scores, indices, unknown ids) for the user; None when it has no signal."""
+        uidx = model.catalog.user_index(user_id)
+        h_items, h_weights, excluded, unknown = self._history(model, history)
+        if uidx < 0 and h_items.size == 0:
+            return None
+        if uidx >= 0 and self.rules.exclude_purchased:
+            excluded = (
+                excluded + model.catalog.stored_purchases(uidx, self.rules.max_stored_purchases).tolist()
+            )
+        mask, unknown_excl = self._mask(model, filters, excluded)
+        scores, indices = model.score(uidx, h_items, h_weights, mask, k)
+        return scores, indices, unknown + unknown_excl
+
+    def _interleaved_answer(
+        self,
+        champion: tuple[LoadedModel, np.ndarray, np.ndarray],
+        challenger: tuple[LoadedModel, np.ndarray, np.ndarray],
+        endpoint: str,
+        k: int,
+        unknown: int,
+        user: str | None = None,
+    ) -> Recommendation:
+        """Team-draft of the two rankings; each item keeps its team's score, metadata and version."""
+        sides = []
+        for model, scores, indices in (champion, challenger):
+            idx = np.asarray(indices, dtype=np.intp)
+            sides.append((model, text_list(model.catalog.item_ids[idx]), scores.tolist(), idx))
+        rec_id = uuid.uuid4().hex
+        merged = team_draft(sides[0][1], sides[1][1], k, rec_id)
+        ids, sc, cats, titles, prices, sources = [], [], [], [], [], []
+        for team, rank in zip(merged.teams, merged.ranks, strict=True):
+            model, team_ids, team_scores, idx = sides[team]
+            i = int(idx[rank])
+            cat = model.catalog
+            ids.append(team_ids[rank])
+            sc.append(team_scores[rank])
+            cats.append(text_list(cat.category_names[i : i + 1])[0])
+            titles.append(text_list(cat.titles[i : i + 1])[0])
+            price = float(cat.price[i])
+            prices.append(None if price != price else round(price, 4))
+            sources.append(model.version)
+        rec = Recommendation(
+            recommendation_id=rec_id,
+            model_version=challenger[0].version,
+            variant="interleaved",
+            item_ids=ids,
+            scores=sc,
+            categories=cats,
+            titles=titles,
+            prices=prices,
+            unknown_items=unknown,
+            sources=sources,
+        )
+        self._log_served(rec, endpoint, k, user)
+        return rec
 
     def similar(
         self, item_id: str, *, k: int | None = None, filters: Filters = Filters(), user_key: str | None = None

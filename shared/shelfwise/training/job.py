@@ -30,8 +30,10 @@ from typing import Any, TextIO
 import numpy as np
 import onnx
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from shelfwise import bots
 from shelfwise import bundle as bundle_io
 from shelfwise.errors import InputError
 from shelfwise.evaluation import popularity_percentile
@@ -338,18 +340,89 @@ def float16_check(model: ALS, data: Interactions, config: TrainConfig) -> dict[s
     return {"used": changed == 0, "users_checked": len(users), "users_with_changed_topk": changed}
 
 
-def reference_distributions(model: Recommender, data: Interactions, k: int, seed: int) -> dict[str, Any]:
-    """Baselines for drift monitoring: top-k score histogram, category mix, history popularity."""
+def anonymous_actors(table: pa.Table, data: Interactions) -> np.ndarray | None:
+    """Per user index of ``data``: whether the actor had only a session id (serving folds it in)."""
+    if "session_id" not in table.column_names:
+        return None
+    if "user_id" not in table.column_names:
+        return np.ones(data.n_users, dtype=bool)
+    anon = pc.unique(
+        pc.drop_null(pc.filter(pc.cast(table["session_id"], pa.string()), pc.is_null(table["user_id"])))
+    )
+    return np.isin(data.user_ids, np.asarray(anon.to_pylist(), dtype=object).astype(str))
+
+
+def served_scores(
+    model: Recommender,
+    data: Interactions,
+    k: int,
+    seed: int,
+    anonymous: np.ndarray | None = None,
+    n: int = 1500,
+) -> np.ndarray:
+    """Top-k scores of the requests serving will see, in their real mix: a sample of the last fifth of
+    the log's events, each a request by its actor (so active shoppers weigh as they do in traffic).
+
+    A known shopper is scored by their stored representation with their history excluded (what the
+    bundle stores and serving masks); an anonymous one (``anonymous[user]``: the actor had only a
+    session id) by fold-in of the items of that session before the event (serving's session
+    request); an anonymous event without earlier items would get the popularity fallback, which is
+    monitored as its own variant, and is left out.
+    """
+    rng = np.random.default_rng(seed)
+    cut = data.time_quantile(0.8)
+    recent = np.flatnonzero(data.ts >= cut)
+    if recent.size == 0:
+        return np.zeros(0, np.float32)
+    picks = np.sort(rng.choice(recent, size=min(n, recent.size), replace=False))
+    hist = data.history_matrix().tocsr()
+    kk = min(k, data.n_items)
+    none_i, none_w = np.zeros(0, np.int64), np.zeros(0, np.float32)
+    by_session = np.lexsort((data.ts, data.session))
+    sessions = data.session[by_session]
+    out = []
+    for e in picks:
+        u = int(data.user[e])
+        if anonymous is not None and anonymous[u]:
+            s = data.session[e]
+            idx = by_session[np.searchsorted(sessions, s, "left") : np.searchsorted(sessions, s, "right")]
+            before = idx[data.ts[idx] < data.ts[e]]
+            if before.size == 0:
+                continue
+            items, weights = data.item[before].astype(np.int64), data.weight[before].astype(np.float32)
+            scores, _ = model.reference(-1, items, weights, np.zeros(data.n_items, bool), kk)
+        else:
+            exclude = np.zeros(data.n_items, dtype=bool)
+            exclude[hist.indices[hist.indptr[u] : hist.indptr[u + 1]]] = True
+            scores, _ = model.reference(u, none_i, none_w, exclude, kk)
+        out.append(np.asarray(scores, np.float32)[np.isfinite(scores)])
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def reference_distributions(
+    model: Recommender, data: Interactions, k: int, seed: int, anonymous: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Baselines for drift monitoring: served-population score histogram, category mix, history popularity.
+
+    The score histogram is of :func:`served_scores` (the population serving will see: known
+    shoppers and sessions in their real mix), so a healthy model's served-score PSI sits near 0.
+    """
     rng = np.random.default_rng(seed)
     users = np.sort(rng.choice(data.n_users, size=min(2000, data.n_users), replace=False)).astype(np.int64)
     from shelfwise.evaluation import rank_users
 
     seen = data.matrix("user")
     ranked = rank_users(model.score_users, users, seen, data.n_items, k)
-    scores = np.asarray(model.score_users(users[:500]), dtype=np.float32)
-    top = np.take_along_axis(scores, np.maximum(ranked[:500], 0), axis=1)[ranked[:500] >= 0]
-    lo, hi = (float(top.min()), float(top.max())) if top.size else (0.0, 1.0)
-    counts, edges = np.histogram(top, bins=20, range=(lo, hi if hi > lo else lo + 1.0))
+    top = served_scores(model, data, k, seed, anonymous)
+    if top.size == 0:
+        scores = np.asarray(model.score_users(users[:500]), dtype=np.float32)
+        top = np.take_along_axis(scores, np.maximum(ranked[:500], 0), axis=1)[ranked[:500] >= 0]
+    # Ten bins at the sample's quantiles: every bin holds mass, so PSI is not dominated by empty
+    # tail bins (a fixed-width grid over min..max leaves most near-empty for skewed scores), and a
+    # window's sampling noise (about (bins - 1) / lists) stays well under the 0.1 warning level.
+    qs = np.unique(np.round(np.quantile(top, np.linspace(0.0, 1.0, 11)), 6)) if top.size else np.zeros(1)
+    edges = qs if qs.size >= 2 else np.array([float(qs[0]), float(qs[0]) + 1.0])
+    counts = np.histogram(top, bins=edges)[0]
     cats = data.item_info["category"][ranked[ranked >= 0]]
     values, cat_counts = np.unique(cats, return_counts=True)
     order = np.argsort(-cat_counts)[:50]
@@ -393,6 +466,10 @@ def run_training(
     """
     progress = progress or Progress()
     started = now or datetime.now(UTC)
+    # Bot-like actors (shelfwise.bots: rate, regularity, repetition) are not shoppers to learn from.
+    found = bots.detect(table)
+    table = bots.exclude(table, found)
+    progress("bots", found.to_dict())
     data = interactions_from_table(table)
     data_hash = data.data_hash()
     progress("load", {"events": data.n_events, "users": data.n_users, "items": data.n_items})
@@ -457,6 +534,7 @@ def run_training(
             "items": data.n_items,
         },
         "data_hash": data_hash,
+        "excluded_bots": found.to_dict(),
         "evaluation": {
             "protocol": ev.protocol,
             "primary_metric": config.primary_metric,
@@ -468,7 +546,9 @@ def run_training(
             "trials": ev.trials,
             "champion": champion,
         },
-        "reference": reference_distributions(final, data, config.k, config.seed),
+        "reference": reference_distributions(
+            final, data, config.k, config.seed, anonymous_actors(table, data)
+        ),
         "parity": parity,
         "float16": half,
         "onnx_graph": onnx_graph,
