@@ -22,9 +22,8 @@ from shelfwise_local.runtime.testing import backend_from_env
 
 @pytest.mark.slow
 def test_the_whole_loop_runs_end_to_end(tmp_path: Path) -> None:
-    # The serving day is pinned to the latest Saturday: on some weekdays the seed's data make the v2
-    # training pick ALS, which the offline gate rightly refuses (docs/demo.md), and CI must not
-    # depend on the day it runs.
+    # The serving day is pinned to the latest Saturday: the shop has weekly seasonality, and CI's
+    # run must not depend on the day it runs (docs/demo.md).
     today = datetime.now(UTC).date()
     cfg = dataclasses.replace(
         DemoConfig.fast(), serving_day=today - timedelta(days=(today.weekday() - 5) % 7)
