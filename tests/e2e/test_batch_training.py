@@ -110,7 +110,11 @@ def test_a_batch_trained_version_is_offered_and_canaried(batch_stack: LocalRunti
 
     # progress reached the operator as a Lambda run's does: metrics, and the report in the bundle
     metrics = rt.client("cloudwatch").list_metrics(Namespace="Shelfwise")["Metrics"]
-    names = {m["MetricName"] for m in metrics if {"Name": "service", "Value": "training"} in m["Dimensions"]}
+    names = {
+        m["MetricName"]
+        for m in metrics
+        if {"Name": "service", "Value": "training"} in m.get("Dimensions", [])
+    }
     assert {"TrainingRuns", "TrainingStageSeconds"} <= names
     models = rt.physical_name("ModelsBucket")
     rt.s3.head_object(Bucket=models, Key=f"models/recs/{versions[1]}/report.html")
