@@ -94,6 +94,14 @@ def test_the_domain_never_imports_the_local_runtime() -> None:
     assert not {m: sorted(d) for m, ds in GRAPH.items() for d in ds if d.startswith("shelfwise_local")}
 
 
+@pytest.mark.parametrize(
+    ("a", "b"), [("shelfwise.ingest", "shelfwise.serving"), ("shelfwise.monitoring", "shelfwise.rollout")]
+)
+def test_no_sideways_imports(a: str, b: str) -> None:
+    """Contracts two parts share live in neutral modules (events, served_lists, catalogue_contract)."""
+    assert not [(m, d) for m, ds in GRAPH.items() if m.startswith(a) for d in ds if d.startswith(b)]
+
+
 def test_handlers_never_import_each_other() -> None:
     for app in (ROOT / "functions").glob("*/app.py"):
         text = app.read_text()

@@ -37,9 +37,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shelfwise.catalogue_contract import CATALOGUE_STOCK_KEY
 from shelfwise.errors import InputError
 from shelfwise.ingest.summary import IngestSummary
-from shelfwise.serving.config import CATALOGUE_STOCK_KEY
 
 CATALOGUE_PREFIX = "raw/catalogue/"
 CURATED = "curated/catalogue"

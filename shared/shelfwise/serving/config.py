@@ -8,6 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The catalogue ingest's small snapshot for serving (docs/catalogue.md): stock, active flag, price.
+from shelfwise.catalogue_contract import CATALOGUE_STOCK_KEY as CATALOGUE_STOCK_KEY
+
 MAX_K = 500
 MAX_HISTORY = 500
 MAX_CANDIDATES = 500
@@ -54,10 +57,6 @@ class ServingRules(BaseModel):
     # the user's history, when their cosine is at least new_item_min_score. 0 = off.
     new_item_slots: int = Field(default=0, ge=0, le=50)
     new_item_min_score: float = Field(default=0.1, ge=0.0, le=1.0)
-
-
-# The catalogue ingest's small snapshot for serving (docs/catalogue.md): stock, active flag, price.
-CATALOGUE_STOCK_KEY = "curated/catalogue/serving/stock.npz"
 
 
 class ServingConfig(BaseModel):
