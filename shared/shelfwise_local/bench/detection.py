@@ -723,7 +723,8 @@ def main(argv: list[str]) -> int:
             interleave=ilv,
             factor=args.interleave_factor,
         )
-        subtle_at = next((i + 1 - 7 for i, f in enumerate(subtle) if "challenger-quality" in f), None)
+        # Windows from canary start (the deadline is 13: six windows after the first maturity).
+        subtle_at = next((i + 1 for i, f in enumerate(subtle) if "challenger-quality" in f), None)
         power_table: dict[int, dict[str, float]] = {}
         for lists in sorted({*args.power_lists, n}):
             m = model if lists == n else ClickModel(args.ctr, args.seed, lists)
@@ -746,7 +747,7 @@ def main(argv: list[str]) -> int:
         equal = promotion(null_mc, design, args.promotion_runs // 2, args.seed + 40)
         out[design] = {
             "broken_windows_to_alarm": broken_at,
-            "subtle_windows_after_maturity": subtle_at,
+            "subtle_windows_to_alarm": subtle_at,
             "subtle_power_by_lists": power_table,
             "subtle_power": power_table[n],
             "quality_false_alarm_rate_mc": {s: _share(h) for s, h in null.items()},
