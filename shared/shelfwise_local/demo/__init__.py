@@ -20,3 +20,7 @@ The package, in the order of a run: ``config`` (sizes and the demo's settings), 
 canary, the broken v3, taste drift), ``broken`` (the broken bundle), ``run`` (the run and its
 result, and the checks on it) and ``cli`` (``shelfwise demo``).
 """
+
+from shelfwise_local.demo.cli import main
+
+__all__ = ["main"]
