@@ -1,24 +1,25 @@
 """`shelfwise bench detection`: detection delay and false alarms of the default alarms, offline.
 
-Synthetic traffic (lists of K items, one Bernoulli click per list with the variant's list CTR,
-click delays of 2-60 s like the simulator's) goes window by window through the real monitoring
-job, and every model alarm is replayed with CloudWatch's M-of-N / TreatMissingData rules
-(``config.alarm_state``). Three scenarios, each measured in 5-minute evaluation windows:
+Synthetic traffic from heterogeneous shoppers in sessions (``Shoppers``: activity, click
+propensity and position bias per shopper, parameters from the shop simulator) served by an
+item-level click model (``ClickModel``) goes window by window through the real monitoring job,
+and every model alarm is replayed with CloudWatch's M-of-N / TreatMissingData rules
+(``config.alarm_state``). Scenarios, each measured in 5-minute evaluation windows, for both canary
+designs (the interleaved one at ``--interleave-factor`` times the weight's shoppers):
 
-- broken: a challenger at 10% whose CTR collapses (and whose scores leave the reference):
-  windows from canary start until a challenger alarm is in ALARM (target <= 2);
-- subtle: a challenger with a 20% relative CTR drop: windows after its first window matures
-  until the quality alarm fires (target <= 6);
+- broken: a challenger at 10% whose ranking is random (and whose scores leave the reference):
+  windows from canary start until a challenger alarm is in ALARM (target 1);
+- subtle: a challenger with a 20% relative CTR drop: windows from canary start to the quality
+  alarm (the deadline is 13: six windows after the first window matures);
 - taste drift: the champion alone loses ``--taste-drop`` of its CTR after 3 hours: windows until
   the champion-CTR-drift alarm (30 minutes of that is the click attribution window);
 - stable: ``--hours`` of identical champion and challenger: alarm firings (target 0).
 
-- power: a counts-level Monte Carlo of the quality alarm (``power``): the share of canaries whose
-  20% drop alarms within 6 windows after maturity, per traffic level, and the false-alarm rate of
-  a ``--hours`` canary without a difference.
-
-The point is the sizing: how many requests per window the defaults need. The demo measures the
-same targets on the shop simulator.
+- power, false alarms and promotion: a session-level Monte Carlo (``CanaryMC``) of the job's
+  statistics (interleaved win odds; split by lists, by shoppers, by shoppers with the pre-canary
+  covariate): the share of canaries whose 20% drop alarms within the deadline, per traffic level;
+  the false-alarm rate of a ``--hours`` canary without a difference; the staged promotion of a 5%
+  worse and of an equal challenger.
 """
 
 from __future__ import annotations
