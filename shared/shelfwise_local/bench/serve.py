@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -181,6 +182,11 @@ def build_synthetic_bundle(
         similar = (sim_idx, sim_val)
     if model_kind == "sequential":
         graph = _synthetic_sequential(items, cats, fav, history, rng)
+    if model_kind == "ranker":
+        if save_items is not None:  # the plain retrieval graph beside the bundle, for the same-run A/B
+            (save_items.parent / RETRIEVAL_GRAPH).write_bytes(graph.SerializeToString())
+        graph = _synthetic_ranker(graph, cats, fav, history, rng)
+        graph_record = {**graph_record, "graph": f"ranker over {graph_record['graph']}"}
     bd.write_bundle(
         directory,
         model=graph,
@@ -251,6 +257,79 @@ def _synthetic_sequential(
     return osq.build_sequential_model(arrays, meta={"shelfwise.algorithm": "sequential"})
 
 
+def _synthetic_ranker(
+    retrieval: Any, cats: np.ndarray, fav: np.ndarray, history: int, rng: np.random.Generator
+) -> Any:
+    """The retrieval graph's top-100 re-ranked by an MLP of the serving cost of a trained ranker
+    (11 features, 64 and 32 hidden units, random weights), ``history`` stored events per user."""
+    from shelfwise import onnx_ranker
+    from shelfwise.training.ranker import FEATURES, ITEM_FEATURES
+
+    n = cats.size
+    by_cat = [np.flatnonzero(cats == c) for c in range(int(cats.max()) + 1)]
+    user_items = np.concatenate(
+        [rng.choice(by_cat[c], size=history) if by_cat[c].size else rng.integers(0, n, history) for c in fav]
+    ).astype(np.int32)
+    dims = [len(FEATURES), 64, 32, 1]
+    arrays: dict[str, np.ndarray] = {
+        "item_features": rng.random((n, len(ITEM_FEATURES))).astype(np.float32),
+        "item_category": cats.astype(np.int64),
+        "user_indptr": np.arange(0, (len(fav) + 1) * history, history, dtype=np.int64),
+        "user_items": user_items,
+        "user_weights": rng.choice([1.0, 2.0, 4.0, 8.0], user_items.size).astype(np.float32),
+        "mu": np.zeros(len(FEATURES), np.float32),
+        "sigma": np.ones(len(FEATURES), np.float32),
+    }
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
+        arrays[f"w{i}"] = (rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32)
+        arrays[f"b{i}"] = np.zeros(b, np.float32)
+    return onnx_ranker.build_ranker_model(retrieval, arrays, 100)
+
+
+def _ranker_ab(bundle_dir: Path, n_items: int, n_users: int, requests: int, history: int) -> dict[str, Any]:
+    """The ranker bundle's graph against the plain retrieval graph it wraps, one thread each,
+    alternating in blocks of 100 of the same requests (known users; sessions of ``history`` events)."""
+    import onnxruntime as ort
+
+    from shelfwise.onnx_export import feeds
+    from shelfwise.serving.model import session_options
+
+    sessions = {
+        name: ort.InferenceSession(str(path), session_options(1), providers=["CPUExecutionProvider"])
+        for name, path in (
+            ("ranker", bundle_dir / "model.onnx"),
+            ("retrieval", bundle_dir.parent / RETRIEVAL_GRAPH),
+        )
+    }
+    rng = np.random.default_rng(4)
+    times: dict[str, dict[str, list[float]]] = {n: {"known": [], "session": []} for n in sessions}
+    total = min(requests, 3000)
+    for _ in range(0, total, 100):
+        block = []
+        for _ in range(100):
+            if rng.random() < 0.5:
+                block.append(("known", feeds(n_items, user_index=int(rng.integers(n_users)), k=20)))
+            else:
+                h = rng.integers(n_items, size=history)
+                w = np.full(history, 2.0, np.float32)
+                block.append(("session", feeds(n_items, history_items=h, history_weights=w, k=20)))
+        for name, sess in sessions.items():
+            for kind, feed in block:
+                t = time.perf_counter()
+                sess.run(None, feed)
+                times[name][kind].append((time.perf_counter() - t) * 1000)
+    out: dict[str, Any] = {}
+    for name, by_kind in times.items():
+        every = by_kind["known"] + by_kind["session"]
+        out[name] = {
+            "p50_ms": _pct(every, 50),
+            "p99_ms": _pct(every, 99),
+            **{f"{kind}_p50_ms": _pct(v, 50) for kind, v in by_kind.items()},
+        }
+    out["ranker_over_retrieval_p50"] = round(out["ranker"]["p50_ms"] / out["retrieval"]["p50_ms"], 2)
+    return out
+
+
 # The IAM principal API Gateway reports for a SigV4-signed call (the template's default ApiAuth).
 SHOP_CLIENT = "arn:aws:iam::123456789012:role/shop-backend"
 
@@ -310,6 +389,7 @@ class _Ctx:
 
 
 KERNEL_ITEMS = "kernel_items.npy"  # beside the bundle: the float32 factors, for the bare kernel
+RETRIEVAL_GRAPH = "retrieval.onnx"  # beside a ranker bundle: the retrieval graph it wraps
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -657,9 +737,10 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--model",
-        choices=("als", "sequential"),
+        choices=("als", "sequential", "ranker"),
         default="als",
-        help="served graph: ALS factors, or the sequential model (2 blocks, 50 stored events per user)",
+        help="served graph: ALS factors, the sequential model (2 blocks, 50 stored events per user), or "
+        "ALS with the neural ranker re-ranking its top 100 (50 stored events per user)",
     )
     parser.add_argument(
         "--history", type=int, default=None, help="events per session request (default 5; 50 for sequential)"
@@ -724,6 +805,13 @@ def main(argv: list[str]) -> int:
             f"p50 {_pct(served, 50):.3f} ms p99 {_pct(served, 99):.3f} ms (one thread, top-20)",
             file=sys.stderr,
         )
+        ranker_ab = (
+            _ranker_ab(bundle_dir, args.items, args.users, args.requests, history)
+            if args.model == "ranker"
+            else None
+        )
+        if ranker_ab is not None:
+            print(f"ranker A/B {ranker_ab}", file=sys.stderr)
 
         # 4. cold starts: fresh interpreters with an empty /tmp cache (download included), then one
         # with the bundle already cached (an environment re-initialised on the same host)
@@ -816,6 +904,8 @@ def main(argv: list[str]) -> int:
         "served_graph_p50_ms": _pct(served, 50),
         "served_graph_p99_ms": _pct(served, 99),
         "served_graph_over_kernel_p50": round(statistics.median(served) / statistics.median(kernel), 2),
+        # --model ranker: its graph against the plain retrieval graph, alternating, same requests
+        "ranker_vs_retrieval": ranker_ab,
         "handler_p50_ms": _pct(handler_ms, 50),
         "handler_p95_ms": _pct(handler_ms, 95),
         "handler_p99_ms": _pct(handler_ms, 99),
