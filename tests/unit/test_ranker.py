@@ -39,7 +39,7 @@ def split() -> Split:
 
 def fitted(split: Split, retrieval: Any) -> Any:
     retrieval.fit(split.train)
-    fit_u, stop_u, _ = user_parts(len(split.users), 0)
+    fit_u, stop_u = user_parts(len(split.users), 0)
     return train_ranker(retrieval, split, fit_u, stop_u, metric="ndcg@10", params=TINY)
 
 
@@ -165,7 +165,7 @@ def test_served_lists_train_with_a_position_bias_and_inverse_propensities(split:
         }
     )
     retrieval = ItemKNN(20, "user", threads=1).fit(data)
-    fit_u, stop_u, _ = user_parts(len(split.users), 0)
+    fit_u, stop_u = user_parts(len(split.users), 0)
     model = train_ranker(retrieval, split, fit_u, stop_u, metric="ndcg@10", params=TINY, table=table)
     assert model.training_data == "impressions"
     lists = model.lists_from_impressions(table, split.cut_ms, split.end_ms + 1)

@@ -22,9 +22,9 @@ inverse of their propensity. Where the log has no served lists (a plain event lo
 the retrieval model's candidates on a later window, the positives the items the user then touched.
 
 The loss is a listwise softmax cross-entropy (the target spread over a list's positives). Lists
-are split by user: one part fits, one stops early (NDCG@10 of the re-ranked candidates), and the
-job keeps a third apart for the guard, which serves the ranker only where it beats the retrieval
-model alone on those users (paired bootstrap, ``shelfwise.training.guard``).
+are split by user: most fit, a fifth stops early (NDCG@10 of the re-ranked candidates). The job
+(``shelfwise.training.ranker_stage``) serves the ranker only where it beats the retrieval model
+alone on validation users it did not learn from (paired bootstrap, ``shelfwise.training.guard``).
 
 PyTorch is imported only while fitting and in the parity reference; serving runs the ONNX graph.
 """
@@ -169,6 +169,9 @@ def score_stats(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.float32, np.f
     return valid, s0, mean, std
 
 
+Candidates = tuple[np.ndarray, np.ndarray, np.ndarray]  # (indices, scores, features) per user
+
+
 @dataclass
 class Lists:
     """Training lists: features [L, C, F], labels and weights [L, C], valid [L, C], position [L, C]."""
@@ -295,11 +298,17 @@ class Ranker:
         return out_i, out_s, out_x
 
     # ------------------------------------------------------------------ training lists
-    def lists_from_candidates(self, split: Split, users: np.ndarray) -> tuple[Lists, np.ndarray]:
+    def lists_from_candidates(
+        self, split: Split, users: np.ndarray, candidates: Candidates | None = None
+    ) -> tuple[Lists, np.ndarray]:
         """Lists for ``split.users[users]``: candidates from the attached retrieval (fitted on
-        ``split.train``), positives the items each user touched after the cut. Returns the lists of
-        users with at least one positive among their candidates, and those users' positions."""
-        idx, vals, x = self.candidate_lists(split.users[users])
+        ``split.train``; ``candidates`` of every ``split.users`` if already computed), positives the
+        items each user touched after the cut. Returns the lists of users with at least one positive
+        among their candidates, and those users' positions."""
+        if candidates is None:
+            idx, vals, x = self.candidate_lists(split.users[users])
+        else:
+            idx, vals, x = (a[users] for a in candidates)
         label = np.stack([np.isin(idx[j], split.targets[u]) for j, u in enumerate(users.tolist())]).astype(
             np.float32
         )
@@ -309,9 +318,12 @@ class Ranker:
         )
         return lists, users[keep]
 
-    def lists_from_impressions(self, table: pa.Table, cut_ms: int, end_ms: int) -> Lists | None:
-        """Served lists shown to known users in ``[cut_ms, end_ms)`` with their clicks and purchases,
-        featured with the attached retrieval (fitted before ``cut_ms``); None when there are none."""
+    def lists_from_impressions(
+        self, table: pa.Table, cut_ms: int, end_ms: int, users: np.ndarray | None = None
+    ) -> Lists | None:
+        """Served lists shown to known users (of the attached data; only ``users`` among them when
+        given) in ``[cut_ms, end_ms)`` with their clicks and purchases, featured with the attached
+        retrieval (fitted before ``cut_ms``); None when there are none."""
         from shelfwise.offpolicy_log import logged_lists
 
         retrieval, data, items, _ = self._ready()
@@ -339,6 +351,10 @@ class Ranker:
         pos_in_items = np.minimum(pos_in_items, max(data.n_items - 1, 0))
         code_to_item = np.where(data.item_ids[pos_in_items] == ids, pos_in_items, -1)
         c = self.params["candidates"]
+        allowed = None
+        if users is not None:
+            allowed = np.zeros(data.n_users, dtype=bool)
+            allowed[users] = True
         xs, labels, weights, valids, positions = [], [], [], [], []
         for li, rid in enumerate(logged.recommendation_ids.tolist()):
             user_id, at = first.get(rid, (None, -1))
@@ -347,6 +363,8 @@ class Ranker:
             u = int(np.searchsorted(data.user_ids, user_id))
             if u >= data.n_users or data.user_ids[u] != user_id:
                 continue  # anonymous or new shopper: no stored history to feature
+            if allowed is not None and not allowed[u]:
+                continue
             codes = ll.items[li]
             shown = codes >= 0
             item = np.where(shown, code_to_item[np.maximum(codes, 0)], -1)
@@ -581,11 +599,17 @@ def _build_net(torch: Any, n_in: int, hidden: list[int], mu: np.ndarray, sigma: 
 # --------------------------------------------------------------------------- the job's use
 
 
-def user_parts(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Positions of a split's users in three seeded parts: fit (50%), stop early (20%), guard (30%)."""
+def user_parts(n: int, seed: int, stop_share: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of a split's users in two seeded parts: fit, and stop early (``stop_share``)."""
     perm = np.random.default_rng(seed).permutation(n)
-    a, b = int(n * 0.5), int(n * 0.7)
-    return np.sort(perm[:a]), np.sort(perm[a:b]), np.sort(perm[b:])
+    cut = round(n * (1 - stop_share))
+    return np.sort(perm[:cut]), np.sort(perm[cut:])
+
+
+def folds(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of a split's users in two seeded halves, for cross-fitting."""
+    perm = np.random.default_rng(seed + 1).permutation(n)
+    return np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])
 
 
 def per_user_values(ranked: np.ndarray, split: Split, users: np.ndarray, metric: str) -> np.ndarray:
@@ -606,19 +630,25 @@ def train_ranker(
     params: dict[str, Any] | None = None,
     table: pa.Table | None = None,
     progress: Progress | None = None,
+    candidates: Candidates | None = None,
 ) -> Ranker:
     """A ranker on ``retrieval`` (fitted on ``split.train``): served lists after the cut when ``table``
-    holds them for known users, else candidate lists of ``split.users[users]``; early stopping on
-    ``split.users[stop_users]``."""
+    holds them for ``split.users[users]``, else those users' candidate lists; early stopping on
+    ``split.users[stop_users]``. ``candidates``: every ``split.users``' lists, when already computed."""
     ranker = Ranker(**(params or {})).attach(retrieval, split.train)
     ranker.progress = progress
     k = int(metric.split("@")[1])
     lists = (
-        ranker.lists_from_impressions(table, split.cut_ms, split.end_ms + 1) if table is not None else None
+        ranker.lists_from_impressions(table, split.cut_ms, split.end_ms + 1, split.users[users])
+        if table is not None
+        else None
     )
     if lists is None:
-        lists, _ = ranker.lists_from_candidates(split, users)
-    s_idx, s_vals, s_x = ranker.candidate_lists(split.users[stop_users])
+        lists, _ = ranker.lists_from_candidates(split, users, candidates)
+    if candidates is None:
+        s_idx, s_vals, s_x = ranker.candidate_lists(split.users[stop_users])
+    else:
+        s_idx, s_vals, s_x = (a[stop_users] for a in candidates)
 
     def stop(r: Ranker) -> float:
         return float(per_user_values(r.rerank(s_idx, s_vals, s_x, k), split, stop_users, metric).mean())

@@ -1,19 +1,22 @@
 """The training job's ranker stage: train the neural ranker on the chosen retrieval family, let the
 guard decide whether it is served, score it once on the test window, and train the served one.
 
-1. The chosen retrieval family is refit on the validation window's training part; the validation
-   users are split in three seeded parts (``ranker.user_parts``): the ranker fits on the first
-   (or on served lists in the validation window, when the log has them), stops early on the second,
-   and the guard compares it with the retrieval model alone on the third (paired bootstrap over
-   those users, one-sided, as between families).
-2. The ranker from (1) re-ranks the test-window retrieval model (fitted on the test split's
-   training part) and is scored once on the test window, next to the families.
+1. The chosen retrieval family is refit on the validation window's training part and proposes
+   every validation user's candidates. Cross-fitting: the validation users are split in two
+   seeded halves; a ranker fitted on one half (its lists, or the served lists shown to its users
+   when the log has them; early stopping on a fifth of that half) re-ranks the other half's
+   candidates, and the other way round. So every validation user is scored by a ranker that never
+   saw them, and the guard compares that with the retrieval model alone over all of them (paired
+   bootstrap, one-sided, as between families).
+2. A ranker fitted on all validation users re-ranks the test-window retrieval model (fitted on the
+   test split's training part) and is scored once on the test window, next to the families.
 3. When served, the ranker is trained again on the latest labelled window (the test split) and
    put on the final retrieval model (fitted on all events).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +26,7 @@ import pyarrow as pa
 from shelfwise.training.base import Recommender
 from shelfwise.training.data import Interactions, Split
 from shelfwise.training.guard import ALPHA, paired_bootstrap
-from shelfwise.training.ranker import RANKER, Ranker, per_user_values, train_ranker, user_parts
+from shelfwise.training.ranker import RANKER, Ranker, folds, per_user_values, train_ranker, user_parts
 from shelfwise.training.search import evaluate_model, make_model
 
 Progress = Any
@@ -58,22 +61,31 @@ def evaluate_ranker(
 ) -> RankerOutcome:
     """Steps 1 and 2 of the module doc on ``family`` (already chosen by the guard)."""
     retrieval = make_model(family, family_params, threads=threads).fit(validation.train)
-    fit_u, stop_u, guard_u = user_parts(len(validation.users), seed)
-    ranker = train_ranker(
-        retrieval,
-        validation,
-        fit_u,
-        stop_u,
-        metric=metric,
-        params={"seed": seed, **(params or {})},
-        table=table,
-        progress=progress,
-    )
-    idx, vals, x = ranker.candidate_lists(validation.users[guard_u])
-    alone = np.where(np.isfinite(vals[:, :k]), idx[:, :k], -1)
-    base = per_user_values(alone, validation, guard_u, metric)
-    ranked = per_user_values(ranker.rerank(idx, vals, x, k), validation, guard_u, metric)
-    test = paired_bootstrap(base, ranked, seed=seed)
+    params = {"seed": seed, **(params or {})}
+    candidates = Ranker(**params).attach(retrieval, validation.train).candidate_lists(validation.users)
+    idx, vals, x = candidates
+    n = len(validation.users)
+    every = np.arange(n)
+    alone = per_user_values(np.where(np.isfinite(vals[:, :k]), idx[:, :k], -1), validation, every, metric)
+    ranked = np.zeros(n)
+    sources = set()
+    for learn, held_out in itertools.permutations(folds(n, seed)):
+        fit_u, stop_u = user_parts(len(learn), seed)
+        fold = train_ranker(
+            retrieval,
+            validation,
+            learn[fit_u],
+            learn[stop_u],
+            metric=metric,
+            params=params,
+            table=table,
+            progress=progress,
+            candidates=candidates,
+        )
+        sources.add(fold.training_data)
+        top = fold.rerank(idx[held_out], vals[held_out], x[held_out], k)
+        ranked[held_out] = per_user_values(top, validation, held_out, metric)
+    test = paired_bootstrap(alone, ranked, seed=seed)
     chosen = test["gain"] > 0 and test["p_value"] < ALPHA
     reason = (
         f"the ranker beats {family} alone on validation (gain {test['gain']:+.4f}, p={test['p_value']:.3f})"
@@ -81,19 +93,29 @@ def evaluate_ranker(
         else f"the ranker does not beat {family} alone significantly on validation "
         f"(gain {test['gain']:+.4f}, p={test['p_value']:.3f} >= {ALPHA})"
     )
+    fit_u, stop_u = user_parts(n, seed)
+    ranker = train_ranker(
+        retrieval,
+        validation,
+        fit_u,
+        stop_u,
+        metric=metric,
+        params=params,
+        table=table,
+        progress=progress,
+        candidates=candidates,
+    )
     on_test = ranker.on(test_retrieval, split.train)
     test_metrics = evaluate_model(on_test, split, k, threads=1)
     progress("test", {"family": f"{family}+{RANKER}", metric: test_metrics[metric]})
     progress("select", {"ranker": chosen, "gain": test["gain"], "p": test["p_value"]})
     record = {
         "retrieval": family,
-        "against": f"{family} alone, on validation users the ranker neither fitted nor stopped on",
+        "against": f"{family} alone; each validation user re-ranked by a ranker fitted on the other half",
         **test,
         "replaces": chosen,
         "reason": reason,
-        "training_data": ranker.training_data,
-        "training_users": len(fit_u),
-        "early_stopping_users": len(stop_u),
+        "training_data": "+".join(sorted(sources)),
         "candidates": ranker.params["candidates"],
         "epochs": ranker.params["epochs"],
     }
@@ -119,12 +141,12 @@ def final_ranker(
     ``retrieval`` fitted on all of ``data``."""
     if outcome.test_retrieval is None:
         raise ValueError("the outcome keeps no test-window retrieval model")
-    fit_u, stop_u, guard_u = user_parts(len(split.users), outcome.params["seed"])
+    fit_u, stop_u = user_parts(len(split.users), outcome.params["seed"])
     params = {key: v for key, v in outcome.params.items() if key != "epochs"}
     ranker = train_ranker(
         outcome.test_retrieval,
         split,
-        np.sort(np.concatenate([fit_u, guard_u])),
+        fit_u,
         stop_u,
         metric=metric,
         params=params,
