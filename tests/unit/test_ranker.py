@@ -217,6 +217,8 @@ def test_job_serves_the_ranker_in_one_graph_when_the_guard_says_so(tmp_path: Any
     assert m["evaluation"]["selection"]["served"] == "itemknn+ranker"
     assert "ranker" in m["evaluation"]["models"] and "ranker" in m["evaluation"]["curves"]
     assert m["parity"]["ok"] and m["parity"]["max_abs_score_diff"] <= 1e-4
+    report = (tmp_path / "bundle" / "report.html").read_text()
+    assert "ranker on itemknn vs itemknn alone" in report and "itemknn+ranker" in report
     loaded = LoadedModel.from_directory(tmp_path / "bundle", result.version)
     assert loaded.kind == "ranker"
     scores, idx = loaded.score(
@@ -243,3 +245,24 @@ def test_job_records_why_the_ranker_is_not_served(tmp_path: Any) -> None:
     assert record["training_data"] == "candidates"
     assert ("beats" in record["reason"]) == record["replaces"]
     assert ev.to_json()["ranker"] == (record["replaces"] and ev.selection["served"].endswith("+ranker"))
+
+
+def test_bench_bundle_with_the_ranker_graph_serves_and_keeps_its_retrieval_graph(tmp_path: Any) -> None:
+    from shelfwise.serving.model import LoadedModel
+    from shelfwise_local.bench.serve import RETRIEVAL_GRAPH, build_synthetic_bundle
+
+    bundle = build_synthetic_bundle(
+        tmp_path / "bundle",
+        n_items=300,
+        dim=8,
+        n_users=20,
+        model_kind="ranker",
+        save_items=tmp_path / "items.npy",
+    )
+    assert (tmp_path / RETRIEVAL_GRAPH).exists()
+    loaded = LoadedModel.from_directory(bundle, "v1")
+    assert loaded.kind == "ranker"
+    mask = np.zeros(300, dtype=bool)
+    mask[:150] = True
+    scores, idx = loaded.score(3, np.array([5, 6]), np.array([1.0, 2.0], np.float32), mask, 20)
+    assert len(idx) == 20 and (idx >= 150).all() and np.all(np.diff(scores) <= 0)
