@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from shelfwise.onnx_export import feeds
+from shelfwise.served_lists import user_hash
 from shelfwise.training.data import Interactions, Split, interactions_from_table, temporal_split
 from shelfwise.training.itemknn import ItemKNN
 from shelfwise.training.mf import ALS
@@ -128,13 +129,14 @@ def test_served_lists_train_with_a_position_bias_and_inverse_propensities(split:
     at = T0 + timedelta(days=39)
     for r, user in enumerate(data.user_ids[:30].tolist()):
         for pos, item in enumerate(data.item_ids[r % 10 : r % 10 + 5].tolist()):
-            props = (
-                json.dumps({"propensity": 0.5, "spread": False, "list_propensity": 0.5}) if pos == 4 else None
-            )
+            logged: dict[str, Any] = {"user_hash": user_hash(user)} if r % 2 else {}
+            if pos == 4:
+                logged |= {"propensity": 0.5, "spread": False, "list_propensity": 0.5}
+            props = json.dumps(logged) if logged else None
             rows.append(
                 {
                     "event_type": "impression",
-                    "user_id": user,
+                    "user_id": None if r % 2 else user,  # served lists name the shopper by user_hash
                     "item_id": item,
                     "rec": f"r{r}",
                     "pos": pos,

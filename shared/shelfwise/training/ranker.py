@@ -323,11 +323,15 @@ class Ranker:
     ) -> Lists | None:
         """Served lists shown to known users (of the attached data; only ``users`` among them when
         given) in ``[cut_ms, end_ms)`` with their clicks and purchases, featured with the attached
-        retrieval (fitted before ``cut_ms``); None when there are none."""
+        retrieval (fitted before ``cut_ms``); None when there are none.
+
+        The shopper of a list is the impression rows' ``user_id`` where they have one, else the
+        served list's ``user_hash`` (``shelfwise.served_lists.user_hash`` of the user id)."""
         from shelfwise.offpolicy_log import logged_lists
+        from shelfwise.served_lists import user_hash
 
         retrieval, data, items, _ = self._ready()
-        if "user_id" not in table.column_names or "recommendation_id" not in table.column_names:
+        if not {"recommendation_id", "position"} <= set(table.column_names):
             return None
         try:
             logged = logged_lists(table)
@@ -340,11 +344,27 @@ class Ranker:
             )
         )
         rec = np.asarray(pc.cast(imp["recommendation_id"], pa.string()).to_pylist(), dtype=object)
-        uid = np.asarray(pc.cast(imp["user_id"], pa.string()).to_pylist(), dtype=object)
+        uid = (
+            pc.cast(imp["user_id"], pa.string()).to_pylist()
+            if "user_id" in imp.column_names
+            else [None] * imp.num_rows
+        )
         ts = pc.cast(imp["timestamp"], pa.timestamp("ms")).cast(pa.int64()).to_numpy(zero_copy_only=False)
-        first: dict[str, tuple[str, int]] = {}
-        for r, u, t in zip(rec.tolist(), uid.tolist(), ts.tolist(), strict=True):
+        first: dict[str, tuple[str | None, int]] = {}
+        for r, u, t in zip(rec.tolist(), uid, ts.tolist(), strict=True):
             first.setdefault(r, (u, t))
+        by_hash: dict[str, int] = {}
+
+        def shopper(user_id: str | None, ref: str | None) -> int:
+            if user_id is not None:
+                u = int(np.searchsorted(data.user_ids, user_id))
+                return u if u < data.n_users and data.user_ids[u] == user_id else -1
+            if ref is None:
+                return -1
+            if not by_hash:
+                by_hash.update({user_hash(str(x)): i for i, x in enumerate(data.user_ids.tolist())})
+            return by_hash.get(ref, -1)
+
         ll = logged.lists
         ids = np.asarray(logged.item_ids, dtype=str)
         pos_in_items = np.searchsorted(data.item_ids, ids)
@@ -358,10 +378,10 @@ class Ranker:
         xs, labels, weights, valids, positions = [], [], [], [], []
         for li, rid in enumerate(logged.recommendation_ids.tolist()):
             user_id, at = first.get(rid, (None, -1))
-            if user_id is None or not cut_ms <= at < end_ms:
+            if not cut_ms <= at < end_ms:
                 continue
-            u = int(np.searchsorted(data.user_ids, user_id))
-            if u >= data.n_users or data.user_ids[u] != user_id:
+            u = shopper(user_id, logged.user_refs[li])
+            if u < 0:
                 continue  # anonymous or new shopper: no stored history to feature
             if allowed is not None and not allowed[u]:
                 continue

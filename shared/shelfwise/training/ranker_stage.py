@@ -69,19 +69,24 @@ def evaluate_ranker(
     alone = per_user_values(np.where(np.isfinite(vals[:, :k]), idx[:, :k], -1), validation, every, metric)
     ranked = np.zeros(n)
     sources = set()
-    for learn, held_out in itertools.permutations(folds(n, seed)):
-        fit_u, stop_u = user_parts(len(learn), seed)
-        fold = train_ranker(
+
+    def fit(users: np.ndarray) -> Ranker:
+        """A ranker fitted on ``validation.users[users]`` (a fifth of them stop early)."""
+        fit_u, stop_u = user_parts(len(users), seed)
+        return train_ranker(
             retrieval,
             validation,
-            learn[fit_u],
-            learn[stop_u],
+            users[fit_u],
+            users[stop_u],
             metric=metric,
             params=params,
             table=table,
             progress=progress,
             candidates=candidates,
         )
+
+    for learn, held_out in itertools.permutations(folds(n, seed)):
+        fold = fit(learn)
         sources.add(fold.training_data)
         top = fold.rerank(idx[held_out], vals[held_out], x[held_out], k)
         ranked[held_out] = per_user_values(top, validation, held_out, metric)
@@ -93,18 +98,7 @@ def evaluate_ranker(
         else f"the ranker does not beat {family} alone significantly on validation "
         f"(gain {test['gain']:+.4f}, p={test['p_value']:.3f} >= {ALPHA})"
     )
-    fit_u, stop_u = user_parts(n, seed)
-    ranker = train_ranker(
-        retrieval,
-        validation,
-        fit_u,
-        stop_u,
-        metric=metric,
-        params=params,
-        table=table,
-        progress=progress,
-        candidates=candidates,
-    )
+    ranker = fit(every)
     on_test = ranker.on(test_retrieval, split.train)
     test_metrics = evaluate_model(on_test, split, k, threads=1)
     progress("test", {"family": f"{family}+{RANKER}", metric: test_metrics[metric]})
