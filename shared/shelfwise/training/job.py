@@ -288,8 +288,14 @@ def champion_comparison(
         "algorithm": family,
         "hyperparameters": params,
         "metrics": metrics,
-        "method": "champion recipe refit on the same training window, scored on the same test window",
+        "method": "champion recipe refit on the same training window, scored on the same test window"
+        + ("; its neural ranker is not refit (the retrieval family alone)" if _used_ranker(manifest) else ""),
     }
+
+
+def _used_ranker(manifest: dict[str, Any]) -> bool:
+    ranker = manifest.get("ranker")
+    return isinstance(ranker, dict) and bool(ranker.get("used"))
 
 
 def check_parity(
