@@ -251,7 +251,8 @@ def test_job_records_why_the_ranker_is_not_served(tmp_path: Any) -> None:
 
 def test_bench_bundle_with_the_ranker_graph_serves_and_keeps_its_retrieval_graph(tmp_path: Any) -> None:
     from shelfwise.serving.model import LoadedModel
-    from shelfwise_local.bench.serve import RETRIEVAL_GRAPH, build_synthetic_bundle
+    from shelfwise_local.bench.serve.ranker import RETRIEVAL_GRAPH
+    from shelfwise_local.bench.serve.synthetic import build_synthetic_bundle
 
     bundle = build_synthetic_bundle(
         tmp_path / "bundle",
