@@ -25,6 +25,7 @@ from shelfwise.training.ranker import (  # noqa: E402
     FEATURES,
     ItemTable,
     list_features,
+    merge_lists,
     train_ranker,
     user_parts,
 )
@@ -169,13 +170,19 @@ def test_served_lists_train_with_a_position_bias_and_inverse_propensities(split:
     retrieval = ItemKNN(20, "user", threads=1).fit(data)
     fit_u, stop_u = user_parts(len(split.users), 0)
     model = train_ranker(retrieval, split, fit_u, stop_u, metric="ndcg@10", params=TINY, table=table)
-    assert model.training_data == "impressions"
+    assert model.training_data == "impressions+candidates"
     lists = model.lists_from_impressions(table, split.cut_ms, split.end_ms + 1)
     assert lists is not None and lists.position is not None
     assert lists.x.shape == (30, 5, len(FEATURES))
     assert lists.label.sum() == 30
     np.testing.assert_allclose(lists.weight[:, 4], 2.0)  # 1 / propensity of the explored slot
     np.testing.assert_allclose(lists.weight[:, :4], 1.0)
+    # trained together with the candidate lists (what the ranker meets at serving), at position 0
+    cand, _ = model.lists_from_candidates(split, fit_u)
+    merged = merge_lists(lists, cand)
+    assert merged.x.shape == (30 + len(cand.x), cand.x.shape[1], len(FEATURES))
+    assert (merged.position[30:] == 0).all() and not merged.valid[:30, 5:].any()
+    assert merged.source == "impressions+candidates"
     # the position term is not part of the served graph: its answer is the reference's
     n = data.n_items
     f = feeds(n, user_index=3, k=10)

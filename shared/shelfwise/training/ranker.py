@@ -619,6 +619,31 @@ def _build_net(torch: Any, n_in: int, hidden: list[int], mu: np.ndarray, sigma: 
 # --------------------------------------------------------------------------- the job's use
 
 
+def merge_lists(served: Lists, candidates: Lists) -> Lists:
+    """Served lists and candidate lists in one training set (``impressions+candidates``).
+
+    The served lists carry the loop's feedback and their positions; the candidate lists are what
+    the ranker meets at serving (the retrieval model's top-C), so it is not fitted only to the
+    range of lists another model showed. A candidate list's slots all take position 0: a term
+    shared by every slot of a list does not change its softmax."""
+    width = max(served.x.shape[1], candidates.x.shape[1])
+
+    def pad(a: np.ndarray, fill: Any) -> np.ndarray:
+        out = np.full((a.shape[0], width, *a.shape[2:]), fill, dtype=a.dtype)
+        out[:, : a.shape[1]] = a
+        return out
+
+    position = served.position if served.position is not None else np.zeros(served.label.shape, np.int64)
+    return Lists(
+        np.concatenate([pad(served.x, 0.0), pad(candidates.x, 0.0)]),
+        np.concatenate([pad(served.label, 0.0), pad(candidates.label, 0.0)]),
+        np.concatenate([pad(served.weight, 0.0), pad(candidates.weight, 0.0)]),
+        np.concatenate([pad(served.valid, False), pad(candidates.valid, False)]),
+        np.concatenate([pad(position, 0), np.zeros((len(candidates.x), width), np.int64)]),
+        f"{served.source}+{candidates.source}",
+    )
+
+
 def user_parts(n: int, seed: int, stop_share: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
     """Positions of a split's users in two seeded parts: fit, and stop early (``stop_share``)."""
     perm = np.random.default_rng(seed).permutation(n)
@@ -658,13 +683,14 @@ def train_ranker(
     ranker = Ranker(**(params or {})).attach(retrieval, split.train)
     ranker.progress = progress
     k = int(metric.split("@")[1])
-    lists = (
+    served = (
         ranker.lists_from_impressions(table, split.cut_ms, split.end_ms + 1, split.users[users])
         if table is not None
         else None
     )
-    if lists is None:
-        lists, _ = ranker.lists_from_candidates(split, users, candidates)
+    lists, _ = ranker.lists_from_candidates(split, users, candidates)
+    if served is not None:
+        lists = merge_lists(served, lists)
     if candidates is None:
         s_idx, s_vals, s_x = ranker.candidate_lists(split.users[stop_users])
     else:
