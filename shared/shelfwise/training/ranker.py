@@ -18,8 +18,9 @@ rows with positions and, when exploring, propensities) joined with clicks and pu
 recommendation id and item (``shelfwise.offpolicy_log``). Each list's logits get a learnt
 position-bias term, so what the position explains is not put on the items; serving leaves the term
 out (every candidate is scored as if at the same slot), and explored items are weighted by the
-inverse of their propensity. Where the log has no served lists (a plain event log), the lists are
-the retrieval model's candidates on a later window, the positives the items the user then touched.
+inverse of their propensity. The retrieval model's candidates on that window (the positives: the
+items the user then touched) are lists too, always: they are what the ranker meets at serving;
+where the log has no served lists (a plain event log), they are all.
 
 The loss is a listwise softmax cross-entropy (the target spread over a list's positives). Lists
 are split by user: most fit, a fifth stops early (NDCG@10 of the re-ranked candidates). The job

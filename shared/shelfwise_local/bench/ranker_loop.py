@@ -8,8 +8,9 @@ their propensities), logged as served-list lines and turned into impression rows
 ingest does (``served_list_rows``; the shopper named by ``user_hash`` only), and the shop's
 shoppers click and buy (``Shop.respond``, joined by recommendation id). The offline protocol
 (``shelfwise.training.job.evaluate_log``) then runs twice on that log with the ranker: once with
-the served lists (the ranker learns from impressions with a position term and inverse-propensity
-weights) and once without (the ranker learns from candidates). Same splits, same retrieval models.
+the served lists (the ranker learns from them, with a position term and inverse-propensity
+weights, together with the candidate lists) and once without (candidates alone). Same splits,
+same retrieval models.
 """
 
 from __future__ import annotations
