@@ -29,6 +29,7 @@ from shelfwise.training.ranker import (  # noqa: E402
     train_ranker,
     user_parts,
 )
+from tests.unit.test_sequential import assert_same  # noqa: E402
 from tests.unit.test_training import T0, synthetic_events  # noqa: E402
 
 TINY = {"candidates": 20, "hidden": (8,), "epochs": 3, "patience": 2, "seed": 5}
@@ -52,14 +53,6 @@ def ranker(split: Split) -> Any:
 
 def session(model: Any) -> Any:
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-
-
-def assert_same(got: Any, ref: Any) -> None:
-    """Scores within 1e-4 and the same top-k except between tied scores."""
-    (gs, gi), (rs, ri) = got, ref
-    np.testing.assert_allclose(gs, rs, rtol=0, atol=1e-4)
-    differ = gi != ri
-    assert np.allclose(gs[differ], rs[differ], atol=1e-5)
 
 
 def test_features_read_the_list_the_history_and_the_item_table() -> None:
