@@ -11,7 +11,10 @@ returns the masked top-``k``:
 Excluded items never become candidates (the retrieval graph masks them), candidates the retrieval
 graph answered with ``-inf`` (fewer allowed items than candidates) stay ``-inf``. A known user's
 features read their stored recent events (CSR in the graph) followed by the request's events.
-Every name the ranker adds starts with ``rk_``, so it cannot collide with the retrieval graph's.
+The item table and the stored event weights are float16 (the training side rounds them to float16
+first, so the reference reads the same values), the categories int32: the ranker adds 18 bytes per
+item and 6 per stored event. Every name the ranker adds starts with ``rk_``, so it cannot collide
+with the retrieval graph's.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ def build_ranker_model(
     if names[:5] != ["user_index", "history_items", "history_weights", "exclude_mask", "k"]:
         raise ExportError(f"the retrieval graph does not have the serving inputs: {names}")
     n_items = int(base.graph.input[3].type.tensor_type.shape.dim[0].dim_value)
-    feats = np.ascontiguousarray(arrays["item_features"], dtype=np.float32)
+    feats = np.ascontiguousarray(arrays["item_features"], dtype=np.float16)
     if feats.shape[0] != n_items or arrays["item_category"].shape != (n_items,):
         raise ExportError(f"ranker item arrays do not match the retrieval graph's {n_items} items")
     layers = sorted(int(k[1:]) for k in arrays if k.startswith("w") and k[1:].isdigit())
@@ -70,11 +73,11 @@ def build_ranker_model(
     retrieval_nodes = list(g.node)
 
     inits = [
-        _const("rk_item_features", feats, np.float32),
-        _const("rk_item_category", arrays["item_category"], np.int64),
+        _const("rk_item_features", feats, np.float16),
+        _const("rk_item_category", arrays["item_category"], np.int32),
         _const("rk_user_indptr", arrays["user_indptr"], np.int64),
         _const("rk_user_items", arrays["user_items"], np.int32),
-        _const("rk_user_weights", arrays["user_weights"], np.float32),
+        _const("rk_user_weights", arrays["user_weights"], np.float16),
         _const("rk_mu", arrays["mu"], np.float32),
         _const("rk_sigma", arrays["sigma"], np.float32),
         _const("rk_C", [min(candidates, n_items)], np.int64),
@@ -106,7 +109,8 @@ def build_ranker_model(
         node("Gather", ["rk_user_indptr", "rk_user_next"], ["rk_row_end"], axis=0),
         node("Slice", ["rk_user_items", "rk_row_start", "rk_row_end", "rk_axis0"], ["rk_stored_i32"]),
         node("Cast", ["rk_stored_i32"], ["rk_stored_items"], to=TensorProto.INT64),
-        node("Slice", ["rk_user_weights", "rk_row_start", "rk_row_end", "rk_axis0"], ["rk_stored_w"]),
+        node("Slice", ["rk_user_weights", "rk_row_start", "rk_row_end", "rk_axis0"], ["rk_stored_w16"]),
+        node("Cast", ["rk_stored_w16"], ["rk_stored_w"], to=TensorProto.FLOAT),
         node("Concat", ["rk_stored_items", "history_items"], ["rk_known_items"], axis=0),
         node("Concat", ["rk_stored_w", "history_weights"], ["rk_known_w"], axis=0),
     ]
@@ -185,7 +189,8 @@ def build_ranker_model(
         node("Unsqueeze", ["rk_rank", "rk_axis1"], ["rk_f1"]),
         node("Unsqueeze", ["rk_affinity", "rk_axis1"], ["rk_f2"]),
         node("Unsqueeze", ["rk_n_hist_c", "rk_axis1"], ["rk_f3"]),
-        node("Gather", ["rk_item_features", "rk_cand_indices"], ["rk_f_items"], axis=0),
+        node("Gather", ["rk_item_features", "rk_cand_indices"], ["rk_f_items16"], axis=0),
+        node("Cast", ["rk_f_items16"], ["rk_f_items"], to=TensorProto.FLOAT),
         node("Concat", ["rk_f0", "rk_f1", "rk_f2", "rk_f3", "rk_f_items"], ["rk_x_raw"], axis=1),
         node("Sub", ["rk_x_raw", "rk_mu"], ["rk_x_c"]),
         node("Div", ["rk_x_c", "rk_sigma"], ["rk_h0"]),
