@@ -27,7 +27,7 @@ from shelfwise.training.search import ALL_FAMILIES, BASELINE_FAMILIES, OPTIONAL_
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    families = parse_families(args.families)
+    families = parse_families(args.families, args.extra_families)
     return TrainConfig(
         model_name=getattr(args, "model_name", "recs"),
         k=args.k,
@@ -69,6 +69,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         f"{','.join(OPTIONAL_FAMILIES)}; {' and '.join(BASELINE_FAMILIES)} are always added)",
     )
     p.add_argument(
+        "--extra-families",
+        default="",
+        help="comma-separated families added to --families or to the default ones, e.g. "
+        f"{OPTIONAL_FAMILIES[0]} (the stack's TrainingFamilies parameter)",
+    )
+    p.add_argument(
         "--threads", type=int, default=2, help="threads for ALS, neighbour tables and evaluation (default 2)"
     )
     p.add_argument(
@@ -104,9 +110,10 @@ def evaluate_main(argv: list[str]) -> int:
     from shelfwise.training.data import interactions_from_table
 
     progress = Progress()
-    data = interactions_from_table(read_table(args.events, args.format, args.min_time))
+    table = read_table(args.events, args.format, args.min_time)
+    data = interactions_from_table(table)
     progress("load", {"events": data.n_events, "users": data.n_users, "items": data.n_items})
-    ev = evaluate_log(data, _config(args), progress)
+    ev = evaluate_log(data, _config(args), progress, table)
     result = ev.to_json()
     result["validation"] = {f: v["params"] for f, v in ev.validation.items()}
     emit(result)
