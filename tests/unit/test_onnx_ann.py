@@ -126,6 +126,11 @@ def test_category_filter_opens_the_categorys_pages(
         _, ref = ox._topk(rows @ model.user_factors[user], mask, 20)
         hits.append(len(set(served.tolist()) & set(ref.tolist())) / 20)
     assert np.mean(hits) >= 0.95
+    # more wanted than the cluster holds: the pages run out, the fallback serves every allowed item
+    mask = groups != 4
+    scores, indices = _run(paged_session, user_index=1, exclude_mask=mask, k=int((~mask).sum()) + 50)
+    served = indices[np.isfinite(scores)]
+    assert not mask[served].any() and np.array_equal(np.sort(served), np.flatnonzero(~mask))
 
 
 def test_mostly_filtered_requests_are_answered_exactly(
