@@ -656,7 +656,7 @@ def graph_recall(
             hist = rng.integers(0, n, size=0 if user >= 0 else 5)
             w = np.ones(hist.size, np.float32)
             vec = probe_users[user] if user >= 0 else (w @ model.item_factors[hist]) @ model.projection
-            if share == "category":
+            if isinstance(share, str):  # "category"
                 mask = groups != rng.integers(FILTER_GROUPS)
             else:
                 mask = np.asarray(rng.random(n) < share) if share else np.zeros(n, bool)
