@@ -12,12 +12,14 @@ but a request reads a small part of the catalogue (:mod:`shelfwise.ann` describe
 4. the candidates re-scored from the stored rows (8-bit codes plus a 4-bit residual,
    :func:`shelfwise.ann.quantise_two_level`), masked again, ``TopK(k)``.
 
-Filters stay exact and lists full: every served item passed the mask (step 3 and 4 apply it), and
-when the request's mask leaves too few allowed items for the index to find (an estimate over a
-sample of every (N / 4096)-th item says more than ``MAX_EXCLUDED_SHARE`` are excluded) or the index's
-answer is shorter than ``k``, an ``If`` scores every allowed item from the stored rows instead
-(``NonZero`` of the mask, then the same re-scoring). So a category filter, a search pool or an
-"already bought" list costs more than a plain request, never a missing item.
+Filters stay exact and lists full: every served item passed the mask (step 3 and 4 apply it).
+When the request's mask leaves too few allowed items for the plain path (an estimate over a sample
+of every (N / 4096)-th item says more than ``MAX_EXCLUDED_SHARE`` are excluded), an ``If`` answers
+from the allowed items: a few scored one by one, more through the pages that hold them (a narrow
+category reads its own pages), or, when those are most pages, one pass over all items' codes.
+When the index's answer is shorter than ``k``, the allowed items answer the same way without the
+pages. So a category filter, a search pool or an "already bought" list costs more than a plain
+request, never a missing item.
 
 Training side only (needs ``onnx``).
 """
@@ -226,6 +228,17 @@ def build_factor_ann_model(
             helper.make_node("Pad", [indices, f"{p}_pads"], [out[1]]),
         ]
 
+    def short_of_k(scores: str, out: str) -> list[onnx.NodeProto]:
+        """Nodes giving ``out``, a bool scalar: fewer than ``k`` of the padded ``scores`` are finite."""
+        return [
+            helper.make_node("IsInf", [scores], [f"{out}_inf"], detect_positive=0),
+            helper.make_node("Not", [f"{out}_inf"], [f"{out}_fin"]),
+            helper.make_node("Cast", [f"{out}_fin"], [f"{out}_fin_i"], to=TensorProto.INT64),
+            helper.make_node("ReduceSum", [f"{out}_fin_i"], [f"{out}_count"], keepdims=1),
+            helper.make_node("Less", [f"{out}_count", "k"], [f"{out}_1d"]),
+            helper.make_node("Squeeze", [f"{out}_1d"], [out]),
+        ]
+
     def branch_outputs(p: str) -> list[onnx.ValueInfoProto]:
         return [
             helper.make_tensor_value_info(f"{p}_out_s", TensorProto.FLOAT, ["k"]),
@@ -320,12 +333,7 @@ def build_factor_ann_model(
             helper.make_node("Add", [f"{q}_first", f"{q}_off"], [f"{q}_cpos"]),
             helper.make_node("Gather", [f"{q}_ok_flat", f"{q}_cpos"], [f"{q}_ok"], axis=0),
             *rescored_top_k(f"{q}_cpos", f"{q}_ok", f"{q}_c", f"{q}_found"),
-            helper.make_node("IsInf", [f"{q}_found_out_s"], [f"{q}_inf"], detect_positive=0),
-            helper.make_node("Not", [f"{q}_inf"], [f"{q}_fin"]),
-            helper.make_node("Cast", [f"{q}_fin"], [f"{q}_fin_i"], to=TensorProto.INT64),
-            helper.make_node("ReduceSum", [f"{q}_fin_i"], [f"{q}_count"], keepdims=1),
-            helper.make_node("Less", [f"{q}_count", "k"], [f"{q}_short_1d"]),
-            helper.make_node("Squeeze", [f"{q}_short_1d"], [f"{q}_short"]),
+            *short_of_k(f"{q}_found_out_s", f"{q}_short"),
             helper.make_node(
                 "If",
                 [f"{q}_short"],
@@ -507,12 +515,7 @@ def build_factor_ann_model(
         helper.make_node("TopK", ["c_scores", "k_ann"], ["ann_s", "ann_rank"], axis=-1, largest=1),
         helper.make_node("Gather", ["c_items", "ann_rank"], ["ann_i"], axis=0),
         *pad_to_k("ann_s", "ann_i", "k_ann", "annpad", ("ann_scores", "ann_indices")),
-        helper.make_node("IsInf", ["ann_scores"], ["ann_inf"], detect_positive=0),
-        helper.make_node("Not", ["ann_inf"], ["ann_found"]),
-        helper.make_node("Cast", ["ann_found"], ["ann_found_i"], to=TensorProto.INT64),
-        helper.make_node("ReduceSum", ["ann_found_i"], ["ann_count"], keepdims=1),
-        helper.make_node("Less", ["ann_count", "k"], ["short_1d"]),
-        helper.make_node("Squeeze", ["short_1d"], ["short"]),
+        *short_of_k("ann_scores", "short"),
     ]
     keep_graph = helper.make_graph(
         [
