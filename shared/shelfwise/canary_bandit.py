@@ -41,11 +41,16 @@ class BanditPolicy:
     # is a coin toss), and no move smaller than ``min_change`` (each move is an audited alias change).
     min_lists: int = 50
     min_change: float = 0.05
+    # One move at most multiplies the challenger's share by this (cuts are not limited): an early,
+    # noisy posterior cannot send a fresh challenger from 10% to the cap at once.
+    max_growth: float = 2.0
     # At most one allocation change per this many minutes (rewards mature in 30 minutes).
     min_minutes_between: float = 15.0
     # A canary that shows no non-inferiority within this long ends, like a stage held too long.
     max_canary_hours: float = 72.0
-    draws: int = 4000
+    # Posterior draws per decision: the share's Monte Carlo error is at most 0.5 / sqrt(draws)
+    # (0.016 at 1,000), well inside ``min_change``.
+    draws: int = 1000
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -58,14 +63,18 @@ class BanditPolicy:
             )
         if self.draws < 100 or self.min_lists < 1 or self.min_change < 0 or self.max_canary_hours <= 0:
             raise InputError("draws >= 100, min_lists >= 1, min_change >= 0 and max_canary_hours > 0")
+        if self.max_growth <= 1:
+            raise InputError("max_growth must be above 1")
 
     @property
     def ceiling(self) -> float:
         """The highest challenger share the bandit may set."""
         return min(self.challenger_cap, 1.0 - self.champion_floor)
 
-    def bound(self, share: float) -> float:
-        return min(max(share, self.challenger_min), self.ceiling)
+    def bound(self, share: float, current: float | None = None) -> float:
+        """``share`` within the bounds, and at most ``max_growth`` times the ``current`` share."""
+        top = self.ceiling if current is None else min(self.ceiling, max(current, 1e-9) * self.max_growth)
+        return max(min(share, top), min(self.challenger_min, top))
 
 
 @dataclass(frozen=True)
@@ -90,8 +99,11 @@ def _seed(policy: BanditPolicy, challenger: str, counts: tuple[int, ...]) -> int
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
-def allocate(evidence: Mapping[str, Any] | None, policy: BanditPolicy) -> Allocation | str:
-    """The challenger's share from the monitor's ``evidence``, or why there is none yet."""
+def allocate(
+    evidence: Mapping[str, Any] | None, policy: BanditPolicy, current: float | None = None
+) -> Allocation | str:
+    """The challenger's share from the monitor's ``evidence`` (a move from the ``current`` share,
+    when given), or why there is none yet."""
     if not evidence or not evidence.get("challenger"):
         return "no evidence from the monitor for this challenger yet"
     challenger = str(evidence["challenger"])
@@ -121,7 +133,7 @@ def allocate(evidence: Mapping[str, Any] | None, policy: BanditPolicy) -> Alloca
     return Allocation(
         design=str(evidence["design"]),
         p_challenger_better=round(p, 4),
-        weight=policy.bound(round(p, 4)),
+        weight=policy.bound(round(p, 4), current),
         posterior_challenger=post_c,
         posterior_champion=post_b,
         draws=policy.draws,

@@ -598,23 +598,24 @@ class Rollout:
                     **{**base, "after": after},
                 )
             )
-        alloc = allocate(evidence if not evidence or evidence.get("challenger") == challenger else None, bp)
+        since_move = (now - last_move).total_seconds() / 60.0 if last_move else minutes
+        if since_move < bp.min_minutes_between:
+            why = f"split stays {weight:g}: last move {since_move:.0f} < {bp.min_minutes_between:g} min ago"
+            return self._record(
+                Decision("hold", f"{why}; {gap or 'not yet promotable'}", detail=detail, **base)
+            )
+        alloc = allocate(
+            evidence if not evidence or evidence.get("challenger") == challenger else None, bp, weight
+        )
         if not isinstance(alloc, Allocation):
             return self._record(
                 Decision("hold", f"{gap or 'not yet promotable'}; {alloc}", detail=detail, **base)
             )
         detail["bandit"] = alloc.to_json()
-        since_move = (now - last_move).total_seconds() / 60.0 if last_move else minutes
-        if abs(alloc.weight - weight) < max(bp.min_change, 1e-9) or since_move < bp.min_minutes_between:
+        if abs(alloc.weight - weight) < max(bp.min_change, 1e-9):
             why = (
                 f"split stays {weight:g} (bandit {alloc.weight:g}, P(challenger better) "
-                f"{alloc.p_challenger_better:.2f}"
-                + (
-                    f", last move {since_move:.0f} < {bp.min_minutes_between:g} min ago"
-                    if since_move < bp.min_minutes_between
-                    else ""
-                )
-                + f"); {gap or 'not yet promotable'}"
+                f"{alloc.p_challenger_better:.2f}); {gap or 'not yet promotable'}"
             )
             return self._record(Decision("hold", why, detail=detail, **base))
         try:

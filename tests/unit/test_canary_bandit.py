@@ -121,4 +121,6 @@ def test_any_evidence_gives_a_weight_within_the_bounds(
     a = allocate(split("v2", n_c, int(r_c * n_c), n_b, int(r_b * n_b)), policy)
     assert isinstance(a, Allocation)
     assert 0 <= a.p_challenger_better <= 1
-    assert 0.05 <= a.weight <= min(cap, 1 - floor) + 1e-9
+    assert 0.05 <= a.weight <= min(cap, 1 - floor)
+    moved = allocate(split("v2", n_c, int(r_c * n_c), n_b, int(r_b * n_b)), policy, current=0.1)
+    assert isinstance(moved, Allocation) and 0.05 <= moved.weight <= 0.2
