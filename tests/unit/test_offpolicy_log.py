@@ -222,3 +222,63 @@ def test_the_registry_check_uses_the_champion_s_explored_lists(
             table.schema.get_field_index("properties"), "properties", pa.nulls(table.num_rows, pa.string())
         )
         assert registry_off_policy_check(plain, reg, tmp_path, cfg) is None
+
+
+def test_train_register_on_the_command_line_applies_the_same_off_policy_gate(
+    served_log: Path,
+    remote: Path,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import boto3
+    from moto import mock_aws
+
+    from shelfwise.cli.train import train_main
+    from shelfwise.registry import Registry
+
+    curated = sorted((served_log / "lake" / "curated" / "events").rglob("*.parquet"))
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-1")
+        s3.create_bucket(Bucket="cli-models", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        reg = Registry(
+            s3,
+            boto3.client("ssm", "eu-west-1"),
+            boto3.client("events", "eu-west-1"),
+            "cli-models",
+            "dev",
+            "recs",
+        )
+        reg.register(remote / "v1", "v1")
+        reg.promote("v1", force=True)
+        argv = [
+            "--events",
+            str(curated[0].parent.parent),
+            "--format",
+            "curated",
+            "--register",
+            "--models-bucket",
+            "cli-models",
+            "--env",
+            "dev",
+            "--model-name",
+            "recs",
+            "--search",
+            "none",
+            "--families",
+            "als",
+            "--threads",
+            "1",
+            "--version",
+            "v9",
+            "--out",
+            str(tmp_path / "v9"),
+        ]
+        assert train_main([*argv, "--ope-min-lists", "0"]) == 2  # bad input, nothing trained
+        assert "positive" in capsys.readouterr().err
+        assert train_main([*argv, "--ope-min-lists", "100", "--ope-min-ess", "50"]) == 0
+        ope = reg.registration("v9")["gate"]["off_policy"]
+    # The v1 champion's explored lists judged the new model (trained on the served log itself, so
+    # other items on top): applied, on the lists v1 served, and refused for the support it lacks.
+    assert ope is not None and ope["applied"] and not ope["passed"], ope
+    assert ope["lists"] > 100 and ope["champion"] is not None
+    assert "do not cover the candidate" in ope["reasons"][0]
