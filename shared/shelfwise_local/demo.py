@@ -69,6 +69,8 @@ class DemoConfig:
     # at this traffic it catches a broken model sooner than interleaving, whose evidence is only
     # the canary's own clicked lists (docs/demo.md); --canary-mode interleave runs the other design.
     canary_mode: str = "split"
+    # Template parameter CanaryAllocation: the fixed stages, or the Thompson-sampling split.
+    canary_allocation: str = "stages"
     stable_windows: int = 3
     # The serving day (None: the most recent one ending today); any weekday.
     serving_day: date | None = None
@@ -276,6 +278,7 @@ class Demo:
                 "AliasCacheSeconds": "1",
                 "StockCacheSeconds": "1",
                 "CanaryMode": self.cfg.canary_mode,
+                "CanaryAllocation": self.cfg.canary_allocation,
                 **LOCAL_API_PARAMETERS,
                 "ServingRules": json.dumps(DEMO_SERVING_RULES),
             },
@@ -289,7 +292,7 @@ class Demo:
             "AliasCacheSeconds": 1,
             "StockCacheSeconds": 1,
         }
-        self.parameters = {"CanaryMode": self.cfg.canary_mode}
+        self.parameters = {"CanaryMode": self.cfg.canary_mode, "CanaryAllocation": self.cfg.canary_allocation}
         fn = self.rt.host.find("PromoteModelFunction").environment
         self.env, self.model_name = fn["SHELFWISE_ENV"], fn["MODEL_NAME"]
         if self.cfg.extra_families:
@@ -774,9 +777,17 @@ class Demo:
         self.report_path.write_text(html)
         self.log(f"HTML report: {self.report_path}")
         # What promotion decided on, and how far the champion's served scores sat from the reference.
-        promotes = [d for d in read_decisions(s3, mon) if d.get("action") in ("promote", "advance")]
+        promotes = [
+            d for d in read_decisions(s3, mon) if d.get("action") in ("promote", "advance", "allocate")
+        ]
         self.result["promotion_evidence"] = [
-            {"action": d["action"], "at": d["at"], "evidence": (d.get("detail") or {}).get("evidence")}
+            {
+                "action": d["action"],
+                "at": d["at"],
+                "evidence": (d.get("detail") or {}).get("evidence"),
+                **({"bandit": d["detail"]["bandit"]} if "bandit" in (d.get("detail") or {}) else {}),
+                "weight": (d.get("after") or {}).get("canary_weight"),
+            }
             for d in promotes
         ]
         psi = sorted(
@@ -898,6 +909,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, help="simulator seed")
     p.add_argument("--serving-day", type=date.fromisoformat, help="the shop's serving day (default today)")
     p.add_argument("--canary-mode", choices=("split", "interleave"), help="template parameter CanaryMode")
+    p.add_argument(
+        "--canary-allocation", choices=("stages", "thompson"), help="template parameter CanaryAllocation"
+    )
     p.add_argument("--quiet", action="store_true", help="no timeline on stderr")
     p.add_argument(
         "--families",
@@ -914,6 +928,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(cfg, serving_day=args.serving_day)
     if args.canary_mode is not None:
         cfg = dataclasses.replace(cfg, canary_mode=args.canary_mode)
+    if args.canary_allocation is not None:
+        cfg = dataclasses.replace(cfg, canary_allocation=args.canary_allocation)
     demo = Demo(
         cfg,
         backend=args.backend,
