@@ -124,3 +124,12 @@ def test_any_evidence_gives_a_weight_within_the_bounds(
     assert 0.05 <= a.weight <= min(cap, 1 - floor)
     moved = allocate(split("v2", n_c, int(r_c * n_c), n_b, int(r_b * n_b)), policy, current=0.1)
     assert isinstance(moved, Allocation) and 0.05 <= moved.weight <= 0.2
+
+
+def test_rollout_imports_no_numpy_for_the_rollback_function() -> None:
+    """rollback_model ships without the data layer: importing rollout (and the bandit) must not need numpy."""
+    import subprocess
+    import sys
+
+    code = "import sys, shelfwise.rollout; sys.exit('numpy' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
