@@ -94,6 +94,10 @@ def main(argv: list[str]) -> int:
         runs.append(run(args, args.seed + i))
         print(f"seed {args.seed + i} done ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr)
     summary = coverage_summary(runs)
+    summary["per_seed_dr_position"] = {
+        name: [r["candidates"][name]["levels"]["position"]["dr"] for r in runs]
+        for name in runs[0]["candidates"]
+    }
     summary.update(
         seeds=[args.seed, args.seed + args.seeds - 1],
         seconds=round(time.perf_counter() - t_start, 1),
@@ -118,6 +122,15 @@ def coverage_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
                     entry.update(
                         covers_online=round(float(np.mean([x["covers_truth"] for x in done])), 3),
                         covers_estimand=round(float(np.mean([x["covers_estimand"] for x in done])), 3),
+                        normal_covers_online=round(
+                            float(np.mean([x["normal_covers_truth"] for x in done])), 3
+                        ),
+                        normal_covers_estimand=round(
+                            float(np.mean([x["normal_covers_estimand"] for x in done])), 3
+                        ),
+                        median_normal_relative_half_width=round(
+                            float(np.median([x["normal_relative_half_width"] for x in done])), 4
+                        ),
                         median_relative_bias=round(float(np.median([x["relative_bias"] for x in done])), 4),
                         median_relative_half_width=round(
                             float(np.median([x["relative_half_width"] for x in done])), 4
@@ -310,12 +323,18 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
                     levels[level][est] = {"refused": e.refused}
                     continue
                 lo, hi = e.lower or 0.0, e.upper or 0.0
+                half = e.sampling_half_width or 0.0
+                n_lo, n_hi = e.value - half, e.value + half
                 levels[level][est] = {
                     "value": round(e.value, 5),
                     "relative_bias": round(e.value / online_truth - 1, 4),
                     "relative_half_width": round((hi - lo) / 2 / online_truth, 4),
                     "covers_truth": bool(lo <= online_truth <= hi),
                     "covers_estimand": bool(lo <= own <= hi),
+                    # the normal interval over lists alone (sampling error only)
+                    "normal_covers_truth": bool(n_lo <= online_truth <= n_hi),
+                    "normal_covers_estimand": bool(n_lo <= own <= n_hi),
+                    "normal_relative_half_width": round(half / online_truth, 4),
                 }
         entry["levels"] = levels
         e_item = reports_item_dm[name].get("dr")
