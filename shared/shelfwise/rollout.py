@@ -493,15 +493,7 @@ class Rollout:
             reason = (
                 f"stage {weight:g} held {minutes / 60:.1f} h (> {self.policy.max_stage_hours:g} h): {why}"
             )
-            after = _state(self.registry.rollback(reason[:500], scope="canary"))
-            return self._record(
-                Decision(
-                    "rollback",
-                    f"canary of {challenger} ended: {reason}",
-                    detail=detail,
-                    **{**base, "after": after},
-                )
-            )
+            return self._end_canary(challenger, reason, detail, base)
         if minutes < self.policy.min_stage_minutes:
             return self._record(
                 Decision(
@@ -548,6 +540,20 @@ class Rollout:
             )
         )
 
+    def _end_canary(
+        self, challenger: str, reason: str, detail: dict[str, Any], base: dict[str, Any]
+    ) -> Decision:
+        """A canary that could not show non-inferiority in time leaves traffic, with the reason."""
+        after = _state(self.registry.rollback(reason[:500], scope="canary"))
+        return self._record(
+            Decision(
+                "rollback",
+                f"canary of {challenger} ended: {reason}",
+                detail=detail,
+                **{**base, "after": after},
+            )
+        )
+
     def _bandit_step(
         self,
         snap: Any,
@@ -576,15 +582,7 @@ class Rollout:
         gap = self._evidence_gap(evidence, challenger)
         if minutes >= 60.0 * bp.max_canary_hours:
             reason = f"canary ran {minutes / 60:.1f} h (> {bp.max_canary_hours:g} h): {gap or 'not promoted'}"
-            after = _state(self.registry.rollback(reason[:500], scope="canary"))
-            return self._record(
-                Decision(
-                    "rollback",
-                    f"canary of {challenger} ended: {reason}",
-                    detail=detail,
-                    **{**base, "after": after},
-                )
-            )
+            return self._end_canary(challenger, reason, detail, base)
         if gap is None and minutes >= p.min_stage_minutes and canary_impressions >= p.min_stage_impressions:
             try:
                 after = _state(self.registry.promote(challenger, expected=snap))
