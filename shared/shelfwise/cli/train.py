@@ -110,9 +110,10 @@ def evaluate_main(argv: list[str]) -> int:
     from shelfwise.training.data import interactions_from_table
 
     progress = Progress()
-    data = interactions_from_table(read_table(args.events, args.format, args.min_time))
+    table = read_table(args.events, args.format, args.min_time)
+    data = interactions_from_table(table)
     progress("load", {"events": data.n_events, "users": data.n_users, "items": data.n_items})
-    ev = evaluate_log(data, _config(args), progress)
+    ev = evaluate_log(data, _config(args), progress, table)
     result = ev.to_json()
     result["validation"] = {f: v["params"] for f, v in ev.validation.items()}
     emit(result)
