@@ -642,7 +642,9 @@ class ShopModel:
             leaf_w[self.n_leaves_base :] = 0.0
             leaf_e = np.searchsorted(np.cumsum(leaf_w) / leaf_w.sum(), u_exp, side="right")
         leaf = np.where(explore, np.minimum(leaf_e, len(leaf_w) - 1), leaf)
-        leaf = np.where(replen, leaf, self._mission_leaves(leaf, s_user, day_ms + start, fav, cum, leaf_w, day))
+        leaf = np.where(
+            replen, leaf, self._mission_leaves(leaf, s_user, day_ms + start, fav, cum, leaf_w, day)
+        )
         staple = users.staple[s_user]
         leaf = np.where(replen, self.catalogue.leaf[staple], leaf)
 
@@ -823,7 +825,9 @@ class ShopModel:
         k = (u[:, None] > cum).sum(axis=1).clip(0, 2)
         mission = fav[np.arange(len(leaf)), k].astype(np.int64)
         need = hash_uniform(self.seed, STREAM_MISSION, s_user, number, 1) < p.mission_explore
-        by_weight = np.searchsorted(np.cumsum(leaf_w) / leaf_w.sum(), hash_uniform(self.seed, STREAM_MISSION, s_user, number, 2))
+        by_weight = np.searchsorted(
+            np.cumsum(leaf_w) / leaf_w.sum(), hash_uniform(self.seed, STREAM_MISSION, s_user, number, 2)
+        )
         mission = np.where(need, np.minimum(by_weight, len(leaf_w) - 1), mission)
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, STREAM_MISSION, day]))
         follows = rng.random(len(leaf)) < p.mission_share
