@@ -162,7 +162,7 @@ class Sequential:
         lr: float = 1e-3,
         batch_size: int = 128,
         negatives: int = 256,
-        targets: str = "future",
+        targets: str = "new",
         horizon_days: float = 7.0,
         epochs: int = 20,
         patience: int = 2,
