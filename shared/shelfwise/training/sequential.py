@@ -233,6 +233,15 @@ class Sequential:
         if len(inputs) == 0:
             raise InputError("the sequential model needs users with at least two events")
         self.net = _build_net(torch, self.n_items, p)
+        with torch.no_grad():
+            # The item bias starts at each item's log frequency as a target (smoothed), so the first
+            # epoch starts from popularity; from zero, Adam moves it ~1e-3 a step, and on a
+            # 50k-item shop the first epochs ranked little better than at random.
+            counts = np.bincount(
+                targets.draw(where, np.random.default_rng(p["seed"])).ravel() + 1, minlength=self.n_items + 1
+            )
+            log_f = np.log(counts[1:] + 1.0)
+            self.net.item_bias.copy_(torch.from_numpy((log_f - log_f.mean()).astype(np.float32)))
         opt = torch.optim.Adam(self.net.parameters(), lr=p["lr"], fused=True)
         x_items = torch.from_numpy(inputs)
         x_types = torch.from_numpy(types)
