@@ -4,9 +4,11 @@ Each user's events (time order; repeated consecutive events on one item merged i
 the strongest event type) become tokens of item + event type; a window of the last ``max_len``
 tokens, right-aligned with left padding, goes through item + type + position embeddings,
 ``blocks`` pre-layer-norm causal self-attention blocks and a final layer norm. Every position
-predicts the next item: softmax cross-entropy against the shared item embeddings plus an item
-bias, over the whole catalogue when it is small, else over ``negatives`` uniform items plus as
-many drawn from the batch's targets (sampled softmax with mixed negatives; the positive is in).
+predicts a target item (:class:`Targets`: by default the next item the user had not touched yet):
+softmax cross-entropy against the shared item embeddings plus an item bias (started at the items'
+log frequency), over the whole catalogue when it is small, else over ``negatives`` uniform items
+plus as many drawn from the batch's targets (sampled softmax with mixed negatives, log-Q
+corrected; the positive is in).
 
 Training is seeded (torch, numpy, the batch order), runs one intra-op thread, and reports
 each epoch (loss, and validation NDCG when a validation split is given) to ``progress``. With a
