@@ -128,6 +128,8 @@ class AlarmSpec:
     # What happens besides the notification when it accuses no model (e.g. a retrain).
     action: str = ""
     namespace: str = NAMESPACE
+    # A level worth a look but no action (drawn on the dashboard, quoted in the docs): e.g. PSI 0.1.
+    warning: float | None = None
 
 
 # Default alarms. Every model alarm is driven by a metric the job only publishes once its minimum
@@ -163,7 +165,8 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         suffix="challenger-score-drift",
         metric="ScorePSI",
         variant="challenger",
-        threshold=2.5,
+        threshold=0.25,
+        warning=0.1,
         comparison="GreaterThanThreshold",
         datapoints_to_alarm=2,
         evaluation_periods=2,
@@ -187,7 +190,8 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         suffix="champion-score-drift",
         metric="ScorePSI",
         variant="champion",
-        threshold=2.5,
+        threshold=0.25,
+        warning=0.1,
         comparison="GreaterThanThreshold",
         datapoints_to_alarm=3,
         evaluation_periods=4,
