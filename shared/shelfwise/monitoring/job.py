@@ -279,8 +279,10 @@ class MonitoringJob:
         events = self.source.read(min(start, m_start, lookback), now)
         result = PassResult(kind="fast", window_start=start)
         state = sync_state(self.state_store.load(), deployment, now)
-        # Bot-like actors over the whole read (about an hour): their events leave every metric below.
-        found = bots.detect(events, cfg.bots)
+        # Bot-like actors over the whole read (about an hour), and those the ingest flagged: their
+        # events leave every metric below.
+        flags = getattr(self.source, "bot_flags", None)
+        found = bots.with_flagged(bots.detect(events, cfg.bots), flags() if flags else {}, events)
         in_window = _between(events, start, end)
         n_behaviour = bots.behaviour_events(in_window)
         if n_behaviour >= cfg.min_events_for_bot_share:

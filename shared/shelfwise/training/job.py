@@ -21,7 +21,7 @@ import io
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -482,17 +482,20 @@ def run_training(
     now: datetime | None = None,
     catalogue: pa.Table | None = None,
     off_policy: Callable[[Path], Any] | None = None,
+    flagged_bots: Mapping[str, str] | None = None,
 ) -> TrainResult:
     """The whole job on an in-memory curated table; returns the bundle and the registration.
 
     ``catalogue`` (a catalogue snapshot, :func:`load_catalogue`) gives the bundle's titles,
     categories, prices and stock; events' own fields only where it lacks an item.
     ``off_policy``: the registry gate's off-policy half (``shelfwise.offpolicy_gate``).
+    ``flagged_bots``: the actors the ingest flagged as bot-like (:func:`load_bot_flags`), left out
+    like those the rules find over the whole training window.
     """
     progress = progress or Progress()
     started = now or datetime.now(UTC)
     # Bot-like actors (shelfwise.bots: rate, regularity, repetition) are not shoppers to learn from.
-    found = bots.detect(table)
+    found = bots.with_flagged(bots.detect(table), flagged_bots or {}, table)
     table = bots.exclude(table, found)
     progress("bots", found.to_dict())
     data = interactions_from_table(table)
@@ -674,6 +677,18 @@ def load_catalogue(s3: Any, bucket: str) -> pa.Table | None:
         return None
     body = s3.get_object(Bucket=bucket, Key=pointer["key"])["Body"].read()
     return pq.read_table(io.BytesIO(body))
+
+
+def load_bot_flags(s3: Any, bucket: str) -> dict[str, str]:
+    """The ingest's bot-like actors (actor -> rule) from ``curated/_bots/`` (``shelfwise.bots``)."""
+    paginator = s3.get_paginator("list_objects_v2")
+    tables = []
+    for page in paginator.paginate(Bucket=bucket, Prefix=bots.FLAGS_PREFIX + "/"):
+        for obj in page.get("Contents", []):
+            if obj["Key"].endswith(".parquet"):
+                body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                tables.append(pq.read_table(io.BytesIO(body)))
+    return bots.read_flags(tables)
 
 
 def load_curated(s3: Any, bucket: str, prefix: str = "curated/events/", since: str | None = None) -> pa.Table:

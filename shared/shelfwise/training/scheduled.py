@@ -88,6 +88,7 @@ def scheduled_training(
         from shelfwise.training.job import (
             Progress,
             TrainConfig,
+            load_bot_flags,
             load_catalogue,
             load_curated,
             run_training,
@@ -124,6 +125,7 @@ def scheduled_training(
                 progress=progress,
                 catalogue=load_catalogue(s3, schedule.curated_bucket),
                 off_policy=off_policy,
+                flagged_bots=load_bot_flags(s3, schedule.curated_bucket),
             )
         except Exception as exc:
             progress("failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
