@@ -50,7 +50,10 @@ def test_ingest_flags_the_simulated_crawler_keeps_its_rows_and_publishes_the_sha
     # repetition rule also takes a few shoppers who re-view one item dozens of times (a cheap miss)
     flags = pq.read_table(summary.bot_flags)
     assert flags.schema.equals(bots.FLAGS_SCHEMA)
-    by_actor = {a: (r, n) for a, r, n in zip(*(flags[c].to_pylist() for c in ("actor", "rule", "events")))}
+    by_actor = {
+        a: (r, n)
+        for a, r, n in zip(*(flags[c].to_pylist() for c in ("actor", "rule", "events")), strict=True)
+    }
     assert by_actor[truth["user_id"]] == ("rate", int(truth["views"]))
     assert sum(n for _, n in by_actor.values()) == summary.bots["bot_events"]
     assert {r for a, (r, _) in by_actor.items() if a != truth["user_id"]} <= {"repetition"}
