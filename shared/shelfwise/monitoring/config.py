@@ -62,6 +62,10 @@ class MonitoringConfig:
     min_lists_for_early_comparison: int = 30
     min_clicks_for_comparison: int = 20
     min_scores_for_drift: int = 500
+    # Popularity shift vs the champion: the challenger's served items over the champion's
+    # popularity buckets decide with fewer impressions (a broken model's items are a different
+    # population altogether), so a canary's probation share is judged within its first window.
+    min_challenger_impressions_for_shift: int = 100
     min_events_for_input_drift: int = 500
     # Input drift: the last hour of behaviour against a baseline frozen after this many events.
     input_lookback_seconds: int = 3600
@@ -180,11 +184,12 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         variant="challenger",
         threshold=0.35,
         comparison="GreaterThanThreshold",
-        datapoints_to_alarm=2,
-        evaluation_periods=2,
+        # 1 of 1: a canary's probation (4% of traffic) must be judged within its first window.
+        datapoints_to_alarm=1,
+        evaluation_periods=1,
         treat_missing_data="notBreaching",
         target="challenger",
-        guard="published only with >= 500 impressions in each variant",
+        guard="published with >= 100 challenger and >= 500 champion impressions",
     ),
     AlarmSpec(
         suffix="champion-score-drift",

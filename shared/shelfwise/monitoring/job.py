@@ -413,6 +413,11 @@ class MonitoringJob:
                 counts = pc.value_counts(rows["item_id"]).field("counts").to_numpy(zero_copy_only=False)
                 out.append(self._d("Gini", drift.gini(counts), start, variant))
                 out.append(self._d("DistinctItems", float(len(counts)), start, variant, "Count"))
+            if rows.num_rows >= (
+                cfg.min_challenger_impressions_for_shift
+                if variant == "challenger"
+                else cfg.min_scores_for_drift
+            ):
                 buckets[variant] = drift.popularity_buckets(rows["item_id"], ranks, POPULARITY_BUCKETS)
             version = deployment.version_of(variant)
             manifest = self.manifests.manifest(version) if version else None
