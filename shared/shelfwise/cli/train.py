@@ -29,7 +29,7 @@ from shelfwise.training.search import ALL_FAMILIES, BASELINE_FAMILIES, OPTIONAL_
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    families = parse_families(args.families)
+    families = parse_families(args.families, args.extra_families)
     return TrainConfig(
         model_name=getattr(args, "model_name", "recs"),
         k=args.k,
@@ -69,6 +69,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         default="",
         help=f"comma-separated families of {','.join(ALL_FAMILIES)} (default: all but "
         f"{','.join(OPTIONAL_FAMILIES)}; {' and '.join(BASELINE_FAMILIES)} are always added)",
+    )
+    p.add_argument(
+        "--extra-families",
+        default="",
+        help="comma-separated families added to --families or to the default ones, e.g. "
+        f"{OPTIONAL_FAMILIES[0]} (the stack's TrainingFamilies parameter)",
     )
     p.add_argument(
         "--threads", type=int, default=2, help="threads for ALS, neighbour tables and evaluation (default 2)"

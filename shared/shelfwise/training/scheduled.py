@@ -33,7 +33,8 @@ class TrainingSchedule(BaseModel):
     min_new_events: int = 50_000
     in_process_max_bytes: int = 200_000_000
     search_level: str = "small"
-    # Comma-separated families beyond the defaults, e.g. "sequential" (needs PyTorch where it trains).
+    # Comma-separated families beyond the defaults, e.g. "sequential" (needs PyTorch where it trains:
+    # the training image has it, the zip function does not).
     training_families: str = ""
 
 
@@ -64,7 +65,7 @@ def scheduled_training(
         last_trained_at=last_trained_at(registry),
         min_new_events=schedule.min_new_events,
         in_process_max_bytes=schedule.in_process_max_bytes,
-        can_train_here=training_available(),
+        can_train_here=training_available(schedule.training_families),
     )
     logger.info("training decision", extra=decision.to_json())
     result: dict[str, Any] = {"decision": decision.to_json()}
@@ -95,7 +96,7 @@ def scheduled_training(
             summary,
         )
         from shelfwise.training.progress import emf_metric_sink, event_sink, finish_fields
-        from shelfwise.training.search import FAMILIES, parse_families
+        from shelfwise.training.search import parse_families
 
         table = load_curated(s3, schedule.curated_bucket)
         progress = Progress(
@@ -117,9 +118,7 @@ def scheduled_training(
                 TrainConfig(
                     model_name=schedule.model_name,
                     search=schedule.search_level,
-                    families=parse_families(",".join([*FAMILIES, schedule.training_families]))
-                    if schedule.training_families
-                    else FAMILIES,
+                    families=parse_families("", schedule.training_families),
                 ),
                 registry=registry,
                 progress=progress,

@@ -107,12 +107,16 @@ COMPLEXITY: tuple[str, ...] = (
 )
 
 
-def parse_families(value: str) -> tuple[str, ...]:
-    """A ``--families`` value: the named families plus the baselines (always trained and reported)."""
-    if not value:
-        return FAMILIES
+def parse_families(value: str, extra: str = "") -> tuple[str, ...]:
+    """A ``--families`` value (empty: the default families) plus ``extra`` families, e.g. the
+    stack's ``TrainingFamilies``; the baselines are always trained and reported."""
     named = [f.strip() for f in value.split(",") if f.strip()]
-    return tuple(dict.fromkeys([*BASELINE_FAMILIES, *named]))
+    named = [*(BASELINE_FAMILIES if named else FAMILIES), *named]
+    named += [f.strip() for f in extra.split(",") if f.strip()]
+    unknown = [f for f in named if f not in GRIDS]
+    if unknown:
+        raise InputError(f"unknown model family {unknown[0]!r}; known: {', '.join(ALL_FAMILIES)}")
+    return tuple(dict.fromkeys(named))
 
 
 def make_model(family: str, params: dict[str, Any], *, threads: int = 2) -> Recommender:
