@@ -56,10 +56,14 @@ class DemoConfig:
     taste_drift: bool = True  # the e2e test's --fast run stops after the rollback
     max_canary_windows: int = 50
     max_broken_windows: int = 12
-    # A broken model must be out within this many windows (40 minutes): at 400 requests per
-    # window the 10% canary's ~40 lists per window decide in 1 to ~7 windows, by the v2 model's
-    # click rate (docs/demo.md).
-    detection_windows_max: int = 8
+    # A broken model must be out within one evaluation window, having placed at most 5% of the
+    # items shown: a canary starts on probation (4% of traffic), where the popularity-shift alarm
+    # judges it from its first window's impressions. Interleaved lists have no challenger variant
+    # for that check: their early clicks decide, within 8 windows at about 8% of the items.
+    detection_windows_max: int = 1
+    exposed_share_max: float = 0.05
+    interleaved_detection_windows_max: int = 8
+    interleaved_exposed_share_max: float = 0.08
     max_drift_windows: int = 30
     # Families trained beside the defaults, e.g. "sequential" (needs `make torch`).
     extra_families: str = ""

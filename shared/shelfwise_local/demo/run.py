@@ -55,7 +55,12 @@ class Demo(Phases):
         # What promotion decided on, and how far the champion's served scores sat from the reference.
         promotes = [d for d in read_decisions(s3, mon) if d.get("action") in ("promote", "advance")]
         self.result["promotion_evidence"] = [
-            {"action": d["action"], "at": d["at"], "evidence": (d.get("detail") or {}).get("evidence")}
+            {
+                "action": d["action"],
+                "at": d["at"],
+                "from_weight": (d.get("detail") or {}).get("weight"),
+                "evidence": (d.get("detail") or {}).get("evidence"),
+            }
             for d in promotes
         ]
         psi = sorted(
@@ -148,17 +153,13 @@ class Demo(Phases):
 def expectations_met(result: dict[str, Any], cfg: DemoConfig) -> list[str]:
     """What failed, in words (empty when the run met every expectation)."""
     failed = [f"stage {s} failed" for s, ok in result["stages"].items() if not ok]
-    if result["detection_windows"] is not None and result["detection_windows"] > cfg.detection_windows_max:
-        failed.append(
-            f"broken model rolled back after {result['detection_windows']} windows (> {cfg.detection_windows_max})"
-        )
-    # The canary's 10% (half of it when interleaved: the challenger places half the items), plus 3
-    # points of hash-routing noise.
-    share = 0.1 * (0.5 if cfg.canary_mode == "interleave" else 1.0)
-    if result["exposed_share"] is not None and result["exposed_share"] > share + 0.03:
-        failed.append(
-            f"broken model placed {result['exposed_share']:.1%} of the items shown (> {share + 0.03:.0%})"
-        )
+    interleaved = cfg.canary_mode == "interleave"
+    windows = cfg.interleaved_detection_windows_max if interleaved else cfg.detection_windows_max
+    if result["detection_windows"] is not None and result["detection_windows"] > windows:
+        failed.append(f"broken model rolled back after {result['detection_windows']} windows (> {windows})")
+    share = cfg.interleaved_exposed_share_max if interleaved else cfg.exposed_share_max
+    if result["exposed_share"] is not None and result["exposed_share"] > share:
+        failed.append(f"broken model placed {result['exposed_share']:.1%} of the items shown (> {share:.0%})")
     if result["false_alarms"]:
         failed.append(f"{result['false_alarms']} false alarms in stable periods")
     return failed
