@@ -34,8 +34,8 @@ def test_the_whole_loop_runs_end_to_end(tmp_path: Path) -> None:
     result = demo.run()
     assert expectations_met(result, cfg) == [], json.dumps(result, indent=1)
     assert result["good_model_promoted"] and result["broken_model_rolled_back"]
-    assert 1 <= result["detection_windows"] <= 2  # on probation: the popularity-shift alarm
-    assert 0 < result["exposed_share"] <= 0.05  # the probation's 4%
+    assert 1 <= result["detection_windows"] <= cfg.detection_windows_max
+    assert 0 < result["exposed_share"] <= 0.05  # started on the 4% probation
     # v2 left its probation once (the label-free checks quiet), then every stage advanced on
     # evidence: non-inferiority shown on matured windows, with its sizes.
     policy = RolloutPolicy()
