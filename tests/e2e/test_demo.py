@@ -36,10 +36,10 @@ def test_the_whole_loop_runs_end_to_end(tmp_path: Path) -> None:
     assert result["good_model_promoted"] and result["broken_model_rolled_back"]
     assert 1 <= result["detection_windows"] <= cfg.detection_windows_max
     assert 0 < result["exposed_share"] <= 0.05  # started on the 4% probation
-    # v2 left its probation once (the label-free checks quiet), then every stage advanced on
-    # evidence: non-inferiority shown on matured windows, with its sizes.
+    # v2 left its probation (the label-free checks quiet; so may v3 when they miss it), then every
+    # stage advanced on evidence: non-inferiority shown on matured windows, with its sizes.
     policy = RolloutPolicy()
-    assert [s["from_weight"] for s in result["promotion_evidence"]].count(policy.probation) == 1
+    assert result["promotion_evidence"][0]["from_weight"] == policy.probation
     steps = [s for s in result["promotion_evidence"] if s["from_weight"] >= policy.stages[0]]
     assert [s["action"] for s in steps] == ["advance", "advance", "promote"]
     for s in steps:
