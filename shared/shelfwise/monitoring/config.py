@@ -61,6 +61,10 @@ class MonitoringConfig:
     # reaches 30 lists in one or two windows where 100 took four.
     min_lists_for_early_comparison: int = 30
     min_clicks_for_comparison: int = 20
+    # Split canary: shoppers are the unit of the click comparison, and each shopper's clicked lists
+    # over this many hours before the canary are the covariate that takes out the variance their
+    # habits explain (CUPED); 0 = no covariate.
+    covariate_lookback_hours: float = 24.0
     min_scores_for_drift: int = 500
     # Popularity shift vs the champion: the challenger's served items over the champion's
     # popularity buckets decide with fewer impressions (a broken model's items are a different
@@ -244,6 +248,24 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         target="none",
         guard="published only with >= 200 behaviour events in the window; bots are already excluded from every metric",
         action="notify (bots already excluded from metrics and training data)",
+    ),
+    AlarmSpec(
+        # The exploration budget's click cost: the champion's hourly mean of ExplorationCtrCost above
+        # 3% (the most a 5% slot budget should cost) for 3 hours running. Hourly, because one
+        # window's estimate from ~50 lists is far noisier than the budget.
+        suffix="exploration-cost",
+        metric="ExplorationCtrCost",
+        variant="champion",
+        statistic="Average",
+        threshold=0.03,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=3,
+        evaluation_periods=3,
+        treat_missing_data="notBreaching",
+        target="none",
+        guard="published only for matured windows whose lists carry exploration swaps, with >= 50 lists of the variant",
+        action="notify (lower SERVING_RULES.exploration share or epsilon)",
+        period=3600,
     ),
     AlarmSpec(
         suffix="error-rate",

@@ -35,6 +35,8 @@ COLUMNS = (
     # the actor of behaviour events (shelfwise.bots leaves bot-like actors out of every metric)
     "user_id",
     "session_id",
+    # Served lists' properties carry the shopper's pseudonymous ``user_hash`` (the split's unit).
+    "properties",
 )
 
 

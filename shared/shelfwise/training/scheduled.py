@@ -85,7 +85,7 @@ def scheduled_training(
         result["batch_job_id"] = job["jobId"]
     elif decision.action == "train_here":
         # Imported here: only a package that can train carries these libraries.
-        from shelfwise.offpolicy_gate import registry_off_policy_check
+        from shelfwise.offpolicy_gate import registration_off_policy_check
         from shelfwise.training.job import (
             Progress,
             TrainConfig,
@@ -104,13 +104,12 @@ def scheduled_training(
         )
         out = tempfile.mkdtemp(prefix="bundle-", dir=work_dir)
         # The gate's off-policy half, when the champion's served lists explored (else None).
-        try:
-            off_policy = registry_off_policy_check(
-                table, registry, tempfile.mkdtemp(prefix="ope-", dir=work_dir)
-            )
-        except Exception as exc:  # the metric gate still decides; say why the other half is missing
-            logger.warning("off-policy gate unavailable", extra={"error": str(exc)})
-            off_policy = None
+        off_policy = registration_off_policy_check(
+            table,
+            registry,
+            tempfile.mkdtemp(prefix="ope-", dir=work_dir),
+            warn=lambda why: logger.warning("off-policy gate unavailable", extra={"error": why}),
+        )
         try:
             run = run_training(
                 table,

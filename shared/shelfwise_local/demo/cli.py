@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, help="simulator seed")
     p.add_argument("--serving-day", type=date.fromisoformat, help="the shop's serving day (default today)")
     p.add_argument("--canary-mode", choices=("split", "interleave"), help="template parameter CanaryMode")
+    p.add_argument(
+        "--canary-allocation", choices=("stages", "thompson"), help="template parameter CanaryAllocation"
+    )
     p.add_argument("--quiet", action="store_true", help="no timeline on stderr")
     p.add_argument(
         "--families",
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(cfg, serving_day=args.serving_day)
     if args.canary_mode is not None:
         cfg = dataclasses.replace(cfg, canary_mode=args.canary_mode)
+    if args.canary_allocation is not None:
+        cfg = dataclasses.replace(cfg, canary_allocation=args.canary_allocation)
     demo = Demo(
         cfg,
         backend=args.backend,

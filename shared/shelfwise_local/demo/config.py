@@ -39,6 +39,8 @@ class DemoConfig:
     # at this traffic it catches a broken model sooner than interleaving, whose evidence is only
     # the canary's own clicked lists (docs/demo.md); --canary-mode interleave runs the other design.
     canary_mode: str = "split"
+    # Template parameter CanaryAllocation: the fixed stages, or the Thompson-sampling split.
+    canary_allocation: str = "stages"
     stable_windows: int = 3
     # The serving day (None: the most recent one ending today); any weekday.
     serving_day: date | None = None
@@ -61,11 +63,11 @@ class DemoConfig:
     # first window with >= 100 challenger impressions (1 window on the days checked when it had
     # them, 2 when the first window had fewer); when that check stays quiet the early clicks at
     # 10% decide (4 windows on the pinned Saturday), so the demo allows 8 windows. Interleaved
-    # lists have no challenger variant for the check: early clicks decide, at about 8% of the items.
+    # lists have no challenger variant for the check: early clicks decide (10% of the items, plus noise).
     detection_windows_max: int = 8
     exposed_share_max: float = 0.05
     interleaved_detection_windows_max: int = 8
-    interleaved_exposed_share_max: float = 0.08
+    interleaved_exposed_share_max: float = 0.13
     max_drift_windows: int = 30
     # Families trained beside the defaults, e.g. "sequential" (needs `make torch`).
     extra_families: str = ""

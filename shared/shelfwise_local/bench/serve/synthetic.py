@@ -1,4 +1,4 @@
-"""Synthetic bundles: a factor (or sequential) model over a made-up catalogue, at any size.
+"""Synthetic bundles: a factor (or sequential, or ranker) model over a made-up catalogue, at any size.
 
 Items of a category share a centroid and users lean towards one category, so lists have structure;
 titles are made of a few shop words. Benchmarks and tests build their bundles here.
@@ -159,6 +159,13 @@ def build_synthetic_bundle(
         similar = (sim_idx, sim_val)
     if model_kind == "sequential":
         graph = _synthetic_sequential(items, cats, fav, history, rng)
+    if model_kind == "ranker":
+        from shelfwise_local.bench.serve.ranker import RETRIEVAL_GRAPH, synthetic_ranker
+
+        if save_items is not None:  # the plain retrieval graph beside the bundle, for the same-run A/B
+            (save_items.parent / RETRIEVAL_GRAPH).write_bytes(graph.SerializeToString())
+        graph = synthetic_ranker(graph, cats, fav, history, rng)
+        graph_record = {**graph_record, "graph": f"ranker over {graph_record['graph']}"}
     bd.write_bundle(
         directory,
         model=graph,
