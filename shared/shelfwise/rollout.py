@@ -119,8 +119,8 @@ class RolloutPolicy:
 
     @property
     def start_weight(self) -> float:
-        """The share a canary starts at: the probation's, else the first stage's."""
-        return self.probation or self.stages[0]
+        """The share a canary starts at: the probation's, else (or with the bandit) the first stage's."""
+        return self.stages[0] if self.allocation == "thompson" else (self.probation or self.stages[0])
 
     def next_stage(self, weight: float) -> float | None:
         """The next weight above ``weight``, or None when at the last stage."""
