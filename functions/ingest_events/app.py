@@ -67,6 +67,10 @@ def _emit(summary: IngestSummary) -> None:
     metrics.add_metric(name="RowsQuarantined", unit=MetricUnit.Count, value=summary.rows_quarantined)
     metrics.add_metric(name="DuplicatesDropped", unit=MetricUnit.Count, value=summary.duplicates)
     metrics.add_metric(name="IngestSeconds", unit=MetricUnit.Seconds, value=summary.seconds)
+    # Behaviour rows of bot-like actors (flagged, kept in curated; consumers leave them out).
+    metrics.add_metric(
+        name="BotEventsFlagged", unit=MetricUnit.Count, value=summary.bots.get("bot_events", 0)
+    )
 
 
 @tracer.capture_method(capture_response=False)

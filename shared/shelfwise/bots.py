@@ -15,11 +15,19 @@ positive costs little (one heavy shopper's events left out of a quality metric),
 they guard against (a crawler's thousands of views moving popularity, input-drift and training
 data) is gross. Monitoring publishes the excluded share (``BotShare``) and alarms on a surge; the
 training job drops the same actors' events from its data and records the share in the manifest.
+
+The ingest applies the rules to every object it curates (a daily export holds a crawler's whole
+day) and publishes its decision beside the curated rows, which stay as they arrived (raw truth):
+``curated/_bots/<object>.parquet`` lists the flagged actors (``actor``, ``rule``, ``events``) and
+the object's summary the excluded share. Training and monitoring exclude those actors too
+(:func:`with_flagged`), besides what the rules find over their own, wider windows (an actor whose
+events arrive spread over many small objects).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +37,9 @@ import pyarrow.compute as pc
 from shelfwise.monitoring.config import BotRules
 
 BEHAVIOUR = ("view", "click", "add_to_cart", "remove_from_cart", "purchase", "search")
+# The ingest's decisions: one Parquet file of flagged actors per curated object that had any.
+FLAGS_PREFIX = "curated/_bots"
+FLAGS_SCHEMA = pa.schema([("actor", pa.string()), ("rule", pa.string()), ("events", pa.int64())])
 
 
 @dataclass
@@ -141,3 +152,57 @@ def exclude(events: pa.Table, report: BotReport) -> pa.Table:
     actor = actor_key(events)
     bot = pc.fill_null(pc.is_in(actor, pa.array(sorted(report.actors), pa.string())), False)
     return events.filter(pc.invert(bot))
+
+
+def _actor_events(events: pa.Table, actors: Iterable[str]) -> dict[str, int]:
+    """Behaviour events of each of ``actors`` in ``events``."""
+    wanted = pa.array(sorted(set(actors)), pa.string())
+    if len(wanted) == 0 or events.num_rows == 0 or "event_type" not in events.column_names:
+        return {}
+    actor = actor_key(events)
+    mask = pc.and_(
+        pc.is_in(pc.cast(events["event_type"], pa.string()), pa.array(BEHAVIOUR)),
+        pc.fill_null(pc.is_in(actor, wanted), False),
+    )
+    hits = pc.filter(actor, mask)
+    if len(hits) == 0:
+        return {}
+    counts = pc.value_counts(hits)
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
+
+
+def with_flagged(report: BotReport, flagged: Mapping[str, str], events: pa.Table) -> BotReport:
+    """``report`` plus the actors the ingest flagged (``flagged``: actor -> rule) that act in
+    ``events``, their behaviour events counted; what the rules found stays as it is."""
+    extra = {a: r for a, r in flagged.items() if a not in report.actors}
+    counts = _actor_events(events, extra)
+    out = BotReport(dict(report.actors), report.bot_events, report.behaviour_events)
+    for a, n in counts.items():
+        out.actors[a] = f"ingest:{extra[a]}"
+        out.bot_events += n
+    return out
+
+
+def flags_table(report: BotReport, events: pa.Table) -> pa.Table:
+    """The ingest's published decision for one object: each flagged actor, its rule and events."""
+    counts = _actor_events(events, report.actors)
+    actors = sorted(report.actors)
+    return pa.table(
+        {
+            "actor": pa.array(actors, pa.string()),
+            "rule": pa.array([report.actors[a] for a in actors], pa.string()),
+            "events": pa.array([counts.get(a, 0) for a in actors], pa.int64()),
+        },
+        schema=FLAGS_SCHEMA,
+    )
+
+
+def read_flags(tables: Iterable[pa.Table]) -> dict[str, str]:
+    """actor -> rule over published flag tables (``FLAGS_SCHEMA``)."""
+    out: dict[str, str] = {}
+    for t in tables:
+        if t.num_rows and {"actor", "rule"} <= set(t.column_names):
+            for a, r in zip(t["actor"].to_pylist(), t["rule"].to_pylist(), strict=True):
+                if a is not None:
+                    out.setdefault(str(a), str(r))
+    return out

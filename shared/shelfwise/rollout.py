@@ -5,6 +5,9 @@ challenger cleared); one that concerns the champion puts ``previous`` back, but 
 champion was promoted recently (a long-standing champion failing is an infrastructure problem that
 an old model will not fix). Duplicate or stale alarm deliveries are recognised and do nothing.
 
+Probation: a canary starts at a small share (4%) until the label-free checks had a window to look
+(a broken model is rolled back there); then the first stage.
+
 Promotion on evidence: the challenger moves through the stages (10% -> 50% -> 100%) only when the
 monitor's evidence shows it not worse than the champion beyond the non-inferiority margin (the
 anytime-valid lower bound of its click ratio on matured windows), with enough matured data, the
@@ -76,6 +79,13 @@ class RolloutPolicy:
     """Stages and guards of the staged promotion and of champion rollback."""
 
     stages: tuple[float, ...] = (0.1, 0.5, 1.0)
+    # Probation: a canary starts at this smaller share (0 = at the first stage) and moves to the
+    # first stage once the label-free checks (score drift, popularity shift vs the champion,
+    # errors) had their look: after this long, with this many challenger impressions and no
+    # gating alarm. A broken model is caught there, before a tenth of the shoppers see it.
+    probation: float = 0.04
+    probation_minutes: float = 10.0
+    probation_impressions: int = 100
     # The stage must have served this many challenger impressions...
     min_stage_impressions: int = 2000
     # ...and lasted long enough that its first window's click labels matured (30 min + a window).
@@ -104,6 +114,13 @@ class RolloutPolicy:
             raise InputError("stages must be increasing weights in (0, 1]")
         if self.stages[-1] != 1.0:
             raise InputError("the last stage must be 1.0 (all traffic) before promotion")
+        if not 0 <= self.probation < self.stages[0]:
+            raise InputError("the probation share must be below the first stage (0 = none)")
+
+    @property
+    def start_weight(self) -> float:
+        """The share a canary starts at: the probation's, else (or with the bandit) the first stage's."""
+        return self.stages[0] if self.allocation == "thompson" else (self.probation or self.stages[0])
 
     def next_stage(self, weight: float) -> float | None:
         """The next weight above ``weight``, or None when at the last stage."""
@@ -440,7 +457,7 @@ class Rollout:
             return self._record(
                 Decision("hold", f"canary of {aliases['challenger']} still running; {version} waits", **base)
             )
-        weight = self.policy.stages[0]
+        weight = self.policy.start_weight
         try:
             after = _state(self.registry.start_canary(version, weight, expected=snap))
         except AliasConflictError as exc:
@@ -494,6 +511,8 @@ class Rollout:
                 f"stage {weight:g} held {minutes / 60:.1f} h (> {self.policy.max_stage_hours:g} h): {why}"
             )
             return self._end_canary(challenger, reason, detail, base)
+        if weight < self.policy.stages[0] - 1e-9:
+            return self._probation_step(weight, minutes, stage_impressions, snap, detail, base, challenger)
         if minutes < self.policy.min_stage_minutes:
             return self._record(
                 Decision(
@@ -535,6 +554,39 @@ class Rollout:
             Decision(
                 "advance",
                 f"{challenger} advanced {weight:g} -> {nxt:g}",
+                detail=detail,
+                **{**base, "after": after},
+            )
+        )
+
+    def _probation_step(
+        self,
+        weight: float,
+        minutes: float,
+        stage_impressions: int,
+        snap: Any,
+        detail: dict[str, Any],
+        base: dict[str, Any],
+        challenger: str,
+    ) -> Decision:
+        """Probation to the first stage once the label-free checks had their look (no alarm fired:
+        the caller held on any); click evidence is the first stage's to gather."""
+        p = self.policy
+        if minutes < p.probation_minutes:
+            why = f"probation too young ({minutes:.0f} < {p.probation_minutes:.0f} min)"
+            return self._record(Decision("hold", why, detail=detail, **base))
+        if stage_impressions < p.probation_impressions:
+            why = f"probation has {stage_impressions} < {p.probation_impressions} challenger impressions"
+            return self._record(Decision("hold", why, detail=detail, **base))
+        try:
+            after = _state(self.registry.set_canary_weight(p.stages[0], expected=snap))
+        except AliasConflictError as exc:
+            return self._record(Decision("hold", str(exc), detail=detail, **base))
+        return self._record(
+            Decision(
+                "advance",
+                f"{challenger} advanced {weight:g} -> {p.stages[0]:g}: probation passed "
+                f"({stage_impressions} impressions, label-free checks quiet)",
                 detail=detail,
                 **{**base, "after": after},
             )

@@ -12,12 +12,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from shelfwise import bots
 from shelfwise.cli.common import command, emit, read_table
 from shelfwise.errors import InputError
 from shelfwise.training.job import (
     Progress,
     TrainConfig,
     evaluate_log,
+    load_bot_flags,
     load_catalogue,
     load_curated,
     run_training,
@@ -210,11 +212,18 @@ def _train(args: argparse.Namespace, progress: Progress) -> Any:
             actor="shelfwise-train-cli",
         )
     catalogue = None
+    flagged: dict[str, str] = {}
     if args.events:
         table = read_table(args.events, args.format, args.min_time)
+        flags_dir = Path(args.events) / bots.FLAGS_PREFIX
+        if flags_dir.is_dir():  # an ingest output directory: the ingest's bot decisions too
+            import pyarrow.parquet as pq
+
+            flagged = bots.read_flags(pq.read_table(p) for p in sorted(flags_dir.glob("*.parquet")))
     else:
         table = load_curated(aws.client("s3"), args.curated_bucket, since=args.since)
         catalogue = load_catalogue(aws.client("s3"), args.curated_bucket)
+        flagged = load_bot_flags(aws.client("s3"), args.curated_bucket)
     if args.catalogue:
         import pyarrow.parquet as pq
 
@@ -253,5 +262,6 @@ def _train(args: argparse.Namespace, progress: Progress) -> Any:
         version=args.version,
         progress=progress,
         catalogue=catalogue,
+        flagged_bots=flagged,
         off_policy=off_policy,
     )

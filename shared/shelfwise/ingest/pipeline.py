@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from shelfwise import bots
 from shelfwise.events import MAX_FUTURE_SECONDS, SCHEMA_VERSION
 from shelfwise.ingest import readers
 from shelfwise.ingest.dedup import SeenIds
@@ -38,6 +39,7 @@ from shelfwise.ingest.validate import MIN_TS_MS, normalise_types, validate
 from shelfwise.pseudonym import scrub, scrub_text
 
 DAY_MS = 86_400_000
+BOT_COLUMNS = ("event_type", "user_id", "session_id", "timestamp", "item_id")
 CURATED_PREFIX = "curated/events"
 SUMMARY_PREFIX = "curated/_summaries"
 QUARANTINE_PREFIX = "quarantine"
@@ -91,12 +93,29 @@ class Pipeline:
             Pseudonymiser(options.pseudonymisation_key) if options.pseudonymisation_key else None
         )
         self.reason_counts = np.zeros(len(REASONS), np.int64)
+        # Behaviour rows as curated (actor, time, item), for the bot rules at the end of the object.
+        self._behaviour: list[pa.RecordBatch] = []
+        self.bot_flags: pa.Table | None = None
 
     def run(self) -> None:
         for chunk in prefetch(self.source.chunks):
             self._chunk(chunk)
         self.summary.reasons = {REASONS[i]: int(c) for i, c in enumerate(self.reason_counts) if i and c}
         self.summary.rows_quarantined = int(self.reason_counts[1:].sum())
+        self._flag_bots()
+
+    def _flag_bots(self) -> None:
+        """The bot rules over the object's behaviour rows: the decision goes beside the curated rows
+        (which keep every row) and the share into the summary."""
+        if not self._behaviour:
+            self.summary.bots = bots.BotReport().to_dict()
+            return
+        table = pa.Table.from_batches(self._behaviour)
+        self._behaviour = []
+        report = bots.detect(table)
+        self.summary.bots = report.to_dict()
+        if report.actors:
+            self.bot_flags = bots.flags_table(report, table)
 
     def _chunk(self, chunk: RawChunk) -> None:
         s = self.summary
@@ -244,6 +263,8 @@ class Pipeline:
             columns.append(arr)
         batch = pa.RecordBatch.from_arrays(columns, schema=CURATED_SCHEMA)
         s.rows_valid += n
+        behaviour = pc.is_in(pc.cast(batch.column("event_type"), pa.string()), pa.array(bots.BEHAVIOUR))
+        self._behaviour.append(batch.select(BOT_COLUMNS).filter(behaviour))
         self.sink.add(batch, days)
 
     def _derive_ids(
@@ -296,6 +317,7 @@ class RunResult:
     summary: IngestSummary
     curated_files: list[tuple[str, Path]]  # (relative key under curated/events/, local file)
     quarantine_file: Path | None
+    bot_file: Path | None = None  # the flagged actors (bots.FLAGS_SCHEMA), when any
 
 
 def run_file(
@@ -326,8 +348,9 @@ def run_file(
         qpath, Pseudonymiser(options.pseudonymisation_key) if options.pseudonymisation_key else None
     )
     max_ts_ms = int(reference_time.timestamp() * 1000) + MAX_FUTURE_SECONDS * 1000
+    pipeline = Pipeline(source, source_key, options, writer, quarantine, max_ts_ms, summary)
     try:
-        Pipeline(source, source_key, options, writer, quarantine, max_ts_ms, summary).run()
+        pipeline.run()
         files = writer.close()
     except BaseException:
         writer.abort()
@@ -338,8 +361,12 @@ def run_file(
         summary.warnings.append("no data rows (header only)")
     summary.event_dates = sorted({f.split("/")[0].split("=")[1] for f in files})
     _check_invariant(summary)
+    bot_file = None
+    if pipeline.bot_flags is not None:
+        bot_file = work_dir / "bots.parquet"
+        pq.write_table(pipeline.bot_flags, bot_file)
     summary.seconds = round(time.perf_counter() - started, 3)
-    return RunResult(summary, [(f, curated_root / f) for f in files], qpath if has_q else None)
+    return RunResult(summary, [(f, curated_root / f) for f in files], qpath if has_q else None, bot_file)
 
 
 def _check_invariant(s: IngestSummary) -> None:
@@ -417,6 +444,11 @@ def ingest_file(
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(result.quarantine_file, dest)
             summary.quarantine = str(dest)
+        if result.bot_file is not None:
+            dest = out / bots.FLAGS_PREFIX / f"{name}.parquet"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(result.bot_file, dest)
+            summary.bot_flags = str(dest)
         summary.summary = str(summary_path)
         summary_path.parent.mkdir(parents=True, exist_ok=True)
         tmp_summary = summary_path.with_suffix(".json.tmp")

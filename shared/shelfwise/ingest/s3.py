@@ -17,6 +17,7 @@ from urllib.parse import unquote_plus
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from shelfwise.bots import FLAGS_PREFIX
 from shelfwise.errors import InputError
 from shelfwise.ingest.catalogue import S3Store, is_catalogue_key
 from shelfwise.ingest.errors import SourceGoneError
@@ -242,4 +243,8 @@ def _run_events(
         q_key = f"{QUARANTINE_PREFIX}/{name}.jsonl.gz"
         s3.upload_file(str(result.quarantine_file), quarantine_bucket, q_key)
         summary.quarantine = f"s3://{quarantine_bucket}/{q_key}"
+    if result.bot_file is not None:
+        b_key = f"{FLAGS_PREFIX}/{name}.parquet"
+        s3.upload_file(str(result.bot_file), curated_bucket, b_key)
+        summary.bot_flags = f"s3://{curated_bucket}/{b_key}"
     return summary

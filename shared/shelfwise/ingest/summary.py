@@ -27,6 +27,10 @@ class IngestSummary:
     seconds: float = 0.0
     skipped: bool = False
     warnings: list[str] = field(default_factory=list)
+    # Bot-like actors among the behaviour rows (shelfwise.bots): counts, share, rules; their rows stay
+    # in the curated output and the flagged actors are listed at ``bot_flags``.
+    bots: dict[str, Any] = field(default_factory=dict)
+    bot_flags: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

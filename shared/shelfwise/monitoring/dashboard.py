@@ -133,10 +133,13 @@ def _alarm_lines(chart: Chart, alarms: tuple[AlarmSpec, ...]) -> list[dict[str, 
         )
         if line is None:
             continue
-        entry: dict[str, Any] = {"label": f"{spec.suffix} alarm", "value": spec.threshold}
-        if line.axis == "right":
-            entry["yAxis"] = "right"
-        out.append(entry)
+        entries: list[dict[str, Any]] = [{"label": f"{spec.suffix} alarm", "value": spec.threshold}]
+        if spec.warning is not None:
+            entries.append({"label": f"{spec.suffix} warning", "value": spec.warning})
+        for entry in entries:
+            if line.axis == "right":
+                entry["yAxis"] = "right"
+            out.append(entry)
     return out
 
 
@@ -195,7 +198,8 @@ def dashboard_text(alarms: tuple[AlarmSpec, ...] = DEFAULT_ALARMS) -> str:
 
 def _threshold(spec: AlarmSpec) -> str:
     op = {"GreaterThanThreshold": ">", "GreaterThanOrEqualToThreshold": ">=", "LessThanThreshold": "<"}
-    return f"{op[spec.comparison]} {spec.threshold:g}"
+    warn = f" (warning {op[spec.comparison]} {spec.warning:g})" if spec.warning is not None else ""
+    return f"{op[spec.comparison]} {spec.threshold:g}{warn}"
 
 
 def _metric(spec: AlarmSpec) -> str:

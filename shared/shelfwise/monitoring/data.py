@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from shelfwise import bots
 from shelfwise.monitoring.health import EVENTS_PREFIX
 
 COLUMNS = (
@@ -31,6 +32,9 @@ COLUMNS = (
     "price",
     "quantity",
     "category",
+    # the actor of behaviour events (shelfwise.bots leaves bot-like actors out of every metric)
+    "user_id",
+    "session_id",
     # Served lists' properties carry the shopper's pseudonymous ``user_hash`` (the split's unit).
     "properties",
 )
@@ -198,6 +202,30 @@ class S3EventSource:
                     tables.append(_in_range(table, start, end))
         return _concat(tables, self.columns)
 
+    def bot_flags(self) -> dict[str, str]:
+        """The actors the ingest flagged as bot-like (actor -> rule)."""
+        return _s3_bot_flags(self.s3, self.bucket)
+
+
+# The ingest's bot decisions by (bucket, key, ETag): written once per curated object, never changed.
+_FLAG_CACHE: dict[tuple[str, str, str], pa.Table] = {}
+
+
+def _s3_bot_flags(s3: Any, bucket: str) -> dict[str, str]:
+    tables = []
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=bots.FLAGS_PREFIX + "/"):
+        for obj in page.get("Contents", []):
+            if not obj["Key"].endswith(".parquet"):
+                continue
+            key = (bucket, obj["Key"], str(obj.get("ETag", "")))
+            table = _FLAG_CACHE.get(key)
+            if table is None:
+                body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                table = _FLAG_CACHE[key] = pq.read_table(io.BytesIO(body))
+            tables.append(table)
+    return bots.read_flags(tables)
+
 
 class LocalEventSource:
     """Curated events under a local directory laid out like the bucket (benchmarks, tools)."""
@@ -211,3 +239,9 @@ class LocalEventSource:
             for path in sorted((self.root / EVENTS_PREFIX / f"event_date={day}").glob("*.parquet")):
                 tables.append(_in_range(_read_one(str(path), self.columns), start, end))
         return _concat(tables, self.columns)
+
+    def bot_flags(self) -> dict[str, str]:
+        """The actors the ingest flagged as bot-like (actor -> rule)."""
+        return bots.read_flags(
+            pq.read_table(p) for p in sorted((self.root / bots.FLAGS_PREFIX).glob("*.parquet"))
+        )

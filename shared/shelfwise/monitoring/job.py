@@ -287,8 +287,10 @@ class MonitoringJob:
         events = self.source.read(min(start, m_start, lookback), now)
         result = PassResult(kind="fast", window_start=start)
         state = sync_state(self.state_store.load(), deployment, now)
-        # Bot-like actors over the whole read (about an hour): their events leave every metric below.
-        found = bots.detect(events, cfg.bots)
+        # Bot-like actors over the whole read (about an hour), and those the ingest flagged: their
+        # events leave every metric below.
+        flags = getattr(self.source, "bot_flags", None)
+        found = bots.with_flagged(bots.detect(events, cfg.bots), flags() if flags else {}, events)
         in_window = _between(events, start, end)
         n_behaviour = bots.behaviour_events(in_window)
         if n_behaviour >= cfg.min_events_for_bot_share:
@@ -496,6 +498,11 @@ class MonitoringJob:
                 counts = pc.value_counts(rows["item_id"]).field("counts").to_numpy(zero_copy_only=False)
                 out.append(self._d("Gini", drift.gini(counts), start, variant))
                 out.append(self._d("DistinctItems", float(len(counts)), start, variant, "Count"))
+            if rows.num_rows >= (
+                cfg.min_challenger_impressions_for_shift
+                if variant == "challenger"
+                else cfg.min_scores_for_drift
+            ):
                 buckets[variant] = drift.popularity_buckets(rows["item_id"], ranks, POPULARITY_BUCKETS)
             version = deployment.version_of(variant)
             manifest = self.manifests.manifest(version) if version else None

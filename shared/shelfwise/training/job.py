@@ -21,7 +21,7 @@ import io
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -411,6 +411,13 @@ def anonymous_actors(table: pa.Table, data: Interactions) -> np.ndarray | None:
     return np.isin(data.user_ids, np.asarray(anon.to_pylist(), dtype=object).astype(str))
 
 
+# What serving does by default (ServingRules): a known shopper's stored purchases (the most recent
+# this many) are not offered again, nor items bought in a session's history; a front end sends a
+# session's recent history (the simulator's and the demo's clients the last 20 events).
+REFERENCE_STORED_PURCHASES = 500
+REFERENCE_HISTORY_LIMIT = 20
+
+
 def served_scores(
     model: Recommender,
     data: Interactions,
@@ -418,48 +425,66 @@ def served_scores(
     seed: int,
     anonymous: np.ndarray | None = None,
     n: int = 1500,
+    unavailable: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Top-k scores of the requests serving will see, in their real mix: a sample of the last fifth of
-    the log's events, each a request by its actor (so active shoppers weigh as they do in traffic).
+    """Top-k scores of the requests serving will see, in their real mix and by the paths serving
+    takes: visits (sessions) of the log's last fifth, each asking once, at a random event of the
+    visit (one request per visit; a visit of a known shopper and an anonymous one alike).
 
-    A known shopper is scored by their stored representation with their history excluded (what the
-    bundle stores and serving masks); an anonymous one (``anonymous[user]``: the actor had only a
-    session id) by fold-in of the items of that session before the event (serving's session
-    request); an anonymous event without earlier items would get the popularity fallback, which is
-    monitored as its own variant, and is left out.
+    Known shopper (``GET /v1/users/{id}/recommendations``): the stored representation, with the
+    items the bundle stores as bought excluded (serving's ``exclude_purchased``; what they only
+    viewed stays eligible, as in serving). Anonymous visit (``anonymous[user]``: the actor had
+    only a session id): fold-in of the visit's events before the request (its last
+    ``REFERENCE_HISTORY_LIMIT``, weighted by event type as serving weighs them), the items bought
+    in them excluded. A request without any signal gets the popularity fallback, which is
+    monitored as its own variant, and is left out. ``unavailable``: items serving never offers
+    (out of stock or inactive in the catalogue), excluded everywhere.
     """
     rng = np.random.default_rng(seed)
     cut = data.time_quantile(0.8)
-    recent = np.flatnonzero(data.ts >= cut)
-    if recent.size == 0:
-        return np.zeros(0, np.float32)
-    picks = np.sort(rng.choice(recent, size=min(n, recent.size), replace=False))
-    hist = data.history_matrix().tocsr()
-    kk = min(k, data.n_items)
-    none_i, none_w = np.zeros(0, np.int64), np.zeros(0, np.float32)
     by_session = np.lexsort((data.ts, data.session))
     sessions = data.session[by_session]
+    starts = np.flatnonzero(np.r_[True, sessions[1:] != sessions[:-1]])
+    ends = np.r_[starts[1:], sessions.size]
+    last_ts = data.ts[by_session[ends - 1]] if sessions.size else np.zeros(0, data.ts.dtype)
+    visits = np.flatnonzero(last_ts >= cut)
+    if visits.size == 0:
+        return np.zeros(0, np.float32)
+    picks = np.sort(rng.choice(visits, size=min(n, visits.size), replace=False))
+    indptr, bought = data.purchases_by_user()
+    purchase = data.purchase if data.purchase is not None else np.zeros(data.n_events, dtype=bool)
+    base = np.zeros(data.n_items, dtype=bool) if unavailable is None else unavailable.astype(bool)
+    kk = min(k, data.n_items)
+    none_i, none_w = np.zeros(0, np.int64), np.zeros(0, np.float32)
     out = []
-    for e in picks:
-        u = int(data.user[e])
+    for v in picks:
+        lo, hi = int(starts[v]), int(ends[v])
+        # the request's place in the visit: any of its events in the last fifth
+        recent = lo + np.flatnonzero(data.ts[by_session[lo:hi]] >= cut)
+        at = int(rng.choice(recent))
+        u = int(data.user[by_session[at]])
+        exclude = base.copy()
         if anonymous is not None and anonymous[u]:
-            s = data.session[e]
-            idx = by_session[np.searchsorted(sessions, s, "left") : np.searchsorted(sessions, s, "right")]
-            before = idx[data.ts[idx] < data.ts[e]]
+            before = by_session[max(lo, at - REFERENCE_HISTORY_LIMIT) : at]
             if before.size == 0:
                 continue
+            exclude[data.item[before][purchase[before]]] = True
             items, weights = data.item[before].astype(np.int64), data.weight[before].astype(np.float32)
-            scores, _ = model.reference(-1, items, weights, np.zeros(data.n_items, bool), kk)
+            scores, _ = model.reference(-1, items, weights, exclude, kk)
         else:
-            exclude = np.zeros(data.n_items, dtype=bool)
-            exclude[hist.indices[hist.indptr[u] : hist.indptr[u + 1]]] = True
+            exclude[bought[indptr[u] : indptr[u + 1]][:REFERENCE_STORED_PURCHASES]] = True
             scores, _ = model.reference(u, none_i, none_w, exclude, kk)
         out.append(np.asarray(scores, np.float32)[np.isfinite(scores)])
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 def reference_distributions(
-    model: Recommender, data: Interactions, k: int, seed: int, anonymous: np.ndarray | None = None
+    model: Recommender,
+    data: Interactions,
+    k: int,
+    seed: int,
+    anonymous: np.ndarray | None = None,
+    unavailable: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Baselines for drift monitoring: served-population score histogram, category mix, history popularity.
 
@@ -472,7 +497,7 @@ def reference_distributions(
 
     seen = data.matrix("user")
     ranked = rank_users(model.score_users, users, seen, data.n_items, k)
-    top = served_scores(model, data, k, seed, anonymous)
+    top = served_scores(model, data, k, seed, anonymous, unavailable=unavailable)
     if top.size == 0:
         scores = np.asarray(model.score_users(users[:500]), dtype=np.float32)
         top = np.take_along_axis(scores, np.maximum(ranked[:500], 0), axis=1)[ranked[:500] >= 0]
@@ -516,17 +541,20 @@ def run_training(
     now: datetime | None = None,
     catalogue: pa.Table | None = None,
     off_policy: Callable[[Path], Any] | None = None,
+    flagged_bots: Mapping[str, str] | None = None,
 ) -> TrainResult:
     """The whole job on an in-memory curated table; returns the bundle and the registration.
 
     ``catalogue`` (a catalogue snapshot, :func:`load_catalogue`) gives the bundle's titles,
     categories, prices and stock; events' own fields only where it lacks an item.
     ``off_policy``: the registry gate's off-policy half (``shelfwise.offpolicy_gate``).
+    ``flagged_bots``: the actors the ingest flagged as bot-like (:func:`load_bot_flags`), left out
+    like those the rules find over the whole training window.
     """
     progress = progress or Progress()
     started = now or datetime.now(UTC)
     # Bot-like actors (shelfwise.bots: rate, regularity, repetition) are not shoppers to learn from.
-    found = bots.detect(table)
+    found = bots.with_flagged(bots.detect(table), flagged_bots or {}, table)
     table = bots.exclude(table, found)
     progress("bots", found.to_dict())
     data = interactions_from_table(table)
@@ -586,6 +614,7 @@ def run_training(
         else ItemKNN(50, "session", threads=config.threads).fit(data)
     )
     version = version or make_version(started, data_hash)
+    meta = item_metadata(data.item_ids, data.item_info, catalogue)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {
@@ -614,7 +643,7 @@ def run_training(
             "champion": champion,
         },
         "reference": reference_distributions(
-            served_model, data, config.k, config.seed, anonymous_actors(table, data)
+            served_model, data, config.k, config.seed, anonymous_actors(table, data), ~meta["in_stock"]
         ),
         "parity": parity,
         "float16": half,
@@ -641,7 +670,6 @@ def run_training(
 
     (out / "report.html").write_text(render_report(manifest))
     bought = data.purchases_by_user()
-    meta = item_metadata(data.item_ids, data.item_info, catalogue)
     manifest["catalogue"] = meta.pop("_source")
     from shelfwise.training.content import CONTENT_FILE, content_arrays
 
@@ -728,6 +756,18 @@ def load_catalogue(s3: Any, bucket: str) -> pa.Table | None:
         return None
     body = s3.get_object(Bucket=bucket, Key=pointer["key"])["Body"].read()
     return pq.read_table(io.BytesIO(body))
+
+
+def load_bot_flags(s3: Any, bucket: str) -> dict[str, str]:
+    """The ingest's bot-like actors (actor -> rule) from ``curated/_bots/`` (``shelfwise.bots``)."""
+    paginator = s3.get_paginator("list_objects_v2")
+    tables = []
+    for page in paginator.paginate(Bucket=bucket, Prefix=bots.FLAGS_PREFIX + "/"):
+        for obj in page.get("Contents", []):
+            if obj["Key"].endswith(".parquet"):
+                body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                tables.append(pq.read_table(io.BytesIO(body)))
+    return bots.read_flags(tables)
 
 
 def load_curated(s3: Any, bucket: str, prefix: str = "curated/events/", since: str | None = None) -> pa.Table:

@@ -89,6 +89,7 @@ def scheduled_training(
         from shelfwise.training.job import (
             Progress,
             TrainConfig,
+            load_bot_flags,
             load_catalogue,
             load_curated,
             run_training,
@@ -122,6 +123,7 @@ def scheduled_training(
                 progress=progress,
                 catalogue=load_catalogue(s3, schedule.curated_bucket),
                 off_policy=off_policy,
+                flagged_bots=load_bot_flags(s3, schedule.curated_bucket),
             )
         except Exception as exc:
             progress("failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})

@@ -58,10 +58,16 @@ class DemoConfig:
     taste_drift: bool = True  # the e2e test's --fast run stops after the rollback
     max_canary_windows: int = 50
     max_broken_windows: int = 12
-    # A broken model must be out within this many windows (40 minutes): at 400 requests per
-    # window the 10% canary's ~40 lists per window decide in 1 to ~7 windows, by the v2 model's
-    # click rate (docs/demo.md).
+    # A broken model must be out having placed at most 5% of the items shown. A canary starts on
+    # probation (4% of traffic, two windows), where the popularity-shift alarm judges it from its
+    # first window with >= 100 challenger impressions (1 window on the days checked when it had
+    # them, 2 when the first window had fewer); when that check stays quiet the early clicks at
+    # 10% decide (4 windows on the pinned Saturday), so the demo allows 8 windows. Interleaved
+    # lists have no challenger variant for the check: early clicks decide (10% of the items, plus noise).
     detection_windows_max: int = 8
+    exposed_share_max: float = 0.05
+    interleaved_detection_windows_max: int = 8
+    interleaved_exposed_share_max: float = 0.13
     max_drift_windows: int = 30
     # Families trained beside the defaults, e.g. "sequential" (needs `make torch`).
     extra_families: str = ""

@@ -60,6 +60,7 @@ class Demo(Phases):
             {
                 "action": d["action"],
                 "at": d["at"],
+                "from_weight": (d.get("detail") or {}).get("weight"),
                 "evidence": (d.get("detail") or {}).get("evidence"),
                 **({"bandit": d["detail"]["bandit"]} if "bandit" in (d.get("detail") or {}) else {}),
                 "weight": (d.get("after") or {}).get("canary_weight"),
@@ -156,17 +157,13 @@ class Demo(Phases):
 def expectations_met(result: dict[str, Any], cfg: DemoConfig) -> list[str]:
     """What failed, in words (empty when the run met every expectation)."""
     failed = [f"stage {s} failed" for s, ok in result["stages"].items() if not ok]
-    if result["detection_windows"] is not None and result["detection_windows"] > cfg.detection_windows_max:
-        failed.append(
-            f"broken model rolled back after {result['detection_windows']} windows (> {cfg.detection_windows_max})"
-        )
-    # The canary's 10% (interleaved: twice the shoppers at InterleaveFactor 2, each list half the
-    # challenger's, so the same 10% of the items), plus 3 points of hash-routing noise.
-    share = 0.1
-    if result["exposed_share"] is not None and result["exposed_share"] > share + 0.03:
-        failed.append(
-            f"broken model placed {result['exposed_share']:.1%} of the items shown (> {share + 0.03:.0%})"
-        )
+    interleaved = cfg.canary_mode == "interleave"
+    windows = cfg.interleaved_detection_windows_max if interleaved else cfg.detection_windows_max
+    if result["detection_windows"] is not None and result["detection_windows"] > windows:
+        failed.append(f"broken model rolled back after {result['detection_windows']} windows (> {windows})")
+    share = cfg.interleaved_exposed_share_max if interleaved else cfg.exposed_share_max
+    if result["exposed_share"] is not None and result["exposed_share"] > share:
+        failed.append(f"broken model placed {result['exposed_share']:.1%} of the items shown (> {share:.0%})")
     if result["false_alarms"]:
         failed.append(f"{result['false_alarms']} false alarms in stable periods")
     return failed
