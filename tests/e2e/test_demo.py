@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from shelfwise_local.demo import Demo, DemoConfig, expectations_met
+from shelfwise_local.demo.config import DemoConfig
+from shelfwise_local.demo.run import Demo, expectations_met
 from shelfwise_local.runtime.testing import backend_from_env
 
 

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from shelfwise_local.bench.serve import build_synthetic_bundle
-from shelfwise_local.demo import shuffled_scores_graph
+from shelfwise_local.demo.broken import shuffled_scores_graph
 
 
 def _run(model: onnx.ModelProto, mask: np.ndarray, user: int, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,8 +11,9 @@ import pyarrow as pa
 import pytest
 
 from shelfwise.serving.config import ServingConfig, ServingRules
+from shelfwise.serving.filters import Filters
 from shelfwise.serving.loader import ModelLoader
-from shelfwise.serving.service import Filters, Recommender
+from shelfwise.serving.service import Recommender
 from shelfwise.training.job import Progress, TrainConfig, run_training
 from tests.unit.test_serving import Aliased, _copy_fetch
 
@@ -86,7 +87,7 @@ def test_new_items_take_their_slots_for_users_whose_history_matches(
     )
     assert "gone-new" not in mug_user.item_ids  # inactive in the catalogue: never offered
     # filters apply to new items too, and a session history works like a known user's
-    from shelfwise.serving.service import HistoryEvent
+    from shelfwise.serving.filters import HistoryEvent
 
     session = rec.recommend(session_id="s1", history=[HistoryEvent("hose0", "view")], k=3,
                             filters=Filters(price_max=2.0))  # fmt: skip

@@ -136,10 +136,10 @@ def test_broken_propensities_are_refused_whole(change: dict[str, Any], message: 
 
 
 def test_new_items_after_an_explored_list_keep_propensity_one() -> None:
-    from shelfwise.serving.service import _with_new_items
+    from shelfwise.serving.exploring import with_new_items
 
     logging = ListLogging([0.95, 0.002, 0.95], [False, True, False], 0.01, {"policy": "slot_swap"})
-    got = _with_new_items(logging, 1, 3)  # the last place went to a new item
+    got = with_new_items(logging, 1, 3)  # the last place went to a new item
     assert list(got.propensities) == [0.95, 0.002, 1.0] and list(got.spread) == [False, True, False]
     assert got.list_propensity is None  # written null: the list level is refused for these lists
     line = served_list_line(

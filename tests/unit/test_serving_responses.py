@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shelfwise.serving.http import RecommendationResponse, recommendation_json
-from shelfwise.serving.service import RankedItem, Recommendation
+from shelfwise.serving.lists import RankedItem, Recommendation
 
 texts = st.text(min_size=1, max_size=20)  # any Unicode, quotes, backslashes, control characters
 

@@ -11,8 +11,9 @@ import pytest
 
 from shelfwise.bundle import encode_text, savez_aligned
 from shelfwise.serving.config import ServingConfig, ServingRules
+from shelfwise.serving.filters import Filters
 from shelfwise.serving.loader import ModelLoader
-from shelfwise.serving.service import Filters, Recommender
+from shelfwise.serving.service import Recommender
 from shelfwise.serving.stock import LiveStock, StockSnapshot
 from tests.unit.test_serving import Aliased, _copy_fetch, remote  # noqa: F401  (fixture)
 

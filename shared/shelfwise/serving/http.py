@@ -25,12 +25,9 @@ from shelfwise.events import MAX_ID_LENGTH, MAX_QUERY_LENGTH, EventType
 from shelfwise.observability import metrics
 from shelfwise.serving.api import CALLER, LAZY, Id, StrictModel, build_resolver, csv_values, ok, responses
 from shelfwise.serving.config import MAX_CANDIDATES, MAX_HISTORY, MAX_K
-from shelfwise.serving.service import (
-    Filters,
-    HistoryEvent,
-    Recommendation,
-    Recommender,
-)
+from shelfwise.serving.filters import Filters, HistoryEvent
+from shelfwise.serving.lists import Recommendation
+from shelfwise.serving.service import Recommender
 
 API_TITLE = "Shelfwise serving API"
 API_VERSION = "1.0.0"

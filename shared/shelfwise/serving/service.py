@@ -1,4 +1,11 @@
-"""The recommender behind every serving endpoint: routing, cold start, filters, search, health.
+"""The recommender behind every serving endpoint: routing, cold start, recommend, similar, search, health.
+
+A request goes through the same steps, each in its own module: what it may be shown
+(:mod:`~shelfwise.serving.filters`), the routed model's ranking, explored or not
+(:mod:`~shelfwise.serving.exploring`), new items in the last places
+(:mod:`~shelfwise.serving.new_item_slots`), then the answer and its served-list record, or one
+list team-drafted from champion and challenger when the canary interleaves
+(:mod:`~shelfwise.serving.lists`).
 
 State (aliases and loaded versions) lives in one immutable :class:`ServingState` that a request
 reads once; a refresh builds the next state beside it (reads aliases, downloads and loads any new
@@ -24,19 +31,19 @@ from typing import Any
 
 import numpy as np
 
-from shelfwise.bundle import text_list
 from shelfwise.errors import InputError
-from shelfwise.events import EVENT_WEIGHTS
-from shelfwise.exploration import ExplorationPolicy, deterministic, explore
+from shelfwise.exploration import ExplorationPolicy
 from shelfwise.observability import logger, metrics
 from shelfwise.registry import Aliases
-from shelfwise.serving.config import ServingConfig, served_at
+from shelfwise.serving.config import ServingConfig
 from shelfwise.serving.errors import ItemNotFoundError, ModelUnavailableError
-from shelfwise.serving.impressions import ImpressionSink, ListLogging, user_hash
-from shelfwise.serving.interleave import team_draft
+from shelfwise.serving.exploring import Explorer
+from shelfwise.serving.filters import Exclusions, Filters, HistoryEvent
+from shelfwise.serving.impressions import ImpressionSink
+from shelfwise.serving.lists import Recommendation, ServedLists
 from shelfwise.serving.loader import ModelLoader
 from shelfwise.serving.model import LoadedModel
-from shelfwise.serving.new_items import NewItems
+from shelfwise.serving.new_item_slots import NewItemSlots
 from shelfwise.serving.stock import LiveStock
 
 POPULARITY_PREFIX = "popularity@"
@@ -44,68 +51,7 @@ POPULARITY_PREFIX = "popularity@"
 RETRY_REFUSED_SECONDS = 300.0
 
 
-# --------------------------------------------------------------------------- requests / answers
-
-
-@dataclass(frozen=True)
-class HistoryEvent:
-    """One item of a session history: the item and what the user did with it."""
-
-    item_id: str
-    event_type: str = "view"
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Per-request filters, on top of the configured rules."""
-
-    categories: tuple[str, ...] = ()
-    exclude_categories: tuple[str, ...] = ()
-    exclude_items: tuple[str, ...] = ()
-    price_min: float | None = None
-    price_max: float | None = None
-
-
-@dataclass(frozen=True)
-class RankedItem:
-    item_id: str
-    score: float
-    position: int
-    category: str
-    title: str
-    price: float | None
-
-
-@dataclass
-class Recommendation:
-    """One served list and what it took to produce it (for the response and the metrics).
-
-    The list is kept as columns (one list per attribute, in rank order): the HTTP layer writes
-    them straight into the response JSON, without an object per item; :attr:`items` gives the
-    rows for callers that want them.
-    """
-
-    recommendation_id: str
-    model_version: str
-    variant: str
-    item_ids: list[str]
-    scores: list[float]
-    categories: list[str]
-    titles: list[str]
-    prices: list[float | None]
-    unknown_items: int = 0
-    degraded: bool = False
-    reason: str | None = None
-    # Interleaved lists only: each item's contributing model version (the credit monitoring uses).
-    sources: list[str] | None = None
-
-    @property
-    def items(self) -> list[RankedItem]:
-        columns = zip(self.item_ids, self.scores, self.categories, self.titles, self.prices, strict=True)
-        return [
-            RankedItem(item_id, score, position, category, title, price)
-            for position, (item_id, score, category, title, price) in enumerate(columns)
-        ]
+# --------------------------------------------------------------------------- state
 
 
 @dataclass(frozen=True)
@@ -145,26 +91,39 @@ class Recommender:
         self.rules = config.rules
         self.loader = loader
         self._read_aliases = read_aliases
-        self.impressions = impressions
         self._background = background
         self._clock = clock
         self._sync_lock = threading.Lock()
         self._state = ServingState(Aliases(), {}, None, {}, checked_at=-float("inf"))
-        self._masks: dict[str, np.ndarray] = {}
         self._refused_at: dict[str, float] = {}
-        ex = self.rules.exploration
-        self.exploration = (
-            None
-            if ex is None
-            else ExplorationPolicy(share=ex.share, epsilon=ex.epsilon, pool=ex.pool, seed=ex.seed)
-        )
-        self._explore_rng = np.random.default_rng(None if ex is None else ex.seed)
-        # Live stock (the catalogue's serving snapshot): masks per (version, snapshot etag).
+        # Live stock (the catalogue's serving snapshot): refreshed per request, on its own cache.
         self.stock = stock
-        self._stock_masks: dict[tuple[str, str], np.ndarray] = {}
-        self._new_items: dict[str, NewItems | None] = {}  # per version: content.npz, read on first use
+        # The steps of a request, in order: what it may be shown, the model's ranking (explored
+        # or not), the new items at its end, the answer and its served-list record.
+        self.exclusions = Exclusions(self.rules, stock)
+        self.explorer = Explorer(self.rules.exploration)
+        self.new_items = NewItemSlots(self.rules, stock)
+        self.lists = ServedLists(impressions, stock, self.explorer)
         if stock is not None:
             stock.watch(lambda: self._state.models.values())
+
+    @property
+    def impressions(self) -> ImpressionSink | None:
+        """Where served-list records go (None: not recorded)."""
+        return self.lists.impressions
+
+    @impressions.setter
+    def impressions(self, sink: ImpressionSink | None) -> None:
+        self.lists.impressions = sink
+
+    @property
+    def exploration(self) -> ExplorationPolicy | None:
+        """The exploration policy (None: lists are served as ranked and log no propensities)."""
+        return self.explorer.policy
+
+    @exploration.setter
+    def exploration(self, policy: ExplorationPolicy | None) -> None:
+        self.explorer.policy = policy
 
     # ------------------------------------------------------------------ state
     @property
@@ -267,8 +226,8 @@ class Recommender:
             champion = models.get(aliases.champion or "")
             last_good = champion or old.last_good
             keep = set(models) | ({last_good.version} if last_good else set())
-            self._masks = {v: m for v, m in self._masks.items() if v in keep}
-            self._new_items = {v: n for v, n in self._new_items.items() if v in keep}
+            self.exclusions.keep(keep)
+            self.new_items.keep(keep)
             self._state = ServingState(aliases, models, last_good, errors, now, alias_error)
             if self.stock is not None:  # a new version's stock overlay, here rather than in a request
                 for m in models.values():
@@ -296,88 +255,7 @@ class Recommender:
             return state.last_good, "fallback"
         raise ModelUnavailableError("no model version is loaded yet; retry shortly")
 
-    # ------------------------------------------------------------------ filters
-    def _base_mask(self, model: LoadedModel) -> np.ndarray:
-        """Configured rules for one version (out of stock, blocked categories), computed once."""
-        mask = self._masks.get(model.version)
-        if mask is None:
-            cat = model.catalog
-            mask = np.zeros(cat.n_items, dtype=bool)
-            if self.rules.exclude_out_of_stock:
-                mask |= ~cat.in_stock
-            blocked = [cat.categories[c] for c in self.rules.blocked_categories if c in cat.categories]
-            if blocked:
-                mask |= np.isin(cat.category_codes, blocked)
-            self._masks[model.version] = mask
-        if self.stock is not None and self.rules.exclude_out_of_stock and self.stock.snapshot is not None:
-            etag = self.stock.snapshot.etag
-            live = self._stock_masks.get((model.version, etag))
-            if live is None:  # normally prepared by the stock refresh, off the request path
-                overlay = self.stock.overlay(model.version, model.catalog.item_ids)
-                if overlay is None:
-                    return mask
-                live = mask | overlay[0]
-                self._stock_masks = {k: v for k, v in self._stock_masks.items() if k[1] == etag}
-                self._stock_masks[(model.version, etag)] = live
-            return live
-        return mask
-
-    def _prices(self, model: LoadedModel) -> np.ndarray:
-        """The prices filters and answers use: the live snapshot's where it lists the item."""
-        overlay = self.stock.overlay(model.version, model.catalog.item_ids) if self.stock else None
-        if overlay is None:
-            return model.catalog.price
-        return np.where(np.isnan(overlay[1]), model.catalog.price, overlay[1])
-
-    def _mask(
-        self, model: LoadedModel, filters: Filters, extra_excluded: Sequence[int] = ()
-    ) -> tuple[np.ndarray, int]:
-        """The request's exclusion mask and the number of unknown ids it named."""
-        cat = model.catalog
-        mask = self._base_mask(model).copy()
-        if filters.categories:
-            codes = [cat.categories[c] for c in filters.categories if c in cat.categories]
-            mask |= ~np.isin(cat.category_codes, codes) if codes else True
-        if filters.exclude_categories:
-            codes = [cat.categories[c] for c in filters.exclude_categories if c in cat.categories]
-            if codes:
-                mask |= np.isin(cat.category_codes, codes)
-        if filters.price_min is not None or filters.price_max is not None:
-            price = self._prices(model)
-            if filters.price_min is not None:
-                mask |= ~(price >= filters.price_min)
-            if filters.price_max is not None:
-                mask |= ~(price <= filters.price_max)
-        known, unknown = cat.lookup(filters.exclude_items)
-        if known:
-            mask[known] = True
-        if len(extra_excluded):
-            mask[np.asarray(extra_excluded, dtype=np.int64)] = True
-        return mask, len(unknown)
-
     # ------------------------------------------------------------------ helpers
-    def _history(
-        self, model: LoadedModel, history: Sequence[HistoryEvent]
-    ) -> tuple[np.ndarray, np.ndarray, list[int], int]:
-        """(items, weights) for fold-in, items to exclude by the rules, and the unknown-id count."""
-        items: list[int] = []
-        weights: list[float] = []
-        excluded: list[int] = []
-        unknown = 0
-        for ev, i in zip(
-            history, model.catalog.indices([ev.item_id for ev in history]).tolist(), strict=True
-        ):
-            if i < 0:
-                unknown += 1
-                continue
-            if self.rules.exclude_seen or (self.rules.exclude_purchased and ev.event_type == "purchase"):
-                excluded.append(i)
-            w = EVENT_WEIGHTS.get(ev.event_type, 0.0)
-            if w > 0:
-                items.append(i)
-                weights.append(w)
-        return np.asarray(items, np.int64), np.asarray(weights, np.float32), excluded, unknown
-
     def _popularity(self, model: LoadedModel, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Most popular allowed items: walk the precomputed order, widening until k survive the mask."""
         order = model.catalog.popularity_order
@@ -389,153 +267,6 @@ class Recommender:
                 break
             take *= 4
         return model.catalog.popularity[top].astype(np.float32), top.astype(np.int64)
-
-    def _answer(
-        self,
-        model: LoadedModel,
-        variant: str,
-        scores: np.ndarray,
-        indices: np.ndarray,
-        *,
-        endpoint: str,
-        k: int,
-        unknown: int,
-        version: str | None = None,
-        reason: str | None = None,
-        user: str | None = None,
-        new: tuple[list[str], list[float], list[str], list[str], list[float | None]] | None = None,
-        logging: ListLogging | None = None,
-    ) -> Recommendation:
-        """The response, and its served-list record (with the hash of ``user``, the routing key).
-
-        ``new``: new items (ids, scores, categories, titles, prices) that take the list's last places.
-        """
-        cat = model.catalog
-        if new is not None and new[0]:
-            keep = max(0, min(len(indices), k - len(new[0])))
-            scores, indices = scores[:keep], indices[:keep]
-        idx = np.asarray(indices, dtype=np.intp)  # one conversion for the four look-ups
-        ids = text_list(cat.item_ids[idx])
-        sc = scores.tolist()  # float32 -> Python floats
-        categories, titles = text_list(cat.category_names[idx]), text_list(cat.titles[idx])
-        prices = [None if p != p else round(p, 4) for p in self._answer_prices(model, idx).tolist()]
-        if new is not None and new[0]:
-            ids, sc = ids + new[0], sc + new[1]
-            categories, titles, prices = categories + new[2], titles + new[3], prices + new[4]
-        rec = Recommendation(
-            recommendation_id=uuid.uuid4().hex,
-            model_version=version or model.version,
-            variant=variant,
-            item_ids=ids,
-            scores=sc,
-            categories=categories,
-            titles=titles,
-            prices=prices,
-            unknown_items=unknown,
-            degraded=variant == "fallback",
-            reason=reason,
-        )
-        if self.impressions is not None and ids:
-            if logging is None and self.exploration is not None:
-                logging = self._logged_as_ranked(len(ids))
-            elif logging is not None and len(logging.propensities) != len(ids):
-                logging = _with_new_items(logging, len(new[0]) if new else 0, len(ids))
-        self._log_served(rec, endpoint, k, user, logging)
-        return rec
-
-    def _log_served(
-        self, rec: Recommendation, endpoint: str, k: int, user: str | None, logging: ListLogging | None = None
-    ) -> None:
-        """The served-list record of ``rec`` (with the hash of ``user``, the routing key; each
-        item's contributing version when interleaved; the policy's propensities when exploring)."""
-        if self.impressions is None or not rec.item_ids:
-            return
-        served = (
-            rec.recommendation_id,
-            rec.variant,
-            rec.model_version,
-            endpoint,
-            k,
-            served_at(),
-            rec.item_ids,
-            rec.scores,
-            None if user is None else user_hash(user),
-        )
-        self.impressions.record(served if rec.sources is None else (*served, rec.sources), logging)
-
-    def _logged_as_ranked(self, n: int) -> ListLogging:
-        """Propensity 1 at every slot: a list served as ranked (exploration configured)."""
-        d = deterministic(n)
-        return ListLogging(d.propensities, d.spread, 1.0, {"policy": "ranked"})
-
-    def _explore(
-        self,
-        scores: np.ndarray,
-        indices: np.ndarray,
-        k: int,
-        explored: bool,
-        n_candidates: int,
-    ) -> tuple[np.ndarray, np.ndarray, ListLogging]:
-        """Apply the exploration policy to the model's ranked candidates (top-k, then the pool
-        when the list is explored); propensities are those of the policy, whatever the coin said."""
-        policy = self.exploration
-        assert policy is not None
-        ex = explore(n_candidates, k, policy, self._explore_rng, explored)
-        params = {**policy.params(), "pool": ex.pool}
-        logging = ListLogging(ex.propensities, ex.spread, ex.list_propensity, params)
-        return scores[ex.order], indices[ex.order], logging
-
-    def _answer_prices(self, model: LoadedModel, idx: np.ndarray) -> np.ndarray:
-        overlay = self.stock.overlay(model.version, model.catalog.item_ids) if self.stock else None
-        bundle = model.catalog.price[idx]
-        if overlay is None:
-            return bundle
-        live = overlay[1][idx]
-        return np.where(np.isnan(live), bundle, live)
-
-    def _new_items_of(self, model: LoadedModel) -> NewItems | None:
-        if model.version not in self._new_items:
-            try:
-                self._new_items[model.version] = NewItems.load(
-                    model.bundle.path, model.bundle.manifest["files"]
-                )
-            except Exception as exc:  # a bad content file costs the new items, never the answer
-                logger.warning("content.npz unreadable", extra={"version": model.version, "error": str(exc)})
-                self._new_items[model.version] = None
-        return self._new_items[model.version]
-
-    def _pick_new(
-        self, model: LoadedModel, items: np.ndarray, weights: np.ndarray, filters: Filters, k: int
-    ) -> tuple[list[str], list[float], list[str], list[str], list[float | None]] | None:
-        """New items for a personal list (ServingRules.new_item_slots), or None."""
-        slots = min(self.rules.new_item_slots, k)
-        new = self._new_items_of(model) if slots else None
-        if new is None or items.size == 0:
-            return None
-        unavailable = ~new.in_stock if self.rules.exclude_out_of_stock else np.zeros(new.n_new, bool)
-        if self.stock is not None and self.rules.exclude_out_of_stock:
-            overlay = self.stock.overlay(model.version + "#new", new.ids)
-            if overlay is not None:
-                unavailable = unavailable | overlay[0]
-        cats = np.asarray(text_list(new.categories), dtype=object)
-        blocked = set(self.rules.blocked_categories) | set(filters.exclude_categories)
-        if blocked:
-            unavailable |= np.isin(cats, list(blocked))
-        if filters.categories:
-            unavailable |= ~np.isin(cats, list(filters.categories))
-        if filters.price_min is not None:
-            unavailable |= ~(new.price >= filters.price_min)
-        if filters.price_max is not None:
-            unavailable |= ~(new.price <= filters.price_max)
-        for item in filters.exclude_items:
-            pos = new.position(item)
-            if pos is not None:
-                unavailable[pos] = True
-        picked, scores = new.for_history(items, weights, unavailable, slots, self.rules.new_item_min_score)
-        if picked.size == 0:
-            return None
-        ids, categories, titles, prices = new.attributes(picked)
-        return ids, [round(float(x), 6) for x in scores.tolist()], categories, titles, prices
 
     def _check_k(self, k: int | None) -> int:
         k = self.rules.default_k if k is None else k
@@ -570,16 +301,10 @@ class Recommender:
         user_key = user_id or session_id or uuid.uuid4().hex
         model, variant = self._route(user_key)
         uidx = model.catalog.user_index(user_id)
-        h_items, h_weights, excluded, unknown = self._history(model, history)
-        if uidx >= 0 and self.rules.exclude_purchased:
-            excluded = (
-                excluded + model.catalog.stored_purchases(uidx, self.rules.max_stored_purchases).tolist()
-            )
-        mask, unknown_excl = self._mask(model, filters, excluded)
-        unknown += unknown_excl
+        h_items, h_weights, mask, unknown = self.exclusions.personal(model, uidx, history, filters)
         if uidx < 0 and h_items.size == 0:
             scores, indices = self._popularity(model, mask, k)
-            return self._answer(
+            return self.lists.answer(
                 model,
                 "fallback",
                 scores,
@@ -596,7 +321,7 @@ class Recommender:
             other = self._rank(champion, user_id, history, filters, k) if champion is not None else None
             if champion is not None and other is not None:
                 scores, indices = model.score(uidx, h_items, h_weights, mask, k)
-                return self._interleaved_answer(
+                return self.lists.interleaved(
                     (champion, other[0], other[1]),
                     (model, scores, indices),
                     endpoint,
@@ -604,29 +329,13 @@ class Recommender:
                     unknown,
                     user_id or session_id,
                 )
-        policy = self.exploration
         logging = None
-        if explore and policy is not None and policy.share > 0 and policy.epsilon > 0:
-            # The list's coin first: only an explored list needs the pool from the graph.
-            explored = bool(self._explore_rng.random() < policy.share)
-            if explored:
-                scores, indices = model.score(uidx, h_items, h_weights, mask, k + policy.pool)
-                n_candidates = int(indices.size)
-            else:
-                scores, indices = model.score(uidx, h_items, h_weights, mask, k)
-                n_candidates = min(k + policy.pool, model.catalog.n_items - int(np.count_nonzero(mask)))
-            scores, indices, logging = self._explore(scores, indices, k, explored, n_candidates)
+        if explore and self.explorer.explores:
+            scores, indices, logging = self.explorer.rank(model, uidx, h_items, h_weights, mask, k)
         else:
             scores, indices = model.score(uidx, h_items, h_weights, mask, k)
-        new = None
-        if self.rules.new_item_slots:
-            bought = model.catalog.stored_purchases(uidx, self.rules.max_stored_purchases)
-            profile_items = np.concatenate([h_items, bought.astype(np.int64)])
-            profile_weights = np.concatenate(
-                [h_weights, np.full(bought.size, EVENT_WEIGHTS["purchase"], np.float32)]
-            )
-            new = self._pick_new(model, profile_items, profile_weights, filters, k)
-        return self._answer(
+        new = self.new_items.for_user(model, uidx, h_items, h_weights, filters, k)
+        return self.lists.answer(
             model,
             variant,
             scores,
@@ -649,59 +358,11 @@ class Recommender:
     ) -> tuple[np.ndarray, np.ndarray, int] | None:
         """``model``'s top-k (scores, indices, unknown ids) for the user; None when it has no signal."""
         uidx = model.catalog.user_index(user_id)
-        h_items, h_weights, excluded, unknown = self._history(model, history)
+        h_items, h_weights, mask, unknown = self.exclusions.personal(model, uidx, history, filters)
         if uidx < 0 and h_items.size == 0:
             return None
-        if uidx >= 0 and self.rules.exclude_purchased:
-            excluded = (
-                excluded + model.catalog.stored_purchases(uidx, self.rules.max_stored_purchases).tolist()
-            )
-        mask, unknown_excl = self._mask(model, filters, excluded)
         scores, indices = model.score(uidx, h_items, h_weights, mask, k)
-        return scores, indices, unknown + unknown_excl
-
-    def _interleaved_answer(
-        self,
-        champion: tuple[LoadedModel, np.ndarray, np.ndarray],
-        challenger: tuple[LoadedModel, np.ndarray, np.ndarray],
-        endpoint: str,
-        k: int,
-        unknown: int,
-        user: str | None = None,
-    ) -> Recommendation:
-        """Team-draft of the two rankings; each item keeps its team's score, metadata and version."""
-        sides = []
-        for model, scores, indices in (champion, challenger):
-            idx = np.asarray(indices, dtype=np.intp)
-            sides.append((model, text_list(model.catalog.item_ids[idx]), scores.tolist(), idx))
-        rec_id = uuid.uuid4().hex
-        merged = team_draft(sides[0][1], sides[1][1], k, rec_id)
-        ids, sc, cats, titles, prices, sources = [], [], [], [], [], []
-        for team, rank in zip(merged.teams, merged.ranks, strict=True):
-            model, team_ids, team_scores, idx = sides[team]
-            i = int(idx[rank])
-            cat = model.catalog
-            ids.append(team_ids[rank])
-            sc.append(team_scores[rank])
-            cats.append(text_list(cat.category_names[i : i + 1])[0])
-            titles.append(text_list(cat.titles[i : i + 1])[0])
-            price = float(cat.price[i])
-            prices.append(None if price != price else round(price, 4))
-            sources.append(model.version)
-        rec = Recommendation(
-            recommendation_id=rec_id,
-            model_version=challenger[0].version,
-            variant="interleaved",
-            item_ids=ids,
-            scores=sc,
-            categories=cats,
-            titles=titles,
-            prices=prices,
-            unknown_items=unknown,
-            sources=sources,
-        )
-        self._log_served(rec, endpoint, k, user)
-        return rec
+        return scores, indices, unknown
 
     def similar(
         self, item_id: str, *, k: int | None = None, filters: Filters = Filters(), user_key: str | None = None
@@ -713,19 +374,19 @@ class Recommender:
         cat = model.catalog
         idx = cat.index_of(item_id)
         if idx is None:
-            new = self._new_items_of(model)
+            new = self.new_items.of(model)
             pos = new.position(item_id) if new is not None else None
             if new is None or pos is None:
                 raise ItemNotFoundError(
                     f"item {item_id!r} is not in the catalogue of version {model.version}"
                 )
             # a new item the model cannot place: the catalogue items closest to it by content
-            mask, unknown = self._mask(model, filters)
+            mask, unknown = self.exclusions.request(model, filters)
             indices, scores = new.similar_graph_items(pos, mask, k)
-            return self._answer(
+            return self.lists.answer(
                 model, variant, scores, indices, endpoint="similar", k=k, unknown=unknown, user=user_key
             )
-        mask, unknown = self._mask(model, filters, [idx])
+        mask, unknown = self.exclusions.request(model, filters, [idx])
         if cat.similar_indices is not None and cat.similar_scores is not None:
             nbrs = cat.similar_indices[idx].astype(np.int64)
             vals = cat.similar_scores[idx]
@@ -733,7 +394,7 @@ class Recommender:
             nbrs, vals = nbrs[keep], vals[keep]
             order = np.lexsort((nbrs, -vals))[:k]
             scores, indices = vals[order].astype(np.float32), nbrs[order]
-            new = self._new_items_of(model) if indices.size < k else None
+            new = self.new_items.of(model) if indices.size < k else None
             if new is not None:  # too few neighbours (a rarely bought item): fill up by content
                 taken = mask.copy()
                 taken[indices] = True
@@ -743,7 +404,7 @@ class Recommender:
                 indices = np.concatenate([indices, more])
         else:
             scores, indices = model.score(-1, np.array([idx], np.int64), np.array([1.0], np.float32), mask, k)
-        return self._answer(
+        return self.lists.answer(
             model, variant, scores, indices, endpoint="similar", k=k, unknown=unknown, user=user_key
         )
 
@@ -789,13 +450,13 @@ class Recommender:
             if pool.size > self.rules.search_pool:
                 pool = pool[np.argsort(-lex[pool], kind="stable")[: self.rules.search_pool]]
         uidx = cat.user_index(user_id)
-        h_items, h_weights, excluded, unknown_h = self._history(model, history)
+        h_items, h_weights, excluded, unknown_h = self.exclusions.history(model, history)
         unknown += unknown_h
-        mask, unknown_f = self._mask(model, filters, excluded)
+        mask, unknown_f = self.exclusions.request(model, filters, excluded)
         unknown += unknown_f
         pool = pool[~mask[pool]]
         if pool.size == 0:
-            return self._answer(
+            return self.lists.answer(
                 model,
                 variant,
                 np.zeros(0, np.float32),
@@ -818,7 +479,7 @@ class Recommender:
         weight = self.rules.search_lexical_weight if (query and query.strip()) else 0.0
         blended = weight * _minmax(lex[pool]) + (1 - weight) * _minmax(personal[pool])
         order = np.lexsort((pool, -blended))[:k]
-        return self._answer(
+        return self.lists.answer(
             model,
             variant,
             blended[order].astype(np.float32),
@@ -867,17 +528,3 @@ class Recommender:
 def _minmax(x: np.ndarray) -> np.ndarray:
     lo, hi = float(x.min()), float(x.max())
     return np.zeros_like(x) if hi - lo <= 1e-12 else (x - lo) / (hi - lo)
-
-
-def _with_new_items(logging: ListLogging, n_new: int, n: int) -> ListLogging:
-    """An explored list whose last places went to new items (``ServingRules.new_item_slots``): the
-    model's slots keep their propensities (a position's marginal does not depend on later ones),
-    the new items were placed deterministically (1); the whole list's probability is no longer
-    known (null: the list level is refused for it)."""
-    kept = n - n_new
-    return ListLogging(
-        [*logging.propensities[:kept], *([1.0] * n_new)],
-        [*logging.spread[:kept], *([False] * n_new)],
-        None,
-        logging.policy,
-    )

@@ -1,4 +1,4 @@
-"""Helpers every benchmark uses: peak memory and one JSON line last."""
+"""Helpers every benchmark uses: peak memory, percentiles and one JSON line last."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import resource
 import sys
 from typing import Any
+
+import numpy as np
 
 
 def peak_rss_mb() -> float:
@@ -17,3 +19,8 @@ def emit(result: dict[str, Any]) -> None:
     """Print the benchmark's result as the last line on stdout."""
     sys.stdout.write(json.dumps(result, sort_keys=False) + "\n")
     sys.stdout.flush()
+
+
+def pct(values: list[float], q: float) -> float:
+    """The ``q``-th percentile of ``values``, rounded to 3 decimals (milliseconds to the microsecond)."""
+    return round(float(np.percentile(values, q)), 3)
