@@ -234,31 +234,39 @@ def build_sequential_model(
     const("axis1", np.array([1], np.int64))
     node("Slice", ["mask_rows", "zero", "h_len_1d", "axis1"], "mask")
 
-    # 3. the blocks
+    # 3. the blocks. Only the last position's output is scored, so the last block computes its
+    # query, attention row, residual and feed-forward for that position alone (its keys and values
+    # still come from every position): the same vector for half the last block's work.
+    const("minus_one", np.array([-1], np.int64))
     for i, b in enumerate(model.blocks):
         p = f"b{i}_"
+        last = i == len(model.blocks) - 1
         for name in ("ln1_g", "ln1_b", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo"):
             const(p + name, getattr(b, name), f32)
         for name in ("ln2_g", "ln2_b", "w1", "b1", "w2", "b2"):
             const(p + name, getattr(b, name), f32)
         a = node("LayerNormalization", [x, p + "ln1_g", p + "ln1_b"], p + "a", axis=-1, epsilon=LN_EPSILON)
+        # [0, d] for an empty sequence, like every other tensor of it
+        a_q = node("Slice", [a, "minus_one", "big", "axis0"], p + "a_last") if last else a
+        x_in = node("Slice", [x, "minus_one", "big", "axis0"], p + "x_last") if last else x
         heads_t: dict[str, str] = {}
         for w in ("q", "k", "v"):
-            node("MatMul", [a, p + "w" + w], p + w + "_lin")
+            node("MatMul", [a_q if w == "q" else a, p + "w" + w], p + w + "_lin")
             node("Add", [p + w + "_lin", p + "b" + w], p + w)
             node("Reshape", [p + w, "heads_shape"], p + w + "_h")  # [H, heads, dh]
             perm = [1, 2, 0] if w == "k" else [1, 0, 2]  # k -> [heads, dh, H], q/v -> [heads, H, dh]
             heads_t[w] = node("Transpose", [p + w + "_h"], p + w + "_t", perm=perm)
-        node("MatMul", [heads_t["q"], heads_t["k"]], p + "att_raw")  # [heads, H, H]
+        node("MatMul", [heads_t["q"], heads_t["k"]], p + "att_raw")  # [heads, H or 1, H]
         node("Mul", [p + "att_raw", "att_scale"], p + "att_scaled")
-        node("Add", [p + "att_scaled", "mask"], p + "att_masked")
-        node("Softmax", [p + "att_masked"], p + "att", axis=-1)
-        node("MatMul", [p + "att", heads_t["v"]], p + "ctx_h")  # [heads, H, dh]
+        # the last position attends to every position: its row of the causal mask is all zeros
+        scaled = p + "att_scaled" if last else node("Add", [p + "att_scaled", "mask"], p + "att_masked")
+        node("Softmax", [scaled], p + "att", axis=-1)
+        node("MatMul", [p + "att", heads_t["v"]], p + "ctx_h")  # [heads, H or 1, dh]
         node("Transpose", [p + "ctx_h"], p + "ctx_t", perm=[1, 0, 2])
         node("Reshape", [p + "ctx_t", "flat_shape"], p + "ctx")
         node("MatMul", [p + "ctx", p + "wo"], p + "o_lin")
         node("Add", [p + "o_lin", p + "bo"], p + "o")
-        node("Add", [x, p + "o"], p + "x1")
+        node("Add", [x_in, p + "o"], p + "x1")
         node(
             "LayerNormalization",
             [p + "x1", p + "ln2_g", p + "ln2_b"],
@@ -278,7 +286,6 @@ def build_sequential_model(
     const("ln_g", model.ln_g, f32)
     const("ln_b", model.ln_b, f32)
     node("LayerNormalization", [x, "ln_g", "ln_b"], "x_final", axis=-1, epsilon=LN_EPSILON)
-    const("minus_one", np.array([-1], np.int64))
     node("Slice", ["x_final", "minus_one", "big", "axis0"], "last_rows")
     node("ReduceSum", ["last_rows", "axis0"], "user_vec", keepdims=1)  # [1, d]
     if scoring == "exact":
