@@ -70,6 +70,14 @@ def test_registry_offers_an_overridden_version_and_records_who_and_what_was_waiv
     assert audit[0]["gate"]["override"]["reason"] == override["reason"]
     registry.start_canary("v3", 0.1)
     assert registry.aliases().challenger == "v3"
+    # the off-policy half is a comparison with the champion too: waived, and said so
+    from shelfwise.offpolicy_gate import OffPolicyVerdict
+
+    worse = OffPolicyVerdict(True, False, ["off-policy: estimated 0.1 clicks per list against 0.5"], {})
+    same = make_bundle(tmp_path, "d", best=0.3, champion=same_window)
+    assert not registry.register(same, "v4", off_policy=lambda b: worse).offered_for_canary
+    waived = registry.register(same, "v5", off_policy=lambda b: worse, gate_override=override)
+    assert waived.offered_for_canary and waived.gate.waived == worse.reasons
 
 
 def test_job_serves_the_named_family_and_keeps_the_guards_choice(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import sys
@@ -38,8 +39,24 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="families trained beside the defaults, e.g. 'sequential' (the challenger if the guard picks it)",
     )
+    p.add_argument(
+        "--challenger-family",
+        default="",
+        help="train v2 as this family by an operator override (e.g. 'sequential', needs `make torch`): "
+        "canaried past the guard and the gate's comparisons, then promoted or rolled back online",
+    )
     args = p.parse_args(argv)
     cfg = DemoConfig.fast() if args.fast else DemoConfig()
+    if args.challenger_family:
+        from shelfwise.training.search import ALL_FAMILIES, OPTIONAL_FAMILIES
+
+        if args.challenger_family not in ALL_FAMILIES:
+            p.error(f"--challenger-family must be one of {', '.join(ALL_FAMILIES)}")
+        if args.challenger_family in OPTIONAL_FAMILIES and importlib.util.find_spec("torch") is None:
+            p.error(
+                f"--challenger-family {args.challenger_family} trains with PyTorch: run `make torch` first"
+            )
+        cfg = dataclasses.replace(cfg, challenger_family=args.challenger_family)
     if args.families:
         cfg = dataclasses.replace(cfg, extra_families=args.families)
     if args.seed is not None:
