@@ -115,6 +115,31 @@ def test_large_data_goes_to_batch(s3: Any, monkeypatch: pytest.MonkeyPatch, lamb
     assert submitted[0]["jobQueue"] == "queue" and submitted[0]["jobDefinition"] == "jobdef"
 
 
+def test_an_operator_override_reaches_the_batch_job(
+    s3: Any, monkeypatch: pytest.MonkeyPatch, lambda_context: Any
+) -> None:
+    _put_curated(s3)
+    app = _load(monkeypatch, IN_PROCESS_MAX_BYTES="10")
+    submitted: list[dict[str, Any]] = []
+
+    class FakeBatch:
+        def submit_job(self, **kw: Any) -> dict[str, str]:
+            submitted.append(kw)
+            return {"jobId": "job-2"}
+
+    real_client = app.client
+    monkeypatch.setattr(app, "client", lambda name: FakeBatch() if name == "batch" else real_client(name))
+    override = {"family": "sequential", "reason": "canary it", "past_gate": False}
+    out = app.lambda_handler({"id": "e6", "mode": "train", "override": override}, lambda_context)
+    assert out["override"] == override
+    env = {e["name"]: e["value"] for e in submitted[0]["containerOverrides"]["environment"]}
+    assert env["TRAINING_OVERRIDE_FAMILY"] == "sequential" and env["TRAINING_OVERRIDE_PAST_GATE"] == "false"
+    from shelfwise.errors import InputError
+
+    with pytest.raises(InputError, match="override"):
+        app.lambda_handler({"id": "e7", "mode": "train", "override": {"family": 1}}, lambda_context)
+
+
 def test_batch_without_a_training_image_says_what_to_do(
     s3: Any, monkeypatch: pytest.MonkeyPatch, lambda_context: Any
 ) -> None:
