@@ -50,18 +50,18 @@ def test_a_sequential_challenger_is_canaried_monitored_and_decided(tmp_path: Pat
         registry = demo._registry()
         history = registry.history()
         metrics = read_history(demo.rt.s3, demo.rt.physical_name("MonitoringBucket"))
+        manifest = registry.manifest(demo.v2)
+        gate = registry.registration(demo.v2)["gate"]
     finally:
         demo.rt.close()
     assert demo.stages["v2_is_named_family"] and demo.stages["v2_canary_started"], demo.stages
     assert demo.stages["v2_decided"], demo.result
     # trained and registered by the override, with what the guard and the gate would have done
-    manifest = registry.manifest(demo.v2)
     assert manifest["algorithm"] == "sequential"
     override = manifest["evaluation"]["selection"]["override"]
     assert override["family"] == "sequential" and override["past_gate"]
     assert override["guard_would_serve"] in manifest["evaluation"]["models"]
     assert manifest["onnx_graph"]["graph"] in ("int8-candidates", "exact") and manifest["parity"]["ok"]
-    gate = registry.registration(demo.v2)["gate"]
     assert gate["passed"] and gate["override"]["actor"] == "train_model"
     # served through the HTTP API as the challenger, and measured as one by monitoring
     served = [v for _, items in demo.counts for v in items]
