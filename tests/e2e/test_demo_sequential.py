@@ -68,7 +68,7 @@ def test_a_sequential_challenger_is_canaried_monitored_and_decided(tmp_path: Pat
     assert served.count(demo.v2) > 0 and demo.errors == 0
     assert any((m.get("dimensions") or {}).get("Variant") == "challenger" for m in metrics)
     # the rollout's decision, in the audit trail
-    actions = [r["action"] for r in history if r.get("version") == demo.v2]
-    assert actions[:2] == ["ModelRegistered", "CanaryStarted"]
+    actions = {r["action"] for r in history if r.get("version") == demo.v2}
+    assert {"ModelRegistered", "CanaryStarted"} <= actions  # one instant: the audit orders them by name
     decided = "ModelPromoted" if demo.result["v2_outcome"] == "promoted" else "ModelRolledBack"
     assert decided in actions
