@@ -18,6 +18,11 @@ WORKDIR /opt/shelfwise
 # from pyproject.toml and the lock (`make lock`), which the entrypoint test installs from too.
 COPY requirements/train.txt requirements/constraints.txt requirements/
 RUN python -m pip install -c requirements/constraints.txt -r requirements/train.txt
+# PyTorch for the families that need it (TrainingFamilies, e.g. sequential): the hashed lock that
+# `make torch` installs, at train.txt's versions for what the two share. PyPI's Linux wheel is the
+# CUDA build (about 4 GB with its nvidia-* packages); it runs on the job's CPUs.
+COPY requirements/torch-lock.txt requirements/
+RUN python -m pip install --require-hashes -r requirements/torch-lock.txt
 
 # The package itself: the domain code only (shared/shelfwise), never the local runtime.
 COPY pyproject.toml README.md ./

@@ -1,5 +1,8 @@
 """Staged promotion: start the canary of a registered version, advance it 10% -> 50% -> 100% -> champion.
 
+With CanaryAllocation=thompson a bandit sets the split from 10% on instead of the stages; the
+promotion to champion still needs the same evidence (``shelfwise.rollout``).
+
 Two triggers: the registry's ``ModelRegistered`` event (EventBridge rule) offers the new version
 for canary; the 5-minute schedule takes one promotion step while the challenger is healthy.
 """
@@ -18,7 +21,7 @@ from shelfwise.rollout import offer_registered, promote_step
 from shelfwise.settings import load_settings
 
 
-class Settings(wiring.RegistrySettings):
+class Settings(wiring.RegistrySettings, wiring.CanaryAllocationSettings):
     """Environment of this function (template.yaml)."""
 
     monitoring_bucket: str
@@ -34,7 +37,9 @@ settings = load_settings(Settings)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     now = event_time(event)
     registry = wiring.registry(settings, actor="promote_model", clock=lambda: now)
-    rollout = wiring.rollout(registry, monitoring_bucket=settings.monitoring_bucket)
+    rollout = wiring.rollout(
+        registry, monitoring_bucket=settings.monitoring_bucket, policy=wiring.rollout_policy(settings)
+    )
     if event.get("detail-type") == "ModelRegistered":
         offer = offer_registered(rollout, event, now)
         logger.info("canary offer", extra={"action": offer.action, "reason": offer.reason})

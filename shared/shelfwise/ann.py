@@ -106,6 +106,12 @@ def _kmeans(
     return centroids
 
 
+def cluster_labels(x: np.ndarray, k: int, *, seed: int = 0, iterations: int = 6) -> np.ndarray:
+    """The k-means cluster (0..k-1) of each row of ``x``: groups of nearby items, for checks."""
+    rng = np.random.default_rng(seed)
+    return _assign(x, _kmeans(np.asarray(x, np.float32), k, rng, iterations, sample=20000))
+
+
 def storage_order(item_factors: np.ndarray, *, page: int, seed: int = 0, iterations: int = 8) -> np.ndarray:
     """Item indices in an order where neighbours in factor space are neighbours in the order.
 

@@ -147,10 +147,21 @@ class Estimate:
     ess: float
     clipped_share: float
     refused: str | None = None
+    # The normal interval's half-width over lists (sampling only); ``lower``/``upper`` of DR at the
+    # position level add the part the log cannot check (``evaluate``), so they may be wider.
+    sampling_half_width: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        for key in ("value", "lower", "upper", "per_impression", "ess", "clipped_share"):
+        for key in (
+            "value",
+            "lower",
+            "upper",
+            "per_impression",
+            "ess",
+            "clipped_share",
+            "sampling_half_width",
+        ):
             if isinstance(d[key], float):
                 d[key] = round(d[key], 6) if math.isfinite(d[key]) else None
         return d
@@ -309,6 +320,8 @@ def evaluate(
     # Per-list sums, filled chunk by chunk.
     ips = {m: np.zeros(n) for m in METRICS}
     dr = {m: np.zeros(n) for m in METRICS}
+    dm_sum = {m: 0.0 for m in METRICS}  # the direct model's clicks on the candidate's lists
+    dm_range: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     norm = np.zeros(n)  # sum_q w_q theta_q: E = candidate's examination on covered items
     slot_clipped = 0
     slot_nonzero = 0
@@ -340,6 +353,9 @@ def evaluate(
                 g_t = g[np.where(t_valid[sl], target[sl], 0)]
                 g_l = g[np.where(v, items, 0)]
             dm_target = (theta_e[sl] * np.where(t_valid[sl], g_t, 0.0)).sum(axis=1)
+            dm_sum[m] += float(dm_target.sum())
+            shown = np.asarray(g_l)[v]
+            dm_range[m].append(shown[:: max(1, shown.size // 100_000)])  # a sample bounds the memory
             dm_logged = exam_q * g_l
             dr[m][sl] = dm_target + (w * (r - dm_logged)).sum(axis=1)
         # List level: the candidate's list is the logged list (same items, same order, same length).
@@ -395,6 +411,7 @@ def evaluate(
         clip: float,
         why: str | None,
         per: float,
+        unchecked: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         half = z * math.sqrt(max(var, 0.0) / max(n, 1))
         ok = why is None and math.isfinite(value)
@@ -404,15 +421,30 @@ def evaluate(
                 level,
                 metric,
                 value if ok else None,
-                value - half if ok else None,
-                value + half if ok else None,
+                value - half - unchecked[0] if ok else None,
+                value + half + unchecked[1] if ok else None,
                 value / per if ok and per > 0 else None,
                 n,
                 ess,
                 clip,
                 why if why is not None else (None if ok else "no finite estimate"),
+                half if ok else None,
             )
         )
+
+    # DR carries the candidate's examination the log does not cover on its direct model alone, and
+    # no residual checks it there: the interval adds what those slots could be worth within the
+    # range of rates the direct model gives the logged slots (5th to 95th percentile), below and
+    # above the rate it assumed for them. Zero at full coverage.
+    uncovered = max(float(t_exam.mean()) - float(norm.mean()), 0.0) if n else 0.0
+
+    def unchecked(m: str) -> tuple[float, float]:
+        rates = np.concatenate(dm_range[m]) if dm_range[m] else np.zeros(0)
+        if uncovered <= 0 or rates.size == 0 or t_exam.sum() <= 0:
+            return 0.0, 0.0
+        assumed = dm_sum[m] / float(t_exam.sum())
+        lo, hi = np.quantile(rates, [0.05, 0.95])
+        return uncovered * max(assumed - float(lo), 0.0), uncovered * max(float(hi) - assumed, 0.0)
 
     for m in METRICS:
         v_ips = ips[m]
@@ -445,6 +477,7 @@ def evaluate(
             clipped_share,
             dr_reason,
             mean_len,
+            unchecked(m),
         )
 
     # ---- list level: reward = the list got a click (or a conversion)

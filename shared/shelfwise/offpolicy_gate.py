@@ -143,3 +143,21 @@ def registry_off_policy_check(
     bundle = registry.download(champion, Path(work_dir) / f"ope-{champion}")
     scorer = bundle_scorer(LoadedModel.from_directory(bundle, champion))
     return off_policy_check(served, scorer, registry.gate_tolerance, config, on_unsupported)
+
+
+def registration_off_policy_check(
+    events: Any,
+    registry: Any,
+    work_dir: str | Path,
+    config: OpeConfig | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Callable[[Path], OffPolicyVerdict] | None:
+    """``registry_off_policy_check`` for whoever registers a trained version (the scheduled job, the
+    Batch job, ``shelfwise train --register``): when it cannot be built (the champion's bundle
+    unreadable, say), ``warn`` hears why and the metric gate decides alone."""
+    try:
+        return registry_off_policy_check(events, registry, work_dir, config)
+    except Exception as exc:
+        if warn is not None:
+            warn(f"off-policy gate unavailable: {type(exc).__name__}: {exc}"[:500])
+        return None

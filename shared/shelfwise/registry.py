@@ -28,7 +28,7 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -535,8 +535,18 @@ class Registry:
         self._record("CanaryStarted", version, before, after, {"weight": weight, "forced": force})
         return after
 
-    def set_canary_weight(self, weight: float, *, expected: AliasSnapshot | None = None) -> Aliases:
-        """Move the challenger's share of traffic (0 pauses the canary, 1 sends everyone)."""
+    def set_canary_weight(
+        self,
+        weight: float,
+        *,
+        expected: AliasSnapshot | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Aliases:
+        """Move the challenger's share of traffic (0 pauses the canary, 1 sends everyone).
+
+        ``detail``: what the change rests on (the bandit's posterior and evidence), kept in the
+        audit record and the event beside the weights.
+        """
         _check_weight(weight, allow_zero=True)
         snap = expected or self.snapshot()
         before = snap.aliases
@@ -549,7 +559,7 @@ class Registry:
             before.challenger,
             before,
             after,
-            {"weight": weight, "from": before.canary_weight},
+            {**(detail or {}), "weight": weight, "from": before.canary_weight},
         )
         return after
 

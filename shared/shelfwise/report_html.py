@@ -45,6 +45,13 @@ def _selection(selection: dict[str, Any]) -> str:
         f"<td>{_fmt(s.get('p_value'))}</td><td>{_e(s.get('reason'))}</td></tr>"
         for s in selection.get("steps", [])
     )
+    ranker = selection.get("ranker")
+    if ranker:  # the neural ranker against the family it re-ranks (cross-fitted on validation)
+        rows += (
+            f"<tr><td>ranker on {_e(ranker.get('retrieval'))} vs {_e(ranker.get('retrieval'))} alone "
+            f"(lists: {_e(ranker.get('training_data'))})</td><td>{_fmt(ranker.get('gain'))}</td>"
+            f"<td>{_fmt(ranker.get('p_value'))}</td><td>{_e(ranker.get('reason'))}</td></tr>"
+        )
     fallback = selection.get("test_fallback")
     override = selection.get("override") or {}
     overridden = (

@@ -12,6 +12,12 @@ gating alarms OK and the stage old and busy enough; then champion := challenger 
 the old champion (the registry's ``promote``). Missing or insufficient evidence holds the stage; a
 stage held longer than ``max_stage_hours`` ends the canary, with the reason.
 
+Optionally (``RolloutPolicy.allocation = "thompson"``) a Thompson-sampling bandit decides the
+split while the canary runs instead of the fixed stages (:mod:`shelfwise.canary_bandit`): it moves
+the challenger's share between its bounds as the matured rewards come in, each move an audited
+change with its posterior and evidence; promotion still needs the same non-inferiority evidence,
+and the alarms still roll back.
+
 Every change is made on the registry snapshot the decision read (``expected=``), so it is written
 only if nobody changed the aliases since: a promotion decided before a rollback fails rather than
 undoing it, and a rollback that loses such a race decides again on the new state. An alarm
@@ -33,12 +39,14 @@ from typing import Any, Literal, Protocol
 
 from botocore.exceptions import ClientError
 
+from shelfwise.canary_bandit import Allocation, BanditPolicy, allocate
 from shelfwise.errors import InputError
 from shelfwise.monitoring.config import DEFAULT_ALARMS, PROMOTION_GATE_SUFFIXES, AlarmSpec
 from shelfwise.registry import AliasConflictError
 
 DECISIONS_PREFIX = "monitoring/decisions/"
-Action = Literal["rollback", "advance", "promote", "hold", "ignore", "idle", "start"]
+Action = Literal["rollback", "advance", "allocate", "promote", "hold", "ignore", "idle", "start"]
+ALLOCATIONS = ("stages", "thompson")
 
 
 class RegistryPort(Protocol):
@@ -46,7 +54,9 @@ class RegistryPort(Protocol):
 
     def aliases(self) -> Any: ...
     def snapshot(self) -> Any: ...
-    def set_canary_weight(self, weight: float, *, expected: Any = None) -> Any: ...
+    def set_canary_weight(
+        self, weight: float, *, expected: Any = None, detail: Mapping[str, Any] | None = None
+    ) -> Any: ...
     def start_canary(self, version: str, weight: float = 0.1, *, expected: Any = None) -> Any: ...
     def promote(self, version: str | None = None, *, expected: Any = None) -> Any: ...
     def rollback(self, reason: str, scope: str = "auto", *, expected: Any = None) -> Any: ...
@@ -78,8 +88,14 @@ class RolloutPolicy:
     min_evidence_lists: int = 50
     # A stage that cannot show non-inferiority within this long ends the canary.
     max_stage_hours: float = 24.0
+    # Who sets the split while the canary runs: the fixed ``stages`` (from the first stage on), or
+    # a Thompson-sampling ``bandit`` starting at the first stage.
+    allocation: str = "stages"
+    bandit: BanditPolicy = field(default_factory=BanditPolicy)
 
     def __post_init__(self) -> None:
+        if self.allocation not in ALLOCATIONS:
+            raise InputError(f"allocation must be one of {', '.join(ALLOCATIONS)}")
         if (
             not self.stages
             or any(not 0 < s <= 1 for s in self.stages)
@@ -460,6 +476,10 @@ class Rollout:
         if firing:
             return self._record(Decision("hold", f"alarms in ALARM: {', '.join(firing)}", **base))
         history = self.registry.history()
+        if self.policy.allocation == "thompson":
+            return self._bandit_step(
+                snap, base, history, challenger, weight, stage_impressions, now, evidence
+            )
         stage_start = _last(history, {"CanaryStarted", "CanaryAdvanced"}, challenger)
         minutes = (now - stage_start).total_seconds() / 60.0 if stage_start else 0.0
         detail: dict[str, Any] = {
@@ -473,15 +493,7 @@ class Rollout:
             reason = (
                 f"stage {weight:g} held {minutes / 60:.1f} h (> {self.policy.max_stage_hours:g} h): {why}"
             )
-            after = _state(self.registry.rollback(reason[:500], scope="canary"))
-            return self._record(
-                Decision(
-                    "rollback",
-                    f"canary of {challenger} ended: {reason}",
-                    detail=detail,
-                    **{**base, "after": after},
-                )
-            )
+            return self._end_canary(challenger, reason, detail, base)
         if minutes < self.policy.min_stage_minutes:
             return self._record(
                 Decision(
@@ -523,6 +535,106 @@ class Rollout:
             Decision(
                 "advance",
                 f"{challenger} advanced {weight:g} -> {nxt:g}",
+                detail=detail,
+                **{**base, "after": after},
+            )
+        )
+
+    def _end_canary(
+        self, challenger: str, reason: str, detail: dict[str, Any], base: dict[str, Any]
+    ) -> Decision:
+        """A canary that could not show non-inferiority in time leaves traffic, with the reason."""
+        after = _state(self.registry.rollback(reason[:500], scope="canary"))
+        return self._record(
+            Decision(
+                "rollback",
+                f"canary of {challenger} ended: {reason}",
+                detail=detail,
+                **{**base, "after": after},
+            )
+        )
+
+    def _bandit_step(
+        self,
+        snap: Any,
+        base: dict[str, Any],
+        history: Sequence[Mapping[str, Any]],
+        challenger: str,
+        weight: float,
+        canary_impressions: int,
+        now: datetime,
+        evidence: Mapping[str, Any] | None,
+    ) -> Decision:
+        """One step of a bandit-allocated canary: end it when too old, promote on non-inferiority
+        (the same evidence rule and guards as the last stage, counted from the canary's start),
+        else move the split to the bandit's share when it changed enough."""
+        p, bp = self.policy, self.policy.bandit
+        started = _last(history, {"CanaryStarted"}, challenger)
+        last_move = _last(history, {"CanaryStarted", "CanaryAdvanced"}, challenger)
+        minutes = (now - started).total_seconds() / 60.0 if started else 0.0
+        detail: dict[str, Any] = {
+            "allocation": "thompson",
+            "canary_minutes": round(minutes, 1),
+            "canary_impressions": canary_impressions,
+            "weight": weight,
+            "evidence": dict(evidence) if evidence else None,
+        }
+        gap = self._evidence_gap(evidence, challenger)
+        if minutes >= 60.0 * bp.max_canary_hours:
+            reason = f"canary ran {minutes / 60:.1f} h (> {bp.max_canary_hours:g} h): {gap or 'not promoted'}"
+            return self._end_canary(challenger, reason, detail, base)
+        if gap is None and minutes >= p.min_stage_minutes and canary_impressions >= p.min_stage_impressions:
+            try:
+                after = _state(self.registry.promote(challenger, expected=snap))
+            except AliasConflictError as exc:
+                return self._record(Decision("hold", str(exc), detail=detail, **base))
+            return self._record(
+                Decision(
+                    "promote",
+                    f"{challenger} promoted to champion from a {weight:g} bandit split",
+                    detail=detail,
+                    **{**base, "after": after},
+                )
+            )
+        since_move = (now - last_move).total_seconds() / 60.0 if last_move else minutes
+        if since_move < bp.min_minutes_between:
+            why = f"split stays {weight:g}: last move {since_move:.0f} < {bp.min_minutes_between:g} min ago"
+            return self._record(
+                Decision("hold", f"{why}; {gap or 'not yet promotable'}", detail=detail, **base)
+            )
+        alloc = allocate(
+            evidence if not evidence or evidence.get("challenger") == challenger else None, bp, weight
+        )
+        if not isinstance(alloc, Allocation):
+            return self._record(
+                Decision("hold", f"{gap or 'not yet promotable'}; {alloc}", detail=detail, **base)
+            )
+        detail["bandit"] = alloc.to_json()
+        if abs(alloc.weight - weight) < max(bp.min_change, 1e-9):
+            why = (
+                f"split stays {weight:g} (bandit {alloc.weight:g}, P(challenger better) "
+                f"{alloc.p_challenger_better:.2f}); {gap or 'not yet promotable'}"
+            )
+            return self._record(Decision("hold", why, detail=detail, **base))
+        try:
+            after = _state(
+                self.registry.set_canary_weight(
+                    alloc.weight,
+                    expected=snap,
+                    detail={
+                        "allocation": "thompson",
+                        "bandit": alloc.to_json(),
+                        "evidence": detail["evidence"],
+                    },
+                )
+            )
+        except AliasConflictError as exc:
+            return self._record(Decision("hold", str(exc), detail=detail, **base))
+        return self._record(
+            Decision(
+                "allocate",
+                f"{challenger} split {weight:g} -> {alloc.weight:g} (P(challenger better) "
+                f"{alloc.p_challenger_better:.2f})",
                 detail=detail,
                 **{**base, "after": after},
             )
@@ -597,7 +709,7 @@ def promote_step(
     """The promote_model function's one domain call: read alarms and stage traffic, then ``step``.
 
     Stage traffic comes from the monitor's state (``monitoring/state/<model>.json``), counted
-    from the stage start the registry's audit trail records.
+    from the stage start the registry's audit trail records (the canary's start, for a bandit).
     """
     from shelfwise.monitoring.job import S3StateStore, stage_impressions
 
@@ -608,9 +720,13 @@ def promote_step(
     evidence = None
     if aliases.get("challenger"):
         state = S3StateStore(rollout.s3, rollout.bucket, model_name).load()
-        started = _last(
-            rollout.registry.history(), {"CanaryStarted", "CanaryAdvanced"}, aliases["challenger"]
+        # A bandit's split moves within one stage: its traffic counts from the canary's start.
+        kinds = (
+            {"CanaryStarted"}
+            if rollout.policy.allocation == "thompson"
+            else {"CanaryStarted", "CanaryAdvanced"}
         )
+        started = _last(rollout.registry.history(), kinds, aliases["challenger"])
         if state.get("challenger") == aliases["challenger"]:
             impressions = stage_impressions(state, since=started)
             evidence = state.get("evidence")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -18,7 +18,7 @@ from shelfwise.aws import client, light_client
 
 if TYPE_CHECKING:
     from shelfwise.registry import Registry
-    from shelfwise.rollout import Rollout
+    from shelfwise.rollout import Rollout, RolloutPolicy
 
 
 class ModelLocation(Protocol):
@@ -82,6 +82,7 @@ def rollout(
     *,
     monitoring_bucket: str | None = None,
     notifications_topic_arn: str | None = None,
+    policy: RolloutPolicy | None = None,
 ) -> Rollout:
     """The rollout over ``reg``: decisions recorded in the monitoring bucket, notices to the topic."""
     from shelfwise.rollout import Rollout
@@ -92,4 +93,26 @@ def rollout(
         bucket=monitoring_bucket,
         sns=client("sns") if notifications_topic_arn else None,
         topic_arn=notifications_topic_arn,
+        policy=policy,
+    )
+
+
+class CanaryAllocationSettings(BaseModel):
+    """How the canary's split is decided (template parameters CanaryAllocation and the bandit's bounds)."""
+
+    canary_allocation: Literal["stages", "thompson"]
+    bandit_champion_floor: float = Field(ge=0, le=1)
+    bandit_challenger_cap: float = Field(ge=0, le=1)
+
+
+def rollout_policy(settings: CanaryAllocationSettings) -> RolloutPolicy:
+    """The rollout policy with the configured allocation (the other guards at their defaults)."""
+    from shelfwise.canary_bandit import BanditPolicy
+    from shelfwise.rollout import RolloutPolicy
+
+    return RolloutPolicy(
+        allocation=settings.canary_allocation,
+        bandit=BanditPolicy(
+            champion_floor=settings.bandit_champion_floor, challenger_cap=settings.bandit_challenger_cap
+        ),
     )

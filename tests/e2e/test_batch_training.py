@@ -1,6 +1,7 @@
 """Training on AWS Batch, through the template's own wiring, in a fresh environment built like the image.
 
-schedule -> train_model submits the job -> the job runs the image's ENTRYPOINT and the job
+schedule -> train_model submits the job (the stack's TrainingFamilies include sequential, which
+only the image can train) -> the job runs the image's ENTRYPOINT and the job
 definition's Command (a local process, in a virtual environment built by the Dockerfile's own pip
 steps) -> it registers a version -> ModelRegistered -> the rule -> promote_model offers it -> canary.
 """
@@ -45,7 +46,12 @@ def batch_stack(image_bin: Path) -> Iterator[LocalRuntime]:
     runtime = new_runtime(
         REPO / "template.yaml",
         # an image by digest creates the job definition; 0 bytes in process sends every run to Batch
-        parameters={"TrainingImageUri": IMAGE, "TrainingInProcessMaxBytes": "0"},
+        # and the stack asks for the sequential family too: only the image (PyTorch) trains it
+        parameters={
+            "TrainingImageUri": IMAGE,
+            "TrainingInProcessMaxBytes": "0",
+            "TrainingFamilies": "sequential",
+        },
         batch_bin_dirs=[str(image_bin)],
     )
     try:
@@ -92,6 +98,7 @@ def test_a_batch_trained_version_is_offered_and_canaried(batch_stack: LocalRunti
         assert job.argv == ["shelfwise", *command]
         assert job.environment["AWS_BATCH_JOB_ID"] == job.job_id
         summary = json.loads(job.log().strip().splitlines()[-1])
+        assert "sequential" in summary["models"], sorted(summary["models"])
         versions.append(summary["version"])
 
     offers = [

@@ -62,6 +62,37 @@ def test_the_whole_loop_runs_end_to_end(tmp_path: Path) -> None:
     assert leaks == []
 
 
+@pytest.mark.slow
+def test_a_thompson_canary_promotes_on_evidence_and_a_broken_one_still_rolls_back(tmp_path: Path) -> None:
+    """CanaryAllocation=thompson through template.yaml: the bandit sets v2's split (each move audited
+    with its posterior and evidence), promotion still waits for non-inferiority, and the broken
+    model's canary is still taken out by the alarms."""
+    today = datetime.now(UTC).date()
+    cfg = dataclasses.replace(
+        DemoConfig.fast(),
+        serving_day=today - timedelta(days=(today.weekday() - 5) % 7),
+        canary_allocation="thompson",
+    )
+    demo = Demo(cfg, backend=backend_from_env(), out_dir=tmp_path, stream=None)
+    result = demo.run()
+    assert expectations_met(result, cfg) == [], json.dumps(result, indent=1)
+    assert result["parameters"]["CanaryAllocation"] == "thompson"
+    assert result["good_model_promoted"] and result["broken_model_rolled_back"]
+    assert result["false_alarms"] == 0
+    steps = result["promotion_evidence"]
+    assert steps[-1]["action"] == "promote" and "advance" not in {s["action"] for s in steps}
+    ev = steps[-1]["evidence"]
+    assert ev["lower"] >= 1 - ev["margin"] and ev["mature_windows"] >= 6
+    moves = [s for s in steps if s["action"] == "allocate"]
+    assert moves, steps  # the better v2 drew more traffic before its promotion
+    for m in moves:
+        b = m["bandit"]
+        assert 0.05 <= m["weight"] <= 0.5 and m["weight"] == b["weight"]
+        assert sum(b["posterior_challenger"]) == m["evidence"]["lists_challenger"] + 2
+    report = Path(result["report"]).read_text()  # the timeline shows each move and the rollback
+    assert "decision: allocate" in report and "ModelRolledBack" in report
+
+
 def _json_or_text(line: str) -> Any:
     try:
         return json.loads(line)

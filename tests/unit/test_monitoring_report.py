@@ -51,6 +51,7 @@ def test_report_has_charts_markers_and_timeline() -> None:
         alarm_changes=changes,
         decisions=[
             {"action": "rollback", "at": "x", "reason": "r"},
+            {"action": "allocate", "at": "z", "reason": "v2 split 0.1 -> 0.2 (P(challenger better) 0.93)"},
             {
                 "action": "advance",
                 "at": "y",
@@ -72,6 +73,7 @@ def test_report_has_charts_markers_and_timeline() -> None:
         ],
     )
     assert "click ratio 1.020, 95% bounds [0.950, 1.100]" in page and "9 matured windows" in page
+    assert "decision: allocate" in page and "P(challenger better) 0.93" in page
     assert page.count("<svg") == 2  # ListCTR and the comparison chart
     assert page.count("<polyline") == 3
     assert "ModelRolledBack v3" in page and "s-challenger-early-clicks" in page

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,26 @@ def test_drift_alarms_on_the_champion_and_inputs_trigger_a_retrain_not_a_rollbac
     retrain = {a.suffix for a in DEFAULT_ALARMS if a.action.startswith("retrain")}
     assert names == retrain == {"input-drift", "champion-ctr-drift", "champion-score-drift"}
     assert all(alarm(s).target == "none" for s in retrain)  # none of them rolls a model back
+
+
+def test_exploration_over_budget_for_three_hours_notifies_and_rolls_nothing_back() -> None:
+    from shelfwise.monitoring.config import alarm_state
+    from shelfwise.monitoring.dashboard import dashboard
+    from shelfwise.rollout import AlarmNotice, alarm_target
+
+    spec = alarm("exploration-cost")
+    assert (spec.metric, spec.variant, spec.period, spec.statistic) == (
+        "ExplorationCtrCost",
+        "champion",
+        3600,
+        "Average",
+    )
+    assert alarm_state(spec, [0.05, 0.04, 0.031]) == "ALARM"
+    assert alarm_state(spec, [0.05, 0.02, 0.05]) == "OK"  # one cheap hour: not a standing cost
+    assert alarm_state(spec, [None, None, None]) == "OK"  # no exploration, no datapoint
+    props = _alarms_by_suffix()["exploration-cost"]
+    assert [a["Ref"] for a in props["AlarmActions"]] == ["NotificationsTopic"]
+    notice = AlarmNotice("stack-exploration-cost", "ALARM", datetime.now(UTC))
+    assert alarm_target(notice) == "none"
+    charts = [w for w in dashboard()["widgets"] if "ExplorationCtrCost" in json.dumps(w)]
+    assert charts and '"label": "exploration-cost alarm"' in json.dumps(charts[0])

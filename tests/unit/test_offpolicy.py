@@ -239,3 +239,27 @@ def test_exploration_cost_on_a_synthetic_log_holds_the_true_cost() -> None:
     c = exploration_cost(log.logged)
     assert c is not None and c.lower - 0.01 <= true_cost <= c.upper + 0.01
     assert 0 < c.cost < 0.05
+
+
+def test_dr_interval_adds_the_slots_the_log_does_not_cover_and_nothing_at_full_coverage() -> None:
+    log = synthesize(5000, seed=3)
+    covered = evaluate(log.logged, log.target, config=LOOSE, n_items=log.n_items).get("dr")
+    # fully covered: the interval is the normal one over lists
+    assert covered.sampling_half_width is not None
+    assert covered.upper - covered.value == pytest.approx(covered.sampling_half_width)
+    assert covered.value - covered.lower == pytest.approx(covered.sampling_half_width)
+    # the last half of the candidate's slots hold items the log never showed
+    partly = log.target.copy()
+    k = partly.shape[1]
+    partly[:, k // 2 :] = partly[:, k // 2 :] + log.n_items
+    r = evaluate(log.logged, partly, config=LOOSE, n_items=2 * log.n_items)
+    e = r.get("dr")
+    assert 0.2 < r.coverage < 0.95
+    half = e.sampling_half_width
+    assert e.lower < e.value - half - 1e-6 and e.upper > e.value + half + 1e-6
+    # no more than the uncovered examination at the extremes of the direct model's range
+    exam = 1.0 / np.log2(np.arange(k) + 2.0)
+    assert (e.upper - e.value - half) + (e.value - half - e.lower) <= exam.sum() * (1 - r.coverage) + 1e-9
+    # IPS and SNIPS keep the normal interval (they are refused below 80% coverage by default)
+    ips = r.get("ips")
+    assert ips.upper - ips.value == pytest.approx(ips.sampling_half_width)

@@ -6,6 +6,7 @@ import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_serving import Aliased, _recommender, remote  # noqa: F401  (fixture)
@@ -190,27 +191,16 @@ def test_the_registry_check_uses_the_champion_s_explored_lists(
     remote: Path,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    import boto3
     import pyarrow as pa
     from moto import mock_aws
 
     from shelfwise.offpolicy import OpeConfig
     from shelfwise.offpolicy_gate import registry_off_policy_check
-    from shelfwise.registry import Registry
 
     table = read_events(served_log / "lake" / "curated" / "events")
     cfg = OpeConfig(min_lists=100, min_ess=50)
     with mock_aws():
-        s3 = boto3.client("s3", region_name="eu-west-1")
-        s3.create_bucket(Bucket="ope-models", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        reg = Registry(
-            s3,
-            boto3.client("ssm", "eu-west-1"),
-            boto3.client("events", "eu-west-1"),
-            "ope-models",
-            "t",
-            "recs",
-        )
+        reg = moto_registry("ope-models", "t")
         assert registry_off_policy_check(table, reg, tmp_path, cfg) is None  # no champion yet
         reg.register(remote / "v1", "v1")
         reg.promote("v1", force=True)
@@ -222,3 +212,65 @@ def test_the_registry_check_uses_the_champion_s_explored_lists(
             table.schema.get_field_index("properties"), "properties", pa.nulls(table.num_rows, pa.string())
         )
         assert registry_off_policy_check(plain, reg, tmp_path, cfg) is None
+
+
+def test_train_register_on_the_command_line_applies_the_same_off_policy_gate(
+    served_log: Path,
+    remote: Path,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from moto import mock_aws
+
+    from shelfwise.cli.train import train_main
+
+    curated = sorted((served_log / "lake" / "curated" / "events").rglob("*.parquet"))
+    with mock_aws():
+        reg = moto_registry("cli-models", "dev")
+        reg.register(remote / "v1", "v1")
+        reg.promote("v1", force=True)
+        argv = [
+            "--events",
+            str(curated[0].parent.parent),
+            "--format",
+            "curated",
+            "--register",
+            "--models-bucket",
+            "cli-models",
+            "--env",
+            "dev",
+            "--model-name",
+            "recs",
+            "--search",
+            "none",
+            "--families",
+            "als",
+            "--threads",
+            "1",
+            "--version",
+            "v9",
+            "--out",
+            str(tmp_path / "v9"),
+        ]
+        assert train_main([*argv, "--ope-min-lists", "0"]) == 2  # bad input, nothing trained
+        assert "positive" in capsys.readouterr().err
+        assert train_main([*argv, "--ope-min-lists", "100", "--ope-min-ess", "50"]) == 0
+        ope = reg.registration("v9")["gate"]["off_policy"]
+    # The v1 champion's explored lists judged the new model (trained on the served log itself, so
+    # other items on top): applied, on the lists v1 served, and refused for the support it lacks.
+    assert ope is not None and ope["applied"] and not ope["passed"], ope
+    assert ope["lists"] > 100 and ope["champion"] is not None
+    assert "do not cover the candidate" in ope["reasons"][0]
+
+
+def moto_registry(bucket: str, env: str) -> Any:
+    """A registry of model ``recs`` on moto (inside ``mock_aws``), its bucket created."""
+    import boto3
+
+    from shelfwise.registry import Registry
+
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    return Registry(
+        s3, boto3.client("ssm", "eu-west-1"), boto3.client("events", "eu-west-1"), bucket, env, "recs"
+    )

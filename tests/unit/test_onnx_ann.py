@@ -59,13 +59,9 @@ def _run(session: ort.InferenceSession, **kw: object) -> tuple[np.ndarray, np.nd
     return scores, indices
 
 
-@pytest.mark.parametrize("share", [0.0, 0.2, 0.45, 0.6, 0.95, 0.999, 1.0])
-@pytest.mark.parametrize("k", [1, 20, 500])
-def test_filters_are_exact_and_lists_full(
+def _assert_exact_and_full(
     model: ox.FactorModel, index: ann.PageIndex, session: ort.InferenceSession, share: float, k: int
 ) -> None:
-    """No excluded item is ever served, the list has min(k, allowed) items, and each score is the
-    item's exact score on the stored rows."""
     rng = np.random.default_rng(int(share * 1000) + k)
     rows = oa.stored_rows(model, index)
     for user in (0, 7, -1):
@@ -83,6 +79,58 @@ def test_filters_are_exact_and_lists_full(
         vec = model.user_factors[user] if user >= 0 else (weights @ rows[hist]) @ model.projection
         np.testing.assert_allclose(scores[np.isfinite(scores)], rows[served] @ vec, rtol=1e-5, atol=1e-5)
         assert np.all(np.diff(scores[np.isfinite(scores)]) <= 0)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.2, 0.45, 0.6, 0.95, 0.999, 1.0])
+@pytest.mark.parametrize("k", [1, 20, 500])
+def test_filters_are_exact_and_lists_full(
+    model: ox.FactorModel, index: ann.PageIndex, session: ort.InferenceSession, share: float, k: int
+) -> None:
+    """No excluded item is ever served, the list has min(k, allowed) items, and each score is the
+    item's exact score on the stored rows."""
+    _assert_exact_and_full(model, index, session, share, k)
+
+
+@pytest.fixture(scope="module")
+def paged_session(model: ox.FactorModel, index: ann.PageIndex) -> ort.InferenceSession:
+    """The graph with a low cut for scoring allowed items one by one: filtered requests with more
+    than 100 allowed items go through the pages that hold allowed items."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(oa, "EXACT_ROWS_MAX", 100)
+        graph = oa.build_factor_ann_model(model, index, probe=40)
+    return ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("share", [0.55, 0.8, 0.95, 0.99])
+@pytest.mark.parametrize("k", [1, 20, 500])
+def test_filtered_requests_through_pages_are_exact_and_full(
+    model: ox.FactorModel, index: ann.PageIndex, paged_session: ort.InferenceSession, share: float, k: int
+) -> None:
+    """The paged path of heavily filtered requests (and its fallback when it finds fewer than k)."""
+    _assert_exact_and_full(model, index, paged_session, share, k)
+
+
+def test_category_filter_opens_the_categorys_pages(
+    model: ox.FactorModel, index: ann.PageIndex, paged_session: ort.InferenceSession
+) -> None:
+    """Everything but one cluster of items excluded (a narrow category): the answer holds only
+    that cluster's items and matches the exact top-20 over them."""
+    rows = oa.stored_rows(model, index)
+    groups = ann.cluster_labels(model.item_factors, 12, seed=1)
+    hits = []
+    for user, group in ((0, 0), (3, 5), (9, 11), (21, 2)):
+        mask = groups != group
+        scores, indices = _run(paged_session, user_index=user, exclude_mask=mask, k=20)
+        served = indices[np.isfinite(scores)]
+        assert not mask[served].any() and served.size == min(20, int((~mask).sum()))
+        _, ref = ox._topk(rows @ model.user_factors[user], mask, 20)
+        hits.append(len(set(served.tolist()) & set(ref.tolist())) / 20)
+    assert np.mean(hits) >= 0.95
+    # more wanted than the cluster holds: the pages run out, the fallback serves every allowed item
+    mask = groups != 4
+    scores, indices = _run(paged_session, user_index=1, exclude_mask=mask, k=int((~mask).sum()) + 50)
+    served = indices[np.isfinite(scores)]
+    assert not mask[served].any() and np.array_equal(np.sort(served), np.flatnonzero(~mask))
 
 
 def test_mostly_filtered_requests_are_answered_exactly(
@@ -103,7 +151,7 @@ def test_recall_and_check(model: ox.FactorModel, index: ann.PageIndex) -> None:
     check = oa.graph_recall(model, index, 60, n_queries=30)
     assert check["served_excluded_items"] == 0 and check["short_lists"] == 0
     assert check["recall_validation_users"] >= 0.95 and check["recall_random_queries"] >= 0.9
-    assert check["requests"] == 30 * 3 + 30
+    assert check["requests"] == 30 * 6
     sweep = oa.probe_recall(model.item_factors, index, model.user_factors, [1, 10, index.n_pages])
     assert sweep[1] <= sweep[10] <= sweep[index.n_pages] == 1.0
 

@@ -13,6 +13,7 @@ import pytest
 from moto import mock_aws
 
 from shelfwise.bundle import write_bundle
+from shelfwise.canary_bandit import BanditPolicy
 from shelfwise.errors import InputError
 from shelfwise.onnx_export import build_popularity_model
 from shelfwise.registry import Registry
@@ -26,6 +27,7 @@ from shelfwise.rollout import (
     parse_alarm_notices,
     read_decisions,
 )
+from tests.unit.test_canary_bandit import split
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 STACK = "shelfwise"
@@ -311,3 +313,69 @@ def test_alarm_states_reads_cloudwatch() -> None:
     )
     cw.set_alarm_state(AlarmName="a1", StateValue="ALARM", StateReason="test")
     assert alarm_states(cw, ["a1", "missing"]) == {"a1": "ALARM", "missing": "INSUFFICIENT_DATA"}
+
+
+def thompson(env: dict[str, Any], **bandit: Any) -> Rollout:
+    policy = RolloutPolicy(allocation="thompson", bandit=BanditPolicy(**bandit))
+    return Rollout(env["reg"], s3=env["s3"], bucket="mon", policy=policy)
+
+
+def test_bandit_moves_the_split_with_the_evidence_audited_then_promotes_on_non_inferiority(env: Any) -> None:
+    reg, clock = env["reg"], env["clock"]
+    rollout = thompson(env)
+    clock.now = T0 + timedelta(minutes=10)
+    reg.start_canary("v2", 0.1)
+    clock.now += timedelta(minutes=20)
+    # Not enough matured lists: the split stays where the canary started.
+    d = rollout.step(OK, 500, clock.now, split("v2", 20, 4, 200, 20))
+    assert d.action == "hold" and "matured lists" in d.reason and reg.aliases().canary_weight == 0.1
+    # A clearly better challenger (evidence not yet decisive for promotion): the split rises towards
+    # the cap, at most doubling per move.
+    good = split("v2", 300, 60, 2700, 320, lower=0.9)
+    d = rollout.step(OK, 500, clock.now, good)
+    assert d.action == "allocate" and reg.aliases().canary_weight == 0.2
+    assert d.detail["bandit"]["p_challenger_better"] > 0.99
+    rec = reg.history()[-1]
+    assert rec["action"] == "CanaryAdvanced" and rec["weight"] == 0.2 and rec["from"] == 0.1
+    assert rec["allocation"] == "thompson" and rec["evidence"]["lists_challenger"] == 300
+    assert rec["bandit"]["posterior_challenger"] == [61, 241]
+    # The same evidence again: nothing moves (and nothing is written to the registry).
+    n_audit = len(reg.history())
+    assert rollout.step(OK, 500, clock.now, good).action == "hold" and len(reg.history()) == n_audit
+    # Worse news soon after a move waits for min_minutes_between; later it moves the split down.
+    bad = split("v2", 900, 90, 2800, 330, lower=0.7)
+    clock.now += timedelta(minutes=5)
+    d = rollout.step(OK, 500, clock.now, bad)
+    assert d.action == "hold" and "last move" in d.reason and reg.aliases().canary_weight == 0.2
+    clock.now += timedelta(minutes=15)
+    d = rollout.step(OK, 500, clock.now, bad)
+    assert d.action == "allocate" and reg.aliases().canary_weight == d.detail["bandit"]["weight"] < 0.1
+    # Alarms in ALARM hold everything.
+    firing = {**OK, f"{STACK}-challenger-quality": "ALARM"}
+    assert (
+        rollout.step(firing, 10_000, clock.now, split("v2", 900, 200, 2800, 330, lower=0.99)).action == "hold"
+    )
+    # Non-inferiority shown (the existing rule), traffic and age enough: promoted from the split.
+    clock.now += timedelta(minutes=20)
+    d = rollout.step(OK, 10_000, clock.now, split("v2", 1500, 200, 3000, 360, lower=0.99))
+    assert d.action == "promote" and d.detail["evidence"]["lower"] == 0.99
+    a = reg.aliases()
+    assert (a.champion, a.previous, a.challenger, a.canary_weight) == ("v2", "v1", None, 0.0)
+    assert [x["action"] for x in read_decisions(env["s3"], "mon")].count("allocate") == 2
+
+
+def test_bandit_canary_is_still_rolled_back_by_alarms_and_ends_when_too_old(env: Any) -> None:
+    reg, clock = env["reg"], env["clock"]
+    rollout = thompson(env, max_canary_hours=2.0)
+    clock.now = T0 + timedelta(minutes=10)
+    reg.start_canary("v2", 0.1)
+    clock.now += timedelta(minutes=45)
+    d = rollout.on_alarm(notice("challenger-quality", clock.now), clock.now)
+    assert d.action == "rollback" and reg.aliases().challenger is None
+    # A new canary that never shows non-inferiority ends after max_canary_hours.
+    clock.now += timedelta(minutes=1)
+    reg.start_canary("v2", 0.1)
+    clock.now += timedelta(hours=2)
+    d = rollout.step(OK, 10_000, clock.now, split("v2", 900, 90, 2800, 330, lower=0.8))
+    assert d.action == "rollback" and "not shown non-inferior" in d.reason
+    assert reg.aliases().challenger is None

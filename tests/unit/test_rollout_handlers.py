@@ -62,6 +62,9 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
             "SHELFWISE_ENV": "dev",
             "NOTIFICATIONS_TOPIC_ARN": topic,
             "GATE_ALARM_NAMES": "shelfwise-challenger-quality,shelfwise-error-rate",
+            "CANARY_ALLOCATION": "stages",
+            "BANDIT_CHAMPION_FLOOR": "0.5",
+            "BANDIT_CHALLENGER_CAP": "0.5",
         }.items():
             monkeypatch.setenv(k, v)
         yield {"reg": reg, "s3": s3}

@@ -250,3 +250,25 @@ def test_families_named_on_the_command_line_keep_the_baselines() -> None:
     assert parse_families("") == FAMILIES and "sequential" not in FAMILIES
     assert parse_families("sequential") == ("popularity", "itemknn", "sequential")
     assert parse_families("als, sequential,als") == ("popularity", "itemknn", "als", "sequential")
+
+
+def test_extra_families_join_the_named_or_the_default_ones_and_unknown_names_are_refused() -> None:
+    from shelfwise.errors import InputError
+    from shelfwise.training.search import FAMILIES, parse_families
+
+    assert parse_families("", "sequential") == (*FAMILIES, "sequential")
+    assert parse_families("als", "sequential") == ("popularity", "itemknn", "als", "sequential")
+    assert parse_families("", "") == FAMILIES
+    with pytest.raises(InputError, match="unknown model family 'transformer'"):
+        parse_families("", "transformer")
+
+
+def test_a_torch_family_can_train_only_where_pytorch_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from shelfwise.training import trigger
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda m: None if m == "torch" else real(m))
+    assert trigger.training_available("")
+    assert not trigger.training_available("sequential")

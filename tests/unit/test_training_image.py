@@ -63,6 +63,25 @@ def test_requirements_installed_are_the_pinned_training_files() -> None:
             assert "==" in line, f"unpinned requirement {line!r}"
 
 
+def test_the_image_has_pytorch_from_its_hashed_lock_for_the_families_that_need_it() -> None:
+    pip = [i.args for i in RECIPE.all("RUN") if "pip install" in i.args]
+    assert any("--require-hashes -r requirements/torch-lock.txt" in a for a in pip)
+    assert "requirements/torch-lock.txt" in set(RECIPE.copy_sources())
+
+
+def test_training_families_reach_both_places_that_train() -> None:
+    template = load_template(REPO / "template.yaml")
+    param = template["Parameters"]["TrainingFamilies"]
+    pattern = re.compile(param["AllowedPattern"])
+    assert param["Default"] == "" and pattern.fullmatch("") and pattern.fullmatch("sequential,als")
+    assert not pattern.fullmatch("sequential;rm") and not pattern.fullmatch("sequential,")
+    resources = template["Resources"]
+    env = resources["TrainModelFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["TRAINING_FAMILIES"] == {"Ref": "TrainingFamilies"}
+    command = resources["TrainingJobDefinition"]["Properties"]["ContainerProperties"]["Command"]
+    assert command[command.index("--extra-families") + 1] == {"Ref": "TrainingFamilies"}
+
+
 def test_the_job_definition_takes_the_image_by_digest_or_unique_tag_never_latest() -> None:
     template = load_template(REPO / "template.yaml")
     param = template["Parameters"]["TrainingImageUri"]

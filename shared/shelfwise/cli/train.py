@@ -28,7 +28,7 @@ from shelfwise.training.search import ALL_FAMILIES, BASELINE_FAMILIES, OPTIONAL_
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    families = parse_families(args.families)
+    families = parse_families(args.families, args.extra_families)
     return TrainConfig(
         model_name=getattr(args, "model_name", "recs"),
         k=args.k,
@@ -81,6 +81,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         f"{','.join(OPTIONAL_FAMILIES)}; {' and '.join(BASELINE_FAMILIES)} are always added)",
     )
     p.add_argument(
+        "--extra-families",
+        default="",
+        help="comma-separated families added to --families or to the default ones, e.g. "
+        f"{OPTIONAL_FAMILIES[0]} (the stack's TrainingFamilies parameter)",
+    )
+    p.add_argument(
         "--threads", type=int, default=2, help="threads for ALS, neighbour tables and evaluation (default 2)"
     )
     p.add_argument(
@@ -116,9 +122,10 @@ def evaluate_main(argv: list[str]) -> int:
     from shelfwise.training.data import interactions_from_table
 
     progress = Progress()
-    data = interactions_from_table(read_table(args.events, args.format, args.min_time))
+    table = read_table(args.events, args.format, args.min_time)
+    data = interactions_from_table(table)
     progress("load", {"events": data.n_events, "users": data.n_users, "items": data.n_items})
-    ev = evaluate_log(data, _config(args), progress)
+    ev = evaluate_log(data, _config(args), progress, table)
     result = ev.to_json()
     result["validation"] = {f: v["params"] for f, v in ev.validation.items()}
     emit(result)
@@ -143,6 +150,18 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", default=None, help="version id (default v<UTC time>-<data hash>)")
     p.add_argument("--float16", action="store_true", help="store ALS item factors in float16")
     p.add_argument("--gate-tolerance", type=float, default=0.02, help="relative loss allowed vs champion")
+    p.add_argument(
+        "--ope-min-lists",
+        type=int,
+        default=None,
+        help="with --register: logged lists the gate's off-policy half needs (default 1000)",
+    )
+    p.add_argument(
+        "--ope-min-ess",
+        type=float,
+        default=None,
+        help="with --register: effective sample size the off-policy half needs (default 200)",
+    )
     p.add_argument(
         "--catalogue",
         default=None,
@@ -233,6 +252,31 @@ def _train(args: argparse.Namespace, progress: Progress) -> Any:
 
         catalogue = pq.read_table(args.catalogue)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="shelfwise-bundle-"))
+    off_policy = None
+    if registry is not None:
+        # The same gate as the scheduled job: the off-policy half when the champion's lists explored.
+        import sys
+        from dataclasses import replace
+
+        from shelfwise.offpolicy import OpeConfig
+        from shelfwise.offpolicy_gate import registration_off_policy_check
+
+        if (args.ope_min_lists is not None and args.ope_min_lists < 1) or (
+            args.ope_min_ess is not None and not args.ope_min_ess > 0
+        ):
+            raise InputError("--ope-min-lists and --ope-min-ess must be positive")
+        ope = OpeConfig()
+        if args.ope_min_lists is not None:
+            ope = replace(ope, min_lists=args.ope_min_lists)
+        if args.ope_min_ess is not None:
+            ope = replace(ope, min_ess=args.ope_min_ess)
+        off_policy = registration_off_policy_check(
+            table,
+            registry,
+            tempfile.mkdtemp(prefix="shelfwise-ope-"),
+            ope,
+            warn=lambda why: print(f"shelfwise train: {why}; the metric gate decides alone", file=sys.stderr),
+        )
     return run_training(
         table,
         out,
@@ -241,4 +285,5 @@ def _train(args: argparse.Namespace, progress: Progress) -> Any:
         version=args.version,
         progress=progress,
         catalogue=catalogue,
+        off_policy=off_policy,
     )

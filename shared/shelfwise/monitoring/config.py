@@ -234,6 +234,24 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
         action="notify (bots already excluded from metrics and training data)",
     ),
     AlarmSpec(
+        # The exploration budget's click cost: the champion's hourly mean of ExplorationCtrCost above
+        # 3% (the most a 5% slot budget should cost) for 3 hours running. Hourly, because one
+        # window's estimate from ~50 lists is far noisier than the budget.
+        suffix="exploration-cost",
+        metric="ExplorationCtrCost",
+        variant="champion",
+        statistic="Average",
+        threshold=0.03,
+        comparison="GreaterThanThreshold",
+        datapoints_to_alarm=3,
+        evaluation_periods=3,
+        treat_missing_data="notBreaching",
+        target="none",
+        guard="published only for matured windows whose lists carry exploration swaps, with >= 50 lists of the variant",
+        action="notify (lower SERVING_RULES.exploration share or epsilon)",
+        period=3600,
+    ),
+    AlarmSpec(
         suffix="error-rate",
         metric="ErrorRate",
         threshold=0.05,

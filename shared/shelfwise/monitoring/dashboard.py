@@ -86,6 +86,15 @@ CHARTS: tuple[Chart, ...] = (
         ),
     ),
     Chart(
+        "Exploration: relative click cost (left) and explored slot share (right), per variant",
+        (
+            Line("ExplorationCtrCost", "champion", "Average"),
+            Line("ExplorationCtrCost", "challenger", "Average"),
+            Line("ExploredSlotShare", "champion", "Average", "right"),
+            Line("ExploredSlotShare", "challenger", "Average", "right"),
+        ),
+    ),
+    Chart(
         "Beyond accuracy: Gini of exposure, NDCG of clicked positions",
         (
             Line("Gini", "champion", "Average"),

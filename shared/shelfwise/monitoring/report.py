@@ -189,7 +189,7 @@ def render_report(
             f"<tr><td>{m.at:%Y-%m-%d %H:%M:%S}</td><td>{html.escape(m.kind)}</td><td>{html.escape(m.label)}</td></tr>"
         )
     for d in decisions:
-        if d.get("action") in {"rollback", "advance", "promote"}:
+        if d.get("action") in {"rollback", "advance", "allocate", "promote"}:
             rows.append(
                 f"<tr><td>{html.escape(str(d.get('at', '')))[:19]}</td><td>decision: {html.escape(str(d['action']))}</td>"
                 f"<td>{html.escape(str(d.get('reason', '')))} {html.escape(str(d.get('alarm') or ''))}"

@@ -45,6 +45,8 @@ from shelfwise.training.guard import NOT_CANDIDATES, FamilyOverride, fallback_on
 from shelfwise.training.itemknn import ItemKNN, clear_similarity_cache
 from shelfwise.training.mf import ALS
 from shelfwise.training.popularity import Popularity
+from shelfwise.training.ranker import RANKER, Ranker
+from shelfwise.training.ranker_stage import RankerOutcome, evaluate_ranker, final_ranker
 from shelfwise.training.search import (
     ALL_FAMILIES,
     BASELINE_FAMILIES,
@@ -112,10 +114,10 @@ class TrainConfig:
     override: FamilyOverride | None = None
 
     def __post_init__(self) -> None:
-        if self.override is not None and (
-            self.override.family not in ALL_FAMILIES or self.override.family in NOT_CANDIDATES
-        ):
-            known = ", ".join(f for f in ALL_FAMILIES if f not in NOT_CANDIDATES)
+        # a retrieval family (the ranker is a stage over one, served when it earns it)
+        servable = [f for f in ALL_FAMILIES if f not in NOT_CANDIDATES and f != RANKER]
+        if self.override is not None and self.override.family not in servable:
+            known = ", ".join(servable)
             raise InputError(f"cannot serve family {self.override.family!r}: choose one of {known}")
         if self.override is not None and self.override.family not in self.families:
             self.families = (*self.families, self.override.family)
@@ -139,12 +141,18 @@ class EvaluationResult:
     split: Split = field(repr=False)
     selection: dict[str, Any] = field(default_factory=dict)
     curves: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ranker: RankerOutcome | None = field(default=None, repr=False)
+
+    @property
+    def served_with_ranker(self) -> bool:
+        return self.ranker is not None and self.ranker.chosen
 
     def to_json(self) -> dict[str, Any]:
         return {
             "protocol": self.protocol,
             "models": self.models,
             "best": self.best,
+            "ranker": self.served_with_ranker,
             "selection": self.selection,
         }
 
@@ -157,8 +165,15 @@ class TrainResult:
     registration: Registration | None
 
 
-def evaluate_log(data: Interactions, config: TrainConfig, progress: Progress) -> EvaluationResult:
-    """Search on validation, score each family's winner once on test, pick the best on validation."""
+def evaluate_log(
+    data: Interactions, config: TrainConfig, progress: Progress, table: pa.Table | None = None
+) -> EvaluationResult:
+    """Search on validation, score each family's winner once on test, pick the best on validation.
+
+    With the ranker among ``config.families``, it is trained on the chosen family's candidates (or
+    on ``table``'s served lists, where it holds them) and served only on a significant gain
+    (``shelfwise.training.ranker_stage``)."""
+    retrieval_families = tuple(f for f in config.families if f != RANKER)
     split = sample_users(temporal_split(data, config.split_fraction), config.max_eval_users, config.seed)
     validation = sample_users(
         temporal_split(split.train, config.split_fraction), config.max_eval_users, config.seed
@@ -177,33 +192,59 @@ def evaluate_log(data: Interactions, config: TrainConfig, progress: Progress) ->
     metric = config.primary_metric
     found = search(
         validation,
-        config.families,
+        retrieval_families,
         config.search,
         config.k,
         metric,
         threads=config.threads,
         progress=progress,
     )
-    best, selection = guarded_choice(config.families, found.per_user, COMPLEXITY, seed=config.seed)
+    best, selection = guarded_choice(retrieval_families, found.per_user, COMPLEXITY, seed=config.seed)
     progress("select", {"family": best, "steps": len(selection["steps"])})
     models: dict[str, dict[str, Any]] = {}
-    for family in config.families:
+    fitted_best: Recommender | None = None
+    for family in retrieval_families:
         model = make_model(family, found.best_params[family], threads=config.threads)
         model.progress = progress  # type: ignore[attr-defined]
         model.fit(split.train)
         models[family] = evaluate_model(model, split, config.k, threads=config.threads)
         progress("test", {"family": family, metric: models[family][metric]})
-    served, why = fallback_on_test(best, models, metric)
+        if family == best:
+            fitted_best = model
+    ranker = None
+    if RANKER in config.families and fitted_best is not None:
+        ranker = evaluate_ranker(
+            best,
+            found.best_params[best],
+            validation,
+            split,
+            fitted_best,
+            k=config.k,
+            metric=metric,
+            seed=config.seed,
+            threads=config.threads,
+            table=table,
+            progress=progress,
+        )
+        models[RANKER] = ranker.test_metrics
+        selection["ranker"] = ranker.record
+    served, why = fallback_on_test(RANKER if ranker and ranker.chosen else best, models, metric)
+    if ranker is not None and ranker.chosen and served != RANKER:
+        ranker.chosen = False
+    elif ranker is not None and ranker.chosen:
+        served = best
     selection["test_fallback"] = why
-    selection["served"] = served
+    selection["served"] = f"{served}+{RANKER}" if ranker is not None and ranker.chosen else served
     if why:
         progress("select", {"family": served, "test_fallback": why})
-    if config.override is not None and config.override.family != served:
-        selection["override"] = {**config.override.to_json(), "guard_would_serve": served}
-        selection["served"] = served = config.override.family
-        progress("select", {"family": served, "operator_override": selection["override"]})
-    elif config.override is not None:
-        selection["override"] = {**config.override.to_json(), "guard_would_serve": served}
+    if config.override is not None:
+        selection["override"] = {**config.override.to_json(), "guard_would_serve": selection["served"]}
+        if config.override.family != served:
+            # the named family alone: a ranker is trained on the guard's family's candidates
+            if ranker is not None:
+                ranker.chosen = False
+            selection["served"] = served = config.override.family
+            progress("select", {"family": served, "operator_override": selection["override"]})
     best = served
     protocol = {
         **split.info,
@@ -219,8 +260,14 @@ def evaluate_log(data: Interactions, config: TrainConfig, progress: Progress) ->
         "ranking": "full training catalogue, the user's training items excluded",
         "cold_user_rule": "fewer than 5 distinct training items",
     }
+    if ranker is not None:
+        protocol["ranker"] = (
+            "re-ranks the chosen family's top candidates; trained on validation users' lists "
+            f"({ranker.record['training_data']}), served only when a paired bootstrap over held-out "
+            "validation users shows a significant gain over the family alone"
+        )
     validation_out = {
-        f: {"params": found.best_params[f], "metrics": found.best_metrics[f]} for f in config.families
+        f: {"params": found.best_params[f], "metrics": found.best_metrics[f]} for f in retrieval_families
     }
     return EvaluationResult(
         protocol,
@@ -231,7 +278,8 @@ def evaluate_log(data: Interactions, config: TrainConfig, progress: Progress) ->
         len(found.trials),
         split,
         selection,
-        found.curves,
+        {**found.curves, **({RANKER: ranker.curves} if ranker is not None else {})},
+        ranker,
     )
 
 
@@ -257,8 +305,14 @@ def champion_comparison(
         "algorithm": family,
         "hyperparameters": params,
         "metrics": metrics,
-        "method": "champion recipe refit on the same training window, scored on the same test window",
+        "method": "champion recipe refit on the same training window, scored on the same test window"
+        + ("; its neural ranker is not refit (the retrieval family alone)" if _used_ranker(manifest) else ""),
     }
+
+
+def _used_ranker(manifest: dict[str, Any]) -> bool:
+    ranker = manifest.get("ranker")
+    return isinstance(ranker, dict) and bool(ranker.get("used"))
 
 
 def check_parity(
@@ -315,17 +369,24 @@ def check_parity(
             if differ.any() and not np.allclose(got_scores[differ], ref_scores[differ], rtol=1e-4, atol=1e-5):
                 mismatches += 1
             checked += 1
-    # The scores the offline evaluation ranked by are the served scores for known users.
-    eval_scores = np.asarray(model.score_users(users.astype(np.int64)), dtype=np.float32)
+    # The scores the offline evaluation ranked by (the user's items excluded, as there) are the
+    # served top-k scores for known users.
+    sample = users[:8].astype(np.int64)
+    eval_scores = np.array(model.score_users(sample), dtype=np.float32, copy=True)
     none_i, none_w = np.zeros(0, np.int64), np.zeros(0, np.float32)
-    served = np.stack(
-        [
-            model.reference(int(u), none_i, none_w, np.zeros(data.n_items, bool), data.n_items)[0]
-            for u in users[:8]
-        ]
-    )
-    sorted_eval = -np.sort(-eval_scores[:8], axis=1)
-    eval_diff = float(np.max(np.abs(served - sorted_eval))) if len(users) else 0.0
+    served, evaluated = [], []
+    for row, u in enumerate(sample.tolist()):
+        seen = np.zeros(data.n_items, dtype=bool)
+        seen[hist.indices[hist.indptr[u] : hist.indptr[u + 1]]] = True
+        served.append(model.reference(u, none_i, none_w, seen, kk)[0])
+        evaluated.append(-np.sort(-np.where(seen, -np.inf, eval_scores[row]))[:kk])
+    eval_diff = 0.0
+    if len(sample):
+        a, b = np.stack(served), np.stack(evaluated).astype(np.float32)
+        both = np.isfinite(a) & np.isfinite(b)
+        eval_diff = float(np.max(np.abs(a - b)[both], initial=0.0))
+        if (np.isfinite(a) != np.isfinite(b)).any():
+            eval_diff = float("inf")
     return {
         "requests": checked,
         "max_abs_score_diff": max_diff,
@@ -488,7 +549,7 @@ def run_training(
     data = interactions_from_table(table)
     data_hash = data.data_hash()
     progress("load", {"events": data.n_events, "users": data.n_users, "items": data.n_items})
-    ev = evaluate_log(data, config, progress)
+    ev = evaluate_log(data, config, progress, table)
     champion = champion_comparison(registry, ev.split, config, progress)
     clear_similarity_cache()  # the windows' tables are done with; the final fit is on all data
 
@@ -498,6 +559,12 @@ def run_training(
         final.track_loss = True
     final.fit(data)
     progress("fit", {"family": ev.best, "params": ev.best_params})
+    served_model: Recommender = final
+    if ev.served_with_ranker and ev.ranker is not None:
+        served_model = final_ranker(
+            ev.ranker, ev.split, final, data, metric=config.primary_metric, table=table, progress=progress
+        )
+        progress("fit", {"family": RANKER, "retrieval": ev.best, "epochs": served_model.params["epochs"]})
     half = float16_check(final, data, config) if (config.float16 and isinstance(final, ALS)) else None
     # factor and sequential models: int8 candidate graph only if it answers like the exact one
     onnx_graph = None
@@ -522,8 +589,10 @@ def run_training(
         )
     else:
         graph_model = final.to_onnx()
+    if isinstance(served_model, Ranker):  # the retrieval graph's top-C re-ranked inside one graph
+        graph_model = served_model.to_onnx(graph_model)
     graph = graph_model.SerializeToString()  # once: the parity session and the bundle file
-    parity = check_parity(final, graph, data, config.k, config.parity_users, config.seed)
+    parity = check_parity(served_model, graph, data, config.k, config.parity_users, config.seed)
     approximate = bool(onnx_graph and onnx_graph.get("graph") == "ann-pages")
     if approximate and not parity["ok"]:
         # the page index answers like the exact scoring only up to its recall, which the exporter
@@ -572,12 +641,24 @@ def run_training(
             "champion": champion,
         },
         "reference": reference_distributions(
-            final, data, config.k, config.seed, anonymous_actors(table, data)
+            served_model, data, config.k, config.seed, anonymous_actors(table, data)
         ),
         "parity": parity,
         "float16": half,
         "onnx_graph": onnx_graph,
         "model_details": final.describe(),
+        "ranker": (
+            {
+                "used": True,
+                **served_model.describe(),
+                "params": served_model.params,
+                "selection": ev.selection.get("ranker"),
+            }
+            if isinstance(served_model, Ranker)
+            else None
+            if ev.ranker is None
+            else {"used": False, "selection": ev.selection.get("ranker")}
+        ),
         "schema_version": SCHEMA_VERSION,
         "code_version": config.code_version,
         "created_at": started.isoformat(timespec="seconds"),

@@ -35,7 +35,8 @@ class TrainingSchedule(BaseModel):
     min_new_events: int = 50_000
     in_process_max_bytes: int = 200_000_000
     search_level: str = "small"
-    # Comma-separated families beyond the defaults, e.g. "sequential" (needs PyTorch where it trains).
+    # Comma-separated families beyond the defaults, e.g. "sequential" (needs PyTorch where it trains:
+    # the training image has it, the zip function does not).
     training_families: str = ""
 
 
@@ -70,7 +71,10 @@ def scheduled_training(
         last_trained_at=last_trained_at(registry),
         min_new_events=schedule.min_new_events,
         in_process_max_bytes=schedule.in_process_max_bytes,
-        can_train_here=training_available(),
+        # an override's family trains where its libraries are (PyTorch: the training image)
+        can_train_here=training_available(
+            ",".join([schedule.training_families, override.family if override else ""])
+        ),
     )
     logger.info("training decision", extra=decision.to_json())
     result: dict[str, Any] = {"decision": decision.to_json()}
@@ -93,7 +97,7 @@ def scheduled_training(
         result["batch_job_id"] = job["jobId"]
     elif decision.action == "train_here":
         # Imported here: only a package that can train carries these libraries.
-        from shelfwise.offpolicy_gate import registry_off_policy_check
+        from shelfwise.offpolicy_gate import registration_off_policy_check
         from shelfwise.training.job import (
             Progress,
             TrainConfig,
@@ -103,7 +107,7 @@ def scheduled_training(
             summary,
         )
         from shelfwise.training.progress import emf_metric_sink, event_sink, finish_fields
-        from shelfwise.training.search import FAMILIES, parse_families
+        from shelfwise.training.search import parse_families
 
         table = load_curated(s3, schedule.curated_bucket)
         progress = Progress(
@@ -111,13 +115,12 @@ def scheduled_training(
         )
         out = tempfile.mkdtemp(prefix="bundle-", dir=work_dir)
         # The gate's off-policy half, when the champion's served lists explored (else None).
-        try:
-            off_policy = registry_off_policy_check(
-                table, registry, tempfile.mkdtemp(prefix="ope-", dir=work_dir)
-            )
-        except Exception as exc:  # the metric gate still decides; say why the other half is missing
-            logger.warning("off-policy gate unavailable", extra={"error": str(exc)})
-            off_policy = None
+        off_policy = registration_off_policy_check(
+            table,
+            registry,
+            tempfile.mkdtemp(prefix="ope-", dir=work_dir),
+            warn=lambda why: logger.warning("off-policy gate unavailable", extra={"error": why}),
+        )
         try:
             run = run_training(
                 table,
@@ -125,9 +128,7 @@ def scheduled_training(
                 TrainConfig(
                     model_name=schedule.model_name,
                     search=schedule.search_level,
-                    families=parse_families(",".join([*FAMILIES, schedule.training_families]))
-                    if schedule.training_families
-                    else FAMILIES,
+                    families=parse_families("", schedule.training_families),
                     override=override,
                 ),
                 registry=registry,

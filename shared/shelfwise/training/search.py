@@ -22,6 +22,7 @@ from shelfwise.training.data import Split
 from shelfwise.training.itemknn import ItemKNN
 from shelfwise.training.mf import ALS
 from shelfwise.training.popularity import Popularity
+from shelfwise.training.ranker import RANKER
 from shelfwise.training.sequential import Sequential
 
 BASELINE_FAMILIES = ("popularity", "itemknn")
@@ -92,10 +93,11 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         ],
     },
 }
-# Trained unless the caller names families; the optional ones must be asked for.
-OPTIONAL_FAMILIES: tuple[str, ...] = ("sequential",)
+# Trained unless the caller names families; the optional ones must be asked for. The ranker is no
+# retrieval family: it re-ranks the chosen one's candidates (``shelfwise.training.ranker``).
+OPTIONAL_FAMILIES: tuple[str, ...] = ("sequential", RANKER)
 FAMILIES: tuple[str, ...] = tuple(f for f in GRIDS if f not in OPTIONAL_FAMILIES)
-ALL_FAMILIES: tuple[str, ...] = tuple(GRIDS)
+ALL_FAMILIES: tuple[str, ...] = (*GRIDS, RANKER)
 # Simplest first: model selection moves to a more complex family only on a significant gain.
 COMPLEXITY: tuple[str, ...] = (
     "popularity",
@@ -107,12 +109,16 @@ COMPLEXITY: tuple[str, ...] = (
 )
 
 
-def parse_families(value: str) -> tuple[str, ...]:
-    """A ``--families`` value: the named families plus the baselines (always trained and reported)."""
-    if not value:
-        return FAMILIES
+def parse_families(value: str, extra: str = "") -> tuple[str, ...]:
+    """A ``--families`` value (empty: the default families) plus ``extra`` families, e.g. the
+    stack's ``TrainingFamilies``; the baselines are always trained and reported."""
     named = [f.strip() for f in value.split(",") if f.strip()]
-    return tuple(dict.fromkeys([*BASELINE_FAMILIES, *named]))
+    named = [*(BASELINE_FAMILIES if named else FAMILIES), *named]
+    named += [f.strip() for f in extra.split(",") if f.strip()]
+    unknown = [f for f in named if f not in ALL_FAMILIES]
+    if unknown:
+        raise InputError(f"unknown model family {unknown[0]!r}; known: {', '.join(ALL_FAMILIES)}")
+    return tuple(dict.fromkeys(named))
 
 
 def make_model(family: str, params: dict[str, Any], *, threads: int = 2) -> Recommender:
@@ -129,6 +135,8 @@ def make_model(family: str, params: dict[str, Any], *, threads: int = 2) -> Reco
         return ALS(**params, threads=threads)
     if family == "sequential":
         return Sequential(**params, threads=threads)
+    if family == RANKER:
+        raise InputError("the ranker re-ranks a retrieval family's candidates; it is not fitted alone")
     raise InputError(f"unknown model family {family!r}; known: {', '.join(ALL_FAMILIES)}")
 
 

@@ -92,9 +92,17 @@ def parquet_rows(s3: Any, bucket: str, obj: CuratedObject) -> int:
     return int(pq.ParquetFile(_RangedS3File(s3, bucket, obj.key, obj.size)).metadata.num_rows)
 
 
-def training_available() -> bool:
-    """Whether this process can train (the zip Lambda cannot: see docs/training.md, "size")."""
-    return all(importlib.util.find_spec(m) is not None for m in TRAINING_MODULES)
+# Families whose training needs PyTorch (the training image has it; the zip function never does).
+TORCH_FAMILIES = frozenset({"sequential"})
+
+
+def training_available(extra_families: str = "") -> bool:
+    """Whether this process can train the default families plus ``extra_families`` (the zip Lambda
+    cannot train at all: see docs/training.md, "size"; PyTorch families need the training image)."""
+    needed = list(TRAINING_MODULES)
+    if TORCH_FAMILIES & {f.strip() for f in extra_families.split(",")}:
+        needed.append("torch")
+    return all(importlib.util.find_spec(m) is not None for m in needed)
 
 
 def decide(

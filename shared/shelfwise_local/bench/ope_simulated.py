@@ -10,6 +10,12 @@ actually make). Reported per candidate and estimator: the estimate, its interval
 the relative bias, whether the interval covers the truth, and the gate's verdict. Known-user
 requests only (a candidate is scored for the user the log references; anonymous sessions would
 need the request history in the log).
+
+``--seeds N`` repeats the whole experiment with N shop seeds (a new shop, log, candidates and
+canary each time) and reports how often each estimator's 95% interval covers the truth, at the
+position level (expected clicks per list) and at the list level (probability that the list gets a
+click): against the online truth of the canary day, and against the estimand itself (the
+candidate's expected reward on the logged shoppers at the logged times).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -43,13 +50,20 @@ def factor_ranker(u: np.ndarray, v: np.ndarray, bias: np.ndarray, perm: np.ndarr
     return rank
 
 
-def expected_clicks(shop: Shop, ctx: object, items: np.ndarray) -> float:
-    """The shopper's true expected clicks on a list (what ``Shop.respond`` draws from)."""
+def truths(shop: Shop, ctx: object, items: np.ndarray) -> tuple[float, float]:
+    """The shopper's true expected clicks on a list, and the probability of at least one click
+    (what ``Shop.respond`` draws from)."""
     p = shop.params
     f = shop.model.user_state(np.array([ctx.true_user]), ctx.ts_ms)[2]  # type: ignore[attr-defined]
     aff = shop.model.affinity(np.repeat(f, len(items), axis=0), items)
     exam = 1.0 / np.log2(np.arange(len(items)) + 2.0)
-    return float((exam / (1.0 + np.exp(-(p.click_base + p.funnel_slope * aff)))).sum())
+    click = exam / (1.0 + np.exp(-(p.click_base + p.funnel_slope * aff)))
+    return float(click.sum()), float(1.0 - np.prod(1.0 - click))
+
+
+def expected_clicks(shop: Shop, ctx: object, items: np.ndarray) -> float:
+    """The shopper's true expected clicks on a list."""
+    return truths(shop, ctx, items)[0]
 
 
 def main(argv: list[str]) -> int:
@@ -67,16 +81,77 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--good-noise", type=float, default=0.4)
     ap.add_argument("--worse-noise", type=float, default=1.1)
     ap.add_argument("--seed", type=int, default=21)
+    ap.add_argument("--seeds", type=int, default=1, help="repeat with this many shop seeds; report coverage")
     args = ap.parse_args(argv)
+    if args.seeds < 1:
+        ap.error("--seeds must be at least 1")
+    if args.seeds == 1:
+        emit(run(args, args.seed))
+        return 0
+    t_start = time.perf_counter()
+    runs = []
+    for i in range(args.seeds):
+        runs.append(run(args, args.seed + i))
+        print(f"seed {args.seed + i} done ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr)
+    summary = coverage_summary(runs)
+    summary["per_seed_dr_position"] = {
+        name: [r["candidates"][name]["levels"]["position"]["dr"] for r in runs]
+        for name in runs[0]["candidates"]
+    }
+    summary.update(
+        seeds=[args.seed, args.seed + args.seeds - 1],
+        seconds=round(time.perf_counter() - t_start, 1),
+        peak_rss_mb=peak_rss_mb(),
+    )
+    emit(summary)
+    return 0
+
+
+def coverage_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per candidate, level and estimator over the seeds: how often the interval covered each
+    truth, how often the estimate was refused, and the median relative bias."""
+    out: dict[str, Any] = {}
+    for name in runs[0]["candidates"]:
+        per: dict[str, Any] = {}
+        for level in ("position", "list"):
+            for est in ("ips", "snips", "dr"):
+                rows = [r["candidates"][name]["levels"][level][est] for r in runs]
+                done = [x for x in rows if "value" in x]
+                entry: dict[str, Any] = {"runs": len(rows), "refused": len(rows) - len(done)}
+                if done:
+                    entry.update(
+                        covers_online=round(float(np.mean([x["covers_truth"] for x in done])), 3),
+                        covers_estimand=round(float(np.mean([x["covers_estimand"] for x in done])), 3),
+                        normal_covers_online=round(
+                            float(np.mean([x["normal_covers_truth"] for x in done])), 3
+                        ),
+                        normal_covers_estimand=round(
+                            float(np.mean([x["normal_covers_estimand"] for x in done])), 3
+                        ),
+                        median_normal_relative_half_width=round(
+                            float(np.median([x["normal_relative_half_width"] for x in done])), 4
+                        ),
+                        median_relative_bias=round(float(np.median([x["relative_bias"] for x in done])), 4),
+                        median_relative_half_width=round(
+                            float(np.median([x["relative_half_width"] for x in done])), 4
+                        ),
+                    )
+                per[f"{level}/{est}"] = entry
+        out[name] = per
+    return {"runs": len(runs), "coverage": out}
+
+
+def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """One experiment on the shop of ``seed``: log, estimates, simulated canary, and the comparison."""
     t_start = time.perf_counter()
     shop = Shop(
         ShopParams(
             n_users=args.users, n_items=args.items, n_days=args.log_days + 1, sessions_per_user_day=0.5
         ),
-        seed=args.seed,
+        seed=seed,
     )
     k, policy = args.k, ExplorationPolicy(share=args.share, epsilon=args.epsilon, pool=args.pool)
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(seed)
     champ_u, champ_v, bias = oracle_factors(shop, noise=args.champion_noise, seed=1)
     rankers: dict[str, Ranker] = {
         "champion": factor_ranker(champ_u, champ_v, bias),
@@ -89,11 +164,13 @@ def main(argv: list[str]) -> int:
     # ---- logging days: the champion explores; lines through the contract; shoppers respond
     rows: list[tuple[list[int], list[float], list[bool], float, list[int], int]] = []
     ranked_truth: list[tuple[float, float]] = []
+    logged_contexts: list[Any] = []
     for day in range(args.log_days):
         for ctx in shop.traffic(day):
             if ctx.user_id is None:
                 continue
             user = int(ctx.user_id) - 1
+            logged_contexts.append(ctx)
             cands = rankers["champion"](user, k + policy.pool)
             ex = explore(len(cands), k, policy, rng)
             served = cands[ex.order]
@@ -168,6 +245,7 @@ def main(argv: list[str]) -> int:
     ranks_logged = np.stack([ranks_of(u, items[i]) for i, u in enumerate(users.tolist())])
     reports = {}
     reports_item_dm = {}
+    estimand: dict[str, tuple[float, float]] = {}
     for name, rank in rankers.items():
         per_user: dict[int, np.ndarray] = {}
         target = np.full((n, k), -1, dtype=np.int64)
@@ -179,19 +257,29 @@ def main(argv: list[str]) -> int:
         direct = rank_direct_model(logged, ranks_logged, ranks_target, max_rank=max_rank)
         reports[name] = evaluate(logged, target, config=cfg, n_items=args.items, direct=direct)
         reports_item_dm[name] = evaluate(logged, target, config=cfg, n_items=args.items)
+        # The estimand: the candidate's expected reward on the logged shoppers at the logged times.
+        both = np.array([truths(shop, ctx, target[i]) for i, ctx in enumerate(logged_contexts)])
+        estimand[name] = (float(both[:, 0].mean()), float(both[:, 1].mean()))
     # ---- simulated canary on the next day: each ranker serves the known-user traffic
     canary_day = args.log_days
     online: dict[str, dict[str, float]] = {}
     contexts = [c for c in shop.traffic(canary_day) if c.user_id is not None]
     for name, rank in rankers.items():
-        expected = measured = 0.0
+        expected = any_click = measured = 0.0
         for ctx in contexts:
             top = rank(int(ctx.user_id) - 1, k)  # type: ignore[arg-type]
-            expected += expected_clicks(shop, ctx, top)
+            clicks, list_click = truths(shop, ctx, top)
+            expected += clicks
+            any_click += list_click
             events = shop.respond([str(i + 1) for i in top], ctx)
             measured += sum(1 for e in events if e["event_type"] == "click")
-        online[name] = {"expected": expected / len(contexts), "measured": measured / len(contexts)}
-    result: dict[str, object] = {
+        online[name] = {
+            "expected": expected / len(contexts),
+            "list": any_click / len(contexts),
+            "measured": measured / len(contexts),
+        }
+    result: dict[str, Any] = {
+        "seed": seed,
         "logged_lists": n,
         "canary_lists": len(contexts),
         "policy": policy.params(),
@@ -206,7 +294,7 @@ def main(argv: list[str]) -> int:
     champ_dr = reports["champion"].get("dr")
     for name in rankers:
         truth = online[name]["expected"]
-        entry: dict[str, object] = {
+        entry: dict[str, Any] = {
             "online_expected_clicks_per_list": round(truth, 5),
             "online_measured_clicks_per_list": round(online[name]["measured"], 5),
             "coverage": round(reports[name].coverage, 4),
@@ -223,6 +311,32 @@ def main(argv: list[str]) -> int:
                 "covers_truth": bool((e.lower or 0) <= truth <= (e.upper or 0)),
                 "ess": round(e.ess, 1),
             }
+        levels: dict[str, dict[str, Any]] = {}
+        for level, online_truth, own in (
+            ("position", truth, estimand[name][0]),
+            ("list", online[name]["list"], estimand[name][1]),
+        ):
+            levels[level] = {"online_truth": round(online_truth, 5), "estimand": round(own, 5)}
+            for est in ("ips", "snips", "dr"):
+                e = reports[name].get(est, level)
+                if e.value is None:
+                    levels[level][est] = {"refused": e.refused}
+                    continue
+                lo, hi = e.lower or 0.0, e.upper or 0.0
+                half = e.sampling_half_width or 0.0
+                n_lo, n_hi = e.value - half, e.value + half
+                levels[level][est] = {
+                    "value": round(e.value, 5),
+                    "relative_bias": round(e.value / online_truth - 1, 4),
+                    "relative_half_width": round((hi - lo) / 2 / online_truth, 4),
+                    "covers_truth": bool(lo <= online_truth <= hi),
+                    "covers_estimand": bool(lo <= own <= hi),
+                    # the normal interval over lists alone (sampling error only)
+                    "normal_covers_truth": bool(n_lo <= online_truth <= n_hi),
+                    "normal_covers_estimand": bool(n_lo <= own <= n_hi),
+                    "normal_relative_half_width": round(half / online_truth, 4),
+                }
+        entry["levels"] = levels
         e_item = reports_item_dm[name].get("dr")
         entry["dr_item_direct_model"] = (
             None
@@ -247,5 +361,4 @@ def main(argv: list[str]) -> int:
     result["champion_dr"] = None if champ_dr.value is None else round(champ_dr.value, 5)
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     result["peak_rss_mb"] = peak_rss_mb()
-    emit(result)
-    return 0
+    return result

@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, help="simulator seed")
     p.add_argument("--serving-day", type=date.fromisoformat, help="the shop's serving day (default today)")
     p.add_argument("--canary-mode", choices=("split", "interleave"), help="template parameter CanaryMode")
+    p.add_argument(
+        "--canary-allocation", choices=("stages", "thompson"), help="template parameter CanaryAllocation"
+    )
     p.add_argument("--quiet", action="store_true", help="no timeline on stderr")
     p.add_argument(
         "--families",
@@ -48,11 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = DemoConfig.fast() if args.fast else DemoConfig()
     if args.challenger_family:
-        from shelfwise.training.search import ALL_FAMILIES, OPTIONAL_FAMILIES
+        from shelfwise.training.ranker import RANKER
+        from shelfwise.training.search import ALL_FAMILIES
+        from shelfwise.training.trigger import TORCH_FAMILIES
 
-        if args.challenger_family not in ALL_FAMILIES:
-            p.error(f"--challenger-family must be one of {', '.join(ALL_FAMILIES)}")
-        if args.challenger_family in OPTIONAL_FAMILIES and importlib.util.find_spec("torch") is None:
+        named = [f for f in ALL_FAMILIES if f not in ("popularity_all", RANKER)]
+        if args.challenger_family not in named:
+            p.error(f"--challenger-family must be one of {', '.join(named)}")
+        if args.challenger_family in TORCH_FAMILIES and importlib.util.find_spec("torch") is None:
             p.error(
                 f"--challenger-family {args.challenger_family} trains with PyTorch: run `make torch` first"
             )
@@ -65,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(cfg, serving_day=args.serving_day)
     if args.canary_mode is not None:
         cfg = dataclasses.replace(cfg, canary_mode=args.canary_mode)
+    if args.canary_allocation is not None:
+        cfg = dataclasses.replace(cfg, canary_allocation=args.canary_allocation)
     demo = Demo(
         cfg,
         backend=args.backend,

@@ -39,6 +39,8 @@ class DemoConfig:
     # at this traffic it catches a broken model sooner than interleaving, whose evidence is only
     # the canary's own clicked lists (docs/demo.md); --canary-mode interleave runs the other design.
     canary_mode: str = "split"
+    # Template parameter CanaryAllocation: the fixed stages, or the Thompson-sampling split.
+    canary_allocation: str = "stages"
     stable_windows: int = 3
     # The serving day (None: the most recent one ending today); any weekday.
     serving_day: date | None = None

@@ -53,9 +53,17 @@ class Demo(Phases):
         self.report_path.write_text(html)
         self.log(f"HTML report: {self.report_path}")
         # What promotion decided on, and how far the champion's served scores sat from the reference.
-        promotes = [d for d in read_decisions(s3, mon) if d.get("action") in ("promote", "advance")]
+        promotes = [
+            d for d in read_decisions(s3, mon) if d.get("action") in ("promote", "advance", "allocate")
+        ]
         self.result["promotion_evidence"] = [
-            {"action": d["action"], "at": d["at"], "evidence": (d.get("detail") or {}).get("evidence")}
+            {
+                "action": d["action"],
+                "at": d["at"],
+                "evidence": (d.get("detail") or {}).get("evidence"),
+                **({"bandit": d["detail"]["bandit"]} if "bandit" in (d.get("detail") or {}) else {}),
+                "weight": (d.get("after") or {}).get("canary_weight"),
+            }
             for d in promotes
         ]
         psi = sorted(

@@ -122,6 +122,7 @@ class Scenario:
                 "AliasCacheSeconds": "1",
                 "StockCacheSeconds": "1",
                 "CanaryMode": self.cfg.canary_mode,
+                "CanaryAllocation": self.cfg.canary_allocation,
                 **LOCAL_API_PARAMETERS,
                 "ServingRules": json.dumps(DEMO_SERVING_RULES),
             },
@@ -135,7 +136,7 @@ class Scenario:
             "AliasCacheSeconds": 1,
             "StockCacheSeconds": 1,
         }
-        self.parameters = {"CanaryMode": self.cfg.canary_mode}
+        self.parameters = {"CanaryMode": self.cfg.canary_mode, "CanaryAllocation": self.cfg.canary_allocation}
         fn = self.rt.host.find("PromoteModelFunction").environment
         self.env, self.model_name = fn["SHELFWISE_ENV"], fn["MODEL_NAME"]
         if self.cfg.extra_families:

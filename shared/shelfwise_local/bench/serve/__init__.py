@@ -44,6 +44,7 @@ from shelfwise_local.bench.serve.cold_start import (
 from shelfwise_local.bench.serve.events import SHOP_CLIENT, Context, apigw_event, iam_authorizer, request_mix
 from shelfwise_local.bench.serve.handler import exploration_ab, handler_times, http_api, load_app
 from shelfwise_local.bench.serve.kernel import KERNEL_ITEMS, kernel_after_eviction, kernel_times
+from shelfwise_local.bench.serve.ranker import ranker_ab
 from shelfwise_local.bench.serve.synthetic import build_synthetic_bundle, synthetic_factors
 
 __all__ = [
@@ -101,9 +102,10 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--model",
-        choices=("als", "sequential"),
+        choices=("als", "sequential", "ranker"),
         default="als",
-        help="served graph: ALS factors, or the sequential model (2 blocks, 50 stored events per user)",
+        help="served graph: ALS factors, the sequential model (2 blocks, 50 stored events per user), or "
+        "ALS with the neural ranker re-ranking its top 100 (50 stored events per user)",
     )
     parser.add_argument(
         "--history", type=int, default=None, help="events per session request (default 5; 50 for sequential)"
@@ -173,6 +175,13 @@ def main(argv: list[str]) -> int:
             f"p50 {pct(served, 50):.3f} ms p99 {pct(served, 99):.3f} ms (one thread, top-20)",
             file=sys.stderr,
         )
+        ranker_vs_retrieval = (
+            ranker_ab(bundle_dir, args.items, args.users, args.requests, history)
+            if args.model == "ranker"
+            else None
+        )
+        if ranker_vs_retrieval is not None:
+            print(f"ranker A/B {ranker_vs_retrieval}", file=sys.stderr)
 
         # 4. cold starts: fresh interpreters with an empty /tmp cache (download included), then one
         # with the bundle already cached (an environment re-initialised on the same host)
@@ -248,6 +257,8 @@ def main(argv: list[str]) -> int:
             if exact_times
             else {}
         ),
+        # --model ranker: its graph against the plain retrieval graph, alternating, same requests
+        "ranker_vs_retrieval": ranker_vs_retrieval,
         "handler_p50_ms": pct(handler_ms, 50),
         "handler_p95_ms": pct(handler_ms, 95),
         "handler_p99_ms": pct(handler_ms, 99),

@@ -1,4 +1,4 @@
-"""Synthetic bundles: a factor (or sequential) model over a made-up catalogue, at any size.
+"""Synthetic bundles: a factor (or sequential, or ranker) model over a made-up catalogue, at any size.
 
 Items of a category share a centroid and users lean towards one category, so lists have structure;
 titles are made of a few shop words. Benchmarks and tests build their bundles here.
@@ -162,10 +162,13 @@ def build_synthetic_bundle(
         sim_val = np.sort(rng.random((n_items, m)), axis=1)[:, ::-1]
     if graph_record["graph"] != "ann-pages":
         similar = (sim_idx, sim_val)
-    if model_kind == "sequential":
-        graph, graph_record = _synthetic_sequential(
-            items, cats, fav, history, rng, int8_candidates, save_exact
-        )
+    if model_kind == "ranker":
+        from shelfwise_local.bench.serve.ranker import RETRIEVAL_GRAPH, synthetic_ranker
+
+        if save_items is not None:  # the plain retrieval graph beside the bundle, for the same-run A/B
+            (save_items.parent / RETRIEVAL_GRAPH).write_bytes(graph.SerializeToString())
+        graph = synthetic_ranker(graph, cats, fav, history, rng)
+        graph_record = {**graph_record, "graph": f"ranker over {graph_record['graph']}"}
     bd.write_bundle(
         directory,
         model=graph,
