@@ -424,8 +424,7 @@ def candidate_check(
     rng = np.random.default_rng(seed)
     n, users = model.n_items, model.n_users
     weight_of_type = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 8.0], np.float32)
-    checked = failed = 0
-    max_diff = 0.0
+    answers: list[tuple[float, bool]] = []
     for i in range(n_requests):
         other = int(rng.integers(users)) if users else -1
         items, types = model.user_history(other) if users else (rng.integers(0, n, 5), np.ones(5, np.int64))
@@ -446,23 +445,8 @@ def candidate_check(
                 exclude_mask=mask,
                 k=k,
             )
-            ref_s, ref_i = exact.run(None, feed)
-            got_s, got_i = candidate.run(None, feed)
-            finite = np.isfinite(ref_s)
-            same_inf = np.array_equal(finite, np.isfinite(got_s))
-            diff = float(np.abs(got_s[finite] - ref_s[finite]).max(initial=0.0)) if same_inf else np.inf
-            differ = got_i != ref_i
-            ties = np.isclose(got_s[differ], ref_s[differ], rtol=1e-4, atol=1e-5).all()
-            checked += 1
-            max_diff = max(max_diff, diff)
-            failed += int(diff > 1e-4 or not ties)
-    return {
-        "requests_checked": checked,
-        "requests_with_changed_topk": failed,
-        "ks": [int(k) for k in ks],
-        "max_abs_score_diff": max_diff,
-        "ok": failed == 0,
-    }
+            answers.append(ox.compare_answers(exact.run(None, feed), candidate.run(None, feed)))
+    return ox.check_summary(answers, ks)
 
 
 def export_sequential_model(
