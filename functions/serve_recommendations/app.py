@@ -31,6 +31,7 @@ class Settings(wiring.RegistrySettings):
     model_cache_dir: str = "/tmp/shelfwise/models"
     serving_rules: Json[ServingRules] = ServingRules()
     canary_mode: Literal["split", "interleave"] = "split"
+    interleave_factor: float = Field(default=2.0, ge=1.0, le=10.0)
     # The catalogue's live stock snapshot (empty: filters use the bundle's stock only).
     catalogue_bucket: str = ""
     stock_ttl_seconds: float = Field(default=30.0, ge=0)
@@ -72,6 +73,7 @@ config = ServingConfig(
     alias_ttl_seconds=settings.alias_ttl_seconds,
     rules=settings.serving_rules,
     canary_mode=settings.canary_mode,
+    interleave_factor=settings.interleave_factor,
 )
 stock = (
     LiveStock(s3_fetch(_s3, settings.catalogue_bucket, CATALOGUE_STOCK_KEY), settings.stock_ttl_seconds)

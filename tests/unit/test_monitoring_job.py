@@ -14,7 +14,7 @@ import pytest
 from moto import mock_aws
 
 from shelfwise.errors import InputError
-from shelfwise.monitoring.comparison import compare_rates
+from shelfwise.monitoring.comparison import compare_user_rates, user_sums
 from shelfwise.monitoring.config import MonitoringConfig, alarm, breaches
 from shelfwise.monitoring.job import (
     Deployment,
@@ -390,13 +390,15 @@ def test_quality_comparison_counts_immature_windows_of_this_canary_only() -> Non
         )
     )
     clicked = set(clicks["recommendation_id"].to_pylist())
-    counts = {}
+    sums = {}
     for var in ("challenger", "champion"):
-        rids = set(imp.filter(pc.equal(imp["variant"], var))["recommendation_id"].to_pylist())
-        counts[var] = (len(rids & clicked), len(rids))
+        rids = sorted(set(imp.filter(pc.equal(imp["variant"], var))["recommendation_id"].to_pylist()))
+        # No shopper ids in these lists: each list is its own shopper, no pre-canary covariate.
+        flags = [1 if r in clicked else 0 for r in rids]
+        sums[var] = user_sums([1] * len(rids), flags, [0] * len(rids))
     cfg = MonitoringConfig()
-    expected = compare_rates(
-        *counts["challenger"], *counts["champion"], cfg.alpha, cfg.tau, cfg.quality_margin
+    expected = compare_user_rates(
+        sums["challenger"], sums["champion"], cfg.alpha, cfg.tau, cfg.quality_margin, adjust=False
     )
     assert values["CtrRatio/challenger"] == pytest.approx(expected.ratio)
     assert values["CtrDropLCB/challenger"] == pytest.approx(expected.drop_lcb)

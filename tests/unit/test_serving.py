@@ -92,6 +92,7 @@ def _recommender(
     gate: threading.Event | None = None,
     impressions: ImpressionSink | None = None,
     canary_mode: str = "split",
+    interleave_factor: float = 2.0,
 ) -> Recommender:
     config = ServingConfig(
         model_name="recs",
@@ -99,6 +100,7 @@ def _recommender(
         alias_ttl_seconds=0,
         rules=rules or ServingRules(),
         canary_mode=canary_mode,  # type: ignore[arg-type]
+        interleave_factor=interleave_factor,
     )
     loader = ModelLoader(None, "bucket", "recs", config.cache_dir, fetch=_copy_fetch(remote, gate))
     rec = Recommender(config, loader, aliases, impressions, background=background)
@@ -337,6 +339,29 @@ def test_interleaved_canary_team_drafts_both_rankings_and_logs_each_items_source
     # Split mode keeps the A/B split.
     split = _recommender(remote, tmp_path / "d", Aliased(champion="v1", challenger="v2", canary_weight=1.0))
     assert split.recommend(user_id="user-000001", k=k).variant == "challenger"
+
+
+def test_interleaved_canary_interleaves_the_factor_times_the_weights_shoppers(
+    remote: Path, tmp_path: Path
+) -> None:
+    """Team draft gives the challenger half of a list: at factor 2 the interleaved shoppers are twice
+    the weight's, so the challenger's share of shown items is the weight, as in a split."""
+    from shelfwise.registry import challenger_share
+
+    aliases = Aliased(champion="v1", challenger="v2", canary_weight=0.2)
+    users = [f"user-{i:06d}" for i in range(40)]
+    for factor in (1.0, 2.0):
+        rec = _recommender(
+            remote, tmp_path / str(factor), aliases, canary_mode="interleave", interleave_factor=factor
+        )
+        for user in users:
+            want = "interleaved" if challenger_share(user) < 0.2 * factor else "champion"
+            assert rec.recommend(user_id=user, k=4).variant == want
+    # The split is not widened: its challenger serves exactly the weight's shoppers.
+    split = _recommender(remote, tmp_path / "split", aliases, interleave_factor=2.0)
+    for user in users:
+        want = "challenger" if challenger_share(user) < 0.2 else "champion"
+        assert split.recommend(user_id=user, k=4).variant == want
 
 
 def test_the_sink_writes_to_stdout_at_call_time_and_never_raises(capsys: pytest.CaptureFixture[str]) -> None:

@@ -61,6 +61,10 @@ class MonitoringConfig:
     # reaches 30 lists in one or two windows where 100 took four.
     min_lists_for_early_comparison: int = 30
     min_clicks_for_comparison: int = 20
+    # Split canary: shoppers are the unit of the click comparison, and each shopper's clicked lists
+    # over this many hours before the canary are the covariate that takes out the variance their
+    # habits explain (CUPED); 0 = no covariate.
+    covariate_lookback_hours: float = 24.0
     min_scores_for_drift: int = 500
     min_events_for_input_drift: int = 500
     # Input drift: the last hour of behaviour against a baseline frozen after this many events.

@@ -31,6 +31,8 @@ COLUMNS = (
     "price",
     "quantity",
     "category",
+    # Served lists' properties carry the shopper's pseudonymous ``user_hash`` (the split's unit).
+    "properties",
 )
 
 

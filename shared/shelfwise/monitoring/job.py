@@ -24,10 +24,14 @@ from shelfwise.errors import InputError
 from shelfwise.monitoring import drift
 from shelfwise.monitoring.comparison import (
     RatioBound,
+    adjusted_rates,
     compare_preference,
     compare_rates,
+    compare_user_rates,
     guarded_compare,
     guarded_preference,
+    guarded_user_compare,
+    user_sums,
 )
 from shelfwise.monitoring.config import MonitoringConfig
 from shelfwise.monitoring.data import EventSource
@@ -40,6 +44,7 @@ from shelfwise.monitoring.quality import (
     compute_quality,
     mature_families,
     rate_metrics,
+    shopper_counts,
 )
 
 BEHAVIOUR_TYPES = ("view", "click", "add_to_cart", "purchase")
@@ -261,11 +266,14 @@ class MonitoringJob:
         config: MonitoringConfig | None = None,
         input_baseline: StateStore | None = None,
         champion_baseline: StateStore | None = None,
+        shoppers: StateStore | None = None,
     ) -> None:
         self.source, self.manifests, self.state_store = source, manifests, state
         self.cfg = config or MonitoringConfig()
         self.baseline_store = input_baseline or MemoryStateStore()
         self.champion_store = champion_baseline or MemoryStateStore()
+        # The split canary's per-shopper counts (matured windows) and pre-canary covariates.
+        self.shopper_store = shoppers or MemoryStateStore()
 
     # ------------------------------------------------------------------ fast pass
     def fast_pass(self, now: datetime, deployment: Deployment) -> PassResult:
@@ -345,12 +353,19 @@ class MonitoringJob:
         first = canary_first_window(state, cfg.window_seconds)
         pending: dict[tuple[str, str], VariantQuality] = {}
         pending_ilv = InterleavingCounts()
+        pending_users: dict[tuple[str, str], tuple[list[str], list[int], list[int]]] = {}
+        shoppers = self._shoppers(state, deployment, events, m_start, m_end, now)
         if deployment.challenger and first is not None and max(m_end, first) < end:
             pending = compute_quality(events, max(m_end, first), end, cfg.attribution, as_of=now)
             pending_ilv = compute_interleaving(events, max(m_end, first), end, cfg.attribution, as_of=now)
+            if not pending_ilv.lists:
+                pending_users = shopper_counts(events, max(m_end, first), end, cfg.attribution, as_of=now)
         # Cumulative decision metrics, stamped at the evaluation window so alarms see them now.
-        result.data += self._comparisons(state, deployment, start, pending, pending_ilv)
-        state["evidence"] = self.evidence(state, deployment, now)
+        result.data += self._comparisons(
+            state, deployment, start, pending, pending_ilv, shoppers, pending_users
+        )
+        state["evidence"] = self.evidence(state, deployment, now, shoppers)
+        self.shopper_store.save(shoppers)
         self._prune(state, now)
         self.state_store.save(state)
         newest = pc.max(events["timestamp"]).as_py() if events.num_rows else None
@@ -367,6 +382,76 @@ class MonitoringJob:
             "metrics": len(result.data),
         }
         return result
+
+    def _shoppers(
+        self,
+        state: Mapping[str, Any],
+        deployment: Deployment,
+        events: pa.Table,
+        m_start: datetime,
+        m_end: datetime,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """The split canary's per-shopper memory: matured windows' counts and pre-canary covariates.
+
+        ``arms[variant|version][shopper] = [lists, clicked lists]`` over the canary's matured
+        windows (each window added once); ``covariate[shopper]`` = the shopper's clicked lists minus
+        the pre-period CTR times their lists, over ``covariate_lookback_hours`` before the canary's
+        first window (one read when the canary is first seen). Reset with the canary.
+        """
+        cfg = self.cfg
+        store = self.shopper_store.load()
+        key = [deployment.champion, deployment.challenger, state.get("canary_started_at")]
+        if store.get("key") != key:
+            store = {"key": key, "arms": {}, "windows": [], "covariate": None}
+        first = canary_first_window(state, cfg.window_seconds)
+        if first is None or not deployment.challenger:
+            return store
+        if store["covariate"] is None:
+            store["covariate"] = {}
+            if cfg.covariate_lookback_hours > 0:
+                lo = first - timedelta(hours=cfg.covariate_lookback_hours)
+                pre = self.source.read(lo, first)
+                if pre.num_rows:
+                    pre = bots.exclude(pre, bots.detect(pre, cfg.bots))
+                    merged: dict[str, list[int]] = {}
+                    for users, n, y in shopper_counts(pre, lo, first, cfg.attribution, first).values():
+                        for u, a, b in zip(users, n, y, strict=True):
+                            cur = merged.setdefault(u, [0, 0])
+                            cur[0], cur[1] = cur[0] + a, cur[1] + b
+                    total = sum(v[0] for v in merged.values())
+                    rate = sum(v[1] for v in merged.values()) / total if total else 0.0
+                    store["covariate"] = {u: round(v[1] - rate * v[0], 4) for u, v in merged.items()}
+                    store["covariate_lists"] = total
+        wkey = m_start.isoformat()
+        if m_start >= first and wkey not in store["windows"] and m_end <= now:
+            for (variant, version), (users, n, y) in shopper_counts(
+                events, m_start, m_end, cfg.attribution, now
+            ).items():
+                arm = store["arms"].setdefault(_key(variant, version), {})
+                for u, a, b in zip(users, n, y, strict=True):
+                    cur = arm.get(u)
+                    arm[u] = [cur[0] + a, cur[1] + b] if cur else [a, b]
+            store["windows"].append(wkey)
+        return store
+
+    @staticmethod
+    def _arm_sums(
+        shoppers: Mapping[str, Any], key: str, pending: tuple[list[str], list[int], list[int]] | None = None
+    ) -> list[float] | None:
+        """``comparison.user_sums`` of one arm: the stored matured counts plus ``pending`` windows'."""
+        counts = {u: list(v) for u, v in shoppers.get("arms", {}).get(key, {}).items()}
+        if pending is not None:
+            for u, a, b in zip(*pending, strict=True):
+                cur = counts.setdefault(u, [0, 0])
+                cur[0], cur[1] = cur[0] + a, cur[1] + b
+        if not counts:
+            return None
+        cov = shoppers.get("covariate") or {}
+        n = np.fromiter((v[0] for v in counts.values()), np.float64, len(counts))
+        y = np.fromiter((v[1] for v in counts.values()), np.float64, len(counts))
+        x = np.fromiter((float(cov.get(u, 0.0)) for u in counts), np.float64, len(counts))
+        return user_sums(n, y, x)
 
     def _d(
         self, name: str, value: float, ts: datetime, variant: str | None = None, unit: str = "None"
@@ -594,6 +679,8 @@ class MonitoringJob:
         ts: datetime,
         pending: Mapping[tuple[str, str], VariantQuality] | None = None,
         pending_ilv: InterleavingCounts | None = None,
+        shoppers: Mapping[str, Any] | None = None,
+        pending_users: Mapping[tuple[str, str], tuple[list[str], list[int], list[int]]] | None = None,
     ) -> list[MetricDatum]:
         """The challenger-vs-champion bounds over every window since the canary started.
 
@@ -641,25 +728,50 @@ class MonitoringJob:
                             n_c, x_c = n_c + q.lists, x_c + q.clicked_lists
                         elif (variant, version) == ("champion", deployment.champion):
                             n_b, x_b = n_b + q.lists, x_b + q.clicked_lists
-                bound = guarded_compare(
-                    x_c,
-                    n_c,
-                    x_b,
-                    n_b,
-                    alpha=alpha,
-                    tau=tau,
-                    min_lists=cfg.min_lists_for_comparison
-                    if kind == "click"
-                    else cfg.min_lists_for_early_comparison,
-                    min_champion_successes=cfg.min_clicks_for_comparison,
-                    margin=margin,
-                )
+                bound = None
+                sums_c = sums_b = None
+                if kind == "click" and shoppers is not None:
+                    pu = pending_users or {}
+                    sums_c = self._arm_sums(shoppers, ch, pu.get(("challenger", deployment.challenger)))
+                    sums_b = self._arm_sums(shoppers, cb, pu.get(("champion", deployment.champion)))
+                if sums_c is not None and sums_b is not None:
+                    # Shoppers as the unit, with their pre-canary covariate (docs/monitoring.md).
+                    bound = guarded_user_compare(
+                        sums_c,
+                        sums_b,
+                        alpha=alpha,
+                        tau=tau,
+                        min_lists=cfg.min_lists_for_comparison,
+                        min_champion_successes=cfg.min_clicks_for_comparison,
+                        margin=margin,
+                        adjust=bool(shoppers.get("covariate")) if shoppers is not None else False,
+                    )
+                elif not (kind == "click" and shoppers is not None):
+                    bound = guarded_compare(
+                        x_c,
+                        n_c,
+                        x_b,
+                        n_b,
+                        alpha=alpha,
+                        tau=tau,
+                        min_lists=cfg.min_lists_for_comparison
+                        if kind == "click"
+                        else cfg.min_lists_for_early_comparison,
+                        min_champion_successes=cfg.min_clicks_for_comparison,
+                        margin=margin,
+                    )
             if bound is not None:
                 out.append(self._d(f"{metric}DropLCB", max(-1.0, bound.drop_lcb), ts, "challenger"))
                 out.append(self._d(f"{metric}Ratio", bound.ratio, ts, "challenger"))
         return out
 
-    def evidence(self, state: Mapping[str, Any], deployment: Deployment, now: datetime) -> dict[str, Any]:
+    def evidence(
+        self,
+        state: Mapping[str, Any],
+        deployment: Deployment,
+        now: datetime,
+        shoppers: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """What promotion decides on: the challenger's click ratio on *matured* windows since the
         canary started, with its one-sided anytime-valid lower bound (non-inferiority) and sizes.
 
@@ -706,7 +818,26 @@ class MonitoringJob:
                 clicked_challenger=x_c,
                 clicked_champion=x_b,
             )
-            if n_c and n_b:
+            sums_c = sums_b = None
+            if shoppers is not None:
+                sums_c = self._arm_sums(shoppers, _key("challenger", deployment.challenger))
+                sums_b = self._arm_sums(shoppers, _key("champion", deployment.champion))
+            if sums_c is not None and sums_b is not None:
+                adjust = bool(shoppers.get("covariate")) if shoppers is not None else False
+                bound = compare_user_rates(
+                    sums_c, sums_b, cfg.noninferiority_alpha, cfg.tau, cfg.noninferiority_margin, adjust
+                )
+                rc, rb = adjusted_rates(sums_c, sums_b)
+                ev.update(
+                    unit="shopper",
+                    covariate=adjust,
+                    shoppers_challenger=rc.users,
+                    shoppers_champion=rb.users,
+                    variance_reduction=round(1 - rb.variance / rb.variance_unadjusted, 3)
+                    if adjust and rb.variance_unadjusted > 0
+                    else 0.0,
+                )
+            elif n_c and n_b:
                 bound = compare_rates(
                     x_c, n_c, x_b, n_b, cfg.noninferiority_alpha, cfg.tau, cfg.noninferiority_margin
                 )
@@ -818,6 +949,7 @@ def run_pass(
         champion_baseline=S3StateStore(
             s3, targets.monitoring_bucket, f"{targets.model_name}-champion-baseline"
         ),
+        shoppers=S3StateStore(s3, targets.monitoring_bucket, f"{targets.model_name}-shoppers"),
     )
     summary: dict[str, Any] = {}
     for kind in kinds:

@@ -409,3 +409,97 @@ def _credit(rows: pa.Table, target: dict[str, int]) -> None:
     for _n, winner in best.values():
         if winner is not None:
             target[winner] = target.get(winner, 0) + 1
+
+
+USER_HASH_PATTERN = '"user_hash":\\s*"(?P<v>[^"]*)"'
+
+
+def _list_users(imp: pa.Table) -> pa.Array | pa.ChunkedArray:
+    """Each impression's shopper: the served list's ``user_hash`` (its properties), else the list itself.
+
+    A list whose shopper is unknown (an older served-list line, an anonymous request without a
+    session) counts as a shopper of its own, which is what the list-level comparison assumed.
+    """
+    rec = imp["recommendation_id"]
+    if "properties" not in imp.column_names:
+        return rec
+    props = pc.cast(imp["properties"], pa.string())
+    got = pc.struct_field(pc.extract_regex(props, USER_HASH_PATTERN), [0])
+    return pc.if_else(pc.is_valid(got), got, rec)
+
+
+def shopper_counts(
+    events: pa.Table, start: datetime, end: datetime, windows: AttributionWindows, as_of: datetime
+) -> dict[tuple[str, str], tuple[list[str], list[int], list[int]]]:
+    """Per (variant, model_version): each shopper's lists served in ``[start, end)`` and how many got a
+    click (matched as in :func:`compute_quality`: same list and item, within the click window,
+    feedback up to ``as_of``). Interleaved lists are not counted (their unit is the list's credit)."""
+    start_ms, end_ms, as_of_ms = to_ms(start), to_ms(end), to_ms(as_of)
+    t = _prepare(events)
+    if "properties" in events.column_names:
+        t = t.append_column("properties", events["properties"])
+    et = t["event_type"]
+    imp = t.filter(
+        pc.and_(
+            pc.and_(pc.equal(et, "impression"), pc.is_valid(t["recommendation_id"])),
+            pc.and_(
+                pc.and_(pc.greater_equal(t["ts"], start_ms), pc.less(t["ts"], end_ms)),
+                pc.is_in(t["variant"], pa.array(("champion", "challenger"))),
+            ),
+        )
+    )
+    out: dict[tuple[str, str], tuple[list[str], list[int], list[int]]] = {}
+    if imp.num_rows == 0:
+        return out
+    imp = imp.set_column(
+        imp.column_names.index("model_version"),
+        "model_version",
+        pc.fill_null(imp["model_version"], "unknown"),
+    )
+    lists = (
+        pa.table(
+            {
+                "recommendation_id": imp["recommendation_id"],
+                "user": _list_users(imp),
+                "variant": imp["variant"],
+                "model_version": imp["model_version"],
+            }
+        )
+        .group_by(["recommendation_id"], use_threads=False)
+        .aggregate([("user", "first"), ("variant", "first"), ("model_version", "first")])
+    )
+    fb = t.filter(
+        pc.and_(
+            pc.and_(pc.equal(et, "click"), pc.is_valid(t["recommendation_id"])),
+            pc.and_(pc.greater_equal(t["ts"], start_ms - CLOCK_SKEW_MS), pc.less(t["ts"], as_of_ms)),
+        )
+    ).select(["recommendation_id", "item_id", "ts"])
+    clicked = pa.array([], pa.string())
+    if fb.num_rows:
+        fb = fb.rename_columns(["recommendation_id", "item_id", "fb_ts"])
+        joined = fb.join(
+            imp.select(["recommendation_id", "item_id", "ts"]),
+            keys=["recommendation_id", "item_id"],
+            join_type="inner",
+            use_threads=False,
+        )
+        delay = pc.subtract(joined["fb_ts"], joined["ts"])
+        ok = pc.and_(pc.greater_equal(delay, -CLOCK_SKEW_MS), pc.less_equal(delay, windows.click * 1000))
+        clicked = pc.unique(joined.filter(ok)["recommendation_id"])
+    lists = lists.append_column("clicked", pc.cast(pc.is_in(lists["recommendation_id"], clicked), pa.int64()))
+    per = lists.group_by(["variant_first", "model_version_first", "user_first"], use_threads=False).aggregate(
+        [("recommendation_id", "count"), ("clicked", "sum")]
+    )
+    for variant, version in {
+        (v, m)
+        for v, m in zip(per["variant_first"].to_pylist(), per["model_version_first"].to_pylist(), strict=True)
+    }:
+        mine = per.filter(
+            pc.and_(pc.equal(per["variant_first"], variant), pc.equal(per["model_version_first"], version))
+        )
+        out[(str(variant), str(version))] = (
+            [str(u) for u in mine["user_first"].to_pylist()],
+            [int(n) for n in mine["recommendation_id_count"].to_pylist()],
+            [int(x) for x in mine["clicked_sum"].to_pylist()],
+        )
+    return out

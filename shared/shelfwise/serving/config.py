@@ -72,6 +72,11 @@ class ServingConfig(BaseModel):
     # How the canary's share of traffic meets the challenger: its own lists (an A/B split), or
     # lists team-drafted from both models (interleaving; docs/monitoring.md).
     canary_mode: Literal["split", "interleave"] = "split"
+    # Interleaved canary: the share of shoppers who get interleaved lists is this many times the
+    # canary weight (capped at all). Team draft gives the challenger half of each list's places, so
+    # 2 keeps the challenger's share of shown items at the weight, as a split would, with twice
+    # the compared lists (docs/monitoring.md, "Two canary designs").
+    interleave_factor: float = Field(default=2.0, ge=1.0, le=10.0)
 
 
 # When the request was received (API Gateway's ``requestContext.timeEpoch``), set per request by

@@ -243,9 +243,14 @@ class Recommender:
         finally:
             self._sync_lock.release()
 
-    def _route(self, user_key: str) -> tuple[LoadedModel, str]:
+    def _route(self, user_key: str, weight_factor: float = 1.0) -> tuple[LoadedModel, str]:
         state = self._state
-        version, variant = state.aliases.route(user_key)
+        aliases = state.aliases
+        if weight_factor != 1.0 and aliases.challenger:
+            aliases = dataclasses.replace(
+                aliases, canary_weight=min(1.0, aliases.canary_weight * weight_factor)
+            )
+        version, variant = aliases.route(user_key)
         if version is not None and version in state.models:
             return state.models[version], variant
         champion = state.models.get(state.aliases.champion or "")
@@ -299,7 +304,8 @@ class Recommender:
         if user_id is not None and self._pseudonymise is not None:
             user_id = self._pseudonymise(user_id)
         user_key = user_id or session_id or uuid.uuid4().hex
-        model, variant = self._route(user_key)
+        interleaving = self.config.canary_mode == "interleave"
+        model, variant = self._route(user_key, self.config.interleave_factor if interleaving else 1.0)
         uidx = model.catalog.user_index(user_id)
         h_items, h_weights, mask, unknown = self.exclusions.personal(model, uidx, history, filters)
         if uidx < 0 and h_items.size == 0:
@@ -316,7 +322,7 @@ class Recommender:
                 reason="no known user or usable history",
                 user=user_id or session_id,
             )
-        if variant == "challenger" and self.config.canary_mode == "interleave":
+        if variant == "challenger" and interleaving:
             champion = self._state.models.get(self._state.aliases.champion or "")
             other = self._rank(champion, user_id, history, filters, k) if champion is not None else None
             if champion is not None and other is not None:

@@ -1,24 +1,25 @@
 """`shelfwise bench detection`: detection delay and false alarms of the default alarms, offline.
 
-Synthetic traffic (lists of K items, one Bernoulli click per list with the variant's list CTR,
-click delays of 2-60 s like the simulator's) goes window by window through the real monitoring
-job, and every model alarm is replayed with CloudWatch's M-of-N / TreatMissingData rules
-(``config.alarm_state``). Three scenarios, each measured in 5-minute evaluation windows:
+Synthetic traffic from heterogeneous shoppers in sessions (``Shoppers``: activity, click
+propensity and position bias per shopper, parameters from the shop simulator) served by an
+item-level click model (``ClickModel``) goes window by window through the real monitoring job,
+and every model alarm is replayed with CloudWatch's M-of-N / TreatMissingData rules
+(``config.alarm_state``). Scenarios, each measured in 5-minute evaluation windows, for both canary
+designs (the interleaved one at ``--interleave-factor`` times the weight's shoppers):
 
-- broken: a challenger at 10% whose CTR collapses (and whose scores leave the reference):
-  windows from canary start until a challenger alarm is in ALARM (target <= 2);
-- subtle: a challenger with a 20% relative CTR drop: windows after its first window matures
-  until the quality alarm fires (target <= 6);
+- broken: a challenger at 10% whose ranking is random (and whose scores leave the reference):
+  windows from canary start until a challenger alarm is in ALARM (target 1);
+- subtle: a challenger with a 20% relative CTR drop: windows from canary start to the quality
+  alarm (the deadline is 13: six windows after the first window matures);
 - taste drift: the champion alone loses ``--taste-drop`` of its CTR after 3 hours: windows until
   the champion-CTR-drift alarm (30 minutes of that is the click attribution window);
 - stable: ``--hours`` of identical champion and challenger: alarm firings (target 0).
 
-- power: a counts-level Monte Carlo of the quality alarm (``power``): the share of canaries whose
-  20% drop alarms within 6 windows after maturity, per traffic level, and the false-alarm rate of
-  a ``--hours`` canary without a difference.
-
-The point is the sizing: how many requests per window the defaults need. The demo measures the
-same targets on the shop simulator.
+- power, false alarms and promotion: a session-level Monte Carlo (``CanaryMC``) of the job's
+  statistics (interleaved win odds; split by lists, by shoppers, by shoppers with the pre-canary
+  covariate): the share of canaries whose 20% drop alarms within the deadline, per traffic level;
+  the false-alarm rate of a ``--hours`` canary without a difference; the staged promotion of a 5%
+  worse and of an equal challenger.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import json
 import math
 import sys
 import time
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -37,11 +37,13 @@ import pyarrow.compute as pc
 
 from shelfwise.cli.common import plain
 from shelfwise.monitoring.comparison import (
+    USER_SUM_FIELDS,
     RatioBound,
     compare_preference,
-    compare_rates,
+    compare_user_rates,
     guarded_compare,
     guarded_preference,
+    guarded_user_compare,
 )
 from shelfwise.monitoring.config import DEFAULT_ALARMS, MonitoringConfig, alarm_state
 from shelfwise.monitoring.job import Deployment, MemoryStateStore, MonitoringJob
@@ -81,11 +83,83 @@ class _Source:
 
     def read(self, start: datetime, end: datetime) -> pa.Table:
         parts = [t for s, t in self.tables if s + timedelta(minutes=10) > start and s < end]
+        if not parts:
+            return (
+                self.tables[-1][1].slice(0, 0)
+                if self.tables
+                else pa.table({"timestamp": pa.array([], pa.timestamp("ms", tz="UTC"))})
+            )
         table = pa.concat_tables(parts)
         ts = table["timestamp"]
         lo = pa.scalar(start, pa.timestamp("ms", tz="UTC"))
         hi = pa.scalar(end, pa.timestamp("ms", tz="UTC"))
         return table.filter(pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)))
+
+
+# The shoppers. Where each number comes from (docs/monitoring.md, section 6):
+# - activity: log-normal with sigma 1.1, sessions per shopper and day 0.22, lists per session
+#   log-normal (mu 1.35, sigma 0.95; a list per page view): the shop simulator's `ShopParams`;
+# - click propensity: a multiplier per shopper, log-normal with sigma 0.3 (mean 1): measured on the
+#   simulator, where a good model's top 10 gives shoppers mean click propensities with a standard
+#   deviation of the log of 0.29;
+# - position bias: examination (position + 1)^-eta, eta per shopper log-normal around 0.55 (the
+#   simulator's 1 / log2(p + 2) fitted on ten positions) with sigma 0.35, a factor of two either
+#   way at 95%: the range of severities unbiased learning-to-rank studies (Joachims et al. 2017).
+ACTIVITY_SIGMA = 1.1
+SESSIONS_PER_DAY = 0.22
+LISTS_MU, LISTS_SIGMA = 1.35, 0.95
+PROPENSITY_SIGMA = 0.3
+EXAM_MEDIAN, EXAM_SIGMA = 0.55, 0.35
+MEAN_LISTS_PER_SESSION = math.exp(LISTS_MU + LISTS_SIGMA**2 / 2)
+WINDOWS_PER_DAY = 288
+
+
+class Shoppers:
+    """A shop's shoppers: activity, click propensity, position bias and a sticky routing position.
+
+    Sized so that their sessions make ``lists_per_window`` lists per 5 minutes; the routing
+    position is what the hash of the shopper's id is to serving (the challenger serves the
+    shoppers below the canary weight).
+    """
+
+    def __init__(self, lists_per_window: int, rng: np.random.Generator) -> None:
+        self.sessions_per_window = lists_per_window / MEAN_LISTS_PER_SESSION
+        n = max(100, round(self.sessions_per_window * WINDOWS_PER_DAY / SESSIONS_PER_DAY))
+        activity = rng.lognormal(0.0, ACTIVITY_SIGMA, n)
+        self.share = activity / activity.sum()
+        self.cdf = np.cumsum(self.share)
+        self.m = rng.lognormal(-(PROPENSITY_SIGMA**2) / 2, PROPENSITY_SIGMA, n)
+        self.eta = EXAM_MEDIAN * rng.lognormal(0.0, EXAM_SIGMA, n)
+        self.pos = rng.uniform(size=n)
+        self.n = n
+
+    def draw(self, rng: np.random.Generator, sessions: int) -> np.ndarray:
+        """Shoppers of ``sessions`` sessions (a shopper's chance is their share of activity)."""
+        return np.minimum(np.searchsorted(self.cdf, rng.uniform(size=sessions)), self.n - 1)
+
+    @staticmethod
+    def session_sizes(rng: np.random.Generator, sessions: int) -> np.ndarray:
+        return np.maximum(1, np.rint(rng.lognormal(LISTS_MU, LISTS_SIGMA, sessions))).astype(np.int64)
+
+    def sessions(self, rng: np.random.Generator, lists: int) -> tuple[np.ndarray, np.ndarray]:
+        """(shopper, lists) of the sessions that make ``lists`` lists (the last one cut to fit)."""
+        users, sizes = [], []
+        total = 0
+        while total < lists:
+            s = self.session_sizes(rng, max(8, int(1.2 * (lists - total) / MEAN_LISTS_PER_SESSION)))
+            users.append(self.draw(rng, s.size))
+            sizes.append(s)
+            total += int(s.sum())
+        u, z = np.concatenate(users), np.concatenate(sizes)
+        cut = int(np.searchsorted(np.cumsum(z), lists))
+        u, z = u[: cut + 1], z[: cut + 1].copy()
+        z[-1] -= int(z.sum()) - lists
+        return u, z
+
+    def list_users(self, rng: np.random.Generator, lists: int) -> np.ndarray:
+        """The shopper of each of ``lists`` lists, sessions kept together."""
+        u, z = self.sessions(rng, lists)
+        return np.repeat(u, z)
 
 
 class ClickModel:
@@ -94,20 +168,22 @@ class ClickModel:
     Each request has a pool of ``POOL`` candidate items with attractiveness ``a`` (Beta(0.25, 3)
     times a scale); a model ranks the pool by ``log a`` plus Gaussian noise of its own size (the
     champion's 0.5; a worse model's more; a broken model's ranking is random) and serves its top
-    K. Shoppers click each shown item independently with probability ``a x examination(position)``
-    (a position-based click model, examination ``1 / (pos + 1)^0.7``). The scale is set so the
-    champion's list CTR is ``ctr``; a challenger's noise so its list CTR is ``(1 - drop)`` times
-    that. The same lists, team-drafted, give the interleaved canary, so both designs are measured
-    on one world, and a 20% worse model means the same thing for both.
+    K. The shopper (``Shoppers``: sessions of several lists, heterogeneous click propensity ``m``
+    and position bias ``eta``) clicks each shown item independently with probability
+    ``min(1, m x a x (pos + 1)^-eta)``. The scale is set so the champion's list CTR is ``ctr``; a
+    challenger's noise so its list CTR is ``(1 - drop)`` times that. The same lists, team-drafted,
+    give the interleaved canary, so both designs are measured on one world, and a 20% worse model
+    means the same thing for both.
     """
 
     POOL = 40
     CHAMPION_NOISE = 0.5
 
-    def __init__(self, ctr: float, seed: int = 0) -> None:
+    def __init__(self, ctr: float, seed: int = 0, lists_per_window: int = 1000) -> None:
         self.rng = np.random.default_rng(seed)
-        self.exam = 1.0 / (np.arange(K) + 1.0) ** 0.7
-        self.scale = self._solve(lambda s: self.list_ctr(self.CHAMPION_NOISE, s), ctr, 0.01, 1.0)
+        self.shoppers = Shoppers(lists_per_window, np.random.default_rng(seed + 1000))
+        self.positions = np.arange(K, dtype=np.float64) + 1.0
+        self.scale = self._solve(lambda s: self.list_ctr(self.CHAMPION_NOISE, s), ctr, 0.01, 3.0)
 
     def _solve(self, f: object, target: float, lo: float, hi: float, decreasing: bool = False) -> float:
         for _ in range(18):
@@ -137,11 +213,18 @@ class ClickModel:
             s = np.log(a + 1e-12) + noise * rng.standard_normal(a.shape)
         return np.argsort(-s, axis=1)[:, :K]
 
+    def click_probability(self, shown: np.ndarray, users: np.ndarray) -> np.ndarray:
+        """P(click) of each shown item (attractiveness ``shown``, (n, K)) for the lists' shoppers."""
+        sh = self.shoppers
+        exam = self.positions[None, :] ** -sh.eta[users][:, None]
+        return np.minimum(1.0, sh.m[users][:, None] * shown * exam)
+
     def list_ctr(self, noise: float, scale: float, n: int = 40_000) -> float:
         rng = np.random.default_rng(12345)
         a = self._pool(n, scale, rng)
-        p = np.take_along_axis(a, self._rank(a, noise, rng), 1) * self.exam
-        return float((rng.uniform(size=p.shape) < p).any(axis=1).mean())
+        users = self.shoppers.draw(rng, n)
+        p = self.click_probability(np.take_along_axis(a, self._rank(a, noise, rng), 1), users)
+        return float((1.0 - np.prod(1.0 - p, axis=1)).mean())
 
     def serve(
         self,
@@ -151,36 +234,69 @@ class ClickModel:
         noises: tuple[float, float],
         interleave: bool,
         scale: float | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        tag: str = "",
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``n`` lists: (item ids (n, K), source 0 champion / 1 challenger (n, K), clicked (n, K),
-        list arm: 0 champion, 1 challenger (split) or interleaved)."""
+        list arm: 0 champion, 1 challenger (split) or interleaved, shopper). ``share``: the share
+        of shoppers routed to the canary's arm (by their routing position)."""
+        users = self.shoppers.list_users(rng, n)
         a = self._pool(n, self.scale if scale is None else scale, rng)
         ranked = [self._rank(a, noises[0], rng), self._rank(a, noises[1], rng)]
-        arm = (rng.uniform(size=n) < share).astype(np.int64)
+        arm = (self.shoppers.pos[users] < share).astype(np.int64)
         items = np.where(arm[:, None] == 1, ranked[1], ranked[0])
         source = np.repeat(arm[:, None], K, axis=1)
         if interleave:
             for i in np.flatnonzero(arm):
-                m = team_draft([str(x) for x in ranked[0][i]], [str(x) for x in ranked[1][i]], K, f"{i}")
+                m = team_draft([str(x) for x in ranked[0][i]], [str(x) for x in ranked[1][i]], K, f"{tag}{i}")
                 items[i] = [ranked[t][i][r] for t, r in zip(m.teams, m.ranks, strict=True)]
                 source[i] = m.teams
-        p = np.take_along_axis(a, items, 1) * self.exam
+        p = self.click_probability(np.take_along_axis(a, items, 1), users)
         clicked = rng.uniform(size=p.shape) < p
         ids = items + self.POOL * rng.integers(0, 5000 // self.POOL, size=(n, 1))
-        return ids, source, clicked, arm
+        return ids, source, clicked, arm, users
 
-    def outcome_rates(self, drop: float, interleave: bool, n: int = 60_000) -> dict[str, float]:
-        """Per-list outcome probabilities (for the counts-level Monte Carlo): split list CTRs, or
-        the interleaved lists' win shares."""
+    def shopper_rates(self, drop: float, n: int = 20_000) -> dict[str, np.ndarray]:
+        """Per shopper, the per-list outcome probabilities a canary's Monte Carlo draws from:
+        ``champion`` / ``challenger`` list CTRs (split) and the interleaved lists' win shares
+        ``challenger_wins`` / ``champion_wins``, on a grid of (propensity, position bias) cells
+        (deciles x sextiles of the population) evaluated on ``n`` pools."""
         rng = np.random.default_rng(777)
         noises = (self.CHAMPION_NOISE, self.noise_for(drop))
-        _, source, clicked, _arm = self.serve(rng, n, 1.0, noises, interleave)
-        if not interleave:
-            _, _, clicked_b, _ = self.serve(rng, n, 0.0, noises, False)
-            return {"champion": float(clicked_b.any(1).mean()), "challenger": float(clicked.any(1).mean())}
-        c = (clicked & (source == 1)).sum(1)
-        b = (clicked & (source == 0)).sum(1)
-        return {"challenger_wins": float((c > b).mean()), "champion_wins": float((b > c).mean())}
+        a = self._pool(n, self.scale, rng)
+        ranked = [self._rank(a, noises[0], rng), self._rank(a, noises[1], rng)]
+        items, teams = np.empty_like(ranked[0]), np.empty_like(ranked[0])
+        for i in range(n):
+            m = team_draft([str(x) for x in ranked[0][i]], [str(x) for x in ranked[1][i]], K, f"g{i}")
+            items[i] = [ranked[t][i][r] for t, r in zip(m.teams, m.ranks, strict=True)]
+            teams[i] = m.teams
+        shown = [np.take_along_axis(a, r, 1) for r in (*ranked, items)]
+        sh = self.shoppers
+        m_edges = np.quantile(sh.m, np.linspace(0, 1, 11))
+        e_edges = np.quantile(sh.eta, np.linspace(0, 1, 7))
+        m_cell = np.clip(np.searchsorted(m_edges, sh.m) - 1, 0, 9)
+        e_cell = np.clip(np.searchsorted(e_edges, sh.eta) - 1, 0, 5)
+        grid = {k: np.zeros((10, 6)) for k in ("champion", "challenger", "challenger_wins", "champion_wins")}
+        for i in range(10):
+            for j in range(6):
+                in_cell = (m_cell == i) & (e_cell == j)
+                if not in_cell.any():
+                    continue
+                m = float(np.median(sh.m[in_cell]))
+                exam = self.positions ** -float(np.median(sh.eta[in_cell]))
+                p = [np.minimum(1.0, m * s * exam) for s in shown]
+                grid["champion"][i, j] = float((1 - np.prod(1 - p[0], axis=1)).mean())
+                grid["challenger"][i, j] = float((1 - np.prod(1 - p[1], axis=1)).mean())
+                # Distribution of (challenger clicks - champion clicks) per interleaved list.
+                dist = np.zeros((n, 2 * K + 1))
+                dist[:, K] = 1.0
+                for pos in range(K):
+                    q = p[2][:, pos][:, None]
+                    step = np.where(teams[:, pos] == 1, 1, -1)[:, None]
+                    moved = np.where(step == 1, np.roll(dist, 1, axis=1), np.roll(dist, -1, axis=1))
+                    dist = dist * (1 - q) + moved * q
+                grid["challenger_wins"][i, j] = float(dist[:, K + 1 :].sum(axis=1).mean())
+                grid["champion_wins"][i, j] = float(dist[:, :K].sum(axis=1).mean())
+        return {k: v[m_cell, e_cell] for k, v in grid.items()}
 
 
 def window_traffic(
@@ -197,8 +313,9 @@ def window_traffic(
 ) -> pa.Table:
     t0 = int(start.timestamp() * 1000)
     ts = t0 + rng.integers(0, 300_000, lists)
-    ids, source, clicked, arm = model.serve(rng, lists, share, noises, interleave, scale)
+    ids, source, clicked, arm, users = model.serve(rng, lists, share, noises, interleave, scale, f"{t0}-")
     rid = np.char.add(f"w{t0}-", np.arange(lists).astype(str))
+    props = np.char.add(np.char.add('{"user_hash": "u', users.astype(str)), '"}')
     scores = np.sort(rng.beta(5, 2, size=(lists, K)), axis=1)[:, ::-1]
     if broken_scores:
         bad = source == 1
@@ -223,6 +340,7 @@ def window_traffic(
         "variant": np.concatenate([np.repeat(variant, K), np.full(li.size + lists, None)]),
         "model_version": np.concatenate([version.ravel(), np.full(li.size + lists, None)]),
         "category": np.concatenate([np.full(n_imp + li.size, None), cats]),
+        "properties": np.concatenate([np.repeat(props, K), np.full(li.size + lists, None)]),
     }
     return pa.table(
         {
@@ -239,6 +357,7 @@ def window_traffic(
             "price": pa.nulls(len(cols["event_type"]), pa.float64()),
             "quantity": pa.nulls(len(cols["event_type"]), pa.float64()),
             "category": pa.array(cols["category"], pa.string()),
+            "properties": pa.array(cols["properties"], pa.string()),
         }
     )
 
@@ -253,8 +372,10 @@ def run(
     canary: bool = True,
     champion_scale_after: tuple[int, float] | None = None,
     interleave: bool = False,
+    factor: float = 2.0,
 ) -> list[list[str]]:
-    """Alarm suffixes in ALARM after each window's pass.
+    """Alarm suffixes in ALARM after each window's pass (``factor``: interleaved lists per
+    challenger list of a split at the same weight).
 
     ``champion_scale_after = (window, scale)`` changes the shoppers' attractiveness scale from that
     window on (taste drift: the champion's list CTR falls).
@@ -265,7 +386,7 @@ def run(
     deployment = (
         Deployment(champion="v1", challenger="v2", canary_weight=0.1) if canary else Deployment(champion="v1")
     )
-    share = 0.1 if canary else 0.0
+    share = (min(1.0, factor * 0.1) if interleave else 0.1) if canary else 0.0
     versions = {"champion": "v1", "challenger": "v2"}
     points: dict[str, list[float | None]] = {a.suffix: [] for a in MODEL_ALARMS}
     firing = []
@@ -316,150 +437,230 @@ def quality_bound(
     )
 
 
-def power(
-    lists: int,
-    rates: dict[str, float],
-    windows: int,
-    runs: int,
-    seed: int,
-    datapoints: tuple[int, int] | None = None,
-    share: float = 0.1,
-) -> list[int | None]:
-    """Counts-level Monte Carlo of the quality alarm: per run, the first window after canary start
-    at which ``challenger-quality`` is in ALARM (None: not within ``windows``).
+class CanaryMC:
+    """Session-level Monte Carlo of a canary's decision statistics in the shoppers' world.
 
-    ``rates`` are per-list outcome probabilities (``ClickModel.outcome_rates``): split list CTRs
-    (``champion``, ``challenger``) or interleaved win shares (``challenger_wins``,
-    ``champion_wins``). It mirrors what the job computes when clicks come within a minute (the
-    bench's and the simulator's delays): cumulative counts since the canary started, the same
-    guard, bound and M-of-N rule (``datapoints`` overrides the alarm's M of N).
+    Sessions come as in ``ClickModel.serve`` (shoppers by activity, several lists each); a list's
+    outcome is drawn from its shopper's per-list probabilities (``ClickModel.shopper_rates``), so
+    a shopper's lists share the shopper's propensity and position bias. Every window gives the
+    cumulative counts the job would hold, and the statistics are the job's: the interleaved win
+    odds (``guarded_preference``), the split's list-level ratio (``guarded_compare``) and the
+    split's shopper-level ratio without and with the pre-canary covariate
+    (``guarded_user_compare``; the covariate is each shopper's clicked lists over ``pre_hours``
+    of champion traffic before the canary).
     """
-    spec = next(a for a in DEFAULT_ALARMS if a.suffix == "challenger-quality")
-    if datapoints is not None:
-        spec = replace(spec, datapoints_to_alarm=datapoints[0], evaluation_periods=datapoints[1])
-    cfg = MonitoringConfig()
-    rng = np.random.default_rng(seed)
-    interleaved = "challenger_wins" in rates
-    out: list[int | None] = []
-    for _ in range(runs):
-        n_c = rng.binomial(lists, share, windows)
-        if interleaved:
-            p = [rates["challenger_wins"], rates["champion_wins"]]
-            draws = np.array([rng.multinomial(n, [*p, 1 - sum(p)]) for n in n_c])
-            x_c, x_b = np.cumsum(draws[:, 0]), np.cumsum(draws[:, 1])
-        else:
-            n_b = lists - n_c
-            x_c = np.cumsum(rng.binomial(n_c, rates["challenger"]))
-            x_b = np.cumsum(rng.binomial(n_b, rates["champion"]))
-            cn_c, cn_b = np.cumsum(n_c), np.cumsum(n_b)
-        points: list[float | None] = []
-        hit = None
+
+    STATS = ("interleaved", "split_lists", "split_users", "split_cuped")
+
+    def __init__(self, model: ClickModel, rates: dict[str, np.ndarray], lists: int, pre_hours: float = 24.0):
+        self.model, self.rates, self.lists, self.pre_hours = model, rates, lists, pre_hours
+        self.cfg = MonitoringConfig()
+
+    def _pre(self, rng: np.random.Generator) -> np.ndarray:
+        """Each shopper's covariate: pre-canary clicked lists minus the pre-period CTR x lists."""
+        sh = self.model.shoppers
+        sessions = rng.poisson(sh.share * sh.sessions_per_window * self.pre_hours * 12)
+        sizes = Shoppers.session_sizes(rng, int(sessions.sum()))
+        px = np.bincount(np.repeat(np.arange(sh.n), sessions), weights=sizes, minlength=sh.n)
+        py = rng.binomial(px.astype(np.int64), self.rates["champion"])
+        rate = py.sum() / max(px.sum(), 1.0)
+        return py - rate * px
+
+    def runs(
+        self, seed: int, runs: int, windows: int, weights: object, design: str, stop: object = None
+    ) -> list[list[dict[str, object]]]:
+        """Per run, per window: the cumulative state (see ``_window``). ``weights(w, history)`` is
+        the canary weight of window ``w``; ``stop(w, history)`` ends the run early when true."""
+        rng = np.random.default_rng(seed)
+        out = []
+        for _ in range(runs):
+            out.append(self._run(rng, windows, weights, design, stop))
+        return out
+
+    def _run(self, rng, windows, weights, design, stop):  # type: ignore[no-untyped-def]
+        sh, r = self.model.shoppers, self.rates
+        x = self._pre(rng) if design == "split" else np.zeros(sh.n)
+        n_u = np.zeros((2, sh.n))
+        y_u = np.zeros((2, sh.n))
+        sums = np.zeros((2, len(USER_SUM_FIELDS)))
+        lists = np.zeros(4, dtype=np.int64)  # x_c, n_c, x_b, n_b (split) / wins_c, 0, wins_b, 0
+        history: list[dict[str, object]] = []
         for w in range(windows):
-            b = quality_bound(
-                cfg,
-                interleaved,
-                int(x_c[w]),
-                0 if interleaved else int(cn_c[w]),
-                int(x_b[w]),
-                0 if interleaved else int(cn_b[w]),
-            )
+            weight = float(weights(w, history))  # type: ignore[operator]
+            users, sizes = sh.sessions(rng, self.lists)
+            share = min(1.0, ILV_FACTOR * weight) if design == "interleaved" else weight
+            arm = sh.pos[users] < share
+            if design == "interleaved":
+                p = np.stack([r["challenger_wins"][users], r["champion_wins"][users]], axis=1)
+                p = np.concatenate([p, 1 - p.sum(1, keepdims=True)], axis=1)
+                draws = rng.multinomial(np.where(arm, sizes, 0), p)
+                lists += np.array([draws[:, 0].sum(), 0, draws[:, 1].sum(), 0])
+            else:
+                p = np.where(arm, r["challenger"][users], r["champion"][users])
+                clicks = rng.binomial(sizes, p)
+                lists += np.array(
+                    [clicks[arm].sum(), sizes[arm].sum(), clicks[~arm].sum(), sizes[~arm].sum()]
+                )
+                for a, mask in ((0, arm), (1, ~arm)):
+                    u = users[mask]
+                    if not u.size:
+                        continue
+                    uu, inv = np.unique(u, return_inverse=True)
+                    dn = np.bincount(inv, weights=sizes[mask])
+                    dy = np.bincount(inv, weights=clicks[mask])
+                    sums[a] -= _contrib(n_u[a, uu], y_u[a, uu], x[uu])
+                    n_u[a, uu] += dn
+                    y_u[a, uu] += dy
+                    sums[a] += _contrib(n_u[a, uu], y_u[a, uu], x[uu])
+            history.append({"weight": weight, "counts": lists.copy(), "sums": sums.copy()})
+            if stop is not None and stop(w, history):  # type: ignore[operator]
+                break
+        return history
+
+    def bound(self, state: dict[str, object], stat: str) -> RatioBound | None:
+        """The quality alarm's bound (``challenger-quality``) on one window's cumulative state."""
+        cfg = self.cfg
+        c = state["counts"]
+        if stat == "interleaved":
+            return quality_bound(cfg, True, int(c[0]), 0, int(c[2]), 0)  # type: ignore[index]
+        if stat == "split_lists":
+            return quality_bound(cfg, False, int(c[0]), int(c[1]), int(c[2]), int(c[3]))  # type: ignore[index]
+        sums = state["sums"]
+        if sums[0][0] < 1 or sums[1][0] < 1:  # type: ignore[index]
+            return None
+        return guarded_user_compare(
+            list(sums[0]),  # type: ignore[index]
+            list(sums[1]),  # type: ignore[index]
+            alpha=cfg.alpha,
+            tau=cfg.tau,
+            min_lists=cfg.min_lists_for_comparison,
+            min_champion_successes=cfg.min_clicks_for_comparison,
+            margin=cfg.quality_margin,
+            adjust=stat == "split_cuped",
+        )
+
+    def first_alarm(self, history: list[dict[str, object]], stat: str) -> int | None:
+        """The first window (1-based) at which ``challenger-quality`` is in ALARM on ``stat``."""
+        spec = next(a for a in DEFAULT_ALARMS if a.suffix == "challenger-quality")
+        points: list[float | None] = []
+        for w, state in enumerate(history):
+            b = self.bound(state, stat)
             points.append(None if b is None else b.drop_lcb)
             if alarm_state(spec, points) == "ALARM":
-                hit = w + 1
-                break
-        out.append(hit)
-    return out
+                return w + 1
+        return None
+
+    def evidence(self, state: dict[str, object], stat: str) -> RatioBound | None:
+        """The promotion evidence (non-inferiority bound) on one (matured) cumulative state."""
+        cfg = self.cfg
+        c = state["counts"]
+        if stat == "interleaved":
+            if c[0] + c[2] < RolloutPolicy().min_evidence_lists:  # type: ignore[index,operator]
+                return None
+            return compare_preference(
+                int(c[0]),  # type: ignore[index]
+                int(c[2]),  # type: ignore[index]
+                cfg.noninferiority_alpha,
+                cfg.interleaved_tau,
+                cfg.interleaved_noninferiority_margin,
+            )
+        sums = state["sums"]
+        if min(sums[0][1], sums[1][1]) < RolloutPolicy().min_evidence_lists:  # type: ignore[index]
+            return None
+        return compare_user_rates(
+            list(sums[0]),  # type: ignore[index]
+            list(sums[1]),  # type: ignore[index]
+            cfg.noninferiority_alpha,
+            cfg.tau,
+            cfg.noninferiority_margin,
+        )
+
+
+ILV_FACTOR = 2.0
+
+
+def _contrib(n: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The shoppers' contributions to the ``USER_SUM_FIELDS`` (a shopper counts once it has a list)."""
+    seen = (n > 0).astype(np.float64)
+    xs = x * seen
+    return np.array([seen.sum(), n.sum(), y.sum(), n @ n, y @ y, n @ y, xs.sum(), xs @ xs, xs @ y, xs @ n])
+
+
+def power(mc: CanaryMC, design: str, windows: int, runs: int, seed: int) -> dict[str, list[int | None]]:
+    """First alarm window per run, per statistic of ``design``, for a canary at 10%."""
+    hist = mc.runs(seed, runs, windows, lambda w, h: 0.1, design)
+    stats = ("interleaved",) if design == "interleaved" else ("split_lists", "split_users", "split_cuped")
+    return {s: [mc.first_alarm(h, s) for h in hist] for s in stats}
 
 
 def promotion(
-    lists: int,
-    rates: dict[str, float],
-    runs: int,
-    seed: int,
-    policy: RolloutPolicy | None = None,
-    max_windows: int = 12 * 72,
-) -> dict[str, float]:
-    """Counts-level Monte Carlo of the staged promotion on evidence (``Rollout.step``'s rule).
+    mc: CanaryMC, design: str, runs: int, seed: int, max_windows: int = 12 * 72
+) -> dict[str, object]:
+    """Monte Carlo of the staged promotion on evidence (``Rollout.step``'s rule).
 
-    Per run, window by window: the canary serves ``lists`` at the stage's weight; the quality
-    alarm (cumulative, all windows) ends the canary; the evidence is the non-inferiority bound on
-    the windows matured (6 windows after their end) since the canary started; a stage advances when
-    it is old enough and the bound clears ``1 - margin`` with enough data, and ends the canary when
-    held past ``max_stage_hours``. Returns the share of runs that got past 50% (promoted), that were
-    ended (alarm or held too long), and the median windows to promotion.
+    Per run, window by window: the canary serves at the stage's weight; the quality alarm (the
+    design's statistic: interleaved win odds, or the split's shopper-level CUPED ratio) ends the
+    canary; the evidence is the non-inferiority bound on the windows matured (6 windows after
+    their end); a stage advances when it is old enough and the bound clears ``1 - margin`` with
+    enough data, and ends the canary when held past ``max_stage_hours``. Returns the share of runs
+    promoted past 50%, the share ended, and the median windows to promotion.
     """
-    policy = policy or RolloutPolicy()
-    cfg = MonitoringConfig()
-    rng = np.random.default_rng(seed)
-    interleaved = "challenger_wins" in rates
-    quality = next(a for a in DEFAULT_ALARMS if a.suffix == "challenger-quality")
+    policy = RolloutPolicy()
+    stat = "interleaved" if design == "interleaved" else "split_cuped"
+    spec = next(a for a in DEFAULT_ALARMS if a.suffix == "challenger-quality")
     stage_windows = math.ceil(policy.min_stage_minutes / 5)
-    past_half = ended = 0
+    cfg = mc.cfg
+    margin = cfg.interleaved_noninferiority_margin if design == "interleaved" else cfg.noninferiority_margin
+
+    class Walk:
+        def __init__(self) -> None:
+            self.stage, self.age, self.points, self.result = 0, 0, [], None  # type: ignore[var-annotated]
+
+        def weight(self, w: int, h: list[dict[str, object]]) -> float:
+            return policy.stages[self.stage]
+
+        def stop(self, w: int, h: list[dict[str, object]]) -> bool:
+            b = mc.bound(h[-1], stat)
+            self.points.append(None if b is None else b.drop_lcb)
+            if alarm_state(spec, self.points) == "ALARM":
+                self.result = "ended"
+                return True
+            self.age += 1
+            if self.age * 5 >= 60 * policy.max_stage_hours:
+                self.result = "ended"
+                return True
+            matured = w + 1 - 6
+            if self.age < stage_windows or matured < policy.min_mature_windows:
+                return False
+            ev = mc.evidence(h[matured - 1], stat)
+            if ev is None or ev.lower < 1 - margin:
+                return False
+            if policy.stages[self.stage] >= 0.5:
+                self.result = w + 1
+                return True
+            self.stage, self.age = self.stage + 1, 0
+            return False
+
+    rng_seed = seed
+    past = ended = 0
     times = []
-    for _ in range(runs):
-        stage, age = 0, 0
-        # Cumulative (x_c, n_c, x_b, n_b) after each window.
-        cum: list[np.ndarray] = [np.zeros(4, dtype=np.int64)]
-        points: list[float | None] = []
-        for w in range(max_windows):
-            weight = policy.stages[stage]
-            n_c = int(rng.binomial(lists, weight))
-            if interleaved:
-                p = [rates["challenger_wins"], rates["champion_wins"]]
-                x_c, x_b, _ = rng.multinomial(n_c, [*p, 1 - sum(p)])
-                step = np.array([x_c, 0, x_b, 0], dtype=np.int64)
-            else:
-                n_b = lists - n_c
-                step = np.array(
-                    [rng.binomial(n_c, rates["challenger"]), n_c, rng.binomial(n_b, rates["champion"]), n_b],
-                    dtype=np.int64,
-                )
-            cum.append(cum[-1] + step)
-            tot = cum[-1]
-            b = quality_bound(cfg, interleaved, int(tot[0]), int(tot[1]), int(tot[2]), int(tot[3]))
-            points.append(None if b is None else b.drop_lcb)
-            if alarm_state(quality, points) == "ALARM":
-                ended += 1
-                break
-            age += 1
-            matured = max(0, w + 1 - 6)  # a window's clicks mature 6 windows after it ends
-            if age * 5 >= 60 * policy.max_stage_hours:
-                ended += 1
-                break
-            if age < stage_windows or matured < policy.min_mature_windows:
-                continue
-            m = cum[matured]
-            margin = cfg.interleaved_noninferiority_margin if interleaved else cfg.noninferiority_margin
-            if interleaved:
-                if m[0] + m[2] < policy.min_evidence_lists:
-                    continue
-                ev = compare_preference(
-                    int(m[0]), int(m[2]), cfg.noninferiority_alpha, cfg.interleaved_tau, margin
-                )
-            else:
-                if min(m[1], m[3]) < policy.min_evidence_lists:
-                    continue
-                ev = compare_rates(
-                    int(m[0]),
-                    int(m[1]),
-                    int(m[2]),
-                    int(m[3]),
-                    cfg.noninferiority_alpha,
-                    cfg.tau,
-                    cfg.noninferiority_margin,
-                )
-            if ev.lower < 1 - margin:
-                continue
-            if policy.stages[stage] >= 0.5:
-                past_half += 1
-                times.append(w + 1)
-                break
-            stage, age = stage + 1, 0
+    for i in range(runs):
+        walk = Walk()
+        mc.runs(rng_seed + i, 1, max_windows, walk.weight, design, walk.stop)
+        if walk.result == "ended":
+            ended += 1
+        elif walk.result is not None:
+            past += 1
+            times.append(int(walk.result))
     return {
-        "promoted_past_half": round(past_half / runs, 3),
+        "promoted_past_half": round(past / runs, 3),
         "ended": round(ended / runs, 3),
-        "median_windows_to_promotion": float(np.median(times)) if times else None,  # type: ignore[dict-item]
+        "median_windows_to_promotion": float(np.median(times)) if times else None,
     }
+
+
+def _share(hits: list[int | None], within: int | None = None) -> float:
+    return round(sum(1 for h in hits if h is not None and (within is None or h <= within)) / len(hits), 3)
 
 
 def main(argv: list[str]) -> int:
@@ -474,68 +675,109 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--power-lists",
         type=lambda v: [int(x) for x in v.split(",")],
-        default=[500, 1000, 2000, 4000, 8000],
-        help="lists per window for the power table (comma-separated)",
+        default=[500, 2000],
+        help="other lists per window for the power table (comma-separated)",
     )
     p.add_argument("--power-runs", type=int, default=400, help="Monte Carlo canaries per traffic level")
+    p.add_argument("--null-runs", type=int, default=400, help="Monte Carlo canaries of an equal challenger")
     p.add_argument("--promotion-runs", type=int, default=100, help="Monte Carlo canaries of the promotion")
+    p.add_argument(
+        "--interleave-factor",
+        type=float,
+        default=ILV_FACTOR,
+        help="interleaved lists per challenger list of a split at the same weight (2: the same challenger exposure)",
+    )
+    p.add_argument("--skip-stable", action="store_true", help="skip the 48-hour runs through the job")
     args = p.parse_args(argv)
     t = time.perf_counter()
     n = args.lists_per_window
-    model = ClickModel(args.ctr, args.seed)
+    globals()["ILV_FACTOR"] = args.interleave_factor
+    model = ClickModel(args.ctr, args.seed, n)
     subtle_noise = model.noise_for(0.2)
+    sh = model.shoppers
     out: dict[str, object] = {
         "bench": "detection",
         "lists_per_window": n,
         "champion_list_ctr": args.ctr,
-        "click_model": {"scale": round(model.scale, 4), "noise_20pct_worse": round(subtle_noise, 3)},
+        "interleave_factor": args.interleave_factor,
+        "click_model": {
+            "scale": round(model.scale, 4),
+            "noise_20pct_worse": round(subtle_noise, 3),
+            "shoppers": sh.n,
+        },
     }
+    deadline = 7 + 6  # clicks mature 30 min after a window ends: 6 windows after the first maturity
     for design in ("interleaved", "split"):
         ilv = design == "interleaved"
-        broken = run(model, 4, n, math.inf, True, args.seed, interleave=ilv)
+        tw = time.perf_counter()
+        broken = run(model, 4, n, math.inf, True, args.seed, interleave=ilv, factor=args.interleave_factor)
         broken_at = next(
             (i + 1 for i, f in enumerate(broken) if any(s.startswith("challenger") for s in f)), None
         )
-        # Clicks mature 30 min after a window ends: the first window matures at the end of window 7.
-        subtle = run(model, 7 + 12, n, subtle_noise, False, args.seed + 1, interleave=ilv)
-        subtle_at = next((i + 1 - 7 for i, f in enumerate(subtle) if "challenger-quality" in f), None)
-        rates = model.outcome_rates(0.2, ilv)
-        power_table = {}
-        for lists in sorted({*args.power_lists, n}):
-            hits = power(lists, rates, 7 + 6, args.power_runs, args.seed + 10)
-            power_table[lists] = round(sum(1 for h in hits if h is not None) / len(hits), 3)
-        null_rates = model.outcome_rates(0.0, ilv)
-        if ilv:  # equal models: the credit is a fair coin (team draft), whatever the sample says
-            even = (null_rates["challenger_wins"] + null_rates["champion_wins"]) / 2
-            null_rates = {"challenger_wins": even, "champion_wins": even}
-        else:
-            null_rates = {"champion": null_rates["champion"], "challenger": null_rates["champion"]}
-        null = power(n, null_rates, int(args.hours * 12), args.power_runs // 4, args.seed + 20)
-        null_rate = round(sum(1 for h in null if h is not None) / len(null), 3)
-        worse5 = promotion(n, model.outcome_rates(0.05, ilv), args.promotion_runs, args.seed + 30)
-        equal = promotion(n, null_rates, args.promotion_runs // 2, args.seed + 40)
-        stable_windows = int(args.hours * 12)
-        stable = run(
-            model, stable_windows, n, ClickModel.CHAMPION_NOISE, False, args.seed + 2, interleave=ilv
+        subtle = run(
+            model,
+            7 + 12,
+            n,
+            subtle_noise,
+            False,
+            args.seed + 1,
+            interleave=ilv,
+            factor=args.interleave_factor,
         )
-        transitions = sum(1 for i, f in enumerate(stable) for s in f if i == 0 or s not in stable[i - 1])
+        # Windows from canary start (the deadline is 13: six windows after the first maturity).
+        subtle_at = next((i + 1 for i, f in enumerate(subtle) if "challenger-quality" in f), None)
+        power_table: dict[int, dict[str, float]] = {}
+        for lists in sorted({*args.power_lists, n}):
+            m = model if lists == n else ClickModel(args.ctr, args.seed, lists)
+            mc = CanaryMC(m, m.shopper_rates(0.2), lists)
+            hits = power(mc, design, deadline, args.power_runs, args.seed + 10)
+            power_table[lists] = {s: _share(h) for s, h in hits.items()}
+        rates = model.shopper_rates(0.0)
+        even = (rates["challenger_wins"] + rates["champion_wins"]) / 2
+        null_rates = {
+            **rates,
+            "challenger": rates["champion"],
+            "challenger_wins": even,
+            "champion_wins": even,
+        }
+        null_mc = CanaryMC(model, null_rates, n)
+        null = power(null_mc, design, int(args.hours * 12), args.null_runs, args.seed + 20)
+        worse5 = promotion(
+            CanaryMC(model, model.shopper_rates(0.05), n), design, args.promotion_runs, args.seed + 30
+        )
+        equal = promotion(null_mc, design, args.promotion_runs // 2, args.seed + 40)
         out[design] = {
             "broken_windows_to_alarm": broken_at,
-            "subtle_windows_after_maturity": subtle_at,
-            "subtle_outcome_rates": {k: round(v, 4) for k, v in rates.items()},
+            "subtle_windows_to_alarm": subtle_at,
             "subtle_power_by_lists": power_table,
             "subtle_power": power_table[n],
-            "quality_false_alarm_rate_mc": null_rate,
-            "stable_windows": stable_windows,
-            "stable_false_alarms": transitions,
+            "quality_false_alarm_rate_mc": {s: _share(h) for s, h in null.items()},
+            "null_runs": args.null_runs,
             "promotion_5pct_worse": worse5,
             "promotion_equal": equal,
         }
+        if not args.skip_stable:
+            stable_windows = int(args.hours * 12)
+            stable = run(
+                model,
+                stable_windows,
+                n,
+                ClickModel.CHAMPION_NOISE,
+                False,
+                args.seed + 2,
+                interleave=ilv,
+                factor=args.interleave_factor,
+            )
+            out[design]["stable_windows"] = stable_windows  # type: ignore[index]
+            out[design]["stable_false_alarms"] = sum(  # type: ignore[index]
+                1 for i, f in enumerate(stable) for s in f if i == 0 or s not in stable[i - 1]
+            )
+        out[design]["wall_s"] = round(time.perf_counter() - tw, 1)  # type: ignore[index]
         print(f"detection: {design}: {json.dumps(out[design])}", file=sys.stderr)
     # Taste drift: the champion loses --taste-drop of its CTR after 3 hours of normal traffic.
     drift_at = 36
     drifted = model._solve(
-        lambda sc: model.list_ctr(ClickModel.CHAMPION_NOISE, sc), args.ctr * (1 - args.taste_drop), 0.01, 1.0
+        lambda sc: model.list_ctr(ClickModel.CHAMPION_NOISE, sc), args.ctr * (1 - args.taste_drop), 0.01, 3.0
     )
     taste = run(
         model,

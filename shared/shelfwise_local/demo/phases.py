@@ -219,7 +219,7 @@ class Phases(Scenario):
         from shelfwise.offpolicy_log import bundle_scorer, logged_lists
         from shelfwise.serving.model import LoadedModel
 
-        source = S3EventSource(self.rt.s3, self.rt.physical_name("CuratedBucket"), (*COLUMNS, "properties"))
+        source = S3EventSource(self.rt.s3, self.rt.physical_name("CuratedBucket"), COLUMNS)
         now = datetime.fromtimestamp(self.rt.clock.now(), UTC)
         events = source.read(now - timedelta(days=2), now)
         data = logged_lists(events)

@@ -179,9 +179,9 @@ def expectations_met(result: dict[str, Any], cfg: DemoConfig) -> list[str]:
         failed.append(
             f"broken model rolled back after {result['detection_windows']} windows (> {cfg.detection_windows_max})"
         )
-    # The canary's 10% (half of it when interleaved: the challenger places half the items), plus 3
-    # points of hash-routing noise.
-    share = 0.1 * (0.5 if cfg.canary_mode == "interleave" else 1.0)
+    # The canary's 10% (interleaved: twice the shoppers at InterleaveFactor 2, each list half the
+    # challenger's, so the same 10% of the items), plus 3 points of hash-routing noise.
+    share = 0.1
     if result["exposed_share"] is not None and result["exposed_share"] > share + 0.03:
         failed.append(
             f"broken model placed {result['exposed_share']:.1%} of the items shown (> {share + 0.03:.0%})"
