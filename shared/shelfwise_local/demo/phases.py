@@ -146,7 +146,10 @@ class Phases(Scenario):
         )
         ope = reg.gate.off_policy or {}
         self.result["v3_off_policy"] = ope
-        self.stages["v3_refused_offline"] = bool(ope.get("applied")) and not ope.get("passed")
+        # refused when the registry did not offer it (an override waives the off-policy verdict)
+        self.stages["v3_refused_offline"] = (
+            bool(ope.get("applied")) and not ope.get("passed") and not reg.offered_for_canary
+        )
         self.v3 = version
         if self.stages["v3_refused_offline"]:
             self.result["v3_offline_exposure"] = 0.0
