@@ -12,6 +12,7 @@ import pytest
 
 from shelfwise import bundle as bundle_io
 from shelfwise import onnx_sequential as osq
+from shelfwise.errors import InputError
 from shelfwise.events import EVENT_WEIGHTS
 from shelfwise.training.data import Interactions, interactions_from_table, temporal_split
 from shelfwise.training.guard import fallback_on_test, guarded_choice, paired_bootstrap
@@ -20,7 +21,7 @@ from shelfwise.training.search import evaluate_model
 
 torch = pytest.importorskip("torch", reason="the sequential family needs PyTorch (make torch)")
 
-from shelfwise.training.sequential import Sequential, user_sequences  # noqa: E402
+from shelfwise.training.sequential import Sequential, Targets, user_sequences  # noqa: E402
 from tests.unit.test_training import synthetic_events  # noqa: E402
 
 TINY = {"dim": 16, "blocks": 2, "heads": 2, "max_len": 8, "epochs": 2, "batch_size": 32, "seed": 3}
@@ -78,6 +79,30 @@ def test_user_sequences_merge_consecutive_repeats_keep_strongest_type() -> None:
     assert indptr.tolist() == [0, 3]
     assert items.tolist() == [0, 1, 0]  # a (view+cart), b, a (purchase+view)
     assert types.tolist() == [4, 1, 5]
+
+
+def test_targets_skip_items_the_user_already_touched() -> None:
+    """Two users: a b a c b d (one per hour) and e e f (days apart); token positions 0..8."""
+    indptr = np.array([0, 6, 9])
+    items = np.array([0, 1, 0, 2, 1, 3, 4, 4, 5])
+    hour, day = 3_600_000, 86_400_000
+    ts = np.array([0, 1, 2, 3, 4, 5, 0, 2, 4], np.int64) * np.array([hour] * 6 + [day] * 3)
+    rng = np.random.default_rng(0)
+    draw = {mode: Targets(indptr, items, ts, mode, 1.0).draw(np.arange(9), rng) for mode in ("next", "new")}
+    assert draw["next"].tolist() == [1, 0, 2, 1, 3, -1, 4, 5, -1]
+    assert draw["new"].tolist() == [1, 2, 2, 3, 3, -1, 5, 5, -1]  # the next item not seen so far
+    future = Targets(indptr, items, ts, "future", 1.0)
+    allowed = [{1, 2, 3}, {2, 3}, {2, 3}, {3}, {3}, set(), set(), set(), set()]  # e's f is 2 days later
+    for seed in range(20):
+        got = future.draw(np.arange(9), np.random.default_rng(seed))
+        for pos, want in enumerate(allowed):
+            assert (got[pos] in want) if want else got[pos] == -1
+    seen = {int(future.draw(np.array([0]), np.random.default_rng(s))[0]) for s in range(40)}
+    assert seen == {1, 2, 3}  # drawn afresh: every later new item within the horizon turns up
+    padded = future.draw(np.array([[-1, -1, 3]]), rng)
+    assert padded.tolist() == [[-1, -1, 3]]
+    with pytest.raises(InputError, match="targets"):
+        Sequential(targets="last")
 
 
 def test_onnx_graph_matches_pytorch_reference(data: Interactions, model: Sequential, session: Any) -> None:

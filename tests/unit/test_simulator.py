@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -142,6 +143,39 @@ def test_daily_cycle_and_growth() -> None:
     assert (model.users.join_day >= 0).any(), "new users arrive over the period"
     assert len({c.split("/")[0] for c in catalogue.category}) == 8
     assert all(len(t.split()) >= 3 for t in catalogue.title[:50])
+
+
+def _next_session_same_leaf(params: ShopParams, seed: int) -> tuple[float, float]:
+    """(share of a user's consecutive sessions in one leaf, the same share with each user's
+    sessions in a random order: what independent sessions with that user's leaf mix give)."""
+    model = ShopModel(params, seed=seed)
+    blocks = [model.day(d) for d in range(params.n_days)]
+    viewed = [b.item >= 0 for b in blocks]
+    owner, session, ts, item = (
+        np.concatenate([getattr(b, f)[v] for b, v in zip(blocks, viewed, strict=True)])
+        for f in ("owner", "session", "ts", "item")
+    )
+    _, first = np.unique(session, return_index=True)  # one leaf per session: its first event's
+    u, t, lf = owner[first], ts[first], model.catalogue.leaf[item[first]]
+
+    def same(order: np.ndarray) -> float:
+        uu, ll = u[order], lf[order]
+        pair = uu[1:] == uu[:-1]
+        return float((ll[1:] == ll[:-1])[pair].mean())
+
+    return same(np.lexsort((t, u))), same(np.lexsort((np.random.default_rng(0).random(len(u)), u)))
+
+
+def test_shopping_missions_make_consecutive_sessions_share_a_category() -> None:
+    params = ShopParams(n_users=3000, n_items=800, n_days=6)
+    same, expected = _next_session_same_leaf(params, 4)
+    assert same > expected + 0.05  # what a user browsed last says what they browse next
+    none_same, none_expected = _next_session_same_leaf(replace(params, mission_share=0.0), 4)
+    assert abs(none_same - none_expected) < 0.02  # without missions sessions are independent
+    with pytest.raises(SimulatorError, match="mission_days"):
+        ShopParams(mission_days=0.0)
+    with pytest.raises(SimulatorError, match="mission_share"):
+        ShopParams(mission_share=1.5)
 
 
 def test_iso_timestamps_exact() -> None:

@@ -101,6 +101,13 @@ class ShopParams:
     search_share: float = 0.25
     explore_share: float = 0.2
     replenish_share: float = 0.03
+    # Shopping missions: a user's interest stays on one category for a while (comparing, deciding,
+    # coming back over several days); this share of their browsing sessions follows the current
+    # mission, which changes every `mission_days` (per-user phase). A mission is a need outside
+    # the favourites (a category by its weight) `mission_explore` of the time, else a favourite.
+    mission_share: float = 0.6
+    mission_days: float = 3.0
+    mission_explore: float = 0.5
     # Items: share launched before day 0 (the rest arrive over the period), Zipf exponent.
     initial_item_share: float = 0.9
     zipf_a: float = 1.05
@@ -138,6 +145,8 @@ class ShopParams:
             "search_share",
             "explore_share",
             "replenish_share",
+            "mission_share",
+            "mission_explore",
             "initial_item_share",
             "in_stock_share",
             "consumable_share",
@@ -149,6 +158,8 @@ class ShopParams:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise SimulatorError(f"{name} must be within [0, 1], got {value!r}")
+        if not (math.isfinite(self.mission_days) and self.mission_days > 0):
+            raise SimulatorError(f"mission_days must be a positive number of days, got {self.mission_days!r}")
         for inc in self.incidents:
             if inc.at >= self.n_days:
                 raise SimulatorError(

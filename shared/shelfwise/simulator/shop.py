@@ -111,6 +111,7 @@ MAX_VIEWS = 200
 
 # Stream ids for SeedSequence([seed, stream, ...]): each concern draws from its own stream.
 STREAM_SHOP, STREAM_DAY, STREAM_DRIFT, STREAM_LOOP, STREAM_EXPORT, STREAM_CALIBRATE = 1, 2, 3, 4, 5, 6
+STREAM_MISSION = 7
 ANON_VISITOR_OFFSET = 10**11  # anonymous visitors' ids in formats that need a user (Taobao, RetailRocket)
 BOT_USER_OFFSET = 9 * 10**9
 
@@ -138,6 +139,23 @@ def take_rows(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(a)
     rows = a.view(np.dtype((np.void, a.shape[1] * a.itemsize))).ravel()
     return np.take(rows, idx).view(a.dtype).reshape(len(idx), a.shape[1])
+
+
+def hash_uniform(*keys: np.ndarray | int) -> np.ndarray:
+    """Uniform [0, 1) numbers that are a pure function of integer keys (splitmix64 of each in turn).
+
+    State that spans days (a user's current shopping mission) comes from it, so every day is still
+    generated on its own and the same keys always give the same number.
+    """
+    with np.errstate(over="ignore"):
+        h = np.zeros(np.broadcast(*[np.asarray(k) for k in keys]).shape, dtype=np.uint64)
+        for k in keys:
+            h = h ^ np.asarray(k).astype(np.uint64)
+            h = h + np.uint64(0x9E3779B97F4A7C15)
+            h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            h = h ^ (h >> np.uint64(31))
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -518,6 +536,10 @@ class ShopModel:
         leaf = users.fav_leaves[u, k].astype(np.int64)
         w = self.leaf_weight[: self.n_leaves_base]
         explore = rng.random(n) < self.params.explore_share
+        # a session that follows its mission (``_mission_leaves``): a need by category weight, or
+        # a favourite (the draw above stands for it)
+        mission = rng.random(n) < self.params.mission_share
+        explore = np.where(mission, rng.random(n) < self.params.mission_explore, explore)
         leaf[explore] = rng.choice(self.n_leaves_base, int(explore.sum()), p=w / w.sum())
         c1 = self.sample_items(leaf, rng.random(n), 0)
         c2 = self.sample_items(leaf, rng.random(n), 0)
@@ -620,6 +642,9 @@ class ShopModel:
             leaf_w[self.n_leaves_base :] = 0.0
             leaf_e = np.searchsorted(np.cumsum(leaf_w) / leaf_w.sum(), u_exp, side="right")
         leaf = np.where(explore, np.minimum(leaf_e, len(leaf_w) - 1), leaf)
+        leaf = np.where(
+            replen, leaf, self._mission_leaves(leaf, s_user, day_ms + start, fav, cum, leaf_w, day)
+        )
         staple = users.staple[s_user]
         leaf = np.where(replen, self.catalogue.leaf[staple], leaf)
 
@@ -770,6 +795,43 @@ class ShopModel:
         block = DayBlock(day, ts, code, user, visitor, session_no[sess_i], items, prices, qtys, query, uidx)
         block = self._day_incidents(block, day, rng)
         return block.select(time_order(block.ts))
+
+    def _mission_leaves(
+        self,
+        leaf: np.ndarray,
+        s_user: np.ndarray,
+        t_ms: np.ndarray,
+        fav: np.ndarray,
+        cum: np.ndarray,
+        leaf_w: np.ndarray,
+        day: int,
+    ) -> np.ndarray:
+        """Session leaves with a share of them moved to the user's current mission.
+
+        A mission is a leaf held for ``mission_days`` from a per-user phase: a need outside the
+        favourites (a leaf by category weight, ``mission_explore`` of the time) or one of the
+        user's favourites (by their weights). Which mission a time falls in, and its leaf, are
+        hashes of (seed, user, mission number), so days stay independent. Consecutive sessions
+        then share a category, as a real shopper's do while a purchase is being decided, so recent
+        behaviour predicts the next days better than the whole history does.
+        """
+        p = self.params
+        if p.mission_share <= 0.0 or len(leaf) == 0:
+            return leaf
+        mission_ms = p.mission_days * DAY_MS
+        phase = hash_uniform(self.seed, STREAM_MISSION, s_user) * mission_ms
+        number = np.floor((t_ms - self.start_ms + phase) / mission_ms).astype(np.int64)
+        u = hash_uniform(self.seed, STREAM_MISSION, s_user, number)
+        k = (u[:, None] > cum).sum(axis=1).clip(0, 2)
+        mission = fav[np.arange(len(leaf)), k].astype(np.int64)
+        need = hash_uniform(self.seed, STREAM_MISSION, s_user, number, 1) < p.mission_explore
+        by_weight = np.searchsorted(
+            np.cumsum(leaf_w) / leaf_w.sum(), hash_uniform(self.seed, STREAM_MISSION, s_user, number, 2)
+        )
+        mission = np.where(need, np.minimum(by_weight, len(leaf_w) - 1), mission)
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, STREAM_MISSION, day]))
+        follows = rng.random(len(leaf)) < p.mission_share
+        return np.where(follows, mission, leaf)
 
     def _day_incidents(self, block: DayBlock, day: int, rng: np.random.Generator) -> DayBlock:
         """Bot traffic added, data outage removed."""

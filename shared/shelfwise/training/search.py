@@ -86,10 +86,11 @@ GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "none": [{"dim": 64, "blocks": 2, "max_len": 50, "epochs": 8}],
         "small": [{"dim": 64, "blocks": 2, "max_len": 50}],
         "full": [
-            {"dim": d, "blocks": b, "max_len": 50, "dropout": p}
+            {"dim": d, "blocks": b, "max_len": 50, "dropout": p, "targets": t}
             for d in (64, 128)
             for b in (1, 2)
             for p in (0.2, 0.5)
+            for t in ("new", "future")
         ],
     },
 }
