@@ -1,8 +1,10 @@
 """Scheduled training: decide whether there is enough new data, then train here or submit the Batch job.
 
 Invoked by two EventBridge schedules: daily (``{"mode": "train"}``) and hourly
-(``{"mode": "if_new_data"}``). Progress of an in-process run goes out as EventBridge events
-(source ``shelfwise.training``) and EMF metrics; a Batch run reports the same from its container.
+(``{"mode": "if_new_data"}``). An operator may invoke it with ``{"mode": "train", "override":
+{"family": "sequential", "reason": "...", "past_gate": false}}`` to serve a named family
+(docs/training.md). Progress of an in-process run goes out as EventBridge events (source
+``shelfwise.training``) and EMF metrics; a Batch run reports the same from its container.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ from shelfwise.aws import client
 from shelfwise.events import event_time
 from shelfwise.observability import logger, metrics, tracer
 from shelfwise.settings import load_settings
-from shelfwise.training.scheduled import TrainingSchedule, scheduled_training, training_mode
+from shelfwise.training.scheduled import (
+    TrainingSchedule,
+    scheduled_training,
+    training_mode,
+    training_override,
+)
 
 
 class Settings(wiring.RegistrySettings, TrainingSchedule):
@@ -39,4 +46,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         s3=client("s3"),
         batch=client("batch"),
         events=client("events"),
+        override=training_override(event),
     )

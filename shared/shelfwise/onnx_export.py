@@ -531,6 +531,20 @@ def build_factor_candidate_model(
     return _model(graph, "factor", n, u, {META_SCORING: "int8-candidates", **(meta or {})}, contrib=True)
 
 
+def compare_answers(
+    ref: tuple[np.ndarray, np.ndarray], got: tuple[np.ndarray, np.ndarray]
+) -> tuple[float, bool]:
+    """(largest score difference, changed?) of two (scores, indices) answers: changed when the
+    excluded tails differ, a score is off by more than 1e-4, or an item differs without a tie."""
+    (ref_s, ref_i), (got_s, got_i) = ref, got
+    finite = np.isfinite(ref_s)
+    same_inf = np.array_equal(finite, np.isfinite(got_s))
+    diff = float(np.abs(got_s[finite] - ref_s[finite]).max(initial=0.0)) if same_inf else np.inf
+    differ = got_i != ref_i
+    ties = bool(np.isclose(got_s[differ], ref_s[differ], rtol=1e-4, atol=1e-5).all())
+    return diff, diff > 1e-4 or not ties
+
+
 def candidate_check(
     model: FactorModel,
     candidate_graph: onnx.ModelProto,
@@ -557,8 +571,7 @@ def candidate_check(
     )
     rng = np.random.default_rng(seed)
     n_known = model.user_factors.shape[0]
-    checked = failed = 0
-    max_diff = 0.0
+    answers: list[tuple[float, bool]] = []
     for i in range(n_users):
         user = int(rng.integers(n_known)) if n_known else -1
         hist = rng.integers(0, n, size=0 if user >= 0 else 5)
@@ -574,20 +587,18 @@ def candidate_check(
                 n, user_index=user, history_items=hist, history_weights=weights, exclude_mask=mask, k=k
             )
             got_s, got_i = session.run(None, feed)
-            finite = np.isfinite(ref_s)
-            same_inf = np.array_equal(finite, np.isfinite(got_s))
-            diff = float(np.abs(got_s[finite] - ref_s[finite]).max(initial=0.0)) if same_inf else np.inf
-            differ = got_i != ref_i
-            ties = np.isclose(got_s[differ], ref_s[differ], rtol=1e-4, atol=1e-5).all()
-            checked += 1
-            max_diff = max(max_diff, diff)
-            failed += int(diff > 1e-4 or not ties)
+            answers.append(compare_answers((ref_s, ref_i), (got_s, got_i)))
+    return check_summary(answers, ks)
+
+
+def check_summary(answers: list[tuple[float, bool]], ks: Sequence[int]) -> dict[str, Any]:
+    """The manifest record of a candidate check from its :func:`compare_answers` results."""
     return {
-        "requests_checked": checked,
-        "requests_with_changed_topk": failed,
+        "requests_checked": len(answers),
+        "requests_with_changed_topk": sum(changed for _, changed in answers),
         "ks": [int(k) for k in ks],
-        "max_abs_score_diff": max_diff,
-        "ok": failed == 0,
+        "max_abs_score_diff": max((diff for diff, _ in answers), default=0.0),
+        "ok": not any(changed for _, changed in answers),
     }
 
 

@@ -39,6 +39,11 @@ TYPE_THRESHOLDS = np.array([1.5, 2.5, 3.5, 6.0], dtype=np.float32)
 N_TYPES = len(TYPE_THRESHOLDS) + 2  # padding + five kinds
 LN_EPSILON = 1e-5
 _BIG = np.iinfo(np.int64).max
+SCORINGS = ("exact", "int8-candidates")
+# Candidate keys (smallest first): an excluded item's key, beside which any score vanishes in
+# float32 (every excluded item keys exactly this), and the key of the padding slots, below it.
+EXCLUDED_KEY = 1e30
+PADDING_KEY = 3e30
 
 
 def type_tokens(weights: np.ndarray) -> np.ndarray:
@@ -133,8 +138,17 @@ class SequentialModel:
         return self.user_items[lo:hi].astype(np.int64), self.user_types[lo:hi].astype(np.int64)
 
 
-def build_sequential_model(model: SequentialModel, *, meta: dict[str, str] | None = None) -> onnx.ModelProto:
-    """The served graph of a :class:`SequentialModel` (semantics in the module docstring)."""
+def build_sequential_model(
+    model: SequentialModel, *, scoring: str = "exact", meta: dict[str, str] | None = None
+) -> onnx.ModelProto:
+    """The served graph of a :class:`SequentialModel` (semantics in the module docstring).
+
+    ``scoring``: ``"exact"`` scores every item in float32; ``"int8-candidates"`` ranks the items
+    by 8-bit codes and re-scores the best few exactly (:func:`_int8_scoring`), which reads a
+    quarter of the bytes per request. :func:`export_sequential_model` chooses between them.
+    """
+    if scoring not in SCORINGS:
+        raise ox.ExportError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
     model.validate()
     n, d, L, heads = model.n_items, model.dim, model.max_len, model.heads
     dh = d // heads
@@ -150,9 +164,14 @@ def build_sequential_model(model: SequentialModel, *, meta: dict[str, str] | Non
 
     inits: list[onnx.TensorProto] = []
     nodes: list[onnx.NodeProto] = []
-    # Item embeddings stored once, transposed [d, N]: the scoring GEMM reads it row-major (the shape
-    # MLAS is fastest at) and the input embedding gathers columns of it.
-    const("item_factors_t", np.ascontiguousarray(model.item_emb.T), f32)
+    if scoring == "exact":
+        # Item embeddings stored once, transposed [d, N]: the scoring GEMM reads it row-major (the
+        # shape MLAS is fastest at) and the input embedding gathers columns of it.
+        const("item_factors_t", np.ascontiguousarray(model.item_emb.T), f32)
+    else:
+        # Row-major [N, d]: the input embedding and the re-scoring gather whole 256-byte rows
+        # (a column gather from [d, N] touches d cache lines per item, spread over the matrix).
+        const("item_factors", np.ascontiguousarray(model.item_emb), f32)
     const("item_bias", model.item_bias, f32)
     const("type_emb", model.type_emb, f32)
     const("pos_emb", model.pos_emb, f32)
@@ -173,7 +192,6 @@ def build_sequential_model(model: SequentialModel, *, meta: dict[str, str] | Non
     const("causal", causal)
     const("heads_shape", np.array([0, heads, dh], np.int64))
     const("flat_shape", np.array([0, d], np.int64))
-    const("scores_shape", np.array([n], np.int64))
     const("att_scale", np.array(1.0 / np.sqrt(dh), f32))
 
     # 1. the token sequence: stored events of a known user (none for -1), then the request's events
@@ -202,8 +220,11 @@ def build_sequential_model(model: SequentialModel, *, meta: dict[str, str] | Non
     node("Squeeze", ["h_len_1d"], "h_len")
     node("Sub", ["max_len", "h_len"], "pos_start")
     node("Range", ["pos_start", "max_len", "one_scalar"], "positions")
-    node("Gather", ["item_factors_t", "seq_items"], "item_vecs_t", axis=1)
-    node("Transpose", ["item_vecs_t"], "item_vecs", perm=[1, 0])
+    if scoring == "exact":
+        node("Gather", ["item_factors_t", "seq_items"], "item_vecs_t", axis=1)
+        node("Transpose", ["item_vecs_t"], "item_vecs", perm=[1, 0])
+    else:
+        node("Gather", ["item_factors", "seq_items"], "item_vecs", axis=0)
     node("Mul", ["item_vecs", "emb_scale"], "item_scaled")
     node("Gather", ["type_emb", "seq_types"], "type_vecs", axis=0)
     node("Gather", ["pos_emb", "positions"], "pos_vecs", axis=0)
@@ -213,31 +234,39 @@ def build_sequential_model(model: SequentialModel, *, meta: dict[str, str] | Non
     const("axis1", np.array([1], np.int64))
     node("Slice", ["mask_rows", "zero", "h_len_1d", "axis1"], "mask")
 
-    # 3. the blocks
+    # 3. the blocks. Only the last position's output is scored, so the last block computes its
+    # query, attention row, residual and feed-forward for that position alone (its keys and values
+    # still come from every position): the same vector for half the last block's work.
+    const("minus_one", np.array([-1], np.int64))
     for i, b in enumerate(model.blocks):
         p = f"b{i}_"
+        last = i == len(model.blocks) - 1
         for name in ("ln1_g", "ln1_b", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo"):
             const(p + name, getattr(b, name), f32)
         for name in ("ln2_g", "ln2_b", "w1", "b1", "w2", "b2"):
             const(p + name, getattr(b, name), f32)
         a = node("LayerNormalization", [x, p + "ln1_g", p + "ln1_b"], p + "a", axis=-1, epsilon=LN_EPSILON)
+        # [0, d] for an empty sequence, like every other tensor of it
+        a_q = node("Slice", [a, "minus_one", "big", "axis0"], p + "a_last") if last else a
+        x_in = node("Slice", [x, "minus_one", "big", "axis0"], p + "x_last") if last else x
         heads_t: dict[str, str] = {}
         for w in ("q", "k", "v"):
-            node("MatMul", [a, p + "w" + w], p + w + "_lin")
+            node("MatMul", [a_q if w == "q" else a, p + "w" + w], p + w + "_lin")
             node("Add", [p + w + "_lin", p + "b" + w], p + w)
             node("Reshape", [p + w, "heads_shape"], p + w + "_h")  # [H, heads, dh]
             perm = [1, 2, 0] if w == "k" else [1, 0, 2]  # k -> [heads, dh, H], q/v -> [heads, H, dh]
             heads_t[w] = node("Transpose", [p + w + "_h"], p + w + "_t", perm=perm)
-        node("MatMul", [heads_t["q"], heads_t["k"]], p + "att_raw")  # [heads, H, H]
+        node("MatMul", [heads_t["q"], heads_t["k"]], p + "att_raw")  # [heads, H or 1, H]
         node("Mul", [p + "att_raw", "att_scale"], p + "att_scaled")
-        node("Add", [p + "att_scaled", "mask"], p + "att_masked")
-        node("Softmax", [p + "att_masked"], p + "att", axis=-1)
-        node("MatMul", [p + "att", heads_t["v"]], p + "ctx_h")  # [heads, H, dh]
+        # the last position attends to every position: its row of the causal mask is all zeros
+        scaled = p + "att_scaled" if last else node("Add", [p + "att_scaled", "mask"], p + "att_masked")
+        node("Softmax", [scaled], p + "att", axis=-1)
+        node("MatMul", [p + "att", heads_t["v"]], p + "ctx_h")  # [heads, H or 1, dh]
         node("Transpose", [p + "ctx_h"], p + "ctx_t", perm=[1, 0, 2])
         node("Reshape", [p + "ctx_t", "flat_shape"], p + "ctx")
         node("MatMul", [p + "ctx", p + "wo"], p + "o_lin")
         node("Add", [p + "o_lin", p + "bo"], p + "o")
-        node("Add", [x, p + "o"], p + "x1")
+        node("Add", [x_in, p + "o"], p + "x1")
         node(
             "LayerNormalization",
             [p + "x1", p + "ln2_g", p + "ln2_b"],
@@ -257,18 +286,196 @@ def build_sequential_model(model: SequentialModel, *, meta: dict[str, str] | Non
     const("ln_g", model.ln_g, f32)
     const("ln_b", model.ln_b, f32)
     node("LayerNormalization", [x, "ln_g", "ln_b"], "x_final", axis=-1, epsilon=LN_EPSILON)
-    const("minus_one", np.array([-1], np.int64))
     node("Slice", ["x_final", "minus_one", "big", "axis0"], "last_rows")
     node("ReduceSum", ["last_rows", "axis0"], "user_vec", keepdims=1)  # [1, d]
-    node("MatMul", ["user_vec", "item_factors_t"], "raw_row")
-    node("Reshape", ["raw_row", "scores_shape"], "raw_dot")
-    node("Add", ["raw_dot", "item_bias"], "raw_scores")
-
-    tail, tail_inits = ox._mask_and_topk("raw_scores")
+    if scoring == "exact":
+        const("scores_shape", np.array([n], np.int64))
+        node("MatMul", ["user_vec", "item_factors_t"], "raw_row")
+        node("Reshape", ["raw_row", "scores_shape"], "raw_dot")
+        node("Add", ["raw_dot", "item_bias"], "raw_scores")
+        tail, tail_inits = ox._mask_and_topk("raw_scores")
+    else:
+        tail, tail_inits = _int8_scoring(model.item_emb, model.item_bias)
     inputs, outputs = ox._io(n)
     graph = helper.make_graph(nodes + tail, "shelfwise_sequential", inputs, outputs, inits + tail_inits)
-    extra = {META_MAX_LEN: str(L), "shelfwise.blocks": str(len(model.blocks)), **(meta or {})}
-    return ox._model(graph, "sequential", n, model.n_users, extra)
+    extra = {
+        META_MAX_LEN: str(L),
+        "shelfwise.blocks": str(len(model.blocks)),
+        ox.META_SCORING: scoring,
+        **(meta or {}),
+    }
+    return ox._model(graph, "sequential", n, model.n_users, extra, contrib=scoring != "exact")
+
+
+def _int8_scoring(
+    item_emb: np.ndarray, item_bias: np.ndarray
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Nodes from ``user_vec`` [1, d] to the outputs: 8-bit candidates, exact float32 re-scoring.
+
+    1. ``DynamicQuantizeLinear(user_vec)`` and one ``MatMulIntegerToFloat`` over the items' uint8
+       codes (:func:`shelfwise.onnx_export.quantise_items`) give each item a key, smallest first:
+       ``-(u . y)`` from the codes, minus the item bias, plus ``EXCLUDED_KEY`` where the request's
+       mask excludes the item (the GEMM's bias input, so the key costs one pass over the codes and
+       one over the mask). Excluded items all key exactly ``EXCLUDED_KEY`` (the scores vanish
+       beside it): they tie below every allowed item, ranked by index like the exact graph's -inf.
+    2. the best ``C = min(N, max(4k, k + 128))`` keys (:func:`shelfwise.onnx_export._best_keys`,
+       the same set as one ``TopK`` over all N without reading N keys per ``TopK``);
+    3. those candidates re-scored from their float32 rows plus the bias, masked, ``TopK(k)``.
+
+    The answer equals the exact graph's whenever the exact top-k lies among the C candidates;
+    :func:`export_sequential_model` keeps this graph only after checking that.
+    """
+    n, d = item_emb.shape
+    blocks = ox.candidate_blocks(n)
+    padded = -(-n // blocks[0]) * blocks[0]
+    codes, scale = ox.quantise_items(item_emb)
+    codes_t = np.full((d, padded), 128, np.uint8)  # padding items: code 128 = 0, keyed last
+    codes_t[:, :n] = codes.T
+    neg_bias = np.full(padded, PADDING_KEY, np.float32)
+    neg_bias[:n] = -item_bias
+    f32 = np.float32
+    inits = [
+        numpy_helper.from_array(codes_t, "item_codes_t"),
+        numpy_helper.from_array(np.array(-scale, f32), "cand_code_scale"),
+        numpy_helper.from_array(np.array(128, np.uint8), "cand_code_zero"),
+        numpy_helper.from_array(neg_bias, "cand_neg_bias"),
+        numpy_helper.from_array(np.array(EXCLUDED_KEY, f32), "cand_excluded_key"),
+        numpy_helper.from_array(np.array([-1], np.int64), "cand_flat"),
+        numpy_helper.from_array(np.array([ox.CANDIDATE_FACTOR], np.int64), "cand_factor"),
+        numpy_helper.from_array(np.array([ox.CANDIDATE_EXTRA], np.int64), "cand_extra"),
+        numpy_helper.from_array(np.array([n], np.int64), "cand_n_items"),
+        numpy_helper.from_array(np.array(ox.NEG_INF, f32), "neg_inf"),
+    ]
+    excluded = "cand_excluded_f"
+    nodes = [
+        helper.make_node("Cast", ["exclude_mask"], ["cand_excluded_01"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["cand_excluded_01", "cand_excluded_key"], [excluded]),
+    ]
+    if padded > n:
+        inits.append(numpy_helper.from_array(np.zeros(padded - n, f32), "cand_padding_zeros"))
+        nodes.append(
+            helper.make_node("Concat", [excluded, "cand_padding_zeros"], ["cand_excluded_p"], axis=0)
+        )
+        excluded = "cand_excluded_p"
+    nodes += [
+        helper.make_node("Add", [excluded, "cand_neg_bias"], ["cand_key_bias"]),
+        helper.make_node("DynamicQuantizeLinear", ["user_vec"], ["user_q", "user_scale", "user_zero"]),
+        helper.make_node(
+            "MatMulIntegerToFloat",
+            [
+                "user_q",
+                "item_codes_t",
+                "user_scale",
+                "cand_code_scale",
+                "user_zero",
+                "cand_code_zero",
+                "cand_key_bias",
+            ],
+            ["key_row"],
+            domain=ox.CONTRIB_DOMAIN,
+        ),
+        helper.make_node("Mul", ["k", "cand_factor"], ["cand_k_times"]),
+        helper.make_node("Add", ["k", "cand_extra"], ["cand_k_plus"]),
+        helper.make_node("Max", ["cand_k_times", "cand_k_plus"], ["cand_wanted"]),
+        helper.make_node("Min", ["cand_wanted", "cand_n_items"], ["c"]),
+    ]
+    select_nodes, select_inits = ox._best_keys("key_row", "c", padded, blocks, "cand")
+    nodes += select_nodes
+    inits += select_inits
+    nodes += [
+        helper.make_node("Gather", ["item_factors", "cand"], ["cand_rows"], axis=0),
+        helper.make_node("Transpose", ["user_vec"], ["user_col"], perm=[1, 0]),
+        helper.make_node("MatMul", ["cand_rows", "user_col"], ["cand_col"]),
+        helper.make_node("Reshape", ["cand_col", "cand_flat"], ["cand_dot"]),
+        helper.make_node("Gather", ["item_bias", "cand"], ["cand_bias"], axis=0),
+        helper.make_node("Add", ["cand_dot", "cand_bias"], ["cand_exact"]),
+        helper.make_node("Gather", ["exclude_mask", "cand"], ["cand_excluded"], axis=0),
+        helper.make_node("Where", ["cand_excluded", "neg_inf", "cand_exact"], ["cand_scores"]),
+        helper.make_node("TopK", ["cand_scores", "k"], ["scores", "cand_rank"], axis=-1, largest=1, sorted=1),
+        helper.make_node("Gather", ["cand", "cand_rank"], ["indices"], axis=0),
+    ]
+    return nodes, inits
+
+
+def candidate_check(
+    model: SequentialModel,
+    candidate_graph: onnx.ModelProto,
+    exact_graph: onnx.ModelProto,
+    *,
+    ks: Sequence[int] = (20,),
+    n_requests: int = 300,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Run the int8 candidate graph against the exact graph (onnxruntime) on sampled requests.
+
+    Requests cycle through the three kinds serving sends: a known user alone, a known user with
+    request events (another user's last events), an anonymous session (a user's stored events);
+    every other one also excludes a random 0-95 % of the items. A request fails when an answered
+    item differs and the two scores are not a tie (1e-5), or a score is off by more than 1e-4.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    exact, candidate = (
+        ort.InferenceSession(g.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        for g in (exact_graph, candidate_graph)
+    )
+    rng = np.random.default_rng(seed)
+    n, users = model.n_items, model.n_users
+    weight_of_type = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 8.0], np.float32)
+    answers: list[tuple[float, bool]] = []
+    for i in range(n_requests):
+        other = int(rng.integers(users)) if users else -1
+        items, types = model.user_history(other) if users else (rng.integers(0, n, 5), np.ones(5, np.int64))
+        user = -1 if (i % 3 == 2 or not users) else int(rng.integers(users))
+        if i % 3 == 1:
+            items, types = items[-3:], types[-3:]
+        elif i % 3 == 0:
+            items, types = items[:0], types[:0]
+        share = rng.uniform(0, 0.95) if i % 2 else 0.0
+        mask = np.asarray(rng.random(n) < share, dtype=bool)
+        for k in ks:
+            k = min(int(k), n)
+            feed = ox.feeds(
+                n,
+                user_index=user,
+                history_items=items,
+                history_weights=weight_of_type[types],
+                exclude_mask=mask,
+                k=k,
+            )
+            answers.append(ox.compare_answers(exact.run(None, feed), candidate.run(None, feed)))
+    return ox.check_summary(answers, ks)
+
+
+def export_sequential_model(
+    model: SequentialModel,
+    *,
+    int8_candidates: bool = True,
+    check_ks: Sequence[int] = (20,),
+    check_requests: int = 300,
+    seed: int = 0,
+    meta: dict[str, str] | None = None,
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The served sequential graph and the manifest record of which one it is and why.
+
+    The int8 candidate graph is used only when :func:`candidate_check` finds that it answers every
+    sampled request like the exact graph; otherwise (or with ``int8_candidates=False``, or more
+    than ``MAX_CANDIDATE_DIM`` dimensions) the exact graph is exported.
+    """
+    exact = build_sequential_model(model, meta=meta)
+    record: dict[str, Any] = {"graph": "exact", "candidate_check": None}
+    if int8_candidates and model.dim > ox.MAX_CANDIDATE_DIM:
+        record["candidate_skipped"] = f"more than {ox.MAX_CANDIDATE_DIM} dimensions"
+    elif int8_candidates:
+        candidate = build_sequential_model(model, scoring="int8-candidates", meta=meta)
+        check = candidate_check(model, candidate, exact, ks=check_ks, n_requests=check_requests, seed=seed)
+        record["candidate_check"] = check
+        if check["ok"]:
+            record["graph"] = "int8-candidates"
+            return candidate, record
+    return exact, record
 
 
 def sequence_for(

@@ -131,6 +131,10 @@ class GateResult:
     tolerance: float = 0.0
     # The off-policy half (shelfwise.offpolicy_gate), when the registration ran one.
     off_policy: dict[str, Any] | None = None
+    # An operator's override past the comparisons (evaluate_gate): the override as given and
+    # the reasons the gate would have refused the version for without it.
+    override: dict[str, Any] | None = None
+    waived: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -207,6 +211,7 @@ def evaluate_gate(
     manifest: dict[str, Any],
     champion_version: str | None,
     tolerance: float,
+    override: dict[str, Any] | None = None,
 ) -> GateResult:
     """The offline gate on a manifest's ``evaluation`` section.
 
@@ -215,12 +220,19 @@ def evaluate_gate(
     (b) when a champion exists, the manifest holds the champion's metrics *on the same window*
     (the training job scores the champion's bundle on it) and the candidate is not worse than
     ``champion * (1 - tolerance)``. Anything missing fails closed, with the reason.
+
+    ``override`` (an operator's :class:`shelfwise.training.job.FamilyOverride` past the gate,
+    as JSON): the comparisons with other models (baselines other than popularity, the
+    champion) no longer refuse the version; they are kept in ``waived``. What it never waives:
+    a missing test metric, a popularity winner, or a candidate that does not beat popularity on
+    the test window (the platform never offers a model below its own fallback).
     """
     ev = manifest.get("evaluation") or {}
     metric = str(ev.get("primary_metric") or DEFAULT_PRIMARY_METRIC)
     models = ev.get("models") or {}
     best = ev.get("best")
     reasons: list[str] = []
+    compared: list[str] = []  # comparisons with other models: an operator's override waives them
     cand: float | None = None
     if not best or best not in models or metric not in (models.get(best) or {}):
         reasons.append(f"manifest has no test-window {metric} for its best model")
@@ -240,20 +252,36 @@ def evaluate_gate(
             continue
         other = float(models[base][metric])
         if not cand > other:
-            reasons.append(f"{best} {metric}={cand:.4f} does not beat baseline {base} ({other:.4f})")
+            reason = f"{best} {metric}={cand:.4f} does not beat baseline {base} ({other:.4f})"
+            (reasons if base == "popularity" else compared).append(reason)
     champ_value: float | None = None
     if champion_version:
         comparison = ev.get("champion") or {}
         if comparison.get("version") != champion_version or metric not in (comparison.get("metrics") or {}):
-            reasons.append(f"no same-window comparison against champion {champion_version}")
+            compared.append(f"no same-window comparison against champion {champion_version}")
         else:
             champ_value = float(comparison["metrics"][metric])
             if cand < champ_value * (1.0 - tolerance):
-                reasons.append(
+                compared.append(
                     f"{metric}={cand:.4f} loses to champion {champion_version} ({champ_value:.4f}) "
                     f"beyond tolerance {tolerance:.0%}"
                 )
-    return GateResult(not reasons, reasons, metric, cand, champ_value, champion_version, tolerance)
+    if override is not None and override.get("family") not in (None, best):
+        reasons.append(f"the override names family {override.get('family')!r}, the bundle serves {best!r}")
+    if override is None or override.get("family") not in (None, best):
+        reasons += compared
+        compared = []
+    return GateResult(
+        not reasons,
+        reasons,
+        metric,
+        cand,
+        champ_value,
+        champion_version,
+        tolerance,
+        override=override,
+        waived=compared,
+    )
 
 
 class Registry:
@@ -307,6 +335,7 @@ class Registry:
         *,
         promote_if_first: bool = True,
         off_policy: Callable[[Path], Any] | None = None,
+        gate_override: dict[str, Any] | None = None,
     ) -> Registration:
         """Upload a verified local bundle as an immutable ``version`` and run the offline gate.
 
@@ -318,6 +347,10 @@ class Registry:
         ``off_policy``: the gate's off-policy half (``shelfwise.offpolicy_gate.off_policy_check``),
         called with the bundle directory when a champion exists; a candidate it finds worse online
         is registered but not offered for canary.
+
+        ``gate_override``: an operator's override past the gate's comparisons (see
+        :func:`evaluate_gate`); recorded with this registry's actor in the registration and the
+        ``ModelRegistered`` audit record, with the reasons it waived.
         """
         if not _VERSION_RE.match(version):
             raise InputError(f"invalid version {version!r}: letters, digits, '.', '_', '-' (max 80)")
@@ -331,13 +364,17 @@ class Registry:
             )
         snap = self.snapshot()
         before = snap.aliases
-        gate = evaluate_gate(manifest, before.champion, self.gate_tolerance)
+        override = None if gate_override is None else {**gate_override, "actor": self.actor}
+        gate = evaluate_gate(manifest, before.champion, self.gate_tolerance, override)
         if off_policy is not None and before.champion is not None:
             verdict = off_policy(bundle)
+            # the off-policy half compares with the champion's logged lists: an override waives it
+            waive = override is not None and not verdict.passed
             gate = dataclasses.replace(
                 gate,
-                passed=gate.passed and verdict.passed,
-                reasons=[*gate.reasons, *verdict.reasons] if not verdict.passed else gate.reasons,
+                passed=gate.passed and (verdict.passed or waive),
+                reasons=[*gate.reasons, *verdict.reasons] if not (verdict.passed or waive) else gate.reasons,
+                waived=[*gate.waived, *verdict.reasons] if waive else gate.waived,
                 off_policy=verdict.to_json(),
             )
         now = self._now()

@@ -53,10 +53,21 @@ def _selection(selection: dict[str, Any]) -> str:
             f"<td>{_fmt(ranker.get('p_value'))}</td><td>{_e(ranker.get('reason'))}</td></tr>"
         )
     fallback = selection.get("test_fallback")
+    override = selection.get("override") or {}
+    overridden = (
+        f"<p><b>Operator override</b>: serve {_e(override.get('family'))}"
+        + (f" ({_e(override.get('reason'))})" if override.get("reason") else "")
+        + f"; the guard would have served {_e(override.get('guard_would_serve'))}"
+        + ("; past the offline gate's comparisons" if override.get("past_gate") else "")
+        + ".</p>"
+        if override
+        else ""
+    )
     return (
         f"<p>{_e(selection.get('method'))}. Served: <b>{_e(selection.get('served'))}</b>"
         + (f" ({_e(fallback)})" if fallback else "")
         + ".</p>"
+        + overridden
         + (
             "<table><tr><th>comparison</th><th>validation gain</th><th>p</th><th>decision</th></tr>"
             + rows

@@ -98,21 +98,44 @@ def test_trains_in_process_and_registers(
     assert again["decision"]["action"] == "skip" and again["decision"]["new_events"] == 0
 
 
-def test_large_data_goes_to_batch(s3: Any, monkeypatch: pytest.MonkeyPatch, lambda_context: Any) -> None:
-    _put_curated(s3)
-    app = _load(monkeypatch, IN_PROCESS_MAX_BYTES="10")
+def _fake_batch(app: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The handler's Batch client replaced by one that records each submitted job (job-1, job-2...)."""
     submitted: list[dict[str, Any]] = []
 
     class FakeBatch:
         def submit_job(self, **kw: Any) -> dict[str, str]:
             submitted.append(kw)
-            return {"jobId": "job-1"}
+            return {"jobId": f"job-{len(submitted)}"}
 
     real_client = app.client
     monkeypatch.setattr(app, "client", lambda name: FakeBatch() if name == "batch" else real_client(name))
+    return submitted
+
+
+def test_large_data_goes_to_batch(s3: Any, monkeypatch: pytest.MonkeyPatch, lambda_context: Any) -> None:
+    _put_curated(s3)
+    app = _load(monkeypatch, IN_PROCESS_MAX_BYTES="10")
+    submitted = _fake_batch(app, monkeypatch)
     out = app.lambda_handler({"id": "e4", "mode": "train"}, lambda_context)
     assert out["decision"]["action"] == "submit_batch" and out["batch_job_id"] == "job-1"
     assert submitted[0]["jobQueue"] == "queue" and submitted[0]["jobDefinition"] == "jobdef"
+
+
+def test_an_operator_override_reaches_the_batch_job(
+    s3: Any, monkeypatch: pytest.MonkeyPatch, lambda_context: Any
+) -> None:
+    _put_curated(s3)
+    app = _load(monkeypatch, IN_PROCESS_MAX_BYTES="10")
+    submitted = _fake_batch(app, monkeypatch)
+    override = {"family": "sequential", "reason": "canary it", "past_gate": False}
+    out = app.lambda_handler({"id": "e6", "mode": "train", "override": override}, lambda_context)
+    assert out["override"] == override
+    env = {e["name"]: e["value"] for e in submitted[0]["containerOverrides"]["environment"]}
+    assert env["TRAINING_OVERRIDE_FAMILY"] == "sequential" and env["TRAINING_OVERRIDE_PAST_GATE"] == "false"
+    from shelfwise.errors import InputError
+
+    with pytest.raises(InputError, match="override"):
+        app.lambda_handler({"id": "e7", "mode": "train", "override": {"family": 1}}, lambda_context)
 
 
 def test_batch_without_a_training_image_says_what_to_do(

@@ -15,6 +15,7 @@ from typing import Any
 from shelfwise import bots
 from shelfwise.cli.common import command, emit, read_table
 from shelfwise.errors import InputError
+from shelfwise.training.guard import FamilyOverride
 from shelfwise.training.job import (
     Progress,
     TrainConfig,
@@ -39,7 +40,18 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         threads=args.threads,
         float16=getattr(args, "float16", False),
         code_version=_code_version(),
+        override=_override(args),
     )
+
+
+def _override(args: argparse.Namespace) -> FamilyOverride | None:
+    """``--family`` (and its reason, ``--past-gate``): an operator's override of the guarded selection."""
+    family = getattr(args, "family", None)
+    if not family:
+        if getattr(args, "past_gate", False) or getattr(args, "override_reason", None):
+            raise InputError("--past-gate and --override-reason go with --family")
+        return None
+    return FamilyOverride(family, reason=args.override_reason or "", past_gate=bool(args.past_gate))
 
 
 def _code_version() -> str:
@@ -157,6 +169,26 @@ def train_parser() -> argparse.ArgumentParser:
         default=None,
         help="a catalogue snapshot (Parquet) for titles, categories, prices and stock "
         "(default with --curated-bucket: the bucket's latest snapshot)",
+    )
+    # An operator's override (the Batch job takes it from its environment: containerOverrides).
+    p.add_argument(
+        "--family",
+        default=os.environ.get("TRAINING_OVERRIDE_FAMILY") or None,
+        help="serve this family whatever the guarded selection picks (trained if optional); the "
+        "manifest records the override and what the guard would have served. The offline gate "
+        "still applies (env TRAINING_OVERRIDE_FAMILY)",
+    )
+    p.add_argument(
+        "--override-reason",
+        default=os.environ.get("TRAINING_OVERRIDE_REASON") or None,
+        help="why, for the manifest and the audit trail (env TRAINING_OVERRIDE_REASON)",
+    )
+    p.add_argument(
+        "--past-gate",
+        action="store_true",
+        default=os.environ.get("TRAINING_OVERRIDE_PAST_GATE", "").lower() in {"1", "true", "yes"},
+        help="with --family: offer it for canary even when it loses to ItemKNN or the champion "
+        "offline (recorded as waived), never when it loses to popularity (env TRAINING_OVERRIDE_PAST_GATE)",
     )
     p.add_argument(
         "--report-progress",

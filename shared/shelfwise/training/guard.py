@@ -15,14 +15,45 @@ so it never selects a complex model on the test window.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from shelfwise.errors import InputError
 
 ALPHA = 0.05
 BOOTSTRAP_SAMPLES = 1000
 # All-time popularity is the usual reference point, never a candidate (the fallback serves a window).
 NOT_CANDIDATES = frozenset({"popularity_all"})
+
+
+@dataclass(frozen=True)
+class FamilyOverride:
+    """An operator's decision to serve ``family`` whatever the guarded selection picks.
+
+    The training job trains ``family`` beside the others (an optional family is added to them)
+    and bundles it; the selection record keeps what the guard would have served. With
+    ``past_gate`` the registry also offers it for canary when the offline gate's comparisons
+    with other models fail (:func:`shelfwise.registry.evaluate_gate`), never when it loses to
+    popularity on the test window.
+    """
+
+    family: str
+    reason: str = ""
+    past_gate: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.family.strip():
+            raise InputError("the override names no family")
+        if len(self.reason) > MAX_REASON:
+            raise InputError(f"the override reason is at most {MAX_REASON} characters")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"family": self.family, "reason": self.reason, "past_gate": self.past_gate}
+
+
+MAX_REASON = 500
 
 
 def paired_bootstrap(

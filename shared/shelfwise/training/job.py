@@ -41,7 +41,7 @@ from shelfwise.events import EVENT_WEIGHTS, SCHEMA_VERSION
 from shelfwise.registry import Registration, Registry
 from shelfwise.training.base import Recommender, item_popularity
 from shelfwise.training.data import Interactions, Split, interactions_from_table, sample_users, temporal_split
-from shelfwise.training.guard import fallback_on_test, guarded_choice
+from shelfwise.training.guard import NOT_CANDIDATES, FamilyOverride, fallback_on_test, guarded_choice
 from shelfwise.training.itemknn import ItemKNN, clear_similarity_cache
 from shelfwise.training.mf import ALS
 from shelfwise.training.popularity import Popularity
@@ -56,6 +56,7 @@ from shelfwise.training.search import (
     make_model,
     search,
 )
+from shelfwise.training.sequential import Sequential
 
 ProgressSink = Callable[[dict[str, Any]], None]
 
@@ -110,8 +111,16 @@ class TrainConfig:
     max_eval_users: int = 5000  # seeded sample of test/validation users when there are more
     code_version: str = "unknown"
     seed: int = 42
+    override: FamilyOverride | None = None
 
     def __post_init__(self) -> None:
+        # a retrieval family (the ranker is a stage over one, served when it earns it)
+        servable = [f for f in ALL_FAMILIES if f not in NOT_CANDIDATES and f != RANKER]
+        if self.override is not None and self.override.family not in servable:
+            known = ", ".join(servable)
+            raise InputError(f"cannot serve family {self.override.family!r}: choose one of {known}")
+        if self.override is not None and self.override.family not in self.families:
+            self.families = (*self.families, self.override.family)
         missing = [b for b in BASELINE_FAMILIES if b not in self.families]
         if missing:
             raise InputError(f"the baselines {missing} must always be trained and reported")
@@ -228,6 +237,14 @@ def evaluate_log(
     selection["served"] = f"{served}+{RANKER}" if ranker is not None and ranker.chosen else served
     if why:
         progress("select", {"family": served, "test_fallback": why})
+    if config.override is not None:
+        selection["override"] = {**config.override.to_json(), "guard_would_serve": selection["served"]}
+        if config.override.family != served:
+            # the named family alone: a ranker is trained on the guard's family's candidates
+            if ranker is not None:
+                ranker.chosen = False
+            selection["served"] = served = config.override.family
+            progress("select", {"family": served, "operator_override": selection["override"]})
     best = served
     protocol = {
         **split.info,
@@ -577,7 +594,8 @@ def run_training(
         )
         progress("fit", {"family": RANKER, "retrieval": ev.best, "epochs": served_model.params["epochs"]})
     half = float16_check(final, data, config) if (config.float16 and isinstance(final, ALS)) else None
-    onnx_graph = None  # factor models: int8 candidate graph only if it answers like the exact one
+    # factor and sequential models: int8 candidate graph only if it answers like the exact one
+    onnx_graph = None
     if isinstance(final, ALS):
         from shelfwise import onnx_ann
 
@@ -586,6 +604,15 @@ def run_training(
             check_ks=(config.k, 500),
             seed=config.seed,
             float16=bool(half and half["used"]),
+            meta={"shelfwise.algorithm": final.algorithm},
+        )
+    elif isinstance(final, Sequential):
+        from shelfwise import onnx_sequential
+
+        graph_model, onnx_graph = onnx_sequential.export_sequential_model(
+            final.export_arrays(),
+            check_ks=(config.k, 500),
+            seed=config.seed,
             meta={"shelfwise.algorithm": final.algorithm},
         )
     else:
@@ -691,7 +718,13 @@ def run_training(
     progress("bundle", {"dir": str(out), "version": version, "files": len(written["files"])})
     registration = None
     if registry is not None:
-        registration = registry.register(out, version, off_policy=off_policy)
+        override = config.override
+        registration = registry.register(
+            out,
+            version,
+            off_policy=off_policy,
+            gate_override=override.to_json() if override is not None and override.past_gate else None,
+        )
         progress(
             "register",
             {
@@ -806,6 +839,8 @@ def summary(result: TrainResult) -> dict[str, Any]:
             for name, metrics in ev["models"].items()
         },
     }
+    if (ev.get("selection") or {}).get("override"):
+        out["override"] = ev["selection"]["override"]
     if result.registration is not None:
         out["registration"] = result.registration.to_json()
     return json.loads(json.dumps(out, default=str))

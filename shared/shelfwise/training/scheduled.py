@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from shelfwise.errors import InputError
 from shelfwise.observability import logger, metrics
+from shelfwise.training.guard import FamilyOverride
 from shelfwise.training.trigger import decide, training_available
 
 if TYPE_CHECKING:
@@ -56,8 +58,12 @@ def scheduled_training(
     batch: Any,
     events: Any,
     work_dir: str = "/tmp",
+    override: FamilyOverride | None = None,
 ) -> dict[str, Any]:
-    """Decide, then submit the Batch job or train here and offer the result; the run's summary."""
+    """Decide, then submit the Batch job or train here and offer the result; the run's summary.
+
+    ``override``: an operator's family override (:func:`training_override`), passed to either runner.
+    """
     decision = decide(
         s3,
         schedule.curated_bucket,
@@ -65,10 +71,15 @@ def scheduled_training(
         last_trained_at=last_trained_at(registry),
         min_new_events=schedule.min_new_events,
         in_process_max_bytes=schedule.in_process_max_bytes,
-        can_train_here=training_available(schedule.training_families),
+        # an override's family trains where its libraries are (PyTorch: the training image)
+        can_train_here=training_available(
+            ",".join([schedule.training_families, override.family if override else ""])
+        ),
     )
     logger.info("training decision", extra=decision.to_json())
     result: dict[str, Any] = {"decision": decision.to_json()}
+    if override is not None:
+        result["override"] = override.to_json()
     if decision.action == "submit_batch" and not schedule.training_job_definition:
         result["error"] = (
             "training must run on AWS Batch but the stack has no training image: run `make train-image` "
@@ -81,6 +92,7 @@ def scheduled_training(
             jobName=f"shelfwise-train-{schedule.model_name}-{datetime.now(UTC):%Y%m%dT%H%M%S}",
             jobQueue=schedule.training_job_queue,
             jobDefinition=schedule.training_job_definition,
+            **({"containerOverrides": {"environment": _override_environment(override)}} if override else {}),
         )
         result["batch_job_id"] = job["jobId"]
     elif decision.action == "train_here":
@@ -118,6 +130,7 @@ def scheduled_training(
                     model_name=schedule.model_name,
                     search=schedule.search_level,
                     families=parse_families("", schedule.training_families),
+                    override=override,
                 ),
                 registry=registry,
                 progress=progress,
@@ -131,6 +144,31 @@ def scheduled_training(
         progress("done", finish_fields(run))
         result["training"] = summary(run)
     return result
+
+
+def _override_environment(override: FamilyOverride) -> list[dict[str, str]]:
+    """The override as the Batch job's ``shelfwise train`` reads it (its flags' environment defaults)."""
+    return [
+        {"name": "TRAINING_OVERRIDE_FAMILY", "value": override.family},
+        {"name": "TRAINING_OVERRIDE_REASON", "value": override.reason},
+        {"name": "TRAINING_OVERRIDE_PAST_GATE", "value": "true" if override.past_gate else "false"},
+    ]
+
+
+def training_override(event: dict[str, Any]) -> FamilyOverride | None:
+    """An operator's ``{"override": {"family": ..., "reason": ..., "past_gate": ...}}`` in the
+    invocation (or its ``detail``); None for the schedules, which carry none."""
+    raw = (event.get("detail") or {}).get("override") or event.get("override")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("family"), str):
+        raise InputError('override must be {"family": NAME, "reason": TEXT, "past_gate": BOOL}')
+    unknown = set(raw) - {"family", "reason", "past_gate"}
+    if unknown:
+        raise InputError(f"unknown override fields {sorted(unknown)}")
+    if not isinstance(raw.get("reason", ""), str) or not isinstance(raw.get("past_gate", False), bool):
+        raise InputError("override reason must be text and past_gate true or false")
+    return FamilyOverride(raw["family"], reason=raw.get("reason", ""), past_gate=raw.get("past_gate", False))
 
 
 def training_mode(event: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import sys
@@ -41,8 +42,27 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="families trained beside the defaults, e.g. 'sequential' (the challenger if the guard picks it)",
     )
+    p.add_argument(
+        "--challenger-family",
+        default="",
+        help="train v2 as this family by an operator override (e.g. 'sequential', needs `make torch`): "
+        "canaried past the guard and the gate's comparisons, then promoted or rolled back online",
+    )
     args = p.parse_args(argv)
     cfg = DemoConfig.fast() if args.fast else DemoConfig()
+    if args.challenger_family:
+        from shelfwise.training.ranker import RANKER
+        from shelfwise.training.search import ALL_FAMILIES
+        from shelfwise.training.trigger import TORCH_FAMILIES
+
+        named = [f for f in ALL_FAMILIES if f not in ("popularity_all", RANKER)]
+        if args.challenger_family not in named:
+            p.error(f"--challenger-family must be one of {', '.join(named)}")
+        if args.challenger_family in TORCH_FAMILIES and importlib.util.find_spec("torch") is None:
+            p.error(
+                f"--challenger-family {args.challenger_family} trains with PyTorch: run `make torch` first"
+            )
+        cfg = dataclasses.replace(cfg, challenger_family=args.challenger_family)
     if args.families:
         cfg = dataclasses.replace(cfg, extra_families=args.families)
     if args.seed is not None:

@@ -71,6 +71,10 @@ class DemoConfig:
     max_drift_windows: int = 30
     # Families trained beside the defaults, e.g. "sequential" (needs `make torch`).
     extra_families: str = ""
+    # The v2 challenger's family, e.g. "sequential" (needs `make torch`): served by an operator
+    # override of the guarded selection, past the offline gate's comparisons with other models
+    # (docs/training.md), then canaried, monitored and promoted or rolled back on evidence.
+    challenger_family: str = ""
 
     @classmethod
     def fast(cls) -> DemoConfig:

@@ -80,8 +80,21 @@ class Phases(Scenario):
         self.log(
             f"{len(later)} more daily exports arrived (v2 learns from more data); curated also holds the served feedback"
         )
-        p = self.train("v2")
+        family = c.challenger_family
+        override = (
+            {
+                "family": family,
+                "reason": f"demo: canary the {family} model, whose use of the session the offline test does not measure",
+                "past_gate": True,
+            }
+            if family
+            else None
+        )
+        p = self.train("v2", override)
         self.v2 = p["training"]["version"]
+        self.result["v2_algorithm"] = p["training"]["algorithm"]
+        if family:
+            self.stages["v2_is_named_family"] = p["training"]["algorithm"] == family
         a = self.aliases()
         started = a.challenger == self.v2 and a.canary_weight > 0
         self.stages["v2_canary_started"] = started
@@ -101,10 +114,21 @@ class Phases(Scenario):
                 self.log(f"v2 canary advanced {weight:.0%} -> {a.canary_weight:.0%}")
                 weight = a.canary_weight
             self._window_line(self.window(c.requests))
-        self.stable.append((start, self.rt.clock.now()))  # a good canary must raise no alarm
+        if not family:
+            self.stable.append((start, self.rt.clock.now()))  # a good canary must raise no alarm
         self.stages["v2_promoted"] = promoted
         self.log(f"v2 {self.v2} promoted to champion: {promoted} (previous: {self.aliases().previous})")
         self.promoted_at = self.rt.clock.now()
+        if family:
+            # a challenger the operator forced is judged online: promoted or rolled back, both decide
+            rolled_back = self._rollback_time(self.v2) is not None
+            self.stages["v2_decided"] = promoted or rolled_back
+            self.result["v2_outcome"] = (
+                "promoted" if promoted else "rolled back" if rolled_back else "undecided"
+            )
+            self.result["v2_canary_windows"] = len(
+                {i.started for i in self.rt.invocations_of("ComputeMetricsFunction") if start < i.started}
+            )
 
     def run_broken(self) -> None:
         from shelfwise.rollout import Rollout
@@ -113,10 +137,19 @@ class Phases(Scenario):
         registry = self._registry()
         version = f"{self.v2}-broken"
         bundle = build_broken_bundle(registry, self.v2, version, self.out_dir / "v3", c.seed)
-        reg = registry.register(bundle, version, off_policy=self._off_policy_check(registry))
+        # registered the way v2 was: a forced challenger's override goes with its re-export (and
+        # waives the off-policy half's comparison with the champion, so the alarms must act)
+        override = (registry.registration(self.v2)["gate"] or {}).get("override")
+        override = None if override is None else {k: v for k, v in override.items() if k != "actor"}
+        reg = registry.register(
+            bundle, version, off_policy=self._off_policy_check(registry), gate_override=override
+        )
         ope = reg.gate.off_policy or {}
         self.result["v3_off_policy"] = ope
-        self.stages["v3_refused_offline"] = bool(ope.get("applied")) and not ope.get("passed")
+        # refused when the registry did not offer it (an override waives the off-policy verdict)
+        self.stages["v3_refused_offline"] = (
+            bool(ope.get("applied")) and not ope.get("passed") and not reg.offered_for_canary
+        )
         self.v3 = version
         if self.stages["v3_refused_offline"]:
             self.result["v3_offline_exposure"] = 0.0
@@ -127,7 +160,7 @@ class Phases(Scenario):
             # To show the alarms still act without this gate: the same bundle registered again as
             # another version with the metric gate only, and offered like any version.
             version = f"{version}-nogate"
-            again = registry.register(bundle, version)
+            again = registry.register(bundle, version, gate_override=override)
             offer = Rollout(registry).offer(version, gate_passed=again.offered_for_canary, now=self.now())
             self.v3 = version
             started = offer.action == "start"

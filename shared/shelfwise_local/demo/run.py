@@ -80,7 +80,19 @@ class Demo(Phases):
             }
 
     def _expected(self, stage: str) -> bool:
-        return stage != "taste_drift_detected" or self.cfg.taste_drift
+        if self.cfg.challenger_family:
+            # a forced challenger may be promoted or rolled back; the later phases need it promoted
+            # v3 inherits v2's override, which waives the off-policy comparison: the alarms decide
+            if stage in ("v2_promoted", "v3_refused_offline"):
+                return False
+            if stage.startswith("v3_") or stage == "taste_drift_detected":
+                return bool(self.stages.get("v2_promoted")) and (
+                    stage != "taste_drift_detected" or self.cfg.taste_drift
+                )
+            return True
+        return stage not in ("v2_is_named_family", "v2_decided") and (
+            stage != "taste_drift_detected" or self.cfg.taste_drift
+        )
 
     def run(self) -> dict[str, Any]:
         t = time.perf_counter()
@@ -115,8 +127,10 @@ class Demo(Phases):
         expected = (
             "v1_champion",
             "stock_out_left_lists",
+            "v2_is_named_family",
             "v2_canary_started",
             "v2_promoted",
+            "v2_decided",
             "v3_refused_offline",
             "v3_canary_started",
             "v3_rolled_back",
@@ -126,6 +140,11 @@ class Demo(Phases):
             "stages_ok": all(self.stages.get(s, False) for s in expected if self._expected(s)),
             "stages": {s: self.stages.get(s, False) for s in expected if self._expected(s)},
             "good_model_promoted": self.stages.get("v2_promoted", False),
+            # with a challenger family: its algorithm, and whether the canary promoted or rolled it back
+            "challenger_family": self.cfg.challenger_family or None,
+            "v2_algorithm": self.result.get("v2_algorithm"),
+            "v2_outcome": self.result.get("v2_outcome"),
+            "v2_canary_windows": self.result.get("v2_canary_windows"),
             "broken_model_rolled_back": self.stages.get("v3_rolled_back", False),
             "detection_windows": self.result.get("detection_windows"),
             "exposed_share": self.result.get("exposed_share"),

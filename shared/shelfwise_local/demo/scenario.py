@@ -269,9 +269,14 @@ class Scenario:
         if bad:
             raise RuntimeError(f"ingest failed: {bad[-1].error}")
 
-    def train(self, label: str) -> dict[str, Any]:
+    def train(self, label: str, override: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Invoke the training function as its schedule does (``override``: an operator's family
+        override in the invocation, docs/training.md) and deliver the canary offer it leads to."""
         t = time.perf_counter()
-        payload = self.rt.invoke("TrainModelFunction", {"mode": "train", "time": self.now().isoformat()})
+        event: dict[str, Any] = {"mode": "train", "time": self.now().isoformat()}
+        if override is not None:
+            event["override"] = override
+        payload = self.rt.invoke("TrainModelFunction", event)
         tr = payload.get("training") or {}
         reg = tr.get("registration") or {}
         # The registry's ModelRegistered event reaches promote_model (the template's rule), which
@@ -287,6 +292,12 @@ class Scenario:
         ]
         if offers:
             payload["canary"] = offers[-1]
+        if tr.get("override"):
+            o, gate = tr["override"], reg.get("gate") or {}
+            self.log(
+                f"{label}: operator override: serve {o['family']} (the guard would serve "
+                f"{o['guard_would_serve']}); gate comparisons waived: {'; '.join(gate.get('waived') or []) or 'none'}"
+            )
         self.log(
             f"{label}: trained {tr.get('version')} ({tr.get('algorithm')}) in {time.perf_counter() - t:.0f}s; "
             f"gate {'passed' if (reg.get('gate') or {}).get('passed') else 'FAILED'}"

@@ -116,6 +116,8 @@ def main(argv: list[str]) -> int:
     import boto3
 
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    # the sequential model's exact graph beside its int8 one: both timed in the same run (A/B)
+    exact_file = work / "exact.onnx" if args.model == "sequential" and not args.exact_graph else None
     t = time.perf_counter()
     bundle_dir = build_synthetic_bundle(
         work / "bundle",
@@ -126,6 +128,7 @@ def main(argv: list[str]) -> int:
         int8_candidates=not args.exact_graph,
         save_items=work / KERNEL_ITEMS,
         model_kind=args.model,
+        save_exact=exact_file,
     )
     export_s = time.perf_counter() - t
     graph_record = json.loads((bundle_dir / "manifest.json").read_text())["onnx_graph"]
@@ -163,7 +166,9 @@ def main(argv: list[str]) -> int:
         )
 
         # 1. the bare kernel on the same item matrix (the baseline), in this process
-        kernel, kernel_cpu, served = kernel_times(bundle_dir, args.items, args.requests, served=True)
+        kernel, kernel_cpu, served, exact_times = kernel_times(
+            bundle_dir, args.items, args.requests, served=True, also=exact_file
+        )
         kernel_evicted = kernel_after_eviction(bundle_dir, args.items)
         print(
             f"kernel p50 {statistics.median(kernel):.3f} ms; served graph ({graph_record['graph']}) "
@@ -246,6 +251,12 @@ def main(argv: list[str]) -> int:
         "served_graph_p50_ms": pct(served, 50),
         "served_graph_p99_ms": pct(served, 99),
         "served_graph_over_kernel_p50": round(statistics.median(served) / statistics.median(kernel), 2),
+        # the sequential model's exact graph on the same requests, alternating (A/B of the export)
+        **(
+            {"exact_graph_p50_ms": pct(exact_times, 50), "exact_graph_p99_ms": pct(exact_times, 99)}
+            if exact_times
+            else {}
+        ),
         # --model ranker: its graph against the plain retrieval graph, alternating, same requests
         "ranker_vs_retrieval": ranker_vs_retrieval,
         "handler_p50_ms": pct(handler_ms, 50),

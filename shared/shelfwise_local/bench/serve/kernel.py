@@ -13,13 +13,21 @@ KERNEL_ITEMS = "kernel_items.npy"  # beside the bundle: the float32 factors, for
 
 
 def kernel_times(
-    bundle_dir: Path, n_items: int, requests: int, *, evict: bool = False, served: bool = False
-) -> tuple[list[float], list[float], list[float]]:
+    bundle_dir: Path,
+    n_items: int,
+    requests: int,
+    *,
+    evict: bool = False,
+    served: bool = False,
+    also: Path | None = None,
+) -> tuple[list[float], list[float], list[float], list[float]]:
     """Bare float32 MatMul+TopK on the same item matrix (wall, CPU ms) and the served graph (wall ms).
 
     The kernel is what the exact graph cannot beat; ``served=True`` also runs the bundle's own
     model.onnx (top-20 for a random known user, no exclusions: the issue-5 figure) on one thread,
     alternating with the kernel in blocks of 100 requests so both see the same machine load.
+    ``also``: another graph of the same contract timed the same way on the same requests (the
+    A/B of two exports in one run); its wall ms are the fourth list (empty without it).
 
     ``evict``: each run follows a pass over 256 MB of other memory, so the matrix is read from
     DRAM rather than the caches (the kernel streams the whole matrix: where it lives decides its
@@ -68,12 +76,20 @@ def kernel_times(
         if served
         else None
     )
+    also_sess = (
+        ort.InferenceSession(str(also), session_options(1), providers=["CPUExecutionProvider"])
+        if also is not None
+        else None
+    )
     from shelfwise.onnx_export import feeds
 
     rng = np.random.default_rng(1)
     k = np.array([20], np.int64)
     other = np.ones(256 * 2**20 // 8) if evict else None
-    times, cpu, served_times = [], [], []
+    times: list[float] = []
+    cpu: list[float] = []
+    served_times: list[float] = []
+    also_times: list[float] = []
     total = min(requests, 3000) + 50
     # Blocks of 100 requests alternate between the two graphs: both see the same machine load,
     # and each runs back to back as in a process that serves only it (interleaving every request
@@ -91,12 +107,15 @@ def kernel_times(
         if served_sess is None:
             continue
         users = rng.integers(n_users, size=block) if n_users else np.full(block, -1)
-        for user in users.tolist():
-            feed = feeds(n_items, user_index=user, k=20)
-            t = time.perf_counter()
-            served_sess.run(None, feed)
-            served_times.append((time.perf_counter() - t) * 1000)
-    return times[50:], cpu[50:], served_times[50:]
+        requests_ = [feeds(n_items, user_index=user, k=20) for user in users.tolist()]
+        for session, out in ((served_sess, served_times), (also_sess, also_times)):
+            if session is None:
+                continue
+            for feed in requests_:
+                t = time.perf_counter()
+                session.run(None, feed)
+                out.append((time.perf_counter() - t) * 1000)
+    return times[50:], cpu[50:], served_times[50:], also_times[50:]
 
 
 def kernel_after_eviction(bundle_dir: Path, n_items: int) -> float:
@@ -104,7 +123,7 @@ def kernel_after_eviction(bundle_dir: Path, n_items: int) -> float:
     code = (
         "import sys, statistics; from pathlib import Path\n"
         "from shelfwise_local.bench.serve.kernel import kernel_times\n"
-        "wall, _, _ = kernel_times(Path(sys.argv[1]), int(sys.argv[2]), 150, evict=True)\n"
+        "wall, _, _, _ = kernel_times(Path(sys.argv[1]), int(sys.argv[2]), 150, evict=True)\n"
         "print(statistics.median(wall))\n"
     )
     out = subprocess.run(

@@ -91,6 +91,7 @@ def build_synthetic_bundle(
     save_items: Path | None = None,
     model_kind: str = "als",
     history: int = 50,
+    save_exact: Path | None = None,
 ) -> Path:
     """A consistent factor-model bundle: clustered item factors, users, titles, prices, neighbours.
 
@@ -127,8 +128,12 @@ def build_synthetic_bundle(
     from shelfwise import onnx_ann
 
     graph: Any = None
-    graph_record: dict[str, Any] = {"graph": "sequential", "candidate_check": None}
-    if model_kind != "sequential":
+    graph_record: dict[str, Any] = {}
+    if model_kind == "sequential":
+        graph, graph_record = _synthetic_sequential(
+            items, cats, fav, history, rng, int8_candidates, save_exact
+        )
+    else:
         graph, graph_record = onnx_ann.export_factor_model(
             model,
             int8_candidates=int8_candidates,
@@ -157,8 +162,6 @@ def build_synthetic_bundle(
         sim_val = np.sort(rng.random((n_items, m)), axis=1)[:, ::-1]
     if graph_record["graph"] != "ann-pages":
         similar = (sim_idx, sim_val)
-    if model_kind == "sequential":
-        graph = _synthetic_sequential(items, cats, fav, history, rng)
     if model_kind == "ranker":
         from shelfwise_local.bench.serve.ranker import RETRIEVAL_GRAPH, synthetic_ranker
 
@@ -193,10 +196,19 @@ def build_synthetic_bundle(
 
 
 def _synthetic_sequential(
-    items: np.ndarray, cats: np.ndarray, fav: np.ndarray, history: int, rng: np.random.Generator
-) -> Any:
-    """A sequential graph of the serving cost of a trained one: 2 blocks, random weights, the item
-    matrix as its embeddings, and ``history`` stored events per user from their favourite category."""
+    items: np.ndarray,
+    cats: np.ndarray,
+    fav: np.ndarray,
+    history: int,
+    rng: np.random.Generator,
+    int8_candidates: bool,
+    save_exact: Path | None,
+) -> tuple[Any, dict[str, Any]]:
+    """A sequential graph of the serving cost of a trained one and its export record: 2 blocks,
+    random weights, the item matrix as its embeddings, a small item bias, and ``history`` stored
+    events per user from their favourite category. Exported like the training job's (the int8
+    candidate graph when its check passes); ``save_exact``: also write the exact graph there."""
+    from shelfwise import onnx_export as ox
     from shelfwise import onnx_sequential as osq
 
     n, d = items.shape
@@ -222,7 +234,7 @@ def _synthetic_sequential(
     ).astype(np.int32)
     arrays = osq.SequentialModel(
         item_emb=items,
-        item_bias=np.zeros(n, np.float32),
+        item_bias=(0.1 * rng.normal(size=n)).astype(np.float32),
         type_emb=w(osq.N_TYPES, d),
         pos_emb=w(50, d),
         blocks=blocks,
@@ -233,4 +245,9 @@ def _synthetic_sequential(
         user_items=user_items,
         user_types=rng.integers(1, osq.N_TYPES, user_items.size).astype(np.int8),
     )
-    return osq.build_sequential_model(arrays, meta={"shelfwise.algorithm": "sequential"})
+    meta = {"shelfwise.algorithm": "sequential"}
+    if save_exact is not None:
+        ox.save_model(osq.build_sequential_model(arrays, meta=meta), save_exact)
+    return osq.export_sequential_model(
+        arrays, int8_candidates=int8_candidates, check_ks=(20, 500), check_requests=200, meta=meta
+    )
