@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from shelfwise.rollout import RolloutPolicy
 from shelfwise_local.dockerfile import Dockerfile, build_virtualenv, recipe_digest
 from shelfwise_local.runtime import LocalRuntime
 from shelfwise_local.runtime.testing import new_runtime
@@ -109,10 +110,11 @@ def test_a_batch_trained_version_is_offered_and_canaried(batch_stack: LocalRunti
     assert [o.event["detail"]["version"] for o in offers] == versions
     assert [o.payload["action"] for o in offers] == ["idle", "start"], [o.payload or o.error for o in offers]
     aliases = _aliases(rt)
-    assert (aliases["champion"], aliases["challenger"], aliases["canary_weight"]) == (
+    # a new challenger starts on probation (the rollout policy's first, smaller share)
+    assert (aliases["champion"], aliases["challenger"], float(aliases["canary_weight"])) == (
         versions[0],
         versions[1],
-        "0.1",
+        RolloutPolicy().probation,
     )
 
     # progress reached the operator as a Lambda run's does: metrics, and the report in the bundle

@@ -45,11 +45,11 @@ def _get(url: str) -> Any:
         return json.loads(resp.read())
 
 
-def _curated_rows(rt: LocalRuntime) -> list[dict[str, Any]]:
+def _curated_rows(rt: LocalRuntime, prefix: str = "curated/events/") -> list[dict[str, Any]]:
     bucket = rt.physical_name("CuratedBucket")
     keys = [
         o["Key"]
-        for o in rt.s3.list_objects_v2(Bucket=bucket, Prefix="curated/").get("Contents", [])
+        for o in rt.s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
         if o["Key"].endswith(".parquet")
     ]
     return [
@@ -124,6 +124,9 @@ def test_the_loop_with_a_pseudonymisation_key(keyed: LocalRuntime, tmp_path: Pat
     curated_users = {r["user_id"] for r in rows if r["user_id"]}
     assert curated_users and all(u.startswith("p_") and len(u) == 34 for u in curated_users)
     assert hasher.one(users.most_common(1)[0][0]) in curated_users
+    # the ingest's bot flags name actors by the same pseudonyms, never by a raw id
+    flagged = {r["actor"] for r in _curated_rows(rt, "curated/_bots/")}
+    assert not flagged & set(users) and all(a.startswith("p_") for a in flagged)
     quarantine = _objects_text(rt, "QuarantineBucket")
     assert "teleport" in quarantine and "raw-user-4711" not in quarantine and EMAIL not in quarantine
 
