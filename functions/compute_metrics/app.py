@@ -15,7 +15,8 @@ from shelfwise import wiring
 from shelfwise.aws import client
 from shelfwise.events import event_time
 from shelfwise.monitoring.config import config_with_overrides
-from shelfwise.monitoring.job import Deployment, PassTargets, run_pass, scheduled_passes
+from shelfwise.monitoring.passes import PassTargets, run_pass, scheduled_passes
+from shelfwise.monitoring.state import Deployment
 from shelfwise.observability import logger, metrics, tracer
 from shelfwise.settings import load_settings
 

@@ -763,7 +763,7 @@ def promote_step(
     Stage traffic comes from the monitor's state (``monitoring/state/<model>.json``), counted
     from the stage start the registry's audit trail records (the canary's start, for a bandit).
     """
-    from shelfwise.monitoring.job import S3StateStore, stage_impressions
+    from shelfwise.monitoring.state import S3StateStore, stage_impressions
 
     if rollout.s3 is None or not rollout.bucket:
         raise InputError("promotion needs the monitoring bucket to read stage traffic")

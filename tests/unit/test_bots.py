@@ -9,7 +9,8 @@ import pyarrow as pa
 
 from shelfwise import bots
 from shelfwise.monitoring.config import MonitoringConfig
-from shelfwise.monitoring.job import Deployment, MemoryStateStore, MonitoringJob
+from shelfwise.monitoring.job import MonitoringJob
+from shelfwise.monitoring.state import Deployment, MemoryStateStore
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

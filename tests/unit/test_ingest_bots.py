@@ -18,7 +18,8 @@ from shelfwise import bots
 from shelfwise.ingest import ingest_file, ingest_object, read_events
 from shelfwise.monitoring.config import MonitoringConfig
 from shelfwise.monitoring.data import LocalEventSource, S3EventSource
-from shelfwise.monitoring.job import Deployment, MemoryStateStore, MonitoringJob
+from shelfwise.monitoring.job import MonitoringJob
+from shelfwise.monitoring.state import Deployment, MemoryStateStore
 from shelfwise.simulator import Incident, ShopParams, simulate_to_files
 from shelfwise.training.job import load_bot_flags
 

@@ -16,16 +16,10 @@ from moto import mock_aws
 from shelfwise.errors import InputError
 from shelfwise.monitoring.comparison import compare_user_rates, user_sums
 from shelfwise.monitoring.config import MonitoringConfig, alarm, breaches
-from shelfwise.monitoring.job import (
-    Deployment,
-    MemoryStateStore,
-    MonitoringJob,
-    PassTargets,
-    health_metrics,
-    run_pass,
-    stage_impressions,
-)
+from shelfwise.monitoring.job import MonitoringJob
+from shelfwise.monitoring.passes import PassTargets, health_metrics, run_pass
 from shelfwise.monitoring.publish import MetricDatum, put_metrics, read_history, write_history
+from shelfwise.monitoring.state import Deployment, MemoryStateStore, stage_impressions
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 EDGES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]

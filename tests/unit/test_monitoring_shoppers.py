@@ -16,8 +16,9 @@ from shelfwise.monitoring.comparison import (
     user_sums,
 )
 from shelfwise.monitoring.config import AttributionWindows, MonitoringConfig
-from shelfwise.monitoring.job import Deployment, MemoryStateStore, MonitoringJob
+from shelfwise.monitoring.job import MonitoringJob
 from shelfwise.monitoring.quality import shopper_counts
+from shelfwise.monitoring.state import Deployment, MemoryStateStore
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

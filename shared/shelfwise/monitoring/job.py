@@ -9,18 +9,15 @@ metrics are cumulative and every pass is idempotent for its windows.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from shelfwise import bots
-from shelfwise.errors import InputError
 from shelfwise.monitoring import drift
 from shelfwise.monitoring.comparison import (
     RatioBound,
@@ -46,213 +43,25 @@ from shelfwise.monitoring.quality import (
     rate_metrics,
     shopper_counts,
 )
+from shelfwise.monitoring.state import (
+    Deployment,
+    ManifestSource,
+    MemoryStateStore,
+    PassResult,
+    StateStore,
+    _between,
+    _ilv_entry,
+    _ilv_sum,
+    _key,
+    _sum,
+    canary_first_window,
+    floor_time,
+    stage_impressions,
+    sync_state,
+)
 
 BEHAVIOUR_TYPES = ("view", "click", "add_to_cart", "purchase")
 POPULARITY_BUCKETS = 10
-
-
-def _none(v: Any) -> str | None:
-    return None if v in (None, "", "none", "None") else str(v)
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """What the registry says is serving now."""
-
-    champion: str | None
-    challenger: str | None = None
-    canary_weight: float = 0.0
-    previous: str | None = None
-
-    @classmethod
-    def from_aliases(cls, aliases: Any) -> Deployment:
-        """From the registry's ``Aliases`` (or a mapping with the same keys)."""
-        if not isinstance(aliases, Mapping):
-            aliases = aliases.to_json() if hasattr(aliases, "to_json") else vars(aliases)
-        return cls(
-            champion=_none(aliases.get("champion")),
-            challenger=_none(aliases.get("challenger")),
-            canary_weight=float(aliases.get("canary_weight") or 0.0),
-            previous=_none(aliases.get("previous")),
-        )
-
-    def version_of(self, variant: str) -> str | None:
-        return {"champion": self.champion, "challenger": self.challenger}.get(variant)
-
-
-class ManifestSource(Protocol):
-    def manifest(self, version: str) -> Mapping[str, Any] | None: ...
-
-
-class S3Manifests:
-    """Bundle manifests from the models bucket, cached per version (bundles are immutable)."""
-
-    def __init__(self, s3: Any, bucket: str, model_name: str) -> None:
-        self.s3, self.bucket, self.model_name = s3, bucket, model_name
-        self._cache: dict[str, Mapping[str, Any] | None] = {}
-
-    def manifest(self, version: str) -> Mapping[str, Any] | None:
-        if version not in self._cache:
-            key = f"models/{self.model_name}/{version}/manifest.json"
-            try:
-                body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-                self._cache[version] = json.loads(body)
-            except self.s3.exceptions.NoSuchKey:
-                self._cache[version] = None
-        return self._cache[version]
-
-
-class StateStore(Protocol):
-    def load(self) -> dict[str, Any]: ...
-    def save(self, state: dict[str, Any]) -> None: ...
-
-
-class S3StateStore:
-    """The monitor's memory between passes: ``monitoring/state/<model_name>.json``."""
-
-    def __init__(self, s3: Any, bucket: str, model_name: str) -> None:
-        self.s3, self.bucket, self.key = s3, bucket, f"monitoring/state/{model_name}.json"
-
-    def load(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads(self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read()))
-        except self.s3.exceptions.NoSuchKey:
-            return {}
-
-    def save(self, state: dict[str, Any]) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=json.dumps(state, sort_keys=True).encode())
-
-
-class MemoryStateStore:
-    """State in memory (tests, benchmarks, the simulator loop)."""
-
-    def __init__(self) -> None:
-        self.state: dict[str, Any] = {}
-
-    def load(self) -> dict[str, Any]:
-        return json.loads(json.dumps(self.state))
-
-    def save(self, state: dict[str, Any]) -> None:
-        self.state = json.loads(json.dumps(state))
-
-
-@dataclass
-class PassResult:
-    """What one pass computed: the datums to publish and a summary for logs and the history."""
-
-    kind: str
-    window_start: datetime
-    data: list[MetricDatum] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
-
-    def values(self) -> dict[str, float]:
-        """``{"Name" or "Name/Variant": value}`` of the datums stamped at this pass's window."""
-        out = {}
-        for d in self.data:
-            if d.timestamp == self.window_start:
-                key = d.name + (f"/{d.dimensions['Variant']}" if "Variant" in d.dimensions else "")
-                out[key] = d.value
-        return out
-
-
-def floor_time(when: datetime, seconds: int) -> datetime:
-    ts = int(when.astimezone(UTC).timestamp())
-    return datetime.fromtimestamp(ts - ts % seconds, tz=UTC)
-
-
-def _key(variant: str, version: str) -> str:
-    return f"{variant}|{version}"
-
-
-def sync_state(state: dict[str, Any], deployment: Deployment, now: datetime) -> dict[str, Any]:
-    """Reset the per-canary memory when the challenger changes; note stage starts."""
-    if state.get("challenger") != deployment.challenger or state.get("champion") != deployment.champion:
-        state = {
-            "challenger": deployment.challenger,
-            "champion": deployment.champion,
-            "canary_started_at": now.isoformat() if deployment.challenger else None,
-            "stage_weight": deployment.canary_weight,
-            "stage_started_at": now.isoformat(),
-            "windows": {},
-        }
-    elif float(state.get("stage_weight", -1)) != deployment.canary_weight:
-        state["stage_weight"] = deployment.canary_weight
-        state["stage_started_at"] = now.isoformat()
-    state.setdefault("windows", {})
-    return state
-
-
-def _sum(state: Mapping[str, Any], kind: str, key: str, since: str | None = None) -> tuple[int, int]:
-    n = x = 0
-    for wstart, entry in state["windows"].items():
-        if since is not None and wstart < since:
-            continue
-        pair = entry.get(kind, {}).get(key)
-        if pair:
-            n += int(pair[0])
-            x += int(pair[1])
-    return n, x
-
-
-def _between(events: pa.Table, start: datetime, end: datetime) -> pa.Table:
-    ts = events["timestamp"]
-    lo = pa.scalar(start, pa.timestamp("ms", tz="UTC"))
-    hi = pa.scalar(end, pa.timestamp("ms", tz="UTC"))
-    return events.filter(pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)))
-
-
-def _ilv_entry(counts: InterleavingCounts, early: bool = False) -> dict[str, Any]:
-    return {"lists": counts.lists, "wins": dict(counts.early_wins if early else counts.wins)}
-
-
-def _ilv_sum(
-    state: Mapping[str, Any], kind: str, deployment: Deployment, since: str | None
-) -> tuple[int, int, int]:
-    """(challenger wins, champion wins, interleaved lists) summed over the windows since ``since``."""
-    w_c = w_b = lists = 0
-    for wstart, entry in state.get("windows", {}).items():
-        if since is not None and wstart < since:
-            continue
-        e = entry.get(kind)
-        if e:
-            lists += int(e.get("lists", 0))
-            w_c += int(e["wins"].get(deployment.challenger or "", 0))
-            w_b += int(e["wins"].get(deployment.champion or "", 0))
-    return w_c, w_b, lists
-
-
-def canary_first_window(state: Mapping[str, Any], window_seconds: int = 300) -> datetime | None:
-    """Start of the first evaluation window of the current canary (None without one).
-
-    The monitor notices a canary at the pass after it started, which evaluates the window that
-    just closed: that window is the canary's first.
-    """
-    started = state.get("canary_started_at")
-    if not state.get("challenger") or not started:
-        return None
-    return floor_time(datetime.fromisoformat(started), window_seconds) - timedelta(seconds=window_seconds)
-
-
-def stage_impressions(
-    state: Mapping[str, Any], since: datetime | None = None, window_seconds: int = 300
-) -> int:
-    """Challenger impressions since ``since`` (default: the stage start the monitor noticed).
-
-    A window counts when it ends after ``since`` (the window in which the weight changed counts:
-    it is partly the new stage, and the promoter's guard is a minimum, not a measurement).
-    """
-    if not state.get("challenger"):
-        return 0
-    if since is None:
-        if not state.get("stage_started_at"):
-            return 0
-        since = datetime.fromisoformat(state["stage_started_at"])
-    key = _key("challenger", str(state["challenger"]))
-    total = 0
-    for wstart, entry in state.get("windows", {}).items():
-        if datetime.fromisoformat(wstart) + timedelta(seconds=window_seconds) > since:
-            total += int(entry.get("impressions", {}).get(key, 0))
-    return total
 
 
 class MonitoringJob:
@@ -890,110 +699,3 @@ class MonitoringJob:
             "metrics": len(result.data),
         }
         return result
-
-
-def health_metrics(
-    ts: datetime,
-    minutes_since_newest: float | None,
-    quarantined: int,
-    ingested: int,
-    dlq_depth: int | None,
-    min_rows: int = 1000,
-) -> list[MetricDatum]:
-    """Pipeline-health datums; the quarantine rate only with at least ``min_rows`` ingested rows."""
-    if ingested < 0 or quarantined < 0 or quarantined > max(ingested, 0):
-        raise InputError("quarantined rows must lie between 0 and the ingested rows")
-    out = []
-    if minutes_since_newest is not None:
-        out.append(MetricDatum("MinutesSinceNewestPartition", minutes_since_newest, ts))
-    if ingested >= min_rows:
-        out.append(MetricDatum("QuarantineRate", quarantined / ingested, ts))
-    if dlq_depth is not None:
-        out.append(MetricDatum("IngestDLQDepth", float(dlq_depth), ts, unit="Count"))
-    return out
-
-
-@dataclass(frozen=True)
-class PassTargets:
-    """Where one pass reads and writes (resource names from the handler's settings)."""
-
-    curated_bucket: str
-    monitoring_bucket: str
-    models_bucket: str
-    model_name: str
-    ingest_dlq_url: str | None = None
-
-
-def run_pass(
-    kinds: tuple[str, ...],
-    now: datetime,
-    *,
-    targets: PassTargets,
-    deployment: Deployment,
-    s3: Any,
-    cloudwatch: Any,
-    sqs: Any = None,
-    config: MonitoringConfig | None = None,
-) -> dict[str, Any]:
-    """Run the ``fast`` and/or ``deep`` pass at ``now``, publish to CloudWatch and the S3 history.
-
-    The one domain entry point of ``functions/compute_metrics``. Returns a summary for the log.
-    """
-    from shelfwise.monitoring import health
-    from shelfwise.monitoring.data import S3EventSource
-    from shelfwise.monitoring.publish import put_metrics, write_history
-
-    unknown = set(kinds) - {"fast", "deep"}
-    if unknown or not kinds:
-        raise InputError(f"unknown monitoring pass {sorted(unknown) or kinds}; use fast and/or deep")
-    cfg = config or MonitoringConfig()
-    job = MonitoringJob(
-        S3EventSource(s3, targets.curated_bucket),
-        S3Manifests(s3, targets.models_bucket, targets.model_name),
-        S3StateStore(s3, targets.monitoring_bucket, targets.model_name),
-        cfg,
-        input_baseline=S3StateStore(s3, targets.monitoring_bucket, f"{targets.model_name}-input-baseline"),
-        champion_baseline=S3StateStore(
-            s3, targets.monitoring_bucket, f"{targets.model_name}-champion-baseline"
-        ),
-        shoppers=S3StateStore(s3, targets.monitoring_bucket, f"{targets.model_name}-shoppers"),
-    )
-    summary: dict[str, Any] = {}
-    for kind in kinds:
-        result = job.fast_pass(now, deployment) if kind == "fast" else job.deep_pass(now)
-        if kind == "fast":
-            start = result.window_start
-            seen_store = S3StateStore(s3, targets.monitoring_bucket, "_ingest-summaries-seen")
-            seen = set(seen_store.load().get("keys", []))
-            bad, rows, now_seen = health.new_quarantine_counts(s3, targets.curated_bucket, seen)
-            seen_store.save({"keys": sorted(now_seen)})
-            depth = (
-                health.dlq_depth(sqs, targets.ingest_dlq_url)
-                if sqs is not None and targets.ingest_dlq_url
-                else None
-            )
-            newest = result.summary.get("newest_event")
-            fresh = health.minutes_since_newest_partition(
-                s3, targets.curated_bucket, now, datetime.fromisoformat(newest) if newest else None
-            )
-            result.data += health_metrics(start, fresh, bad, rows, depth)
-        calls = put_metrics(cloudwatch, result.data)
-        key = write_history(
-            s3, targets.monitoring_bucket, result.window_start, kind, result.data, result.summary
-        )
-        summary[kind] = {
-            **result.summary,
-            "put_metric_data_calls": calls,
-            "history_key": key,
-            "values": result.values(),
-        }
-    return summary
-
-
-def scheduled_passes(event: Mapping[str, Any], now: datetime) -> tuple[str, ...]:
-    """Which passes a scheduled invocation runs: the fast pass every tick, plus the deep pass on the
-    first tick of each hour; an explicit ``{"pass": "deep"}`` (or ``"fast+deep"``) runs just that."""
-    explicit = event.get("pass") or (event.get("detail") or {}).get("pass")
-    if explicit:
-        return tuple(str(explicit).split("+"))
-    return ("fast", "deep") if now.minute < 5 else ("fast",)

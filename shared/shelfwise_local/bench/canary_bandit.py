@@ -30,7 +30,8 @@ import numpy as np
 from shelfwise.canary_bandit import BanditPolicy
 from shelfwise.errors import ConflictError
 from shelfwise.monitoring.config import DEFAULT_ALARMS, MonitoringConfig, alarm_state
-from shelfwise.monitoring.job import Deployment, MemoryStateStore, MonitoringJob
+from shelfwise.monitoring.job import MonitoringJob
+from shelfwise.monitoring.state import Deployment, MemoryStateStore
 from shelfwise.registry import Aliases, AliasSnapshot
 from shelfwise.rollout import AlarmNotice, Rollout, RolloutPolicy
 from shelfwise_local.bench._common import emit, peak_rss_mb

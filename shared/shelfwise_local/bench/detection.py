@@ -46,7 +46,8 @@ from shelfwise.monitoring.comparison import (
     guarded_user_compare,
 )
 from shelfwise.monitoring.config import DEFAULT_ALARMS, MonitoringConfig, alarm_state
-from shelfwise.monitoring.job import Deployment, MemoryStateStore, MonitoringJob
+from shelfwise.monitoring.job import MonitoringJob
+from shelfwise.monitoring.state import Deployment, MemoryStateStore
 from shelfwise.rollout import RolloutPolicy
 from shelfwise.serving.interleave import team_draft
 from shelfwise_local.bench._common import emit, peak_rss_mb

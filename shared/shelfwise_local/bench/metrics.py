@@ -24,8 +24,9 @@ import pyarrow.parquet as pq
 from shelfwise.cli.common import plain
 from shelfwise.monitoring.config import MonitoringConfig
 from shelfwise.monitoring.data import LocalEventSource
-from shelfwise.monitoring.job import Deployment, MemoryStateStore, MonitoringJob
+from shelfwise.monitoring.job import MonitoringJob
 from shelfwise.monitoring.quality import compute_quality
+from shelfwise.monitoring.state import Deployment, MemoryStateStore
 from shelfwise_local.bench._common import emit, peak_rss_mb
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
