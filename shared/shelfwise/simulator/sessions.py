@@ -67,6 +67,7 @@ HOURLY = np.array(
 HOURLY_CUM = np.cumsum(HOURLY) / HOURLY.sum()
 WEEKLY = np.array([1.0, 0.97, 0.96, 0.98, 1.03, 1.12, 1.15])
 MAX_VIEWS = 200
+FOLLOW_UP_DEPTH = 4
 
 
 def hash_uniform(*keys: np.ndarray | int) -> np.ndarray:
@@ -295,10 +296,12 @@ def mission_leaves(
 
     A mission is a leaf held for ``mission_days`` from a per-user phase: a need outside the
     favourites (a leaf by category weight, ``mission_explore`` of the time) or one of the
-    user's favourites (by their weights). Which mission a time falls in, and its leaf, are
-    hashes of (seed, user, mission number), so days stay independent. Consecutive sessions
-    then share a category, as a real shopper's do while a purchase is being decided, so recent
-    behaviour predicts the next days better than the whole history does.
+    user's favourites (by their weights). ``mission_complement`` of the missions follow up on
+    the one before: its category's complement (``ShopModel.complement_leaf``: after a phone, its
+    accessories). Which mission a time falls in, and its leaf, are hashes of (seed, user,
+    mission number), so days stay independent. Consecutive sessions then share a category, as a
+    real shopper's do while a purchase is being decided, and the next mission follows from the
+    last, so recent behaviour predicts the next days better than the whole history does.
     """
     p = model.params
     if p.mission_share <= 0.0 or len(leaf) == 0:
@@ -306,14 +309,29 @@ def mission_leaves(
     mission_ms = p.mission_days * DAY_MS
     phase = hash_uniform(model.seed, STREAM_MISSION, s_user) * mission_ms
     number = np.floor((t_ms - model.start_ms + phase) / mission_ms).astype(np.int64)
-    u = hash_uniform(model.seed, STREAM_MISSION, s_user, number)
-    k = (u[:, None] > cum).sum(axis=1).clip(0, 2)
-    mission = fav[np.arange(len(leaf)), k].astype(np.int64)
-    need = hash_uniform(model.seed, STREAM_MISSION, s_user, number, 1) < p.mission_explore
-    by_weight = np.searchsorted(
-        np.cumsum(leaf_w) / leaf_w.sum(), hash_uniform(model.seed, STREAM_MISSION, s_user, number, 2)
-    )
-    mission = np.where(need, np.minimum(by_weight, len(leaf_w) - 1), mission)
+    rows = np.arange(len(leaf))
+    cdf = np.cumsum(leaf_w) / leaf_w.sum()
+
+    def own_leaf(n: np.ndarray) -> np.ndarray:
+        """Mission ``n``'s leaf before any follow-up: a favourite, or a need by category weight."""
+        u = hash_uniform(model.seed, STREAM_MISSION, s_user, n)
+        k = (u[:, None] > cum).sum(axis=1).clip(0, 2)
+        mission = fav[rows, k].astype(np.int64)
+        need = hash_uniform(model.seed, STREAM_MISSION, s_user, n, 1) < p.mission_explore
+        by_weight = np.searchsorted(cdf, hash_uniform(model.seed, STREAM_MISSION, s_user, n, 2))
+        return np.where(need, np.minimum(by_weight, len(leaf_w) - 1), mission)
+
+    if p.mission_complement > 0.0:
+        # a follow-up's leaf is the complement of the mission before (itself perhaps a follow-up),
+        # traced back FOLLOW_UP_DEPTH missions (a longer chain has probability share ** depth)
+        mission = own_leaf(number - FOLLOW_UP_DEPTH)
+        for back in range(FOLLOW_UP_DEPTH - 1, -1, -1):
+            n = number - back
+            after = model.complement_leaf[mission]
+            follow_up = hash_uniform(model.seed, STREAM_MISSION, s_user, n, 3) < p.mission_complement
+            mission = np.where(follow_up & (leaf_w[after] > 0), after, own_leaf(n))
+    else:
+        mission = own_leaf(number)
     rng = np.random.default_rng(np.random.SeedSequence([model.seed, STREAM_MISSION, day]))
     follows = rng.random(len(leaf)) < p.mission_share
     return np.where(follows, mission, leaf)
