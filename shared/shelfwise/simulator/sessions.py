@@ -309,32 +309,36 @@ def mission_leaves(
     mission_ms = p.mission_days * DAY_MS
     phase = hash_uniform(model.seed, STREAM_MISSION, s_user) * mission_ms
     number = np.floor((t_ms - model.start_ms + phase) / mission_ms).astype(np.int64)
-    rows = np.arange(len(leaf))
     cdf = np.cumsum(leaf_w) / leaf_w.sum()
+    rng = np.random.default_rng(np.random.SeedSequence([model.seed, STREAM_MISSION, day]))
+    follows = np.flatnonzero(rng.random(len(leaf)) < p.mission_share)
+    users = s_user[follows]
 
-    def own_leaf(n: np.ndarray) -> np.ndarray:
+    def own_leaf(sel: np.ndarray, n: np.ndarray) -> np.ndarray:
         """Mission ``n``'s leaf before any follow-up: a favourite, or a need by category weight."""
-        u = hash_uniform(model.seed, STREAM_MISSION, s_user, n)
-        k = (u[:, None] > cum).sum(axis=1).clip(0, 2)
-        mission = fav[rows, k].astype(np.int64)
-        need = hash_uniform(model.seed, STREAM_MISSION, s_user, n, 1) < p.mission_explore
-        by_weight = np.searchsorted(cdf, hash_uniform(model.seed, STREAM_MISSION, s_user, n, 2))
+        u = hash_uniform(model.seed, STREAM_MISSION, users[sel], n)
+        k = (u[:, None] > cum[follows[sel]]).sum(axis=1).clip(0, 2)
+        mission = fav[follows[sel], k].astype(np.int64)
+        need = hash_uniform(model.seed, STREAM_MISSION, users[sel], n, 1) < p.mission_explore
+        by_weight = np.searchsorted(cdf, hash_uniform(model.seed, STREAM_MISSION, users[sel], n, 2))
         return np.where(need, np.minimum(by_weight, len(leaf_w) - 1), mission)
 
-    if p.mission_complement > 0.0:
-        # a follow-up's leaf is the complement of the mission before (itself perhaps a follow-up),
-        # traced back FOLLOW_UP_DEPTH missions (a longer chain has probability share ** depth)
-        mission = own_leaf(number - FOLLOW_UP_DEPTH)
-        for back in range(FOLLOW_UP_DEPTH - 1, -1, -1):
-            n = number - back
-            after = model.complement_leaf[mission]
-            follow_up = hash_uniform(model.seed, STREAM_MISSION, s_user, n, 3) < p.mission_complement
-            mission = np.where(follow_up & (leaf_w[after] > 0), after, own_leaf(n))
-    else:
-        mission = own_leaf(number)
-    rng = np.random.default_rng(np.random.SeedSequence([model.seed, STREAM_MISSION, day]))
-    follows = rng.random(len(leaf)) < p.mission_share
-    return np.where(follows, mission, leaf)
+    def mission_of(sel: np.ndarray, n: np.ndarray, depth: int) -> np.ndarray:
+        """Mission ``n``'s leaf: a follow-up's is the complement of the mission before (itself
+        perhaps a follow-up), traced back ``depth`` missions (a longer chain has probability
+        ``mission_complement ** depth``)."""
+        mission = own_leaf(sel, n)
+        if depth == 0 or p.mission_complement <= 0.0:
+            return mission
+        up = np.flatnonzero(hash_uniform(model.seed, STREAM_MISSION, users[sel], n, 3) < p.mission_complement)
+        if len(up):
+            after = model.complement_leaf[mission_of(sel[up], n[up] - 1, depth - 1)]
+            mission[up] = np.where(leaf_w[after] > 0, after, mission[up])
+        return mission
+
+    out = leaf.copy()
+    out[follows] = mission_of(np.arange(len(follows)), number[follows], FOLLOW_UP_DEPTH)
+    return out
 
 
 def day_incidents(model: ShopModel, block: DayBlock, day: int, rng: np.random.Generator) -> DayBlock:
