@@ -65,3 +65,27 @@ def test_in_session_metrics_by_hand() -> None:
     got = evaluate_in_session(popularity, requests, split, k=1)
     assert got["ndcg@1"] == 1.0 and got["recall@1"] == 0.5 and got["users"] == 1
     assert evaluate_in_session(popularity, requests, split, k=2)["recall@2"] == 1.0
+
+
+def test_fold_in_answers_from_the_training_items_and_the_visit() -> None:
+    data = interactions_from_table(_table())
+    split = temporal_split(data, 0.8)
+    requests = session_requests(data, split)
+    seen: list[tuple[int, list[int], list[float]]] = []
+
+    class Recorder(Popularity):
+        def reference(self, user_index, items, weights, exclude, k):  # type: ignore[no-untyped-def]
+            seen.append((int(user_index), items.tolist(), weights.tolist()))
+            return super().reference(user_index, items, weights, exclude, k)
+
+    model = Recorder().fit(split.train)
+    evaluate_in_session(model, requests, split, k=1)
+    evaluate_in_session(model, requests, split, k=1, fold_in=True)
+    train = split.train
+    u1 = int(requests.users[0])
+    (served_user, served_items, _), (folded_user, folded_items, folded_weights) = seen
+    assert served_user == u1 and train.item_ids[served_items].tolist() == ["i3"]
+    # the anonymous route, u1's training items (i1, i2: two views each) then the visit's i3
+    assert folded_user == -1
+    assert train.item_ids[folded_items].tolist() == ["i1", "i2", "i3"]
+    assert folded_weights == pytest.approx([2 * EVENT_WEIGHTS["view"]] * 2 + [EVENT_WEIGHTS["view"]])

@@ -80,10 +80,16 @@ def _encode(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 def evaluate_in_session(
-    model: Recommender, requests: SessionRequests, split: Split, k: int
+    model: Recommender, requests: SessionRequests, split: Split, k: int, *, fold_in: bool = False
 ) -> dict[str, Any]:
     """Mean metrics at ``k`` of ``model`` answering each request as served (training items and the
-    request's item excluded)."""
+    request's item excluded).
+
+    ``fold_in``: answer through the graph's anonymous route instead, with the user's training items
+    (their summed event weights) followed by the request's event as the history, which is what a
+    graph that reads a known user's request events beside the stored history would see. It is the
+    fair mid-visit baseline for a family whose served route ignores the visit.
+    """
     seen = split.train.matrix("user")
     n_items = split.train.n_items
     ranked = np.full((len(requests), k), -1, dtype=np.int64)
@@ -94,9 +100,13 @@ def evaluate_in_session(
         exclude = np.zeros(n_items, dtype=bool)
         exclude[seen.indices[seen.indptr[user] : seen.indptr[user + 1]]] = True
         exclude[item] = True
-        _, top = reference(
-            user, np.array([item]), np.array([weight], dtype=np.float32), exclude, min(k, n_items)
-        )
+        items, weights, who = np.array([item]), np.array([weight], dtype=np.float32), user
+        if fold_in:
+            lo, hi = seen.indptr[user], seen.indptr[user + 1]
+            items = np.concatenate([seen.indices[lo:hi].astype(np.int64), items])
+            weights = np.concatenate([seen.data[lo:hi].astype(np.float32), weights])
+            who = -1
+        _, top = reference(who, items, weights, exclude, min(k, n_items))
         ranked[r, : len(top)] = top
     n = np.array([len(t) for t in requests.targets], dtype=np.int64)
     hits = np.zeros(ranked.shape, dtype=bool)
