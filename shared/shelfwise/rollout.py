@@ -42,6 +42,7 @@ from typing import Any, Literal, Protocol
 
 from botocore.exceptions import ClientError
 
+from shelfwise.alarm_notices import AlarmNotice, alarm_target, parse_alarm_notices, read_time
 from shelfwise.canary_bandit import Allocation, BanditPolicy, allocate
 from shelfwise.errors import InputError
 from shelfwise.monitoring.config import DEFAULT_ALARMS, PROMOTION_GATE_SUFFIXES, AlarmSpec
@@ -133,22 +134,6 @@ class RolloutPolicy:
         return None
 
 
-@dataclass(frozen=True)
-class AlarmNotice:
-    """An alarm state change, from SNS (CloudWatch alarm action) or EventBridge."""
-
-    name: str
-    state: str
-    changed_at: datetime
-    reason: str = ""
-    dimensions: dict[str, str] = field(default_factory=dict)
-    metric: str | None = None
-
-    @property
-    def dedupe_key(self) -> str:
-        return f"{self.name}@{self.changed_at.astimezone(UTC):%Y%m%dT%H%M%S.%fZ}"
-
-
 @dataclass
 class Decision:
     """What the policy decided and did, for logs, the report and the caller."""
@@ -164,90 +149,6 @@ class Decision:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _time(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    text = str(value)
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"):
-        try:
-            return datetime.strptime(text, fmt)
-        except ValueError:
-            pass
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InputError(f"unreadable alarm time {text!r}") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def parse_alarm_notices(event: Mapping[str, Any]) -> list[AlarmNotice]:
-    """Alarm state changes in a Lambda event: SNS records of alarm actions, or one EventBridge event."""
-    if event.get("detail-type") == "CloudWatch Alarm State Change":
-        d = event.get("detail") or {}
-        state = d.get("state") or {}
-        dims: dict[str, str] = {}
-        metric = None
-        for m in (d.get("configuration") or {}).get("metrics") or []:
-            stat = (m.get("metricStat") or {}).get("metric") or {}
-            metric = metric or stat.get("name")
-            dims.update({str(k): str(v) for k, v in (stat.get("dimensions") or {}).items()})
-        if not d.get("alarmName") or not state.get("value"):
-            raise InputError("EventBridge alarm event lacks detail.alarmName or detail.state.value")
-        return [
-            AlarmNotice(
-                name=str(d["alarmName"]),
-                state=str(state["value"]),
-                changed_at=_time(state.get("timestamp") or event.get("time")),
-                reason=str(state.get("reason", "")),
-                dimensions=dims,
-                metric=metric,
-            )
-        ]
-    records = event.get("Records")
-    if not isinstance(records, list):
-        raise InputError("event is neither SNS records nor a CloudWatch Alarm State Change")
-    out = []
-    for rec in records:
-        sns = rec.get("Sns") or {}
-        try:
-            msg = json.loads(sns.get("Message") or "")
-        except ValueError as exc:
-            raise InputError(f"SNS message is not an alarm notification: {exc}") from exc
-        if not isinstance(msg, dict) or "AlarmName" not in msg or "NewStateValue" not in msg:
-            raise InputError("SNS message lacks AlarmName or NewStateValue")
-        trigger = msg.get("Trigger") or {}
-        dims = {
-            str(x.get("name") or x.get("Name")): str(x.get("value") or x.get("Value"))
-            for x in trigger.get("Dimensions") or []
-        }
-        out.append(
-            AlarmNotice(
-                name=str(msg["AlarmName"]),
-                state=str(msg["NewStateValue"]),
-                changed_at=_time(msg.get("StateChangeTime") or sns.get("Timestamp")),
-                reason=str(msg.get("NewStateReason", "")),
-                dimensions=dims,
-                metric=trigger.get("MetricName"),
-            )
-        )
-    return out
-
-
-def alarm_target(notice: AlarmNotice, alarms: Sequence[AlarmSpec] = DEFAULT_ALARMS) -> str:
-    """``challenger``, ``champion`` or ``none``: whom an alarm accuses.
-
-    The alarm's own spec decides first (alarm names end with the spec suffix); otherwise its
-    ``Variant`` dimension; alarms about data or inputs accuse no model.
-    """
-    for spec in alarms:
-        if notice.name == spec.suffix or notice.name.endswith("-" + spec.suffix):
-            return spec.target
-    variant = notice.dimensions.get("Variant")
-    if variant in ("challenger", "champion"):
-        return variant
-    return "none"
 
 
 def _state(aliases: Any) -> dict[str, Any]:
@@ -269,7 +170,7 @@ def _last_promotion_from_canary(
             continue
         was_challenger = (rec.get("before") or {}).get("challenger") == champion
         if action == "ModelPromoted" and rec.get("version") == champion and was_challenger:
-            return _time(rec["time"])
+            return read_time(rec["time"])
         return None
     return None
 
@@ -277,7 +178,7 @@ def _last_promotion_from_canary(
 def _last(history: Sequence[Mapping[str, Any]], actions: set[str], version: str | None) -> datetime | None:
     for rec in reversed(history):
         if rec.get("action") in actions and (version is None or rec.get("version") == version):
-            return _time(rec["time"])
+            return read_time(rec["time"])
     return None
 
 

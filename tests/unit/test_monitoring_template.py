@@ -160,9 +160,9 @@ def test_drift_alarms_on_the_champion_and_inputs_trigger_a_retrain_not_a_rollbac
 
 
 def test_exploration_over_budget_for_three_hours_notifies_and_rolls_nothing_back() -> None:
+    from shelfwise.alarm_notices import AlarmNotice, alarm_target
     from shelfwise.monitoring.config import alarm_state
     from shelfwise.monitoring.dashboard import dashboard
-    from shelfwise.rollout import AlarmNotice, alarm_target
 
     spec = alarm("exploration-cost")
     assert (spec.metric, spec.variant, spec.period, spec.statistic) == (

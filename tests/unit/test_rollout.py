@@ -12,19 +12,17 @@ import numpy as np
 import pytest
 from moto import mock_aws
 
+from shelfwise.alarm_notices import AlarmNotice, alarm_target, parse_alarm_notices
 from shelfwise.bundle import write_bundle
 from shelfwise.canary_bandit import BanditPolicy
 from shelfwise.errors import InputError
 from shelfwise.onnx_export import build_popularity_model
 from shelfwise.registry import Registry
 from shelfwise.rollout import (
-    AlarmNotice,
     Rollout,
     RolloutPolicy,
     alarm_states,
-    alarm_target,
     handle_alarm_event,
-    parse_alarm_notices,
     read_decisions,
 )
 from tests.unit.test_canary_bandit import split

@@ -27,13 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from shelfwise.alarm_notices import AlarmNotice
 from shelfwise.canary_bandit import BanditPolicy
 from shelfwise.errors import ConflictError
 from shelfwise.monitoring.config import DEFAULT_ALARMS, MonitoringConfig, alarm_state
 from shelfwise.monitoring.job import MonitoringJob
 from shelfwise.monitoring.state import Deployment, MemoryStateStore
 from shelfwise.registry import Aliases, AliasSnapshot
-from shelfwise.rollout import AlarmNotice, Rollout, RolloutPolicy
+from shelfwise.rollout import Rollout, RolloutPolicy
 from shelfwise_local.bench._common import emit, peak_rss_mb
 from shelfwise_local.bench.detection import quality_bound
 
