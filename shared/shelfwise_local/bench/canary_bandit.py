@@ -36,7 +36,7 @@ from shelfwise.monitoring.state import Deployment, MemoryStateStore
 from shelfwise.registry import Aliases, AliasSnapshot
 from shelfwise.rollout import Rollout, RolloutPolicy
 from shelfwise_local.bench._common import emit, peak_rss_mb
-from shelfwise_local.bench.detection import quality_bound
+from shelfwise_local.bench.detection_mc import quality_bound
 
 T0 = datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
 WINDOW = timedelta(minutes=5)
