@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 CLICK_SECONDS = 30 * 60
 PURCHASE_SECONDS = 24 * 3600
+RANK_DEPTH = 200  # how deep :func:`logging_ranks` reads a model's ranking for the direct model
 _NUM = r"-?[0-9.]+(?:[eE][-+]?[0-9]+)?"
 
 
@@ -271,7 +272,7 @@ def candidate_lists(data: LoggedData, scorer: Scorer) -> tuple[LoggedData, np.nd
 
 
 def logging_ranks(
-    data: LoggedData, target: np.ndarray, logging_model: Scorer, max_rank: int = 200
+    data: LoggedData, target: np.ndarray, logging_model: Scorer, max_rank: int = RANK_DEPTH
 ) -> tuple[np.ndarray, np.ndarray]:
     """The logging model's rank of every logged and every target item, per list's shopper
     (``max_rank`` beyond its top ``max_rank``): what :func:`shelfwise.offpolicy.rank_direct_model` fits."""

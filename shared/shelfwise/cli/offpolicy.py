@@ -20,7 +20,7 @@ from shelfwise.offpolicy import (
     evaluate,
     rank_direct_model,
 )
-from shelfwise.offpolicy_log import bundle_scorer, candidate_lists, logged_lists, logging_ranks
+from shelfwise.offpolicy_log import RANK_DEPTH, bundle_scorer, candidate_lists, logged_lists, logging_ranks
 
 
 @command("shelfwise evaluate --off-policy")
@@ -55,7 +55,8 @@ def main(argv: list[str]) -> int:
     data = logged_lists(read_table(args.events, args.format))
     print(f"{data.lists.n} logged lists, {data.explored_share:.1%} explored", file=sys.stderr)
     model = LoadedModel.from_directory(Path(args.candidate), Path(args.candidate).name)
-    usable, target, n_items = candidate_lists(data, bundle_scorer(model))
+    candidate = bundle_scorer(model)
+    usable, target, n_items = candidate_lists(data, candidate)
     print(f"{usable.lists.n} lists with a user the candidate knows", file=sys.stderr)
     width = max(usable.lists.items.shape[1], target.shape[1])
     theta = default_examination(width)
@@ -65,10 +66,19 @@ def main(argv: list[str]) -> int:
             theta = got
     direct = None
     if args.logging_model:
-        # DR's direct model: click rates by the logging model's own rank for the shopper
+        # DR's direct model: click rates by the logging model's and the candidate's rank for the shopper
         logging_model = bundle_scorer(LoadedModel.from_directory(Path(args.logging_model), "logging"))
         ranks_l, ranks_t = logging_ranks(usable, target, logging_model)
-        direct = rank_direct_model(usable.lists, ranks_l, ranks_t, theta)
+        own_l, _ = logging_ranks(usable, target, candidate)
+        direct = rank_direct_model(
+            usable.lists,
+            ranks_l,
+            ranks_t,
+            theta,
+            candidate_ranks_logged=own_l,
+            scale="normal",
+            n_ranked=max(int(model.catalog.n_items), RANK_DEPTH + 1),
+        )
     report = evaluate(usable.lists, target, theta=theta, config=cfg, n_items=n_items, direct=direct)
     for e in report.estimates:
         shown = f"refused ({e.refused})" if e.refused else f"{e.value:.5f} [{e.lower:.5f}, {e.upper:.5f}]"
