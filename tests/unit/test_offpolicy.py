@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections import Counter
 
@@ -347,3 +348,18 @@ def test_the_two_rank_model_fits_known_rates_and_refuses_bad_input() -> None:
     logged, _ = _tiny()
     with pytest.raises(InputError, match="candidate_ranks_logged"):
         rank_direct_model(logged, np.zeros((2, 2)), np.zeros((2, 2)), candidate_ranks_logged=np.zeros((3, 2)))
+
+
+def test_the_simulated_bench_reports_each_direct_model_over_seeds(capsys: pytest.CaptureFixture[str]) -> None:
+    from shelfwise_local.bench.ope_simulated import main
+
+    assert main(["--users", "1500", "--items", "400", "--seeds", "2", "--pool", "30"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["runs"] == 2
+    for name in ("good", "slightly_worse"):
+        models = out["dr_within_10pct"][name]
+        assert set(models) == {"two-rank", "rank", "item"}
+        assert models["two-rank"]["within"].endswith("of 2")
+        assert out["coverage"][name]["position/dr"]["runs"] == 2
+    # the broken model is never estimated: the log does not cover it
+    assert out["dr_within_10pct"]["broken"]["two-rank"] == {"refused": 2}

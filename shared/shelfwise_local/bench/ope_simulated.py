@@ -7,7 +7,10 @@ reference) read back through the contract's reader, and the simulated shoppers a
 champion with its item scores shuffled) is estimated off-policy on that log, and measured in a
 simulated canary on the next day (the same shoppers' true click probabilities, and the clicks they
 actually make). Reported per candidate and estimator: the estimate, its interval, the online truth,
-the relative bias, whether the interval covers the truth, and the gate's verdict. Known-user
+the relative bias, whether the interval covers the truth, and the gate's verdict. DR's direct
+model is the gate's (by the champion's and the candidate's rank, ``--direct-model two-rank``) or
+the champion's rank alone (``rank``); the other, and the item-level one, are reported beside it,
+on the same log. Known-user
 requests only (a candidate is scored for the user the log references; anonymous sessions would
 need the request history in the log).
 
@@ -15,7 +18,8 @@ need the request history in the log).
 canary each time) and reports how often each estimator's 95% interval covers the truth, at the
 position level (expected clicks per list) and at the list level (probability that the list gets a
 click): against the online truth of the canary day, and against the estimand itself (the
-candidate's expected reward on the logged shoppers at the logged times).
+candidate's expected reward on the logged shoppers at the logged times), and in how many runs
+each direct model's DR was within 10% of the online truth.
 """
 
 from __future__ import annotations
@@ -88,7 +92,10 @@ def main(argv: list[str]) -> int:
         "(the other is reported beside it)",
     )
     ap.add_argument(
-        "--rank-scale", choices=("log", "normal"), default="log", help="the two-rank model's feature"
+        "--rank-scale",
+        choices=("normal", "log"),
+        default="normal",
+        help="the two-rank model's rank feature: its normal quantile among the items (as the gate) or log(rank + 1)",
     )
     ap.add_argument("--seed", type=int, default=21)
     ap.add_argument("--seeds", type=int, default=1, help="repeat with this many shop seeds; report coverage")
