@@ -116,6 +116,15 @@ def main(argv: list[str]) -> int:
         for name in runs[0]["candidates"]
     }
     summary["dr_within_10pct"] = within_summary(runs, args.direct_model)
+    summary["median_support_coverage"] = {
+        name: round(float(np.median([r["candidates"][name]["coverage"] for r in runs])), 4)
+        for name in runs[0]["candidates"]
+    }
+    costs = [r["exploration_cost"]["cost"] for r in runs if r["exploration_cost"]]
+    summary["median_exploration_cost"] = {
+        "estimated": round(float(np.median(costs)), 4) if costs else None,
+        "true": round(float(np.median([r["exploration_cost_true"] for r in runs])), 4),
+    }
     summary.update(
         seeds=[args.seed, args.seed + args.seeds - 1],
         seconds=round(time.perf_counter() - t_start, 1),
