@@ -24,8 +24,9 @@ from shelfwise.events import EVENT_WEIGHTS
 from shelfwise.registry import Registry
 from shelfwise.training.data import interactions_from_table, temporal_split
 from shelfwise.training.itemknn import ItemKNN, top_neighbours
-from shelfwise.training.job import Progress, TrainConfig, check_parity, run_training
+from shelfwise.training.job import Progress, TrainConfig, run_training
 from shelfwise.training.mf import ALS
+from shelfwise.training.parity import check_parity
 from shelfwise.training.popularity import Popularity
 from shelfwise.training.search import evaluate_model
 from shelfwise.training.trigger import decide, parquet_rows
