@@ -363,3 +363,4 @@ def test_the_simulated_bench_reports_each_direct_model_over_seeds(capsys: pytest
         assert out["coverage"][name]["position/dr"]["runs"] == 2
     # the broken model is never estimated: the log does not cover it
     assert out["dr_within_10pct"]["broken"]["two-rank"] == {"refused": 2}
+    assert out["gate_passed"]["broken"] == "0 of 2"

@@ -120,6 +120,11 @@ def main(argv: list[str]) -> int:
         name: round(float(np.median([r["candidates"][name]["coverage"] for r in runs])), 4)
         for name in runs[0]["candidates"]
     }
+    summary["gate_passed"] = {
+        name: f"{sum(r['candidates'][name]['gate']['passed'] for r in runs)} of {len(runs)}"
+        for name in runs[0]["candidates"]
+        if name != "champion"
+    }
     costs = [r["exploration_cost"]["cost"] for r in runs if r["exploration_cost"]]
     summary["median_exploration_cost"] = {
         "estimated": round(float(np.median(costs)), 4) if costs else None,
