@@ -17,15 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shelfwise.offpolicy import OpeConfig, OpeReport, evaluate, rank_direct_model
+from shelfwise.offpolicy import OpeConfig, OpeReport, evaluate
 from shelfwise.offpolicy_log import (
-    RANK_DEPTH,
     LoggedData,
     Scorer,
     bundle_scorer,
     candidate_lists,
     logged_lists,
-    logging_ranks,
+    two_rank_direct_model,
 )
 
 ESTIMATOR = ("dr", "position", "ctr")
@@ -105,16 +104,9 @@ def off_policy_check(
         # The direct model: click rates by the champion's rank of an item for that shopper (the
         # logs were served by the champion, so those rates are what they measure) and by the
         # model's own rank, so a model's picks the champion ranks low are rated by both.
-        ranks_l, ranks_t = logging_ranks(with_champion, target, champion)
-        _, ranks_ct = logging_ranks(with_champion, champ_target, champion)
-        own_l, _ = logging_ranks(with_champion, target, cand)
-        n_ranked = max(int(model.catalog.n_items), RANK_DEPTH + 1)
-        c_dm = rank_direct_model(
-            usable.lists, ranks_l, ranks_t, candidate_ranks_logged=own_l, scale="normal", n_ranked=n_ranked
-        )
-        ch_dm = rank_direct_model(
-            usable.lists, ranks_l, ranks_ct, candidate_ranks_logged=ranks_l, scale="normal", n_ranked=n_ranked
-        )
+        n_ranked = int(model.catalog.n_items)
+        c_dm = two_rank_direct_model(with_champion, target, champion, cand, n_ranked)
+        ch_dm = two_rank_direct_model(with_champion, champ_target, champion, champion, n_ranked)
         c_report = evaluate(usable.lists, target, config=cfg, n_items=n_items, direct=c_dm)
         ch_report = evaluate(usable.lists, champ_target, config=cfg, n_items=n_items, direct=ch_dm)
         return off_policy_verdict(c_report, ch_report, tolerance, on_unsupported)

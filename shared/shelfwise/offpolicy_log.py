@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from shelfwise.bundle import text_list
 from shelfwise.errors import InputError
-from shelfwise.offpolicy import LoggedLists
+from shelfwise.offpolicy import DirectModel, LoggedLists, rank_direct_model
 from shelfwise.served_lists import user_hash
 
 if TYPE_CHECKING:
@@ -296,3 +296,27 @@ def logging_ranks(
             if code >= 0 and code < vocab.size:
                 ranks_t[row, p] = table.get(str(vocab[code]), max_rank)
     return ranks_l, ranks_t
+
+
+def two_rank_direct_model(
+    data: LoggedData,
+    target: np.ndarray,
+    logging_model: Scorer,
+    candidate: Scorer,
+    n_ranked: int,
+    theta: np.ndarray | None = None,
+) -> DirectModel:
+    """DR's direct model by the logging model's and the candidate's rank of each item for the
+    shopper (:func:`shelfwise.offpolicy.rank_direct_model`, normal rank quantiles among
+    ``n_ranked`` catalogue items): what the gate and ``evaluate --logging-model`` use."""
+    ranks_l, ranks_t = logging_ranks(data, target, logging_model)
+    own_l, _ = logging_ranks(data, target, candidate)
+    return rank_direct_model(
+        data.lists,
+        ranks_l,
+        ranks_t,
+        theta,
+        candidate_ranks_logged=own_l,
+        scale="normal",
+        n_ranked=max(int(n_ranked), RANK_DEPTH + 1),
+    )

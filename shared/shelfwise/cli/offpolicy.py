@@ -18,9 +18,8 @@ from shelfwise.offpolicy import (
     default_examination,
     estimate_examination,
     evaluate,
-    rank_direct_model,
 )
-from shelfwise.offpolicy_log import RANK_DEPTH, bundle_scorer, candidate_lists, logged_lists, logging_ranks
+from shelfwise.offpolicy_log import bundle_scorer, candidate_lists, logged_lists, two_rank_direct_model
 
 
 @command("shelfwise evaluate --off-policy")
@@ -68,17 +67,7 @@ def main(argv: list[str]) -> int:
     if args.logging_model:
         # DR's direct model: click rates by the logging model's and the candidate's rank for the shopper
         logging_model = bundle_scorer(LoadedModel.from_directory(Path(args.logging_model), "logging"))
-        ranks_l, ranks_t = logging_ranks(usable, target, logging_model)
-        own_l, _ = logging_ranks(usable, target, candidate)
-        direct = rank_direct_model(
-            usable.lists,
-            ranks_l,
-            ranks_t,
-            theta,
-            candidate_ranks_logged=own_l,
-            scale="normal",
-            n_ranked=max(int(model.catalog.n_items), RANK_DEPTH + 1),
-        )
+        direct = two_rank_direct_model(usable, target, logging_model, candidate, model.catalog.n_items, theta)
     report = evaluate(usable.lists, target, theta=theta, config=cfg, n_items=n_items, direct=direct)
     for e in report.estimates:
         shown = f"refused ({e.refused})" if e.refused else f"{e.value:.5f} [{e.lower:.5f}, {e.upper:.5f}]"
