@@ -35,12 +35,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from shelfwise import ann
-from shelfwise import onnx_export as ox
+from shelfwise import onnx_candidates as oc
+from shelfwise.onnx_candidates import CANDIDATE_EXTRA, CANDIDATE_FACTOR, MAX_CANDIDATE_DIM
 from shelfwise.onnx_export import (
-    CANDIDATE_EXTRA,
-    CANDIDATE_FACTOR,
     CONTRIB_DOMAIN,
-    MAX_CANDIDATE_DIM,
     META_SCORING,
     NEG_INF,
     FactorModel,
@@ -85,7 +83,7 @@ def export_factor_model(
     Catalogues whose float32 factors and codes would exceed ``ann_min_bytes`` get the page-index
     graph when its measured recall@20 reaches ``ann_target_recall`` (:func:`export_ann`;
     ``ann_options`` are its options, ``record["ann"]`` its sweep and check either way). Otherwise
-    :func:`shelfwise.onnx_export.export_factor_model` with ``scan`` (the int8 candidate graph or
+    :func:`shelfwise.onnx_candidates.export_factor_model` with ``scan`` (the int8 candidate graph or
     the exact one).
     """
     n, d = model.item_factors.shape
@@ -100,7 +98,7 @@ def export_factor_model(
         )
         if graph is not None:
             return graph, {"graph": SCORING, "candidate_check": None, "ann": ann_record}
-    graph, record = ox.export_factor_model(model, **scan)
+    graph, record = oc.export_factor_model(model, **scan)
     if ann_record is not None:
         record["ann"] = ann_record
     return graph, record

@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from shelfwise import onnx_candidates as oc
 from shelfwise import onnx_export as ox
 
 META_MAX_LEN = "shelfwise.max_len"
@@ -313,12 +314,12 @@ def _int8_scoring(
     """Nodes from ``user_vec`` [1, d] to the outputs: 8-bit candidates, exact float32 re-scoring.
 
     1. ``DynamicQuantizeLinear(user_vec)`` and one ``MatMulIntegerToFloat`` over the items' uint8
-       codes (:func:`shelfwise.onnx_export.quantise_items`) give each item a key, smallest first:
+       codes (:func:`shelfwise.onnx_candidates.quantise_items`) give each item a key, smallest first:
        ``-(u . y)`` from the codes, minus the item bias, plus ``EXCLUDED_KEY`` where the request's
        mask excludes the item (the GEMM's bias input, so the key costs one pass over the codes and
        one over the mask). Excluded items all key exactly ``EXCLUDED_KEY`` (the scores vanish
        beside it): they tie below every allowed item, ranked by index like the exact graph's -inf.
-    2. the best ``C = min(N, max(4k, k + 128))`` keys (:func:`shelfwise.onnx_export._best_keys`,
+    2. the best ``C = min(N, max(4k, k + 128))`` keys (:func:`shelfwise.onnx_candidates._best_keys`,
        the same set as one ``TopK`` over all N without reading N keys per ``TopK``);
     3. those candidates re-scored from their float32 rows plus the bias, masked, ``TopK(k)``.
 
@@ -326,9 +327,9 @@ def _int8_scoring(
     :func:`export_sequential_model` keeps this graph only after checking that.
     """
     n, d = item_emb.shape
-    blocks = ox.candidate_blocks(n)
+    blocks = oc.candidate_blocks(n)
     padded = -(-n // blocks[0]) * blocks[0]
-    codes, scale = ox.quantise_items(item_emb)
+    codes, scale = oc.quantise_items(item_emb)
     codes_t = np.full((d, padded), 128, np.uint8)  # padding items: code 128 = 0, keyed last
     codes_t[:, :n] = codes.T
     neg_bias = np.full(padded, PADDING_KEY, np.float32)
@@ -341,8 +342,8 @@ def _int8_scoring(
         numpy_helper.from_array(neg_bias, "cand_neg_bias"),
         numpy_helper.from_array(np.array(EXCLUDED_KEY, f32), "cand_excluded_key"),
         numpy_helper.from_array(np.array([-1], np.int64), "cand_flat"),
-        numpy_helper.from_array(np.array([ox.CANDIDATE_FACTOR], np.int64), "cand_factor"),
-        numpy_helper.from_array(np.array([ox.CANDIDATE_EXTRA], np.int64), "cand_extra"),
+        numpy_helper.from_array(np.array([oc.CANDIDATE_FACTOR], np.int64), "cand_factor"),
+        numpy_helper.from_array(np.array([oc.CANDIDATE_EXTRA], np.int64), "cand_extra"),
         numpy_helper.from_array(np.array([n], np.int64), "cand_n_items"),
         numpy_helper.from_array(np.array(ox.NEG_INF, f32), "neg_inf"),
     ]
@@ -379,7 +380,7 @@ def _int8_scoring(
         helper.make_node("Max", ["cand_k_times", "cand_k_plus"], ["cand_wanted"]),
         helper.make_node("Min", ["cand_wanted", "cand_n_items"], ["c"]),
     ]
-    select_nodes, select_inits = ox._best_keys("key_row", "c", padded, blocks, "cand")
+    select_nodes, select_inits = oc._best_keys("key_row", "c", padded, blocks, "cand")
     nodes += select_nodes
     inits += select_inits
     nodes += [
@@ -445,8 +446,8 @@ def candidate_check(
                 exclude_mask=mask,
                 k=k,
             )
-            answers.append(ox.compare_answers(exact.run(None, feed), candidate.run(None, feed)))
-    return ox.check_summary(answers, ks)
+            answers.append(oc.compare_answers(exact.run(None, feed), candidate.run(None, feed)))
+    return oc.check_summary(answers, ks)
 
 
 def export_sequential_model(
@@ -466,8 +467,8 @@ def export_sequential_model(
     """
     exact = build_sequential_model(model, meta=meta)
     record: dict[str, Any] = {"graph": "exact", "candidate_check": None}
-    if int8_candidates and model.dim > ox.MAX_CANDIDATE_DIM:
-        record["candidate_skipped"] = f"more than {ox.MAX_CANDIDATE_DIM} dimensions"
+    if int8_candidates and model.dim > oc.MAX_CANDIDATE_DIM:
+        record["candidate_skipped"] = f"more than {oc.MAX_CANDIDATE_DIM} dimensions"
     elif int8_candidates:
         candidate = build_sequential_model(model, scoring="int8-candidates", meta=meta)
         check = candidate_check(model, candidate, exact, ks=check_ks, n_requests=check_requests, seed=seed)

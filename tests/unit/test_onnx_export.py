@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shelfwise import onnx_candidates as oc
 from shelfwise import onnx_export as ox
 
 N, D, U = 300, 8, 12
@@ -233,7 +234,7 @@ def big_factor() -> ox.FactorModel:
 
 @pytest.fixture(scope="module")
 def candidate_session(big_factor: ox.FactorModel) -> ort.InferenceSession:
-    return _session(ox.build_factor_candidate_model(big_factor))
+    return _session(oc.build_factor_candidate_model(big_factor))
 
 
 @pytest.mark.parametrize("excluded_share", [0.0, 0.5, 0.99])
@@ -259,7 +260,7 @@ def test_candidate_graph_breaks_ties_and_pads_like_the_exact_graph() -> None:
     base = rng.normal(size=(50, 8))
     model = ox.FactorModel.create(np.tile(base, (60, 1)), rng.normal(size=(2, 8)))
     n = model.item_factors.shape[0]
-    session = _session(ox.build_factor_candidate_model(model))
+    session = _session(oc.build_factor_candidate_model(model))
     exact = _session(ox.build_factor_model(model))
     mask = np.ones(n, bool)
     mask[rng.choice(n, size=10, replace=False)] = False
@@ -274,7 +275,7 @@ def test_candidate_graph_breaks_ties_and_pads_like_the_exact_graph() -> None:
 
 
 def test_export_uses_candidate_graph_when_the_check_passes(big_factor: ox.FactorModel) -> None:
-    graph, record = ox.export_factor_model(big_factor, check_ks=(20, 500), check_users=40)
+    graph, record = oc.export_factor_model(big_factor, check_ks=(20, 500), check_users=40)
     assert record["graph"] == "int8-candidates"
     assert record["candidate_check"]["ok"] and record["candidate_check"]["requests_checked"] == 80
     props = {p.key: p.value for p in graph.metadata_props}
@@ -289,7 +290,7 @@ def test_export_falls_back_to_exact_graph_when_int8_changes_topk() -> None:
     items = rng.normal(size=(2000, 8)) * 0.01
     items[0] = 1000.0
     model = ox.FactorModel.create(items, rng.normal(size=(10, 8)))
-    graph, record = ox.export_factor_model(model, check_users=20)
+    graph, record = oc.export_factor_model(model, check_users=20)
     assert record["graph"] == "exact"
     assert not record["candidate_check"]["ok"]
     assert record["candidate_check"]["requests_with_changed_topk"] > 0
@@ -302,15 +303,15 @@ def test_export_falls_back_to_exact_graph_when_int8_changes_topk() -> None:
 
 
 def test_export_without_candidates_skips_the_check(factor: ox.FactorModel) -> None:
-    graph, record = ox.export_factor_model(factor, int8_candidates=False)
+    graph, record = oc.export_factor_model(factor, int8_candidates=False)
     assert record == {"graph": "exact", "candidate_check": None}
     assert graph.graph.name == "shelfwise_factor"
 
 
 def test_candidate_count() -> None:
-    assert ox.candidate_count(20, 100_000) == 148
-    assert ox.candidate_count(500, 100_000) == 2000
-    assert ox.candidate_count(500, 1000) == 1000
+    assert oc.candidate_count(20, 100_000) == 148
+    assert oc.candidate_count(500, 100_000) == 2000
+    assert oc.candidate_count(500, 1000) == 1000
 
 
 def _assert_same_as_candidate_reference(
@@ -319,7 +320,7 @@ def _assert_same_as_candidate_reference(
     """The graph answers what its numpy twin answers: same indices (but for float near-ties of the
     exact re-scores, whose summation order differs), scores within 1e-5."""
     scores, indices = session.run(None, feed)
-    ref_scores, ref_indices = ox.candidate_reference(
+    ref_scores, ref_indices = oc.candidate_reference(
         model,
         int(feed["user_index"][0]),
         feed["history_items"],
@@ -340,7 +341,7 @@ def test_candidate_graph_equals_its_numpy_twin(n_items: int) -> None:
     rng = np.random.default_rng(n_items)
     items = rng.normal(size=(n_items, DC)) * rng.lognormal(0, 0.5, size=(n_items, 1))
     model = ox.FactorModel.create(items, rng.normal(size=(UC, DC)), ox.als_projection(items, 0.5))
-    session = _session(ox.build_factor_candidate_model(model))
+    session = _session(oc.build_factor_candidate_model(model))
     for i in range(30):
         user = int(rng.integers(-1, UC))
         hist = rng.integers(0, n_items, size=0 if user >= 0 else int(rng.integers(0, 6)))
@@ -364,7 +365,7 @@ def test_candidate_graph_equals_its_twin_where_int8_is_wrong() -> None:
     items = rng.normal(size=(2000, 8)) * 0.01
     items[1500] = 1000.0
     model = ox.FactorModel.create(items, rng.normal(size=(10, 8)))
-    session = _session(ox.build_factor_candidate_model(model))
+    session = _session(oc.build_factor_candidate_model(model))
     mask = rng.random(2000) < 0.3
     for user, m in ((3, np.zeros(2000, bool)), (4, mask)):
         feed = ox.feeds(2000, user_index=user, exclude_mask=m, k=20)
@@ -375,7 +376,7 @@ def test_candidate_graph_equals_its_twin_where_int8_is_wrong() -> None:
 
 def test_candidate_graph_scans_the_items_once_in_integer_codes(big_factor: ox.FactorModel) -> None:
     """No float32 product over all items and no full-length Where: the expensive passes are gone."""
-    graph = ox.build_factor_candidate_model(big_factor)
+    graph = oc.build_factor_candidate_model(big_factor)
     ops = [node.op_type for node in graph.graph.node]
     assert ops.count("MatMulIntegerToFloat") == 1 and "MatMul" in ops  # MatMul: the candidates only
     inits = {t.name: t for t in graph.graph.initializer}
@@ -388,10 +389,10 @@ def test_candidate_graph_scans_the_items_once_in_integer_codes(big_factor: ox.Fa
 
 def test_export_keeps_the_exact_graph_above_the_candidate_dimension_limit() -> None:
     rng = np.random.default_rng(2)
-    model = ox.FactorModel.create(rng.normal(size=(40, ox.MAX_CANDIDATE_DIM + 1)))
+    model = ox.FactorModel.create(rng.normal(size=(40, oc.MAX_CANDIDATE_DIM + 1)))
     with pytest.raises(ox.ExportError, match="dimensions"):
-        ox.build_factor_candidate_model(model)
-    graph, record = ox.export_factor_model(model)
+        oc.build_factor_candidate_model(model)
+    graph, record = oc.export_factor_model(model)
     assert record["graph"] == "exact" and record["candidate_check"] is None
     assert "dimensions" in record["candidate_skipped"]
     assert graph.graph.name == "shelfwise_factor"
@@ -399,7 +400,7 @@ def test_export_keeps_the_exact_graph_above_the_candidate_dimension_limit() -> N
 
 def test_quantise_items_offsets_int8_codes_by_128() -> None:
     items = np.array([[1.0, -0.5], [0.25, -1.0]], np.float32)
-    codes, scale = ox.quantise_items(items)
+    codes, scale = oc.quantise_items(items)
     assert scale == pytest.approx(1 / 127)
     assert codes.dtype == np.uint8
     assert codes.tolist() == [[255, 128 - 64], [128 + 32, 1]]
@@ -410,7 +411,7 @@ def test_best_keys_equal_one_topk_over_all_keys(blocks: tuple[int, ...]) -> None
     """The level-by-level selection returns exactly the c smallest keys (ties to the lower index,
     many ties here), in ascending index order, for every c from 0 to n."""
     n = blocks[0] * 23  # the upper levels need +inf padding
-    nodes, inits = ox._best_keys("keys", "c", n, blocks, "chosen")
+    nodes, inits = oc._best_keys("keys", "c", n, blocks, "chosen")
     graph = onnx.helper.make_graph(
         nodes,
         "best_keys",
@@ -434,14 +435,14 @@ def test_best_keys_equal_one_topk_over_all_keys(blocks: tuple[int, ...]) -> None
 
 
 def test_candidate_blocks_prefer_a_divisor_near_16() -> None:
-    assert ox.candidate_blocks(100_000) == (16, 16)
-    assert ox.candidate_blocks(3000) == (15, 16)
-    assert ox.candidate_blocks(1009) == (16, 16)  # prime: the keys are padded to 1024
+    assert oc.candidate_blocks(100_000) == (16, 16)
+    assert oc.candidate_blocks(3000) == (15, 16)
+    assert oc.candidate_blocks(1009) == (16, 16)  # prime: the keys are padded to 1024
 
 
 def test_candidate_graph_with_float16_rescoring(big_factor: ox.FactorModel) -> None:
     """float16 stores the re-scoring matrix in half precision; the answers are the fp16 exact ones."""
-    graph, record = ox.export_factor_model(big_factor, float16=True, check_ks=(20,), check_users=10)
+    graph, record = oc.export_factor_model(big_factor, float16=True, check_ks=(20,), check_users=10)
     assert record["graph"] == "int8-candidates"
     assert "item_factors_f16" in {t.name for t in graph.graph.initializer}
     session = _session(graph)

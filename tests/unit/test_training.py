@@ -314,6 +314,10 @@ def test_evaluate_cli_prints_protocol_json_last(
             "popularity_bias",
             "users",
         } <= set(metrics)
+    # every family also answers mid-visit, as served; a second figure beside the first
+    assert set(out["in_session"]) == set(out["models"]) and "in_session" in out["protocol"]
+    for metrics in out["in_session"].values():
+        assert {"ndcg@5", "recall@5", "mrr", "users"} <= set(metrics) and metrics["users"] > 0
 
 
 def test_float16_only_when_topk_is_unchanged(table: pa.Table) -> None:

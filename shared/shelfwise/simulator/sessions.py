@@ -67,6 +67,7 @@ HOURLY = np.array(
 HOURLY_CUM = np.cumsum(HOURLY) / HOURLY.sum()
 WEEKLY = np.array([1.0, 0.97, 0.96, 0.98, 1.03, 1.12, 1.15])
 MAX_VIEWS = 200
+FOLLOW_UP_DEPTH = 4
 
 
 def hash_uniform(*keys: np.ndarray | int) -> np.ndarray:
@@ -295,10 +296,12 @@ def mission_leaves(
 
     A mission is a leaf held for ``mission_days`` from a per-user phase: a need outside the
     favourites (a leaf by category weight, ``mission_explore`` of the time) or one of the
-    user's favourites (by their weights). Which mission a time falls in, and its leaf, are
-    hashes of (seed, user, mission number), so days stay independent. Consecutive sessions
-    then share a category, as a real shopper's do while a purchase is being decided, so recent
-    behaviour predicts the next days better than the whole history does.
+    user's favourites (by their weights). ``mission_complement`` of the missions follow up on
+    the one before: its category's complement (``ShopModel.complement_leaf``: after a phone, its
+    accessories). Which mission a time falls in, and its leaf, are hashes of (seed, user,
+    mission number), so days stay independent. Consecutive sessions then share a category, as a
+    real shopper's do while a purchase is being decided, and the next mission follows from the
+    last, so recent behaviour predicts the next days better than the whole history does.
     """
     p = model.params
     if p.mission_share <= 0.0 or len(leaf) == 0:
@@ -306,17 +309,36 @@ def mission_leaves(
     mission_ms = p.mission_days * DAY_MS
     phase = hash_uniform(model.seed, STREAM_MISSION, s_user) * mission_ms
     number = np.floor((t_ms - model.start_ms + phase) / mission_ms).astype(np.int64)
-    u = hash_uniform(model.seed, STREAM_MISSION, s_user, number)
-    k = (u[:, None] > cum).sum(axis=1).clip(0, 2)
-    mission = fav[np.arange(len(leaf)), k].astype(np.int64)
-    need = hash_uniform(model.seed, STREAM_MISSION, s_user, number, 1) < p.mission_explore
-    by_weight = np.searchsorted(
-        np.cumsum(leaf_w) / leaf_w.sum(), hash_uniform(model.seed, STREAM_MISSION, s_user, number, 2)
-    )
-    mission = np.where(need, np.minimum(by_weight, len(leaf_w) - 1), mission)
+    cdf = np.cumsum(leaf_w) / leaf_w.sum()
     rng = np.random.default_rng(np.random.SeedSequence([model.seed, STREAM_MISSION, day]))
-    follows = rng.random(len(leaf)) < p.mission_share
-    return np.where(follows, mission, leaf)
+    follows = np.flatnonzero(rng.random(len(leaf)) < p.mission_share)
+    users = s_user[follows]
+
+    def own_leaf(sel: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """Mission ``n``'s leaf before any follow-up: a favourite, or a need by category weight."""
+        u = hash_uniform(model.seed, STREAM_MISSION, users[sel], n)
+        k = (u[:, None] > cum[follows[sel]]).sum(axis=1).clip(0, 2)
+        mission = fav[follows[sel], k].astype(np.int64)
+        need = hash_uniform(model.seed, STREAM_MISSION, users[sel], n, 1) < p.mission_explore
+        by_weight = np.searchsorted(cdf, hash_uniform(model.seed, STREAM_MISSION, users[sel], n, 2))
+        return np.where(need, np.minimum(by_weight, len(leaf_w) - 1), mission)
+
+    def mission_of(sel: np.ndarray, n: np.ndarray, depth: int) -> np.ndarray:
+        """Mission ``n``'s leaf: a follow-up's is the complement of the mission before (itself
+        perhaps a follow-up), traced back ``depth`` missions (a longer chain has probability
+        ``mission_complement ** depth``)."""
+        mission = own_leaf(sel, n)
+        if depth == 0 or p.mission_complement <= 0.0:
+            return mission
+        up = np.flatnonzero(hash_uniform(model.seed, STREAM_MISSION, users[sel], n, 3) < p.mission_complement)
+        if len(up):
+            after = model.complement_leaf[mission_of(sel[up], n[up] - 1, depth - 1)]
+            mission[up] = np.where(leaf_w[after] > 0, after, mission[up])
+        return mission
+
+    out = leaf.copy()
+    out[follows] = mission_of(np.arange(len(follows)), number[follows], FOLLOW_UP_DEPTH)
+    return out
 
 
 def day_incidents(model: ShopModel, block: DayBlock, day: int, rng: np.random.Generator) -> DayBlock:

@@ -19,6 +19,7 @@ from shelfwise.simulator.blocks import (
     QUERIES_PER_LEAF,
     STREAM_CALIBRATE,
     STREAM_DRIFT,
+    STREAM_MISSION,
     STREAM_SHOP,
     DayBlock,
     sigmoid,
@@ -178,6 +179,7 @@ class ShopModel:
         self._build_catalogue(rng)
         self._build_users(rng)
         self._build_incidents()
+        self._build_complements()
         self._calibrate()
 
     # ----------------------------------------------------------------------------------- catalogue
@@ -399,6 +401,23 @@ class ShopModel:
         )
 
     # ----------------------------------------------------------------------------------- incidents
+    def _build_complements(self) -> None:
+        """Each leaf's complement: another leaf of its top category by weight (the case for the
+        phone), or of the whole shop where the category has one leaf. Its own seed stream, so the
+        catalogue and users do not change with it."""
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, STREAM_MISSION]))
+        leaf_top = self.catalogue.leaf_top
+        n = len(leaf_top)
+        out = np.arange(n, dtype=np.int64)
+        for leaf in range(n):
+            others = np.flatnonzero((leaf_top == leaf_top[leaf]) & (np.arange(n) != leaf))
+            if not len(others):
+                others = np.flatnonzero(np.arange(n) != leaf)
+            if len(others):
+                w = self.leaf_weight[others]
+                out[leaf] = others[rng.choice(len(others), p=w / w.sum())]
+        self.complement_leaf = out
+
     def _build_incidents(self) -> None:
         p = self.params
         drift = p.incident("taste_drift")
@@ -420,11 +439,15 @@ class ShopModel:
         leaf = users.fav_leaves[u, k].astype(np.int64)
         w = self.leaf_weight[: self.n_leaves_base]
         explore = rng.random(n) < self.params.explore_share
-        # a session that follows its mission (``sessions.mission_leaves``): a need by category weight, or
-        # a favourite (the draw above stands for it)
+        # a session that follows its mission (``sessions.mission_leaves``): a need by category weight,
+        # a favourite (the draw above stands for it), or a follow-up's complement
         mission = rng.random(n) < self.params.mission_share
         explore = np.where(mission, rng.random(n) < self.params.mission_explore, explore)
         leaf[explore] = rng.choice(self.n_leaves_base, int(explore.sum()), p=w / w.sum())
+        if self.params.mission_complement > 0.0:  # follow-up missions: the complement's category
+            aside = np.random.default_rng(np.random.SeedSequence([self.seed, STREAM_CALIBRATE, 1]))
+            up = mission & (aside.random(n) < self.params.mission_complement)
+            leaf[up] = np.minimum(self.complement_leaf[leaf[up]], self.n_leaves_base - 1)
         c1 = self.sample_items(leaf, rng.random(n), 0)
         c2 = self.sample_items(leaf, rng.random(n), 0)
         f = users.factors[u]

@@ -56,6 +56,7 @@ from shelfwise.training.search import (
     search,
 )
 from shelfwise.training.sequential import Sequential
+from shelfwise.training.session_eval import evaluate_in_session, session_requests
 
 ProgressSink = Callable[[dict[str, Any]], None]
 
@@ -93,6 +94,11 @@ def _short(v: Any) -> str:
     return str(v)
 
 
+# Families whose graph has a history fold-in route: the in-session view also scores them on the
+# training items plus the visit's event, the fair baseline for the sequential model mid-visit.
+FOLD_IN_BASELINES = ("itemknn", "als")
+
+
 @dataclass
 class TrainConfig:
     """What to train and how; every field has a safe default."""
@@ -111,6 +117,7 @@ class TrainConfig:
     code_version: str = "unknown"
     seed: int = 42
     override: FamilyOverride | None = None
+    in_session: bool = False  # also score every family mid-visit (``shelfwise.training.session_eval``)
 
     def __post_init__(self) -> None:
         # a retrieval family (the ranker is a stage over one, served when it earns it)
@@ -141,6 +148,7 @@ class EvaluationResult:
     selection: dict[str, Any] = field(default_factory=dict)
     curves: dict[str, dict[str, Any]] = field(default_factory=dict)
     ranker: RankerOutcome | None = field(default=None, repr=False)
+    in_session: dict[str, dict[str, Any]] = field(default_factory=dict)  # family -> metrics mid-visit
 
     @property
     def served_with_ranker(self) -> bool:
@@ -153,6 +161,7 @@ class EvaluationResult:
             "best": self.best,
             "ranker": self.served_with_ranker,
             "selection": self.selection,
+            **({"in_session": self.in_session} if self.in_session else {}),
         }
 
 
@@ -201,6 +210,8 @@ def evaluate_log(
     best, selection = guarded_choice(retrieval_families, found.per_user, COMPLEXITY, seed=config.seed)
     progress("select", {"family": best, "steps": len(selection["steps"])})
     models: dict[str, dict[str, Any]] = {}
+    in_session: dict[str, dict[str, Any]] = {}
+    requests = session_requests(data, split, seed=config.seed) if config.in_session else None
     fitted_best: Recommender | None = None
     for family in retrieval_families:
         model = make_model(family, found.best_params[family], threads=config.threads)
@@ -208,6 +219,13 @@ def evaluate_log(
         model.fit(split.train)
         models[family] = evaluate_model(model, split, config.k, threads=config.threads)
         progress("test", {"family": family, metric: models[family][metric]})
+        if requests is not None and len(requests):
+            in_session[family] = evaluate_in_session(model, requests, split, config.k)
+            progress("test", {"family": family, f"in_session_{metric}": in_session[family][metric]})
+            if family in FOLD_IN_BASELINES:
+                name = f"{family}+visit"
+                in_session[name] = evaluate_in_session(model, requests, split, config.k, fold_in=True)
+                progress("test", {"family": name, f"in_session_{metric}": in_session[name][metric]})
         if family == best:
             fitted_best = model
     ranker = None
@@ -259,6 +277,13 @@ def evaluate_log(
         "ranking": "full training catalogue, the user's training items excluded",
         "cold_user_rule": "fewer than 5 distinct training items",
     }
+    if requests is not None:
+        protocol["in_session"] = (
+            f"{len(requests)} test users, each one's first event after the cut as the request's event, "
+            "answered as served (the graph's semantics); targets: their other new items; not used in selection; "
+            "'<family>+visit': the same family through its fold-in route on the training items and the "
+            "request's event (what it would answer if its graph read a known user's visit)"
+        )
     if ranker is not None:
         protocol["ranker"] = (
             "re-ranks the chosen family's top candidates; trained on validation users' lists "
@@ -279,6 +304,7 @@ def evaluate_log(
         selection,
         {**found.curves, **({RANKER: ranker.curves} if ranker is not None else {})},
         ranker,
+        in_session,
     )
 
 
