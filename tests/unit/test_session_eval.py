@@ -80,12 +80,17 @@ def test_fold_in_answers_from_the_training_items_and_the_visit() -> None:
 
     model = Recorder().fit(split.train)
     evaluate_in_session(model, requests, split, k=1)
-    evaluate_in_session(model, requests, split, k=1, fold_in=True)
+    evaluate_in_session(model, requests, split, k=1, route="visit")
+    evaluate_in_session(model, requests, split, k=1, route="session")
     train = split.train
     u1 = int(requests.users[0])
-    (served_user, served_items, _), (folded_user, folded_items, folded_weights) = seen
+    (served_user, served_items, _), (folded_user, folded_items, folded_weights), anonymous = seen
     assert served_user == u1 and train.item_ids[served_items].tolist() == ["i3"]
     # the anonymous route, u1's training items (i1, i2: two views each) then the visit's i3
     assert folded_user == -1
     assert train.item_ids[folded_items].tolist() == ["i1", "i2", "i3"]
     assert folded_weights == pytest.approx([2 * EVENT_WEIGHTS["view"]] * 2 + [EVENT_WEIGHTS["view"]])
+    # an anonymous visit: the request's event alone
+    assert anonymous[0] == -1 and train.item_ids[anonymous[1]].tolist() == ["i3"]
+    with pytest.raises(ValueError, match="route must be one of"):
+        evaluate_in_session(model, requests, split, k=1, route="elsewhere")

@@ -95,7 +95,8 @@ def _short(v: Any) -> str:
 
 
 # Families whose graph has a history fold-in route: the in-session view also scores them on the
-# training items plus the visit's event, the fair baseline for the sequential model mid-visit.
+# training items plus the visit's event and on the visit's event alone, the fair baselines for the
+# sequential model mid-visit.
 FOLD_IN_BASELINES = ("itemknn", "als")
 
 
@@ -222,9 +223,9 @@ def evaluate_log(
         if requests is not None and len(requests):
             in_session[family] = evaluate_in_session(model, requests, split, config.k)
             progress("test", {"family": family, f"in_session_{metric}": in_session[family][metric]})
-            if family in FOLD_IN_BASELINES:
-                name = f"{family}+visit"
-                in_session[name] = evaluate_in_session(model, requests, split, config.k, fold_in=True)
+            for route in ("visit", "session") if family in FOLD_IN_BASELINES else ():
+                name = f"{family}+{route}"
+                in_session[name] = evaluate_in_session(model, requests, split, config.k, route=route)
                 progress("test", {"family": name, f"in_session_{metric}": in_session[name][metric]})
         if family == best:
             fitted_best = model
@@ -282,7 +283,8 @@ def evaluate_log(
             f"{len(requests)} test users, each one's first event after the cut as the request's event, "
             "answered as served (the graph's semantics); targets: their other new items; not used in selection; "
             "'<family>+visit': the same family through its fold-in route on the training items and the "
-            "request's event (what it would answer if its graph read a known user's visit)"
+            "request's event (what it would answer if its graph read a known user's visit); "
+            "'<family>+session': through that route on the request's event alone (an anonymous visit)"
         )
     if ranker is not None:
         protocol["ranker"] = (

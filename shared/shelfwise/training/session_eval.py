@@ -21,6 +21,8 @@ from shelfwise.evaluation import metrics_from_hits
 from shelfwise.training.base import Recommender
 from shelfwise.training.data import Interactions, Split
 
+ROUTES = ("served", "visit", "session")
+
 
 @dataclass
 class SessionRequests:
@@ -80,16 +82,19 @@ def _encode(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 def evaluate_in_session(
-    model: Recommender, requests: SessionRequests, split: Split, k: int, *, fold_in: bool = False
+    model: Recommender, requests: SessionRequests, split: Split, k: int, *, route: str = "served"
 ) -> dict[str, Any]:
     """Mean metrics at ``k`` of ``model`` answering each request as served (training items and the
     request's item excluded).
 
-    ``fold_in``: answer through the graph's anonymous route instead, with the user's training items
-    (their summed event weights) followed by the request's event as the history, which is what a
-    graph that reads a known user's request events beside the stored history would see. It is the
-    fair mid-visit baseline for a family whose served route ignores the visit.
+    ``route``: ``"served"`` (the known user's route, as served); ``"visit"``, the graph's anonymous
+    route on the user's training items (their summed event weights) followed by the request's event,
+    which is what a graph that read a known user's visit beside the stored history would see;
+    ``"session"``, the anonymous route on the request's event alone (an anonymous visit). The last
+    two are the fair mid-visit baselines for a family whose served route ignores the visit.
     """
+    if route not in ROUTES:
+        raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
     seen = split.train.matrix("user")
     n_items = split.train.n_items
     ranked = np.full((len(requests), k), -1, dtype=np.int64)
@@ -101,10 +106,11 @@ def evaluate_in_session(
         exclude[seen.indices[seen.indptr[user] : seen.indptr[user + 1]]] = True
         exclude[item] = True
         items, weights, who = np.array([item]), np.array([weight], dtype=np.float32), user
-        if fold_in:
+        if route == "visit":
             lo, hi = seen.indptr[user], seen.indptr[user + 1]
             items = np.concatenate([seen.indices[lo:hi].astype(np.int64), items])
             weights = np.concatenate([seen.data[lo:hi].astype(np.float32), weights])
+        if route != "served":
             who = -1
         _, top = reference(who, items, weights, exclude, min(k, n_items))
         ranked[r, : len(top)] = top
