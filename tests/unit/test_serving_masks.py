@@ -8,13 +8,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from shelfwise.bundle import text_list
+from shelfwise.serving import filters as serving_filters
 from shelfwise.serving.catalog import LexicalIndex, tokenize
 from shelfwise.serving.filters import Filters
 from shelfwise.serving.model import LoadedModel
 from tests.unit.test_serving import remote  # noqa: F401  (fixture)
 from tests.unit.test_serving_stock import setup, stock_npz  # noqa: F401  (fixture)
+
+
+@pytest.fixture(params=["item by item", "copied whole"], autouse=True)
+def working_copy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways a working mask follows its shared part (the test catalogue is small)."""
+    if request.param == "item by item":
+        monkeypatch.setattr(serving_filters, "COPY_BELOW_BYTES", 0)
 
 
 def fresh_mask(rec: Any, model: LoadedModel, filters: Filters, extra: list[int]) -> np.ndarray:
