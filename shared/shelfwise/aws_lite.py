@@ -361,6 +361,23 @@ class _Client:
             raise last
         raise ClientError("ConnectionError", f"{self.base}: {last}", operation, 0)
 
+    def _json_call(
+        self, version: str, prefix: str, operation: str, payload: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One call of the AWS JSON protocol (``version`` 1.0 or 1.1): POST /, the operation named
+        in ``X-Amz-Target`` (``<prefix>.<operation>``), JSON in and out."""
+        headers = {
+            "Content-Type": f"application/x-amz-json-{version}",
+            "X-Amz-Target": f"{prefix}.{operation}",
+        }
+        conn, response = self._send(
+            "POST", self.base + "/", headers, json.dumps(payload).encode("utf-8"), operation
+        )
+        try:
+            return json.loads(response.read() or b"{}")
+        finally:
+            conn.close()
+
 
 class LiteS3(_Client):
     """S3 GetObject, streaming."""
@@ -407,16 +424,8 @@ class LiteSSM(_Client):
     service = "ssm"
 
     def get_parameters(self, *, Names: list[str], WithDecryption: bool = False) -> dict[str, Any]:
-        body = json.dumps({"Names": list(Names), "WithDecryption": WithDecryption}).encode("utf-8")
-        headers = {
-            "Content-Type": "application/x-amz-json-1.1",
-            "X-Amz-Target": "AmazonSSM.GetParameters",
-        }
-        conn, response = self._send("POST", self.base + "/", headers, body, "GetParameters")
-        try:
-            return json.loads(response.read() or b"{}")
-        finally:
-            conn.close()
+        payload = {"Names": list(Names), "WithDecryption": WithDecryption}
+        return self._json_call("1.1", "AmazonSSM", "GetParameters", payload)
 
 
 class LiteDynamoDB(_Client):
@@ -430,16 +439,7 @@ class LiteDynamoDB(_Client):
     attempts = 1
 
     def update_item(self, **kwargs: Any) -> dict[str, Any]:
-        body = json.dumps(kwargs).encode("utf-8")
-        headers = {
-            "Content-Type": "application/x-amz-json-1.0",
-            "X-Amz-Target": "DynamoDB_20120810.UpdateItem",
-        }
-        conn, response = self._send("POST", self.base + "/", headers, body, "UpdateItem")
-        try:
-            return json.loads(response.read() or b"{}")
-        finally:
-            conn.close()
+        return self._json_call("1.0", "DynamoDB_20120810", "UpdateItem", kwargs)
 
 
 CLIENTS: dict[str, type[_Client]] = {"s3": LiteS3, "ssm": LiteSSM, "dynamodb": LiteDynamoDB}

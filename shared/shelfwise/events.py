@@ -164,7 +164,9 @@ def event_time(event: dict[str, Any]) -> datetime:
 
     Scheduled handlers act "as of" this instant rather than the wall clock, so a late or replayed
     invocation computes the window it was meant for (and the local runtime's clock drives them).
-    No ``time`` means now.
+    Every trigger in template.yaml passes one (a rule's own event, Scheduler's
+    ``<aws.scheduler.scheduled-time>``, an input transformer's ``$.time``); no ``time``, as in an
+    operator's manual invocation, means now.
     """
     raw = event.get("time")
     if not raw:

@@ -21,6 +21,8 @@ import pytest
 from shelfwise.rollout import RolloutPolicy
 from shelfwise_local.dockerfile import Dockerfile, build_virtualenv, recipe_digest
 from shelfwise_local.runtime import LocalRuntime
+from shelfwise_local.runtime.clock import iso
+from shelfwise_local.runtime.targets import scheduler_target_input
 from shelfwise_local.runtime.testing import new_runtime
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,10 +70,14 @@ def _aliases(rt: LocalRuntime) -> dict[str, str]:
 
 
 def _train_event(rt: LocalRuntime) -> dict[str, Any]:
+    """What the daily schedule sends, at the platform's instant."""
     daily = next(
         s for s in rt._schedules if "TrainModelFunction" in s.targets[0]["Arn"] and "Input" in s.targets[0]
     )
-    return dict(json.loads(daily.targets[0]["Input"]))
+    event = scheduler_target_input(
+        daily.targets[0], schedule_arn=daily.rule_arn, scheduled_time=iso(rt.clock.now())
+    )
+    return dict(event)
 
 
 # The first run of a session builds the image's environment (a minute or two on a loaded machine)

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 from shelfwise_local.runtime import LocalRuntime
+from shelfwise_local.runtime.clock import iso
+from shelfwise_local.runtime.targets import scheduler_target_input
 
 
 def _http(url: str, method: str, body: bytes | None = None) -> int:
@@ -117,6 +119,17 @@ def test_schedules_fire_on_the_advanced_clock(stack: LocalRuntime) -> None:
             assert calls, f"schedule {name} did not invoke {target['Arn']} at {fire_at - start:.0f} s"
             if "Input" not in target:
                 assert calls[0].event["detail-type"] == "Scheduled Event"
+            # Handlers act as of the event's time: every schedule hands them the platform's instant
+            # (the runtime's clock), never leaving them to read a wall clock of their own.
+            assert calls[0].event.get("time") == iso(fire_at), f"schedule {name} passes no time"
+
+
+def test_a_drift_alarm_retrains_as_of_the_alarm_time(stack: LocalRuntime) -> None:
+    stack.advance(90)  # the platform clock apart from any other instant
+    detail = {"alarmName": stack.physical_name("InputDriftAlarm"), "state": {"value": "ALARM"}}
+    assert stack.put_event("aws.cloudwatch", "CloudWatch Alarm State Change", detail) >= 1
+    calls = stack.invocations_of("TrainModelFunction")
+    assert [c.event for c in calls] == [{"mode": "train", "time": iso(stack.clock.now())}]
 
 
 def _breaching_value(props: dict[str, Any]) -> float:
@@ -190,7 +203,10 @@ def test_simulated_shop_is_ingested_and_trains_a_registered_model(stack: LocalRu
     ]
     assert len([k for k in parquet if k.endswith(".parquet")]) >= len(files)
 
-    event = json.loads(daily.targets[0]["Input"])  # exactly what the schedule sends
+    # Exactly what the schedule sends, at the platform's instant.
+    event = scheduler_target_input(
+        daily.targets[0], schedule_arn=daily.rule_arn, scheduled_time=iso(stack.clock.now())
+    )
     payload = stack.invoke("TrainModelFunction", event)
     version = payload["training"]["version"]
     models = stack.physical_name("ModelsBucket")

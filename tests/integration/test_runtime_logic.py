@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from shelfwise_local.runtime.alarms import Alarm, AlarmEvaluator, eval_expression, percentile, statistic
 from shelfwise_local.runtime.clock import Clock, Schedule, ScheduleError
 from shelfwise_local.runtime.patterns import matches
+from shelfwise_local.runtime.targets import rule_target_input, scheduler_target_input, select
 from shelfwise_local.runtime.template import (
     Context,
     Resolver,
@@ -99,6 +100,62 @@ EVENT = {
 )
 def test_event_pattern_matching(pattern: dict, expected: bool) -> None:
     assert matches(pattern, EVENT) is expected
+
+
+# ---------------------------------------------------------------- target inputs
+
+_SCHEDULED = {
+    "version": "0",
+    "detail-type": "Scheduled Event",
+    "source": "aws.events",
+    "time": "2026-03-01T03:00:00Z",
+    "resources": ["arn:aws:events:eu-west-1:1:rule/r"],
+    "detail": {"items": [{"id": "a"}, {"id": "b"}], "n": 3},
+}
+
+
+def _rule_input(target: dict) -> object:
+    return rule_target_input(
+        target, _SCHEDULED, rule_arn="arn:rule/r", rule_name="r", ingestion_time="2026-03-01T03:00:01Z"
+    )
+
+
+def test_a_rule_hands_its_target_the_event_a_constant_or_a_part_of_the_event() -> None:
+    assert _rule_input({}) == _SCHEDULED
+    assert _rule_input({"Input": '{"mode": "train"}'}) == {"mode": "train"}  # no time: nothing of the event
+    assert _rule_input({"InputPath": "$.detail.items[1]"}) == {"id": "b"}
+    assert select(_SCHEDULED, "$.detail-type") == "Scheduled Event"
+    with pytest.raises(ValueError, match="not one the local runtime supports"):
+        select(_SCHEDULED, "$..id")
+
+
+def test_an_input_transformer_quotes_strings_and_inlines_json_as_eventbridge_does() -> None:
+    spec = {
+        "InputPathsMap": {"t": "$.time", "n": "$.detail.n", "items": "$.detail.items"},
+        "InputTemplate": '{"time": "<t>", "n": <n>, "label": "n=<n> at <t>", "items": <items>, '
+        '"rule": "<aws.events.rule-name>", "got": "<aws.events.event.ingestion-time>", "x": "<b>"}',
+    }
+    assert _rule_input({"InputTransformer": spec}) == {
+        "time": "2026-03-01T03:00:00Z",
+        "n": 3,
+        "label": "n=3 at 2026-03-01T03:00:00Z",
+        "items": [{"id": "a"}, {"id": "b"}],
+        "rule": "r",
+        "got": "2026-03-01T03:00:01Z",
+        "x": "<b>",  # not a variable: left as written
+    }
+    whole = {"InputPathsMap": {}, "InputTemplate": '{"e": <aws.events.event>, "j": <aws.events.event.json>}'}
+    got = _rule_input({"InputTransformer": whole})
+    assert got == {"e": {k: v for k, v in _SCHEDULED.items() if k != "detail"}, "j": _SCHEDULED}
+
+
+def test_scheduler_fills_in_its_context_attributes() -> None:
+    target = {
+        "Input": '{"mode": "train", "time": "<aws.scheduler.scheduled-time>", "s": "<aws.scheduler.schedule-arn>"}'
+    }
+    got = scheduler_target_input(target, schedule_arn="arn:s", scheduled_time="2026-03-01T03:00:00Z")
+    assert got == {"mode": "train", "time": "2026-03-01T03:00:00Z", "s": "arn:s"}
+    assert scheduler_target_input({}, schedule_arn="arn:s", scheduled_time="2026-03-01T03:00:00Z") == {}
 
 
 # ---------------------------------------------------------------- alarms

@@ -12,6 +12,7 @@ from urllib.parse import unquote_plus
 import pytest
 
 from shelfwise_local.runtime import FunctionError, LocalRuntime
+from shelfwise_local.runtime.clock import iso
 
 
 def _http(
@@ -182,6 +183,28 @@ def test_schedules_fire_on_the_advanced_clock(rt: LocalRuntime) -> None:
     rt.advance(30 * 60)
     hourly = [i for i in rt.invocations_of("TickFunction") if i.event != {"kind": "tick"}]
     assert len(hourly) == 1 and round(hourly[0].started - start) == 3600 - 30
+
+
+def test_scheduled_and_routed_inputs_carry_the_platform_time_as_aws_fills_them(rt: LocalRuntime) -> None:
+    start = rt.clock.now()  # hh:00:30 of the current hour; the platform time, not the wall's
+    rt.advance(30 * 60)
+    got = [(round(i.started - start), i.event) for i in rt.invocations_of("StampFunction")]
+    scheduler = [(t, e) for t, e in got if "schedule" in e]
+    assert [t for t, _ in scheduler] == [600, 1200, 1800]
+    for t, event in scheduler:  # EventBridge Scheduler's context attributes, filled in
+        assert event["at"] == iso(start + t) and event["attempt"] == "1"
+        assert event["schedule"].startswith("arn:aws:scheduler:") and "<" not in event["schedule"]
+    rule = [(t, e) for t, e in got if "rule" in e]
+    assert [t for t, _ in rule] == [900, 1800]
+    for t, event in rule:  # a scheduled rule's InputTransformer: $.time and the reserved variables
+        assert event == {"at": iso(start + t), "rule": rule[0][1]["rule"], "received": iso(start + t)}
+
+    events = rt.client("events")
+    entry = {"Source": "shop.stamps", "DetailType": "Stamp", "Detail": json.dumps({"n": 7})}
+    assert events.put_events(Entries=[entry])["FailedEntryCount"] == 0
+    rt.pump(settle=5.0)  # EventBridge -> SQS is asynchronous in LocalStack
+    routed = [i.event for i in rt.invocations_of("StampFunction") if "n" in i.event]
+    assert routed == [{"n": 7, "label": "Stamp #7"}]
 
 
 def test_alarm_state_change_reaches_sns_and_eventbridge_subscribers(rt: LocalRuntime) -> None:

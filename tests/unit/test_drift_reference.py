@@ -11,7 +11,7 @@ import pytest
 
 from shelfwise.training.data import interactions_from_table
 from shelfwise.training.itemknn import ItemKNN
-from shelfwise.training.job import REFERENCE_HISTORY_LIMIT, anonymous_actors, served_scores
+from shelfwise.training.reference import REFERENCE_HISTORY_LIMIT, anonymous_actors, served_scores
 from tests.unit.test_training import synthetic_events
 
 pytestmark = pytest.mark.unit

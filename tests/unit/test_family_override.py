@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from shelfwise.errors import InputError
-from shelfwise.registry import Registry, evaluate_gate
+from shelfwise.gate import evaluate_gate
+from shelfwise.registry import Registry
 from shelfwise.training.guard import FamilyOverride
 from shelfwise.training.job import Progress, TrainConfig, run_training
 from shelfwise.training.scheduled import _override_environment, training_override

@@ -17,14 +17,13 @@ from moto import mock_aws
 from shelfwise.bundle import write_bundle
 from shelfwise.bundle_files import sha256_base64
 from shelfwise.errors import ConflictError, InputError, NotFoundError
+from shelfwise.gate import GateError, evaluate_gate
 from shelfwise.onnx_export import build_popularity_model
 from shelfwise.registry import (
     Aliases,
     BundleIntegrityError,
-    GateError,
     Registry,
     challenger_share,
-    evaluate_gate,
     routes_to_challenger,
 )
 

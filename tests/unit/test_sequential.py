@@ -16,7 +16,7 @@ from shelfwise.errors import InputError
 from shelfwise.events import EVENT_WEIGHTS
 from shelfwise.training.data import Interactions, interactions_from_table, temporal_split
 from shelfwise.training.guard import fallback_on_test, guarded_choice, paired_bootstrap
-from shelfwise.training.job import check_parity
+from shelfwise.training.parity import check_parity
 from shelfwise.training.search import evaluate_model
 
 torch = pytest.importorskip("torch", reason="the sequential family needs PyTorch (make torch)")

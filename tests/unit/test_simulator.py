@@ -145,9 +145,11 @@ def test_daily_cycle_and_growth() -> None:
     assert all(len(t.split()) >= 3 for t in catalogue.title[:50])
 
 
-def _next_session_same_leaf(params: ShopParams, seed: int) -> tuple[float, float]:
-    """(share of a user's consecutive sessions in one leaf, the same share with each user's
-    sessions in a random order: what independent sessions with that user's leaf mix give)."""
+def _consecutive_session_leaves(params: ShopParams, seed: int) -> dict[str, float]:
+    """Over each user's consecutive sessions: the share in one leaf (``same``) and the share whose
+    second is the first's complement (``complement``) and the share whose first is the second's
+    (``complement_back``); ``*_shuffled``: the same with each user's
+    sessions in a random order (what independent sessions with that user's leaf mix give)."""
     model = ShopModel(params, seed=seed)
     blocks = [model.day(d) for d in range(params.n_days)]
     viewed = [b.item >= 0 for b in blocks]
@@ -156,26 +158,37 @@ def _next_session_same_leaf(params: ShopParams, seed: int) -> tuple[float, float
         for f in ("owner", "session", "ts", "item")
     )
     _, first = np.unique(session, return_index=True)  # one leaf per session: its first event's
-    u, t, lf = owner[first], ts[first], model.catalogue.leaf[item[first]]
-
-    def same(order: np.ndarray) -> float:
+    u, t, lf = owner[first], ts[first], model.catalogue.leaf[item[first]].astype(np.int64)
+    out = {}
+    for name, order in (
+        ("", np.lexsort((t, u))),
+        ("_shuffled", np.lexsort((np.random.default_rng(0).random(len(u)), u))),
+    ):
         uu, ll = u[order], lf[order]
         pair = uu[1:] == uu[:-1]
-        return float((ll[1:] == ll[:-1])[pair].mean())
-
-    return same(np.lexsort((t, u))), same(np.lexsort((np.random.default_rng(0).random(len(u)), u)))
+        out["same" + name] = float((ll[1:] == ll[:-1])[pair].mean())
+        out["complement" + name] = float((ll[1:] == model.complement_leaf[ll[:-1]])[pair].mean())
+        out["complement_back" + name] = float((ll[:-1] == model.complement_leaf[ll[1:]])[pair].mean())
+    return out
 
 
 def test_shopping_missions_make_consecutive_sessions_share_a_category() -> None:
-    params = ShopParams(n_users=3000, n_items=800, n_days=6)
-    same, expected = _next_session_same_leaf(params, 4)
-    assert same > expected + 0.05  # what a user browsed last says what they browse next
-    none_same, none_expected = _next_session_same_leaf(replace(params, mission_share=0.0), 4)
-    assert abs(none_same - none_expected) < 0.02  # without missions sessions are independent
+    params = ShopParams(n_users=3000, n_items=800, n_days=12)
+    got = _consecutive_session_leaves(params, 4)
+    assert got["same"] > got["same_shuffled"] + 0.05  # what a user browsed last says what they browse next
+    # a follow-up mission goes to the last one's complement: the order, not the mix, says so
+    assert got["complement"] > got["complement_back"] + 0.01
+    plain = _consecutive_session_leaves(replace(params, mission_complement=0.0), 4)
+    assert abs(plain["complement"] - plain["complement_back"]) < 0.01
+    none = _consecutive_session_leaves(replace(params, mission_share=0.0), 4)
+    assert abs(none["same"] - none["same_shuffled"]) < 0.02  # without missions sessions are independent
+    assert abs(none["complement"] - none["complement_shuffled"]) < 0.01
     with pytest.raises(SimulatorError, match="mission_days"):
         ShopParams(mission_days=0.0)
     with pytest.raises(SimulatorError, match="mission_share"):
         ShopParams(mission_share=1.5)
+    with pytest.raises(SimulatorError, match="mission_complement"):
+        ShopParams(mission_complement=-0.1)
 
 
 def test_iso_timestamps_exact() -> None:

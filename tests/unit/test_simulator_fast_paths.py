@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shelfwise.simulator import ShopParams, simulate_to_files
+from shelfwise.simulator.blocks import take_rows, time_order
 from shelfwise.simulator.export import _Coded, _Digits, _ints, _lines, iso_timestamps
-from shelfwise.simulator.shop import take_rows, time_order
 
 MAX_MS = 4_102_444_799_999  # 2099-12-31
 

@@ -24,8 +24,9 @@ from shelfwise.events import EVENT_WEIGHTS
 from shelfwise.registry import Registry
 from shelfwise.training.data import interactions_from_table, temporal_split
 from shelfwise.training.itemknn import ItemKNN, top_neighbours
-from shelfwise.training.job import Progress, TrainConfig, check_parity, run_training
+from shelfwise.training.job import Progress, TrainConfig, run_training
 from shelfwise.training.mf import ALS
+from shelfwise.training.parity import check_parity
 from shelfwise.training.popularity import Popularity
 from shelfwise.training.search import evaluate_model
 from shelfwise.training.trigger import decide, parquet_rows
@@ -313,6 +314,10 @@ def test_evaluate_cli_prints_protocol_json_last(
             "popularity_bias",
             "users",
         } <= set(metrics)
+    # every family also answers mid-visit, as served; a second figure beside the first
+    assert set(out["in_session"]) == set(out["models"]) and "in_session" in out["protocol"]
+    for metrics in out["in_session"].values():
+        assert {"ndcg@5", "recall@5", "mrr", "users"} <= set(metrics) and metrics["users"] > 0
 
 
 def test_float16_only_when_topk_is_unchanged(table: pa.Table) -> None:

@@ -9,6 +9,7 @@ import argparse
 import os
 import subprocess
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,7 @@ def evaluate_main(argv: list[str]) -> int:
     table = read_table(args.events, args.format, args.min_time)
     data = interactions_from_table(table)
     progress("load", {"events": data.n_events, "users": data.n_users, "items": data.n_items})
-    ev = evaluate_log(data, _config(args), progress, table)
+    ev = evaluate_log(data, replace(_config(args), in_session=True), progress, table)
     result = ev.to_json()
     result["validation"] = {f: v["params"] for f, v in ev.validation.items()}
     emit(result)

@@ -23,8 +23,15 @@ from shelfwise.serving.interleave import team_draft
 from shelfwise.serving.model import LoadedModel
 from shelfwise.serving.stock import LiveStock
 
-# New items for a list's last places: (ids, scores, categories, titles, prices).
-NewItemColumns = tuple[list[str], list[float], list[str], list[str], list[float | None]]
+# A list's columns in rank order: (ids, scores, categories, titles, prices).
+ListColumns = tuple[list[str], list[float], list[str], list[str], list[float | None]]
+# New items for a list's last places, in the same columns.
+NewItemColumns = ListColumns
+
+
+def served_price(price: float) -> float | None:
+    """A price as the answer shows it: None where the catalogue has none (NaN), else to 4 places."""
+    return None if price != price else round(price, 4)
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,36 @@ class Recommendation:
     reason: str | None = None
     # Interleaved lists only: each item's contributing model version (the credit monitoring uses).
     sources: list[str] | None = None
+
+    @classmethod
+    def from_columns(
+        cls,
+        recommendation_id: str,
+        model_version: str,
+        variant: str,
+        columns: ListColumns,
+        *,
+        unknown_items: int = 0,
+        degraded: bool = False,
+        reason: str | None = None,
+        sources: list[str] | None = None,
+    ) -> Recommendation:
+        """A list from its columns (:data:`ListColumns`: ids, scores, categories, titles, prices)."""
+        ids, scores, categories, titles, prices = columns
+        return cls(
+            recommendation_id,
+            model_version,
+            variant,
+            ids,
+            scores,
+            categories,
+            titles,
+            prices,
+            unknown_items=unknown_items,
+            degraded=degraded,
+            reason=reason,
+            sources=sources,
+        )
 
     @property
     def items(self) -> list[RankedItem]:
@@ -107,19 +144,15 @@ class ServedLists:
         ids = text_list(cat.item_ids[idx])
         sc = scores.tolist()  # float32 -> Python floats
         categories, titles = text_list(cat.category_names[idx]), text_list(cat.titles[idx])
-        prices = [None if p != p else round(p, 4) for p in self._prices(model, idx).tolist()]
+        prices = [served_price(p) for p in self._prices(model, idx).tolist()]
         if new is not None and new[0]:
             ids, sc = ids + new[0], sc + new[1]
             categories, titles, prices = categories + new[2], titles + new[3], prices + new[4]
-        rec = Recommendation(
-            recommendation_id=uuid.uuid4().hex,
-            model_version=version or model.version,
-            variant=variant,
-            item_ids=ids,
-            scores=sc,
-            categories=categories,
-            titles=titles,
-            prices=prices,
+        rec = Recommendation.from_columns(
+            uuid.uuid4().hex,
+            version or model.version,
+            variant,
+            (ids, sc, categories, titles, prices),
             unknown_items=unknown,
             degraded=variant == "fallback",
             reason=reason,
@@ -154,18 +187,13 @@ class ServedLists:
             sc.append(team_scores[rank])
             cats.append(text_list(cat.category_names[i : i + 1])[0])
             titles.append(text_list(cat.titles[i : i + 1])[0])
-            price = float(cat.price[i])
-            prices.append(None if price != price else round(price, 4))
+            prices.append(served_price(float(cat.price[i])))
             sources.append(model.version)
-        rec = Recommendation(
-            recommendation_id=rec_id,
-            model_version=challenger[0].version,
-            variant="interleaved",
-            item_ids=ids,
-            scores=sc,
-            categories=cats,
-            titles=titles,
-            prices=prices,
+        rec = Recommendation.from_columns(
+            rec_id,
+            challenger[0].version,
+            "interleaved",
+            (ids, sc, cats, titles, prices),
             unknown_items=unknown,
             sources=sources,
         )

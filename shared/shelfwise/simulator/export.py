@@ -21,8 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shelfwise.events import NATIVE_COLUMNS
-from shelfwise.simulator.params import Incident, SimulatorError
-from shelfwise.simulator.shop import (
+from shelfwise.simulator.blocks import (
     CART,
     CODE_NAMES,
     DAY_MS,
@@ -32,8 +31,9 @@ from shelfwise.simulator.shop import (
     SEARCH,
     VIEW,
     DayBlock,
-    ShopModel,
 )
+from shelfwise.simulator.params import Incident, SimulatorError
+from shelfwise.simulator.shop import ShopModel
 
 FORMATS = ("native", "jsonl", "taobao", "retailrocket")
 SPLITS = ("day", "hour")

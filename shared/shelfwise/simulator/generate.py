@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from shelfwise.simulator.blocks import DAY_MS, HOUR_MS
 from shelfwise.simulator.export import Exporter, describe
 from shelfwise.simulator.params import Incident, ShopParams
-from shelfwise.simulator.shop import DAY_MS, HOUR_MS, NEW_TOP_NAME, ShopModel
+from shelfwise.simulator.shop import NEW_TOP_NAME, ShopModel
 
 GROUND_TRUTH_FILE = "ground_truth.jsonl"
 MANIFEST_FILE = "manifest.json"

@@ -25,18 +25,10 @@ from typing import Any
 import numpy as np
 
 from shelfwise.errors import InputError, NotFoundError
+from shelfwise.simulator.blocks import CODE_NAMES, DAY_MS, SEARCH, STREAM_LOOP, DayBlock
 from shelfwise.simulator.generate import SimulationResult, ground_truth, simulate_to_files
 from shelfwise.simulator.params import ShopParams
-from shelfwise.simulator.shop import (
-    CODE_NAMES,
-    DAY_MS,
-    SEARCH,
-    STREAM_LOOP,
-    Catalogue,
-    DayBlock,
-    ShopModel,
-    Users,
-)
+from shelfwise.simulator.shop import Catalogue, ShopModel, Users
 
 HISTORY_LIMIT = 20
 

@@ -104,10 +104,13 @@ class ShopParams:
     # Shopping missions: a user's interest stays on one category for a while (comparing, deciding,
     # coming back over several days); this share of their browsing sessions follows the current
     # mission, which changes every `mission_days` (per-user phase). A mission is a need outside
-    # the favourites (a category by its weight) `mission_explore` of the time, else a favourite.
+    # the favourites (a category by its weight) `mission_explore` of the time, else a favourite;
+    # `mission_complement` of the missions follow up on the previous one with its category's
+    # complement (accessories after a device, refills after an appliance).
     mission_share: float = 0.6
     mission_days: float = 3.0
     mission_explore: float = 0.5
+    mission_complement: float = 0.4
     # Items: share launched before day 0 (the rest arrive over the period), Zipf exponent.
     initial_item_share: float = 0.9
     zipf_a: float = 1.05
@@ -147,6 +150,7 @@ class ShopParams:
             "replenish_share",
             "mission_share",
             "mission_explore",
+            "mission_complement",
             "initial_item_share",
             "in_stock_share",
             "consumable_share",

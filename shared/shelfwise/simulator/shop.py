@@ -1,8 +1,8 @@
-"""The simulated shop: catalogue, users with latent tastes, and one day of behaviour as numpy columns.
+"""The simulated shop: catalogue, users with latent tastes and their ground truth.
 
-Everything is vectorised per day, and each day draws from its own generator seeded by
-``SeedSequence([seed, STREAM_DAY, day])``, so days are independent chunks: memory does not grow with
-the number of days and the same seed always yields the same events.
+A day of behaviour (``ShopModel.day``) is generated in ``sessions``; every day draws from its own
+generator seeded by ``SeedSequence([seed, STREAM_DAY, day])``, so days are independent chunks:
+memory does not grow with the number of days and the same seed always yields the same events.
 """
 
 from __future__ import annotations
@@ -13,53 +13,20 @@ from typing import Any
 
 import numpy as np
 
+from shelfwise.simulator.blocks import (
+    BOT_USER_OFFSET,
+    DAY_MS,
+    QUERIES_PER_LEAF,
+    STREAM_CALIBRATE,
+    STREAM_DRIFT,
+    STREAM_MISSION,
+    STREAM_SHOP,
+    DayBlock,
+    sigmoid,
+    take_rows,
+)
 from shelfwise.simulator.params import Incident, ShopParams
-
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
-
-# Event type codes of a DayBlock; names are the native event types.
-VIEW, CART, REMOVE, FAV, PURCHASE, SEARCH = 0, 1, 2, 3, 4, 5
-CODE_NAMES: tuple[str, ...] = (
-    "view",
-    "add_to_cart",
-    "remove_from_cart",
-    "add_to_wishlist",
-    "purchase",
-    "search",
-)
-
-# Daily cycle (UTC hour weights, evening peak, quiet night) and weekly cycle (Monday first).
-HOURLY = np.array(
-    [
-        0.9,
-        0.5,
-        0.3,
-        0.2,
-        0.2,
-        0.3,
-        0.7,
-        1.4,
-        2.2,
-        2.8,
-        3.0,
-        3.0,
-        3.1,
-        3.1,
-        3.0,
-        3.0,
-        3.1,
-        3.3,
-        3.6,
-        4.1,
-        4.6,
-        4.7,
-        3.9,
-        2.3,
-    ]
-)
-HOURLY_CUM = np.cumsum(HOURLY) / HOURLY.sum()
-WEEKLY = np.array([1.0, 0.97, 0.96, 0.98, 1.03, 1.12, 1.15])
+from shelfwise.simulator.sessions import simulate_day
 
 TOP_NAMES = (
     "home", "kitchen", "electronics", "fashion", "beauty", "sports", "toys", "garden",
@@ -106,60 +73,6 @@ _SYLLABLES = [
     "han",
 ]
 WORDS_PER_LEAF = 24
-QUERIES_PER_LEAF = 16
-MAX_VIEWS = 200
-
-# Stream ids for SeedSequence([seed, stream, ...]): each concern draws from its own stream.
-STREAM_SHOP, STREAM_DAY, STREAM_DRIFT, STREAM_LOOP, STREAM_EXPORT, STREAM_CALIBRATE = 1, 2, 3, 4, 5, 6
-STREAM_MISSION = 7
-ANON_VISITOR_OFFSET = 10**11  # anonymous visitors' ids in formats that need a user (Taobao, RetailRocket)
-BOT_USER_OFFSET = 9 * 10**9
-
-
-def time_order(ts: np.ndarray) -> np.ndarray:
-    """Stable argsort of millisecond timestamps, several times faster than
-    ``argsort(kind="stable")``: each key is the time offset with the row index in its low bits, so
-    keys are unique, a plain (SIMD) sort of them is stable, and the index comes back out of them."""
-    n = len(ts)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    lo = int(ts.min())
-    bits = max(1, (n - 1).bit_length())
-    if (int(ts.max()) - lo) >> (62 - bits):
-        return np.argsort(ts, kind="stable")
-    key = (ts - lo) << bits
-    key |= np.arange(n, dtype=np.int64)
-    key.sort()
-    key &= (1 << bits) - 1
-    return key
-
-
-def take_rows(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """``np.take(a, idx, axis=0)`` for a 2-D array, each row moved as one item (about 25% faster)."""
-    a = np.ascontiguousarray(a)
-    rows = a.view(np.dtype((np.void, a.shape[1] * a.itemsize))).ravel()
-    return np.take(rows, idx).view(a.dtype).reshape(len(idx), a.shape[1])
-
-
-def hash_uniform(*keys: np.ndarray | int) -> np.ndarray:
-    """Uniform [0, 1) numbers that are a pure function of integer keys (splitmix64 of each in turn).
-
-    State that spans days (a user's current shopping mission) comes from it, so every day is still
-    generated on its own and the same keys always give the same number.
-    """
-    with np.errstate(over="ignore"):
-        h = np.zeros(np.broadcast(*[np.asarray(k) for k in keys]).shape, dtype=np.uint64)
-        for k in keys:
-            h = h ^ np.asarray(k).astype(np.uint64)
-            h = h + np.uint64(0x9E3779B97F4A7C15)
-            h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-            h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-            h = h ^ (h >> np.uint64(31))
-    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -250,34 +163,6 @@ class Users:
         return cached
 
 
-@dataclass
-class DayBlock:
-    """One simulated day of events as parallel numpy columns, sorted by time."""
-
-    day: int
-    ts: np.ndarray  # int64 ms since epoch, UTC
-    code: np.ndarray  # int8, CODE_NAMES index
-    user: np.ndarray  # int64 user index, -1 when anonymous
-    visitor: np.ndarray  # int64 user index, or ANON_VISITOR_OFFSET + session for anonymous events
-    session: np.ndarray  # int64 session number, unique over the run
-    item: np.ndarray  # int32 item index, -1 for search
-    price: np.ndarray  # float64, NaN where none
-    quantity: np.ndarray  # int16, 0 where none
-    query: np.ndarray  # int32 index into catalogue.leaf_queries.ravel(), -1 where none
-    owner: np.ndarray  # int64 true user index behind the event, also when anonymous (ground truth)
-
-    def __len__(self) -> int:
-        return len(self.ts)
-
-    def select(self, keep: np.ndarray) -> DayBlock:
-        if isinstance(keep, np.ndarray) and keep.dtype != bool:
-            return DayBlock(self.day, *(np.take(getattr(self, f), keep) for f in BLOCK_FIELDS))
-        return DayBlock(self.day, *(getattr(self, f)[keep] for f in BLOCK_FIELDS))
-
-
-BLOCK_FIELDS = ("ts", "code", "user", "visitor", "session", "item", "price", "quantity", "query", "owner")
-
-
 def _word(rng: np.random.Generator) -> str:
     n = int(rng.integers(2, 4))
     return "".join(_SYLLABLES[int(i)] for i in rng.integers(0, len(_SYLLABLES), n))
@@ -294,6 +179,7 @@ class ShopModel:
         self._build_catalogue(rng)
         self._build_users(rng)
         self._build_incidents()
+        self._build_complements()
         self._calibrate()
 
     # ----------------------------------------------------------------------------------- catalogue
@@ -515,6 +401,23 @@ class ShopModel:
         )
 
     # ----------------------------------------------------------------------------------- incidents
+    def _build_complements(self) -> None:
+        """Each leaf's complement: another leaf of its top category by weight (the case for the
+        phone), or of the whole shop where the category has one leaf. Its own seed stream, so the
+        catalogue and users do not change with it."""
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, STREAM_MISSION]))
+        leaf_top = self.catalogue.leaf_top
+        n = len(leaf_top)
+        out = np.arange(n, dtype=np.int64)
+        for leaf in range(n):
+            others = np.flatnonzero((leaf_top == leaf_top[leaf]) & (np.arange(n) != leaf))
+            if not len(others):
+                others = np.flatnonzero(np.arange(n) != leaf)
+            if len(others):
+                w = self.leaf_weight[others]
+                out[leaf] = others[rng.choice(len(others), p=w / w.sum())]
+        self.complement_leaf = out
+
     def _build_incidents(self) -> None:
         p = self.params
         drift = p.incident("taste_drift")
@@ -536,11 +439,15 @@ class ShopModel:
         leaf = users.fav_leaves[u, k].astype(np.int64)
         w = self.leaf_weight[: self.n_leaves_base]
         explore = rng.random(n) < self.params.explore_share
-        # a session that follows its mission (``_mission_leaves``): a need by category weight, or
-        # a favourite (the draw above stands for it)
+        # a session that follows its mission (``sessions.mission_leaves``): a need by category weight,
+        # a favourite (the draw above stands for it), or a follow-up's complement
         mission = rng.random(n) < self.params.mission_share
         explore = np.where(mission, rng.random(n) < self.params.mission_explore, explore)
         leaf[explore] = rng.choice(self.n_leaves_base, int(explore.sum()), p=w / w.sum())
+        if self.params.mission_complement > 0.0:  # follow-up missions: the complement's category
+            aside = np.random.default_rng(np.random.SeedSequence([self.seed, STREAM_CALIBRATE, 1]))
+            up = mission & (aside.random(n) < self.params.mission_complement)
+            leaf[up] = np.minimum(self.complement_leaf[leaf[up]], self.n_leaves_base - 1)
         c1 = self.sample_items(leaf, rng.random(n), 0)
         c2 = self.sample_items(leaf, rng.random(n), 0)
         f = users.factors[u]
@@ -556,7 +463,7 @@ class ShopModel:
             wsum = len(a) if weight is None else weight.sum()
             for _ in range(60):
                 mid = (lo + hi) / 2
-                s = _sigmoid(mid + a)
+                s = sigmoid(mid + a)
                 rate = (s.sum() if weight is None else (s * weight).sum()) / wsum
                 lo, hi = (mid, hi) if rate < target else (lo, mid)
             return (lo + hi) / 2
@@ -565,9 +472,7 @@ class ShopModel:
         self.fav_base = solve(p.view_to_fav)
         # Guests who never log in cannot buy: aim higher for everyone else.
         payers = 1.0 - p.anonymous_share * (1.0 - p.login_share)
-        self.buy_base = solve(
-            min(0.999, p.cart_to_purchase / max(payers, 1e-3)), _sigmoid(self.cart_base + a)
-        )
+        self.buy_base = solve(min(0.999, p.cart_to_purchase / max(payers, 1e-3)), sigmoid(self.cart_base + a))
 
     def incident_ms(self, inc: Incident) -> int:
         return self.start_ms + round(inc.at * DAY_MS)
@@ -602,271 +507,7 @@ class ShopModel:
     # ------------------------------------------------------------------------------------- one day
     def day(self, day: int) -> DayBlock:
         """All events of simulated ``day`` (0-based), sorted by time. Deterministic per (seed, day)."""
-        p = self.params
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, STREAM_DAY, day]))
-        day_ms = self.start_ms + day * DAY_MS
-        users = self.users
-        dow = p.day_date(day).weekday()
-
-        active = users.join_day <= day
-        rate = p.sessions_per_user_day * WEEKLY[dow] * users.activity * active
-        n_sess = rng.poisson(rate)
-        s_user = np.repeat(np.arange(len(users), dtype=np.int64), n_sess)
-        S = len(s_user)
-        session_no = (day + 1) * 10**8 + np.arange(S, dtype=np.int64)
-        hour = np.searchsorted(HOURLY_CUM, rng.random(S), side="right")
-        start = np.minimum(hour, 23) * HOUR_MS + rng.integers(0, HOUR_MS, S)
-
-        replen = rng.random(S) < p.replenish_share
-        search = ~replen & (rng.random(S) < p.search_share)
-        anon = ~replen & (rng.random(S) < p.anonymous_share)
-        logs_in = anon & (rng.random(S) < p.login_share)
-
-        # Session category: one of the user's favourites, or exploration by category weight.
-        fav, cum, uf_sess = self.user_state(s_user, day_ms + start)
-        k = (rng.random(S)[:, None] > cum).sum(axis=1).clip(0, 2)
-        leaf = fav[np.arange(S), k].astype(np.int64)
-        explore = ~replen & (rng.random(S) < p.explore_share)
-        leaf_w = self.leaf_weight * self.leaf_available(day)
-        new_cat = p.incident("new_category")
-        u_exp = rng.random(S)
-        if new_cat is not None and day >= new_cat.day:
-            boosted = leaf_w.copy()
-            boosted[self.n_leaves_base :] *= float(new_cat.opt("boost"))
-            after = day_ms + start >= self.incident_ms(new_cat)
-            leaf_b = np.searchsorted(np.cumsum(boosted) / boosted.sum(), u_exp, side="right")
-            leaf_w[self.n_leaves_base :] = 0.0
-            leaf_a = np.searchsorted(np.cumsum(leaf_w) / leaf_w.sum(), u_exp, side="right")
-            leaf_e = np.where(after, leaf_b, leaf_a)
-        else:
-            leaf_w[self.n_leaves_base :] = 0.0
-            leaf_e = np.searchsorted(np.cumsum(leaf_w) / leaf_w.sum(), u_exp, side="right")
-        leaf = np.where(explore, np.minimum(leaf_e, len(leaf_w) - 1), leaf)
-        leaf = np.where(
-            replen, leaf, self._mission_leaves(leaf, s_user, day_ms + start, fav, cum, leaf_w, day)
-        )
-        staple = users.staple[s_user]
-        leaf = np.where(replen, self.catalogue.leaf[staple], leaf)
-
-        # Views per session (lognormal, heavy tail); replenishment sessions go straight to the staple.
-        nv = 1 + np.floor(np.exp(p.views_mu + p.views_sigma * rng.standard_normal(S))).astype(np.int64)
-        nv = np.where(replen, 1, np.minimum(nv, MAX_VIEWS))
-        V = int(nv.sum())
-        v_sess = np.repeat(np.arange(S), nv)
-        first = np.cumsum(nv) - nv
-        v_idx = np.arange(V) - first[v_sess]
-        v_leaf = leaf[v_sess]
-        c1 = self.sample_items(v_leaf, rng.random(V), day)
-        c2 = self.sample_items(v_leaf, rng.random(V), day)
-        vf = take_rows(uf_sess, v_sess)
-        a1, a2 = self.affinity(vf, c1), self.affinity(vf, c2)
-        pick2 = a2 > a1  # users look at what they like: the better of two popularity draws
-        item = np.where(pick2, c2, c1).astype(np.int64)
-        aff = np.where(pick2, a2, a1)
-        is_replen_view = replen[v_sess]
-        rv = np.flatnonzero(is_replen_view)
-        item[rv] = staple[v_sess[rv]]
-        aff[rv] = self.affinity(vf[rv], item[rv])
-
-        # Times: a search first, then views 4 s to a few minutes apart; checkout after the last view.
-        gap = 4000 + rng.exponential(38_000, V).astype(np.int64)
-        gap[first] += np.where(search, 6000, 0)
-        off = np.cumsum(gap)
-        off -= np.repeat(off[first] - gap[first], nv)
-        last_off = off[first + nv - 1]
-        checkout = last_off + 20_000 + rng.exponential(50_000, S).astype(np.int64)
-        dur = checkout + 60_000
-        start = np.clip(np.minimum(start, DAY_MS - dur - 1), 0, None)
-        base = day_ms + start
-        v_ts = base[v_sess] + off
-
-        # Funnel: probabilities from the true affinity, the price (shock) and stock.
-        mult = self.price_multiplier(item, v_ts)
-        price = self.catalogue.price[item] * mult
-        logit = p.funnel_slope * aff
-        cart_logit = self.cart_base + logit
-        cart_logit[rv] += 5.0
-        cart = (rng.random(V, dtype=np.float32) < _sigmoid(cart_logit)) & self.catalogue.in_stock[item]
-        fav_ev = rng.random(V, dtype=np.float32) < _sigmoid(self.fav_base + logit)
-        ci = np.flatnonzero(cart)
-        nc = len(ci)
-        rep_c = is_replen_view[ci]
-        buy_logit = self.buy_base + logit[ci] + 3.0 * rep_c - p.price_elasticity * np.log(mult[ci])
-        can_pay = ~(anon & ~logs_in)[v_sess[ci]]  # guests cannot check out
-        b_c = (rng.random(nc) < _sigmoid(buy_logit)) & can_pay
-        r_c = ~b_c & (rng.random(nc) < p.remove_share)
-        q_c = np.where(rep_c, 1 + rng.poisson(1.2, nc), 1 + (rng.random(nc) < 0.12) * rng.geometric(0.5, nc))
-        buy = np.zeros(V, dtype=bool)
-        buy[ci[b_c]] = True
-        remove = np.zeros(V, dtype=bool)
-        remove[ci[r_c]] = True
-        qty = np.zeros(V, dtype=np.int16)
-        qty[ci] = q_c
-
-        # Identity: anonymous until login (at a random view); purchases happen after login.
-        login_at = np.where(logs_in, rng.integers(0, np.maximum(nv, 1)), np.where(anon, MAX_VIEWS + 1, 0))
-        v_anon = v_idx < login_at[v_sess]
-
-        def rank_in_session(mask: np.ndarray) -> np.ndarray:
-            sel = np.flatnonzero(mask)
-            s = v_sess[sel]
-            c = np.arange(len(sel)) - np.searchsorted(s, s)
-            return c
-
-        parts: list[tuple[np.ndarray, ...]] = []  # (ts, code, session index, item, anon, price, qty)
-        zeros16 = np.zeros(V, dtype=np.int16)
-        parts.append((v_ts, np.full(V, VIEW), v_sess, item, v_anon, price, zeros16))
-        sel = np.flatnonzero(cart)
-        parts.append(
-            (
-                v_ts[sel] + 1000 + rng.integers(0, 1000, len(sel)),
-                np.full(len(sel), CART),
-                v_sess[sel],
-                item[sel],
-                v_anon[sel],
-                price[sel],
-                qty[sel],
-            )
-        )
-        sel = np.flatnonzero(fav_ev)
-        parts.append(
-            (
-                v_ts[sel] + 2000 + rng.integers(0, 1000, len(sel)),
-                np.full(len(sel), FAV),
-                v_sess[sel],
-                item[sel],
-                v_anon[sel],
-                price[sel],
-                zeros16[sel],
-            )
-        )
-        sel = np.flatnonzero(remove)
-        r = rank_in_session(remove)
-        parts.append(
-            (
-                base[v_sess[sel]] + last_off[v_sess[sel]] + 5000 + 1000 * r,
-                np.full(len(sel), REMOVE),
-                v_sess[sel],
-                item[sel],
-                v_anon[sel],
-                price[sel],
-                qty[sel],
-            )
-        )
-        sel = np.flatnonzero(buy)
-        r = rank_in_session(buy)
-        parts.append(
-            (
-                base[v_sess[sel]] + checkout[v_sess[sel]] + 1000 * r,
-                np.full(len(sel), PURCHASE),
-                v_sess[sel],
-                item[sel],
-                np.zeros(len(sel), bool),
-                price[sel],
-                qty[sel],
-            )
-        )
-        s_sel = np.flatnonzero(search)
-        q = leaf[s_sel] * QUERIES_PER_LEAF + rng.integers(0, QUERIES_PER_LEAF, len(s_sel))
-        parts.append(
-            (
-                base[s_sel],
-                np.full(len(s_sel), SEARCH),
-                s_sel,
-                np.full(len(s_sel), -1),
-                anon[s_sel] & (login_at[s_sel] > 0),
-                np.full(len(s_sel), np.nan),
-                np.zeros(len(s_sel), np.int16),
-            )
-        )
-
-        ts = np.concatenate([x[0] for x in parts])
-        code = np.concatenate([x[1] for x in parts]).astype(np.int8)
-        sess_i = np.concatenate([x[2] for x in parts])
-        items = np.concatenate([x[3] for x in parts]).astype(np.int32)
-        is_anon = np.concatenate([x[4] for x in parts])
-        prices = np.concatenate([x[5] for x in parts])
-        qtys = np.concatenate([x[6] for x in parts]).astype(np.int16)
-        query = np.full(len(ts), -1, dtype=np.int32)
-        query[len(ts) - len(s_sel) :] = q
-        uidx = s_user[sess_i]
-        user = np.where(is_anon, -1, uidx)
-        visitor = np.where(is_anon, ANON_VISITOR_OFFSET + session_no[sess_i], uidx)
-        block = DayBlock(day, ts, code, user, visitor, session_no[sess_i], items, prices, qtys, query, uidx)
-        block = self._day_incidents(block, day, rng)
-        return block.select(time_order(block.ts))
-
-    def _mission_leaves(
-        self,
-        leaf: np.ndarray,
-        s_user: np.ndarray,
-        t_ms: np.ndarray,
-        fav: np.ndarray,
-        cum: np.ndarray,
-        leaf_w: np.ndarray,
-        day: int,
-    ) -> np.ndarray:
-        """Session leaves with a share of them moved to the user's current mission.
-
-        A mission is a leaf held for ``mission_days`` from a per-user phase: a need outside the
-        favourites (a leaf by category weight, ``mission_explore`` of the time) or one of the
-        user's favourites (by their weights). Which mission a time falls in, and its leaf, are
-        hashes of (seed, user, mission number), so days stay independent. Consecutive sessions
-        then share a category, as a real shopper's do while a purchase is being decided, so recent
-        behaviour predicts the next days better than the whole history does.
-        """
-        p = self.params
-        if p.mission_share <= 0.0 or len(leaf) == 0:
-            return leaf
-        mission_ms = p.mission_days * DAY_MS
-        phase = hash_uniform(self.seed, STREAM_MISSION, s_user) * mission_ms
-        number = np.floor((t_ms - self.start_ms + phase) / mission_ms).astype(np.int64)
-        u = hash_uniform(self.seed, STREAM_MISSION, s_user, number)
-        k = (u[:, None] > cum).sum(axis=1).clip(0, 2)
-        mission = fav[np.arange(len(leaf)), k].astype(np.int64)
-        need = hash_uniform(self.seed, STREAM_MISSION, s_user, number, 1) < p.mission_explore
-        by_weight = np.searchsorted(
-            np.cumsum(leaf_w) / leaf_w.sum(), hash_uniform(self.seed, STREAM_MISSION, s_user, number, 2)
-        )
-        mission = np.where(need, np.minimum(by_weight, len(leaf_w) - 1), mission)
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, STREAM_MISSION, day]))
-        follows = rng.random(len(leaf)) < p.mission_share
-        return np.where(follows, mission, leaf)
-
-    def _day_incidents(self, block: DayBlock, day: int, rng: np.random.Generator) -> DayBlock:
-        """Bot traffic added, data outage removed."""
-        p = self.params
-        bot = p.incident("bot_traffic")
-        if bot is not None and bot.day == day:
-            t0 = self.incident_ms(bot)
-            n = int(bot.opt("views"))
-            ts = t0 + (np.arange(n) * float(bot.opt("interval_s")) * 1000).astype(np.int64)
-            ts = ts[ts < self.start_ms + (day + 1) * DAY_MS]
-            n = len(ts)
-            avail = np.flatnonzero(self.catalogue.launch_day <= day)
-            items = avail[(int(rng.integers(0, len(avail))) + np.arange(n)) % len(avail)].astype(np.int32)
-            bot_user = self.bot_user_index
-            block = DayBlock(
-                day,
-                np.concatenate([block.ts, ts]),
-                np.concatenate([block.code, np.full(n, VIEW, np.int8)]),
-                np.concatenate([block.user, np.full(n, bot_user)]),
-                np.concatenate([block.visitor, np.full(n, bot_user)]),
-                np.concatenate([block.session, np.full(n, (day + 1) * 10**8 + 99_999_999)]),
-                np.concatenate([block.item, items]),
-                np.concatenate([block.price, self.catalogue.price[items] * self.price_multiplier(items, ts)]),
-                np.concatenate([block.quantity, np.zeros(n, np.int16)]),
-                np.concatenate([block.query, np.full(n, -1, np.int32)]),
-                np.concatenate([block.owner, np.full(n, bot_user)]),
-            )
-        outage = p.incident("data_outage")
-        if outage is not None:
-            t0 = self.incident_ms(outage)
-            t1 = t0 + int(float(outage.opt("hours")) * HOUR_MS)
-            keep = (block.ts < t0) | (block.ts >= t1)
-            if not keep.all():
-                block = block.select(keep)
-        return block
+        return simulate_day(self, day)
 
     @property
     def bot_user_index(self) -> int:

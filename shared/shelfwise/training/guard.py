@@ -35,7 +35,7 @@ class FamilyOverride:
     The training job trains ``family`` beside the others (an optional family is added to them)
     and bundles it; the selection record keeps what the guard would have served. With
     ``past_gate`` the registry also offers it for canary when the offline gate's comparisons
-    with other models fail (:func:`shelfwise.registry.evaluate_gate`), never when it loses to
+    with other models fail (:func:`shelfwise.gate.evaluate_gate`), never when it loses to
     popularity on the test window.
     """
 

@@ -28,25 +28,24 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-import onnx
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shelfwise import bots
 from shelfwise import bundle as bundle_io
 from shelfwise.errors import InputError
-from shelfwise.evaluation import popularity_percentile
-from shelfwise.events import EVENT_WEIGHTS, SCHEMA_VERSION
+from shelfwise.events import SCHEMA_VERSION
 from shelfwise.registry import Registration, Registry
-from shelfwise.training.base import Recommender, item_popularity
+from shelfwise.training.base import Recommender
 from shelfwise.training.data import Interactions, Split, interactions_from_table, sample_users, temporal_split
 from shelfwise.training.guard import NOT_CANDIDATES, FamilyOverride, fallback_on_test, guarded_choice
 from shelfwise.training.itemknn import ItemKNN, clear_similarity_cache
 from shelfwise.training.mf import ALS
+from shelfwise.training.parity import check_parity
 from shelfwise.training.popularity import Popularity
 from shelfwise.training.ranker import RANKER, Ranker
 from shelfwise.training.ranker_stage import RankerOutcome, evaluate_ranker, final_ranker
+from shelfwise.training.reference import anonymous_actors, reference_distributions
 from shelfwise.training.search import (
     ALL_FAMILIES,
     BASELINE_FAMILIES,
@@ -57,6 +56,7 @@ from shelfwise.training.search import (
     search,
 )
 from shelfwise.training.sequential import Sequential
+from shelfwise.training.session_eval import evaluate_in_session, session_requests
 
 ProgressSink = Callable[[dict[str, Any]], None]
 
@@ -94,6 +94,12 @@ def _short(v: Any) -> str:
     return str(v)
 
 
+# Families whose graph has a history fold-in route: the in-session view also scores them on the
+# training items plus the visit's event and on the visit's event alone, the fair baselines for the
+# sequential model mid-visit.
+FOLD_IN_BASELINES = ("itemknn", "als")
+
+
 @dataclass
 class TrainConfig:
     """What to train and how; every field has a safe default."""
@@ -112,6 +118,7 @@ class TrainConfig:
     code_version: str = "unknown"
     seed: int = 42
     override: FamilyOverride | None = None
+    in_session: bool = False  # also score every family mid-visit (``shelfwise.training.session_eval``)
 
     def __post_init__(self) -> None:
         # a retrieval family (the ranker is a stage over one, served when it earns it)
@@ -142,6 +149,7 @@ class EvaluationResult:
     selection: dict[str, Any] = field(default_factory=dict)
     curves: dict[str, dict[str, Any]] = field(default_factory=dict)
     ranker: RankerOutcome | None = field(default=None, repr=False)
+    in_session: dict[str, dict[str, Any]] = field(default_factory=dict)  # family -> metrics mid-visit
 
     @property
     def served_with_ranker(self) -> bool:
@@ -154,6 +162,7 @@ class EvaluationResult:
             "best": self.best,
             "ranker": self.served_with_ranker,
             "selection": self.selection,
+            **({"in_session": self.in_session} if self.in_session else {}),
         }
 
 
@@ -202,6 +211,8 @@ def evaluate_log(
     best, selection = guarded_choice(retrieval_families, found.per_user, COMPLEXITY, seed=config.seed)
     progress("select", {"family": best, "steps": len(selection["steps"])})
     models: dict[str, dict[str, Any]] = {}
+    in_session: dict[str, dict[str, Any]] = {}
+    requests = session_requests(data, split, seed=config.seed) if config.in_session else None
     fitted_best: Recommender | None = None
     for family in retrieval_families:
         model = make_model(family, found.best_params[family], threads=config.threads)
@@ -209,6 +220,13 @@ def evaluate_log(
         model.fit(split.train)
         models[family] = evaluate_model(model, split, config.k, threads=config.threads)
         progress("test", {"family": family, metric: models[family][metric]})
+        if requests is not None and len(requests):
+            in_session[family] = evaluate_in_session(model, requests, split, config.k)
+            progress("test", {"family": family, f"in_session_{metric}": in_session[family][metric]})
+            for route in ("visit", "session") if family in FOLD_IN_BASELINES else ():
+                name = f"{family}+{route}"
+                in_session[name] = evaluate_in_session(model, requests, split, config.k, route=route)
+                progress("test", {"family": name, f"in_session_{metric}": in_session[name][metric]})
         if family == best:
             fitted_best = model
     ranker = None
@@ -260,6 +278,14 @@ def evaluate_log(
         "ranking": "full training catalogue, the user's training items excluded",
         "cold_user_rule": "fewer than 5 distinct training items",
     }
+    if requests is not None:
+        protocol["in_session"] = (
+            f"{len(requests)} test users, each one's first event after the cut as the request's event, "
+            "answered as served (the graph's semantics); targets: their other new items; not used in selection; "
+            "'<family>+visit': the same family through its fold-in route on the training items and the "
+            "request's event (what it would answer if its graph read a known user's visit); "
+            "'<family>+session': through that route on the request's event alone (an anonymous visit)"
+        )
     if ranker is not None:
         protocol["ranker"] = (
             "re-ranks the chosen family's top candidates; trained on validation users' lists "
@@ -280,6 +306,7 @@ def evaluate_log(
         selection,
         {**found.curves, **({RANKER: ranker.curves} if ranker is not None else {})},
         ranker,
+        in_session,
     )
 
 
@@ -315,87 +342,6 @@ def _used_ranker(manifest: dict[str, Any]) -> bool:
     return isinstance(ranker, dict) and bool(ranker.get("used"))
 
 
-def check_parity(
-    model: Recommender,
-    graph: onnx.ModelProto | bytes,
-    data: Interactions,
-    k: int,
-    n_users: int,
-    seed: int,
-) -> dict[str, Any]:
-    """ONNX Runtime vs the training-side reference (and vs the scores evaluation used) on sample requests.
-
-    Known users by index, the same users' histories as fold-in requests, and known users with
-    request events; scores must agree
-    within 1e-4 and top-k must be identical apart from ties.
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    serialized = graph if isinstance(graph, bytes) else graph.SerializeToString()
-    session = ort.InferenceSession(serialized, opts, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(seed)
-    users = rng.choice(data.n_users, size=min(n_users, data.n_users), replace=False)
-    hist = data.matrix("user")
-    kk = min(k, data.n_items)
-    max_diff, mismatches, checked = 0.0, 0, 0
-    for u in users:
-        items = hist.indices[hist.indptr[u] : hist.indptr[u + 1]].astype(np.int64)
-        exclude = np.zeros(data.n_items, dtype=bool)
-        exclude[items[: len(items) // 2]] = True
-        weights = np.full(len(items), EVENT_WEIGHTS["purchase"], dtype=np.float32)
-        # known user alone, anonymous history, and known user plus the request's own events
-        # (only sequence models read both; the others ignore a known user's request history)
-        requests = (
-            (int(u), items[:0], weights[:0]),
-            (-1, items, weights),
-            (int(u), items[-3:], weights[-3:]),
-        )
-        for user_index, h, w in requests:
-            feeds = {
-                "user_index": np.array([user_index], np.int64),
-                "history_items": h,
-                "history_weights": w,
-                "exclude_mask": exclude,
-                "k": np.array([kk], np.int64),
-            }
-            got_scores, got_idx = session.run(["scores", "indices"], feeds)
-            ref_scores, ref_idx = model.reference(user_index, h, w, exclude, kk)
-            finite = np.isfinite(ref_scores)
-            if finite.any():
-                max_diff = max(max_diff, float(np.max(np.abs(got_scores[finite] - ref_scores[finite]))))
-            differ = got_idx != ref_idx
-            if differ.any() and not np.allclose(got_scores[differ], ref_scores[differ], rtol=1e-4, atol=1e-5):
-                mismatches += 1
-            checked += 1
-    # The scores the offline evaluation ranked by (the user's items excluded, as there) are the
-    # served top-k scores for known users.
-    sample = users[:8].astype(np.int64)
-    eval_scores = np.array(model.score_users(sample), dtype=np.float32, copy=True)
-    none_i, none_w = np.zeros(0, np.int64), np.zeros(0, np.float32)
-    served, evaluated = [], []
-    for row, u in enumerate(sample.tolist()):
-        seen = np.zeros(data.n_items, dtype=bool)
-        seen[hist.indices[hist.indptr[u] : hist.indptr[u + 1]]] = True
-        served.append(model.reference(u, none_i, none_w, seen, kk)[0])
-        evaluated.append(-np.sort(-np.where(seen, -np.inf, eval_scores[row]))[:kk])
-    eval_diff = 0.0
-    if len(sample):
-        a, b = np.stack(served), np.stack(evaluated).astype(np.float32)
-        both = np.isfinite(a) & np.isfinite(b)
-        eval_diff = float(np.max(np.abs(a - b)[both], initial=0.0))
-        if (np.isfinite(a) != np.isfinite(b)).any():
-            eval_diff = float("inf")
-    return {
-        "requests": checked,
-        "max_abs_score_diff": max_diff,
-        "topk_mismatches": mismatches,
-        "evaluation_vs_reference_max_diff": eval_diff,
-        "ok": max_diff <= 1e-4 and mismatches == 0 and eval_diff <= 1e-4,
-    }
-
-
 def float16_check(model: ALS, data: Interactions, config: TrainConfig) -> dict[str, Any]:
     """Use a float16 item matrix only if it leaves every sampled user's top-k unchanged (ties aside)."""
     from shelfwise import onnx_export as ox
@@ -414,132 +360,6 @@ def float16_check(model: ALS, data: Interactions, config: TrainConfig) -> dict[s
         if differ.any() and not np.allclose(full_s[differ], half_s[differ], rtol=1e-3, atol=1e-4):
             changed += 1
     return {"used": changed == 0, "users_checked": len(users), "users_with_changed_topk": changed}
-
-
-def anonymous_actors(table: pa.Table, data: Interactions) -> np.ndarray | None:
-    """Per user index of ``data``: whether the actor had only a session id (serving folds it in)."""
-    if "session_id" not in table.column_names:
-        return None
-    if "user_id" not in table.column_names:
-        return np.ones(data.n_users, dtype=bool)
-    anon = pc.unique(
-        pc.drop_null(pc.filter(pc.cast(table["session_id"], pa.string()), pc.is_null(table["user_id"])))
-    )
-    return np.isin(data.user_ids, np.asarray(anon.to_pylist(), dtype=object).astype(str))
-
-
-# What serving does by default (ServingRules): a known shopper's stored purchases (the most recent
-# this many) are not offered again, nor items bought in a session's history; a front end sends a
-# session's recent history (the simulator's and the demo's clients the last 20 events).
-REFERENCE_STORED_PURCHASES = 500
-REFERENCE_HISTORY_LIMIT = 20
-
-
-def served_scores(
-    model: Recommender,
-    data: Interactions,
-    k: int,
-    seed: int,
-    anonymous: np.ndarray | None = None,
-    n: int = 1500,
-    unavailable: np.ndarray | None = None,
-) -> np.ndarray:
-    """Top-k scores of the requests serving will see, in their real mix and by the paths serving
-    takes: visits (sessions) of the log's last fifth, each asking once, at a random event of the
-    visit (one request per visit; a visit of a known shopper and an anonymous one alike).
-
-    Known shopper (``GET /v1/users/{id}/recommendations``): the stored representation, with the
-    items the bundle stores as bought excluded (serving's ``exclude_purchased``; what they only
-    viewed stays eligible, as in serving). Anonymous visit (``anonymous[user]``: the actor had
-    only a session id): fold-in of the visit's events before the request (its last
-    ``REFERENCE_HISTORY_LIMIT``, weighted by event type as serving weighs them), the items bought
-    in them excluded. A request without any signal gets the popularity fallback, which is
-    monitored as its own variant, and is left out. ``unavailable``: items serving never offers
-    (out of stock or inactive in the catalogue), excluded everywhere.
-    """
-    rng = np.random.default_rng(seed)
-    cut = data.time_quantile(0.8)
-    by_session = np.lexsort((data.ts, data.session))
-    sessions = data.session[by_session]
-    starts = np.flatnonzero(np.r_[True, sessions[1:] != sessions[:-1]])
-    ends = np.r_[starts[1:], sessions.size]
-    last_ts = data.ts[by_session[ends - 1]] if sessions.size else np.zeros(0, data.ts.dtype)
-    visits = np.flatnonzero(last_ts >= cut)
-    if visits.size == 0:
-        return np.zeros(0, np.float32)
-    picks = np.sort(rng.choice(visits, size=min(n, visits.size), replace=False))
-    indptr, bought = data.purchases_by_user()
-    purchase = data.purchase if data.purchase is not None else np.zeros(data.n_events, dtype=bool)
-    base = np.zeros(data.n_items, dtype=bool) if unavailable is None else unavailable.astype(bool)
-    kk = min(k, data.n_items)
-    none_i, none_w = np.zeros(0, np.int64), np.zeros(0, np.float32)
-    out = []
-    for v in picks:
-        lo, hi = int(starts[v]), int(ends[v])
-        # the request's place in the visit: any of its events in the last fifth
-        recent = lo + np.flatnonzero(data.ts[by_session[lo:hi]] >= cut)
-        at = int(rng.choice(recent))
-        u = int(data.user[by_session[at]])
-        exclude = base.copy()
-        if anonymous is not None and anonymous[u]:
-            before = by_session[max(lo, at - REFERENCE_HISTORY_LIMIT) : at]
-            if before.size == 0:
-                continue
-            exclude[data.item[before][purchase[before]]] = True
-            items, weights = data.item[before].astype(np.int64), data.weight[before].astype(np.float32)
-            scores, _ = model.reference(-1, items, weights, exclude, kk)
-        else:
-            exclude[bought[indptr[u] : indptr[u + 1]][:REFERENCE_STORED_PURCHASES]] = True
-            scores, _ = model.reference(u, none_i, none_w, exclude, kk)
-        out.append(np.asarray(scores, np.float32)[np.isfinite(scores)])
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
-
-
-def reference_distributions(
-    model: Recommender,
-    data: Interactions,
-    k: int,
-    seed: int,
-    anonymous: np.ndarray | None = None,
-    unavailable: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Baselines for drift monitoring: served-population score histogram, category mix, history popularity.
-
-    The score histogram is of :func:`served_scores` (the population serving will see: known
-    shoppers and sessions in their real mix), so a healthy model's served-score PSI sits near 0.
-    """
-    rng = np.random.default_rng(seed)
-    users = np.sort(rng.choice(data.n_users, size=min(2000, data.n_users), replace=False)).astype(np.int64)
-    from shelfwise.evaluation import rank_users
-
-    seen = data.matrix("user")
-    ranked = rank_users(model.score_users, users, seen, data.n_items, k)
-    top = served_scores(model, data, k, seed, anonymous, unavailable=unavailable)
-    if top.size == 0:
-        scores = np.asarray(model.score_users(users[:500]), dtype=np.float32)
-        top = np.take_along_axis(scores, np.maximum(ranked[:500], 0), axis=1)[ranked[:500] >= 0]
-    # Ten bins at the sample's quantiles: every bin holds mass, so PSI is not dominated by empty
-    # tail bins (a fixed-width grid over min..max leaves most near-empty for skewed scores), and a
-    # window's sampling noise (about (bins - 1) / lists) stays well under the 0.1 warning level.
-    qs = np.unique(np.round(np.quantile(top, np.linspace(0.0, 1.0, 11)), 6)) if top.size else np.zeros(1)
-    edges = qs if qs.size >= 2 else np.array([float(qs[0]), float(qs[0]) + 1.0])
-    counts = np.histogram(top, bins=edges)[0]
-    cats = data.item_info["category"][ranked[ranked >= 0]]
-    values, cat_counts = np.unique(cats, return_counts=True)
-    order = np.argsort(-cat_counts)[:50]
-    pct = popularity_percentile(item_popularity(data))
-    hist_counts, hist_edges = np.histogram(pct[data.item], bins=10, range=(0.0, 1.0))
-    return {
-        "score_histogram": {"bins": [round(float(e), 6) for e in edges], "counts": counts.tolist()},
-        "category_mix": {
-            (str(values[i]) or "(none)"): round(float(cat_counts[i] / max(cat_counts.sum(), 1)), 6)
-            for i in order
-        },
-        "history_popularity": {
-            "bins": [round(float(e), 3) for e in hist_edges],
-            "counts": hist_counts.tolist(),
-        },
-    }
 
 
 def make_version(now: datetime, data_hash: str) -> str:

@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from shelfwise_local.runtime import patterns
+from shelfwise_local.runtime import patterns, targets
 from shelfwise_local.runtime.base import Poller, RuleSchedule, RuntimeBase, log
 from shelfwise_local.runtime.clock import iso
 from shelfwise_local.runtime.functions import Invocation
@@ -103,13 +103,10 @@ class Delivery(RuntimeBase):
 
     # --- targets and asynchronous invocation
     def _deliver_scheduled(self, s: RuleSchedule, target: dict[str, Any], at: float) -> None:
-        if "Input" in target:
-            event = target["Input"]
-            event = json.loads(event) if isinstance(event, str) else event
-        elif s.kind == "scheduler":
-            event = {}
+        if s.kind == "scheduler":
+            event = targets.scheduler_target_input(target, schedule_arn=s.rule_arn, scheduled_time=iso(at))
         else:
-            event = {
+            scheduled = {
                 "version": "0",
                 "id": str(uuid.uuid4()),
                 "detail-type": "Scheduled Event",
@@ -120,6 +117,9 @@ class Delivery(RuntimeBase):
                 "resources": [s.rule_arn],
                 "detail": {},
             }
+            event = targets.rule_target_input(
+                target, scheduled, rule_arn=s.rule_arn, rule_name=s.name, ingestion_time=iso(at)
+            )
         self._deliver_to_target(target["Arn"], event)
 
     def _deliver_to_target(self, arn: str, event: Any) -> None:
@@ -199,7 +199,14 @@ class Delivery(RuntimeBase):
                 self._invoke_async(p.function, self._sns_event(body, p))
             elif p.kind == "events":
                 if patterns.matches(p.meta["pattern"], body):
-                    self._invoke_async(p.function, body)
+                    payload = targets.rule_target_input(
+                        p.meta["target"],
+                        body,
+                        rule_arn=p.meta["arn"],
+                        rule_name=p.meta["rule"],
+                        ingestion_time=iso(self.clock.now()),
+                    )
+                    self._invoke_async(p.function, payload)
                 else:
                     log.warning(
                         "emulator routed an event that does not match rule %s; dropped", p.meta["rule"]
@@ -311,7 +318,9 @@ class Delivery(RuntimeBase):
         for rule in self._pattern_rules:
             if rule.bus == "default" and patterns.matches(rule.pattern, event):
                 for t in rule.targets:
-                    payload = json.loads(t["Input"]) if "Input" in t else event
+                    payload = targets.rule_target_input(
+                        t, event, rule_arn=rule.arn, rule_name=rule.name, ingestion_time=event["time"]
+                    )
                     self._deliver_to_target(str(t["Arn"]), payload)
                     reached += 1
         return reached

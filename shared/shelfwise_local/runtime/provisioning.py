@@ -398,16 +398,16 @@ class Provisioning(RuntimeBase):
         )
         api_targets = []
         for i, t in enumerate(targets):
-            target = {k: t[k] for k in ("Input", "InputPath", "InputTransformer") if k in t}
-            target["Id"] = str(t.get("Id") or f"t{i}")
+            target: dict[str, Any] = {"Id": str(t.get("Id") or f"t{i}")}
             if ":lambda:" in t["Arn"]:
+                # The emulator routes the event as it is; the runtime builds the function's input
+                # (Input, InputPath, InputTransformer) after its own match, the same on every emulator.
                 url, qarn = self._internal_queue(f"rule-{bus}-{name}-{t['Arn']}")
                 target["Arn"] = qarn
-                self._pollers.append(
-                    Poller("events", url, qarn, t["Arn"], meta={"pattern": pattern, "rule": name})
-                )
+                meta = {"pattern": pattern, "rule": name, "arn": arn, "target": t}
+                self._pollers.append(Poller("events", url, qarn, t["Arn"], meta=meta))
             else:
-                target["Arn"] = t["Arn"]
+                target.update({k: t[k] for k in ("Arn", "Input", "InputPath", "InputTransformer") if k in t})
             api_targets.append(target)
         if api_targets:
             events.put_targets(Rule=name, EventBusName=bus, Targets=api_targets)
@@ -427,10 +427,13 @@ class Provisioning(RuntimeBase):
         name = props.get("Name") or physical_id(self.stack_name, lid, max_len=64)
         if props.get("ScheduleExpressionTimezone", "UTC") != "UTC":
             self._warn(f"{lid}: schedules run in UTC locally")
+        arn = self._schedule_arn(name, props.get("GroupName"))
         if props.get("State", "ENABLED") == "ENABLED":
-            self._add_schedule(name, props["ScheduleExpression"], [props["Target"]], "scheduler")
-        arn = f"arn:aws:scheduler:{self.region}:{self.account_id}:schedule/default/{name}"
+            self._add_schedule(name, props["ScheduleExpression"], [props["Target"]], "scheduler", arn)
         return Resource(lid, "AWS::Scheduler::Schedule", name, {"Arn": arn})
+
+    def _schedule_arn(self, name: str, group: str | None) -> str:
+        return f"arn:aws:scheduler:{self.region}:{self.account_id}:schedule/{group or 'default'}/{name}"
 
     # --- Firehose, DynamoDB
     def _create_aws_kinesisfirehose_deliverystream(self, lid: str, props: dict[str, Any]) -> Resource:
@@ -592,11 +595,18 @@ class Provisioning(RuntimeBase):
                 enabled = p.get("Enabled", True) and p.get("State", "ENABLED") == "ENABLED"
                 if enabled:
                     target = {"Arn": fn_arn, **({"Input": p["Input"]} if "Input" in p else {})}
-                    name = p.get("Name") or f"{lid}{event_name}"
-                    rule_arn = f"arn:aws:events:{self.region}:{self.account_id}:rule/{name}"
-                    self._add_schedule(
-                        name, str(expr), [target], "events" if type_ == "Schedule" else "scheduler", rule_arn
-                    )
+                    if type_ == "Schedule":
+                        name = p.get("Name") or f"{lid}{event_name}"
+                        arn = f"arn:aws:events:{self.region}:{self.account_id}:rule/{name}"
+                    else:  # SAM names a schedule after its function and event unless told to omit it
+                        name = p.get("Name") or (
+                            physical_id(self.stack_name, f"{lid}{event_name}", max_len=64)
+                            if p.get("OmitName")
+                            else f"{lid}{event_name}"
+                        )
+                        arn = self._schedule_arn(name, p.get("GroupName"))
+                    kind = "events" if type_ == "Schedule" else "scheduler"
+                    self._add_schedule(name, str(expr), [target], kind, arn)
             elif type_ in {"EventBridgeRule", "CloudWatchEvent"}:
                 name = p.get("RuleName") or physical_id(self.stack_name, f"{lid}{event_name}", max_len=64)
                 bus = p.get("EventBusName", "default")
