@@ -96,6 +96,9 @@ class RolloutPolicy:
     # (or lists per variant of a split), before non-inferiority can advance a stage.
     min_mature_windows: int = 6
     min_evidence_lists: int = 50
+    # A step to more than this share (the challenger then serves most shoppers) and the promotion
+    # are judged on the evidence's stricter promotion bound.
+    strict_above: float = 0.5
     # A stage that cannot show non-inferiority within this long ends the canary.
     max_stage_hours: float = 24.0
     # Who sets the split while the canary runs: the fixed ``stages`` (from the first stage on), or
@@ -531,10 +534,10 @@ class Rollout:
                     **base,
                 )
             )
-        gap = self._evidence_gap(evidence, challenger)
+        nxt = self.policy.next_stage(weight)
+        gap = self._evidence_gap(evidence, challenger, promote=nxt is None or nxt > self.policy.strict_above)
         if gap:
             return self._record(Decision("hold", gap, detail=detail, **base))
-        nxt = self.policy.next_stage(weight)
         try:
             if nxt is None:
                 after = _state(self.registry.promote(challenger, expected=snap))
@@ -631,7 +634,7 @@ class Rollout:
             "weight": weight,
             "evidence": dict(evidence) if evidence else None,
         }
-        gap = self._evidence_gap(evidence, challenger)
+        gap = self._evidence_gap(evidence, challenger, promote=True)
         if minutes >= 60.0 * bp.max_canary_hours:
             reason = f"canary ran {minutes / 60:.1f} h (> {bp.max_canary_hours:g} h): {gap or 'not promoted'}"
             return self._end_canary(challenger, reason, detail, base)
@@ -692,8 +695,11 @@ class Rollout:
             )
         )
 
-    def _evidence_gap(self, evidence: Mapping[str, Any] | None, challenger: str) -> str | None:
-        """Why the evidence does not (yet) allow the next stage; None when it shows non-inferiority."""
+    def _evidence_gap(
+        self, evidence: Mapping[str, Any] | None, challenger: str, promote: bool = False
+    ) -> str | None:
+        """Why the evidence does not (yet) allow the next stage (None: non-inferior); ``promote``: judged
+        on the stricter ``promotion_lower`` (at ``promotion_confidence``) where stated."""
         p = self.policy
         if not evidence or evidence.get("challenger") != challenger:
             return "no evidence from the monitor for this challenger yet"
@@ -704,10 +710,13 @@ class Rollout:
         if evidence.get("lower") is None or n < p.min_evidence_lists:
             return f"insufficient evidence: {n} < {p.min_evidence_lists} lists to compare"
         bound = 1.0 - float(evidence.get("margin") or 0.0)
-        if float(evidence["lower"]) < bound:
+        lower, confidence = evidence["lower"], evidence.get("confidence")
+        if promote and evidence.get("promotion_lower") is not None:
+            lower, confidence = evidence["promotion_lower"], evidence.get("promotion_confidence")
+        if float(lower) < bound:
             return (
                 f"not shown non-inferior: click ratio {float(evidence['estimate']):.3f}, lower bound "
-                f"{float(evidence['lower']):.3f} < {bound:.3f} at {float(evidence.get('confidence') or 0):.0%}"
+                f"{float(lower):.3f} < {bound:.3f} at {float(confidence or 0):.0%}"
             )
         return None
 

@@ -58,6 +58,7 @@ def traffic(
     seed: int = 0,
     broken_scores: bool = False,
     category_weights: list[float] | None = None,
+    random_items: bool = False,
 ) -> pa.Table:
     """Synthetic curated rows: k=5 impressions per list, at most one click, exponential delays."""
     rng = np.random.default_rng(seed)
@@ -67,6 +68,8 @@ def traffic(
     k = 5
     rid = np.array([f"r{seed}-{i}" for i in range(n)])
     items = rng.zipf(1.5, size=(n, k)) % 500
+    if random_items:  # the challenger's items drawn at random from a 5,000-item catalogue
+        items = np.where((variant == "challenger")[:, None], rng.integers(0, 5000, (n, k)), items)
     rows: dict[str, list] = {
         c: []
         for c in (
@@ -149,6 +152,7 @@ def test_equal_challenger_raises_no_model_alarm_over_many_windows() -> None:
             "challenger-quality",
             "challenger-early-clicks",
             "challenger-score-drift",
+            "challenger-coverage-shift",
             "champion-score-drift",
         ):
             spec = alarm(suffix)
@@ -157,6 +161,29 @@ def test_equal_challenger_raises_no_model_alarm_over_many_windows() -> None:
     assert any("CtrDropLCB/challenger" in v for v in values)  # the comparison was published
     psi = [v["InputCategoryPSI"] for v in values if "InputCategoryPSI" in v]
     assert psi and max(psi) < alarm("input-drift").threshold
+
+
+def test_a_challenger_serving_random_items_trips_the_popularity_shift_in_its_first_window() -> None:
+    # A 4% probation: about 50 challenger lists, each its own shopper, in the first window.
+    table = traffic(
+        T0 - timedelta(hours=1),
+        70,
+        250,
+        0.04,
+        {"champion": 0.2, "challenger": 0.2},
+        VERSIONS,
+        random_items=True,
+    )
+    store = MemoryStateStore()
+    job = MonitoringJob(TableSource(table), Manifests(), store, MonitoringConfig())
+    first = job.fast_pass(T0 + timedelta(minutes=5, seconds=30), Deployment("v1", "v2", 0.04)).values()
+    spec = alarm("challenger-coverage-shift")
+    assert breaches(spec, first[f"{spec.metric}/{spec.variant}"])
+    # The same traffic with the challenger serving what the champion serves: no shift.
+    same = traffic(T0 - timedelta(hours=1), 70, 250, 0.04, {"champion": 0.2, "challenger": 0.2}, VERSIONS)
+    job = MonitoringJob(TableSource(same), Manifests(), MemoryStateStore(), MonitoringConfig())
+    quiet = job.fast_pass(T0 + timedelta(minutes=5, seconds=30), Deployment("v1", "v2", 0.04)).values()
+    assert not breaches(spec, quiet[f"{spec.metric}/{spec.variant}"])
 
 
 def test_small_windows_publish_no_decision_metrics() -> None:
@@ -471,3 +498,6 @@ def test_a_split_canary_leaves_non_inferiority_evidence_on_matured_windows() -> 
     assert ev["design"] == "split" and ev["margin"] == cfg.noninferiority_margin
     assert ev["mature_windows"] >= 6 and ev["lists_challenger"] == ev["n_challenger"] > 500
     assert ev["lower"] < ev["estimate"] < ev["upper"] and 0.8 < ev["estimate"] < 1.25
+    # The promotion's bound is the same estimate's at the stricter confidence.
+    assert ev["promotion_confidence"] == 1 - cfg.promotion_alpha > ev["confidence"]
+    assert ev["promotion_lower"] < ev["lower"]

@@ -194,6 +194,25 @@ def evidence(challenger: str, lower: float = 0.99, windows: int = 8, n: int = 40
     }
 
 
+def test_promotion_needs_the_stricter_promotion_bound(env: Any) -> None:
+    reg, rollout, clock = env["reg"], env["rollout"], env["clock"]
+    clock.now = T0 + timedelta(minutes=10)
+    reg.start_canary("v2", 0.1)
+    clock.now += timedelta(minutes=rollout.policy.min_stage_minutes + 1)
+    # 95% clears the margin, 99% does not: 10% -> 50% advances, a step past half the traffic holds.
+    ev = {**evidence("v2", lower=0.98), "promotion_lower": 0.96, "promotion_confidence": 0.99}
+    assert rollout.step(OK, 10_000, clock.now, ev).action == "advance"
+    clock.now += timedelta(minutes=rollout.policy.min_stage_minutes + 1)
+    held = rollout.step(OK, 10_000, clock.now, ev)
+    assert held.action == "hold" and "0.960 < 0.970 at 99%" in held.reason
+    assert reg.aliases().canary_weight == 0.5
+    ev["promotion_lower"] = 0.975
+    assert rollout.step(OK, 10_000, clock.now, ev).action == "advance"
+    clock.now += timedelta(minutes=rollout.policy.min_stage_minutes + 1)
+    assert rollout.step(OK, 10_000, clock.now, {**ev, "promotion_lower": 0.96}).action == "hold"
+    assert rollout.step(OK, 10_000, clock.now, ev).action == "promote"
+
+
 def test_a_stage_advances_only_on_shown_non_inferiority_and_ends_when_held_too_long(env: Any) -> None:
     reg, rollout, clock = env["reg"], env["rollout"], env["clock"]
     clock.now = T0 + timedelta(minutes=10)

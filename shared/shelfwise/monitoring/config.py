@@ -66,10 +66,14 @@ class MonitoringConfig:
     # habits explain (CUPED); 0 = no covariate.
     covariate_lookback_hours: float = 24.0
     min_scores_for_drift: int = 500
-    # Popularity shift vs the champion: the challenger's served items over the champion's
-    # popularity buckets decide with fewer impressions (a broken model's items are a different
-    # population altogether), so a canary's probation share is judged within its first window.
+    # Popularity shift vs the champion (JS over popularity buckets, a dashboard line): published
+    # from this many challenger impressions.
     min_challenger_impressions_for_shift: int = 100
+    # The alarm's popularity shift: challenger minus champion mean popularity percentile of served
+    # items in one window, bounded below with shoppers as units; its false-alarm chance over a whole
+    # canary (spent over the windows) and the shoppers each side needs before it is published.
+    popularity_shift_alpha: float = 0.01
+    min_shoppers_for_shift: int = 5
     min_events_for_input_drift: int = 500
     # Input drift: the last hour of behaviour against a baseline frozen after this many events.
     input_lookback_seconds: int = 3600
@@ -105,6 +109,11 @@ class MonitoringConfig:
     noninferiority_margin: float = 0.03
     interleaved_noninferiority_margin: float = 0.06
     noninferiority_alpha: float = 0.05
+    # Steps past half the traffic and the promotion rest on the stricter confidence: 10% -> 50% on
+    # 95%, 50% -> 100% and promotion on 99%. The 50% stage gathers the challenger's data five
+    # times as fast as the 10% one, so the stricter bound costs a good model little time
+    # (docs/monitoring.md).
+    promotion_alpha: float = 0.01
     # Bot-like actors (shelfwise.bots) leave the metrics; their share is published from this many
     # behaviour events in the window.
     bots: BotRules = field(default_factory=BotRules)
@@ -184,19 +193,20 @@ DEFAULT_ALARMS: tuple[AlarmSpec, ...] = (
     ),
     AlarmSpec(
         suffix="challenger-coverage-shift",
-        metric="PopularityShiftVsChampion",
+        metric="PopularityShiftLCB",
         variant="challenger",
-        # JS in bits over the champion's popularity buckets. On the demo's shop a healthy challenger
-        # measured 0.002-0.023 per window (0.01-0.02 from ~130 impressions at 4%), a model with
-        # shuffled item scores 0.07-0.14; the earlier 0.35 never fired for it (docs/monitoring.md).
-        threshold=0.08,
+        # Lower confidence bound of how far the challenger's served items moved in the last hour's
+        # popularity ranking (percentile points / 100, shoppers as units, alpha spent over the
+        # canary's windows): the noise is in the bound, so the threshold is only the size of shift
+        # that matters. A model serving random items moves ~0.35-0.45, a retrain ~0.01-0.03.
+        threshold=0.1,
         comparison="GreaterThanThreshold",
         # 1 of 1: a canary's probation (4% of traffic) must be judged within its first window.
         datapoints_to_alarm=1,
         evaluation_periods=1,
         treat_missing_data="notBreaching",
         target="challenger",
-        guard="published with >= 100 challenger and >= 500 champion impressions",
+        guard="published with >= 5 shoppers per variant; alpha 0.01 per canary, spent over its windows",
     ),
     AlarmSpec(
         suffix="champion-score-drift",

@@ -62,6 +62,7 @@ CHARTS: tuple[Chart, ...] = (
         (
             Line("InputCategoryPSI", None, "Maximum"),
             Line("PopularityShiftVsChampion", "challenger", "Maximum"),
+            Line("PopularityShiftLCB", "challenger", "Maximum"),
             Line("ChampionCtrDropLCB", "champion", "Maximum", "right"),
         ),
     ),

@@ -189,3 +189,87 @@ def popularity_rank(item_ids: pa.Array | pa.ChunkedArray) -> dict[str, int]:
 
 def is_finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
+
+
+def popularity_percentiles(
+    item_ids: pa.Array | pa.ChunkedArray, popularity_rank: Mapping[str, int]
+) -> np.ndarray:
+    """Each served item's place in the window's popularity ranking, in [0, 1] (0 = the most popular).
+
+    Items the window's behaviour never touched are the coldest (1.0).
+    """
+    n_ranked = max(1, len(popularity_rank))
+    ids = item_ids.to_pylist()
+    return np.fromiter(
+        (1.0 if (r := popularity_rank.get(i)) is None else r / n_ranked for i in ids), np.float64, len(ids)
+    )
+
+
+@dataclass(frozen=True)
+class ShiftBound:
+    """Challenger minus champion popularity percentile of served items (each shopper's mean, averaged
+    over shoppers), with its lower bound.
+
+    ``lower`` bounds ``|shift|`` from below at confidence ``1 - alpha`` (0 when the interval holds 0).
+    """
+
+    shift: float
+    lower: float
+    units_challenger: int
+    units_champion: int
+    alpha: float
+
+
+def _t_quantile(p: float, df: float) -> float:
+    """Student-t quantile by the Cornish-Fisher expansion in 1/df (Abramowitz & Stegun 26.7.5)."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(p)
+    g1 = (z**3 + z) / 4
+    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
+    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
+    g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
+    return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
+
+
+def _shopper_means(values: np.ndarray, units: np.ndarray) -> tuple[float, float, int]:
+    """Mean over shoppers of each shopper's mean value, its variance, and the number of shoppers."""
+    _, inverse = np.unique(units, return_inverse=True)
+    g = int(inverse.max()) + 1 if len(inverse) else 0
+    means = np.bincount(inverse, weights=values, minlength=g) / np.bincount(inverse, minlength=g)
+    return float(means.mean()), float(means.var(ddof=1)) / g if g > 1 else 0.0, g
+
+
+def popularity_shift_bound(
+    challenger: np.ndarray,
+    challenger_units: np.ndarray,
+    champion: np.ndarray,
+    champion_units: np.ndarray,
+    alpha: float,
+    min_units: int,
+) -> ShiftBound | None:
+    """Lower confidence bound of how far the challenger's served items moved in popularity.
+
+    ``challenger`` / ``champion`` are the served items' popularity percentiles
+    (:func:`popularity_percentiles`) and ``*_units`` the shopper (or list) each came from: one
+    shopper's items are correlated, so shoppers are the independent units: Welch's t on the
+    shoppers' means (Welch-Satterthwaite degrees of freedom, the t quantile at ``alpha / 2`` for
+    ``|shift|``; an item-weighted cluster-robust variance is overconfident with a dozen shoppers of
+    unequal list counts). None while either side has fewer than ``min_units`` shoppers.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError("0 < alpha < 1")
+    if len(challenger) == 0 or len(champion) == 0:
+        return None
+    m_c, v_c, g_c = _shopper_means(challenger, challenger_units)
+    m_b, v_b, g_b = _shopper_means(champion, champion_units)
+    if min(g_c, g_b) < max(2, min_units):
+        return None
+    shift = m_c - m_b
+    var = v_c + v_b
+    if var <= 0:
+        lower = abs(shift)
+    else:
+        df = var**2 / (v_c**2 / (g_c - 1) + v_b**2 / (g_b - 1)) if v_c > 0 or v_b > 0 else 1.0
+        lower = max(0.0, abs(shift) - _t_quantile(1 - alpha / 2, max(df, 1.0)) * math.sqrt(var))
+    return ShiftBound(shift, lower, g_c, g_b, alpha)

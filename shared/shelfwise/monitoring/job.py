@@ -37,6 +37,7 @@ from shelfwise.monitoring.publish import MetricDatum
 from shelfwise.monitoring.quality import (
     InterleavingCounts,
     VariantQuality,
+    _list_users,
     compute_interleaving,
     compute_quality,
     mature_families,
@@ -132,7 +133,7 @@ class MonitoringJob:
                 )
             entry.setdefault("ilv_early", _ilv_entry(early_ilv, early=True))
         served = self._served(events, start, end)
-        result.data += self._label_free(served, events, start, end, deployment)
+        result.data += self._label_free(served, events, start, end, deployment, state)
 
         # Matured click window.
         matured = compute_quality(events, m_start, m_end, cfg.attribution, as_of=now)
@@ -276,12 +277,17 @@ class MonitoringJob:
         mask = pc.and_(
             pc.equal(events["event_type"], "impression"), pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi))
         )
-        return events.filter(mask).select(
-            ["recommendation_id", "item_id", "score", "variant", "model_version"]
-        )
+        cols = ["recommendation_id", "item_id", "score", "variant", "model_version"]
+        return events.filter(mask).select(cols + [c for c in ("properties",) if c in events.column_names])
 
     def _label_free(
-        self, served: pa.Table, events: pa.Table, start: datetime, end: datetime, deployment: Deployment
+        self,
+        served: pa.Table,
+        events: pa.Table,
+        start: datetime,
+        end: datetime,
+        deployment: Deployment,
+        state: Mapping[str, Any],
     ) -> list[MetricDatum]:
         cfg, out = self.cfg, []
         ts = events["timestamp"]
@@ -294,7 +300,22 @@ class MonitoringJob:
             )
         )
         ranks = drift.popularity_rank(behaviour["item_id"])
+        # The popularity shift ranks items over the last hour's behaviour: a window's own behaviour
+        # touches too few items to place most of a personalised list.
+        recent = events.filter(
+            pc.and_(
+                pc.is_in(events["event_type"], pa.array(BEHAVIOUR_TYPES)),
+                pc.and_(
+                    pc.greater_equal(
+                        ts, pa.scalar(end - timedelta(seconds=cfg.input_lookback_seconds), lo.type)
+                    ),
+                    pc.less(ts, hi),
+                ),
+            )
+        )
+        hour_ranks = drift.popularity_rank(recent["item_id"])
         buckets: dict[str, np.ndarray] = {}
+        percentiles: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         total_lists = len(pc.unique(served["recommendation_id"])) if served.num_rows else 0
         for variant in ("champion", "challenger", "fallback"):
             rows = served.filter(pc.equal(served["variant"], variant))
@@ -313,6 +334,9 @@ class MonitoringJob:
                 else cfg.min_scores_for_drift
             ):
                 buckets[variant] = drift.popularity_buckets(rows["item_id"], ranks, POPULARITY_BUCKETS)
+            if variant != "fallback":
+                units = _list_users(rows).to_numpy(zero_copy_only=False)
+                percentiles[variant] = (drift.popularity_percentiles(rows["item_id"], hour_ranks), units)
             version = deployment.version_of(variant)
             manifest = self.manifests.manifest(version) if version else None
             if manifest:
@@ -361,10 +385,37 @@ class MonitoringJob:
                     "challenger",
                 )
             )
+        shift = self._popularity_shift(percentiles, start, state)
+        if shift is not None:
+            out.append(self._d("PopularityShiftLCB", shift.lower, start, "challenger"))
         v = self._input_drift(events, start, end, deployment)
         if v is not None:
             out.append(self._d("InputCategoryPSI", v, start))
         return out
+
+    def _popularity_shift(
+        self,
+        percentiles: Mapping[str, tuple[np.ndarray, np.ndarray]],
+        start: datetime,
+        state: Mapping[str, Any],
+    ) -> drift.ShiftBound | None:
+        """The window's popularity-shift bound, at the canary's alpha spent over its windows.
+
+        Each window is its own test; window k of the canary (k = 1 for its first) gets
+        ``alpha / (k (k + 1))``, which sums to ``alpha`` over any number of windows (Bonferroni), so
+        the first window decides on the least data and a healthy canary trips it with probability
+        at most ``alpha`` however long it runs.
+        """
+        first = canary_first_window(state, self.cfg.window_seconds)
+        if first is None or "challenger" not in percentiles or "champion" not in percentiles:
+            return None
+        k = max(1, int((start - first).total_seconds() // self.cfg.window_seconds) + 1)
+        return drift.popularity_shift_bound(
+            *percentiles["challenger"],
+            *percentiles["champion"],
+            alpha=self.cfg.popularity_shift_alpha / (k * (k + 1)),
+            min_units=self.cfg.min_shoppers_for_shift,
+        )
 
     def _champion_drift(
         self,
@@ -600,9 +651,11 @@ class MonitoringJob:
             "challenger": deployment.challenger,
             "champion": deployment.champion,
             "confidence": 1.0 - cfg.noninferiority_alpha,
+            "promotion_confidence": 1.0 - cfg.promotion_alpha,
             "estimate": None,
             "lower": None,
             "upper": None,
+            "promotion_lower": None,
         }
         if not (deployment.challenger and deployment.champion):
             return {**ev, "design": None, "mature_windows": 0}
@@ -616,6 +669,7 @@ class MonitoringJob:
         ev["mature_windows"] = len(windows)
         w_c, w_b, lists = _ilv_sum(state, "ilv_click", deployment, since)
         bound: RatioBound | None = None
+        strict: RatioBound | None = None
         if _ilv_sum(state, "ilv_early", deployment, since)[2]:
             margin = cfg.interleaved_noninferiority_margin
             ev.update(
@@ -623,6 +677,7 @@ class MonitoringJob:
             )
             if w_c + w_b > 0:
                 bound = compare_preference(w_c, w_b, cfg.noninferiority_alpha, cfg.interleaved_tau, margin)
+                strict = compare_preference(w_c, w_b, cfg.promotion_alpha, cfg.interleaved_tau, margin)
         else:
             n_c, x_c = _sum(state, "click", _key("challenger", deployment.challenger), since)
             n_b, x_b = _sum(state, "click", _key("champion", deployment.champion), since)
@@ -643,6 +698,9 @@ class MonitoringJob:
                 bound = compare_user_rates(
                     sums_c, sums_b, cfg.noninferiority_alpha, cfg.tau, cfg.noninferiority_margin, adjust
                 )
+                strict = compare_user_rates(
+                    sums_c, sums_b, cfg.promotion_alpha, cfg.tau, cfg.noninferiority_margin, adjust
+                )
                 rc, rb = adjusted_rates(sums_c, sums_b)
                 ev.update(
                     unit="shopper",
@@ -657,10 +715,14 @@ class MonitoringJob:
                 bound = compare_rates(
                     x_c, n_c, x_b, n_b, cfg.noninferiority_alpha, cfg.tau, cfg.noninferiority_margin
                 )
-        if bound is not None:
+                strict = compare_rates(
+                    x_c, n_c, x_b, n_b, cfg.promotion_alpha, cfg.tau, cfg.noninferiority_margin
+                )
+        if bound is not None and strict is not None:
             ev.update(
                 estimate=round(bound.ratio, 4),
                 lower=round(bound.lower, 4),
+                promotion_lower=round(strict.lower, 4),
                 upper=round(min(bound.upper, 1e6), 4),
                 n_challenger=bound.n_challenger,
                 n_champion=bound.n_champion,

@@ -67,9 +67,10 @@ CHARTS: tuple[Chart, ...] = (
     ),
     Chart(
         "Drift: input category mix PSI, popularity shift, champion CTR drop vs its own baseline",
-        ("InputCategoryPSI", "PopularityShiftVsChampion", "ChampionCtrDropLCB"),
+        ("InputCategoryPSI", "PopularityShiftVsChampion", "PopularityShiftLCB", "ChampionCtrDropLCB"),
         (
             ("input drift alarm", alarm("input-drift").threshold),
+            ("popularity shift alarm", alarm("challenger-coverage-shift").threshold),
             ("champion CTR drift alarm", alarm("champion-ctr-drift").threshold),
         ),
     ),

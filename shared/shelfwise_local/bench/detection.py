@@ -197,11 +197,13 @@ class ClickModel:
         return 0.5 * (lo + hi)
 
     def noise_for(self, drop: float) -> float:
-        """The ranking noise of a challenger whose list CTR is ``(1 - drop)`` times the champion's."""
-        if drop <= 0:
+        """The ranking noise of a challenger whose list CTR is ``(1 - drop)`` times the champion's
+        (a negative drop: a better challenger, less noise; at most about +6.8%, no noise at all)."""
+        if drop == 0:
             return self.CHAMPION_NOISE
         base = self.list_ctr(self.CHAMPION_NOISE, self.scale)
-        return self._solve(lambda s: self.list_ctr(s, self.scale), base * (1 - drop), 0.5, 50.0, True)
+        lo, hi = (self.CHAMPION_NOISE, 50.0) if drop > 0 else (0.0, self.CHAMPION_NOISE)
+        return self._solve(lambda s: self.list_ctr(s, self.scale), base * (1 - drop), lo, hi, True)
 
     def _pool(self, n: int, scale: float, rng: np.random.Generator) -> np.ndarray:
         return rng.beta(0.25, 3.0, size=(n, self.POOL)) * scale
@@ -551,9 +553,11 @@ class CanaryMC:
                 return w + 1
         return None
 
-    def evidence(self, state: dict[str, object], stat: str) -> RatioBound | None:
-        """The promotion evidence (non-inferiority bound) on one (matured) cumulative state."""
+    def evidence(self, state: dict[str, object], stat: str, promote: bool = False) -> RatioBound | None:
+        """The stage's evidence (non-inferiority bound) on one (matured) cumulative state; at the
+        promotion's stricter confidence when ``promote``."""
         cfg = self.cfg
+        alpha = cfg.promotion_alpha if promote else cfg.noninferiority_alpha
         c = state["counts"]
         if stat == "interleaved":
             if c[0] + c[2] < RolloutPolicy().min_evidence_lists:  # type: ignore[index,operator]
@@ -561,7 +565,7 @@ class CanaryMC:
             return compare_preference(
                 int(c[0]),  # type: ignore[index]
                 int(c[2]),  # type: ignore[index]
-                cfg.noninferiority_alpha,
+                alpha,
                 cfg.interleaved_tau,
                 cfg.interleaved_noninferiority_margin,
             )
@@ -571,7 +575,7 @@ class CanaryMC:
         return compare_user_rates(
             list(sums[0]),  # type: ignore[index]
             list(sums[1]),  # type: ignore[index]
-            cfg.noninferiority_alpha,
+            alpha,
             cfg.tau,
             cfg.noninferiority_margin,
         )
@@ -633,7 +637,8 @@ def promotion(
             matured = w + 1 - 6
             if self.age < stage_windows or matured < policy.min_mature_windows:
                 return False
-            ev = mc.evidence(h[matured - 1], stat)
+            nxt = policy.next_stage(policy.stages[self.stage])
+            ev = mc.evidence(h[matured - 1], stat, promote=nxt is None or nxt > policy.strict_above)
             if ev is None or ev.lower < 1 - margin:
                 return False
             if policy.stages[self.stage] >= 0.5:
@@ -747,6 +752,9 @@ def main(argv: list[str]) -> int:
             CanaryMC(model, model.shopper_rates(0.05), n), design, args.promotion_runs, args.seed + 30
         )
         equal = promotion(null_mc, design, args.promotion_runs // 2, args.seed + 40)
+        better5 = promotion(
+            CanaryMC(model, model.shopper_rates(-0.05), n), design, args.promotion_runs // 2, args.seed + 50
+        )
         out[design] = {
             "broken_windows_to_alarm": broken_at,
             "subtle_windows_to_alarm": subtle_at,
@@ -756,6 +764,7 @@ def main(argv: list[str]) -> int:
             "null_runs": args.null_runs,
             "promotion_5pct_worse": worse5,
             "promotion_equal": equal,
+            "promotion_5pct_better": better5,
         }
         if not args.skip_stable:
             stable_windows = int(args.hours * 12)

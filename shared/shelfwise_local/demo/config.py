@@ -58,13 +58,11 @@ class DemoConfig:
     taste_drift: bool = True  # the e2e test's --fast run stops after the rollback
     max_canary_windows: int = 50
     max_broken_windows: int = 12
-    # A broken model must be out having placed at most 5% of the items shown. A canary starts on
-    # probation (4% of traffic, two windows), where the popularity-shift alarm judges it from its
-    # first window with >= 100 challenger impressions (1 window on the days checked when it had
-    # them, 2 when the first window had fewer); when that check stays quiet the early clicks at
-    # 10% decide (4 windows on the pinned Saturday), so the demo allows 8 windows. Interleaved
+    # A broken model must be out within one window, having placed at most 5% of the items shown.
+    # A canary starts on probation (4% of traffic, two windows), where the popularity-shift alarm
+    # judges it from 5 shoppers per variant in its first window (docs/monitoring.md). Interleaved
     # lists have no challenger variant for the check: early clicks decide (10% of the items, plus noise).
-    detection_windows_max: int = 8
+    detection_windows_max: int = 1
     exposed_share_max: float = 0.05
     interleaved_detection_windows_max: int = 8
     interleaved_exposed_share_max: float = 0.13
