@@ -222,12 +222,51 @@ class DirectModel:
     logged: dict[str, np.ndarray]
 
 
+def poisson_log_fit(x: np.ndarray, exposure: np.ndarray, hits: np.ndarray, steps: int = 50) -> np.ndarray:
+    """Coefficients of ``hits ~ Poisson(exposure * exp(x @ beta))`` by Newton's method (IRLS).
+
+    A few features over aggregated cells, so a hand-written Newton step is enough; ``lstsq`` keeps
+    it defined when features coincide (a candidate's ranks equal to the logging model's)."""
+    keep = exposure > 0
+    x, e, h = x[keep], exposure[keep], hits[keep]
+    beta = np.zeros(x.shape[1])
+    beta[0] = math.log(max(h.sum(), 1e-12) / max(e.sum(), 1e-12))
+
+    def loss(b: np.ndarray) -> float:
+        eta = np.clip(x @ b, -30.0, 30.0)
+        return float((e * np.exp(eta) - h * eta).sum())
+
+    current = loss(beta)
+    for _ in range(steps):
+        mu = e * np.exp(np.clip(x @ beta, -30.0, 30.0))
+        grad = x.T @ (h - mu)
+        hess = (x * mu[:, None]).T @ x
+        step = np.linalg.lstsq(hess, grad, rcond=None)[0]
+        t = 1.0
+        while t > 1e-6:
+            trial = beta + t * step
+            got = loss(trial)
+            if got <= current:
+                break
+            t /= 2
+        else:
+            break
+        done = current - got < 1e-10 * max(abs(current), 1.0)
+        beta, current = trial, got
+        if done:
+            break
+    return beta
+
+
 def rank_direct_model(
     logged: LoggedLists,
     ranks_logged: np.ndarray,
     ranks_target: np.ndarray,
     theta: np.ndarray | None = None,
     max_rank: int = 200,
+    candidate_ranks_logged: np.ndarray | None = None,
+    scale: str = "log",
+    n_ranked: int | None = None,
 ) -> DirectModel:
     """A direct model from the logging model's own ranking: gamma-hat by the rank the logging
     model gives the item for that shopper (a context-aware model the log can fit).
@@ -236,6 +275,13 @@ def rank_direct_model(
     (``max_rank`` or more when beyond its top ``max_rank``). Rates come from the logged slots by rank
     (examination-debiased); ranks never shown (beyond the exploration pool) are extrapolated with a
     least-squares fit of log rate on log(rank + 1) over the shown ranks, weighted by exposure.
+
+    With ``candidate_ranks_logged`` (the candidate's own rank of each logged item for that shopper;
+    the target's are its positions), the rate is a function of both ranks: a Poisson fit of
+    log rate on log(logging rank + 1) and log(candidate rank + 1) over the logged slots
+    (examination as exposure), and each (logging rank, candidate rank) cell the log showed keeps its
+    own rate shrunk towards the fit. Beyond the pool, a candidate's top picks are then rated by how
+    the log's clicks follow the candidate's ranking, not only the logging model's.
     """
     k = logged.items.shape[1]
     th = (
@@ -247,6 +293,11 @@ def rank_direct_model(
     rl = np.minimum(np.asarray(ranks_logged, dtype=np.int64), max_rank)
     rt = np.minimum(np.asarray(ranks_target, dtype=np.int64), max_rank)
     exam = np.broadcast_to(th[:k], logged.items.shape)[valid]
+    strength = 20.0  # pseudo-exposures a shown cell's own rate is shrunk with
+    if candidate_ranks_logged is not None:
+        return _two_rank_model(
+            logged, rl, rt, exam, valid, candidate_ranks_logged, max_rank, strength, scale, n_ranked
+        )
     ranks = rl[valid]
     exposures = np.bincount(ranks, weights=exam, minlength=max_rank + 1)
     out_t: dict[str, np.ndarray] = {}
@@ -267,11 +318,70 @@ def rank_direct_model(
             mean = hits.sum() / max(exposures.sum(), 1e-12)
             curve = np.full(max_rank + 1, mean)
         # shown ranks keep their own rate, shrunk towards the curve by their exposure
-        strength = 20.0
         table = np.where(seen, (hits + strength * curve) / (exposures + strength), curve)
         table = np.clip(table, 0.0, 1.0)
         out_t[m] = table[rt]
         out_l[m] = table[rl]
+    return DirectModel(out_t, out_l)
+
+
+def rank_feature(max_rank: int, scale: str = "log", n_ranked: int | None = None) -> np.ndarray:
+    """A rank's value as a regression feature, for ranks 0..max_rank (max_rank: beyond the top).
+
+    ``log``: log(rank + 1). ``normal``: the normal quantile of the rank among ``n_ranked`` items
+    (a rank-based inverse normal transform, the score a rank stands for when scores are normal);
+    beyond the top ``max_rank``, the mean quantile of the ranks below."""
+    if scale == "log":
+        return np.log(np.arange(max_rank + 1) + 1.0)
+    if scale != "normal":
+        raise InputError(f"unknown rank scale {scale!r} (log or normal)")
+    if n_ranked is None or n_ranked <= max_rank:
+        raise InputError(f"the normal rank scale needs the number of ranked items (> {max_rank})")
+    from statistics import NormalDist
+
+    nd = NormalDist()
+    z = [nd.inv_cdf(1.0 - (r + 0.5) / n_ranked) for r in range(max_rank)]
+    edge = nd.inv_cdf(1.0 - max_rank / n_ranked)
+    z.append(-nd.pdf(edge) / nd.cdf(edge))  # E[z | z < edge]: the rest of the catalogue
+    return np.asarray(z)
+
+
+def _two_rank_model(
+    logged: LoggedLists,
+    rl: np.ndarray,
+    rt: np.ndarray,
+    exam: np.ndarray,
+    valid: np.ndarray,
+    candidate_ranks_logged: np.ndarray,
+    max_rank: int,
+    strength: float,
+    scale: str,
+    n_ranked: int | None,
+) -> DirectModel:
+    """:func:`rank_direct_model` with the candidate's own rank as a second feature."""
+    side = max_rank + 1
+    cl = np.minimum(np.asarray(candidate_ranks_logged, dtype=np.int64), max_rank)
+    if cl.shape != rl.shape:
+        raise InputError(f"candidate_ranks_logged must have the shape of the logged lists {rl.shape}")
+    ct = np.broadcast_to(np.minimum(np.arange(rt.shape[1]), max_rank), rt.shape)
+    cell_l = rl * side + cl
+    cell_t = rt * side + ct
+    cells = cell_l[valid]
+    exposures = np.bincount(cells, weights=exam, minlength=side * side)
+    grid = np.arange(side * side)
+    feature = rank_feature(max_rank, scale, n_ranked)
+    x = np.column_stack([np.ones(grid.size), feature[grid // side], feature[grid % side]])
+    out_t: dict[str, np.ndarray] = {}
+    out_l: dict[str, np.ndarray] = {}
+    for m, reward in (("ctr", logged.clicks), ("conversion", logged.conversions)):
+        hits = np.bincount(cells, weights=reward[valid], minlength=side * side)
+        if hits.sum() > 0:
+            curve = np.exp(np.clip(x @ poisson_log_fit(x, exposures, hits), -30.0, 0.0))
+        else:
+            curve = np.zeros(side * side)
+        table = np.clip((hits + strength * curve) / (exposures + strength), 0.0, 1.0)
+        out_t[m] = table[cell_t]
+        out_l[m] = table[cell_l]
     return DirectModel(out_t, out_l)
 
 

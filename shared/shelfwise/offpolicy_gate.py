@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shelfwise.offpolicy import OpeConfig, OpeReport, evaluate, rank_direct_model
+from shelfwise.offpolicy import OpeConfig, OpeReport, evaluate
 from shelfwise.offpolicy_log import (
     LoggedData,
     Scorer,
     bundle_scorer,
     candidate_lists,
     logged_lists,
-    logging_ranks,
+    two_rank_direct_model,
 )
 
 ESTIMATOR = ("dr", "position", "ctr")
@@ -101,12 +101,12 @@ def off_policy_check(
         usable, target, _ = candidate_lists(data, both)
         with_champion, champ_target, n_items = candidate_lists(usable, champion)
         cfg = config or OpeConfig()
-        # The direct model: click rates by the champion's own rank of an item for that shopper
-        # (the logs were served by the champion, so those rates are what they measure).
-        ranks_l, ranks_t = logging_ranks(with_champion, target, champion)
-        _, ranks_ct = logging_ranks(with_champion, champ_target, champion)
-        c_dm = rank_direct_model(usable.lists, ranks_l, ranks_t)
-        ch_dm = rank_direct_model(usable.lists, ranks_l, ranks_ct)
+        # The direct model: click rates by the champion's rank of an item for that shopper (the
+        # logs were served by the champion, so those rates are what they measure) and by the
+        # model's own rank, so a model's picks the champion ranks low are rated by both.
+        n_ranked = int(model.catalog.n_items)
+        c_dm = two_rank_direct_model(with_champion, target, champion, cand, n_ranked)
+        ch_dm = two_rank_direct_model(with_champion, champ_target, champion, champion, n_ranked)
         c_report = evaluate(usable.lists, target, config=cfg, n_items=n_items, direct=c_dm)
         ch_report = evaluate(usable.lists, champ_target, config=cfg, n_items=n_items, direct=ch_dm)
         return off_policy_verdict(c_report, ch_report, tolerance, on_unsupported)

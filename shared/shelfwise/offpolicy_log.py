@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from shelfwise.bundle import text_list
 from shelfwise.errors import InputError
-from shelfwise.offpolicy import LoggedLists
+from shelfwise.offpolicy import DirectModel, LoggedLists, rank_direct_model
 from shelfwise.served_lists import user_hash
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 CLICK_SECONDS = 30 * 60
 PURCHASE_SECONDS = 24 * 3600
+RANK_DEPTH = 200  # how deep :func:`logging_ranks` reads a model's ranking for the direct model
 _NUM = r"-?[0-9.]+(?:[eE][-+]?[0-9]+)?"
 
 
@@ -271,7 +272,7 @@ def candidate_lists(data: LoggedData, scorer: Scorer) -> tuple[LoggedData, np.nd
 
 
 def logging_ranks(
-    data: LoggedData, target: np.ndarray, logging_model: Scorer, max_rank: int = 200
+    data: LoggedData, target: np.ndarray, logging_model: Scorer, max_rank: int = RANK_DEPTH
 ) -> tuple[np.ndarray, np.ndarray]:
     """The logging model's rank of every logged and every target item, per list's shopper
     (``max_rank`` beyond its top ``max_rank``): what :func:`shelfwise.offpolicy.rank_direct_model` fits."""
@@ -295,3 +296,27 @@ def logging_ranks(
             if code >= 0 and code < vocab.size:
                 ranks_t[row, p] = table.get(str(vocab[code]), max_rank)
     return ranks_l, ranks_t
+
+
+def two_rank_direct_model(
+    data: LoggedData,
+    target: np.ndarray,
+    logging_model: Scorer,
+    candidate: Scorer,
+    n_ranked: int,
+    theta: np.ndarray | None = None,
+) -> DirectModel:
+    """DR's direct model by the logging model's and the candidate's rank of each item for the
+    shopper (:func:`shelfwise.offpolicy.rank_direct_model`, normal rank quantiles among
+    ``n_ranked`` catalogue items): what the gate and ``evaluate --logging-model`` use."""
+    ranks_l, ranks_t = logging_ranks(data, target, logging_model)
+    own_l, _ = logging_ranks(data, target, candidate)
+    return rank_direct_model(
+        data.lists,
+        ranks_l,
+        ranks_t,
+        theta,
+        candidate_ranks_logged=own_l,
+        scale="normal",
+        n_ranked=max(int(n_ranked), RANK_DEPTH + 1),
+    )

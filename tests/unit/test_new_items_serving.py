@@ -92,6 +92,14 @@ def test_new_items_take_their_slots_for_users_whose_history_matches(
     session = rec.recommend(session_id="s1", history=[HistoryEvent("hose0", "view")], k=3,
                             filters=Filters(price_max=2.0))  # fmt: skip
     assert "hose-new" not in session.item_ids
+    for filters, kept in (
+        (Filters(exclude_categories=("kitchen/mugs",)), False),
+        (Filters(categories=("garden/hoses",)), False),
+        (Filters(categories=("kitchen/mugs", "garden/hoses")), True),
+    ):
+        assert ("mug-new" in rec.recommend(user_id="u0", k=4, filters=filters).item_ids) is kept
+    blocked = _rec(bundle_root, tmp_path / "b", new_item_slots=1, blocked_categories=["kitchen/mugs"])
+    assert "mug-new" not in blocked.recommend(user_id="u0", k=4).item_ids
     # off by default
     assert "mug-new" not in _rec(bundle_root, tmp_path / "off").recommend(user_id="u0", k=4).item_ids
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections import Counter
 
@@ -13,7 +14,16 @@ from hypothesis import strategies as st
 
 from shelfwise.errors import InputError
 from shelfwise.exploration import ExplorationPolicy, explore
-from shelfwise.offpolicy import LoggedLists, OpeConfig, estimate_examination, evaluate
+from shelfwise.offpolicy import (
+    LoggedLists,
+    OpeConfig,
+    default_examination,
+    estimate_examination,
+    evaluate,
+    poisson_log_fit,
+    rank_direct_model,
+    rank_feature,
+)
 from shelfwise_local.bench.ope import synthesize
 
 LOOSE = OpeConfig(clip=1e9, min_lists=1, min_coverage=0.0, min_ess=0.0, prior_strength=1.0)
@@ -263,3 +273,94 @@ def test_dr_interval_adds_the_slots_the_log_does_not_cover_and_nothing_at_full_c
     # IPS and SNIPS keep the normal interval (they are refused below 80% coverage by default)
     ips = r.get("ips")
     assert ips.upper - ips.value == pytest.approx(ips.sampling_half_width)
+
+
+def _two_model_world(
+    n: int = 6000, n_items: int = 250, k: int = 5, pool: int = 10, seed: int = 1
+) -> tuple[LoggedLists, np.ndarray, float, np.ndarray, np.ndarray, np.ndarray]:
+    """Shoppers with a true affinity per item; the logger and a better candidate score it with
+    noise; the logger explores its next ``pool`` items. Returns the log, the candidate's lists, its
+    true expected clicks per list, and the ranks the direct models read (logger's of logged and
+    target items, candidate's of logged items)."""
+    rng = np.random.default_rng(seed)
+    affinity = rng.standard_normal((n, n_items))
+    order0 = np.argsort(-(affinity + 0.8 * rng.standard_normal((n, n_items))), axis=1)
+    order1 = np.argsort(-(affinity + 0.4 * rng.standard_normal((n, n_items))), axis=1)
+    rank0, rank1 = np.argsort(order0, axis=1), np.argsort(order1, axis=1)
+    theta = default_examination(k)
+    gamma = 1 / (1 + np.exp(-(-2.0 + 1.5 * affinity)))
+    policy = ExplorationPolicy(share=1.0, epsilon=0.1, pool=pool)
+    cols: list[list[np.ndarray]] = [[], [], [], []]
+    for i in range(n):
+        ex = explore(k + pool, k, policy, rng)
+        for col, v in zip(
+            cols,
+            (order0[i, : k + pool][ex.order], ex.propensities, ex.spread, ex.list_propensity),
+            strict=True,
+        ):
+            col.append(np.asarray(v))
+    items = np.stack(cols[0])
+    rows = np.arange(n)[:, None]
+    clicks = (rng.random((n, k)) < theta * gamma[rows, items]).astype(float)
+    logged = LoggedLists(
+        items, np.stack(cols[1]), np.stack(cols[2]), clicks, np.zeros((n, k)), np.stack(cols[3])
+    )
+    target = order1[:, :k]
+    truth = float((theta * gamma[rows, target]).sum(axis=1).mean())
+    return logged, target, truth, rank0[rows, items], rank0[rows, target], rank1[rows, items]
+
+
+def test_the_candidate_s_own_rank_corrects_the_direct_model_beyond_the_pool() -> None:
+    """A better candidate's picks the logger ranks below its pool are better than that rank's
+    average: the logger's rank alone under-rates them; with the candidate's rank as well, DR is close."""
+    logged, target, truth, rl, rt, own = _two_model_world()
+    cfg = OpeConfig(min_coverage_dr=0.0)
+    one = evaluate(logged, target, config=cfg, direct=rank_direct_model(logged, rl, rt)).get("dr")
+    two_report = evaluate(
+        logged,
+        target,
+        config=cfg,
+        direct=rank_direct_model(logged, rl, rt, candidate_ranks_logged=own, scale="normal", n_ranked=250),
+    )
+    two = two_report.get("dr")
+    assert two_report.coverage < 0.8  # the log does not cover the candidate: the direct model matters
+    assert one.value < truth * 0.9
+    assert abs(two.value / truth - 1) < 0.05
+    assert two.lower <= truth <= two.upper
+
+
+def test_the_two_rank_model_fits_known_rates_and_refuses_bad_input() -> None:
+    # one list shape, rates set by both ranks exactly: exp(-1 - 0.5 z0 ... ) recovered by the fit
+    x = np.column_stack([np.ones(9), np.repeat([0.0, 1.0, 2.0], 3), np.tile([0.0, 1.0, 2.0], 3)])
+    beta = np.array([-1.0, -0.3, -0.2])
+    exposure = np.full(9, 1e6)
+    fitted = poisson_log_fit(x, exposure, exposure * np.exp(x @ beta))
+    assert fitted == pytest.approx(beta, abs=1e-6)
+    # coinciding features (a candidate ranked as the logger): still defined, same predictions
+    same = poisson_log_fit(x[:, [0, 1, 1]], exposure, exposure * np.exp(x[:, :2] @ beta[:2]))
+    assert x[:, [0, 1, 1]] @ same == pytest.approx(x[:, :2] @ beta[:2], abs=1e-6)
+    z = rank_feature(200, "normal", 1000)
+    assert np.all(np.diff(z) < 0)  # a lower rank stands for a lower score, the rest lowest of all
+    with pytest.raises(InputError, match="number of ranked items"):
+        rank_feature(200, "normal")
+    with pytest.raises(InputError, match="rank scale"):
+        rank_feature(200, "cubic")
+    logged, _ = _tiny()
+    with pytest.raises(InputError, match="candidate_ranks_logged"):
+        rank_direct_model(logged, np.zeros((2, 2)), np.zeros((2, 2)), candidate_ranks_logged=np.zeros((3, 2)))
+
+
+def test_the_simulated_bench_reports_each_direct_model_over_seeds(capsys: pytest.CaptureFixture[str]) -> None:
+    from shelfwise_local.bench.ope_simulated import main
+
+    assert main(["--users", "1500", "--items", "400", "--seeds", "2", "--pool", "30"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["runs"] == 2
+    for name in ("good", "slightly_worse"):
+        models = out["dr_within_10pct"][name]
+        assert set(models) == {"two-rank", "rank", "item"}
+        assert models["two-rank"]["within"].endswith("of 2")
+        assert out["coverage"][name]["position/dr"]["runs"] == 2
+    # the broken model is never estimated: the log does not cover it
+    assert out["dr_within_10pct"]["broken"]["two-rank"] == {"refused": 2}
+    assert out["gate_passed"]["broken"] == "0 of 2"

@@ -18,9 +18,8 @@ from shelfwise.offpolicy import (
     default_examination,
     estimate_examination,
     evaluate,
-    rank_direct_model,
 )
-from shelfwise.offpolicy_log import bundle_scorer, candidate_lists, logged_lists, logging_ranks
+from shelfwise.offpolicy_log import bundle_scorer, candidate_lists, logged_lists, two_rank_direct_model
 
 
 @command("shelfwise evaluate --off-policy")
@@ -55,7 +54,8 @@ def main(argv: list[str]) -> int:
     data = logged_lists(read_table(args.events, args.format))
     print(f"{data.lists.n} logged lists, {data.explored_share:.1%} explored", file=sys.stderr)
     model = LoadedModel.from_directory(Path(args.candidate), Path(args.candidate).name)
-    usable, target, n_items = candidate_lists(data, bundle_scorer(model))
+    candidate = bundle_scorer(model)
+    usable, target, n_items = candidate_lists(data, candidate)
     print(f"{usable.lists.n} lists with a user the candidate knows", file=sys.stderr)
     width = max(usable.lists.items.shape[1], target.shape[1])
     theta = default_examination(width)
@@ -65,10 +65,9 @@ def main(argv: list[str]) -> int:
             theta = got
     direct = None
     if args.logging_model:
-        # DR's direct model: click rates by the logging model's own rank for the shopper
+        # DR's direct model: click rates by the logging model's and the candidate's rank for the shopper
         logging_model = bundle_scorer(LoadedModel.from_directory(Path(args.logging_model), "logging"))
-        ranks_l, ranks_t = logging_ranks(usable, target, logging_model)
-        direct = rank_direct_model(usable.lists, ranks_l, ranks_t, theta)
+        direct = two_rank_direct_model(usable, target, logging_model, candidate, model.catalog.n_items, theta)
     report = evaluate(usable.lists, target, theta=theta, config=cfg, n_items=n_items, direct=direct)
     for e in report.estimates:
         shown = f"refused ({e.refused})" if e.refused else f"{e.value:.5f} [{e.lower:.5f}, {e.upper:.5f}]"

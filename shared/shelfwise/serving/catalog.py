@@ -71,11 +71,14 @@ class LexicalIndex:
             n_items=len(titles),
         )
 
+    def __post_init__(self) -> None:
+        self._avgdl = float(self.doc_len.mean()) if self.n_items else 1.0
+
     def score(self, query: str) -> tuple[np.ndarray, np.ndarray]:
-        """(item indices, BM25 scores) of items matching at least one query token."""
-        avgdl = float(self.doc_len.mean()) if self.n_items else 1.0
-        scores = np.zeros(self.n_items, np.float32)
-        touched = []
+        """(item indices, ascending; BM25 scores) of items matching at least one query token.
+
+        Work in proportion to the matching postings, not to the catalogue."""
+        parts = []
         for tok in set(tokenize(query)):
             t = self.vocabulary.get(tok)
             if t is None:
@@ -84,13 +87,15 @@ class LexicalIndex:
             items, tf = self.items[lo:hi], self.tf[lo:hi]
             df = hi - lo
             idf = math.log(1 + (self.n_items - df + 0.5) / (df + 0.5))
-            norm = tf + self.k1 * (1 - self.b + self.b * self.doc_len[items] / max(avgdl, 1e-6))
-            scores[items] += idf * tf * (self.k1 + 1) / norm
-            touched.append(items)
-        if not touched:
+            norm = tf + self.k1 * (1 - self.b + self.b * self.doc_len[items] / max(self._avgdl, 1e-6))
+            parts.append((items, idf * tf * (self.k1 + 1) / norm))
+        if not parts:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        hit = np.unique(np.concatenate(touched))
-        return hit, scores[hit]
+        hit = np.unique(np.concatenate([items for items, _ in parts]))
+        scores = np.zeros(hit.size, np.float32)
+        for items, contribution in parts:  # a token's postings name each item once
+            scores[np.searchsorted(hit, items)] += contribution
+        return hit, scores
 
 
 def _is_index(values: np.ndarray, n: int, size: int | None = None) -> bool:

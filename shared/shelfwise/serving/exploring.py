@@ -8,6 +8,8 @@ ranked probability 1 at every slot. Popularity fallbacks and interleaved lists a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from shelfwise.exploration import ExplorationPolicy, deterministic, explore
@@ -41,8 +43,10 @@ class Explorer:
         history_weights: np.ndarray,
         mask: np.ndarray,
         k: int,
+        allowed: Callable[[], int],
     ) -> tuple[np.ndarray, np.ndarray, ListLogging]:
-        """``model``'s top-k, explored when the list's coin says so, with the policy's propensities."""
+        """``model``'s top-k, explored when the list's coin says so, with the policy's propensities
+        (``allowed``: how many items the mask leaves, asked only for a list served as ranked)."""
         policy = self.policy
         assert policy is not None
         # The list's coin first: only an explored list needs the pool from the graph.
@@ -52,7 +56,7 @@ class Explorer:
             n_candidates = int(indices.size)
         else:
             scores, indices = model.score(user_index, history_items, history_weights, mask, k)
-            n_candidates = min(k + policy.pool, model.catalog.n_items - int(np.count_nonzero(mask)))
+            n_candidates = min(k + policy.pool, allowed())
         return self._explore(scores, indices, k, explored, n_candidates)
 
     def _explore(

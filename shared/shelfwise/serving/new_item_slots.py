@@ -13,7 +13,6 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from shelfwise.bundle import text_list
 from shelfwise.events import EVENT_WEIGHTS
 from shelfwise.observability import logger
 from shelfwise.serving.config import ServingRules
@@ -81,12 +80,12 @@ class NewItemSlots:
             overlay = self.stock.overlay(model.version + "#new", new.ids)
             if overlay is not None:
                 unavailable = unavailable | overlay[0]
-        cats = np.asarray(text_list(new.categories), dtype=object)
+        cats = new.categories  # compared as stored (UTF-8 bytes), not decoded per request
         blocked = set(self.rules.blocked_categories) | set(filters.exclude_categories)
         if blocked:
-            unavailable |= np.isin(cats, list(blocked))
+            unavailable |= np.isin(cats, _as_stored(cats, blocked))
         if filters.categories:
-            unavailable |= ~np.isin(cats, list(filters.categories))
+            unavailable |= ~np.isin(cats, _as_stored(cats, filters.categories))
         if filters.price_min is not None:
             unavailable |= ~(new.price >= filters.price_min)
         if filters.price_max is not None:
@@ -100,3 +99,11 @@ class NewItemSlots:
             return None
         ids, categories, titles, prices = new.attributes(picked)
         return ids, [round(float(x), 6) for x in scores.tolist()], categories, titles, prices
+
+
+def _as_stored(column: np.ndarray, names: Iterable[str]) -> list[str] | list[bytes]:
+    """Category names as ``column`` stores them (UTF-8 bytes for a bytes column; a lone surrogate
+    matches nothing, as it matches no decoded name)."""
+    if column.dtype.kind == "S":
+        return [name.encode("utf-8", "surrogatepass") for name in names]
+    return list(names)

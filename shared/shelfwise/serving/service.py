@@ -337,7 +337,9 @@ class Recommender:
                 )
         logging = None
         if explore and self.explorer.explores:
-            scores, indices, logging = self.explorer.rank(model, uidx, h_items, h_weights, mask, k)
+            scores, indices, logging = self.explorer.rank(
+                model, uidx, h_items, h_weights, mask, k, lambda: self.exclusions.allowed(model, mask)
+            )
         else:
             scores, indices = model.score(uidx, h_items, h_weights, mask, k)
         new = self.new_items.for_user(model, uidx, h_items, h_weights, filters, k)
@@ -443,18 +445,20 @@ class Recommender:
         model, variant = self._route(user_key)
         cat = model.catalog
         unknown = 0
-        lex = np.zeros(cat.n_items, np.float32)
+        # lexical scores of the matching items only (ascending item index), never a catalogue-sized array
+        hits, hit_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
         if query and query.strip():
             hits, hit_scores = cat.lexical().score(query)
-            lex[hits] = hit_scores
         if candidates:
             pool_list, unknown_pos = cat.lookup(candidates)
             unknown += len(unknown_pos)
             pool = np.unique(np.asarray(pool_list, np.int64))
         else:
-            pool = np.flatnonzero(lex > 0)
+            pool = hits[hit_scores > 0]
             if pool.size > self.rules.search_pool:
-                pool = pool[np.argsort(-lex[pool], kind="stable")[: self.rules.search_pool]]
+                pool = pool[
+                    np.argsort(-_values_at(hits, hit_scores, pool), kind="stable")[: self.rules.search_pool]
+                ]
         uidx = cat.user_index(user_id)
         h_items, h_weights, excluded, unknown_h = self.exclusions.history(model, history)
         unknown += unknown_h
@@ -472,18 +476,15 @@ class Recommender:
                 unknown=unknown,
                 user=user_id or session_id,
             )
-        personal = np.zeros(cat.n_items, np.float32)
         version = None
         if uidx >= 0 or h_items.size:
-            outside = np.ones(cat.n_items, dtype=bool)
-            outside[pool] = False
-            s, i = model.score(uidx, h_items, h_weights, outside, int(pool.size))
-            personal[i] = s
+            s, i = model.score(uidx, h_items, h_weights, self.exclusions.only(model, pool), int(pool.size))
+            personal = _values_at(i, s, pool)
         else:
-            personal[pool] = np.log1p(np.maximum(cat.popularity[pool], 0))
+            personal = np.log1p(np.maximum(cat.popularity[pool], 0))
             variant, version = "fallback", POPULARITY_PREFIX + model.version
         weight = self.rules.search_lexical_weight if (query and query.strip()) else 0.0
-        blended = weight * _minmax(lex[pool]) + (1 - weight) * _minmax(personal[pool])
+        blended = weight * _minmax(_values_at(hits, hit_scores, pool)) + (1 - weight) * _minmax(personal)
         order = np.lexsort((pool, -blended))[:k]
         return self.lists.answer(
             model,
@@ -529,6 +530,17 @@ class Recommender:
             "impressions_pending": self.impressions.pending() if self.impressions else 0,
             **({"stock": self.stock.health()} if self.stock is not None else {}),
         }
+
+
+def _values_at(keys: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """``values`` of the items ``at`` as float32 (0 where ``keys``, unique item indices, lack one)."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    pos = np.minimum(np.searchsorted(sorted_keys, at), max(keys.size - 1, 0))
+    found = sorted_keys[pos] == at if keys.size else np.zeros(at.shape, bool)
+    out = np.zeros(at.shape, np.float32)
+    out[found] = values[order[pos[found]]]
+    return out
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:

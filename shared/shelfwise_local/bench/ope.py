@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shelfwise.exploration import ExplorationPolicy, _swap_law
-from shelfwise.offpolicy import LoggedLists, OpeConfig, default_examination, evaluate
+from shelfwise.offpolicy import LoggedLists, OpeConfig, default_examination, evaluate, rank_direct_model
 from shelfwise_local.bench._common import emit, peak_rss_mb
 
 
@@ -31,6 +31,11 @@ class SyntheticLog:
     target: np.ndarray
     truth: dict[str, float]
     n_items: int
+    # ranks for the two-rank direct model: the logging model's of the logged and the target items,
+    # and the candidate's of the logged items (within the k + pool candidates of each list)
+    ranks_logged: np.ndarray | None = None
+    ranks_target: np.ndarray | None = None
+    candidate_ranks_logged: np.ndarray | None = None
 
 
 def synthesize(
@@ -80,7 +85,9 @@ def synthesize(
     logged = LoggedLists(items, prop, swap, clicks, conv, list_p)
     # the candidate: ranks the k + m candidates by a noisy view of the truth
     view = np.log(gamma) + candidate_noise * rng.standard_normal((n, width))
-    top = np.argsort(-view, axis=1)[:, :k]
+    by_candidate = np.argsort(-view, axis=1)
+    top = by_candidate[:, :k]
+    candidate_rank = np.argsort(by_candidate, axis=1)  # the candidate's rank of each candidate
     target = np.take_along_axis(cands, top, axis=1)
     g_t = np.take_along_axis(gamma, top, axis=1)
     truth = {
@@ -90,7 +97,9 @@ def synthesize(
         ),
         "list_ctr": float((1 - np.prod(1 - theta[None, :] * g_t, axis=1)).mean()),
     }
-    return SyntheticLog(logged, target, truth, n_items)
+    return SyntheticLog(
+        logged, target, truth, n_items, order, top, np.take_along_axis(candidate_rank, order, axis=1)
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -121,7 +130,33 @@ def main(argv: list[str]) -> int:
     report = evaluate(log.logged, log.target, config=OpeConfig(), n_items=log.n_items)
     ope_s = time.perf_counter() - t0
     ope_peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.reset_peak()
+    # DR as the gate runs it: the direct model by both models' ranks, fitted, then every estimator
+    t0 = time.perf_counter()
+    direct = rank_direct_model(
+        log.logged,
+        log.ranks_logged,
+        log.ranks_target,
+        candidate_ranks_logged=log.candidate_ranks_logged,
+        scale="normal",
+        n_ranked=log.n_items,
+    )
+    fit_s = time.perf_counter() - t0
+    two_rank = evaluate(log.logged, log.target, config=OpeConfig(), n_items=log.n_items, direct=direct)
+    two_rank_s = time.perf_counter() - t0
+    two_rank_peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
+    dr2 = two_rank.get("dr")
+    print(
+        "position/dr/ctr, two-rank direct model: "
+        + (
+            "refused: " + dr2.refused
+            if dr2.refused
+            else f"{dr2.value:.5f} [{dr2.lower:.5f}, {dr2.upper:.5f}]"
+        )
+        + f"  ({two_rank_s:.1f} s)",
+        file=sys.stderr,
+    )
     rows = {}
     for e in report.estimates:
         truth = (
@@ -156,6 +191,14 @@ def main(argv: list[str]) -> int:
             "coverage": round(report.coverage, 4),
             "estimates": rows,
             "ope_peak_allocated_mb": round(ope_peak_mb, 1),
+            "two_rank_direct_model": {
+                "fit_seconds": round(fit_s, 2),
+                "seconds_with_every_estimator": round(two_rank_s, 2),
+                "peak_allocated_mb": round(two_rank_peak_mb, 1),
+                "dr_ctr": None if dr2.value is None else round(dr2.value, 5),
+                "interval": None if dr2.lower is None else [round(dr2.lower, 5), round(dr2.upper or 0, 5)],
+                "truth": round(log.truth["clicks_per_list"], 5),
+            },
             "log_arrays_mb": round(
                 sum(a.nbytes for a in vars(log.logged).values() if isinstance(a, np.ndarray)) / 2**20, 1
             ),

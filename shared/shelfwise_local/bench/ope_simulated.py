@@ -7,7 +7,10 @@ reference) read back through the contract's reader, and the simulated shoppers a
 champion with its item scores shuffled) is estimated off-policy on that log, and measured in a
 simulated canary on the next day (the same shoppers' true click probabilities, and the clicks they
 actually make). Reported per candidate and estimator: the estimate, its interval, the online truth,
-the relative bias, whether the interval covers the truth, and the gate's verdict. Known-user
+the relative bias, whether the interval covers the truth, and the gate's verdict. DR's direct
+model is the gate's (by the champion's and the candidate's rank, ``--direct-model two-rank``) or
+the champion's rank alone (``rank``); the other, and the item-level one, are reported beside it,
+on the same log. Known-user
 requests only (a candidate is scored for the user the log references; anonymous sessions would
 need the request history in the log).
 
@@ -15,7 +18,8 @@ need the request history in the log).
 canary each time) and reports how often each estimator's 95% interval covers the truth, at the
 position level (expected clicks per list) and at the list level (probability that the list gets a
 click): against the online truth of the canary day, and against the estimand itself (the
-candidate's expected reward on the logged shoppers at the logged times).
+candidate's expected reward on the logged shoppers at the logged times), and in how many runs
+each direct model's DR was within 10% of the online truth.
 """
 
 from __future__ import annotations
@@ -80,6 +84,19 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--champion-noise", type=float, default=0.8)
     ap.add_argument("--good-noise", type=float, default=0.4)
     ap.add_argument("--worse-noise", type=float, default=1.1)
+    ap.add_argument(
+        "--direct-model",
+        choices=("two-rank", "rank"),
+        default="two-rank",
+        help="DR's direct model: by the champion's and the candidate's rank, or the champion's alone "
+        "(the other is reported beside it)",
+    )
+    ap.add_argument(
+        "--rank-scale",
+        choices=("normal", "log"),
+        default="normal",
+        help="the two-rank model's rank feature: its normal quantile among the items (as the gate) or log(rank + 1)",
+    )
     ap.add_argument("--seed", type=int, default=21)
     ap.add_argument("--seeds", type=int, default=1, help="repeat with this many shop seeds; report coverage")
     args = ap.parse_args(argv)
@@ -98,6 +115,21 @@ def main(argv: list[str]) -> int:
         name: [r["candidates"][name]["levels"]["position"]["dr"] for r in runs]
         for name in runs[0]["candidates"]
     }
+    summary["dr_within_10pct"] = within_summary(runs, args.direct_model)
+    summary["median_support_coverage"] = {
+        name: round(float(np.median([r["candidates"][name]["coverage"] for r in runs])), 4)
+        for name in runs[0]["candidates"]
+    }
+    summary["gate_passed"] = {
+        name: f"{sum(r['candidates'][name]['gate']['passed'] for r in runs)} of {len(runs)}"
+        for name in runs[0]["candidates"]
+        if name != "champion"
+    }
+    costs = [r["exploration_cost"]["cost"] for r in runs if r["exploration_cost"]]
+    summary["median_exploration_cost"] = {
+        "estimated": round(float(np.median(costs)), 4) if costs else None,
+        "true": round(float(np.median([r["exploration_cost_true"] for r in runs])), 4),
+    }
     summary.update(
         seeds=[args.seed, args.seed + args.seeds - 1],
         seconds=round(time.perf_counter() - t_start, 1),
@@ -105,6 +137,33 @@ def main(argv: list[str]) -> int:
     )
     emit(summary)
     return 0
+
+
+def within_summary(runs: list[dict[str, Any]], primary: str) -> dict[str, Any]:
+    """Per candidate and direct model: in how many runs DR (position level) was within 10% of the
+    online truth, and its median and worst relative bias."""
+    out: dict[str, Any] = {}
+    for name in runs[0]["candidates"]:
+        per: dict[str, Any] = {}
+        rows = [r["candidates"][name] for r in runs]
+        for model, key in (
+            (primary, "dr"),
+            ("rank" if primary == "two-rank" else "two-rank", "dr_other_rank_model"),
+            ("item", "dr_item_direct_model"),
+        ):
+            bias = [x[key]["relative_bias"] for x in rows if x.get(key) and "relative_bias" in x[key]]
+            per[model] = (
+                {"refused": len(rows)}
+                if not bias
+                else {
+                    "within": f"{sum(abs(b) <= 0.10 for b in bias)} of {len(rows)}",
+                    "median_bias": round(float(np.median(bias)), 4),
+                    "worst_bias": round(float(max(bias, key=abs)), 4),
+                    "refused": len(rows) - len(bias),
+                }
+            )
+        out[name] = per
+    return out
 
 
 def coverage_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -232,19 +291,20 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     # ---- estimates for each ranker (as the deterministic policy it would serve)
     cfg = OpeConfig(min_coverage=args.min_coverage)
     max_rank = 200
-    champion_rank: dict[int, np.ndarray] = {}
+    rank_tables: dict[tuple[str, int], np.ndarray] = {}
 
-    def ranks_of(u: int, ids: np.ndarray) -> np.ndarray:
-        table = champion_rank.get(u)
+    def ranks_of(u: int, ids: np.ndarray, by: str = "champion") -> np.ndarray:
+        table = rank_tables.get((by, u))
         if table is None:
             table = np.full(args.items, max_rank, dtype=np.int16)
-            table[rankers["champion"](u, max_rank)] = np.arange(max_rank)
-            champion_rank[u] = table
+            table[rankers[by](u, max_rank)] = np.arange(max_rank)
+            rank_tables[(by, u)] = table
         return table[np.maximum(ids, 0)]
 
     ranks_logged = np.stack([ranks_of(u, items[i]) for i, u in enumerate(users.tolist())])
     reports = {}
     reports_item_dm = {}
+    reports_champion_rank_dm = {}
     estimand: dict[str, tuple[float, float]] = {}
     for name, rank in rankers.items():
         per_user: dict[int, np.ndarray] = {}
@@ -254,8 +314,29 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
                 per_user[u] = rank(u, k)
             target[i] = per_user[u]
         ranks_target = np.stack([ranks_of(u, target[i]) for i, u in enumerate(users.tolist())])
-        direct = rank_direct_model(logged, ranks_logged, ranks_target, max_rank=max_rank)
-        reports[name] = evaluate(logged, target, config=cfg, n_items=args.items, direct=direct)
+        own_logged = np.stack([ranks_of(u, items[i], name) for i, u in enumerate(users.tolist())])
+        if name != "champion":  # the candidate's tables are not needed again (memory)
+            for key in [key for key in rank_tables if key[0] == name]:
+                del rank_tables[key]
+        two_rank = rank_direct_model(
+            logged,
+            ranks_logged,
+            ranks_target,
+            max_rank=max_rank,
+            candidate_ranks_logged=own_logged,
+            scale=args.rank_scale,
+            n_ranked=args.items,
+        )
+        champion_rank_only = rank_direct_model(logged, ranks_logged, ranks_target, max_rank=max_rank)
+        primary, other = (
+            (two_rank, champion_rank_only)
+            if args.direct_model == "two-rank"
+            else (champion_rank_only, two_rank)
+        )
+        reports[name] = evaluate(logged, target, config=cfg, n_items=args.items, direct=primary)
+        reports_champion_rank_dm[name] = evaluate(
+            logged, target, config=cfg, n_items=args.items, direct=other
+        )
         reports_item_dm[name] = evaluate(logged, target, config=cfg, n_items=args.items)
         # The estimand: the candidate's expected reward on the logged shoppers at the logged times.
         both = np.array([truths(shop, ctx, target[i]) for i, ctx in enumerate(logged_contexts)])
@@ -345,6 +426,17 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
                 "value": round(e_item.value, 5),
                 "relative_bias": round(e_item.value / truth - 1, 4),
                 "covers_truth": bool((e_item.lower or 0) <= truth <= (e_item.upper or 0)),
+            }
+        )
+        e_other = reports_champion_rank_dm[name].get("dr")
+        entry["dr_other_rank_model"] = (
+            None
+            if e_other.value is None
+            else {
+                "model": "rank" if args.direct_model == "two-rank" else "two-rank",
+                "value": round(e_other.value, 5),
+                "relative_bias": round(e_other.value / truth - 1, 4),
+                "covers_truth": bool((e_other.lower or 0) <= truth <= (e_other.upper or 0)),
             }
         )
         if name != "champion":
