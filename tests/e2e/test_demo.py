@@ -23,6 +23,7 @@ from shelfwise_local.runtime.testing import backend_from_env
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # the whole loop: ~7 min on LocalStack beside other work, a hang still ends
 def test_the_whole_loop_runs_end_to_end(tmp_path: Path) -> None:
     # The serving day is pinned to the latest Saturday: the shop has weekly seasonality, and CI's
     # run must not depend on the day it runs (docs/demo.md).
