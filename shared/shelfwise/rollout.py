@@ -662,7 +662,6 @@ def read_decisions(s3: Any, bucket: str) -> list[dict[str, Any]]:
             out.append((obj["Key"].rsplit("/", 1)[1], record))
     # Keys are <at>-<seq>-<action>: sorting them orders by time, then by recording order.
     return [record for _key, record in sorted(out, key=lambda kr: kr[0])]
-    return out
 
 
 def promote_step(
