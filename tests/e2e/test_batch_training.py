@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,15 +31,17 @@ IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shelfwise-train@sha256:" +
 @pytest.fixture(scope="session")
 def image_bin() -> Path:
     """The image's Python environment, built by the recipe's own pip steps (about a minute with
-    pip's cache), once per content of the recipe and the files it copies: the moto and LocalStack
-    legs, and later runs of the same code, share it."""
+    pip's cache). One slot per checkout, beside the project's own environment: the moto and
+    LocalStack legs, and later runs of the same recipe and code, share it; a changed recipe or
+    code replaces it (it holds PyTorch, several GB, so old ones must not pile up)."""
     recipe = Dockerfile.read(REPO / "Dockerfile")
-    target = Path(tempfile.gettempdir()) / f"shelfwise-image-env-{recipe_digest(recipe, REPO)[:16]}"
+    digest = recipe_digest(recipe, REPO)
+    target = Path(sys.prefix) / "image-env"
     done = target / "built"
-    if not done.exists():
+    if not (done.exists() and done.read_text() == digest):
         shutil.rmtree(target, ignore_errors=True)
         build_virtualenv(recipe, REPO, target, sys.executable)
-        done.write_text(sys.executable)
+        done.write_text(digest)
     return target / "venv" / "bin"
 
 

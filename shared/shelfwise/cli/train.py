@@ -218,7 +218,9 @@ def train_main(argv: list[str]) -> int:
             cloudwatch_metric_sink(aws.client("cloudwatch"), runner),
         ]
     try:
-        result = _train(args, progress)
+        # the champion's bundle for the off-policy gate is scratch: gone when the run ends
+        with tempfile.TemporaryDirectory(prefix="shelfwise-ope-") as scratch:
+            result = _train(args, progress, Path(scratch))
     except Exception as exc:
         progress("failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
         raise
@@ -229,7 +231,7 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace, progress: Progress) -> Any:
+def _train(args: argparse.Namespace, progress: Progress, scratch: Path) -> Any:
     """The run behind ``shelfwise train``: read the events (and catalogue), train, register when asked."""
     from shelfwise import aws, wiring
 
@@ -283,7 +285,7 @@ def _train(args: argparse.Namespace, progress: Progress) -> Any:
         off_policy = registration_off_policy_check(
             table,
             registry,
-            tempfile.mkdtemp(prefix="shelfwise-ope-"),
+            scratch,
             ope,
             warn=lambda why: print(f"shelfwise train: {why}; the metric gate decides alone", file=sys.stderr),
         )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -154,6 +155,8 @@ class LocalBatch:
         self.entrypoint = list(entrypoint)
         self.job_env = dict(job_env)
         self.bin_dirs = list(bin_dirs) if bin_dirs else [str(Path(sys.executable).parent)]
+        # a directory of our own making (jobs' logs and working directories) goes with stop()
+        self._own_work_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="shelfwise-batch-"))
         self.queues: dict[str, JobQueue] = {}  # by name and by ARN
         self.definitions: dict[str, JobDefinition] = {}  # by name, name:1 and ARN
@@ -341,6 +344,12 @@ class LocalBatch:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        if self._own_work_dir:
+            for job in self.jobs.values():
+                if job.process is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        job.process.wait(timeout=10)
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
 def _which(program: str, path: str) -> str | None:
