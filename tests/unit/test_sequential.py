@@ -160,6 +160,20 @@ def test_training_is_seeded(data: Interactions, model: Sequential) -> None:
     assert again.loss_curve == model.loss_curve and len(model.loss_curve) == TINY["epochs"]
 
 
+def test_item_embeddings_start_from_the_logs_als_factors(data: Interactions) -> None:
+    from shelfwise.training.mf import ALS
+    from shelfwise.training.sequential import EMBEDDING_STD, INIT_ALS
+
+    frozen = {**TINY, "epochs": 1, "lr": 0.0}  # no step moves a weight: the start is what stays
+    started = Sequential(**frozen, threads=1).fit(data).net.item_emb.weight[1:].detach().numpy()
+    factors = ALS(factors=TINY["dim"], **INIT_ALS, seed=TINY["seed"], threads=1).fit(data).item_factors
+    np.testing.assert_allclose(started, factors * (EMBEDDING_STD / factors.std()), rtol=1e-5, atol=1e-7)
+    random = Sequential(**frozen, init="random", threads=1).fit(data).net.item_emb.weight[1:].detach().numpy()
+    assert abs(float(np.corrcoef(random.ravel(), factors.ravel())[0, 1])) < 0.2
+    with pytest.raises(InputError, match="init"):
+        Sequential(init="svd")
+
+
 def test_early_stopping_on_validation_keeps_best_epoch(data: Interactions) -> None:
     events: list[dict[str, Any]] = []
     validation = temporal_split(data, 0.8)

@@ -3,7 +3,9 @@
 Each user's events (time order; repeated consecutive events on one item merged into one token with
 the strongest event type) become tokens of item + event type; a window of the last ``max_len``
 tokens, right-aligned with left padding, goes through item + type + position embeddings,
-``blocks`` pre-layer-norm causal self-attention blocks and a final layer norm. Every position
+``blocks`` pre-layer-norm causal self-attention blocks and a final layer norm. The item
+embeddings start from ALS item factors of the same log (``init="als"``; ``"random"``: small normal
+values). Every position
 predicts a target item (:class:`Targets`: by default the next item the user had not touched yet):
 softmax cross-entropy against the shared item embeddings plus an item bias (started at the items'
 log frequency), over the whole catalogue when it is small, else over ``negatives`` uniform items
@@ -37,6 +39,10 @@ from shelfwise.training.data import Interactions, Split
 
 Progress = Callable[[str, dict[str, Any]], None]
 TARGET_MODES: tuple[str, ...] = ("next", "new", "future")
+INITS: tuple[str, ...] = ("als", "random")
+# The ALS fit whose item factors start the item embeddings: the ALS family's quick setting.
+INIT_ALS = {"regularization": 0.1, "alpha": 1.0}
+EMBEDDING_STD = 0.02  # the random init's scale, which the ALS factors are brought to
 
 
 class TorchMissingError(InputError):
@@ -170,11 +176,14 @@ class Sequential:
         patience: int = 2,
         seed: int = 42,
         threads: int = 2,
+        init: str = "als",
     ) -> None:
         if dim % heads:
             raise InputError(f"dim {dim} must be divisible by heads {heads}")
         if targets not in TARGET_MODES:
             raise InputError(f"targets must be one of {', '.join(TARGET_MODES)}, got {targets!r}")
+        if init not in INITS:
+            raise InputError(f"init must be one of {', '.join(INITS)}, got {init!r}")
         if not horizon_days > 0:
             raise InputError(f"horizon_days must be positive, got {horizon_days!r}")
         self.params: dict[str, Any] = {
@@ -191,6 +200,7 @@ class Sequential:
             "epochs": int(epochs),
             "patience": int(patience),
             "seed": int(seed),
+            "init": str(init),
         }
         self.threads = threads
         self.progress: Progress | None = None
@@ -244,6 +254,8 @@ class Sequential:
             )
             log_f = np.log(counts[1:] + 1.0)
             self.net.item_bias.copy_(torch.from_numpy((log_f - log_f.mean()).astype(np.float32)))
+            if p["init"] == "als":
+                self.net.item_emb.weight[1:].copy_(torch.from_numpy(self._als_embeddings(data)))
         opt = torch.optim.Adam(self.net.parameters(), lr=p["lr"], fused=True)
         x_items = torch.from_numpy(inputs)
         x_types = torch.from_numpy(types)
@@ -285,6 +297,20 @@ class Sequential:
         self.net.eval()
         self.fit_seconds = time.perf_counter() - t0
         return self
+
+    def _als_embeddings(self, data: Interactions) -> np.ndarray:
+        """ALS item factors of ``data`` (``dim`` factors), scaled to the random init's spread.
+
+        Trained from random embeddings on a shop-sized log, the transformer spends its epochs
+        learning which items go together and still ranks no better than ALS on a user's next days;
+        started from ALS's factors (which see every user's whole history at once), it begins where
+        ALS is and learns the order on top.
+        """
+        from shelfwise.training.mf import ALS
+
+        als = ALS(factors=self.params["dim"], **INIT_ALS, seed=self.params["seed"], threads=self.threads)
+        factors = np.asarray(als.fit(data).item_factors, dtype=np.float32)
+        return (factors * (EMBEDDING_STD / max(float(factors.std()), 1e-12))).astype(np.float32)
 
     def _windows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Training windows: each user's tokens cut from the end into pieces of ``max_len + 1``.
