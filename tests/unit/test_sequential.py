@@ -185,6 +185,8 @@ def test_early_stopping_on_validation_keeps_best_epoch(data: Interactions) -> No
     assert all("loss" in e and "validation_ndcg@10" in e for e in events)
     best = int(np.argmax(curve)) + 1
     assert m.params["epochs"] == best
+    # each epoch is scored as served (no dropout): the kept weights score exactly the curve's best
+    assert evaluate_model(m, validation, 10)["ndcg@10"] == pytest.approx(max(curve), abs=1e-12)
     assert len(curve) == 6 or len(curve) == best + 1  # stopped one epoch after the best (patience 1)
 
 

@@ -281,6 +281,7 @@ class Sequential:
             self.loss_curve.append(round(total / max(count, 1), 6))
             event: dict[str, Any] = {"family": self.algorithm, "epoch": epoch, "loss": self.loss_curve[-1]}
             if score is not None:
+                self.net.eval()  # scored as it will be served: no dropout
                 value = float(score(self))
                 self.validation_curve.append(round(value, 6))
                 event[f"validation_{metric}"] = value
