@@ -395,11 +395,15 @@ def test_registering_the_same_content_again_answers_with_the_registration(
     assert [v["version"] for v in registry.versions()] == ["v20261101T120000Z-1a2b3c4d"]
 
 
-def test_a_committed_version_is_never_overwritten_by_other_content(registry: Registry, tmp_path: Path) -> None:
+def test_a_committed_version_is_never_overwritten_by_other_content(
+    registry: Registry, tmp_path: Path
+) -> None:
     registry.register(make_bundle(tmp_path, "a"), "v1")
     manifest = registry.manifest("v1")
     other = make_bundle(tmp_path, "other", best=0.3)
-    with pytest.raises(ConflictError, match=r"already registered with different content \(differs in evaluation"):
+    with pytest.raises(
+        ConflictError, match=r"already registered with different content \(differs in evaluation"
+    ):
         registry.register(other, "v1")
     assert registry.manifest("v1") == manifest
     assert [r["action"] for r in registry.history()] == ["ModelRegistered", "ModelPromoted"]

@@ -250,7 +250,9 @@ def test_a_scheduled_run_delivered_twice_trains_and_registers_once(
     audit = [o["Key"] for o in s3.list_objects_v2(Bucket=MODELS, Prefix="audit/recs/")["Contents"]]
     assert len([k for k in audit if "-ModelRegistered-" in k]) == 1
     # the next day's run is another run
-    nextday = app.lambda_handler({"id": "d3", "mode": "train", "time": "2026-10-03T03:00:00Z"}, lambda_context)
+    nextday = app.lambda_handler(
+        {"id": "d3", "mode": "train", "time": "2026-10-03T03:00:00Z"}, lambda_context
+    )
     assert nextday["training"]["version"].startswith("v20261003T030000Z-")
 
 
