@@ -109,6 +109,10 @@ def test_a_scheduled_run_delivered_three_times_submits_one_batch_job(
     assert batch.list_jobs(jobQueue=queue)["jobSummaryList"] == []  # no filter: RUNNING ones only
     prefix = batch.list_jobs(jobQueue=queue, filters=[{"name": "JOB_NAME", "values": ["shelfwise-train-*"]}])
     assert len(prefix["jobSummaryList"]) == 1
+    by_definition = [{"name": "JOB_DEFINITION", "values": [job.definition.name]}]
+    assert len(batch.list_jobs(jobQueue=queue, filters=by_definition)["jobSummaryList"]) == 1
+    with pytest.raises(batch.exceptions.ClientException, match="not emulated"):
+        batch.list_jobs(jobQueue=queue, filters=[{"name": "AFTER_CREATED_AT", "values": ["0"]}])
     described = batch.describe_jobs(jobs=[job.job_id])["jobs"][0]
     assert described["jobName"] == job.name and described["status"] == "SUCCEEDED"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import sys
 import tempfile
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -223,6 +224,7 @@ def train_main(argv: list[str]) -> int:
     if registry is not None and args.version and registry.exists(args.version):
         # a retried scheduled run whose version an earlier attempt registered: that is the answer
         registration = registry.resume_registration(args.version)
+        print(f"shelfwise train: {args.version} is already registered; not trained again", file=sys.stderr)
         emit({"version": args.version, "already_registered": True, "registration": registration.to_json()})
         return 0
     progress = Progress()
@@ -303,9 +305,6 @@ def _train(args: argparse.Namespace, registry: Any, progress: Progress, scratch:
     off_policy = None
     if registry is not None:
         # The same gate as the scheduled job: the off-policy half when the champion's lists explored.
-        import sys
-        from dataclasses import replace
-
         from shelfwise.offpolicy import OpeConfig
         from shelfwise.offpolicy_gate import registration_off_policy_check
 

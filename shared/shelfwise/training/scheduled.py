@@ -209,7 +209,7 @@ def scheduled_training(
             warn=lambda why: logger.warning("off-policy gate unavailable", extra={"error": why}),
         )
         try:
-            run = run_training(
+            trained = run_training(
                 table,
                 out,
                 TrainConfig(
@@ -229,8 +229,8 @@ def scheduled_training(
         except Exception as exc:
             progress("failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
             raise
-        progress("done", finish_fields(run))
-        result["training"] = summary(run)
+        progress("done", finish_fields(trained))
+        result["training"] = summary(trained)
     return result
 
 
