@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -270,13 +270,12 @@ def _registry(args: argparse.Namespace) -> Any:
 
 def _as_of(raw: str | None) -> datetime:
     """``--as-of`` as an aware instant (UTC when it names no zone); now without it."""
-    if not raw:
-        return datetime.now(UTC)
+    from shelfwise.events import event_time
+
     try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError as exc:
+        return event_time({"time": raw} if raw else {})
+    except InputError as exc:
         raise InputError(f"--as-of {raw!r} is not an ISO 8601 time") from exc
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _train(args: argparse.Namespace, registry: Any, progress: Progress, scratch: Path) -> Any:
