@@ -22,6 +22,7 @@ import hashlib
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -200,37 +201,39 @@ def scheduled_training(
         progress = Progress(
             stream=None, sinks=[event_sink(events, schedule.model_name, "lambda"), emf_metric_sink(metrics)]
         )
-        out = tempfile.mkdtemp(prefix="bundle-", dir=work_dir)
-        # The gate's off-policy half, when the champion's served lists explored (else None).
-        off_policy = registration_off_policy_check(
-            table,
-            registry,
-            tempfile.mkdtemp(prefix="ope-", dir=work_dir),
-            warn=lambda why: logger.warning("off-policy gate unavailable", extra={"error": why}),
-        )
-        try:
-            trained = run_training(
+        # The bundle and the champion's copy for the off-policy gate are scratch: Lambda keeps /tmp
+        # across warm invocations, so each run removes its own (the registry holds the result).
+        with tempfile.TemporaryDirectory(prefix="train-", dir=work_dir) as scratch:
+            # The gate's off-policy half, when the champion's served lists explored (else None).
+            off_policy = registration_off_policy_check(
                 table,
-                out,
-                TrainConfig(
-                    model_name=schedule.model_name,
-                    search=schedule.search_level,
-                    families=parse_families("", schedule.training_families),
-                    override=override,
-                ),
-                registry=registry,
-                version=run.version,
-                progress=progress,
-                now=scheduled_for or now,
-                catalogue=load_catalogue(s3, schedule.curated_bucket),
-                off_policy=off_policy,
-                flagged_bots=load_bot_flags(s3, schedule.curated_bucket),
+                registry,
+                scratch,
+                warn=lambda why: logger.warning("off-policy gate unavailable", extra={"error": why}),
             )
-        except Exception as exc:
-            progress("failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
-            raise
+            try:
+                trained = run_training(
+                    table,
+                    Path(scratch) / "bundle",
+                    TrainConfig(
+                        model_name=schedule.model_name,
+                        search=schedule.search_level,
+                        families=parse_families("", schedule.training_families),
+                        override=override,
+                    ),
+                    registry=registry,
+                    version=run.version,
+                    progress=progress,
+                    now=scheduled_for or now,
+                    catalogue=load_catalogue(s3, schedule.curated_bucket),
+                    off_policy=off_policy,
+                    flagged_bots=load_bot_flags(s3, schedule.curated_bucket),
+                )
+            except Exception as exc:
+                progress("failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
+                raise
         progress("done", finish_fields(trained))
-        result["training"] = summary(trained)
+        result["training"] = {k: v for k, v in summary(trained).items() if k != "bundle_dir"}
     return result
 
 
