@@ -5,6 +5,8 @@ Invoked by two EventBridge schedules: daily (``{"mode": "train"}``) and hourly
 {"family": "sequential", "reason": "...", "past_gate": false}}`` to serve a named family
 (docs/training.md). Progress of an in-process run goes out as EventBridge events (source
 ``shelfwise.training``) and EMF metrics; a Batch run reports the same from its container.
+A repeated delivery of a scheduled run (Scheduler's and Lambda's retries) answers with the job or
+version its first delivery made (``shelfwise.training.scheduled``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from shelfwise.observability import logger, metrics, tracer
 from shelfwise.settings import load_settings
 from shelfwise.training.scheduled import (
     TrainingSchedule,
+    scheduled_instant,
     scheduled_training,
     training_mode,
     training_override,
@@ -47,4 +50,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         batch=client("batch"),
         events=client("events"),
         override=training_override(event),
+        scheduled_for=scheduled_instant(event),
     )

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shelfwise.errors import InputError
+from shelfwise.instants import aware_time
 from shelfwise.monitoring.config import DEFAULT_ALARMS, AlarmSpec
 
 
@@ -29,23 +30,6 @@ class AlarmNotice:
         return f"{self.name}@{self.changed_at.astimezone(UTC):%Y%m%dT%H%M%S.%fZ}"
 
 
-def read_time(value: Any) -> datetime:
-    """A datetime, or an ISO 8601 string (``Z`` allowed), as an aware time; unreadable: ``InputError``."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    text = str(value)
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"):
-        try:
-            return datetime.strptime(text, fmt)
-        except ValueError:
-            pass
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InputError(f"unreadable alarm time {text!r}") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def parse_alarm_notices(event: Mapping[str, Any]) -> list[AlarmNotice]:
     """Alarm state changes in a Lambda event: SNS records of alarm actions, or one EventBridge event."""
     if event.get("detail-type") == "CloudWatch Alarm State Change":
@@ -63,7 +47,7 @@ def parse_alarm_notices(event: Mapping[str, Any]) -> list[AlarmNotice]:
             AlarmNotice(
                 name=str(d["alarmName"]),
                 state=str(state["value"]),
-                changed_at=read_time(state.get("timestamp") or event.get("time")),
+                changed_at=aware_time(state.get("timestamp") or event.get("time"), "alarm time"),
                 reason=str(state.get("reason", "")),
                 dimensions=dims,
                 metric=metric,
@@ -90,7 +74,7 @@ def parse_alarm_notices(event: Mapping[str, Any]) -> list[AlarmNotice]:
             AlarmNotice(
                 name=str(msg["AlarmName"]),
                 state=str(msg["NewStateValue"]),
-                changed_at=read_time(msg.get("StateChangeTime") or sns.get("Timestamp")),
+                changed_at=aware_time(msg.get("StateChangeTime") or sns.get("Timestamp"), "alarm time"),
                 reason=str(msg.get("NewStateReason", "")),
                 dimensions=dims,
                 metric=trigger.get("MetricName"),

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shelfwise.errors import InputError
+from shelfwise.instants import aware_time
 
 SCHEMA_VERSION = 1
 
@@ -171,8 +171,4 @@ def event_time(event: dict[str, Any]) -> datetime:
     raw = event.get("time")
     if not raw:
         return datetime.now(UTC)
-    try:
-        when = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InputError(f"event time {raw!r} is not ISO 8601") from exc
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return aware_time(raw, "event time")

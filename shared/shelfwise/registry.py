@@ -4,7 +4,9 @@ Layout (docs/contracts.md):
 
 - ``s3://<models>/models/<model_name>/<version>/`` holds the bundle. ``manifest.json`` is written
   last with ``IfNoneMatch='*'``: it is the commit marker, so a job killed half-way leaves no
-  visible version, and a second registration of the same version fails loudly.
+  visible version. Registering a committed version again with the same manifest (a retried
+  scheduled run) returns its registration and completes what an interrupted attempt left
+  undone; with a different manifest it fails loudly and changes nothing.
 - SSM ``String`` parameters ``/shelfwise/<env>/models/<model_name>/{champion,challenger,previous,
   canary_weight}`` are what serving reads (a version, or ``none``; a weight in ``[0, 1]``).
 - Every alias change is a conditional write: ``models/<model_name>/_aliases.json`` holds the state
@@ -251,12 +253,10 @@ class Registry:
             raise InputError(f"invalid version {version!r}: letters, digits, '.', '_', '-' (max 80)")
         bundle = Path(bundle_dir)
         manifest = read_local_manifest(bundle)
-        _verify_bundle(bundle)
         prefix = self.version_prefix(version)
         if self._exists(prefix + MANIFEST):
-            raise ConflictError(
-                f"model {self.model_name} version {version} already exists; versions are immutable"
-            )
+            return self._register_again(version, manifest)
+        _verify_bundle(bundle)
         snap = self.snapshot()
         before = snap.aliases
         override = None if gate_override is None else {**gate_override, "actor": self.actor}
@@ -286,7 +286,9 @@ class Registry:
             became_champion=became_champion,
             registered_at=now.isoformat(),
         )
-        self._put_immutable(prefix + REGISTRATION, _dumps(registration.to_json()))
+        # Not part of the content: an uncommitted attempt's record is replaced (the gate and time
+        # are this attempt's); the manifest's conditional write below decides between attempts.
+        self._put_replacing(prefix + REGISTRATION, _dumps(registration.to_json()))
         self._put_immutable(prefix + MANIFEST, (bundle / MANIFEST).read_bytes())
         self._record(
             "ModelRegistered", version, before, before, {"gate": gate.to_json(), "uri": registration.uri}
@@ -296,6 +298,72 @@ class Registry:
             self._change(snap, after, "ModelPromoted", version)
             self._record("ModelPromoted", version, before, after, {"reason": "first registered version"})
         return registration
+
+    def _register_again(self, version: str, manifest: dict[str, Any]) -> Registration:
+        """A registration of a committed version: the same content is the same version (its
+        registration, completed); different content is refused, nothing written."""
+        stored = self.manifest(version)
+        if stored != manifest:
+            differ = sorted(k for k in set(stored) | set(manifest) if stored.get(k) != manifest.get(k))
+            raise ConflictError(
+                f"model {self.model_name} version {version} is already registered with different content "
+                f"(differs in {', '.join(differ[:6])}); versions are immutable: register under a new version"
+            )
+        return self.resume_registration(version)
+
+    def resume_registration(self, version: str) -> Registration:
+        """The registration of committed ``version``, after completing what its registering attempt
+        may have been stopped before: the ``ModelRegistered`` record and event (once per version),
+        and the first-version promotion it decided on while no champion has been set since."""
+        reg = self.registration(version)
+        known = {f.name for f in dataclasses.fields(GateResult)}
+        gate = GateResult(**{k: v for k, v in (reg.get("gate") or {}).items() if k in known})
+        registration = Registration(
+            model_name=self.model_name,
+            version=version,
+            uri=reg.get("uri") or f"s3://{self.bucket}/{self.version_prefix(version)}",
+            gate=gate,
+            offered_for_canary=bool(reg.get("offered_for_canary")),
+            became_champion=bool(reg.get("became_champion")),
+            registered_at=str(reg.get("registered_at") or ""),
+        )
+        if not self._has_record("ModelRegistered", version, registration.registered_at):
+            before = self.snapshot().aliases
+            self._record(
+                "ModelRegistered", version, before, before, {"gate": gate.to_json(), "uri": registration.uri}
+            )
+        snap = self.snapshot()
+        if registration.became_champion and snap.aliases.champion is None:
+            after = Aliases(champion=version)
+            self._change(snap, after, "ModelPromoted", version)
+            self._record(
+                "ModelPromoted", version, snap.aliases, after, {"reason": "first registered version"}
+            )
+        return registration
+
+    def _has_record(self, action: str, version: str, since: str) -> bool:
+        """Whether the audit trail holds an ``action`` record of ``version`` from ``since`` on."""
+        try:
+            start = self.audit_prefix + _stamp(datetime.fromisoformat(since))
+        except ValueError:
+            start = self.audit_prefix
+        for key in self._keys(self.audit_prefix, start_after=start):
+            if f"-{action}-" in key and json.loads(self._get(key, key)).get("version") == version:
+                return True
+        return False
+
+    def _put_replacing(self, key: str, body: bytes) -> None:
+        """Write ``key``, replacing what an earlier attempt wrote there (conditional on its ETag)."""
+        digest = hashlib.sha256(body).hexdigest()
+        checksum = checksummed_put_args(digest)
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*", **checksum)
+        except self.s3.exceptions.ClientError as exc:
+            if _code(exc) not in _PRECONDITION_FAILED:
+                raise
+            head = self.s3.head_object(Bucket=self.bucket, Key=key)
+            if head.get("Metadata", {}).get("sha256") != digest:
+                self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, IfMatch=head["ETag"], **checksum)
 
     def _put_immutable(self, key: str, body: bytes) -> None:
         digest = hashlib.sha256(body).hexdigest()
@@ -309,8 +377,9 @@ class Registry:
             head = self.s3.head_object(Bucket=self.bucket, Key=key)
             if head.get("Metadata", {}).get("sha256") != digest:
                 raise ConflictError(
-                    f"s3://{self.bucket}/{key} exists with different content (an earlier attempt of this "
-                    "version); versions are immutable, register under a new version"
+                    f"s3://{self.bucket}/{key} exists with different content (an earlier, unfinished "
+                    "attempt of this version, or another writer); nothing is overwritten: register under "
+                    "a new version, or delete the version's uncommitted files"
                 ) from exc
 
     # ------------------------------------------------------------------ read
@@ -644,9 +713,10 @@ class Registry:
         return sorted(k for k in self._keys(self.audit_prefix) if k.endswith(".json"))
 
     # ------------------------------------------------------------------ S3 helpers
-    def _keys(self, prefix: str) -> Iterator[str]:
+    def _keys(self, prefix: str, start_after: str = "") -> Iterator[str]:
         paginator = self.s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+        after = {"StartAfter": start_after} if start_after else {}
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, **after):
             for obj in page.get("Contents", []):
                 yield obj["Key"]
 

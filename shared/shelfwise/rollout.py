@@ -42,9 +42,10 @@ from typing import Any, Literal, Protocol
 
 from botocore.exceptions import ClientError
 
-from shelfwise.alarm_notices import AlarmNotice, alarm_target, parse_alarm_notices, read_time
+from shelfwise.alarm_notices import AlarmNotice, alarm_target, parse_alarm_notices
 from shelfwise.canary_bandit import Allocation, BanditPolicy, allocate
 from shelfwise.errors import InputError
+from shelfwise.instants import aware_time
 from shelfwise.monitoring.config import DEFAULT_ALARMS, PROMOTION_GATE_SUFFIXES, AlarmSpec
 from shelfwise.registry import AliasConflictError
 
@@ -170,7 +171,7 @@ def _last_promotion_from_canary(
             continue
         was_challenger = (rec.get("before") or {}).get("challenger") == champion
         if action == "ModelPromoted" and rec.get("version") == champion and was_challenger:
-            return read_time(rec["time"])
+            return aware_time(rec["time"], "audit time")
         return None
     return None
 
@@ -178,7 +179,7 @@ def _last_promotion_from_canary(
 def _last(history: Sequence[Mapping[str, Any]], actions: set[str], version: str | None) -> datetime | None:
     for rec in reversed(history):
         if rec.get("action") in actions and (version is None or rec.get("version") == version):
-            return read_time(rec["time"])
+            return aware_time(rec["time"], "audit time")
     return None
 
 

@@ -70,13 +70,14 @@ def _aliases(rt: LocalRuntime) -> dict[str, str]:
     return {p["Name"].removeprefix(prefix): p["Value"] for p in got}
 
 
-def _train_event(rt: LocalRuntime) -> dict[str, Any]:
-    """What the daily schedule sends, at the platform's instant."""
+def _train_event(rt: LocalRuntime, days_ago: int = 0) -> dict[str, Any]:
+    """What the daily schedule sends for the run ``days_ago`` days before the platform's instant
+    (each day's run is a run of its own; a repeated delivery of one is that same run)."""
     daily = next(
         s for s in rt._schedules if "TrainModelFunction" in s.targets[0]["Arn"] and "Input" in s.targets[0]
     )
     event = scheduler_target_input(
-        daily.targets[0], schedule_arn=daily.rule_arn, scheduled_time=iso(rt.clock.now())
+        daily.targets[0], schedule_arn=daily.rule_arn, scheduled_time=iso(rt.clock.now() - 86400 * days_ago)
     )
     return dict(event)
 
@@ -96,8 +97,8 @@ def test_a_batch_trained_version_is_offered_and_canaried(batch_stack: LocalRunti
     assert all(i.ok for i in rt.invocations_of("IngestEventsFunction"))
 
     versions = []
-    for _ in range(2):  # the first run makes a champion, the second is offered for canary
-        answer = rt.invoke("TrainModelFunction", _train_event(rt))
+    for days_ago in (1, 0):  # the first day's run makes a champion, the next day's is offered for canary
+        answer = rt.invoke("TrainModelFunction", _train_event(rt, days_ago))
         assert answer["decision"]["action"] == "submit_batch" and answer["batch_job_id"], answer
         (job,) = [j for j in rt.wait_for_batch(timeout=900) if j.job_id == answer["batch_job_id"]]
         assert job.status == "SUCCEEDED", job.log()[-3000:]

@@ -216,3 +216,20 @@ def test_simulated_shop_is_ingested_and_trains_a_registered_model(stack: LocalRu
     assert manifest["algorithm"] == payload["training"]["algorithm"]
     assert any(k.endswith(f"/{version}/model.onnx") for k in keys)
     assert result.summary()["events"] > 0
+
+    # Scheduler and Lambda retry a delivery: the same scheduled run again is the same run.
+    again = stack.invoke("TrainModelFunction", event)
+    assert again["decision"]["action"] == "done" and again["training"]["version"] == version
+    stack.pump()
+    committed = [
+        o["Key"]
+        for o in stack.s3.list_objects_v2(Bucket=models, Prefix="models/").get("Contents", [])
+        if o["Key"].endswith("/manifest.json")
+    ]
+    assert committed == [manifest_key]
+    offers = [
+        i
+        for i in stack.invocations_of("PromoteModelFunction")
+        if i.event.get("detail-type") == "ModelRegistered"
+    ]
+    assert [o.event["detail"]["version"] for o in offers] == [version]

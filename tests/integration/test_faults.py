@@ -34,6 +34,7 @@ from shelfwise.aws import client
 from shelfwise.registry import Registry
 from shelfwise_local.bench.serve import apigw_event, build_synthetic_bundle
 from shelfwise_local.runtime import LocalRuntime
+from shelfwise_local.runtime.clock import iso
 from shelfwise_local.runtime.httpapi import LOCAL_API_PARAMETERS
 from shelfwise_local.runtime.testing import new_runtime
 
@@ -620,5 +621,22 @@ def test_training_killed_halfway_leaves_no_visible_version(tmp_path: Path) -> No
         print(
             f"\n[faults] training killed at upload 3 ({len(written)} orphan files, invisible); retry: {version}"
         )
+
+        # A scheduled run killed the same way: Lambda's retry is the same run (the same version),
+        # trains the same bytes from the same data and registry, keeps the orphans and commits.
+        event = {"mode": "train", "time": iso(rt.clock.now())}
+        committed = set(_keys(rt, "ModelsBucket", "models/"))
+        kill = Fault(
+            client("s3"), "PutObject", fail=1, error="kill", after=2, when=_url_has(models, "/models/")
+        )
+        with kill:
+            killed = rt.host.invoke("TrainModelFunction", event)
+        assert killed.error and killed.error["errorType"] == "Killed", killed.error or killed.payload
+        orphans = [k for k in _keys(rt, "ModelsBucket", "models/") if k not in committed]
+        assert orphans and [v["version"] for v in registry.versions()] == [version]
+        retried = rt.invoke("TrainModelFunction", event)
+        assert retried["training"]["version"] == retried["run"]["version"] != version
+        assert all(k.startswith(f"models/recs/{retried['run']['version']}/") for k in orphans), orphans
+        assert {v["version"] for v in registry.versions()} == {version, retried["run"]["version"]}
     finally:
         rt.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -105,7 +106,7 @@ def test_first_registration_becomes_champion_and_is_immutable(registry: Registry
     assert registry.aliases() == Aliases(champion="v1")
     assert registry.manifest("v1")["algorithm"] == "als"
     with pytest.raises(ConflictError, match="immutable"):
-        registry.register(make_bundle(tmp_path, "b"), "v1")
+        registry.register(make_bundle(tmp_path, "bb"), "v1")
     # SSM holds plain strings under the contract's names.
     value = registry.ssm.get_parameter(Name="/shelfwise/test/models/recs/champion")["Parameter"]["Value"]
     assert value == "v1"
@@ -381,3 +382,65 @@ def test_the_off_policy_half_of_the_gate_keeps_a_candidate_worse_online_from_the
         "reasons": [],
         "lists": 9,
     }
+
+
+def test_registering_the_same_content_again_answers_with_the_registration(
+    registry: Registry, clock: Clock, tmp_path: Path
+) -> None:
+    """A retried run registers the version it already registered: the same answer, nothing written."""
+    bundle = make_bundle(tmp_path, "a")
+    first = registry.register(bundle, "v20261101T120000Z-1a2b3c4d")
+    clock.advance(minutes=5)
+    retry = shutil.copytree(bundle, tmp_path / "retry")  # the retry's bundle: the same bytes
+    again = registry.register(retry, "v20261101T120000Z-1a2b3c4d")
+    assert again == first and again.registered_at == T0.isoformat()
+    assert [r["action"] for r in registry.history()] == ["ModelRegistered", "ModelPromoted"]
+    assert [v["version"] for v in registry.versions()] == ["v20261101T120000Z-1a2b3c4d"]
+
+
+def test_a_committed_version_is_never_overwritten_by_other_content(
+    registry: Registry, tmp_path: Path
+) -> None:
+    registry.register(make_bundle(tmp_path, "a"), "v1")
+    manifest = registry.manifest("v1")
+    other = make_bundle(tmp_path, "other", best=0.3)
+    with pytest.raises(
+        ConflictError, match=r"already registered with different content \(differs in .*evaluation"
+    ):
+        registry.register(other, "v1")
+    assert registry.manifest("v1") == manifest
+    assert [r["action"] for r in registry.history()] == ["ModelRegistered", "ModelPromoted"]
+
+
+def test_a_retry_completes_a_registration_stopped_after_its_commit(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between the manifest and the ModelRegistered record: the retry records and promotes, once."""
+    real_record = registry._record
+
+    def killed(*args: Any, **kw: Any) -> Any:
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(registry, "_record", killed)
+    bundle = make_bundle(tmp_path, "a")
+    with pytest.raises(SystemExit):
+        registry.register(bundle, "v1")
+    monkeypatch.setattr(registry, "_record", real_record)
+    assert registry.exists("v1") and registry.history() == [] and registry.aliases() == Aliases()
+    reg = registry.register(bundle, "v1")
+    assert reg.became_champion and registry.aliases() == Aliases(champion="v1")
+    assert [r["action"] for r in registry.history()] == ["ModelRegistered", "ModelPromoted"]
+    # and a third delivery changes nothing
+    assert registry.resume_registration("v1") == reg
+    assert [r["action"] for r in registry.history()] == ["ModelRegistered", "ModelPromoted"]
+
+
+def test_an_uncommitted_attempts_registration_record_is_replaced(
+    registry: Registry, aws: dict[str, Any], tmp_path: Path
+) -> None:
+    """Killed after writing registration.json (its gate and time), before the commit: the retry's
+    own record replaces it; the data files, identical, are kept."""
+    aws["s3"].put_object(Bucket=BUCKET, Key="models/recs/v1/registration.json", Body=b'{"gate": "stale"}')
+    reg = registry.register(make_bundle(tmp_path, "a"), "v1")
+    assert registry.registration("v1")["registered_at"] == reg.registered_at
+    assert registry.registration("v1")["gate"]["passed"] is True

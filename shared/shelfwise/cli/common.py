@@ -119,10 +119,6 @@ def read_table(path: str, fmt: str, min_time: str | None = None) -> Any:
 
 
 def _epoch_ms(value: str) -> int:
-    from datetime import UTC, datetime
+    from shelfwise.instants import aware_time
 
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InputError(f"--min-time must be an ISO date or time, got {value!r}") from exc
-    return int((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp() * 1000)
+    return int(aware_time(value, "--min-time").timestamp() * 1000)

@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import datetime
 from typing import Any
 
 from shelfwise import wiring
 from shelfwise.cli.common import command, emit
 from shelfwise.errors import InputError
+from shelfwise.instants import aware_time
 from shelfwise.registry import Registry
 
 
@@ -133,7 +133,7 @@ def main(argv: list[str]) -> int:
 
         if not args.curated_bucket:
             raise InputError("served: --curated-bucket (or CURATED_BUCKET) is required")
-        at = datetime.fromisoformat(args.at.replace("Z", "+00:00"))
+        at = aware_time(args.at, "--at")
         lists = served_to(
             aws.client("s3"), args.curated_bucket, args.user, at, days=args.days, limit=args.limit
         )

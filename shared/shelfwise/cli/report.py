@@ -60,11 +60,12 @@ def main(argv: list[str]) -> int:
         raise InputError("give --monitoring-bucket or --history-file")
     from shelfwise import wiring
     from shelfwise.aws import client
+    from shelfwise.instants import aware_time
     from shelfwise.monitoring.publish import read_history
-    from shelfwise.monitoring.report import markers_from, parse_time, render_report
+    from shelfwise.monitoring.report import markers_from, render_report
     from shelfwise.rollout import read_decisions
 
-    since = parse_time(args.since) if args.since else None
+    since = aware_time(args.since, "--since") if args.since else None
     records: list[dict[str, Any]] = []
     decisions: list[dict[str, Any]] = []
     if args.history_file:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import sys
 import tempfile
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +152,18 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-bucket", default=os.environ.get("MODELS_BUCKET"), help="env MODELS_BUCKET")
     p.add_argument("--env", default=os.environ.get("SHELFWISE_ENV", "dev"), help="env SHELFWISE_ENV (dev)")
     p.add_argument("--model-name", default=os.environ.get("MODEL_NAME", "recs"), help="env MODEL_NAME (recs)")
-    p.add_argument("--version", default=None, help="version id (default v<UTC time>-<data hash>)")
+    p.add_argument(
+        "--version",
+        default=os.environ.get("TRAINING_VERSION") or None,
+        help="version id (default v<UTC time>-<data hash>). With --register, a version already "
+        "registered is answered with, not trained again (a retried scheduled run; env TRAINING_VERSION)",
+    )
+    p.add_argument(
+        "--as-of",
+        default=os.environ.get("TRAINING_AS_OF") or None,
+        help="ISO 8601 instant the run is for: the bundle's created_at and the default version's "
+        "time (default now; a scheduled run's Batch job gets its scheduled time, env TRAINING_AS_OF)",
+    )
     p.add_argument("--float16", action="store_true", help="store ALS item factors in float16")
     p.add_argument("--gate-tolerance", type=float, default=0.02, help="relative loss allowed vs champion")
     p.add_argument(
@@ -207,6 +220,13 @@ def train_main(argv: list[str]) -> int:
     args = train_parser().parse_args(argv)
     from shelfwise import aws
 
+    registry = _registry(args)
+    if registry is not None and args.version and registry.exists(args.version):
+        # a retried scheduled run whose version an earlier attempt registered: that is the answer
+        registration = registry.resume_registration(args.version)
+        print(f"shelfwise train: {args.version} is already registered; not trained again", file=sys.stderr)
+        emit({"version": args.version, "already_registered": True, "registration": registration.to_json()})
+        return 0
     progress = Progress()
     if args.report_progress:
         from shelfwise.training.progress import cloudwatch_metric_sink, event_sink
@@ -220,7 +240,7 @@ def train_main(argv: list[str]) -> int:
     try:
         # the champion's bundle for the off-policy gate is scratch: gone when the run ends
         with tempfile.TemporaryDirectory(prefix="shelfwise-ope-") as scratch:
-            result = _train(args, progress, Path(scratch))
+            result = _train(args, registry, progress, Path(scratch))
     except Exception as exc:
         progress("failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
         raise
@@ -231,21 +251,38 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace, progress: Progress, scratch: Path) -> Any:
-    """The run behind ``shelfwise train``: read the events (and catalogue), train, register when asked."""
-    from shelfwise import aws, wiring
+def _registry(args: argparse.Namespace) -> Any:
+    """The registry ``--register`` registers in (None without it)."""
+    if not args.register:
+        return None
+    from shelfwise import wiring
 
-    registry = None
-    if args.register:
-        if not args.models_bucket:
-            raise InputError("--register needs --models-bucket (or MODELS_BUCKET)")
-        registry = wiring.registry(
-            wiring.RegistrySettings(
-                models_bucket=args.models_bucket, shelfwise_env=args.env, model_name=args.model_name
-            ),
-            gate_tolerance=args.gate_tolerance,
-            actor="shelfwise-train-cli",
-        )
+    if not args.models_bucket:
+        raise InputError("--register needs --models-bucket (or MODELS_BUCKET)")
+    return wiring.registry(
+        wiring.RegistrySettings(
+            models_bucket=args.models_bucket, shelfwise_env=args.env, model_name=args.model_name
+        ),
+        gate_tolerance=args.gate_tolerance,
+        actor="shelfwise-train-cli",
+    )
+
+
+def _as_of(raw: str | None) -> datetime:
+    """``--as-of`` as an aware instant (UTC when it names no zone); now without it."""
+    from shelfwise.events import event_time
+
+    try:
+        return event_time({"time": raw} if raw else {})
+    except InputError as exc:
+        raise InputError(f"--as-of {raw!r} is not an ISO 8601 time") from exc
+
+
+def _train(args: argparse.Namespace, registry: Any, progress: Progress, scratch: Path) -> Any:
+    """The run behind ``shelfwise train``: read the events (and catalogue), train, register when asked."""
+    from shelfwise import aws
+
+    now = _as_of(args.as_of)
     catalogue = None
     flagged: dict[str, str] = {}
     if args.events:
@@ -267,9 +304,6 @@ def _train(args: argparse.Namespace, progress: Progress, scratch: Path) -> Any:
     off_policy = None
     if registry is not None:
         # The same gate as the scheduled job: the off-policy half when the champion's lists explored.
-        import sys
-        from dataclasses import replace
-
         from shelfwise.offpolicy import OpeConfig
         from shelfwise.offpolicy_gate import registration_off_policy_check
 
@@ -296,6 +330,7 @@ def _train(args: argparse.Namespace, progress: Progress, scratch: Path) -> Any:
         registry=registry,
         version=args.version,
         progress=progress,
+        now=now,
         catalogue=catalogue,
         flagged_bots=flagged,
         off_policy=off_policy,

@@ -14,10 +14,11 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from shelfwise import svg
+from shelfwise.instants import aware_time
 from shelfwise.monitoring.config import DEFAULT_ALARMS, alarm
 
 # Each variant's usual colour (taken when the chart has no other series in it).
@@ -85,12 +86,6 @@ CHARTS: tuple[Chart, ...] = (
 )
 
 
-def parse_time(value: Any) -> datetime:
-    """A datetime, or an ISO 8601 string (``Z`` allowed), as an aware UTC time."""
-    t = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
 def series_from_records(records: Iterable[Mapping[str, Any]]) -> dict[str, list[tuple[datetime, float]]]:
     """``{"Metric" or "Metric/Variant": [(time, value), ...]}`` sorted by time (last write wins)."""
     points: dict[str, dict[datetime, float]] = {}
@@ -99,7 +94,7 @@ def series_from_records(records: Iterable[Mapping[str, Any]]) -> dict[str, list[
             continue
         variant = (r.get("dimensions") or {}).get("Variant")
         key = r["name"] + (f"/{variant}" if variant else "")
-        points.setdefault(key, {})[parse_time(r["timestamp"])] = float(r["value"])
+        points.setdefault(key, {})[aware_time(r["timestamp"], "metric timestamp")] = float(r["value"])
     return {k: sorted(v.items()) for k, v in points.items()}
 
 
@@ -111,11 +106,17 @@ def markers_from(
     for rec in audit:
         action = str(rec.get("action", ""))
         if action in EVENT_COLORS and "time" in rec:
-            out.append(Marker(parse_time(rec["time"]), f"{action} {rec.get('version', '')}", action))
+            out.append(
+                Marker(aware_time(rec["time"], "audit time"), f"{action} {rec.get('version', '')}", action)
+            )
     for ch in alarm_changes:
         if ch.get("NewState") == "ALARM" or ch.get("new_state") == "ALARM":
             at = ch.get("Timestamp") or ch.get("timestamp")
-            out.append(Marker(parse_time(at), str(ch.get("AlarmName") or ch.get("alarm_name")), "ALARM"))
+            out.append(
+                Marker(
+                    aware_time(at, "alarm time"), str(ch.get("AlarmName") or ch.get("alarm_name")), "ALARM"
+                )
+            )
     return sorted(out, key=lambda m: m.at)
 
 

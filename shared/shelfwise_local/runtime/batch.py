@@ -16,7 +16,11 @@ functions reach through boto3's own ``AWS_ENDPOINT_URL_BATCH``: no ``if local:``
 - the job definition's ``Timeout.AttemptDurationSeconds``, after which the process is killed
   and the job FAILED, as Batch does. One attempt (retry strategies are not emulated).
 
-``DescribeJobs``, ``ListJobs`` and ``TerminateJob`` answer from the same records. A job runs on
+``DescribeJobs``, ``ListJobs`` and ``TerminateJob`` answer from the same records, as Batch does:
+``ListJobs`` takes a queue and a ``jobStatus`` (default ``RUNNING``), or one ``JOB_NAME`` filter
+(case-insensitive, a trailing ``*`` matches a prefix) or ``JOB_DEFINITION`` filter (a name
+matches every revision, case-sensitive), which answer jobs in every state, newest first; other
+filters are refused as not emulated. A job runs on
 wall time (it is another process); what it causes (a registered version, its ``ModelRegistered``
 event) is delivered by the runtime's next ``pump()``; :meth:`LocalBatch.wait` waits for jobs.
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +47,7 @@ from shelfwise_local.runtime.base import Resource, RuntimeBase
 from shelfwise_local.runtime.template import physical_id
 
 TERMINAL = ("SUCCEEDED", "FAILED")
+JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 # The Batch API (rest-json) paths served, and the method answering each.
 ROUTES = {
     "/v1/submitjob": "submit",
@@ -97,6 +103,26 @@ class Job:
         """What the job wrote to stdout and stderr (its CloudWatch log stream in AWS)."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def summary(self) -> dict[str, Any]:
+        """The job as ListJobs answers it (a ``JobSummary``)."""
+        out: dict[str, Any] = {
+            "jobArn": self.arn,
+            "jobId": self.job_id,
+            "jobName": self.name,
+            "status": self.status,
+            "createdAt": int(self.created_at * 1000),
+            "jobDefinition": self.definition.arn,
+        }
+        if self.started_at is not None:
+            out["startedAt"] = int(self.started_at * 1000)
+        if self.stopped_at is not None:
+            out["stoppedAt"] = int(self.stopped_at * 1000)
+        if self.reason:
+            out["statusReason"] = self.reason
+        if self.exit_code is not None:
+            out["container"] = {"exitCode": self.exit_code}
+        return out
+
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "jobArn": self.arn,
@@ -126,6 +152,27 @@ class Job:
         if self.reason:
             out["statusReason"] = self.reason
         return out
+
+
+def _filter_matches(flt: Any, job: Job) -> bool:
+    """Whether ``job`` passes one ListJobs filter (``{"name": ..., "values": [...]}``)."""
+    name = flt.get("name") if isinstance(flt, dict) else None
+    values = flt.get("values") if isinstance(flt, dict) else None
+    if not isinstance(values, list) or len(values) != 1 or not isinstance(values[0], str):
+        raise BatchClientError("a ListJobs filter takes one value")
+    value = values[0]
+    if name == "JOB_NAME":
+        got, want = job.name.lower(), value.lower()
+        return got.startswith(want[:-1]) if want.endswith("*") else got == want
+    if name == "JOB_DEFINITION":
+        if value.startswith("arn:"):
+            return job.definition.arn == value
+        return (
+            job.definition.name.startswith(value[:-1])
+            if value.endswith("*")
+            else job.definition.name == value
+        )
+    raise BatchClientError(f"ListJobs filter {name!r} is not emulated locally (JOB_NAME, JOB_DEFINITION)")
 
 
 def _name_value_list(items: Any) -> dict[str, str]:
@@ -188,8 +235,10 @@ class LocalBatch:
     # ------------------------------------------------------------------ the API
     def submit(self, request: dict[str, Any]) -> dict[str, Any]:
         name = request.get("jobName")
-        if not isinstance(name, str) or not name:
-            raise BatchClientError("jobName is required")
+        if not isinstance(name, str) or not JOB_NAME.match(name):
+            raise BatchClientError(
+                f"jobName {name!r}: up to 128 letters, digits, hyphens and underscores, starting alphanumeric"
+            )
         queue = self.queues.get(str(request.get("jobQueue")))
         if queue is None:
             raise BatchClientError(f"job queue {request.get('jobQueue')!r} does not exist")
@@ -257,24 +306,25 @@ class LocalBatch:
             job.done.set()
 
     def describe(self, request: dict[str, Any]) -> dict[str, Any]:
-        ids = request.get("jobs") or []
+        ids = request.get("jobs")
+        if not isinstance(ids, list) or len(ids) > 100:
+            raise BatchClientError("jobs must be a list of at most 100 job ids")
         return {"jobs": [self.jobs[i].describe() for i in ids if i in self.jobs]}
 
     def list(self, request: dict[str, Any]) -> dict[str, Any]:
         queue = self.queues.get(str(request.get("jobQueue")))
-        wanted = request.get("jobStatus") or "RUNNING"
-        summaries = [
-            {
-                "jobArn": j.arn,
-                "jobId": j.job_id,
-                "jobName": j.name,
-                "status": j.status,
-                "createdAt": int(j.created_at * 1000),
-            }
-            for j in self.jobs.values()
-            if (queue is None or j.queue is queue) and j.status == wanted
-        ]
-        return {"jobSummaryList": summaries}
+        if request.get("jobQueue") is not None and queue is None:
+            raise BatchClientError(f"job queue {request.get('jobQueue')!r} does not exist")
+        filters = request.get("filters") or []
+        if len(filters) > 1:
+            raise BatchClientError("only one filter can be used at a time")
+        jobs = [j for j in self.jobs.values() if queue is None or j.queue is queue]
+        if filters:  # jobStatus is ignored: jobs in every state, newest first
+            jobs = sorted((j for j in jobs if _filter_matches(filters[0], j)), key=lambda j: -j.created_at)
+        else:
+            wanted = request.get("jobStatus") or "RUNNING"
+            jobs = [j for j in jobs if j.status == wanted]
+        return {"jobSummaryList": [j.summary() for j in jobs]}
 
     def terminate(self, request: dict[str, Any]) -> dict[str, Any]:
         job = self.jobs.get(str(request.get("jobId")))
