@@ -162,11 +162,12 @@ def test_training_is_seeded(data: Interactions, model: Sequential) -> None:
 
 def test_item_embeddings_start_from_the_logs_als_factors(data: Interactions) -> None:
     from shelfwise.training.mf import ALS
-    from shelfwise.training.sequential import EMBEDDING_STD, INIT_ALS
+    from shelfwise.training.sequential import EMBEDDING_STD, INIT_ALS_ALPHA, INIT_ALS_REGULARIZATION
 
     frozen = {**TINY, "epochs": 1, "lr": 0.0}  # no step moves a weight: the start is what stays
     started = Sequential(**frozen, threads=1).fit(data).net.item_emb.weight[1:].detach().numpy()
-    factors = ALS(factors=TINY["dim"], **INIT_ALS, seed=TINY["seed"], threads=1).fit(data).item_factors
+    als = ALS(TINY["dim"], INIT_ALS_REGULARIZATION, INIT_ALS_ALPHA, seed=TINY["seed"], threads=1)
+    factors = als.fit(data).item_factors
     np.testing.assert_allclose(started, factors * (EMBEDDING_STD / factors.std()), rtol=1e-5, atol=1e-7)
     random = Sequential(**frozen, init="random", threads=1).fit(data).net.item_emb.weight[1:].detach().numpy()
     assert abs(float(np.corrcoef(random.ravel(), factors.ravel())[0, 1])) < 0.2

@@ -41,7 +41,7 @@ Progress = Callable[[str, dict[str, Any]], None]
 TARGET_MODES: tuple[str, ...] = ("next", "new", "future")
 INITS: tuple[str, ...] = ("als", "random")
 # The ALS fit whose item factors start the item embeddings: the ALS family's quick setting.
-INIT_ALS = {"regularization": 0.1, "alpha": 1.0}
+INIT_ALS_REGULARIZATION, INIT_ALS_ALPHA = 0.1, 1.0
 EMBEDDING_STD = 0.02  # the random init's scale, which the ALS factors are brought to
 
 
@@ -309,7 +309,13 @@ class Sequential:
         """
         from shelfwise.training.mf import ALS
 
-        als = ALS(factors=self.params["dim"], **INIT_ALS, seed=self.params["seed"], threads=self.threads)
+        als = ALS(
+            factors=self.params["dim"],
+            regularization=INIT_ALS_REGULARIZATION,
+            alpha=INIT_ALS_ALPHA,
+            seed=self.params["seed"],
+            threads=self.threads,
+        )
         factors = np.asarray(als.fit(data).item_factors, dtype=np.float32)
         return (factors * (EMBEDDING_STD / max(float(factors.std()), 1e-12))).astype(np.float32)
 
