@@ -3,6 +3,7 @@ HTML report, the result's keys (the final JSON line) and the checks on them."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import datetime
 from typing import Any
@@ -94,6 +95,16 @@ class Demo(Phases):
             stage != "taste_drift_detected" or self.cfg.taste_drift
         )
 
+    def tidy(self) -> None:
+        """Remove the run's working files from its own temporary directory, keeping the report."""
+        for entry in self.out_dir.iterdir():
+            if entry == self.report_path:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
     def run(self) -> dict[str, Any]:
         t = time.perf_counter()
         false: list[dict[str, Any]] = []
@@ -119,6 +130,8 @@ class Demo(Phases):
         finally:
             if self.rt is not None:
                 self.rt.close()
+            if self.own_out_dir:
+                self.tidy()
         # Where the wall time went: seconds inside each function (the rest is the runtime, the
         # emulator, HTTP and the shop), for whoever tunes the demo next.
         function_s: dict[str, float] = {}

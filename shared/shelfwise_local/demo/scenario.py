@@ -67,6 +67,9 @@ class Scenario:
     ) -> None:
         self.cfg = cfg
         self.backend = backend
+        # a directory of our own making keeps only the report once the run ends (the shop's
+        # events and the bundles are tens of MB a run)
+        self.own_out_dir = out_dir is None
         self.out_dir = Path(out_dir or tempfile.mkdtemp(prefix="shelfwise-demo-"))
         self.report_path = report_path or self.out_dir / "report.html"
         self.stream = stream
