@@ -310,4 +310,4 @@ def test_the_batch_job_answers_with_a_version_an_earlier_attempt_registered(
     monkeypatch.setenv("TRAINING_AS_OF", "yesterday")
     monkeypatch.setenv("TRAINING_VERSION", "v2")
     assert train_main(argv) == 2
-    assert "--as-of 'yesterday' is not an ISO 8601 time" in capsys.readouterr().err
+    assert "--as-of must be an ISO 8601 time, got 'yesterday'" in capsys.readouterr().err

@@ -270,12 +270,11 @@ def _registry(args: argparse.Namespace) -> Any:
 
 def _as_of(raw: str | None) -> datetime:
     """``--as-of`` as an aware instant (UTC when it names no zone); now without it."""
-    from shelfwise.events import event_time
+    from datetime import UTC
 
-    try:
-        return event_time({"time": raw} if raw else {})
-    except InputError as exc:
-        raise InputError(f"--as-of {raw!r} is not an ISO 8601 time") from exc
+    from shelfwise.instants import aware_time
+
+    return aware_time(raw, "--as-of") if raw else datetime.now(UTC)
 
 
 def _train(args: argparse.Namespace, registry: Any, progress: Progress, scratch: Path) -> Any:
