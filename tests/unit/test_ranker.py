@@ -249,7 +249,12 @@ def test_job_records_why_the_ranker_is_not_served(tmp_path: Any) -> None:
     assert ev.to_json()["ranker"] == (record["replaces"] and ev.selection["served"].endswith("+ranker"))
 
 
-def test_bench_bundle_with_the_ranker_graph_serves_and_keeps_its_retrieval_graph(tmp_path: Any) -> None:
+@pytest.mark.parametrize("kind", ["ranker", "sequential-ranker"])
+def test_bench_bundle_with_the_ranker_graph_serves_and_keeps_its_retrieval_graph(
+    tmp_path: Any, kind: str
+) -> None:
+    import onnx
+
     from shelfwise.serving.model import LoadedModel
     from shelfwise_local.bench.serve.ranker import RETRIEVAL_GRAPH
     from shelfwise_local.bench.serve.synthetic import build_synthetic_bundle
@@ -259,10 +264,13 @@ def test_bench_bundle_with_the_ranker_graph_serves_and_keeps_its_retrieval_graph
         n_items=300,
         dim=8,
         n_users=20,
-        model_kind="ranker",
+        model_kind=kind,
         save_items=tmp_path / "items.npy",
+        history=12,
     )
-    assert (tmp_path / RETRIEVAL_GRAPH).exists()
+    retrieval = onnx.load(str(tmp_path / RETRIEVAL_GRAPH))
+    # the ranker wraps the model it names: ALS factors, or the sequential transformer
+    assert any(n.op_type == "Softmax" for n in retrieval.graph.node) == kind.startswith("sequential")
     loaded = LoadedModel.from_directory(bundle, "v1")
     assert loaded.kind == "ranker"
     mask = np.zeros(300, dtype=bool)

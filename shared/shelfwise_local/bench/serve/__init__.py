@@ -102,16 +102,17 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--model",
-        choices=("als", "sequential", "ranker"),
+        choices=("als", "sequential", "ranker", "sequential-ranker"),
         default="als",
-        help="served graph: ALS factors, the sequential model (2 blocks, 50 stored events per user), or "
-        "ALS with the neural ranker re-ranking its top 100 (50 stored events per user)",
+        help="served graph: ALS factors, the sequential model (2 blocks, 50 stored events per user), "
+        "ALS with the neural ranker re-ranking its top 100 (50 stored events per user), or the "
+        "sequential model with the ranker over its top 100",
     )
     parser.add_argument(
         "--history", type=int, default=None, help="events per session request (default 5; 50 for sequential)"
     )
     args = parser.parse_args(argv)
-    history = args.history or (50 if args.model == "sequential" else 5)
+    history = args.history or (50 if args.model.startswith("sequential") else 5)
 
     import boto3
 
@@ -177,7 +178,7 @@ def main(argv: list[str]) -> int:
         )
         ranker_vs_retrieval = (
             ranker_ab(bundle_dir, args.items, args.users, args.requests, history)
-            if args.model == "ranker"
+            if args.model.endswith("ranker")
             else None
         )
         if ranker_vs_retrieval is not None:

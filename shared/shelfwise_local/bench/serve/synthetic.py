@@ -129,7 +129,7 @@ def build_synthetic_bundle(
 
     graph: Any = None
     graph_record: dict[str, Any] = {}
-    if model_kind == "sequential":
+    if model_kind.startswith("sequential"):
         graph, graph_record = _synthetic_sequential(
             items, cats, fav, history, rng, int8_candidates, save_exact
         )
@@ -162,7 +162,7 @@ def build_synthetic_bundle(
         sim_val = np.sort(rng.random((n_items, m)), axis=1)[:, ::-1]
     if graph_record["graph"] != "ann-pages":
         similar = (sim_idx, sim_val)
-    if model_kind == "ranker":
+    if model_kind.endswith("ranker"):
         from shelfwise_local.bench.serve.ranker import RETRIEVAL_GRAPH, synthetic_ranker
 
         if save_items is not None:  # the plain retrieval graph beside the bundle, for the same-run A/B
