@@ -288,15 +288,13 @@ class Registry:
         )
         # Not part of the content: an uncommitted attempt's record is replaced (the gate and time
         # are this attempt's); the manifest's conditional write below decides between attempts.
-        self._put_replacing(prefix + REGISTRATION, _dumps(registration.to_json()))
+        self._put_immutable(prefix + REGISTRATION, _dumps(registration.to_json()), replace=True)
         self._put_immutable(prefix + MANIFEST, (bundle / MANIFEST).read_bytes())
         self._record(
             "ModelRegistered", version, before, before, {"gate": gate.to_json(), "uri": registration.uri}
         )
         if became_champion:
-            after = Aliases(champion=version)
-            self._change(snap, after, "ModelPromoted", version)
-            self._record("ModelPromoted", version, before, after, {"reason": "first registered version"})
+            self._promote_first(snap, version)
         return registration
 
     def _register_again(self, version: str, manifest: dict[str, Any]) -> Registration:
@@ -334,12 +332,14 @@ class Registry:
             )
         snap = self.snapshot()
         if registration.became_champion and snap.aliases.champion is None:
-            after = Aliases(champion=version)
-            self._change(snap, after, "ModelPromoted", version)
-            self._record(
-                "ModelPromoted", version, snap.aliases, after, {"reason": "first registered version"}
-            )
+            self._promote_first(snap, version)
         return registration
+
+    def _promote_first(self, snap: AliasSnapshot, version: str) -> None:
+        """Make ``version`` the champion of a registry that has none (its first registered version)."""
+        after = Aliases(champion=version)
+        self._change(snap, after, "ModelPromoted", version)
+        self._record("ModelPromoted", version, snap.aliases, after, {"reason": "first registered version"})
 
     def _has_record(self, action: str, version: str, since: str) -> bool:
         """Whether the audit trail holds an ``action`` record of ``version`` from ``since`` on."""
@@ -352,8 +352,9 @@ class Registry:
                 return True
         return False
 
-    def _put_replacing(self, key: str, body: bytes) -> None:
-        """Write ``key``, replacing what an earlier attempt wrote there (conditional on its ETag)."""
+    def _put_immutable(self, key: str, body: bytes, *, replace: bool = False) -> None:
+        """Write ``key`` once: the same content already there is fine; different content is a
+        ``ConflictError``, or with ``replace`` overwritten (conditional on what is there)."""
         digest = hashlib.sha256(body).hexdigest()
         checksum = checksummed_put_args(digest)
         try:
@@ -362,25 +363,16 @@ class Registry:
             if _code(exc) not in _PRECONDITION_FAILED:
                 raise
             head = self.s3.head_object(Bucket=self.bucket, Key=key)
-            if head.get("Metadata", {}).get("sha256") != digest:
+            if head.get("Metadata", {}).get("sha256") == digest:
+                return
+            if replace:
                 self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, IfMatch=head["ETag"], **checksum)
-
-    def _put_immutable(self, key: str, body: bytes) -> None:
-        digest = hashlib.sha256(body).hexdigest()
-        try:
-            self.s3.put_object(
-                Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*", **checksummed_put_args(digest)
-            )
-        except self.s3.exceptions.ClientError as exc:
-            if _code(exc) not in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
-                raise
-            head = self.s3.head_object(Bucket=self.bucket, Key=key)
-            if head.get("Metadata", {}).get("sha256") != digest:
-                raise ConflictError(
-                    f"s3://{self.bucket}/{key} exists with different content (an earlier, unfinished "
-                    "attempt of this version, or another writer); nothing is overwritten: register under "
-                    "a new version, or delete the version's uncommitted files"
-                ) from exc
+                return
+            raise ConflictError(
+                f"s3://{self.bucket}/{key} exists with different content (an earlier, unfinished "
+                "attempt of this version, or another writer); nothing is overwritten: register under "
+                "a new version, or delete the version's uncommitted files"
+            ) from exc
 
     # ------------------------------------------------------------------ read
     def aliases(self) -> Aliases:
