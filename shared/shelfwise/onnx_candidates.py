@@ -166,12 +166,15 @@ def _best_keys(
         nodes.extend(
             [
                 helper.make_node("Min", [c, f"sel_count{level}"], [f"sel_k{level}"]),
+                # the set only (sorted=0: ORT picks the same set, ties to the lower position,
+                # without ordering it; the next TopK orders it by position)
                 helper.make_node(
                     "TopK",
                     [pool, f"sel_k{level}"],
                     [f"_sel_top{level}", f"sel_by_key{level}"],
                     axis=-1,
                     largest=0,
+                    sorted=0,
                 ),
                 # positions in ascending order are ids in ascending order: ties stay to the lower index
                 helper.make_node(

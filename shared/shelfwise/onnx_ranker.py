@@ -10,10 +10,13 @@ returns the masked top-``k``:
 
 Excluded items never become candidates (the retrieval graph masks them), candidates the retrieval
 graph answered with ``-inf`` (fewer allowed items than candidates) stay ``-inf``. A known user's
-features read their stored recent events (CSR in the graph) followed by the request's events.
+features read their stored recent events (CSR in the graph) followed by the request's events; the
+category affinity sums that history's weight per category (``ScatterElements`` add, opset 16+) and
+reads it at each candidate's category. No ``If`` and no catalogue-sized work: everything after the
+retrieval graph is on the C candidates and the history (per-node costs: docs/benchmarks.md).
 The item table and the stored event weights are float16 (the training side rounds them to float16
 first, so the reference reads the same values), the categories int32: the ranker adds 18 bytes per
-item and 6 per stored event. Every name the ranker adds starts with ``rk_``, so it cannot collide
+item, 4 per category and 6 per stored event. Every name the ranker adds starts with ``rk_``, so it cannot collide
 with the retrieval graph's.
 """
 
@@ -27,6 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from shelfwise.onnx_export import META_KIND, ExportError
 
+SCATTER_ADD_OPSET = 16  # ScatterElements' reduction="add"
 RENAMED = {"k": "rk_cand_k", "scores": "rk_cand_scores", "indices": "rk_cand_indices"}
 
 
@@ -65,6 +69,14 @@ def build_ranker_model(
     feats = np.ascontiguousarray(arrays["item_features"], dtype=np.float16)
     if feats.shape[0] != n_items or arrays["item_category"].shape != (n_items,):
         raise ExportError(f"ranker item arrays do not match the retrieval graph's {n_items} items")
+    categories = np.asarray(arrays["item_category"])
+    if categories.size and categories.min() < 0:
+        raise ExportError("ranker item categories must be codes >= 0")
+    opset = max((o.version for o in base.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < SCATTER_ADD_OPSET:
+        raise ExportError(
+            f"the retrieval graph's opset {opset} is below {SCATTER_ADD_OPSET} (ScatterElements add)"
+        )
     layers = sorted(int(k[1:]) for k in arrays if k.startswith("w") and k[1:].isdigit())
     if not layers:
         raise ExportError("the ranker has no MLP layers")
@@ -74,15 +86,16 @@ def build_ranker_model(
 
     inits = [
         _const("rk_item_features", feats, np.float16),
-        _const("rk_item_category", arrays["item_category"], np.int32),
-        _const("rk_user_indptr", arrays["user_indptr"], np.int64),
+        _const("rk_item_category", categories, np.int32),
+        _const("rk_category_zeros", np.zeros(int(categories.max(initial=0)) + 1), np.float32),
+        _const("rk_user_indptr", np.append(arrays["user_indptr"], arrays["user_indptr"][-1:]), np.int64),
         _const("rk_user_items", arrays["user_items"], np.int32),
         _const("rk_user_weights", arrays["user_weights"], np.float16),
         _const("rk_mu", arrays["mu"], np.float32),
         _const("rk_sigma", arrays["sigma"], np.float32),
         _const("rk_C", [min(candidates, n_items)], np.int64),
         _const("rk_N", [n_items], np.int64),
-        _const("rk_zero_i64", 0, np.int64),
+        _const("rk_zero_1d", [0], np.int64),
         _const("rk_one_i64", [1], np.int64),
         _const("rk_axis0", [0], np.int64),
         _const("rk_axis1", [1], np.int64),
@@ -102,46 +115,22 @@ def build_ranker_model(
         node("Min", ["rk_k_or_c", "rk_N"], ["rk_cand_k"]),
     ]
     nodes += retrieval_nodes
-    # the history the features read: a known user's stored events, then the request's
-    known = [
-        node("Gather", ["rk_user_indptr", "user_index"], ["rk_row_start"], axis=0),
-        node("Add", ["user_index", "rk_one_i64"], ["rk_user_next"]),
-        node("Gather", ["rk_user_indptr", "rk_user_next"], ["rk_row_end"], axis=0),
+    # the history the features read: a known user's stored events, then the request's. Without an
+    # If (which costs more per run than these small nodes): an anonymous user (-1) reads row 0 and
+    # slices it empty; the indptr's last entry is repeated so that row 0 exists with no users
+    nodes += [
+        node("GreaterOrEqual", ["user_index", "rk_zero_1d"], ["rk_is_known"]),
+        node("Max", ["user_index", "rk_zero_1d"], ["rk_user_row"]),
+        node("Gather", ["rk_user_indptr", "rk_user_row"], ["rk_row_start"], axis=0),
+        node("Add", ["rk_user_row", "rk_one_i64"], ["rk_user_next"]),
+        node("Gather", ["rk_user_indptr", "rk_user_next"], ["rk_row_next"], axis=0),
+        node("Where", ["rk_is_known", "rk_row_next", "rk_row_start"], ["rk_row_end"]),
         node("Slice", ["rk_user_items", "rk_row_start", "rk_row_end", "rk_axis0"], ["rk_stored_i32"]),
         node("Cast", ["rk_stored_i32"], ["rk_stored_items"], to=TensorProto.INT64),
         node("Slice", ["rk_user_weights", "rk_row_start", "rk_row_end", "rk_axis0"], ["rk_stored_w16"]),
         node("Cast", ["rk_stored_w16"], ["rk_stored_w"], to=TensorProto.FLOAT),
-        node("Concat", ["rk_stored_items", "history_items"], ["rk_known_items"], axis=0),
-        node("Concat", ["rk_stored_w", "history_weights"], ["rk_known_w"], axis=0),
-    ]
-    anonymous = [
-        node("Identity", ["history_items"], ["rk_req_items"]),
-        node("Identity", ["history_weights"], ["rk_req_w"]),
-    ]
-    then_g = helper.make_graph(
-        known,
-        "rk_known_user",
-        [],
-        [
-            helper.make_tensor_value_info("rk_known_items", TensorProto.INT64, ["Hk"]),
-            helper.make_tensor_value_info("rk_known_w", TensorProto.FLOAT, ["Hk"]),
-        ],
-    )
-    else_g = helper.make_graph(
-        anonymous,
-        "rk_request",
-        [],
-        [
-            helper.make_tensor_value_info("rk_req_items", TensorProto.INT64, ["H"]),
-            helper.make_tensor_value_info("rk_req_w", TensorProto.FLOAT, ["H"]),
-        ],
-    )
-    nodes += [
-        node("Squeeze", ["user_index"], ["rk_user_scalar"]),
-        node("GreaterOrEqual", ["rk_user_scalar", "rk_zero_i64"], ["rk_is_known"]),
-        node(
-            "If", ["rk_is_known"], ["rk_hist_items", "rk_hist_w_raw"], then_branch=then_g, else_branch=else_g
-        ),
+        node("Concat", ["rk_stored_items", "history_items"], ["rk_hist_items"], axis=0),
+        node("Concat", ["rk_stored_w", "history_weights"], ["rk_hist_w_raw"], axis=0),
         node("Max", ["rk_hist_w_raw", "rk_zero_f"], ["rk_hist_w"]),
         # retrieval score standardised over the valid candidates
         node("IsInf", ["rk_cand_scores"], ["rk_inf"]),
@@ -167,14 +156,18 @@ def build_ranker_model(
         node("Range", ["rk_zero_f", "rk_c_f", "rk_one_f"], ["rk_positions"]),
         node("Add", ["rk_positions", "rk_one_f"], ["rk_positions1"]),
         node("Log", ["rk_positions1"], ["rk_rank"]),
-        # the user's weight share in the candidate's category
-        node("Gather", ["rk_item_category", "rk_cand_indices"], ["rk_c_cat"], axis=0),
+        # the user's weight share in the candidate's category: the history's weight summed per
+        # category (O(H + C), not a [C, H] comparison), read at each candidate's category
         node("Gather", ["rk_item_category", "rk_hist_items"], ["rk_h_cat"], axis=0),
-        node("Unsqueeze", ["rk_c_cat", "rk_axis1"], ["rk_c_cat_col"]),
-        node("Unsqueeze", ["rk_h_cat", "rk_axis0"], ["rk_h_cat_row"]),
-        node("Equal", ["rk_c_cat_col", "rk_h_cat_row"], ["rk_same"]),
-        node("Cast", ["rk_same"], ["rk_same_f"], to=TensorProto.FLOAT),
-        node("MatMul", ["rk_same_f", "rk_hist_w"], ["rk_cat_w"]),
+        node(
+            "ScatterElements",
+            ["rk_category_zeros", "rk_h_cat", "rk_hist_w"],
+            ["rk_category_w"],
+            axis=0,
+            reduction="add",
+        ),
+        node("Gather", ["rk_item_category", "rk_cand_indices"], ["rk_c_cat"], axis=0),
+        node("Gather", ["rk_category_w", "rk_c_cat"], ["rk_cat_w"], axis=0),
         node("ReduceSum", ["rk_hist_w"], ["rk_w_sum"], keepdims=0),
         node("Add", ["rk_w_sum", "rk_eps"], ["rk_w_sum_eps"]),
         node("Div", ["rk_cat_w", "rk_w_sum_eps"], ["rk_affinity"]),
