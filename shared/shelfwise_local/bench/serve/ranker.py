@@ -15,12 +15,11 @@ from shelfwise_local.bench._common import pct
 RETRIEVAL_GRAPH = "retrieval.onnx"  # beside a ranker bundle: the retrieval graph it wraps
 
 
-def synthetic_ranker(
-    retrieval: Any, cats: np.ndarray, fav: np.ndarray, history: int, rng: np.random.Generator
-) -> Any:
-    """The retrieval graph's top-100 re-ranked by an MLP of the serving cost of a trained ranker
-    (11 features, 64 and 32 hidden units, random weights), ``history`` stored events per user."""
-    from shelfwise import onnx_ranker
+def synthetic_ranker_arrays(
+    cats: np.ndarray, fav: np.ndarray, history: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """``Ranker.export_arrays`` of a ranker of the serving cost of a trained one: 11 features, 64 and
+    32 hidden units, random weights; ``history`` stored events per user from their favourite category."""
     from shelfwise.training.ranker import FEATURES, ITEM_FEATURES
 
     n = cats.size
@@ -41,7 +40,16 @@ def synthetic_ranker(
     for i, (a, b) in enumerate(itertools.pairwise(dims)):
         arrays[f"w{i}"] = (rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32)
         arrays[f"b{i}"] = np.zeros(b, np.float32)
-    return onnx_ranker.build_ranker_model(retrieval, arrays, 100)
+    return arrays
+
+
+def synthetic_ranker(
+    retrieval: Any, cats: np.ndarray, fav: np.ndarray, history: int, rng: np.random.Generator
+) -> Any:
+    """The retrieval graph's top-100 re-ranked by :func:`synthetic_ranker_arrays`' MLP."""
+    from shelfwise import onnx_ranker
+
+    return onnx_ranker.build_ranker_model(retrieval, synthetic_ranker_arrays(cats, fav, history, rng), 100)
 
 
 def ranker_ab(bundle_dir: Path, n_items: int, n_users: int, requests: int, history: int) -> dict[str, Any]:
