@@ -42,9 +42,9 @@ from shelfwise_local.bench.serve.cold_start import (
     package_mb,
 )
 from shelfwise_local.bench.serve.events import SHOP_CLIENT, Context, apigw_event, iam_authorizer, request_mix
-from shelfwise_local.bench.serve.handler import exploration_ab, handler_times, http_api, load_app
+from shelfwise_local.bench.serve.handler import exploration_ab, graph_ab, handler_times, http_api, load_app
 from shelfwise_local.bench.serve.kernel import KERNEL_ITEMS, kernel_after_eviction, kernel_times
-from shelfwise_local.bench.serve.ranker import ranker_ab
+from shelfwise_local.bench.serve.ranker import RETRIEVAL_GRAPH, ranker_ab
 from shelfwise_local.bench.serve.synthetic import build_synthetic_bundle, synthetic_factors
 
 __all__ = [
@@ -212,6 +212,16 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
 
+        # 2a. --model *ranker: the handler serving the ranker graph against serving the retrieval
+        # graph it wraps, alternating blocks of the same requests
+        ranker_handler = (
+            graph_ab(app, events, ctx, work / RETRIEVAL_GRAPH, ("ranker", "retrieval"))
+            if args.model.endswith("ranker")
+            else None
+        )
+        if ranker_handler is not None:
+            print(f"ranker handler A/B {ranker_handler}", file=sys.stderr)
+
         # 2b. exploration on vs off (5% of slots swapped from the next 30 items), alternating
         # blocks of the same requests so both see the same load
         explore_ab = exploration_ab(app, events, ctx)
@@ -260,6 +270,8 @@ def main(argv: list[str]) -> int:
         ),
         # --model ranker: its graph against the plain retrieval graph, alternating, same requests
         "ranker_vs_retrieval": ranker_vs_retrieval,
+        # --model *ranker: the same, inside the handler (every route of the request mix)
+        "ranker_vs_retrieval_handler": ranker_handler,
         "handler_p50_ms": pct(handler_ms, 50),
         "handler_p95_ms": pct(handler_ms, 95),
         "handler_p99_ms": pct(handler_ms, 99),

@@ -8,6 +8,7 @@ import importlib.util
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,37 @@ def handler_times(app: Any, events: list[dict[str, Any]], ctx: Any) -> HandlerTi
     return HandlerTimes(handler_ms, handler_cpu, route_cpu, statuses, handler_rps, recorded)
 
 
+def _alternate(
+    app: Any, events: list[dict[str, Any]], ctx: Any, arms: dict[str, Callable[[], None]], block: int
+) -> dict[str, dict[str, list[float]]]:
+    """Handler wall and CPU ms per arm: ``arms[name]()`` sets the arm up, then a block of the same
+    requests runs; the arms take turns block by block (reversed every other block), so all see the
+    same machine load."""
+    wall: dict[str, list[float]] = {name: [] for name in arms}
+    cpu: dict[str, list[float]] = {name: [] for name in arms}
+    names = list(arms)
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        for b, start in enumerate(range(0, len(events), block)):
+            for name in names if b % 2 == 0 else names[::-1]:
+                arms[name]()
+                for ev in events[start : start + block]:
+                    t, c = time.perf_counter(), time.thread_time()
+                    app.lambda_handler(ev, ctx)
+                    wall[name].append((time.perf_counter() - t) * 1000)
+                    cpu[name].append((time.thread_time() - c) * 1000)
+    return {"wall": wall, "cpu": cpu}
+
+
+def _arm_figures(times: dict[str, dict[str, list[float]]], name: str) -> dict[str, float]:
+    wall, cpu = times["wall"][name], times["cpu"][name]
+    return {
+        f"{name}_p50_ms": pct(wall, 50),
+        f"{name}_p99_ms": pct(wall, 99),
+        f"{name}_cpu_p50_ms": pct(cpu, 50),
+        f"{name}_cpu_p99_ms": pct(cpu, 99),
+    }
+
+
 def exploration_ab(app: Any, events: list[dict[str, Any]], ctx: Any, block: int = 250) -> dict[str, Any]:
     """Handler wall and CPU time with exploration on and off, in alternating blocks of requests."""
     from shelfwise.exploration import ExplorationPolicy
@@ -71,28 +103,58 @@ def exploration_ab(app: Any, events: list[dict[str, Any]], ctx: Any, block: int 
     rec = app.recommender
     saved = rec.exploration
     policy = ExplorationPolicy(share=1.0, epsilon=0.05, pool=30)
-    wall: dict[str, list[float]] = {"on": [], "off": []}
-    cpu: dict[str, list[float]] = {"on": [], "off": []}
+
+    def arm(on: bool) -> Callable[[], None]:
+        def set_up() -> None:
+            rec.exploration = policy if on else None
+
+        return set_up
+
     try:
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-            for b, start in enumerate(range(0, len(events), block)):
-                for arm in ("on", "off") if b % 2 == 0 else ("off", "on"):
-                    rec.exploration = policy if arm == "on" else None
-                    for ev in events[start : start + block]:
-                        t, c = time.perf_counter(), time.thread_time()
-                        app.lambda_handler(ev, ctx)
-                        wall[arm].append((time.perf_counter() - t) * 1000)
-                        cpu[arm].append((time.thread_time() - c) * 1000)
+        times = _alternate(app, events, ctx, {"on": arm(True), "off": arm(False)}, block)
     finally:
         rec.exploration = saved
-    out: dict[str, Any] = {"policy": policy.params(), "requests_per_arm": len(wall["on"])}
-    for arm in ("on", "off"):
-        out[f"{arm}_p50_ms"] = pct(wall[arm], 50)
-        out[f"{arm}_p99_ms"] = pct(wall[arm], 99)
-        out[f"{arm}_cpu_p50_ms"] = pct(cpu[arm], 50)
-        out[f"{arm}_cpu_p99_ms"] = pct(cpu[arm], 99)
+    out: dict[str, Any] = {"policy": policy.params(), "requests_per_arm": len(times["wall"]["on"])}
+    out.update(_arm_figures(times, "on"))
+    out.update(_arm_figures(times, "off"))
     out["p99_delta_ms"] = round(out["on_p99_ms"] - out["off_p99_ms"], 3)
     out["cpu_p99_delta_ms"] = round(out["on_cpu_p99_ms"] - out["off_cpu_p99_ms"], 3)
+    return out
+
+
+def graph_ab(
+    app: Any, events: list[dict[str, Any]], ctx: Any, other: Path, names: tuple[str, str], block: int = 250
+) -> dict[str, Any]:
+    """The handler serving its loaded graph against serving ``other`` (a graph of the same contract
+    and catalogue, e.g. the retrieval graph a ranker wraps) in its place, alternating blocks of the
+    same requests: what the graph costs inside the whole request, caches and all."""
+    import onnxruntime as ort
+
+    from shelfwise.serving.model import session_options
+
+    state = app.recommender.state
+    model = state.models[state.aliases.champion]
+    own = model.session
+    sessions = {
+        names[0]: own,
+        names[1]: ort.InferenceSession(str(other), session_options(1), providers=["CPUExecutionProvider"]),
+    }
+
+    def arm(name: str) -> Callable[[], None]:
+        def set_up() -> None:
+            model.session = sessions[name]
+
+        return set_up
+
+    try:
+        times = _alternate(app, events, ctx, {name: arm(name) for name in names}, block)
+    finally:
+        model.session = own
+    out: dict[str, Any] = {"requests_per_arm": len(times["wall"][names[0]])}
+    for name in names:
+        out.update(_arm_figures(times, name))
+    out["p50_delta_ms"] = round(out[f"{names[0]}_p50_ms"] - out[f"{names[1]}_p50_ms"], 3)
+    out["p99_delta_ms"] = round(out[f"{names[0]}_p99_ms"] - out[f"{names[1]}_p99_ms"], 3)
     return out
 
 
