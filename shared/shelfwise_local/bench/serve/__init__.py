@@ -5,6 +5,7 @@ server (S3 + SSM + Firehose), then measures in the same run:
 
 1. the bare ONNX MatMul+TopK kernel on the same item matrix (the baseline);
 2. the serve_recommendations handler in-process (payload 2.0 events, per request p50/p95/p99);
+   with a ranker bundle, also serving the ranker graph against the retrieval graph it wraps;
 3. the same requests through a local HTTP API (real loopback socket, payload 2.0);
 4. cold start: a fresh interpreter importing the handler, loading the bundle from the emulator's
    S3 and answering one request; and the serving package size (function + layers).
