@@ -38,6 +38,12 @@ META_MAX_LEN = "shelfwise.max_len"
 # purchase 8. A weight counts the thresholds it exceeds, so any weight maps to the nearest type.
 TYPE_THRESHOLDS = np.array([1.5, 2.5, 3.5, 6.0], dtype=np.float32)
 N_TYPES = len(TYPE_THRESHOLDS) + 2  # padding + five kinds
+# A stored event that ended its visit (the shopper's next event came in a later visit, or it is their
+# last stored event) carries its type token + VISIT_END: a known user arriving with no events in the
+# request is scored from a visit's end, one with events from inside the visit. Request events never
+# carry it, so the graph reads both kinds with one type table of N_TYPES + VISIT_END rows.
+VISIT_END = N_TYPES - 1
+N_TYPE_TOKENS = N_TYPES + VISIT_END
 LN_EPSILON = 1e-5
 _BIG = np.iinfo(np.int64).max
 SCORINGS = ("exact", "int8-candidates")
@@ -51,6 +57,15 @@ def type_tokens(weights: np.ndarray) -> np.ndarray:
     """Event-type token (1..5) of each event weight, as the graph computes it."""
     w = np.asarray(weights, dtype=np.float32).reshape(-1, 1)
     return (1 + (w > TYPE_THRESHOLDS).sum(axis=1)).astype(np.int64)
+
+
+def type_weights(types: np.ndarray) -> np.ndarray:
+    """An event weight of each type token (a visit end's mark dropped): the inverse of type_tokens."""
+    t = np.asarray(types, dtype=np.int64)
+    return _WEIGHT_OF_TYPE[np.where(t > VISIT_END, t - VISIT_END, t)]
+
+
+_WEIGHT_OF_TYPE = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 8.0], np.float32)
 
 
 @dataclass(frozen=True)
@@ -79,7 +94,8 @@ class Block:
 class SequentialModel:
     """Arrays of a trained sequential model and the stored recent history of known users (CSR).
 
-    ``item_emb`` [N, d] (input and output embedding), ``item_bias`` [N], ``type_emb`` [N_TYPES, d],
+    ``item_emb`` [N, d] (input and output embedding), ``item_bias`` [N], ``type_emb`` [N_TYPES, d] or
+    [N_TYPE_TOKENS, d] (with visit ends),
     ``pos_emb`` [max_len, d], ``blocks``, final layer norm ``ln_g``/``ln_b``, ``heads``;
     user u's stored events are ``user_items/user_types[user_indptr[u]:user_indptr[u+1]]``.
     """
@@ -123,7 +139,11 @@ class SequentialModel:
         arrays += [a for b in self.blocks for a in vars(b).values()]
         if not all(np.all(np.isfinite(a)) for a in arrays):
             raise ox.ExportError("sequential weights contain NaN or infinite values")
-        if self.item_bias.shape != (n,) or self.type_emb.shape != (N_TYPES, d) or self.pos_emb.shape[1] != d:
+        if (
+            self.item_bias.shape != (n,)
+            or self.type_emb.shape not in ((N_TYPES, d), (N_TYPE_TOKENS, d))
+            or self.pos_emb.shape[1] != d
+        ):
             raise ox.ExportError("item_bias, type_emb or pos_emb do not match item_emb")
         ptr = self.user_indptr
         if ptr.ndim != 1 or ptr[0] != 0 or np.any(np.diff(ptr) < 0) or ptr[-1] != self.user_items.size:
@@ -132,6 +152,9 @@ class SequentialModel:
             raise ox.ExportError("user_items and user_types differ in length")
         if self.user_items.size and (self.user_items.min() < 0 or self.user_items.max() >= n):
             raise ox.ExportError(f"user_items must lie in [0, {n})")
+        n_types = self.type_emb.shape[0]
+        if self.user_types.size and (self.user_types.min() < 1 or self.user_types.max() >= n_types):
+            raise ox.ExportError(f"user_types must lie in [1, {n_types})")
         return self
 
     def user_history(self, user_index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -424,7 +447,6 @@ def candidate_check(
     )
     rng = np.random.default_rng(seed)
     n, users = model.n_items, model.n_users
-    weight_of_type = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 8.0], np.float32)
     answers: list[tuple[float, bool]] = []
     for i in range(n_requests):
         other = int(rng.integers(users)) if users else -1
@@ -442,7 +464,7 @@ def candidate_check(
                 n,
                 user_index=user,
                 history_items=items,
-                history_weights=weight_of_type[types],
+                history_weights=type_weights(types),
                 exclude_mask=mask,
                 k=k,
             )

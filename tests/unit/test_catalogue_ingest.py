@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -149,16 +150,16 @@ def test_raw_catalogue_objects_take_the_catalogue_path_and_are_idempotent(tmp_pa
         s3.put_object(
             Bucket="raw",
             Key="raw/catalogue/2026-12-01.csv",
-            Body=f"{HEADER}\na,Mug,k,-2,true,,\nb,Pan,k,3,yes,,\n",
+            Body=f"{HEADER}\na,Mug,k,-2,true,,\nb,Pan,k,3,yes,,\nc,Jug,k,5,no,,1998-03-01T10:00:00Z\n",
         )
         kw = {"curated_bucket": "cur", "quarantine_bucket": "quar"}
         first = ingest_object(s3, "raw", "raw/catalogue/2026-12-01.csv", **kw)
-        assert first.format == "catalogue" and (first.rows_valid, first.rows_quarantined) == (1, 1)
+        assert first.format == "catalogue" and (first.rows_valid, first.rows_quarantined) == (2, 1)
         again = ingest_object(s3, "raw", "raw/catalogue/2026-12-01.csv", **kw)
         assert again.skipped
         stock = s3.get_object(Bucket="cur", Key=SERVING_KEY)["Body"].read()
         (tmp_path / "stock.npz").write_bytes(stock)
-        assert text_list(load_npz(tmp_path / "stock.npz")["item_id"]) == ["b"]
+        assert text_list(load_npz(tmp_path / "stock.npz")["item_id"]) == ["b", "c"]  # a 1998 row too
         q = s3.list_objects_v2(Bucket="quar", Prefix="quarantine/catalogue/")["Contents"]
         assert len(q) == 1
 
@@ -192,3 +193,117 @@ def test_the_simulator_exports_its_catalogue_and_stock_changes_through_the_same_
     assert ingest_file(change, out, "catalogue").rows_valid == 1
     rows = {r["item_id"]: r for r in _latest(out)}
     assert len(rows) == 60 and rows["5"]["in_stock"] is False and rows["5"]["title"] == catalogue.title[4]
+
+
+# ------------------------------------------------------------------ updated_at: any period, only the impossible refused
+
+T1998 = "1998-03-01T10:00:00Z"
+S1998 = int(datetime(1998, 3, 1, 10, tzinfo=UTC).timestamp())  # the same instant, epoch seconds
+MS_2000 = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000)
+
+
+def _catalogue_csv(times: dict[str, str]) -> str:
+    return "\n".join([HEADER, *(f"{item},T,c,1,true,,{t}" for item, t in times.items())]) + "\n"
+
+
+def test_a_1998_catalogue_is_read_whole_and_only_impossible_times_refused(tmp_path: Path) -> None:
+    got = _ingest(
+        tmp_path,
+        _catalogue_csv(
+            {
+                "iso": T1998,
+                "secs": str(S1998),
+                "millis": str(S1998 * 1000),
+                "date": "1998-03-01",
+                "late": "2026-12-02T11:59:00Z",  # within a day of the upload: clock skew
+                "pre1970": "1969-12-31T23:59:59Z",
+                "future": "2026-12-02T12:00:01Z",  # more than a day after the upload
+                "ms1972": "5000000000",  # milliseconds of 1970, read as seconds: the year 2128
+                "bad": "yesterday",
+            }
+        ),
+    )
+    assert (got.rows_valid, got.reasons) == (5, {"bad_timestamp": 1, "timestamp_out_of_range": 3})
+    refused = {r["raw"].split(",")[0]: r["reason"] for r in _quarantine(tmp_path, "f1")}
+    assert refused == {
+        "pre1970": "timestamp_out_of_range",
+        "future": "timestamp_out_of_range",
+        "ms1972": "timestamp_out_of_range",
+        "bad": "bad_timestamp",
+    }
+    rows = {r["item_id"]: r["updated_at"] for r in _latest(tmp_path)}
+    assert rows["iso"] == rows["secs"] == rows["millis"] == datetime(1998, 3, 1, 10, tzinfo=UTC)
+    assert rows["date"] == datetime(1998, 3, 1, tzinfo=UTC)
+
+
+def test_epoch_units_in_json_lines_and_typed_parquet_are_read_per_value(tmp_path: Path) -> None:
+    """JSON numbers and text mixed in one column; Parquet's own timestamps, naive meaning UTC."""
+    base = {"title": "T", "category": "c", "price": 1, "in_stock": True}
+    stamps = {"s": S1998, "ms": S1998 * 1000, "text": str(S1998), "neg": -86_400, "flag": True}
+    jsonl = "\n".join(json.dumps({"item_id": k, **base, "updated_at": v}) for k, v in stamps.items())
+    got = _ingest(tmp_path / "j", jsonl)
+    assert (got.rows_valid, got.reasons) == (3, {"bad_timestamp": 1, "timestamp_out_of_range": 1})
+    assert {r["updated_at"] for r in _latest(tmp_path / "j")} == {datetime(1998, 3, 1, 10, tzinfo=UTC)}
+    table = pa.table(
+        {
+            "item_id": ["a", "b"],
+            "title": ["T", "T"],
+            "category": ["c", "c"],
+            "price": [1.0, 1.0],
+            "in_stock": [True, True],
+            "updated_at": [datetime(1998, 3, 1, 10), datetime(1969, 7, 20, 20, 17)],
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    got = _ingest(tmp_path / "p", buf.getvalue())
+    assert (got.rows_valid, got.reasons) == (1, {"timestamp_out_of_range": 1})
+    assert _latest(tmp_path / "p")[0]["updated_at"] == datetime(1998, 3, 1, 10, tzinfo=UTC)
+
+
+def test_the_catalogue_reads_updated_at_as_the_events_read_a_timestamp(tmp_path: Path) -> None:
+    from shelfwise.ingest import read_events
+
+    times = ["1998-03-01 10:00:00", str(S1998), str(S1998 * 1000 + 7), "-5", "5000000000", "03/01/1998 10:00"]
+    times += ["2026-12-02T11:59:59.999Z", "2026-12-02T12:00:00.001Z", "1999-12-31T23:00:00-02:00", "soon"]
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "event_id,event_type,user_id,item_id,timestamp\n"
+        + "".join(f"e{i},view,u,i{i},{t}\n" for i, t in enumerate(times))
+    )
+    curated = read_events(events, reference_time=UPLOADED)
+    as_events = dict(zip(curated["item_id"].to_pylist(), curated["timestamp"].to_pylist(), strict=True))
+    got = _ingest(tmp_path, _catalogue_csv({f"i{i}": t for i, t in enumerate(times)}))
+    as_catalogue = {r["item_id"]: r["updated_at"] for r in _latest(tmp_path)}
+    assert as_catalogue == as_events and len(as_events) == 6
+    os.utime(events, (UPLOADED.timestamp(), UPLOADED.timestamp()))  # the events' upload time
+    # refused alike: "-5" and "soon" unreadable; ms of 1970 (read as seconds: 2128) and a day and
+    # a millisecond after the upload out of range
+    refused = {"bad_timestamp": 2, "timestamp_out_of_range": 2}
+    assert got.reasons == ingest_file(events, tmp_path / "ev").reasons == refused
+
+
+def test_the_floor_is_configurable_in_the_library_and_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shelfwise.cli import main
+
+    text = _catalogue_csv({"old": T1998, "new": "2005-06-01T00:00:00Z"})
+    got = ingest_catalogue(
+        text.encode(),
+        DirStore(tmp_path / "lib"),
+        source_key="k",
+        name="n",
+        uploaded=UPLOADED,
+        min_ts_ms=MS_2000,
+    )
+    assert (got.rows_valid, got.reasons) == (1, {"timestamp_out_of_range": 1})
+    assert [r["item_id"] for r in _latest(tmp_path / "lib")] == ["new"]
+    src = tmp_path / "cat.csv"
+    src.write_text(text)
+    out = str(tmp_path / "cli")
+    assert main(["ingest", str(src), "--format", "catalogue", "--out", out, "--min-time", "2000-01-01"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["rows_valid"], summary["reasons"]) == (1, {"timestamp_out_of_range": 1})
+    assert main(["ingest", str(src), "--format", "catalogue", "--out", out, "--min-time", "last year"]) == 2
+    assert "--min-time" in capsys.readouterr().err

@@ -44,7 +44,7 @@ def random_model(
     return osq.SequentialModel(
         item_emb=items,
         item_bias=(bias * rng.normal(size=n)).astype(np.float32),
-        type_emb=w(osq.N_TYPES, d),
+        type_emb=w(osq.N_TYPE_TOKENS, d),
         pos_emb=w(10, d),
         blocks=(block(), block()),
         ln_g=np.ones(d, np.float32),
@@ -52,7 +52,7 @@ def random_model(
         heads=2,
         user_indptr=np.arange(0, (users + 1) * 12, 12, dtype=np.int64),
         user_items=stored,
-        user_types=rng.integers(1, osq.N_TYPES, stored.size).astype(np.int8),
+        user_types=rng.integers(1, osq.N_TYPE_TOKENS, stored.size).astype(np.int8),
     )
 
 
@@ -63,6 +63,20 @@ def session(graph: Any) -> Any:
 @pytest.fixture(scope="module")
 def model() -> osq.SequentialModel:
     return random_model()
+
+
+def test_type_table_with_or_without_visit_ends_and_stored_types_within_it(model: osq.SequentialModel) -> None:
+    """A graph reads stored types from its own type table: one without visit ends (an older model)
+    still exports; a stored type beyond the table is refused before export."""
+    plain = model.type_emb[: osq.N_TYPES]
+    older = dataclasses.replace(
+        model, type_emb=plain, user_types=np.minimum(model.user_types, osq.N_TYPES - 1)
+    )
+    assert older.validate() is older
+    with pytest.raises(ox.ExportError, match="user_types must lie in"):
+        dataclasses.replace(model, type_emb=plain).validate()
+    with pytest.raises(ox.ExportError, match="type_emb"):
+        dataclasses.replace(model, type_emb=model.type_emb[:4]).validate()
 
 
 def test_int8_candidates_answer_like_the_exact_graph(model: osq.SequentialModel) -> None:

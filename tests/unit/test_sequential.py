@@ -81,6 +81,29 @@ def test_user_sequences_merge_consecutive_repeats_keep_strongest_type() -> None:
     assert types.tolist() == [4, 1, 5]
 
 
+def test_user_sequences_mark_the_last_token_of_each_visit() -> None:
+    """A token ends its visit when the next one starts another session (a merged repeat counts by
+    the session of its last event); every user's last token ends one; the mark rides on the type."""
+    table = pa.table(
+        {
+            "event_type": ["view", "view", "view", "add_to_cart", "view", "purchase"],
+            "user_id": ["u", "u", "u", "u", "u", "w"],
+            "session_id": ["s1", "s1", "s2", "s2", "s3", "s9"],
+            "item_id": ["a", "b", "b", "c", "d", "c"],
+            "timestamp": pa.array([1, 2, 3, 4, 5, 6], pa.timestamp("ms", tz="UTC")),
+            "weight": pa.array([1.0, 1.0, 1.0, 4.0, 1.0, 8.0], pa.float32()),
+        }
+    )
+    data = interactions_from_table(table)
+    indptr, items, types = user_sequences(data, visit_ends=True)
+    assert indptr.tolist() == [0, 4, 5]
+    assert items.tolist() == [0, 1, 2, 3, 2]  # a, b (s1 into s2, merged), c, d | c
+    end = osq.VISIT_END
+    assert types.tolist() == [1, 1, 4 + end, 1 + end, 5 + end]
+    assert user_sequences(data)[2].tolist() == [1, 1, 4, 1, 5]
+    assert osq.type_tokens(osq.type_weights(types)).tolist() == [1, 1, 4, 1, 5]  # as a request sends them
+
+
 def test_targets_skip_items_the_user_already_touched() -> None:
     """Two users: a b a c b d (one per hour) and e e f (days apart); token positions 0..8."""
     indptr = np.array([0, 6, 9])
@@ -136,8 +159,16 @@ def test_known_user_request_events_are_folded_in(data: Interactions, model: Sequ
     alone = run(session, n, user, [], [], mask, n)
     with_session = run(session, n, user, request, request_w, mask, n)
     assert not np.allclose(alone[0], with_session[0])
-    type_weight = {1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0, 5: 8.0}
-    stored_w = np.array([type_weight[t] for t in stored_types.tolist()], np.float32)
+    # the stored tokens (the last one ends its visit) followed by the request's, inside the visit
+    assert stored_types[-1] > osq.VISIT_END
+    sequence = (
+        np.concatenate([stored_items, request])[-TINY["max_len"] :],
+        np.concatenate([stored_types, osq.type_tokens(request_w)])[-TINY["max_len"] :],
+    )
+    expected = np.sort(model._scores([sequence])[0])[::-1]
+    np.testing.assert_allclose(with_session[0], expected, atol=1e-4)
+    # an anonymous request with the same events reads them all as one visit: another answer
+    stored_w = osq.type_weights(stored_types)
     anonymous = run(
         session,
         n,
@@ -147,7 +178,7 @@ def test_known_user_request_events_are_folded_in(data: Interactions, model: Sequ
         mask,
         n,
     )
-    np.testing.assert_allclose(np.sort(with_session[0]), np.sort(anonymous[0]), atol=1e-5)
+    assert not np.allclose(with_session[0], anonymous[0], atol=1e-4)
     # the stored sequence is what evaluation scored for that user
     np.testing.assert_allclose(
         np.sort(alone[0])[::-1], np.sort(model.score_users(np.array([user]))[0])[::-1], atol=1e-4

@@ -115,10 +115,11 @@ def read_table(path: str, fmt: str, min_time: str | None = None) -> Any:
 
     if min_time is None:
         return read_events(path, fmt)
-    return read_events(path, fmt, min_ts_ms=_epoch_ms(min_time))
+    return read_events(path, fmt, min_ts_ms=min_time_ms(min_time))
 
 
-def _epoch_ms(value: str) -> int:
+def min_time_ms(value: str) -> int:
+    """``--min-time`` (ISO date or time, UTC) as the ingest's floor, in epoch milliseconds."""
     from shelfwise.instants import aware_time
 
     return int(aware_time(value, "--min-time").timestamp() * 1000)

@@ -11,10 +11,11 @@ import os
 import sys
 from pathlib import Path
 
-from shelfwise.cli.common import command, emit
+from shelfwise.cli.common import command, emit, min_time_ms
 from shelfwise.errors import InputError
 from shelfwise.ingest.formats import FORMAT_NAMES
 from shelfwise.ingest.pipeline import IngestSummary, ingest_file
+from shelfwise.ingest.validate import MIN_TS_MS
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,6 +34,12 @@ def parser() -> argparse.ArgumentParser:
         "--pseudonymisation-key-env",
         metavar="VAR",
         help="name of an environment variable holding the key for keyed hashing of user ids",
+    )
+    p.add_argument(
+        "--min-time",
+        default=None,
+        help="quarantine events and catalogue rows before this ISO date/time (UTC) as out of range "
+        "(default: only before 1970)",
     )
     p.add_argument("--force", action="store_true", help="reprocess even if a summary exists")
     return p
@@ -73,9 +80,10 @@ def main(argv: list[str]) -> int:
         if root.is_dir()
         else [root]
     )
+    floor = MIN_TS_MS if args.min_time is None else min_time_ms(args.min_time)
     summaries: list[IngestSummary] = []
     for f in files:
-        s = ingest_file(f, args.out, args.format, pseudonymisation_key=key, force=args.force)
+        s = ingest_file(f, args.out, args.format, pseudonymisation_key=key, force=args.force, min_ts_ms=floor)
         print(
             f"ingest: {f}: {s.rows_read} read, {s.rows_valid} valid, {s.rows_quarantined} quarantined, "
             f"{s.duplicates} duplicates{' (already done)' if s.skipped else ''}",

@@ -6,6 +6,8 @@ A shop's product catalogue (CSV, JSON Lines or Parquet, gzip'd or not; columns `
 
 - every row is validated and a bad one quarantined with its reason and line
   (``quarantine/catalogue/<hash>.jsonl.gz``); unknown columns are kept in ``attributes``;
+- ``updated_at`` is read and held to the range as an event's timestamp is, by the events' own code
+  (:func:`shelfwise.ingest.validate.timestamps_ms`, ``out_of_range``): only the impossible is refused;
 - rows of one item within a file collapse to the latest ``updated_at`` (the others counted as
   ``duplicates``): valid + quarantined + duplicates = rows read;
 - the accepted rows are kept as they came (``curated/catalogue/changes/...``), and merged into the
@@ -17,7 +19,8 @@ A shop's product catalogue (CSV, JSON Lines or Parquet, gzip'd or not; columns `
   price; numpy only, no pyarrow at serve time) is rewritten from the new snapshot.
 
 Catalogue files are read whole: they are one row per product (a 100k-item catalogue is tens of
-MB), and validation is per row in Python, which keeps each reason exact.
+MB), and validation is per row in Python, which keeps each reason exact (``updated_at`` is read
+for the whole file in one pass, as the events read a batch).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import pyarrow.parquet as pq
 from shelfwise.catalogue_contract import CATALOGUE_STOCK_KEY
 from shelfwise.errors import InputError
 from shelfwise.ingest.summary import IngestSummary
+from shelfwise.ingest.validate import MIN_TS_MS, latest_ts_ms, out_of_range, timestamps_ms
 
 CATALOGUE_PREFIX = "raw/catalogue/"
 CURATED = "curated/catalogue"
@@ -51,6 +55,7 @@ LIMITS = {"item_id": 256, "title": 1024, "category": 256, "brand": 256, "attribu
 RAW_LIMIT = 64 * 1024
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SNAPSHOT_SCHEMA = pa.schema(
     [
         ("item_id", pa.string()),
@@ -202,20 +207,39 @@ def _flag(v: Any, default: bool | None = None) -> bool:
     raise ValueError(f"not a boolean: {s[:20]!r}")
 
 
-def _time(v: Any, default: datetime) -> datetime:
-    if v is None or (isinstance(v, str) and not v.strip()):
-        return default
-    if isinstance(v, datetime):
-        return v if v.tzinfo else v.replace(tzinfo=UTC)
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        return datetime.fromtimestamp(float(v) / (1000 if v > 1e11 else 1), UTC)
-    s = str(v).strip()
-    t = datetime.fromisoformat(s.replace("Z", "+00:00"))
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+def _epoch_ms(values: list[Any]) -> list[int | None]:
+    """Epoch ms of each value as the events read a timestamp (None where unreadable): one pass
+    over the column, value by value where its types are mixed."""
+    try:
+        return timestamps_ms(pa.array(values), None).to_pylist()
+    except (ValueError, TypeError, NotImplementedError, OverflowError):  # pyarrow's Arrow*Error too
+        if len(values) == 1:
+            return [None]
+        return [_epoch_ms([v])[0] for v in values]
 
 
-def validate(row: Row, uploaded: datetime, source_key: str) -> tuple[dict[str, Any] | None, str | None]:
-    """(the curated row, None) or (None, the reason it is quarantined)."""
+def updated_times(values: list[Any], uploaded: datetime, min_ts_ms: int = MIN_TS_MS) -> list[datetime | str]:
+    """Each row's ``updated_at`` read and held to the range exactly as an event's timestamp is
+    (ISO 8601, or an epoch whose unit is decided per value; impossible before ``min_ts_ms`` or a day
+    after ``uploaded``): the instant, or the reason the row is refused. Blank means ``uploaded``."""
+    blank = [v is None or (isinstance(v, str) and not v.strip()) for v in values]
+    read = _epoch_ms([None if b else v for v, b in zip(values, blank, strict=True)])
+    ms = np.asarray([0 if r is None else r for r in read], np.int64)
+    impossible = out_of_range(ms, min_ts_ms, latest_ts_ms(uploaded))
+    out: list[datetime | str] = []
+    for b, r, bad in zip(blank, read, impossible, strict=True):
+        if b:
+            out.append(uploaded)
+        elif r is None:
+            out.append("bad_timestamp")
+        else:
+            out.append("timestamp_out_of_range" if bad else _EPOCH + timedelta(milliseconds=r))
+    return out
+
+
+def validate(row: Row, updated: datetime | str, source_key: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(the curated row, None) or (None, the reason it is quarantined); ``updated``: the row's
+    entry of :func:`updated_times`."""
     v = row.values
     if v.get("__malformed__"):
         return None, "malformed_row"
@@ -236,12 +260,8 @@ def validate(row: Row, uploaded: datetime, source_key: str) -> tuple[dict[str, A
         active = _flag(v.get("active"), default=True)
     except ValueError as exc:
         return None, "missing_in_stock" if str(exc) == "missing" else "wrong_type"
-    try:
-        updated = _time(v.get("updated_at"), uploaded)
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None, "bad_timestamp"
-    if updated < datetime(2000, 1, 1, tzinfo=UTC) or updated > uploaded + timedelta(days=1):
-        return None, "timestamp_out_of_range"
+    if isinstance(updated, str):
+        return None, updated
     if price is not None and price < 0:
         return None, "negative_price"
     attrs: dict[str, Any] = {}
@@ -329,9 +349,17 @@ def _rows_of(body: bytes) -> list[dict[str, Any]]:
 
 
 def ingest_catalogue(
-    data: bytes, store: Store, *, source_key: str, name: str, uploaded: datetime, attempts: int = 5
+    data: bytes,
+    store: Store,
+    *,
+    source_key: str,
+    name: str,
+    uploaded: datetime,
+    min_ts_ms: int = MIN_TS_MS,
+    attempts: int = 5,
 ) -> IngestSummary:
-    """Validate one catalogue file and publish the next snapshot (see the module docstring)."""
+    """Validate one catalogue file and publish the next snapshot (see the module docstring);
+    ``updated_at`` before ``min_ts_ms`` (epoch ms, default the Unix epoch) is out of range."""
     t0 = time.perf_counter()
     result = IngestSummary(source=source_key, object_hash=name, format="catalogue")
     rows = read_rows(data)
@@ -340,8 +368,9 @@ def ingest_catalogue(
     result.rows_read = len(rows)
     accepted: dict[str, tuple[dict[str, Any], int]] = {}
     quarantined: list[dict[str, Any]] = []
-    for row in rows:
-        good, reason = validate(row, uploaded, source_key)
+    times = updated_times([row.values.get("updated_at") for row in rows], uploaded, min_ts_ms)
+    for row, updated in zip(rows, times, strict=True):
+        good, reason = validate(row, updated, source_key)
         if good is None:
             result.reasons[reason or "?"] = result.reasons.get(reason or "?", 0) + 1
             raw = row.raw

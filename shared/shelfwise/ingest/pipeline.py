@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shelfwise import bots
-from shelfwise.events import MAX_FUTURE_SECONDS, SCHEMA_VERSION
+from shelfwise.events import SCHEMA_VERSION
 from shelfwise.ingest import readers
 from shelfwise.ingest.dedup import SeenIds
 from shelfwise.ingest.errors import CorruptInputError, UnknownFormatError
@@ -35,7 +35,7 @@ from shelfwise.ingest.sessions import SESSION_GAP_MS, Sessioniser
 from shelfwise.ingest.sinks import CollectSink, PartitionWriter, QuarantineWriter, csv_text, raw_text
 from shelfwise.ingest.source import Source, open_source, prefetch
 from shelfwise.ingest.summary import IngestSummary
-from shelfwise.ingest.validate import MIN_TS_MS, normalise_types, validate
+from shelfwise.ingest.validate import MIN_TS_MS, latest_ts_ms, normalise_types, validate
 from shelfwise.pseudonym import scrub, scrub_text
 
 DAY_MS = 86_400_000
@@ -347,7 +347,7 @@ def run_file(
     quarantine = QuarantineWriter(
         qpath, Pseudonymiser(options.pseudonymisation_key) if options.pseudonymisation_key else None
     )
-    max_ts_ms = int(reference_time.timestamp() * 1000) + MAX_FUTURE_SECONDS * 1000
+    max_ts_ms = latest_ts_ms(reference_time)
     pipeline = Pipeline(source, source_key, options, writer, quarantine, max_ts_ms, summary)
     try:
         pipeline.run()
@@ -386,8 +386,12 @@ def ingest_file(
     source_key: str | None = None,
     force: bool = False,
     block_bytes: int = readers.BLOCK_BYTES,
+    min_ts_ms: int = MIN_TS_MS,
 ) -> IngestSummary:
     """Ingest a local file into ``out_dir`` laid out like the buckets (curated/, quarantine/).
+
+    ``min_ts_ms``: events (or catalogue rows) before it (epoch ms) are quarantined as out of range
+    (default the Unix epoch).
 
     The output name derives from the file's resolved path, size and mtime, so running twice on
     the same file changes nothing (the second run returns the stored summary, ``skipped``).
@@ -417,12 +421,15 @@ def ingest_file(
             source=key,
             name=name,
             uploaded=datetime.fromtimestamp(stat.st_mtime, UTC),
+            min_ts_ms=min_ts_ms,
         )
         summary_path.parent.mkdir(parents=True, exist_ok=True)
         summary.summary = str(summary_path)
         summary_path.write_text(json.dumps(summary.to_dict(), indent=1, sort_keys=True))
         return summary
-    options = IngestOptions(fmt=fmt, pseudonymisation_key=pseudonymisation_key, block_bytes=block_bytes)
+    options = IngestOptions(
+        fmt=fmt, pseudonymisation_key=pseudonymisation_key, block_bytes=block_bytes, min_ts_ms=min_ts_ms
+    )
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".ingest-", dir=out) as tmp:
         result = run_file(
@@ -525,7 +532,7 @@ def _read_one(
     sink = CollectSink()
     summary = IngestSummary(source=str(path), object_hash="")
     ref = reference_time or datetime.fromtimestamp(path.stat().st_mtime, UTC)
-    max_ts_ms = int(ref.timestamp() * 1000) + MAX_FUTURE_SECONDS * 1000
+    max_ts_ms = latest_ts_ms(ref)
     options = IngestOptions(fmt=fmt, pseudonymisation_key=key, min_ts_ms=min_ts_ms)
     Pipeline(source, str(path), options, sink, QuarantineWriter(None), max_ts_ms, summary).run()
     _check_invariant(summary)
@@ -561,9 +568,9 @@ __all__ = [
 
 
 def ingest_catalogue_to(
-    data: bytes, store: Any, *, source: str, name: str, uploaded: datetime
+    data: bytes, store: Any, *, source: str, name: str, uploaded: datetime, min_ts_ms: int = MIN_TS_MS
 ) -> IngestSummary:
     """Ingest one catalogue file into ``store`` (:mod:`shelfwise.ingest.catalogue`); its summary."""
     from shelfwise.ingest.catalogue import ingest_catalogue
 
-    return ingest_catalogue(data, store, source_key=source, name=name, uploaded=uploaded)
+    return ingest_catalogue(data, store, source_key=source, name=name, uploaded=uploaded, min_ts_ms=min_ts_ms)

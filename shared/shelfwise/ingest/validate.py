@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shelfwise.events import (
+    MAX_FUTURE_SECONDS,
     MAX_ID_LENGTH,
     MAX_POSITION,
     MAX_PRICE,
@@ -206,6 +207,18 @@ def timestamps_ms(arr: pa.Array, epoch_unit: str | None) -> pa.Array:
     return pa.array([None if v is None else _parse_ts_slow(v) for v in arr.to_pylist()], pa.int64())
 
 
+def latest_ts_ms(reference: datetime) -> int:
+    """The latest instant (epoch ms) a record that arrived at ``reference`` (its object's upload
+    time, so reprocessing gives the same result) may carry: a day later, for clock skew."""
+    return int(reference.timestamp() * 1000) + MAX_FUTURE_SECONDS * 1000
+
+
+def out_of_range(ts_ms: np.ndarray, min_ts_ms: int, max_ts_ms: int) -> np.ndarray:
+    """Where an instant (epoch ms) is impossible: before the floor or after the latest
+    (``timestamp_out_of_range``, for events and catalogue rows alike)."""
+    return (ts_ms < min_ts_ms) | (ts_ms > max_ts_ms)
+
+
 def validate(
     native: dict[str, pa.Array],
     n: int,
@@ -270,10 +283,10 @@ def validate(
             codes.flag("missing_timestamp", pc.is_null(raw_ts))
             codes.flag("bad_timestamp", pc.and_(pc.is_valid(raw_ts), pc.is_null(ts)))
     ts_np = np.asarray(ts.fill_null(0).to_numpy(zero_copy_only=False), np.int64)
-    out_of_range = (ts_np < min_ts_ms) | (ts_np > max_ts_ms)
+    impossible = out_of_range(ts_np, min_ts_ms, max_ts_ms)
     if ts.null_count:
-        out_of_range &= np.asarray(ts.is_valid().to_numpy(zero_copy_only=False), bool)
-    codes.flag("timestamp_out_of_range", out_of_range)
+        impossible &= np.asarray(ts.is_valid().to_numpy(zero_copy_only=False), bool)
+    codes.flag("timestamp_out_of_range", impossible)
 
     # Actor and item.
     user, session, item = cols.get("user_id"), cols.get("session_id"), cols.get("item_id")

@@ -1,12 +1,15 @@
 """Sequential recommender: SASRec-style causal self-attention over a user's recent events (PyTorch).
 
 Each user's events (time order; repeated consecutive events on one item merged into one token with
-the strongest event type) become tokens of item + event type; a window of the last ``max_len``
+the strongest event type) become tokens of item + event type, the type marked on the last token of
+each visit (``visit_ends``: a known user arriving is then scored from a visit's end, one with events
+in the request from inside a visit); a window of the last ``max_len``
 tokens, right-aligned with left padding, goes through item + type + position embeddings,
 ``blocks`` pre-layer-norm causal self-attention blocks and a final layer norm. The item
 embeddings start from ALS item factors of the same log (``init="als"``; ``"random"``: small normal
 values). Every position
-predicts a target item (:class:`Targets`: by default the next item the user had not touched yet):
+predicts a target item (:class:`Targets`: by default an item the user goes on to touch for the first
+time within the next ``horizon_days``, drawn afresh every epoch):
 softmax cross-entropy against the shared item embeddings plus an item bias (started at the items'
 log frequency), over the whole catalogue when it is small, else over ``negatives`` uniform items
 plus as many drawn from the batch's targets (sampled softmax with mixed negatives, log-Q
@@ -59,18 +62,26 @@ def _torch() -> Any:
     return torch
 
 
-def user_sequences(data: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def user_sequences(data: Interactions, visit_ends: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per user, time-ordered (item, type token) with consecutive repeats of an item merged.
 
-    Returns CSR ``(indptr [U+1], items [T], types [T])``; the merged token keeps the strongest type.
+    Returns CSR ``(indptr [U+1], items [T], types [T])``; the merged token keeps the strongest type,
+    plus ``osq.VISIT_END`` with ``visit_ends`` where the token ended its visit.
     """
-    return _tokens(data)[:3]
+    return _tokens(data, visit_ends)[:3]
 
 
-def _tokens(data: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`user_sequences` plus each token's time (ms, its first event)."""
+def _tokens(
+    data: Interactions, visit_ends: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`user_sequences` plus each token's time (ms, its first event).
+
+    A token ends its visit when the user's next token starts in another session (the log's session
+    ids: the source's, or a 30-minute inactivity gap where it has none; an invoice for Online Retail),
+    and every user's last token ends one: a stored history is read on a later visit.
+    """
     order = np.argsort(data.user, kind="stable")  # data is time-sorted, so each user stays in order
-    user, item = data.user[order], data.item[order]
+    user, item, session = data.user[order], data.item[order], data.session[order]
     types = osq.type_tokens(data.weight[order])
     new = np.ones(len(order), dtype=bool)
     new[1:] = (user[1:] != user[:-1]) | (item[1:] != item[:-1])
@@ -78,6 +89,12 @@ def _tokens(data: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     merged_types = np.zeros(int(new.sum()), dtype=np.int64)
     np.maximum.at(merged_types, group, types)
     keep_user, keep_item = user[new], item[new]
+    if visit_ends and len(keep_user):
+        last_session = np.zeros(len(keep_user), dtype=session.dtype)
+        last_session[group] = session  # each token's last event's session (events are in order)
+        ends = np.ones(len(keep_user), dtype=bool)
+        ends[:-1] = (keep_user[1:] != keep_user[:-1]) | (session[new][1:] != last_session[:-1])
+        merged_types += osq.VISIT_END * ends
     indptr = np.zeros(data.n_users + 1, dtype=np.int64)
     np.add.at(indptr, keep_user.astype(np.int64) + 1, 1)
     return np.cumsum(indptr), keep_item.astype(np.int64), merged_types, data.ts[order][new]
@@ -170,13 +187,14 @@ class Sequential:
         lr: float = 1e-3,
         batch_size: int = 128,
         negatives: int = 256,
-        targets: str = "new",
+        targets: str = "future",
         horizon_days: float = 7.0,
         epochs: int = 20,
         patience: int = 2,
         seed: int = 42,
         threads: int = 2,
         init: str = "als",
+        visit_ends: bool = True,
     ) -> None:
         if dim % heads:
             raise InputError(f"dim {dim} must be divisible by heads {heads}")
@@ -201,6 +219,7 @@ class Sequential:
             "patience": int(patience),
             "seed": int(seed),
             "init": str(init),
+            "visit_ends": bool(visit_ends),
         }
         self.threads = threads
         self.progress: Progress | None = None
@@ -237,7 +256,7 @@ class Sequential:
         # every op's barrier); evaluation batches still run on ``threads`` Python threads.
         torch.set_num_threads(1)
         self.n_items = data.n_items
-        indptr, items, types, ts = _tokens(data)
+        indptr, items, types, ts = _tokens(data, p["visit_ends"])
         self.seqs = (indptr, items, types)
         self._export = None
         targets = Targets(indptr, items, ts, p["targets"], p["horizon_days"])
@@ -535,7 +554,9 @@ def _build_net(torch: Any, n_items: int, p: dict[str, Any]) -> Any:
             super().__init__()
             self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
             self.item_bias = nn.Parameter(torch.zeros(n_items))
-            self.type_emb = nn.Embedding(osq.N_TYPES, d, padding_idx=0)
+            self.type_emb = nn.Embedding(
+                osq.N_TYPE_TOKENS if p["visit_ends"] else osq.N_TYPES, d, padding_idx=0
+            )
             self.pos_emb = nn.Embedding(L, d)
             # small embeddings (GPT-style): with N(0, 1) positions and types drown the items at the
             # start and the model learns little more than popularity in the epochs it gets

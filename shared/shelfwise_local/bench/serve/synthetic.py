@@ -235,7 +235,7 @@ def _synthetic_sequential(
     arrays = osq.SequentialModel(
         item_emb=items,
         item_bias=(0.1 * rng.normal(size=n)).astype(np.float32),
-        type_emb=w(osq.N_TYPES, d),
+        type_emb=w(osq.N_TYPE_TOKENS, d),
         pos_emb=w(50, d),
         blocks=blocks,
         ln_g=ones,
@@ -243,7 +243,7 @@ def _synthetic_sequential(
         heads=1,
         user_indptr=np.arange(0, (len(fav) + 1) * history, history, dtype=np.int64),
         user_items=user_items,
-        user_types=rng.integers(1, osq.N_TYPES, user_items.size).astype(np.int8),
+        user_types=rng.integers(1, osq.N_TYPE_TOKENS, user_items.size).astype(np.int8),
     )
     meta = {"shelfwise.algorithm": "sequential"}
     if save_exact is not None:
