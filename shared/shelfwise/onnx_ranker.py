@@ -16,8 +16,8 @@ reads it at each candidate's category. No ``If`` and no catalogue-sized work: ev
 retrieval graph is on the C candidates and the history (per-node costs: docs/benchmarks.md).
 The item table and the stored event weights are float16 (the training side rounds them to float16
 first, so the reference reads the same values), the categories int32: the ranker adds 18 bytes per
-item, 4 per category and 6 per stored event. Every name the ranker adds starts with ``rk_``, so it cannot collide
-with the retrieval graph's.
+item, 4 per category and 6 per stored event. Every name the ranker adds starts with ``rk_``, so it
+cannot collide with the retrieval graph's.
 """
 
 from __future__ import annotations
@@ -115,9 +115,9 @@ def build_ranker_model(
         node("Min", ["rk_k_or_c", "rk_N"], ["rk_cand_k"]),
     ]
     nodes += retrieval_nodes
-    # the history the features read: a known user's stored events, then the request's. Without an
-    # If (which costs more per run than these small nodes): an anonymous user (-1) reads row 0 and
-    # slices it empty; the indptr's last entry is repeated so that row 0 exists with no users
+    # the history the features read: a known user's stored events, then the request's. One path
+    # for both kinds of user, no If: an anonymous user (-1) reads row 0 and slices it empty (the
+    # indptr's last entry is repeated, so row 0 exists in a graph without users)
     nodes += [
         node("GreaterOrEqual", ["user_index", "rk_zero_1d"], ["rk_is_known"]),
         node("Max", ["user_index", "rk_zero_1d"], ["rk_user_row"]),
