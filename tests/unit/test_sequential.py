@@ -21,7 +21,13 @@ from shelfwise.training.search import evaluate_model
 
 torch = pytest.importorskip("torch", reason="the sequential family needs PyTorch (make torch)")
 
-from shelfwise.training.sequential import Sequential, Targets, user_sequences  # noqa: E402
+from shelfwise.training.sequential import (  # noqa: E402
+    MIN_HORIZON_DAYS,
+    Sequential,
+    Targets,
+    user_sequences,
+    visit_horizon_days,
+)
 from tests.unit.test_training import synthetic_events  # noqa: E402
 
 TINY = {"dim": 16, "blocks": 2, "heads": 2, "max_len": 8, "epochs": 2, "batch_size": 32, "seed": 3}
@@ -102,6 +108,31 @@ def test_user_sequences_mark_the_last_token_of_each_visit() -> None:
     assert types.tolist() == [1, 1, 4 + end, 1 + end, 5 + end]
     assert user_sequences(data)[2].tolist() == [1, 1, 4, 1, 5]
     assert osq.type_tokens(osq.type_weights(types)).tolist() == [1, 1, 4, 1, 5]  # as a request sends them
+
+
+def test_the_default_horizon_follows_the_logs_gaps_between_visits() -> None:
+    """A week, or three median gaps between a user's visits when the shop's users come back slowly."""
+
+    def log(gap_days: float, visits: int = 5) -> Interactions:
+        day = 86_400_000
+        ts = [int(v * gap_days * day) + e for v in range(visits) for e in (0, 60_000)]  # two events a visit
+        n = len(ts)
+        return interactions_from_table(
+            pa.table(
+                {
+                    "event_type": ["view"] * n,
+                    "user_id": ["u"] * n,
+                    "session_id": [f"s{i // 2}" for i in range(n)],
+                    "item_id": [f"i{i}" for i in range(n)],
+                    "timestamp": pa.array(ts, pa.timestamp("ms", tz="UTC")),
+                    "weight": pa.array([1.0] * n, pa.float32()),
+                }
+            )
+        )
+
+    assert visit_horizon_days(log(10.0)) == pytest.approx(30.0)
+    assert visit_horizon_days(log(1.0)) == MIN_HORIZON_DAYS
+    assert visit_horizon_days(log(10.0, visits=1)) == MIN_HORIZON_DAYS  # nobody came back
 
 
 def test_targets_skip_items_the_user_already_touched() -> None:

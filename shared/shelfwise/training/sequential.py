@@ -46,6 +46,9 @@ INITS: tuple[str, ...] = ("als", "random")
 # The ALS fit whose item factors start the item embeddings: the ALS family's quick setting.
 INIT_ALS_REGULARIZATION, INIT_ALS_ALPHA = 0.1, 1.0
 EMBEDDING_STD = 0.02  # the random init's scale, which the ALS factors are brought to
+# The ``future`` targets' horizon when none is given: a week, or as many of the log's typical gaps
+# between a user's visits if that is longer (a wholesaler's customers come back every few weeks).
+MIN_HORIZON_DAYS, HORIZON_VISITS = 7.0, 3
 
 
 class TorchMissingError(InputError):
@@ -98,6 +101,20 @@ def _tokens(
     indptr = np.zeros(data.n_users + 1, dtype=np.int64)
     np.add.at(indptr, keep_user.astype(np.int64) + 1, 1)
     return np.cumsum(indptr), keep_item.astype(np.int64), merged_types, data.ts[order][new]
+
+
+def visit_horizon_days(data: Interactions) -> float:
+    """``MIN_HORIZON_DAYS``, or ``HORIZON_VISITS`` times the median gap between the starts of a
+    user's consecutive visits (sessions) if longer: a horizon in the log's own time scale."""
+    order = np.lexsort((data.ts, data.user))
+    user, session, ts = data.user[order], data.session[order], data.ts[order].astype(np.int64)
+    start = np.ones(len(order), dtype=bool)
+    start[1:] = (user[1:] != user[:-1]) | (session[1:] != session[:-1])
+    visit_user, visit_ts = user[start], ts[start]
+    gaps = (visit_ts[1:] - visit_ts[:-1])[visit_user[1:] == visit_user[:-1]]
+    if not len(gaps):
+        return MIN_HORIZON_DAYS
+    return max(MIN_HORIZON_DAYS, HORIZON_VISITS * float(np.median(gaps)) / 86_400_000)
 
 
 class Targets:
@@ -188,7 +205,7 @@ class Sequential:
         batch_size: int = 128,
         negatives: int = 256,
         targets: str = "future",
-        horizon_days: float = 7.0,
+        horizon_days: float | None = None,
         epochs: int = 20,
         patience: int = 2,
         seed: int = 42,
@@ -202,7 +219,7 @@ class Sequential:
             raise InputError(f"targets must be one of {', '.join(TARGET_MODES)}, got {targets!r}")
         if init not in INITS:
             raise InputError(f"init must be one of {', '.join(INITS)}, got {init!r}")
-        if not horizon_days > 0:
+        if horizon_days is not None and not horizon_days > 0:
             raise InputError(f"horizon_days must be positive, got {horizon_days!r}")
         self.params: dict[str, Any] = {
             "dim": int(dim),
@@ -214,7 +231,7 @@ class Sequential:
             "batch_size": int(batch_size),
             "negatives": int(negatives),
             "targets": str(targets),
-            "horizon_days": float(horizon_days),
+            "horizon_days": None if horizon_days is None else float(horizon_days),
             "epochs": int(epochs),
             "patience": int(patience),
             "seed": int(seed),
@@ -229,6 +246,7 @@ class Sequential:
         self.loss_curve: list[float] = []
         self.validation_curve: list[float] = []
         self.fit_seconds = 0.0
+        self.horizon_days: float | None = None
         self._export: osq.SequentialModel | None = None
 
     # ------------------------------------------------------------------ training
@@ -259,7 +277,8 @@ class Sequential:
         indptr, items, types, ts = _tokens(data, p["visit_ends"])
         self.seqs = (indptr, items, types)
         self._export = None
-        targets = Targets(indptr, items, ts, p["targets"], p["horizon_days"])
+        self.horizon_days = p["horizon_days"] or visit_horizon_days(data)
+        targets = Targets(indptr, items, ts, p["targets"], self.horizon_days)
         inputs, types, where = self._windows()
         if len(inputs) == 0:
             raise InputError("the sequential model needs users with at least two events")
@@ -504,6 +523,7 @@ class Sequential:
             "validation_curve": self.validation_curve,
             "epochs": self.params["epochs"],
             "fit_seconds": round(self.fit_seconds, 3),
+            "horizon_days": None if self.horizon_days is None else round(self.horizon_days, 2),
         }
 
 
