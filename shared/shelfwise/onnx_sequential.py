@@ -37,6 +37,7 @@ META_MAX_LEN = "shelfwise.max_len"
 # Event weights -> type tokens 1..5 (0 is padding): view 1 | click 2 | wishlist/rating 3 | cart 4 |
 # purchase 8. A weight counts the thresholds it exceeds, so any weight maps to the nearest type.
 TYPE_THRESHOLDS = np.array([1.5, 2.5, 3.5, 6.0], dtype=np.float32)
+WEIGHT_OF_TYPE = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 8.0], np.float32)  # a weight per token (0: padding)
 N_TYPES = len(TYPE_THRESHOLDS) + 2  # padding + five kinds
 # A stored event that ended its visit (the shopper's next event came in a later visit, or it is their
 # last stored event) carries its type token + VISIT_END: a known user arriving with no events in the
@@ -62,10 +63,7 @@ def type_tokens(weights: np.ndarray) -> np.ndarray:
 def type_weights(types: np.ndarray) -> np.ndarray:
     """An event weight of each type token (a visit end's mark dropped): the inverse of type_tokens."""
     t = np.asarray(types, dtype=np.int64)
-    return _WEIGHT_OF_TYPE[np.where(t > VISIT_END, t - VISIT_END, t)]
-
-
-_WEIGHT_OF_TYPE = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 8.0], np.float32)
+    return WEIGHT_OF_TYPE[np.where(t > VISIT_END, t - VISIT_END, t)]
 
 
 @dataclass(frozen=True)
