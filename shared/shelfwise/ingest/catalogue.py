@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from shelfwise.catalogue_contract import CATALOGUE_STOCK_KEY
 from shelfwise.errors import InputError
 from shelfwise.ingest.summary import IngestSummary
-from shelfwise.ingest.validate import MIN_TS_MS, latest_ts_ms, out_of_range, timestamps_ms
+from shelfwise.ingest.validate import MIN_TS_MS, latest_ts_ms, out_of_range, time_range, timestamps_ms
 
 CATALOGUE_PREFIX = "raw/catalogue/"
 CURATED = "curated/catalogue"
@@ -362,6 +362,7 @@ def ingest_catalogue(
     ``updated_at`` before ``min_ts_ms`` (epoch ms, default the Unix epoch) is out of range."""
     t0 = time.perf_counter()
     result = IngestSummary(source=source_key, object_hash=name, format="catalogue")
+    result.time_range = time_range(min_ts_ms, latest_ts_ms(uploaded))
     rows = read_rows(data)
     if not rows:
         result.warnings.append("empty catalogue file: nothing to ingest")
@@ -374,7 +375,10 @@ def ingest_catalogue(
         if good is None:
             result.reasons[reason or "?"] = result.reasons.get(reason or "?", 0) + 1
             raw = row.raw
-            record: dict[str, Any] = {"line": row.line, "reason": reason, "raw": raw[:RAW_LIMIT]}
+            record: dict[str, Any] = {"line": row.line, "reason": reason}
+            if reason == "timestamp_out_of_range":
+                record.update(result.time_range)
+            record["raw"] = raw[:RAW_LIMIT]
             if len(raw) > RAW_LIMIT:
                 record["raw_truncated_from"] = len(raw)
             quarantined.append(record)

@@ -35,7 +35,7 @@ from shelfwise.ingest.sessions import SESSION_GAP_MS, Sessioniser
 from shelfwise.ingest.sinks import CollectSink, PartitionWriter, QuarantineWriter, csv_text, raw_text
 from shelfwise.ingest.source import Source, open_source, prefetch
 from shelfwise.ingest.summary import IngestSummary
-from shelfwise.ingest.validate import MIN_TS_MS, latest_ts_ms, normalise_types, validate
+from shelfwise.ingest.validate import MIN_TS_MS, latest_ts_ms, normalise_types, time_range, validate
 from shelfwise.pseudonym import scrub, scrub_text
 
 DAY_MS = 86_400_000
@@ -344,10 +344,13 @@ def run_file(
     curated_root = work_dir / "curated"
     writer = PartitionWriter(curated_root, name)
     qpath = work_dir / "quarantine.jsonl.gz"
-    quarantine = QuarantineWriter(
-        qpath, Pseudonymiser(options.pseudonymisation_key) if options.pseudonymisation_key else None
-    )
     max_ts_ms = latest_ts_ms(reference_time)
+    summary.time_range = time_range(options.min_ts_ms, max_ts_ms)
+    quarantine = QuarantineWriter(
+        qpath,
+        Pseudonymiser(options.pseudonymisation_key) if options.pseudonymisation_key else None,
+        summary.time_range,
+    )
     pipeline = Pipeline(source, source_key, options, writer, quarantine, max_ts_ms, summary)
     try:
         pipeline.run()

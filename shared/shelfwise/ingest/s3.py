@@ -31,6 +31,7 @@ from shelfwise.ingest.pipeline import (
     object_hash,
     run_file,
 )
+from shelfwise.ingest.validate import MIN_TS_MS
 
 
 class _Loose(BaseModel):
@@ -141,9 +142,13 @@ def ingest_object(
     fmt: str = "auto",
     formats_by_prefix: dict[str, str] | None = None,
     pseudonymisation_key: bytes | None = None,
+    min_ts_ms: int = MIN_TS_MS,
     tmp_dir: str | None = None,
 ) -> IngestSummary:
-    """Ingest ``s3://bucket/key`` (the given version) into the curated and quarantine buckets."""
+    """Ingest ``s3://bucket/key`` (the given version) into the curated and quarantine buckets.
+
+    ``min_ts_ms``: events (or catalogue rows) timed before it (epoch ms) are quarantined as out of
+    range; default the Unix epoch. A stored summary is answered as it is, whatever the floor now."""
     if etag is None and version_id is None:
         try:
             head = s3.head_object(Bucket=bucket, Key=key)
@@ -187,6 +192,7 @@ def ingest_object(
                 source=f"s3://{bucket}/{key}",
                 name=name,
                 uploaded=response["LastModified"],
+                min_ts_ms=min_ts_ms,
             )
         else:
             summary = _run_events(
@@ -198,8 +204,7 @@ def ingest_object(
                 name,
                 curated_bucket,
                 quarantine_bucket,
-                fmt,
-                pseudonymisation_key,
+                IngestOptions(fmt=fmt, pseudonymisation_key=pseudonymisation_key, min_ts_ms=min_ts_ms),
                 response["LastModified"],
             )
         summary.summary = f"s3://{curated_bucket}/{summary_key}"
@@ -221,8 +226,7 @@ def _run_events(
     name: str,
     curated_bucket: str,
     quarantine_bucket: str,
-    fmt: str,
-    pseudonymisation_key: bytes | None,
+    options: IngestOptions,
     uploaded: Any,
 ) -> IngestSummary:
     """An events object: the pipeline into a work directory, then its files to the buckets."""
@@ -231,7 +235,7 @@ def _run_events(
         tmp / "work",
         source_key=f"s3://{bucket}/{key}",
         name=name,
-        options=IngestOptions(fmt=fmt, pseudonymisation_key=pseudonymisation_key),
+        options=options,
         reference_time=uploaded,
     )
     summary = result.summary

@@ -22,13 +22,14 @@ import pyarrow.parquet as pq
 
 from shelfwise.events import PARTITION_COLUMN
 from shelfwise.ingest.formats import json_literals
-from shelfwise.ingest.schema import CURATED_SCHEMA, DICTIONARY_COLUMNS, REASONS
+from shelfwise.ingest.schema import CURATED_SCHEMA, DICTIONARY_COLUMNS, REASON_CODE, REASONS
 from shelfwise.pseudonym import Pseudonymiser, scrub
 
 ROW_GROUP_ROWS = 262_144
 MAX_BUFFERED_ROWS = 524_288
 MAX_OPEN_WRITERS = 128
 MAX_RAW_CHARS = 65_536
+OUT_OF_RANGE = "timestamp_out_of_range"
 
 
 class PartitionWriter:
@@ -168,11 +169,22 @@ class QuarantineWriter:
     fields, the user id pseudonymised, e-mail addresses and phone numbers in any text replaced by
     their pseudonyms, :meth:`write_row`); a line that could not be parsed keeps only a keyed
     digest and its length (``raw_digest``, ``raw_length``), enough to recognise it again.
+
+    A ``timestamp_out_of_range`` record also states the range it missed (``time_range``:
+    ``valid_from``, the floor, and ``valid_until``), so it reads without the deployment's settings.
     """
 
-    def __init__(self, path: Path | None, pseudonymiser: Pseudonymiser | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        pseudonymiser: Pseudonymiser | None = None,
+        time_range: dict[str, str] | None = None,
+    ) -> None:
         self.path = path
         self.pseudonymiser = pseudonymiser
+        self.time_range = time_range or {}
+        # The same fields as JSON text, for the records write_many renders with pyarrow kernels.
+        self._range_json = "".join(f", {json.dumps(k)}: {json.dumps(v)}" for k, v in self.time_range.items())
         self._file: gzip.GzipFile | None = None
         self.rows = 0
 
@@ -181,6 +193,8 @@ class QuarantineWriter:
         if self.path is None:
             return
         record: dict[str, Any] = {"line": line, "reason": reason}
+        if reason == OUT_OF_RANGE:
+            record.update(self.time_range)
         if self.pseudonymiser is not None:
             record["raw_digest"] = self.pseudonymiser.one(raw)
             record["raw_length"] = len(raw)
@@ -205,7 +219,10 @@ class QuarantineWriter:
             clean[k] = v
         if isinstance(clean.get("user_id"), str) and clean["user_id"]:
             clean["user_id"] = self.pseudonymiser.one(clean["user_id"])
-        record = {"line": line, "reason": reason, "row": scrub(clean, self.pseudonymiser)}
+        record: dict[str, Any] = {"line": line, "reason": reason}
+        if reason == OUT_OF_RANGE:
+            record.update(self.time_range)
+        record["row"] = scrub(clean, self.pseudonymiser)
         self._open().write((json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8"))
 
     def write_many(self, lines: np.ndarray, codes: np.ndarray, raw: pa.Array) -> None:
@@ -228,12 +245,19 @@ class QuarantineWriter:
         if self.path is None:
             return
         reasons = pc.take(pa.array(REASONS, pa.string()), pa.array(codes))
+        ranges = pc.if_else(
+            pc.equal(pa.array(codes), REASON_CODE[OUT_OF_RANGE]),
+            pa.scalar(self._range_json, pa.string()),
+            pa.scalar("", pa.string()),
+        )
         text = pc.binary_join_element_wise(
             '{"line": ',
             pc.cast(pa.array(lines), pa.string()),
             ', "reason": "',
             reasons,
-            '", "raw": ',
+            '"',
+            ranges,
+            ', "raw": ',
             json_literals(raw),
             "}\n",
             "",

@@ -31,6 +31,9 @@ class IngestSummary:
     # in the curated output and the flagged actors are listed at ``bot_flags``.
     bots: dict[str, Any] = field(default_factory=dict)
     bot_flags: str | None = None
+    # The range the object's instants were held to (``valid_from``, the floor, and ``valid_until``);
+    # rows outside it are quarantined as timestamp_out_of_range.
+    time_range: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -126,6 +126,10 @@ def parameter_values(template: dict[str, Any], overrides: dict[str, Any] | None)
         allowed = spec.get("AllowedValues")
         if allowed is not None and value not in allowed:
             raise TemplateError(f"parameter {name}={value!r} not in AllowedValues {allowed}")
+        pattern = spec.get("AllowedPattern")
+        if pattern is not None and re.fullmatch(pattern, str(value)) is None:
+            hint = spec.get("ConstraintDescription") or f"a match of AllowedPattern {pattern}"
+            raise TemplateError(f"parameter {name}={value!r}: must be {hint}")
         if str(spec.get("Type", "String")).startswith("List<") or spec.get("Type") == "CommaDelimitedList":
             value = value if isinstance(value, list) else [v.strip() for v in str(value).split(",")]
         values[name] = value
