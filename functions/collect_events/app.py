@@ -4,7 +4,7 @@ from typing import Any, Literal
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from shelfwise.aws import client
 from shelfwise.observability import logger, metrics, tracer
@@ -14,10 +14,12 @@ from shelfwise.serving.collect import EventCollector, events_router
 from shelfwise.serving.config import served_at
 from shelfwise.serving.quota import ClientQuota
 from shelfwise.settings import load_settings
+from shelfwise.time_floor import TimeFloorSettings
 
 
-class Settings(BaseModel):
-    """Environment of this function (template.yaml)."""
+class Settings(TimeFloorSettings):
+    """Environment of this function (template.yaml); INGEST_MIN_TIME: the ingest's floor, which the
+    API holds events to as well (shelfwise.time_floor)."""
 
     events_stream: str = Field(min_length=1)
     # The template's ApiAuth: anything but NONE (the explicitly open API) needs an authenticated client.
@@ -36,7 +38,7 @@ pseudonymiser = (
     if settings.pseudonymisation_key_parameter
     else None
 )
-collector = EventCollector(client("firehose"), settings.events_stream, pseudonymiser)
+collector = EventCollector(client("firehose"), settings.events_stream, pseudonymiser, settings.min_ts_ms)
 quota = (
     ClientQuota(
         client("dynamodb"), settings.client_usage_table, settings.client_requests_per_minute, served_at

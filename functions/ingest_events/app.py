@@ -16,42 +16,28 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, Field, Json, field_validator
+from pydantic import Field, Json
 
 from shelfwise.aws import client
-from shelfwise.errors import InputError, ShelfwiseError
+from shelfwise.errors import ShelfwiseError
 from shelfwise.ingest import IngestSummary, ingest_object
 from shelfwise.ingest.s3 import parse_notification
-from shelfwise.ingest.validate import floor_ms
 from shelfwise.observability import logger, metrics, tracer
 from shelfwise.pseudonym import read_key
 from shelfwise.settings import load_settings
+from shelfwise.time_floor import TimeFloorSettings
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(TimeFloorSettings):
+    """Environment of this function (template.yaml); INGEST_MIN_TIME: the floor of event and
+    catalogue times (shelfwise.time_floor)."""
+
     curated_bucket: str = Field(min_length=3)
     quarantine_bucket: str = Field(min_length=3)
     # Empty: user ids are kept as they arrive.
     pseudonymisation_key_parameter: str = ""
     # Optional {"raw/retailrocket/": "retailrocket", ...}; other keys are detected from the header.
     ingest_formats_by_prefix: Json[dict[str, str]] = Field(default_factory=dict)
-    # ISO date or time (UTC unless it names a zone): events and catalogue rows timed before it are
-    # quarantined as out of range. Empty: only those before 1970 are.
-    ingest_min_time: str = ""
-
-    @field_validator("ingest_min_time")
-    @classmethod
-    def _a_time(cls, value: str) -> str:
-        try:
-            floor_ms(value, "INGEST_MIN_TIME")
-        except InputError as exc:
-            raise ValueError(str(exc)) from exc
-        return value.strip()
-
-    @property
-    def min_ts_ms(self) -> int:
-        """The floor in epoch milliseconds, as the ingest takes it."""
-        return floor_ms(self.ingest_min_time, "INGEST_MIN_TIME")
 
 
 settings = load_settings(IngestSettings)

@@ -1,7 +1,8 @@
 """The deployed ingest's floor: template.yaml with ``IngestMinTime`` set, uploads through S3 and SQS.
 
 Events and catalogue rows timed before the configured floor are quarantined with the range they
-missed; later ones land in curated data; valid + quarantined + duplicates = rows read.
+missed; later ones land in curated data; valid + quarantined + duplicates = rows read. The events
+API refuses (422) what the ingest would quarantine.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,8 +46,9 @@ CATALOGUE = "\n".join(
 )
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def floored() -> Iterator[LocalRuntime]:
+    """One stack for the module: the API test writes nothing the ingest test reads."""
     rt = new_runtime(REPO / "template.yaml", parameters={**LOCAL_API_PARAMETERS, "IngestMinTime": FLOOR})
     try:
         yield rt
@@ -119,3 +123,19 @@ def test_uploads_before_the_configured_floor_are_quarantined_with_the_floor_and_
         QueueUrl=floored.physical_name("IngestDLQ"), WaitTimeSeconds=0
     )
     assert not dlq.get("Messages")
+
+
+def test_the_events_api_refuses_what_the_floor_would_quarantine(floored: LocalRuntime) -> None:
+    ev = {"event_type": "click", "user_id": "u1", "item_id": "i1", "timestamp": "1999-12-31T23:59:59Z"}
+    req = urllib.request.Request(
+        f"{floored.api_url}/v1/events",
+        data=json.dumps({"events": [ev]}).encode(),
+        method="POST",
+        headers={"content-type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=60)
+    assert err.value.code == 422
+    problem = json.loads(err.value.read())
+    assert [e["field"] for e in problem["errors"]] == ["body.events.0.timestamp"]
+    assert "2000-01-01T00:00:00Z" in problem["detail"]

@@ -320,6 +320,28 @@ def test_bad_events_are_422_naming_the_field(collect: ModuleType, lambda_context
     assert_problem(*call(collect, ev, lambda_context), 422, "body.events")
 
 
+def test_events_before_the_stacks_floor_are_422_as_the_ingest_would_quarantine_them(
+    aws: dict[str, Any], collect: ModuleType, monkeypatch: pytest.MonkeyPatch, lambda_context: Any
+) -> None:
+    ev = {"event_type": "click", "user_id": "u9", "item_id": "i1", "timestamp": "1998-04-03T10:00:00Z"}
+    later = {**ev, "timestamp": "2026-12-01T10:00:00Z"}
+    body = {"events": [later, ev, ev]}
+    assert (
+        call(collect, apigw_event("POST", "/v1/events", body=body), lambda_context)[0] == 200
+    )  # no floor: 1970
+    monkeypatch.setenv("INGEST_MIN_TIME", "2000-01-01")
+    floored = load_app("collect_events")
+    before = len(aws["s3"].list_objects_v2(Bucket="raw", Prefix="raw/events/").get("Contents", []))
+    status, headers, problem = call(floored, apigw_event("POST", "/v1/events", body=body), lambda_context)
+    assert_problem(status, headers, problem, 422, "body.events.1.timestamp")
+    assert [e["field"] for e in problem["errors"]] == ["body.events.1.timestamp", "body.events.2.timestamp"]
+    assert "2000-01-01T00:00:00Z" in problem["detail"]
+    assert len(aws["s3"].list_objects_v2(Bucket="raw", Prefix="raw/events/").get("Contents", [])) == before
+    assert (
+        call(floored, apigw_event("POST", "/v1/events", body={"events": [later]}), lambda_context)[0] == 200
+    )
+
+
 def _emf_sums(out: str) -> dict[str, float]:
     sums: dict[str, float] = {}
     for line in out.splitlines():

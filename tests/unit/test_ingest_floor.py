@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from shelfwise.errors import ConfigurationError, InputError
 from shelfwise.ingest import ingest_file
 from shelfwise.ingest.catalogue import DirStore, ingest_catalogue
-from shelfwise.ingest.validate import MIN_TS_MS, floor_ms
+from shelfwise.ingest.validate import MIN_TS_MS
 from shelfwise.settings import load_settings
+from shelfwise.time_floor import floor_ms
 from shelfwise_local.runtime.template import TemplateError, load_template, parameter_values
 
 pytestmark = pytest.mark.unit
@@ -98,8 +99,9 @@ def test_the_template_parameter_reaches_the_function_and_refuses_what_is_not_a_d
     template = load_template(ROOT / "template.yaml")
     param = template["Parameters"]["IngestMinTime"]
     assert param["Default"] == ""
-    env = template["Resources"]["IngestEventsFunction"]["Properties"]["Environment"]["Variables"]
-    assert env["INGEST_MIN_TIME"] == {"Ref": "IngestMinTime"}
+    for function in ("IngestEventsFunction", "CollectEventsFunction"):  # uploads and the events API
+        env = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert env["INGEST_MIN_TIME"] == {"Ref": "IngestMinTime"}, function
     good = ["", "2000-01-01", "2000-01-01T00:00:00Z", "2000-01-01T00:00", "2000-01-01T02:00:00.5+02:00"]
     for value in good:  # what the deploy admits, the function reads
         assert re.fullmatch(param["AllowedPattern"], value), value

@@ -120,6 +120,6 @@ def read_table(path: str, fmt: str, min_time: str | None = None) -> Any:
 
 def min_time_ms(value: str) -> int:
     """``--min-time`` (ISO date or time, UTC) as the ingest's floor, in epoch milliseconds."""
-    from shelfwise.ingest.validate import floor_ms
+    from shelfwise.time_floor import floor_ms
 
     return floor_ms(value, "--min-time")

@@ -15,7 +15,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shelfwise.errors import InputError
 from shelfwise.events import (
     MAX_FUTURE_SECONDS,
     MAX_ID_LENGTH,
@@ -27,7 +26,7 @@ from shelfwise.events import (
     MIN_TIMESTAMP,
 )
 from shelfwise.ingest.schema import EVENT_TYPE_VALUES, REASON_CODE, TIMESTAMP_TYPE
-from shelfwise.instants import epoch_ms, iso_ms
+from shelfwise.instants import iso_ms
 
 MIN_TS_MS = int(MIN_TIMESTAMP.timestamp() * 1000)
 # The API's bounds (shelfwise.events), so a file that did not come through the API is held to them.
@@ -213,20 +212,6 @@ def latest_ts_ms(reference: datetime) -> int:
     """The latest instant (epoch ms) a record that arrived at ``reference`` (its object's upload
     time, so reprocessing gives the same result) may carry: a day later, for clock skew."""
     return int(reference.timestamp() * 1000) + MAX_FUTURE_SECONDS * 1000
-
-
-def floor_ms(value: str, what: str) -> int:
-    """A configured floor (ISO 8601 date or time, UTC unless it names a zone) in epoch ms; empty
-    means the default, the Unix epoch. Unreadable: ``InputError`` naming ``what`` (the flag or
-    variable the value came from)."""
-    if not value.strip():
-        return MIN_TS_MS
-    try:
-        return epoch_ms(value, what)
-    except InputError as exc:
-        raise InputError(
-            f"{what} must be an ISO 8601 date or time (2000-01-01, 2000-01-01T00:00:00Z), got {value!r}"
-        ) from exc
 
 
 def time_range(min_ts_ms: int, max_ts_ms: int) -> dict[str, str]:

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from pydantic import BaseModel, Field, model_validator
 
-from shelfwise.events import Event, derive_event_id
+from shelfwise.events import MIN_TIMESTAMP, Event, derive_event_id
+from shelfwise.instants import epoch_ms, iso_ms
 from shelfwise.observability import logger, metrics
 from shelfwise.pseudonym import Pseudonymiser, scrub
 from shelfwise.serving.api import StrictModel, no_bool_numbers, responses
@@ -61,11 +63,34 @@ def event_row(event: Event, pseudonymiser: Pseudonymiser | None = None) -> dict[
 
 
 class EventCollector:
-    """Sends event batches to one Firehose delivery stream, retrying failed records once."""
+    """Sends event batches to one Firehose delivery stream, retrying failed records once.
 
-    def __init__(self, firehose: Any, stream_name: str, pseudonymiser: Pseudonymiser | None = None) -> None:
+    ``min_ts_ms``: the deployment's floor (``shelfwise.time_floor``); an event timed before it is
+    refused here as the ingest would quarantine it, so an accepted event is one training can use.
+    """
+
+    def __init__(
+        self,
+        firehose: Any,
+        stream_name: str,
+        pseudonymiser: Pseudonymiser | None = None,
+        min_ts_ms: int | None = None,
+    ) -> None:
         self.firehose, self.stream_name = firehose, stream_name
         self.pseudonymiser = pseudonymiser
+        self.min_ts_ms = epoch_ms(MIN_TIMESTAMP) if min_ts_ms is None else min_ts_ms
+
+    def check_floor(self, events: Sequence[Event]) -> None:
+        """Refuse the batch (422 naming each event) if any event is timed before the floor."""
+        early = [i for i, e in enumerate(events) if epoch_ms(e.timestamp) < self.min_ts_ms]
+        if early:
+            msg = f"Value error, timestamp must not be before {iso_ms(self.min_ts_ms)} (the stack's IngestMinTime)"
+            raise RequestValidationError(
+                [
+                    {"type": "value_error", "loc": ("body", "events", i, "timestamp"), "msg": msg}
+                    for i in early
+                ]
+            )
 
     def collect(self, events: Sequence[Event]) -> CollectResult:
         rows = [event_row(e, self.pseudonymiser) for e in events]
@@ -135,7 +160,9 @@ def events_router(collector: Callable[[], EventCollector]) -> Router:
         tags=["events"],
     )
     def collect(body: Annotated[EventsRequest, Body()]) -> EventsResponse:
-        result = collector().collect(body.events)
+        events = collector()
+        events.check_floor(body.events)
+        result = events.collect(body.events)
         metrics.add_dimensions(Endpoint="events")
         metrics.add_metric(name="EventsAccepted", unit="Count", value=result.accepted)
         metrics.add_metric(name="EventsFailed", unit="Count", value=len(result.failed))
