@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import re
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -22,24 +20,20 @@ from shelfwise.ingest.validate import MIN_TS_MS
 from shelfwise.settings import load_settings
 from shelfwise.time_floor import floor_ms
 from shelfwise_local.runtime.template import TemplateError, load_template, parameter_values
+from tests.unit.test_ingest_s3 import CURATED, QUARANTINE, _load_handler
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-HANDLER = ROOT / "functions" / "ingest_events" / "app.py"
 MS_2000 = 946_684_800_000
-BUCKETS = {"CURATED_BUCKET": "curated-bucket", "QUARANTINE_BUCKET": "quarantine-bucket"}
+BUCKETS = {"CURATED_BUCKET": CURATED, "QUARANTINE_BUCKET": QUARANTINE}
 
 
 def _handler(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
-    for k, v in {**BUCKETS, "PSEUDONYMISATION_KEY_PARAMETER": "", **env}.items():
+    """The ingest handler module, cold-started with ``env`` on top of the buckets."""
+    for k, v in env.items():
         monkeypatch.setenv(k, v)
-    spec = importlib.util.spec_from_file_location("ingest_events_floor_app", HANDLER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # Pydantic resolves the settings model's annotations there
-    spec.loader.exec_module(module)
-    return module
+    return _load_handler(monkeypatch)
 
 
 @pytest.fixture
