@@ -15,7 +15,7 @@ category affinity sums that history's weight per category (``ScatterElements`` a
 reads it at each candidate's category. No ``If`` and no catalogue-sized work: everything after the
 retrieval graph is on the C candidates and the history (per-node costs: docs/benchmarks.md).
 The item table and the stored event weights are float16 (the training side rounds them to float16
-first, so the reference reads the same values), the categories int32: the ranker adds 18 bytes per
+first, so the reference reads the same values), the categories int32: the ranker adds 20 bytes per
 item, 4 per category and 6 per stored event. Every name the ranker adds starts with ``rk_``, so it
 cannot collide with the retrieval graph's.
 """
@@ -95,6 +95,9 @@ def build_ranker_model(
         _const("rk_sigma", arrays["sigma"], np.float32),
         _const("rk_C", [min(candidates, n_items)], np.int64),
         _const("rk_N", [n_items], np.int64),
+        _const("rk_no_category", [-1], np.int32),
+        _const("rk_last", [-1], np.int64),
+        _const("rk_to_end", [np.iinfo(np.int64).max], np.int64),
         _const("rk_zero_1d", [0], np.int64),
         _const("rk_one_i64", [1], np.int64),
         _const("rk_axis0", [0], np.int64),
@@ -171,6 +174,11 @@ def build_ranker_model(
         node("ReduceSum", ["rk_hist_w"], ["rk_w_sum"], keepdims=0),
         node("Add", ["rk_w_sum", "rk_eps"], ["rk_w_sum_eps"]),
         node("Div", ["rk_cat_w", "rk_w_sum_eps"], ["rk_affinity"]),
+        # the candidate is in the category of the history's last event (-1 for an empty history)
+        node("Concat", ["rk_no_category", "rk_h_cat"], ["rk_h_cat_pad"], axis=0),
+        node("Slice", ["rk_h_cat_pad", "rk_last", "rk_to_end", "rk_axis0"], ["rk_last_cat"]),
+        node("Equal", ["rk_c_cat", "rk_last_cat"], ["rk_in_last"]),
+        node("Cast", ["rk_in_last"], ["rk_last_f"], to=TensorProto.FLOAT),
         # history length, log1p, one per candidate
         node("Shape", ["rk_hist_w"], ["rk_h_shape"]),
         node("Cast", ["rk_h_shape"], ["rk_h_len"], to=TensorProto.FLOAT),
@@ -182,9 +190,10 @@ def build_ranker_model(
         node("Unsqueeze", ["rk_rank", "rk_axis1"], ["rk_f1"]),
         node("Unsqueeze", ["rk_affinity", "rk_axis1"], ["rk_f2"]),
         node("Unsqueeze", ["rk_n_hist_c", "rk_axis1"], ["rk_f3"]),
+        node("Unsqueeze", ["rk_last_f", "rk_axis1"], ["rk_f4"]),
         node("Gather", ["rk_item_features", "rk_cand_indices"], ["rk_f_items16"], axis=0),
         node("Cast", ["rk_f_items16"], ["rk_f_items"], to=TensorProto.FLOAT),
-        node("Concat", ["rk_f0", "rk_f1", "rk_f2", "rk_f3", "rk_f_items"], ["rk_x_raw"], axis=1),
+        node("Concat", ["rk_f0", "rk_f1", "rk_f2", "rk_f3", "rk_f4", "rk_f_items"], ["rk_x_raw"], axis=1),
         node("Sub", ["rk_x_raw", "rk_mu"], ["rk_x_c"]),
         node("Div", ["rk_x_c", "rk_sigma"], ["rk_h0"]),
     ]

@@ -23,7 +23,9 @@ torch = pytest.importorskip("torch", reason="the ranker needs PyTorch (make torc
 from shelfwise.training import ranker_stage  # noqa: E402
 from shelfwise.training.ranker import (  # noqa: E402
     FEATURES,
+    ITEM_FEATURES,
     ItemTable,
+    item_table,
     list_features,
     merge_lists,
     train_ranker,
@@ -56,7 +58,8 @@ def session(model: Any) -> Any:
 
 
 def test_features_read_the_list_the_history_and_the_item_table() -> None:
-    table = ItemTable(np.arange(4 * 7, dtype=np.float32).reshape(4, 7), np.array([0, 0, 1, 2]))
+    width = len(ITEM_FEATURES)
+    table = ItemTable(np.arange(4 * width, dtype=np.float32).reshape(4, width), np.array([0, 0, 1, 2]))
     cand = np.array([2, 0, 3])
     x, valid = list_features(
         table, cand, np.array([3.0, 1.0, -np.inf], np.float32), np.array([0, 1, 2]), np.array([1.0, 1.0, 2.0])
@@ -66,7 +69,25 @@ def test_features_read_the_list_the_history_and_the_item_table() -> None:
     np.testing.assert_allclose(x[:, 1], np.log1p([0, 1, 2]), atol=1e-6)  # rank
     np.testing.assert_allclose(x[:, 2], [0.5, 0.5, 0.0], atol=1e-5)  # weight share of the category
     np.testing.assert_allclose(x[:, 3], np.log1p(3), atol=1e-6)
-    np.testing.assert_array_equal(x[:, 4:], table.features[cand])
+    np.testing.assert_array_equal(x[:, 4], [1.0, 0.0, 0.0])  # in the last event's category (1)
+    np.testing.assert_array_equal(x[:, 5:], table.features[cand])
+    empty, _ = list_features(
+        table, cand, np.array([3.0, 1.0, 0.5], np.float32), np.array([], int), np.array([])
+    )
+    np.testing.assert_array_equal(empty[:, 4], 0.0)
+
+
+def test_category_share_is_the_items_part_of_its_category(split: Split) -> None:
+    data = split.train
+    table = item_table(data)
+    pop = np.bincount(data.item, weights=data.weight.astype(np.float64), minlength=data.n_items)
+    col = table.features[:, ITEM_FEATURES.index("category_share")]
+    for c in np.unique(table.category)[:3]:
+        members = np.flatnonzero(table.category == c)
+        expected = np.log((pop[members] + 1.0) / (pop[members].sum() + 1.0))
+        np.testing.assert_allclose(col[members], expected, rtol=2e-3, atol=2e-3)  # float16 in the graph
+        # inside a category it orders items as their popularity does
+        assert np.all(np.diff(col[members][np.argsort(pop[members], kind="stable")]) >= 0)
 
 
 def test_training_is_seeded_and_stops_early(split: Split, ranker: Any) -> None:

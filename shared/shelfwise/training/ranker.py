@@ -61,12 +61,14 @@ ITEM_FEATURES: tuple[str, ...] = (
     "has_price",
     "freshness",
     "days_since_last_seen",
+    "category_share",
 )
 LIST_FEATURES: tuple[str, ...] = (
     "retrieval_score_z",
     "retrieval_rank",
     "category_affinity",
     "history_length",
+    "last_category",
 )
 FEATURES: tuple[str, ...] = LIST_FEATURES + ITEM_FEATURES
 EPS = np.float32(1e-6)
@@ -105,6 +107,11 @@ def item_table(data: Interactions) -> ItemTable:
         top = np.log1p(x.max(initial=0.0))
         return np.log1p(x) / top if top > 0 else np.zeros_like(x)
 
+    _, category = np.unique(np.asarray(data.item_info["category"], dtype=str), return_inverse=True)
+    # the item's (log) share of its category's events: popularity where the user's taste already
+    # chose the category, which the shop-wide popularity columns cannot tell
+    cat_pop = np.bincount(category, weights=pop, minlength=int(category.max(initial=0)) + 1)
+    share = np.log((pop + 1.0) / (cat_pop[category] + 1.0))
     feats = np.stack(
         [
             scaled(pop),
@@ -114,10 +121,10 @@ def item_table(data: Interactions) -> ItemTable:
             known.astype(np.float64),
             scaled(age),
             scaled(idle),
+            share,
         ],
         axis=1,
     ).astype(np.float32)
-    _, category = np.unique(np.asarray(data.item_info["category"], dtype=str), return_inverse=True)
     # float16 in the graph (half the bytes at 1M items): rounded here, so the reference reads the
     # same values the graph does
     return ItemTable(
@@ -161,7 +168,9 @@ def list_features(
     same = (c_cat[:, None] == h_cat[None, :]).astype(np.float32)
     affinity = (same @ w).astype(np.float32) / (w.sum(dtype=np.float32) + EPS)
     n_hist = np.float32(np.log1p(np.float32(len(w))))
-    cols = [z, rank, affinity, np.full(len(s), n_hist, np.float32)]
+    # the candidate is in the category of the history's last event (the mission at hand)
+    last = c_cat == h_cat[-1] if len(h_cat) else np.zeros(len(s), dtype=bool)
+    cols = [z, rank, affinity, np.full(len(s), n_hist, np.float32), last.astype(np.float32)]
     x = np.concatenate([np.stack(cols, axis=1).astype(np.float32), table.features[cand]], axis=1)
     return x.astype(np.float32), valid
 
