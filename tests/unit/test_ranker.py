@@ -90,6 +90,24 @@ def test_category_share_is_the_items_part_of_its_category(split: Split) -> None:
         assert np.all(np.diff(col[members][np.argsort(pop[members], kind="stable")]) >= 0)
 
 
+def test_a_feature_constant_in_training_keeps_unit_scale() -> None:
+    from shelfwise.training.ranker import Lists, Ranker
+
+    rng = np.random.default_rng(3)
+    x = rng.random((30, 12, len(FEATURES))).astype(np.float32)
+    last = FEATURES.index("last_category")
+    x[:, :, last] = 1.0  # a log without categories: every candidate shares the last event's
+    label = (rng.random((30, 12)) < 0.2).astype(np.float32)
+    label[:, 0] = 1.0
+    lists = Lists(x, label, np.ones_like(label), np.ones_like(label, dtype=bool), None, "candidates")
+    model = Ranker(**{**TINY, "epochs": 1}).fit_lists(lists, lambda _: 0.0)
+    assert model.sigma[last] == 1.0 and model.mu[last] == 1.0
+    others = [i for i in range(len(FEATURES)) if i != last]
+    np.testing.assert_allclose(
+        model.sigma[others], x.reshape(-1, len(FEATURES))[:, others].std(axis=0), rtol=1e-5
+    )
+
+
 def test_training_is_seeded_and_stops_early(split: Split, ranker: Any) -> None:
     again = fitted(split, ItemKNN(20, "user", threads=1))
     users = split.users[:10]

@@ -74,6 +74,7 @@ FEATURES: tuple[str, ...] = LIST_FEATURES + ITEM_FEATURES
 EPS = np.float32(1e-6)
 MAX_POSITIONS = 64  # position-bias terms learnt; later slots share the last one
 IPS_CAP = 20.0
+CONSTANT_STD = 1e-3  # a feature's spread in training below which it counts as constant
 
 
 @dataclass
@@ -461,7 +462,11 @@ class Ranker:
         self.training_data = train.source
         flat = train.x[train.valid]
         self.mu = flat.mean(axis=0).astype(np.float32)
-        self.sigma = np.maximum(flat.std(axis=0), 1e-3).astype(np.float32)
+        std = flat.std(axis=0)
+        # a feature constant in training (no categories: the affinity and the last-category flag)
+        # keeps unit scale, so a value it never took in training moves the MLP by its weight, not
+        # by a thousandfold of it
+        self.sigma = np.where(std < CONSTANT_STD, 1.0, std).astype(np.float32)
         self.net = _build_net(torch, len(FEATURES), p["hidden"], self.mu, self.sigma)
         bias = torch.nn.Parameter(torch.zeros(MAX_POSITIONS)) if train.position is not None else None
         params = list(self.net.parameters()) + ([bias] if bias is not None else [])
