@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shelfwise.instants import aware_time
+from shelfwise.instants import aware_time, epoch_ms
 
 SCHEMA_VERSION = 1
 
@@ -94,6 +94,7 @@ MAX_PROPERTIES_BYTES = 16 * 1024
 # 1990s: MovieLens 100K is from 1997-98) up to a day into the future (clock skew). Only the
 # impossible is refused; a deployment that knows better sets its own floor (IngestOptions.min_ts_ms).
 MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+MIN_TS_MS = epoch_ms(MIN_TIMESTAMP)  # the same floor in epoch milliseconds
 MAX_FUTURE_SECONDS = 24 * 3600
 # Largest price and quantity of one event (a price of 1e308 is a bug or an attack, not a sale).
 MAX_PRICE = 1e9

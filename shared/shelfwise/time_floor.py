@@ -8,10 +8,12 @@ reads the same way.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from pydantic import BaseModel, field_validator
 
 from shelfwise.errors import InputError
-from shelfwise.events import MIN_TIMESTAMP
+from shelfwise.events import MIN_TS_MS
 from shelfwise.instants import epoch_ms
 
 VARIABLE = "INGEST_MIN_TIME"
@@ -22,7 +24,7 @@ def floor_ms(value: str, what: str) -> int:
     means the default, the Unix epoch. Unreadable: ``InputError`` naming ``what`` (the flag or
     variable the value came from)."""
     if not value.strip():
-        return epoch_ms(MIN_TIMESTAMP)
+        return MIN_TS_MS
     try:
         return epoch_ms(value, what)
     except InputError as exc:
@@ -46,7 +48,7 @@ class TimeFloorSettings(BaseModel):
             raise ValueError(str(exc)) from exc
         return value.strip()
 
-    @property
+    @cached_property
     def min_ts_ms(self) -> int:
-        """The floor in epoch milliseconds, as the domain takes it."""
+        """The floor in epoch milliseconds, as the domain takes it (read once per cold start)."""
         return floor_ms(self.ingest_min_time, VARIABLE)

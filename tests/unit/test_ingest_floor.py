@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shelfwise.errors import ConfigurationError, InputError
+from shelfwise.events import MIN_TS_MS
 from shelfwise.ingest import ingest_file
 from shelfwise.ingest.catalogue import DirStore, ingest_catalogue
-from shelfwise.ingest.validate import MIN_TS_MS
 from shelfwise.settings import load_settings
 from shelfwise.time_floor import floor_ms
 from shelfwise_local.runtime.template import TemplateError, load_template, parameter_values

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from shelfwise.cli.common import command, emit, min_time_ms
 from shelfwise.errors import InputError
+from shelfwise.events import MIN_TS_MS
 from shelfwise.ingest.formats import FORMAT_NAMES
 from shelfwise.ingest.pipeline import IngestSummary, ingest_file
-from shelfwise.ingest.validate import MIN_TS_MS
 
 
 def parser() -> argparse.ArgumentParser:

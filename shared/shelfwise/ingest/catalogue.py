@@ -42,8 +42,10 @@ import pyarrow.parquet as pq
 
 from shelfwise.catalogue_contract import CATALOGUE_STOCK_KEY
 from shelfwise.errors import InputError
+from shelfwise.events import MIN_TS_MS
+from shelfwise.ingest.schema import OUT_OF_RANGE
 from shelfwise.ingest.summary import IngestSummary
-from shelfwise.ingest.validate import MIN_TS_MS, latest_ts_ms, out_of_range, time_range, timestamps_ms
+from shelfwise.ingest.validate import latest_ts_ms, out_of_range, time_range, timestamps_ms
 
 CATALOGUE_PREFIX = "raw/catalogue/"
 CURATED = "curated/catalogue"
@@ -233,7 +235,7 @@ def updated_times(values: list[Any], uploaded: datetime, min_ts_ms: int = MIN_TS
         elif r is None:
             out.append("bad_timestamp")
         else:
-            out.append("timestamp_out_of_range" if bad else _EPOCH + timedelta(milliseconds=r))
+            out.append(OUT_OF_RANGE if bad else _EPOCH + timedelta(milliseconds=r))
     return out
 
 
@@ -376,7 +378,7 @@ def ingest_catalogue(
             result.reasons[reason or "?"] = result.reasons.get(reason or "?", 0) + 1
             raw = row.raw
             record: dict[str, Any] = {"line": row.line, "reason": reason}
-            if reason == "timestamp_out_of_range":
+            if reason == OUT_OF_RANGE:
                 record.update(result.time_range)
             record["raw"] = raw[:RAW_LIMIT]
             if len(raw) > RAW_LIMIT:

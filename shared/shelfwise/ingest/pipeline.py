@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shelfwise import bots
-from shelfwise.events import SCHEMA_VERSION
+from shelfwise.events import MIN_TS_MS, SCHEMA_VERSION
 from shelfwise.ingest import readers
 from shelfwise.ingest.dedup import SeenIds
 from shelfwise.ingest.errors import CorruptInputError, UnknownFormatError
@@ -35,7 +35,7 @@ from shelfwise.ingest.sessions import SESSION_GAP_MS, Sessioniser
 from shelfwise.ingest.sinks import CollectSink, PartitionWriter, QuarantineWriter, csv_text, raw_text
 from shelfwise.ingest.source import Source, open_source, prefetch
 from shelfwise.ingest.summary import IngestSummary
-from shelfwise.ingest.validate import MIN_TS_MS, latest_ts_ms, normalise_types, time_range, validate
+from shelfwise.ingest.validate import latest_ts_ms, normalise_types, time_range, validate
 from shelfwise.pseudonym import scrub, scrub_text
 
 DAY_MS = 86_400_000

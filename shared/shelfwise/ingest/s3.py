@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shelfwise.bots import FLAGS_PREFIX
 from shelfwise.errors import InputError
+from shelfwise.events import MIN_TS_MS
 from shelfwise.ingest.catalogue import S3Store, is_catalogue_key
 from shelfwise.ingest.errors import SourceGoneError
 from shelfwise.ingest.pipeline import (
@@ -31,7 +32,6 @@ from shelfwise.ingest.pipeline import (
     object_hash,
     run_file,
 )
-from shelfwise.ingest.validate import MIN_TS_MS
 
 
 class _Loose(BaseModel):

@@ -87,3 +87,5 @@ REASONS: tuple[str, ...] = (
     "number_out_of_range",  # price or quantity above the API's bounds (shelfwise.events)
 )
 REASON_CODE = {name: code for code, name in enumerate(REASONS) if name}
+# The reason whose records also state the range they missed (events and catalogue rows alike).
+OUT_OF_RANGE = "timestamp_out_of_range"

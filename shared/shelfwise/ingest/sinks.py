@@ -22,14 +22,13 @@ import pyarrow.parquet as pq
 
 from shelfwise.events import PARTITION_COLUMN
 from shelfwise.ingest.formats import json_literals
-from shelfwise.ingest.schema import CURATED_SCHEMA, DICTIONARY_COLUMNS, REASON_CODE, REASONS
+from shelfwise.ingest.schema import CURATED_SCHEMA, DICTIONARY_COLUMNS, OUT_OF_RANGE, REASON_CODE, REASONS
 from shelfwise.pseudonym import Pseudonymiser, scrub
 
 ROW_GROUP_ROWS = 262_144
 MAX_BUFFERED_ROWS = 524_288
 MAX_OPEN_WRITERS = 128
 MAX_RAW_CHARS = 65_536
-OUT_OF_RANGE = "timestamp_out_of_range"
 
 
 class PartitionWriter:

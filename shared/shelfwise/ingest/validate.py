@@ -23,12 +23,11 @@ from shelfwise.events import (
     MAX_PROPERTIES_BYTES,
     MAX_QUANTITY,
     MAX_QUERY_LENGTH,
-    MIN_TIMESTAMP,
+    MIN_TS_MS,
 )
-from shelfwise.ingest.schema import EVENT_TYPE_VALUES, REASON_CODE, TIMESTAMP_TYPE
+from shelfwise.ingest.schema import EVENT_TYPE_VALUES, OUT_OF_RANGE, REASON_CODE, TIMESTAMP_TYPE
 from shelfwise.instants import iso_ms
 
-MIN_TS_MS = int(MIN_TIMESTAMP.timestamp() * 1000)
 # The API's bounds (shelfwise.events), so a file that did not come through the API is held to them.
 _MAX_VALUE = {"price": MAX_PRICE, "quantity": MAX_QUANTITY}
 _NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
@@ -293,7 +292,7 @@ def validate(
     impossible = out_of_range(ts_np, min_ts_ms, max_ts_ms)
     if ts.null_count:
         impossible &= np.asarray(ts.is_valid().to_numpy(zero_copy_only=False), bool)
-    codes.flag("timestamp_out_of_range", impossible)
+    codes.flag(OUT_OF_RANGE, impossible)
 
     # Actor and item.
     user, session, item = cols.get("user_id"), cols.get("session_id"), cols.get("item_id")

@@ -18,7 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from pydantic import BaseModel, Field, model_validator
 
-from shelfwise.events import MIN_TIMESTAMP, Event, derive_event_id
+from shelfwise.events import MIN_TS_MS, Event, derive_event_id
 from shelfwise.instants import epoch_ms, iso_ms
 from shelfwise.observability import logger, metrics
 from shelfwise.pseudonym import Pseudonymiser, scrub
@@ -78,7 +78,7 @@ class EventCollector:
     ) -> None:
         self.firehose, self.stream_name = firehose, stream_name
         self.pseudonymiser = pseudonymiser
-        self.min_ts_ms = epoch_ms(MIN_TIMESTAMP) if min_ts_ms is None else min_ts_ms
+        self.min_ts_ms = MIN_TS_MS if min_ts_ms is None else min_ts_ms
 
     def check_floor(self, events: Sequence[Event]) -> None:
         """Refuse the batch (422 naming each event) if any event is timed before the floor."""

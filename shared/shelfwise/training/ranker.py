@@ -170,8 +170,8 @@ def list_features(
     affinity = (same @ w).astype(np.float32) / (w.sum(dtype=np.float32) + EPS)
     n_hist = np.float32(np.log1p(np.float32(len(w))))
     # the candidate is in the category of the history's last event (the mission at hand)
-    last = c_cat == h_cat[-1] if len(h_cat) else np.zeros(len(s), dtype=bool)
-    cols = [z, rank, affinity, np.full(len(s), n_hist, np.float32), last.astype(np.float32)]
+    last = same[:, -1] if len(h_cat) else np.zeros(len(s), np.float32)
+    cols = [z, rank, affinity, np.full(len(s), n_hist, np.float32), last]
     x = np.concatenate([np.stack(cols, axis=1).astype(np.float32), table.features[cand]], axis=1)
     return x.astype(np.float32), valid
 

@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
-from typing import Any
 
 import numpy as np
 
@@ -79,7 +78,7 @@ def oracle(model: ShopModel, split: Split, missions: bool) -> Callable[[np.ndarr
         number = np.floor((ts - model.start_ms + phase) / mission_ms).astype(np.int64)
         # the mission running at the cut: every session of this user follows it (mission_share 1)
         everyone = model.params
-        object.__setattr__(model, "params", _with(everyone, mission_share=1.0))
+        object.__setattr__(model, "params", replace(everyone, mission_share=1.0))
         try:
             now = int(
                 mission_leaves(model, np.zeros(1, np.int64), np.array([su]), ts[:1], fav, cum, leaf_w, 0)[0]
@@ -113,10 +112,6 @@ def oracle(model: ShopModel, split: Split, missions: bool) -> Callable[[np.ndarr
         return out
 
     return scores
-
-
-def _with(params: ShopParams, **changes: Any) -> ShopParams:
-    return replace(params, **changes)
 
 
 def counting_rule(split: Split) -> Callable[[np.ndarray], np.ndarray]:
